@@ -1,0 +1,282 @@
+// Package config loads the worker's settings from the environment, fills the
+// defaults in one place and validates every value, so that a bad setting stops
+// the process at start with one line naming the variable, the value given and
+// what is allowed.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Config is everything the worker daemon reads from the environment. Each field
+// names its variable and default; Load fills and validates them.
+type Config struct {
+	// RedisURL is the stream Redis, redis:// or rediss://.
+	// Default: redis://127.0.0.1:6379/0
+	RedisURL string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+
+	// Streams are the stream keys this worker consumes, comma separated.
+	// Default: events
+	Streams []string `envconfig:"WORKER_STREAMS" default:"events"`
+	// Group is the consumer group. Default: workers
+	Group string `envconfig:"WORKER_GROUP" default:"workers"`
+	// Consumer names this process inside the group; it must be stable across
+	// restarts of the same replica (the pod name on Kubernetes) so that the
+	// replica finds its own pending entries again. Default: the hostname.
+	Consumer string `envconfig:"WORKER_CONSUMER"`
+	// GroupStart is where a newly created group starts: earliest (the whole
+	// stream, so events produced before the first worker ran are not
+	// skipped) or latest (only new events). Default: earliest
+	GroupStart string `envconfig:"WORKER_GROUP_START" default:"earliest"`
+
+	// Concurrency is the number of handlers that run at once. Default: 64
+	Concurrency int `envconfig:"WORKER_CONCURRENCY" default:"64"`
+	// FetchCount caps the entries asked for in one XREADGROUP; a read never
+	// asks for more than the free handler slots either. Default: 256
+	FetchCount int `envconfig:"WORKER_FETCH_COUNT" default:"256"`
+	// Block is the BLOCK of one XREADGROUP. It is finite so that shutdown and
+	// Redis failures are noticed promptly. Default: 2s
+	Block time.Duration `envconfig:"WORKER_BLOCK" default:"2s"`
+
+	// MaxAttempts is how many times a message is tried, the first try
+	// included, before it is dead-lettered. Default: 5
+	MaxAttempts int `envconfig:"WORKER_MAX_ATTEMPTS" default:"5"`
+	// RetryBase is the backoff after the first failure; it doubles per
+	// attempt, with jitter, up to RetryMax. Default: 1s
+	RetryBase time.Duration `envconfig:"WORKER_RETRY_BASE" default:"1s"`
+	// RetryMax caps the backoff. Default: 10m
+	RetryMax time.Duration `envconfig:"WORKER_RETRY_MAX" default:"10m"`
+	// HandlerTimeout bounds one handler call. Default: 30s
+	HandlerTimeout time.Duration `envconfig:"WORKER_HANDLER_TIMEOUT" default:"30s"`
+	// ShutdownTimeout is how long in-flight handlers may run after SIGTERM;
+	// what is still running then is handed over to other consumers.
+	// Default: 25s
+	ShutdownTimeout time.Duration `envconfig:"WORKER_SHUTDOWN_TIMEOUT" default:"25s"`
+	// PromoteInterval is how often due delayed and retry entries are moved
+	// back into their stream. Default: 250ms
+	PromoteInterval time.Duration `envconfig:"WORKER_PROMOTE_INTERVAL" default:"250ms"`
+	// ReclaimMinIdle is how long an entry must sit unacknowledged before
+	// another consumer may claim it. Default: 1m
+	ReclaimMinIdle time.Duration `envconfig:"WORKER_RECLAIM_MIN_IDLE" default:"1m"`
+	// DedupeWindow, when positive, skips a message whose id field was
+	// processed successfully within the window. 0 turns it off. Default: 0
+	DedupeWindow time.Duration `envconfig:"WORKER_DEDUPE_WINDOW" default:"0"`
+
+	// HTTPAddr serves /healthz, /readyz and /metrics; "off" disables it.
+	// Default: :8080
+	HTTPAddr string `envconfig:"WORKER_HTTP_ADDR" default:":8080"`
+
+	// LogLevel is debug, info, warn or error. Default: info
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+	// LogFormat is json or text. Default: json
+	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
+}
+
+// Load reads the configuration from the process environment, fills the
+// defaults and validates it.
+func Load() (Config, error) {
+	var c Config
+	if err := envconfig.Process("", &c); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return Config{}, bad(pe.KeyName, pe.Value, allowedFor(pe.TypeName))
+		}
+		return Config{}, err
+	}
+	if err := c.fill(); err != nil {
+		return Config{}, err
+	}
+	return c, c.Validate()
+}
+
+// Default returns the configuration with every default filled, as Load would
+// with an empty environment.
+func Default() Config {
+	c := Config{
+		RedisURL:        "redis://127.0.0.1:6379/0",
+		Streams:         []string{"events"},
+		Group:           "workers",
+		GroupStart:      "earliest",
+		Concurrency:     64,
+		FetchCount:      256,
+		Block:           2 * time.Second,
+		MaxAttempts:     5,
+		RetryBase:       time.Second,
+		RetryMax:        10 * time.Minute,
+		HandlerTimeout:  30 * time.Second,
+		ShutdownTimeout: 25 * time.Second,
+		PromoteInterval: 250 * time.Millisecond,
+		ReclaimMinIdle:  time.Minute,
+		HTTPAddr:        ":8080",
+		LogLevel:        "info",
+		LogFormat:       "json",
+	}
+	_ = c.fill()
+	return c
+}
+
+func (c *Config) fill() error {
+	if c.Consumer == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			return fmt.Errorf("WORKER_CONSUMER is not set and the hostname is unknown: set WORKER_CONSUMER to a name unique in the group")
+		}
+		c.Consumer = host
+	}
+	streams := c.Streams[:0]
+	for _, s := range c.Streams {
+		if s = strings.TrimSpace(s); s != "" {
+			streams = append(streams, s)
+		}
+	}
+	c.Streams = streams
+	c.LogLevel = strings.ToLower(c.LogLevel)
+	c.LogFormat = strings.ToLower(c.LogFormat)
+	c.GroupStart = strings.ToLower(c.GroupStart)
+	return nil
+}
+
+// Validate checks every value and returns the first problem as one line that
+// names the variable, the value and what is allowed.
+func (c Config) Validate() error {
+	if err := validateRedisURL(c.RedisURL); err != nil {
+		return err
+	}
+	if len(c.Streams) == 0 {
+		return bad("WORKER_STREAMS", strings.Join(c.Streams, ","), "a comma-separated list of one or more stream keys")
+	}
+	seen := make(map[string]bool, len(c.Streams))
+	for _, s := range c.Streams {
+		if strings.ContainsAny(s, " \t\r\n") {
+			return bad("WORKER_STREAMS", strings.Join(c.Streams, ","), "stream keys without whitespace")
+		}
+		if seen[s] {
+			return bad("WORKER_STREAMS", strings.Join(c.Streams, ","), "each stream at most once")
+		}
+		seen[s] = true
+	}
+	if strings.TrimSpace(c.Group) == "" {
+		return bad("WORKER_GROUP", c.Group, "a non-empty group name")
+	}
+	if strings.TrimSpace(c.Consumer) == "" {
+		return bad("WORKER_CONSUMER", c.Consumer, "a non-empty consumer name")
+	}
+	if c.GroupStart != "earliest" && c.GroupStart != "latest" {
+		return bad("WORKER_GROUP_START", c.GroupStart, "earliest or latest")
+	}
+	for _, v := range []struct {
+		name     string
+		val, min int
+		max      int
+	}{
+		{"WORKER_CONCURRENCY", c.Concurrency, 1, 100000},
+		{"WORKER_FETCH_COUNT", c.FetchCount, 1, 100000},
+		{"WORKER_MAX_ATTEMPTS", c.MaxAttempts, 1, 1000},
+	} {
+		if v.val < v.min || v.val > v.max {
+			return bad(v.name, strconv.Itoa(v.val), fmt.Sprintf("an integer from %d to %d", v.min, v.max))
+		}
+	}
+	for _, v := range []struct {
+		name     string
+		val, min time.Duration
+	}{
+		{"WORKER_BLOCK", c.Block, time.Millisecond},
+		{"WORKER_RETRY_BASE", c.RetryBase, time.Millisecond},
+		{"WORKER_RETRY_MAX", c.RetryMax, time.Millisecond},
+		{"WORKER_HANDLER_TIMEOUT", c.HandlerTimeout, time.Millisecond},
+		{"WORKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0},
+		{"WORKER_PROMOTE_INTERVAL", c.PromoteInterval, time.Millisecond},
+		{"WORKER_RECLAIM_MIN_IDLE", c.ReclaimMinIdle, time.Second},
+		{"WORKER_DEDUPE_WINDOW", c.DedupeWindow, 0},
+	} {
+		if v.val < v.min {
+			return bad(v.name, v.val.String(), fmt.Sprintf("a Go duration of at least %s (e.g. 250ms, 30s)", v.min))
+		}
+	}
+	if c.Block > time.Minute {
+		return bad("WORKER_BLOCK", c.Block.String(), "a Go duration from 1ms to 1m")
+	}
+	if c.RetryMax < c.RetryBase {
+		return bad("WORKER_RETRY_MAX", c.RetryMax.String(), "a duration at least WORKER_RETRY_BASE ("+c.RetryBase.String()+")")
+	}
+	if c.DedupeWindow > 0 && c.DedupeWindow < time.Millisecond {
+		return bad("WORKER_DEDUPE_WINDOW", c.DedupeWindow.String(), "0 (off) or a Go duration of at least 1ms")
+	}
+	if c.HTTPAddr != "off" {
+		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
+			return bad("WORKER_HTTP_ADDR", c.HTTPAddr, "host:port such as :8080 or 127.0.0.1:9090, or off")
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("LOG_LEVEL", c.LogLevel, "debug, info, warn or error")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return bad("LOG_FORMAT", c.LogFormat, "json or text")
+	}
+	return nil
+}
+
+func validateRedisURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return bad("REDIS_URL", Redact(raw), "a URL such as redis://host:6379/0 or rediss://user:password@host:6380/0")
+	}
+	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+		if n, err := strconv.Atoi(db); err != nil || n < 0 {
+			return bad("REDIS_URL", Redact(raw), "a database number after the host, such as /0")
+		}
+	}
+	return nil
+}
+
+// Redact returns a Redis URL with its password replaced, for logs and errors.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	return u.String()
+}
+
+// Error is a configuration problem; its text is the one line a user sees.
+type Error struct {
+	Var, Value, Allowed string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s=%q is invalid: want %s", e.Var, e.Value, e.Allowed)
+}
+
+func bad(name, value, allowed string) error {
+	return &Error{Var: name, Value: value, Allowed: allowed}
+}
+
+func allowedFor(typeName string) string {
+	switch typeName {
+	case "int", "int64":
+		return "an integer"
+	case "Duration":
+		return "a Go duration such as 250ms, 30s or 5m"
+	case "bool":
+		return "true or false"
+	default:
+		return "a value of type " + typeName
+	}
+}

@@ -1,0 +1,367 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// fetchLoop reads one stream for this consumer: first its own pending entries
+// (left by an earlier run of the same consumer), then new ones. A read never
+// asks for more entries than there are free handler slots, so nothing waits
+// in a local buffer while its idle time grows unseen.
+func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
+	log := r.logger.With("stream", s.name)
+	// Reads are not cancelled mid-flight: entries a cancelled read was given
+	// would sit in our pending list unseen. BLOCK is finite, so the loop
+	// notices ctx within one block period.
+	rctx := context.WithoutCancel(ctx)
+	start := "0"
+	if r.cfg.GroupStart == "latest" {
+		start = "$"
+	}
+	cursor := "0" // our own pending entries first
+	var failures int
+	fail := func(what string, err error) {
+		failures++
+		s.redisOK.Store(false)
+		wait := retryWait(failures)
+		log.Error(what, "error", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
+		sleepCtx(ctx, wait)
+	}
+	ok := func() {
+		if failures > 0 {
+			log.Info("redis reachable again", "after_failures", failures)
+		}
+		failures = 0
+		s.redisOK.Store(true)
+	}
+	for ctx.Err() == nil {
+		s.beat.Beat()
+		if !s.groupReady.Load() {
+			if err := ensureGroup(rctx, r.client, s.name, r.cfg.Group, start); err != nil {
+				fail("creating consumer group", err)
+				continue
+			}
+			s.groupReady.Store(true)
+			start = "0" // a group recreated after its stream was deleted reads all of it
+			ok()
+		}
+		n := r.acquire(ctx, s.beat)
+		if n == 0 {
+			return
+		}
+		args := &redis.XReadGroupArgs{
+			Group: r.cfg.Group, Consumer: r.cfg.Consumer,
+			Streams: []string{s.name, cursor}, Count: int64(n), Block: -1,
+		}
+		if cursor == ">" {
+			args.Block = r.cfg.Block
+			if len(r.streams) > 1 {
+				// Take a backlog with every free slot, but do not sit blocked on
+				// an idle stream holding more than its share of them.
+				if msgs, err := r.read(rctx, args, -1); err != nil || len(msgs) > 0 {
+					r.handle(ctx, s, msgs, err, n, fail, ok, &cursor)
+					continue
+				}
+				share := max(1, r.cfg.Concurrency/len(r.streams))
+				if n > share {
+					r.release(n - share)
+					n = share
+					args.Count = int64(n)
+				}
+			}
+		}
+		msgs, err := r.read(rctx, args, args.Block)
+		r.handle(ctx, s, msgs, err, n, fail, ok, &cursor)
+	}
+}
+
+func (r *Runtime) read(ctx context.Context, args *redis.XReadGroupArgs, block time.Duration) ([]redis.XMessage, error) {
+	a := *args
+	a.Block = block
+	res, err := r.client.XReadGroup(ctx, &a).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil || len(res) == 0 {
+		return nil, err
+	}
+	return res[0].Messages, nil
+}
+
+// handle dispatches one read's messages on the n slots reserved for it and
+// releases the slots it did not use.
+func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMessage, err error,
+	n int, fail func(string, error), ok func(), cursor *string,
+) {
+	if err != nil {
+		r.release(n)
+		if isNoGroup(err) {
+			s.groupReady.Store(false)
+			r.logger.Warn("stream or group is gone; recreating it", "stream", s.name, "group", r.cfg.Group, "error", err)
+			return
+		}
+		fail("reading stream", err)
+		return
+	}
+	ok()
+	if *cursor != ">" {
+		if len(msgs) == 0 {
+			*cursor = ">"
+		} else {
+			*cursor = msgs[len(msgs)-1].ID
+			r.logger.Info("resuming own pending entries", "stream", s.name, "count", len(msgs))
+		}
+	}
+	batch := make([]*Message, 0, len(msgs))
+	for _, e := range msgs {
+		if e.Values == nil {
+			// Our pending entry was trimmed from the stream: nothing to run.
+			r.ack(ackReq{stream: s.name, id: e.ID, outcome: OutcomeDeletedWhilePending})
+			continue
+		}
+		batch = append(batch, newMessage(s.name, e))
+	}
+	if r.cfg.DedupeWindow > 0 {
+		batch = r.dropDuplicates(ctx, batch)
+	}
+	for _, m := range batch {
+		r.jobs <- m
+	}
+	r.release(n - len(batch))
+}
+
+// dropDuplicates acknowledges, without running them, messages whose
+// idempotency key was processed inside the dedupe window, checking the whole
+// batch in one round trip. On a Redis error every message runs (at-least-once
+// wins over skipping).
+func (r *Runtime) dropDuplicates(ctx context.Context, batch []*Message) []*Message {
+	var keyed []*Message
+	for _, m := range batch {
+		if m.IdempotencyKey != "" {
+			keyed = append(keyed, m)
+		}
+	}
+	if len(keyed) == 0 {
+		return batch
+	}
+	pipe := r.client.Pipeline()
+	cmds := make([]*redis.IntCmd, len(keyed))
+	for i, m := range keyed {
+		cmds[i] = pipe.Exists(context.WithoutCancel(ctx), dedupeKey(m.Stream, m.IdempotencyKey))
+	}
+	if _, err := pipe.Exec(context.WithoutCancel(ctx)); err != nil {
+		r.logger.Warn("dedupe check failed; running the batch", "error", err)
+		return batch
+	}
+	seen := make(map[*Message]bool, len(keyed))
+	for i, m := range keyed {
+		if cmds[i].Val() > 0 {
+			seen[m] = true
+		}
+	}
+	out := batch[:0]
+	for _, m := range batch {
+		if seen[m] {
+			r.logger.Debug("duplicate skipped", "stream", m.Stream, "id", m.ID, "idempotency_key", m.IdempotencyKey)
+			r.ack(ackReq{stream: m.Stream, id: m.ID, typ: m.Type, outcome: OutcomeDuplicate})
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// acquire waits for one free handler slot and takes up to FetchCount more of
+// those free now. It returns 0 when ctx ends first.
+func (r *Runtime) acquire(ctx context.Context, beat *Beat) int {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+wait:
+	for {
+		select {
+		case r.slots <- struct{}{}:
+			break wait
+		case <-t.C:
+			beat.Beat() // waiting on busy handlers is alive, not stuck
+		case <-ctx.Done():
+			return 0
+		}
+	}
+	n := 1
+	for n < r.cfg.FetchCount {
+		select {
+		case r.slots <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+func (r *Runtime) release(n int) {
+	for range n {
+		<-r.slots
+	}
+}
+
+// ackLoop writes acknowledgements in batches: it takes what is queued, up to
+// a cap, and sends it in one pipeline (dedupe marks first, then one XACK per
+// stream with every ID). Under load batches grow by themselves; when idle an
+// ack goes out at once.
+func (r *Runtime) ackLoop(stop <-chan struct{}) {
+	defer close(r.ackerDone)
+	const maxBatch = 4096
+	batch := make([]ackReq, 0, 256)
+	for {
+		select {
+		case a := <-r.acks:
+			batch = append(batch, a)
+		case <-stop:
+		rest:
+			for {
+				select {
+				case a := <-r.acks:
+					batch = append(batch, a)
+				default:
+					break rest
+				}
+			}
+			if len(batch) > 0 {
+				r.flushFinal(batch)
+			}
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case a := <-r.acks:
+				batch = append(batch, a)
+			default:
+				break drain
+			}
+		}
+		r.flushRetrying(batch, stop)
+		batch = batch[:0]
+	}
+}
+
+// flushRetrying writes a batch, retrying with backoff while Redis fails,
+// until it succeeds or shutdown turns it into a final flush.
+func (r *Runtime) flushRetrying(batch []ackReq, stop <-chan struct{}) {
+	for failures := 1; ; failures++ {
+		err := r.flushAcks(context.Background(), batch)
+		if err == nil {
+			return
+		}
+		wait := retryWait(failures)
+		r.logger.Error("acknowledging messages failed; retrying", "count", len(batch), "error", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-stop:
+			r.flushFinal(batch)
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// flushFinal makes a last few attempts at shutdown with fresh contexts.
+func (r *Runtime) flushFinal(batch []ackReq) {
+	var err error
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		err = r.flushAcks(ctx, batch)
+		cancel()
+		if err == nil {
+			return
+		}
+		sleepCtx(context.Background(), retryWait(i+1))
+	}
+	r.logger.Error("acknowledgements lost at shutdown; those messages stay pending and will be delivered again",
+		"count", len(batch), "error", err)
+}
+
+func (r *Runtime) flushAcks(ctx context.Context, batch []ackReq) error {
+	pipe := r.client.Pipeline()
+	ids := make(map[string][]string, len(r.streams))
+	for _, a := range batch {
+		if a.dedupe != "" {
+			pipe.Set(ctx, a.dedupe, "1", r.cfg.DedupeWindow)
+		}
+		ids[a.stream] = append(ids[a.stream], a.id)
+	}
+	for s, list := range ids {
+		pipe.XAck(ctx, s, r.cfg.Group, list...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	for _, a := range batch {
+		r.metrics.Messages.WithLabelValues(a.stream, a.typ, a.outcome).Inc()
+	}
+	return nil
+}
+
+// ensureGroup creates the group, and the stream with it; an existing group
+// is fine.
+func ensureGroup(ctx context.Context, c redis.UniversalClient, stream, group, start string) error {
+	err := c.XGroupCreateMkStream(ctx, stream, group, start).Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return err
+	}
+	return nil
+}
+
+func isNoGroup(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOGROUP")
+}
+
+// checkEviction warns loudly when the stream Redis may evict keys: an evicted
+// stream or pending list is lost work.
+func checkEviction(ctx context.Context, c redis.UniversalClient, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	res, err := c.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		log.Info("could not read maxmemory-policy; make sure the stream Redis uses noeviction", "error", err)
+		return
+	}
+	switch p := res["maxmemory-policy"]; {
+	case p == "" || p == "noeviction":
+	case strings.HasPrefix(p, "allkeys"):
+		log.Error("REDIS MAY EVICT STREAMS: maxmemory-policy is "+p+"; under memory pressure Redis deletes streams and pending entries and messages are lost. Set maxmemory-policy noeviction on the stream Redis.",
+			"maxmemory_policy", p)
+	default:
+		log.Warn("maxmemory-policy is "+p+": keys with a TTL (dedupe marks) may be evicted under memory pressure. Prefer noeviction for the stream Redis.",
+			"maxmemory_policy", p)
+	}
+}
+
+// retryWait is the pause after the n-th consecutive Redis failure: 100ms
+// doubling to 5s, with jitter, so an outage is neither a hot loop nor slow to
+// recover from.
+func retryWait(n int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < n && d < 5*time.Second; i++ {
+		d *= 2
+	}
+	d = min(d, 5*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

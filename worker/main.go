@@ -1,0 +1,227 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/config"
+)
+
+// Deps are what the runtime built and hands to a setup function, so handlers
+// get the Redis client, logger and metrics registry explicitly.
+type Deps struct {
+	// Redis is the stream Redis client the runtime uses.
+	Redis redis.UniversalClient
+	// Logger is the process logger; add a component with Logger.With.
+	Logger *slog.Logger
+	// Config is the loaded configuration.
+	Config config.Config
+	// Registerer takes the handlers' own Prometheus metrics, served on
+	// /metrics beside the runtime's.
+	Registerer prometheus.Registerer
+}
+
+// Option changes how Run and Main build the runtime.
+type Option func(*options)
+
+type options struct {
+	setup    []func(context.Context, Deps) error
+	redis    redis.UniversalClient
+	logger   *slog.Logger
+	registry *prometheus.Registry
+	listener net.Listener
+	signals  bool
+	stdout   io.Writer
+}
+
+// WithSetup runs f after the Redis client, logger and registry exist and
+// before any message is read: the place to build handler dependencies and
+// register handlers that need them. An error stops the start.
+func WithSetup(f func(ctx context.Context, d Deps) error) Option {
+	return func(o *options) { o.setup = append(o.setup, f) }
+}
+
+// WithRedis uses client instead of connecting to REDIS_URL. Run does not
+// close it.
+func WithRedis(client redis.UniversalClient) Option { return func(o *options) { o.redis = client } }
+
+// WithLogger uses logger instead of one built from LOG_LEVEL and LOG_FORMAT.
+func WithLogger(logger *slog.Logger) Option { return func(o *options) { o.logger = logger } }
+
+// WithRegistry registers the metrics with reg instead of a new registry.
+func WithRegistry(reg *prometheus.Registry) Option { return func(o *options) { o.registry = reg } }
+
+// WithListener serves HTTP on l instead of listening on WORKER_HTTP_ADDR.
+func WithListener(l net.Listener) Option { return func(o *options) { o.listener = l } }
+
+// Main is the whole daemon for a binary of one's own: it loads the
+// configuration from the environment, connects, runs until SIGTERM or
+// SIGINT, shuts down gracefully and exits (0 after a clean shutdown, 2 for a
+// bad configuration, 1 for any other failure). It never returns.
+func Main(mux *Mux, opts ...Option) {
+	cfg, err := config.Load()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "streamworker: configuration:", err)
+		os.Exit(2)
+	}
+	opts = append(opts, WithSignals())
+	if err := Run(context.Background(), cfg, mux, opts...); err != nil {
+		fmt.Fprintln(os.Stderr, "streamworker:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// Run runs everything Main runs — fetch/dispatch, promote and the HTTP
+// server, as one run group — until ctx ends, then shuts down gracefully and
+// returns nil. It returns an error when a component fails to start.
+func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error {
+	o := options{stdout: os.Stderr}
+	for _, f := range opts {
+		f(&o)
+	}
+	logger := o.logger
+	if logger == nil {
+		logger = NewLogger(cfg, o.stdout)
+	}
+	client := o.redis
+	if client == nil {
+		c, err := NewRedisClient(cfg)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		client = c
+	}
+	reg := o.registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	deps := Deps{Redis: client, Logger: logger, Config: cfg, Registerer: reg}
+	for _, f := range o.setup {
+		if err := f(ctx, deps); err != nil {
+			return fmt.Errorf("setup: %w", err)
+		}
+	}
+	metrics := NewMetrics(reg)
+	reg.MustRegister(newStreamCollector(client, cfg.Streams, cfg.Group))
+	rt := NewRuntime(cfg, client, mux, logger, metrics)
+	logger.Info("starting", "redis", config.Redact(cfg.RedisURL), "streams", cfg.Streams, "group", cfg.Group,
+		"consumer", cfg.Consumer, "concurrency", cfg.Concurrency, "types", mux.Types())
+
+	var g run.Group
+	{ // the caller's context
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { <-ctx.Done(); return nil }, func(error) { cancel() })
+	}
+	if o.signals {
+		g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	}
+	rtDone := make(chan struct{})
+	{ // fetch/dispatch
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			defer close(rtDone)
+			return rt.Run(ctx)
+		}, func(error) { cancel() })
+	}
+	{ // promote
+		p := NewPromoter(client, cfg.Streams, cfg.PromoteInterval, logger, metrics, rt.Liveness())
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return p.Run(ctx) }, func(error) { cancel() })
+	}
+	if cfg.HTTPAddr != "off" || o.listener != nil { // health, readiness, metrics
+		l := o.listener
+		if l == nil {
+			var err error
+			if l, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+				return fmt.Errorf("WORKER_HTTP_ADDR=%q: %w", cfg.HTTPAddr, err)
+			}
+		}
+		srv := &http.Server{Handler: NewHTTPHandler(rt, reg), ReadHeaderTimeout: 5 * time.Second}
+		g.Add(func() error {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http server: %w", err)
+			}
+			return nil
+		}, func(error) {
+			// Keep answering probes and scrapes (readyz says not ready) until
+			// the runtime has drained.
+			select {
+			case <-rtDone:
+			case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		})
+	}
+	err := g.Run()
+	if errors.Is(err, run.ErrSignal) {
+		logger.Info("stopped by signal", "signal", err.Error())
+		return nil
+	}
+	return err
+}
+
+// NewHTTPHandler serves /healthz (the loops are alive), /readyz (Redis
+// reachable, groups ready, not shutting down) and /metrics.
+func NewHTTPHandler(rt *Runtime, gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := rt.Liveness().Check(rt.cfg.Block + 30*time.Second); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := rt.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// NewLogger builds the process logger from LOG_LEVEL and LOG_FORMAT.
+func NewLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	hopts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, hopts))
+	}
+	return slog.New(slog.NewJSONHandler(w, hopts))
+}
+
+// NewRedisClient connects to REDIS_URL with a pool sized for the handler
+// pool, the fetchers and the background loops.
+func NewRedisClient(cfg config.Config) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL=%q: %w", config.Redact(cfg.RedisURL), err)
+	}
+	opt.PoolSize = max(opt.PoolSize, cfg.Concurrency+len(cfg.Streams)+8)
+	return redis.NewClient(opt), nil
+}
+
+// WithSignals makes Run stop on SIGTERM or SIGINT as Main does.
+func WithSignals() Option { return func(o *options) { o.signals = true } }

@@ -1,0 +1,150 @@
+// Package worker is the consumer-group runtime: it reads stream entries with
+// XREADGROUP, routes each by its type field to a Handler through a Mux, runs
+// handlers in a bounded pool, acknowledges successes in batches, schedules
+// retries with backoff, dead-letters what cannot succeed and shuts down
+// without losing or double-acknowledging work.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// Reserved stream entry fields. Every other field reaches the handler as
+// Metadata.
+const (
+	FieldType        = "type"
+	FieldData        = "data"
+	FieldID          = "id"
+	FieldAttempt     = "attempt"
+	FieldTraceparent = "traceparent"
+)
+
+// Fields the runtime adds to a dead-lettered entry.
+const (
+	FieldError    = "error"
+	FieldAttempts = "attempts"
+	FieldOriginID = "origin_id"
+	FieldFailedAt = "failed_at"
+	FieldGroup    = "group"
+	FieldConsumer = "consumer"
+)
+
+// Message is one stream entry handed to a handler.
+type Message struct {
+	// ID is the stream entry ID, e.g. 1700000000000-0.
+	ID string
+	// Stream is the stream key the entry was read from.
+	Stream string
+	// Type is the routing key (the type field).
+	Type string
+	// Data is the payload (the data field), opaque bytes.
+	Data []byte
+	// IdempotencyKey is the producer's id field, empty when none was set.
+	IdempotencyKey string
+	// Attempt is 1 on the first try and grows with each retry.
+	Attempt int
+	// Metadata holds every other field (traceparent included); nil when
+	// there are none.
+	Metadata map[string]string
+
+	fields map[string]any // the entry as read, for retry and DLQ copies
+}
+
+// newMessage builds a Message from an entry as go-redis returns it.
+func newMessage(stream string, e xEntry) *Message {
+	m := &Message{ID: e.ID, Stream: stream, Attempt: 1, fields: e.Values}
+	for k, v := range e.Values {
+		s, _ := v.(string)
+		switch k {
+		case FieldType:
+			m.Type = s
+		case FieldData:
+			m.Data = []byte(s)
+		case FieldID:
+			m.IdempotencyKey = s
+		case FieldAttempt:
+			if n, err := strconv.Atoi(s); err == nil && n > 0 {
+				m.Attempt = n
+			}
+		default:
+			if m.Metadata == nil {
+				m.Metadata = make(map[string]string, 2)
+			}
+			m.Metadata[k] = s
+		}
+	}
+	return m
+}
+
+// copyFields returns the entry's fields as a flat field/value list with the
+// named fields left out, in a stable order.
+func (m *Message) copyFields(skip ...string) []string {
+	out := make([]string, 0, 2*len(m.fields)+8)
+	// type and data first: they are what a reader of the DLQ looks for.
+	for _, k := range []string{FieldType, FieldData} {
+		if v, ok := m.fields[k]; ok {
+			out = append(out, k, v.(string))
+		}
+	}
+next:
+	for k, v := range m.fields {
+		if k == FieldType || k == FieldData {
+			continue
+		}
+		for _, s := range skip {
+			if k == s {
+				continue next
+			}
+		}
+		out = append(out, k, fmt.Sprint(v))
+	}
+	return out
+}
+
+// Handler processes one message. A nil error acknowledges it; an error
+// schedules a retry with backoff until the attempts run out; an error wrapped
+// with Permanent sends it to the dead-letter stream at once.
+type Handler interface {
+	HandleMessage(ctx context.Context, m *Message) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, m *Message) error
+
+// HandleMessage calls f(ctx, m).
+func (f HandlerFunc) HandleMessage(ctx context.Context, m *Message) error { return f(ctx, m) }
+
+// Middleware wraps a Handler, as net/http middleware wraps an http.Handler.
+type Middleware func(Handler) Handler
+
+var (
+	// ErrNoType is returned for an entry without a type field; it is
+	// permanent.
+	ErrNoType = errors.New("message has no type field")
+	// ErrNoHandler is returned for a type nobody handles; it is permanent.
+	ErrNoHandler = errors.New("no handler for message type")
+)
+
+// PermanentError marks an error that retrying cannot fix.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent marks err as not retryable: the message goes to the dead-letter
+// stream at once. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, is permanent.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p) || errors.Is(err, ErrNoType) || errors.Is(err, ErrNoHandler)
+}

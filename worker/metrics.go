@@ -1,0 +1,125 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Outcomes of a message, the outcome label of streamworker_messages_total.
+const (
+	OutcomeAcked      = "acked"       // handled and acknowledged
+	OutcomeRetried    = "retried"     // failed; a copy is scheduled
+	OutcomeDead       = "dead"        // moved to the dead-letter stream
+	OutcomeDuplicate  = "duplicate"   // id seen inside the dedupe window; acked unhandled
+	OutcomeHandedOver = "handed_over" // unfinished at shutdown; left for another consumer
+	OutcomeUnrecorded = "unrecorded"  // the outcome could not be written; left pending
+	// OutcomeDeletedWhilePending: the entry was trimmed from the stream while
+	// pending; its ID is acknowledged out of the pending list.
+	OutcomeDeletedWhilePending = "deleted_while_pending"
+)
+
+// Metrics are the runtime's Prometheus metrics.
+type Metrics struct {
+	Messages *prometheus.CounterVec
+	Duration *prometheus.HistogramVec
+	InFlight prometheus.Gauge
+	Promoted *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamworker_messages_total",
+			Help: "Messages finished, by stream, type and outcome (acked, retried, dead, duplicate, handed_over, unrecorded).",
+		}, []string{"stream", "type", "outcome"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "streamworker_handler_duration_seconds",
+			Help:    "Time spent in handlers, by stream and type.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"stream", "type"}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamworker_in_flight",
+			Help: "Handlers running now.",
+		}),
+		Promoted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamworker_promoted_total",
+			Help: "Delayed and retry entries moved back into their stream.",
+		}, []string{"stream"}),
+	}
+	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted)
+	return m
+}
+
+// Instrument records handler duration and the in-flight gauge.
+func (mt *Metrics) Instrument() Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, m *Message) error {
+			mt.InFlight.Inc()
+			start := time.Now()
+			err := next.HandleMessage(ctx, m)
+			mt.Duration.WithLabelValues(m.Stream, m.Type).Observe(time.Since(start).Seconds())
+			mt.InFlight.Dec()
+			return err
+		})
+	}
+}
+
+// streamCollector reports pending, lag, delayed and dead-letter sizes per
+// stream, read from Redis at scrape time.
+type streamCollector struct {
+	client  redis.UniversalClient
+	streams []string
+	group   string
+
+	pending, lag, delayed, dead *prometheus.Desc
+}
+
+func newStreamCollector(client redis.UniversalClient, streams []string, group string) *streamCollector {
+	return &streamCollector{
+		client: client, streams: streams, group: group,
+		pending: prometheus.NewDesc("streamworker_group_pending", "Entries delivered to the group and not yet acknowledged.", []string{"stream", "group"}, nil),
+		lag:     prometheus.NewDesc("streamworker_group_lag", "Entries in the stream not yet delivered to the group.", []string{"stream", "group"}, nil),
+		delayed: prometheus.NewDesc("streamworker_delayed", "Entries waiting in the stream's delayed set (retries and delayed events).", []string{"stream"}, nil),
+		dead:    prometheus.NewDesc("streamworker_dead_letters", "Entries in the stream's dead-letter stream.", []string{"stream"}, nil),
+	}
+}
+
+func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.pending
+	ch <- c.lag
+	ch <- c.delayed
+	ch <- c.dead
+}
+
+func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, s := range c.streams {
+		pipe := c.client.Pipeline()
+		groups := pipe.XInfoGroups(ctx, s)
+		delayed := pipe.ZCard(ctx, DelayedKey(s))
+		dead := pipe.XLen(ctx, DeadLetterKey(s))
+		_, _ = pipe.Exec(ctx)
+		if gs, err := groups.Result(); err == nil {
+			for _, g := range gs {
+				if g.Name != c.group {
+					continue
+				}
+				ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(g.Pending), s, g.Name)
+				if g.Lag >= 0 {
+					ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(g.Lag), s, g.Name)
+				}
+			}
+		}
+		if n, err := delayed.Result(); err == nil {
+			ch <- prometheus.MustNewConstMetric(c.delayed, prometheus.GaugeValue, float64(n), s)
+		}
+		if n, err := dead.Result(); err == nil {
+			ch <- prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, float64(n), s)
+		}
+	}
+}

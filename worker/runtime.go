@@ -1,0 +1,303 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/config"
+)
+
+type xEntry = redis.XMessage
+
+// opTimeout bounds one Redis write that records an outcome.
+const opTimeout = 5 * time.Second
+
+// Runtime consumes the configured streams as one consumer of one group. Build
+// it with NewRuntime and run it with Run; Run is what worker.Run adds to its
+// run group as the fetch/dispatch actor.
+type Runtime struct {
+	cfg     config.Config
+	client  redis.UniversalClient
+	handler Handler
+	logger  *slog.Logger
+	metrics *Metrics
+	live    *Liveness
+
+	streams []*streamState
+	slots   chan struct{} // one token per running or dispatched message
+	jobs    chan *Message
+	acks    chan ackReq
+	workers []*workerState
+
+	handlerCtx     context.Context // outlives the fetch context; cancelled at the shutdown deadline
+	cancelHandlers context.CancelFunc
+	stopping       atomic.Bool // SIGTERM seen: not ready, fetching stops
+	abandoned      atomic.Bool // shutdown deadline passed: unfinished work is handed over
+	ackerDone      chan struct{}
+	started        atomic.Bool
+}
+
+type streamState struct {
+	name       string
+	groupReady atomic.Bool
+	redisOK    atomic.Bool
+	beat       *Beat
+}
+
+type workerState struct {
+	cur atomic.Pointer[Message]
+}
+
+type ackReq struct {
+	stream, id, typ string
+	dedupe          string // dedupe key to mark, or ""
+	outcome         string
+}
+
+// NewRuntime builds a runtime for cfg that reads with client and hands every
+// message to h, normally a *Mux. Recover, Timeout, Logging and the metrics
+// middleware are added around h here. metrics may be nil.
+func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logger *slog.Logger, metrics *Metrics) *Runtime {
+	if metrics == nil {
+		metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	logger = logger.With("component", "runtime")
+	if mux, ok := h.(*Mux); ok {
+		mux.freeze()
+	}
+	// Recover is innermost so that logs and metrics see a panic as an error.
+	h = Recover()(h)
+	h = Timeout(cfg.HandlerTimeout)(h)
+	h = Logging(logger)(h)
+	h = metrics.Instrument()(h)
+	r := &Runtime{
+		cfg: cfg, client: client, handler: h, logger: logger, metrics: metrics,
+		live:      NewLiveness(),
+		slots:     make(chan struct{}, cfg.Concurrency),
+		jobs:      make(chan *Message, cfg.Concurrency),
+		acks:      make(chan ackReq, 4*cfg.Concurrency),
+		workers:   make([]*workerState, cfg.Concurrency),
+		ackerDone: make(chan struct{}),
+	}
+	for i := range r.workers {
+		r.workers[i] = &workerState{}
+	}
+	for _, s := range cfg.Streams {
+		r.streams = append(r.streams, &streamState{name: s, beat: r.live.Register("fetch " + s)})
+	}
+	r.handlerCtx, r.cancelHandlers = context.WithCancel(context.Background())
+	return r
+}
+
+// Liveness reports on the runtime's loops, for /healthz.
+func (r *Runtime) Liveness() *Liveness { return r.live }
+
+// Ready returns nil when the runtime can take work: every group exists, Redis
+// answered the last read, and shutdown has not begun.
+func (r *Runtime) Ready() error {
+	if r.stopping.Load() {
+		return errors.New("shutting down")
+	}
+	for _, s := range r.streams {
+		if !s.groupReady.Load() {
+			return fmt.Errorf("group %q on stream %q is not ready", r.cfg.Group, s.name)
+		}
+		if !s.redisOK.Load() {
+			return fmt.Errorf("redis is not answering reads of stream %q", s.name)
+		}
+	}
+	return nil
+}
+
+// Run consumes until ctx ends, then shuts down: fetching stops, running
+// handlers get up to the shutdown timeout, acknowledgements are flushed, and
+// what is still unfinished is handed over to the other consumers at once. It
+// returns nil after a clean shutdown. A Runtime runs once.
+func (r *Runtime) Run(ctx context.Context) error {
+	if !r.started.CompareAndSwap(false, true) {
+		return errors.New("worker: Runtime.Run called twice")
+	}
+	defer r.cancelHandlers()
+	checkEviction(ctx, r.client, r.logger)
+
+	var workers sync.WaitGroup
+	for _, w := range r.workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for m := range r.jobs {
+				r.process(w, m)
+				<-r.slots
+			}
+		}()
+	}
+	ackStop := make(chan struct{})
+	go r.ackLoop(ackStop)
+
+	var fetchers sync.WaitGroup
+	for _, s := range r.streams {
+		fetchers.Add(1)
+		go func() {
+			defer fetchers.Done()
+			r.fetchLoop(ctx, s)
+		}()
+	}
+
+	<-ctx.Done()
+	shutdownStart := time.Now()
+	r.stopping.Store(true)
+	r.logger.Info("shutting down: fetching stopped, waiting for running handlers", "timeout", r.cfg.ShutdownTimeout)
+	fetchers.Wait()
+	close(r.jobs)
+
+	workersDone := make(chan struct{})
+	go func() { workers.Wait(); close(workersDone) }()
+	deadline := time.NewTimer(r.cfg.ShutdownTimeout - time.Since(shutdownStart))
+	defer deadline.Stop()
+	select {
+	case <-workersDone:
+	case <-deadline.C:
+		r.abandoned.Store(true)
+		r.handOverInFlight()
+		r.cancelHandlers()
+		grace := time.NewTimer(2 * time.Second)
+		defer grace.Stop()
+		select {
+		case <-workersDone:
+		case <-grace.C:
+			r.logger.Error("handlers ignored cancellation at the shutdown deadline; exiting without them")
+		}
+	}
+	close(ackStop)
+	<-r.ackerDone
+	r.logger.Info("shutdown complete", "took", time.Since(shutdownStart).Round(time.Millisecond))
+	return nil
+}
+
+// process runs one message on worker w and records its outcome.
+func (r *Runtime) process(w *workerState, m *Message) {
+	if r.abandoned.Load() {
+		r.handOver(m.Stream, []string{m.ID})
+		r.count(m, OutcomeHandedOver)
+		return
+	}
+	w.cur.Store(m)
+	err := r.handler.HandleMessage(r.handlerCtx, m)
+	w.cur.Store(nil)
+	r.complete(m, err)
+}
+
+// complete acknowledges a success, or records a failure as a retry or a dead
+// letter, each atomically with the acknowledgement.
+func (r *Runtime) complete(m *Message, err error) {
+	if err == nil {
+		var dk string
+		if r.cfg.DedupeWindow > 0 && m.IdempotencyKey != "" {
+			dk = dedupeKey(m.Stream, m.IdempotencyKey)
+		}
+		r.ack(ackReq{stream: m.Stream, id: m.ID, typ: m.Type, dedupe: dk, outcome: OutcomeAcked})
+		return
+	}
+	if r.abandoned.Load() && r.handlerCtx.Err() != nil {
+		// Cancelled by the shutdown deadline: it was handed over, not failed.
+		r.count(m, OutcomeHandedOver)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if IsPermanent(err) || m.Attempt >= r.cfg.MaxAttempts {
+		if derr := r.deadLetter(ctx, m, err); derr != nil {
+			r.logger.Error("could not dead-letter message; it stays pending", "stream", m.Stream, "id", m.ID, "type", m.Type, "error", derr, "handler_error", err.Error())
+			r.count(m, OutcomeUnrecorded)
+			return
+		}
+		r.logger.Warn("message dead-lettered", "stream", m.Stream, "id", m.ID, "type", m.Type, "attempt", m.Attempt, "error", err.Error())
+		r.count(m, OutcomeDead)
+		return
+	}
+	delay := backoff(m.Attempt, r.cfg.RetryBase, r.cfg.RetryMax)
+	fields := append(m.copyFields(FieldAttempt), FieldAttempt, itoa(m.Attempt+1))
+	due := time.Now().Add(delay).UnixMilli()
+	if rerr := retryScript.Run(ctx, r.client, []string{m.Stream, DelayedKey(m.Stream)},
+		r.cfg.Group, m.ID, due, EncodeEnvelope(m.ID, fields)).Err(); rerr != nil {
+		r.logger.Error("could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", m.Type, "error", rerr, "handler_error", err.Error())
+		r.count(m, OutcomeUnrecorded)
+		return
+	}
+	r.logger.Info("message failed; retry scheduled", "stream", m.Stream, "id", m.ID, "type", m.Type,
+		"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", err.Error())
+	r.count(m, OutcomeRetried)
+}
+
+func (r *Runtime) deadLetter(ctx context.Context, m *Message, cause error) error {
+	fields := m.copyFields(FieldError, FieldAttempts, FieldOriginID, FieldFailedAt, FieldGroup, FieldConsumer)
+	fields = append(fields,
+		FieldError, cause.Error(),
+		FieldAttempts, itoa(m.Attempt),
+		FieldOriginID, m.ID,
+		FieldFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
+		FieldGroup, r.cfg.Group,
+		FieldConsumer, r.cfg.Consumer)
+	args := make([]any, 0, len(fields)+2)
+	args = append(args, r.cfg.Group, m.ID)
+	for _, f := range fields {
+		args = append(args, f)
+	}
+	return deadLetterScript.Run(ctx, r.client, []string{m.Stream, DeadLetterKey(m.Stream)}, args...).Err()
+}
+
+func (r *Runtime) count(m *Message, outcome string) {
+	r.metrics.Messages.WithLabelValues(m.Stream, m.Type, outcome).Inc()
+}
+
+// ack queues an acknowledgement for the ack loop. After the loop has ended
+// (a handler that ignored the shutdown deadline) the entry stays pending.
+func (r *Runtime) ack(a ackReq) {
+	select {
+	case r.acks <- a:
+	case <-r.ackerDone:
+	}
+}
+
+// handOverInFlight makes every message still running claimable by the other
+// consumers at once, by setting its idle time past the reclaim min-idle.
+func (r *Runtime) handOverInFlight() {
+	byStream := map[string][]string{}
+	for _, w := range r.workers {
+		if m := w.cur.Load(); m != nil {
+			byStream[m.Stream] = append(byStream[m.Stream], m.ID)
+		}
+	}
+	for s, ids := range byStream {
+		r.handOver(s, ids)
+	}
+}
+
+func (r *Runtime) handOver(stream string, ids []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	idle := (r.cfg.ReclaimMinIdle + 24*time.Hour).Milliseconds()
+	args := []any{"XCLAIM", stream, r.cfg.Group, r.cfg.Consumer, 0}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	args = append(args, "IDLE", idle, "JUSTID")
+	if err := r.client.Do(ctx, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		r.logger.Error("could not hand over unfinished messages; others take them after the reclaim min-idle",
+			"stream", stream, "count", len(ids), "error", err)
+		return
+	}
+	r.logger.Warn("shutdown deadline passed; unfinished messages handed over to other consumers",
+		"stream", stream, "count", len(ids), "ids", strings.Join(ids, ","))
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }

@@ -1,0 +1,94 @@
+package worker
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Each script acknowledges first and acts only when the acknowledgement
+// removed the entry from the group's pending list, so a script repeated after
+// a lost reply, or run by two consumers for one entry, acts once.
+
+// retryScript schedules a copy for later and acknowledges the original.
+//
+// KEYS[1] -> the stream
+// KEYS[2] -> the stream's :delayed sorted set
+// ARGV[1] -> group
+// ARGV[2] -> entry ID
+// ARGV[3] -> due time, unix ms
+// ARGV[4] -> envelope (see encodeEnvelope)
+var retryScript = redis.NewScript(`
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 1
+`)
+
+// deadLetterScript appends a copy to the dead-letter stream and acknowledges
+// the original.
+//
+// KEYS[1] -> the stream
+// KEYS[2] -> the stream's :dlq stream
+// ARGV[1] -> group
+// ARGV[2] -> entry ID
+// ARGV[3..] -> field, value, field, value, ... of the dead-letter entry
+var deadLetterScript = redis.NewScript(`
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+return 1
+`)
+
+// promoteScript moves due envelopes from the delayed set into the stream. An
+// envelope that does not decode goes to the dead-letter stream, so one bad
+// member cannot block the set.
+//
+// KEYS[1] -> the stream's :delayed sorted set
+// KEYS[2] -> the stream
+// KEYS[3] -> the stream's :dlq stream
+// ARGV[1] -> now, unix ms
+// ARGV[2] -> most envelopes to move
+var promoteScript = redis.NewScript(`
+local function decode(s)
+  local out, pos, n = {}, 1, #s
+  while pos <= n do
+    local colon = string.find(s, ':', pos, true)
+    if not colon then return nil end
+    local len = tonumber(string.sub(s, pos, colon - 1))
+    if not len or colon + len > n then return nil end
+    out[#out + 1] = string.sub(s, colon + 1, colon + len)
+    pos = colon + len + 1
+  end
+  return out
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  local f = decode(m)
+  if f == nil or #f < 3 or #f % 2 ~= 1 then
+    redis.call('XADD', KEYS[3], '*', 'error', 'malformed delayed envelope', 'envelope', m)
+  else
+    redis.call('XADD', KEYS[2], '*', unpack(f, 2))
+  end
+  redis.call('ZREM', KEYS[1], m)
+end
+return #due
+`)
+
+// EncodeEnvelope encodes a delayed entry as a sorted-set member: a token that
+// makes the member unique (the origin entry ID for a retry, a random ID for a
+// producer's delayed event) followed by the field/value pairs, each as
+// <length>:<bytes>. It is binary safe, and the promote script decodes it.
+func EncodeEnvelope(token string, fields []string) string {
+	n := len(token) + 8
+	for _, f := range fields {
+		n += len(f) + 8
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, s := range append([]string{token}, fields...) {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	return b.String()
+}
