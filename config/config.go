@@ -247,11 +247,13 @@ func Redact(raw string) string {
 	if err != nil {
 		return "<unparseable URL>"
 	}
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
+	if u.User == nil {
+		return raw
 	}
+	if _, has := u.User.Password(); !has {
+		return raw
+	}
+	u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	return u.String()
 }
 
@@ -272,7 +274,7 @@ func allowedFor(typeName string) string {
 	switch typeName {
 	case "int", "int64":
 		return "an integer"
-	case "Duration":
+	case "Duration", "time.Duration":
 		return "a Go duration such as 250ms, 30s or 5m"
 	case "bool":
 		return "true or false"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -234,7 +235,7 @@ func (r *Runtime) complete(m *Message, err error) {
 		return
 	}
 	r.logger.Info("message failed; retry scheduled", "stream", m.Stream, "id", m.ID, "type", m.Type,
-		"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", err.Error())
+		"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
 	r.count(m, OutcomeRetried)
 }
 
@@ -300,4 +301,13 @@ func (r *Runtime) handOver(stream string, ids []string) {
 		"stream", stream, "count", len(ids), "ids", strings.Join(ids, ","))
 }
 
-func itoa(n int) string { return fmt.Sprint(n) }
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// firstLine keeps log lines short: a panic's stack goes to the dead letter,
+// not into every retry's log line.
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " (stack trimmed)"
+	}
+	return s
+}

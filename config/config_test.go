@@ -1,0 +1,124 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// clearEnv unsets every variable Config reads, so the host cannot leak in.
+func clearEnv(t *testing.T) {
+	for _, k := range []string{
+		"REDIS_URL", "WORKER_STREAMS", "WORKER_GROUP", "WORKER_CONSUMER", "WORKER_GROUP_START",
+		"WORKER_CONCURRENCY", "WORKER_FETCH_COUNT", "WORKER_BLOCK", "WORKER_MAX_ATTEMPTS",
+		"WORKER_RETRY_BASE", "WORKER_RETRY_MAX", "WORKER_HANDLER_TIMEOUT", "WORKER_SHUTDOWN_TIMEOUT",
+		"WORKER_PROMOTE_INTERVAL", "WORKER_RECLAIM_MIN_IDLE", "WORKER_DEDUPE_WINDOW",
+		"WORKER_HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT",
+	} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+}
+
+func TestLoadDefaults(t *testing.T) {
+	clearEnv(t)
+	got, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(Default(), got); diff != "" {
+		t.Errorf("Load() with an empty environment differs from Default() (-want +got):\n%s", diff)
+	}
+	host, _ := os.Hostname()
+	if got.Consumer != host {
+		t.Errorf("Consumer = %q, want the hostname %q", got.Consumer, host)
+	}
+	if got.MaxAttempts != 5 || got.Group != "workers" || got.HTTPAddr != ":8080" || got.RedisURL != "redis://127.0.0.1:6379/0" {
+		t.Errorf("documented defaults changed: %+v", got)
+	}
+}
+
+func TestLoadValues(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("REDIS_URL", "rediss://u:secret@redis.example:6380/2")
+	t.Setenv("WORKER_STREAMS", " orders , payments ")
+	t.Setenv("WORKER_CONSUMER", "pod-7")
+	t.Setenv("WORKER_CONCURRENCY", "16")
+	t.Setenv("WORKER_RETRY_BASE", "250ms")
+	t.Setenv("WORKER_DEDUPE_WINDOW", "1h")
+	t.Setenv("LOG_FORMAT", "TEXT")
+	t.Setenv("WORKER_GROUP_START", "latest")
+	got, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"orders", "payments"}, got.Streams); diff != "" {
+		t.Errorf("Streams (-want +got):\n%s", diff)
+	}
+	if got.Consumer != "pod-7" || got.Concurrency != 16 || got.RetryBase != 250*time.Millisecond ||
+		got.DedupeWindow != time.Hour || got.LogFormat != "text" || got.GroupStart != "latest" {
+		t.Errorf("got %+v", got)
+	}
+}
+
+func TestLoadRejectsBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		name, key, value string
+		want             string
+	}{
+		{"NotAnInteger", "WORKER_CONCURRENCY", "abc", `WORKER_CONCURRENCY="abc" is invalid: want an integer`},
+		{"ZeroConcurrency", "WORKER_CONCURRENCY", "0", `WORKER_CONCURRENCY="0" is invalid: want an integer from 1 to 100000`},
+		{"ZeroAttempts", "WORKER_MAX_ATTEMPTS", "0", `WORKER_MAX_ATTEMPTS="0" is invalid: want an integer from 1 to 1000`},
+		{"NotADuration", "WORKER_RETRY_BASE", "soon", `WORKER_RETRY_BASE="soon" is invalid: want a Go duration such as 250ms, 30s or 5m`},
+		{"DurationWithoutUnit", "WORKER_HANDLER_TIMEOUT", "30", `WORKER_HANDLER_TIMEOUT="30" is invalid: want a Go duration`},
+		{"NegativeDuration", "WORKER_SHUTDOWN_TIMEOUT", "-1s", `WORKER_SHUTDOWN_TIMEOUT="-1s" is invalid: want a Go duration of at least 0s`},
+		{"RetryMaxBelowBase", "WORKER_RETRY_MAX", "1ms", `WORKER_RETRY_MAX="1ms" is invalid: want a duration at least WORKER_RETRY_BASE (1s)`},
+		{"BadScheme", "REDIS_URL", "http://localhost:6379", `REDIS_URL="http://localhost:6379" is invalid: want a URL such as redis://`},
+		{"NoHost", "REDIS_URL", "redis://", `REDIS_URL="redis://" is invalid`},
+		{"BadDB", "REDIS_URL", "redis://localhost:6379/x", `want a database number after the host`},
+		{"PasswordRedacted", "REDIS_URL", "http://u:hunter2@localhost", `REDIS_URL="http://u:xxxxx@localhost"`},
+		{"NoStreams", "WORKER_STREAMS", " , ", `WORKER_STREAMS="" is invalid: want a comma-separated list of one or more stream keys`},
+		{"DuplicateStream", "WORKER_STREAMS", "a,a", `WORKER_STREAMS="a,a" is invalid: want each stream at most once`},
+		{"GroupStart", "WORKER_GROUP_START", "middle", `WORKER_GROUP_START="middle" is invalid: want earliest or latest`},
+		{"HTTPAddr", "WORKER_HTTP_ADDR", "8080", `WORKER_HTTP_ADDR="8080" is invalid: want host:port such as :8080`},
+		{"LogLevel", "LOG_LEVEL", "verbose", `LOG_LEVEL="verbose" is invalid: want debug, info, warn or error`},
+		{"LogFormat", "LOG_FORMAT", "xml", `LOG_FORMAT="xml" is invalid: want json or text`},
+		{"BlockTooLong", "WORKER_BLOCK", "5m", `WORKER_BLOCK="5m0s" is invalid: want a Go duration from 1ms to 1m`},
+		{"MinIdleTooShort", "WORKER_RECLAIM_MIN_IDLE", "10ms", `WORKER_RECLAIM_MIN_IDLE="10ms" is invalid: want a Go duration of at least 1s`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			t.Setenv(tc.key, tc.value)
+			_, err := Load()
+			if err == nil {
+				t.Fatalf("%s=%q accepted", tc.key, tc.value)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error = %q\nwant it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error leaks the password: %q", err)
+			}
+		})
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"redis://:pw@h:1/0":     "redis://:xxxxx@h:1/0",
+		"rediss://user:pw@h:1":  "rediss://user:xxxxx@h:1",
+		"redis://h:1/0":         "redis://h:1/0",
+		"redis://user@h:1":      "redis://user@h:1",
+		"redis://u:p%40ss@h:1/": "redis://u:xxxxx@h:1/",
+	} {
+		if got := Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

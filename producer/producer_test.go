@@ -1,0 +1,99 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/worker"
+)
+
+func TestMain(m *testing.M) { testredis.Main(m) }
+
+func TestPublish(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	stream := testredis.Prefix(t) + "s"
+	p := New(c, Options{})
+	id, err := p.Publish(ctx, stream, Event{Type: "t", Data: []byte(`{"a":1}`), ID: "k", Metadata: map[string]string{"traceparent": "00-x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := c.XRange(ctx, stream, id, id).Result()
+	if len(got) != 1 || got[0].Values["type"] != "t" || got[0].Values["data"] != `{"a":1}` || got[0].Values["id"] != "k" || got[0].Values["traceparent"] != "00-x" {
+		t.Errorf("entry = %v", got)
+	}
+}
+
+func TestPublishBatchIsOneRoundTripInOrder(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	stream := testredis.Prefix(t) + "s"
+	p := New(c, Options{MaxLen: 1000})
+	events := make([]Event, 250)
+	for i := range events {
+		events[i] = Event{Type: "t", Data: []byte{byte(i)}}
+	}
+	ids, err := p.PublishBatch(ctx, stream, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 250 || c.XLen(ctx, stream).Val() != 250 {
+		t.Fatalf("ids=%d len=%d, want 250", len(ids), c.XLen(ctx, stream).Val())
+	}
+	got, _ := c.XRange(ctx, stream, "-", "+").Result()
+	for i, e := range got {
+		if e.ID != ids[i] || e.Values["data"] != string([]byte{byte(i)}) {
+			t.Fatalf("entry %d = %v, want id %s in order", i, e, ids[i])
+		}
+	}
+}
+
+func TestRefusesBadEvents(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	stream := testredis.Prefix(t) + "s"
+	p := New(c, Options{MaxPayload: 10})
+	_, err := p.Publish(ctx, stream, Event{Type: "t", Data: make([]byte, 11)})
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "11 bytes") || !strings.Contains(err.Error(), "cap is 10 bytes") {
+		t.Errorf("oversize: err = %v, want ErrTooLarge naming size and cap", err)
+	}
+	if _, err := p.Publish(ctx, stream, Event{Data: []byte("x")}); !errors.Is(err, ErrNoType) {
+		t.Errorf("no type: err = %v, want ErrNoType", err)
+	}
+	_, err = p.PublishBatch(ctx, stream, []Event{{Type: "ok"}, {Type: "t", Data: make([]byte, 11)}})
+	if !errors.Is(err, ErrTooLarge) || !strings.HasPrefix(err.Error(), "event 1:") {
+		t.Errorf("batch: err = %v, want event 1 named", err)
+	}
+	if n := c.Exists(ctx, stream).Val(); n != 0 {
+		t.Errorf("a refused batch wrote %d keys; nothing may be sent", n)
+	}
+}
+
+func TestPublishDelayedSchedulesUniqueEnvelopes(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	stream := testredis.Prefix(t) + "s"
+	p := New(c, Options{})
+	due := time.Now().Add(time.Hour)
+	for range 2 { // identical events stay two entries
+		if err := p.PublishDelayed(ctx, stream, Event{Type: "t", Data: []byte("x")}, due); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zs, _ := c.ZRangeWithScores(ctx, worker.DelayedKey(stream), 0, -1).Result()
+	if len(zs) != 2 || int64(zs[0].Score) != due.UnixMilli() {
+		t.Errorf("delayed set = %v, want 2 members scored %d", zs, due.UnixMilli())
+	}
+}
