@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -111,7 +112,8 @@ func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMess
 		return
 	}
 	ok()
-	if *cursor != ">" {
+	history := *cursor != ">"
+	if history {
 		if len(msgs) == 0 {
 			*cursor = ">"
 		} else {
@@ -128,6 +130,9 @@ func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMess
 		}
 		batch = append(batch, newMessage(s.name, e))
 	}
+	if history {
+		batch = r.countDeliveries(ctx, s.name, batch)
+	}
 	if r.cfg.DedupeWindow > 0 {
 		batch = r.dropDuplicates(ctx, batch)
 	}
@@ -135,6 +140,51 @@ func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMess
 		r.jobs <- m
 	}
 	r.release(n - len(batch))
+}
+
+// countDeliveries sets Attempt from the delivery counts of entries read
+// again from our pending list: each earlier delivery was an attempt that did
+// not finish, most likely because it crashed the process. An entry past the
+// attempt limit goes to the dead-letter stream instead of running again, so a
+// message that kills every worker that touches it cannot crash-loop one.
+func (r *Runtime) countDeliveries(ctx context.Context, stream string, batch []*Message) []*Message {
+	if len(batch) == 0 {
+		return batch
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	defer cancel()
+	pend, err := r.client.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: stream, Group: r.cfg.Group, Consumer: r.cfg.Consumer,
+		Start: batch[0].ID, End: batch[len(batch)-1].ID, Count: int64(len(batch)),
+	}).Result()
+	if err != nil {
+		r.logger.Warn("reading delivery counts failed; running pending entries as they are", "stream", stream, "error", err)
+		return batch
+	}
+	deliveries := make(map[string]int64, len(pend))
+	for _, p := range pend {
+		deliveries[p.ID] = p.RetryCount
+	}
+	out := batch[:0]
+	for _, m := range batch {
+		// This read is one delivery; every earlier one was an attempt.
+		if d := deliveries[m.ID]; d > 1 {
+			m.Attempt += int(d - 1)
+		}
+		if m.Attempt <= r.cfg.MaxAttempts {
+			out = append(out, m)
+			continue
+		}
+		cause := fmt.Errorf("abandoned: delivered %d times without finishing (the consumers handling it crashed or were killed)", m.Attempt-1)
+		if err := r.deadLetter(ctx, m, cause); err != nil {
+			r.logger.Error("could not dead-letter an abandoned message; it stays pending", "stream", stream, "id", m.ID, "error", err)
+			r.count(m, OutcomeUnrecorded)
+			continue
+		}
+		r.logger.Warn("message dead-lettered: it never finished in its attempts", "stream", stream, "id", m.ID, "type", m.Type, "attempts", m.Attempt-1)
+		r.count(m, OutcomeDead)
+	}
+	return out
 }
 
 // dropDuplicates acknowledges, without running them, messages whose

@@ -243,7 +243,7 @@ func (r *Runtime) deadLetter(ctx context.Context, m *Message, cause error) error
 	fields := m.copyFields(FieldError, FieldAttempts, FieldOriginID, FieldFailedAt, FieldGroup, FieldConsumer)
 	fields = append(fields,
 		FieldError, cause.Error(),
-		FieldAttempts, itoa(m.Attempt),
+		FieldAttempts, itoa(min(m.Attempt, r.cfg.MaxAttempts)),
 		FieldOriginID, m.ID,
 		FieldFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
 		FieldGroup, r.cfg.Group,

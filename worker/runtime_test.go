@@ -312,3 +312,41 @@ func TestGroupStart(t *testing.T) {
 		})
 	}
 }
+
+func TestCrashLoopingOwnPendingEntryIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	cfg.MaxAttempts = 3
+	ctx := context.Background()
+	c := srv.Client(t)
+	stream := cfg.Streams[0]
+	c.XGroupCreateMkStream(ctx, stream, cfg.Group, "0")
+	poison := c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "t", "data", "kills the process"}}).Val()
+	fine := c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "t", "data", "fine"}}).Val()
+	// Three runs of consumer c1 read the poison message and died each time.
+	c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: cfg.Group, Consumer: cfg.Consumer, Streams: []string{stream, ">"}, Count: 1})
+	for range 2 {
+		c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: cfg.Group, Consumer: cfg.Consumer, Streams: []string{stream, "0"}, Count: 1})
+	}
+	var ran []string
+	mux := NewMux()
+	mux.HandleFunc("t", func(ctx context.Context, m *Message) error {
+		ran = append(ran, m.ID) // concurrency 1 below
+		return nil
+	})
+	cfg.Concurrency = 1
+	h := startWorker(t, srv, cfg, mux)
+	eventually(t, "poison dead-lettered", func() bool { return len(h.dlq()) == 1 })
+	eventually(t, "the other acked", func() bool { return h.outcome("t", OutcomeAcked) == 1 })
+	if fmt.Sprint(ran) != "["+fine+"]" {
+		t.Errorf("ran %v, want only %s: the poison message must not run again", ran, fine)
+	}
+	d := h.dlq()[0]
+	if d.Values[FieldOriginID] != poison || d.Values[FieldAttempts] != "3" || !strings.Contains(d.Values[FieldError].(string), "abandoned: delivered 3 times") {
+		t.Errorf("dead letter = %v", d.Values)
+	}
+	if p := h.pending(); p != 0 {
+		t.Errorf("pending = %d, want 0", p)
+	}
+}
