@@ -97,3 +97,17 @@ func TestPublishDelayedSchedulesUniqueEnvelopes(t *testing.T) {
 		t.Errorf("delayed set = %v, want 2 members scored %d", zs, due.UnixMilli())
 	}
 }
+
+func TestNewClientNeverResendsWrites(t *testing.T) {
+	c, err := NewClient("redis://127.0.0.1:1/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.Options().MaxRetries; got != -1 {
+		t.Errorf("MaxRetries = %d, want -1: a resent XADD whose reply was lost duplicates the event", got)
+	}
+	if _, err := NewClient("http://x"); err == nil {
+		t.Error("NewClient accepted an http:// URL")
+	}
+}
