@@ -1,0 +1,16 @@
+package test
+
+import "testing"
+
+// TestCustomWorker runs a worker binary written as a user would write one
+// (testdata/customworker: own handlers on a worker.Mux, run by worker.Main)
+// as a process against its own redis-server, and checks every message's fate
+// in Redis. The binary is built once; the subtests run in parallel, each with
+// its own Redis.
+func TestCustomWorker(t *testing.T) {
+	bin := buildCustomWorker(t, t.TempDir())
+	t.Run("MixedOutcomes", func(t *testing.T) { testMixedOutcomes(t, bin) })
+	t.Run("SIGTERMDrainsInFlight", func(t *testing.T) { testDrainOnSIGTERM(t, bin) })
+	t.Run("ShutdownDeadlineHandsOver", func(t *testing.T) { testHandOverAtDeadline(t, bin) })
+	t.Run("BadConfiguration", func(t *testing.T) { testBadConfiguration(t, bin) })
+}

@@ -1,0 +1,136 @@
+// Command customworker is a worker binary of one's own, written as a user of
+// the library would write it: its handlers are registered on a worker.Mux and
+// the whole daemon (configuration from the environment, signals, graceful
+// shutdown, exit codes) is worker.Main. The end-to-end tests in test/ build
+// and run it.
+//
+// Every handler records what it did in Redis, in keys beside the stream, so a
+// test can account for each message:
+//
+//	<stream>:processed  hash seq -> times the message was handled successfully
+//	<stream>:tries      hash seq -> times a failing handler ran for it
+//	<stream>:started    set of seqs a slow or blocking handler began
+//	<stream>:calls      counter of handler calls that reached the Mux middleware
+//
+// and one key steers it: while <stream>:unblock exists, block handlers succeed.
+//
+// A message's data is JSON: {"seq": 17, "sleep_ms": 1500}.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/worker"
+)
+
+type payload struct {
+	Seq     int `json:"seq"`
+	SleepMS int `json:"sleep_ms"`
+}
+
+func main() {
+	mux := worker.NewMux()
+	worker.Main(mux, worker.WithSetup(func(_ context.Context, d worker.Deps) error {
+		register(mux, d.Redis)
+		return nil
+	}))
+}
+
+// register adds the test handlers; they need the Redis client the runtime
+// built, so they are registered from the setup hook.
+func register(mux *worker.Mux, rdb redis.UniversalClient) {
+	mux.Use(func(next worker.Handler) worker.Handler {
+		return worker.HandlerFunc(func(ctx context.Context, m *worker.Message) error {
+			if err := rdb.Incr(ctx, m.Stream+":calls").Err(); err != nil {
+				return err
+			}
+			return next.HandleMessage(ctx, m)
+		})
+	})
+	processed := func(ctx context.Context, m *worker.Message, p payload) error {
+		return rdb.HIncrBy(ctx, m.Stream+":processed", strconv.Itoa(p.Seq), 1).Err()
+	}
+	tried := func(ctx context.Context, m *worker.Message, p payload) error {
+		return rdb.HIncrBy(ctx, m.Stream+":tries", strconv.Itoa(p.Seq), 1).Err()
+	}
+	started := func(ctx context.Context, m *worker.Message, p payload) error {
+		return rdb.SAdd(ctx, m.Stream+":started", strconv.Itoa(p.Seq)).Err()
+	}
+
+	// ok always succeeds.
+	handle(mux, "ok", func(ctx context.Context, m *worker.Message, p payload) error {
+		return processed(ctx, m, p)
+	})
+	// flaky fails on its first two attempts and succeeds on the third.
+	handle(mux, "flaky", func(ctx context.Context, m *worker.Message, p payload) error {
+		if err := tried(ctx, m, p); err != nil {
+			return err
+		}
+		if m.Attempt < 3 {
+			return fmt.Errorf("flaky seq %d: failing attempt %d", p.Seq, m.Attempt)
+		}
+		return processed(ctx, m, p)
+	})
+	// perm refuses for good.
+	handle(mux, "perm", func(ctx context.Context, m *worker.Message, p payload) error {
+		return worker.Permanent(fmt.Errorf("refusing seq %d", p.Seq))
+	})
+	// panic panics on every attempt.
+	handle(mux, "panic", func(ctx context.Context, m *worker.Message, p payload) error {
+		if err := tried(ctx, m, p); err != nil {
+			return err
+		}
+		panic(fmt.Sprintf("boom seq %d", p.Seq))
+	})
+	// slow takes sleep_ms, the workload of a long handler, and gives up when
+	// its context ends.
+	handle(mux, "slow", func(ctx context.Context, m *worker.Message, p payload) error {
+		if err := started(ctx, m, p); err != nil {
+			return err
+		}
+		t := time.NewTimer(time.Duration(p.SleepMS) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return processed(ctx, m, p)
+	})
+	// block runs until its context ends, unless <stream>:unblock exists when
+	// it starts: then it succeeds at once.
+	handle(mux, "block", func(ctx context.Context, m *worker.Message, p payload) error {
+		n, err := rdb.Exists(ctx, m.Stream+":unblock").Result()
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return processed(ctx, m, p)
+		}
+		if err := started(ctx, m, p); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+}
+
+func handle(mux *worker.Mux, typ string, f func(context.Context, *worker.Message, payload) error) {
+	mux.HandleFunc(typ, func(ctx context.Context, m *worker.Message) error {
+		var p payload
+		if err := json.Unmarshal(m.Data, &p); err != nil {
+			return worker.Permanent(fmt.Errorf("decoding payload: %w", err))
+		}
+		if p.Seq <= 0 {
+			return worker.Permanent(errors.New("payload has no seq"))
+		}
+		return f(ctx, m, p)
+	})
+}
