@@ -12,5 +12,6 @@ func TestCustomWorker(t *testing.T) {
 	t.Run("MixedOutcomes", func(t *testing.T) { testMixedOutcomes(t, bin) })
 	t.Run("SIGTERMDrainsInFlight", func(t *testing.T) { testDrainOnSIGTERM(t, bin) })
 	t.Run("ShutdownDeadlineHandsOver", func(t *testing.T) { testHandOverAtDeadline(t, bin) })
+	t.Run("SecondSignalHurriesShutdown", func(t *testing.T) { testSecondSignal(t, bin) })
 	t.Run("BadConfiguration", func(t *testing.T) { testBadConfiguration(t, bin) })
 }

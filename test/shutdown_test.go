@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -215,6 +216,57 @@ func testHandOverAtDeadline(t *testing.T, bin string) {
 	for seq, n := range counts(t, c, stream+":processed") {
 		if n != 1 {
 			t.Errorf("seq %d processed %d times after the restart, want once", seq, n)
+		}
+	}
+}
+
+// testSecondSignal sends SIGTERM twice: the first starts a drain with a long
+// timeout, the second ends it at once — unfinished work is handed over and
+// the process still exits 0 with a clean log, instead of being killed by the
+// signal's default action.
+func testSecondSignal(t *testing.T, bin string) {
+	t.Parallel()
+	const concurrency, minIdle = 2, time.Minute
+	ctx := context.Background()
+	srv := testredis.Start(t)
+	c := srv.Client(t)
+	stream := testredis.Prefix(t) + "events"
+	publishSeqs(t, newProducer(t, srv), stream, "block", concurrency, 0)
+	w := startWorker(t, bin, "worker", workerEnv(srv.URL(), stream, "w1", map[string]string{
+		"WORKER_CONCURRENCY":      fmt.Sprint(concurrency),
+		"WORKER_SHUTDOWN_TIMEOUT": "5m",
+		"WORKER_RECLAIM_MIN_IDLE": minIdle.String(),
+	}))
+	waitFor(t, 30*time.Second, w, "both handlers to block", func() (bool, string) {
+		n := c.SCard(ctx, stream+":started").Val()
+		return n == concurrency, fmt.Sprintf("%d started", n)
+	})
+	w.signal(syscall.SIGTERM)
+	waitFor(t, 30*time.Second, w, "the drain to begin", func() (bool, string) {
+		for _, rec := range w.logLines() {
+			if msg, _ := rec["msg"].(string); strings.HasPrefix(msg, "shutting down") {
+				return true, ""
+			}
+		}
+		return false, "no shutdown log yet"
+	})
+	start := time.Now()
+	w.signal(syscall.SIGTERM)
+	if code := w.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after a second SIGTERM, want 0", code)
+	}
+	t.Logf("exited %s after the second SIGTERM", time.Since(start).Round(time.Millisecond))
+	w.requireCleanLog()
+	pending, err := c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: group, Start: "-", End: "+", Count: 10}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != concurrency {
+		t.Fatalf("%d pending, want the %d unfinished entries", len(pending), concurrency)
+	}
+	for _, p := range pending {
+		if p.Idle < minIdle {
+			t.Errorf("pending %s idle %s, want >= %s (handed over)", p.ID, p.Idle, minIdle)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"syscall"
 	"time"
 
@@ -129,10 +130,39 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { <-ctx.Done(); return nil }, func(error) { cancel() })
 	}
-	if o.signals {
-		g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
-	}
 	rtDone := make(chan struct{})
+	if o.signals { // SIGTERM or SIGINT starts the shutdown; a second one hurries it
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sigs) // until Run returns: a second signal must not kill the drain
+		first := make(chan struct{})
+		watcherDone := make(chan struct{})
+		defer func() { <-watcherDone }()
+		go func() {
+			defer close(watcherDone)
+			select {
+			case <-first:
+			case <-rtDone:
+				return
+			}
+			select {
+			case s := <-sigs:
+				logger.Warn("second signal: handing over unfinished work now", "signal", s.String())
+				rt.Hurry()
+			case <-rtDone:
+			}
+		}()
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			select {
+			case s := <-sigs:
+				close(first)
+				return run.SignalError{Signal: s}
+			case <-ctx.Done():
+				return nil
+			}
+		}, func(error) { cancel() })
+	}
 	{ // fetch/dispatch
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {

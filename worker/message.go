@@ -19,6 +19,7 @@ const (
 	FieldData        = "data"
 	FieldID          = "id"
 	FieldAttempt     = "attempt"
+	FieldOriginID    = "origin_id" // on retried copies and dead letters: the first entry ID
 	FieldTraceparent = "traceparent"
 )
 
@@ -26,7 +27,6 @@ const (
 const (
 	FieldError    = "error"
 	FieldAttempts = "attempts"
-	FieldOriginID = "origin_id"
 	FieldFailedAt = "failed_at"
 	FieldGroup    = "group"
 	FieldConsumer = "consumer"
@@ -42,6 +42,9 @@ type Message struct {
 	Type string
 	// Data is the payload (the data field), opaque bytes.
 	Data []byte
+	// OriginID is the entry ID the message had when it was first added; a
+	// retried copy has a new ID but keeps its OriginID.
+	OriginID string
 	// IdempotencyKey is the producer's id field, empty when none was set.
 	IdempotencyKey string
 	// Attempt is 1 on the first try and grows with each retry.
@@ -65,6 +68,8 @@ func newMessage(stream string, e xEntry) *Message {
 			m.Data = []byte(s)
 		case FieldID:
 			m.IdempotencyKey = s
+		case FieldOriginID:
+			m.OriginID = s
 		case FieldAttempt:
 			if n, err := strconv.Atoi(s); err == nil && n > 0 {
 				m.Attempt = n
@@ -75,6 +80,9 @@ func newMessage(stream string, e xEntry) *Message {
 			}
 			m.Metadata[k] = s
 		}
+	}
+	if m.OriginID == "" {
+		m.OriginID = m.ID
 	}
 	return m
 }

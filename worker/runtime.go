@@ -45,6 +45,8 @@ type Runtime struct {
 	abandoned      atomic.Bool // shutdown deadline passed: unfinished work is handed over
 	ackerDone      chan struct{}
 	started        atomic.Bool
+	hurry          chan struct{} // closed by Hurry: the shutdown deadline is now
+	hurryOnce      sync.Once
 }
 
 type streamState struct {
@@ -88,6 +90,7 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 		acks:      make(chan ackReq, 4*cfg.Concurrency),
 		workers:   make([]*workerState, cfg.Concurrency),
 		ackerDone: make(chan struct{}),
+		hurry:     make(chan struct{}),
 	}
 	for i := range r.workers {
 		r.workers[i] = &workerState{}
@@ -164,9 +167,15 @@ func (r *Runtime) Run(ctx context.Context) error {
 	go func() { workers.Wait(); close(workersDone) }()
 	deadline := time.NewTimer(r.cfg.ShutdownTimeout - time.Since(shutdownStart))
 	defer deadline.Stop()
+	var hurried bool
 	select {
 	case <-workersDone:
+	case <-r.hurry:
+		hurried = true
 	case <-deadline.C:
+		hurried = true
+	}
+	if hurried {
 		r.abandoned.Store(true)
 		r.handOverInFlight()
 		r.cancelHandlers()
@@ -183,6 +192,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.logger.Info("shutdown complete", "took", time.Since(shutdownStart).Round(time.Millisecond))
 	return nil
 }
+
+// Hurry ends a running shutdown's drain now, as if the deadline had passed:
+// unfinished work is handed over and its handlers are cancelled. A second
+// SIGTERM does this.
+func (r *Runtime) Hurry() { r.hurryOnce.Do(func() { close(r.hurry) }) }
 
 // process runs one message on worker w and records its outcome.
 func (r *Runtime) process(w *workerState, m *Message) {
@@ -226,7 +240,7 @@ func (r *Runtime) complete(m *Message, err error) {
 		return
 	}
 	delay := backoff(m.Attempt, r.cfg.RetryBase, r.cfg.RetryMax)
-	fields := append(m.copyFields(FieldAttempt), FieldAttempt, itoa(m.Attempt+1))
+	fields := append(m.copyFields(FieldAttempt, FieldOriginID), FieldAttempt, itoa(m.Attempt+1), FieldOriginID, m.OriginID)
 	due := time.Now().Add(delay).UnixMilli()
 	if rerr := retryScript.Run(ctx, r.client, []string{m.Stream, DelayedKey(m.Stream)},
 		r.cfg.Group, m.ID, due, EncodeEnvelope(m.ID, fields)).Err(); rerr != nil {
@@ -244,7 +258,7 @@ func (r *Runtime) deadLetter(ctx context.Context, m *Message, cause error) error
 	fields = append(fields,
 		FieldError, cause.Error(),
 		FieldAttempts, itoa(min(m.Attempt, r.cfg.MaxAttempts)),
-		FieldOriginID, m.ID,
+		FieldOriginID, m.OriginID,
 		FieldFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
 		FieldGroup, r.cfg.Group,
 		FieldConsumer, r.cfg.Consumer)
