@@ -53,7 +53,11 @@ func startWorker(t *testing.T, srv *testredis.Server, cfg config.Config, mux *Mu
 	h.cancel = cancel
 	opts = append([]Option{WithRedis(h.client), WithLogger(testLogger(t)), WithRegistry(h.reg)}, opts...)
 	go func() { h.done <- Run(ctx, cfg, mux, opts...) }()
-	t.Cleanup(func() { h.stop() })
+	t.Cleanup(func() {
+		if err := h.stop(); err != nil {
+			t.Errorf("Run = %v, want nil after a clean shutdown", err)
+		}
+	})
 	return h
 }
 

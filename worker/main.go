@@ -179,7 +179,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		l := o.listener
 		if l == nil {
 			var err error
-			if l, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			if l, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr); err != nil {
 				return fmt.Errorf("WORKER_HTTP_ADDR=%q: %w", cfg.HTTPAddr, err)
 			}
 		}

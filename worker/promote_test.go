@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -27,7 +26,7 @@ func TestPromoteMovesOnlyDueEntries(t *testing.T) {
 	add("c", now.Add(time.Second), "type", "t", "data", "later")
 	c.ZAdd(ctx, DelayedKey(stream), redis.Z{Score: 0, Member: "garbage"})
 
-	p := NewPromoter(c, []string{stream}, time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
+	p := NewPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = 2 // several script calls for one pass
 	p.now = func() time.Time { return now }
 	moved, err := p.runOnce(ctx)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -105,11 +106,10 @@ wait:
 			}
 		case <-deadline:
 			cancel()
-			<-done
-			return fmt.Errorf("demo did not finish in 60s: got %v, want %v", got, want)
+			return errors.Join(fmt.Errorf("demo did not finish in 60s: got %v, want %v", got, want), <-done)
 		case err := <-done:
 			cancel()
-			return fmt.Errorf("worker stopped early: %v", err)
+			return fmt.Errorf("worker stopped early: %w", err)
 		}
 	}
 	took := time.Since(start)

@@ -1,0 +1,55 @@
+# streamworker — `make help` lists the targets. `make test` is what CI runs.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+GO ?= go
+GOLANGCI_LINT_VERSION := v2.15.0
+# The pinned golangci-lint in GOBIN, (re)installed by `make lint` when missing
+# or of another version: the config is v2 format and findings differ by version.
+GOBIN := $(shell $(GO) env GOBIN)
+ifeq ($(GOBIN),)
+GOBIN := $(shell $(GO) env GOPATH)/bin
+endif
+GOLANGCI_LINT := $(GOBIN)/golangci-lint
+
+# bench/ is a module of its own (its go.mod keeps benchmark-only dependencies
+# out of the main module); these targets skip it while it does not exist.
+HAVE_BENCH := $(wildcard bench/go.mod)
+
+.PHONY: help test lint demo bench build clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+test: ## Vet and run every test with the race detector (needs redis-server on PATH, or Docker, or TEST_REDIS_URL)
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+ifneq ($(HAVE_BENCH),)
+	cd bench && $(GO) vet ./...
+	cd bench && $(GO) test -count=1 -run . ./...
+endif
+
+lint: ## Run golangci-lint v2 (installing the pinned version if needed) on the main and bench modules
+	@if ! "$(GOLANGCI_LINT)" version --short 2>/dev/null | grep -qx '$(GOLANGCI_LINT_VERSION:v%=%)'; then \
+		echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into $(GOBIN)"; \
+		$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); \
+	fi
+	$(GOLANGCI_LINT) run ./...
+ifneq ($(HAVE_BENCH),)
+	cd bench && $(GOLANGCI_LINT) run ./...
+endif
+
+demo: ## Run the worker demo on an embedded in-memory Redis (set REDIS_URL to use a real one)
+	$(GO) run ./cmd/worker --demo
+
+bench: ## Run each benchmark once per count, 3 counts (bench module; needs redis-server)
+	cd bench && $(GO) test -run '^$$' -bench . -benchtime 1x -count 3
+
+build: ## Build every command into bin/
+	$(GO) build -o bin/ ./cmd/...
+
+clean: ## Remove bin/
+	rm -rf bin/
