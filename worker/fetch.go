@@ -57,6 +57,10 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 		if n == 0 {
 			return
 		}
+		if ctx.Err() != nil { // select picked a freed slot over a shutdown that came first
+			r.release(n)
+			return
+		}
 		args := &redis.XReadGroupArgs{
 			Group: r.cfg.Group, Consumer: r.cfg.Consumer,
 			Streams: []string{s.name, cursor}, Count: int64(n), Block: -1,
