@@ -67,6 +67,16 @@ type Config struct {
 	// ReclaimMinIdle is how long an entry must sit unacknowledged before
 	// another consumer may claim it. Default: 1m
 	ReclaimMinIdle time.Duration `envconfig:"WORKER_RECLAIM_MIN_IDLE" default:"1m"`
+	// ReclaimInterval is how often this consumer looks for entries other
+	// consumers left idle past ReclaimMinIdle. Default: 10s
+	ReclaimInterval time.Duration `envconfig:"WORKER_RECLAIM_INTERVAL" default:"10s"`
+	// ReclaimCount is the most entries one XAUTOCLAIM call asks for; a call
+	// never claims more than the free handler slots either. Default: 100
+	ReclaimCount int `envconfig:"WORKER_RECLAIM_COUNT" default:"100"`
+	// ConsumerGoneAfter is how long a consumer must have shown no sign of
+	// life (no heartbeat) before it is deleted from the group; one with
+	// pending entries is never deleted. Default: 1h
+	ConsumerGoneAfter time.Duration `envconfig:"WORKER_CONSUMER_GONE_AFTER" default:"1h"`
 	// DedupeWindow, when positive, skips a message whose id field was
 	// processed successfully within the window. 0 turns it off. Default: 0
 	DedupeWindow time.Duration `envconfig:"WORKER_DEDUPE_WINDOW" default:"0"`
@@ -102,23 +112,26 @@ func Load() (Config, error) {
 // with an empty environment.
 func Default() Config {
 	c := Config{
-		RedisURL:        "redis://127.0.0.1:6379/0",
-		Streams:         []string{"events"},
-		Group:           "workers",
-		GroupStart:      "earliest",
-		Concurrency:     64,
-		FetchCount:      256,
-		Block:           2 * time.Second,
-		MaxAttempts:     5,
-		RetryBase:       time.Second,
-		RetryMax:        10 * time.Minute,
-		HandlerTimeout:  30 * time.Second,
-		ShutdownTimeout: 25 * time.Second,
-		PromoteInterval: 250 * time.Millisecond,
-		ReclaimMinIdle:  time.Minute,
-		HTTPAddr:        ":8080",
-		LogLevel:        "info",
-		LogFormat:       "json",
+		RedisURL:          "redis://127.0.0.1:6379/0",
+		Streams:           []string{"events"},
+		Group:             "workers",
+		GroupStart:        "earliest",
+		Concurrency:       64,
+		FetchCount:        256,
+		Block:             2 * time.Second,
+		MaxAttempts:       5,
+		RetryBase:         time.Second,
+		RetryMax:          10 * time.Minute,
+		HandlerTimeout:    30 * time.Second,
+		ShutdownTimeout:   25 * time.Second,
+		PromoteInterval:   250 * time.Millisecond,
+		ReclaimMinIdle:    time.Minute,
+		ReclaimInterval:   10 * time.Second,
+		ReclaimCount:      100,
+		ConsumerGoneAfter: time.Hour,
+		HTTPAddr:          ":8080",
+		LogLevel:          "info",
+		LogFormat:         "json",
 	}
 	_ = c.fill()
 	return c
@@ -181,6 +194,7 @@ func (c Config) Validate() error {
 		{"WORKER_CONCURRENCY", c.Concurrency, 1, 100000},
 		{"WORKER_FETCH_COUNT", c.FetchCount, 1, 100000},
 		{"WORKER_MAX_ATTEMPTS", c.MaxAttempts, 1, 1000},
+		{"WORKER_RECLAIM_COUNT", c.ReclaimCount, 1, 100000},
 	} {
 		if v.val < v.min || v.val > v.max {
 			return bad(v.name, strconv.Itoa(v.val), fmt.Sprintf("an integer from %d to %d", v.min, v.max))
@@ -197,6 +211,8 @@ func (c Config) Validate() error {
 		{"WORKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0},
 		{"WORKER_PROMOTE_INTERVAL", c.PromoteInterval, time.Millisecond},
 		{"WORKER_RECLAIM_MIN_IDLE", c.ReclaimMinIdle, time.Second},
+		{"WORKER_RECLAIM_INTERVAL", c.ReclaimInterval, 10 * time.Millisecond},
+		{"WORKER_CONSUMER_GONE_AFTER", c.ConsumerGoneAfter, time.Minute},
 		{"WORKER_DEDUPE_WINDOW", c.DedupeWindow, 0},
 	} {
 		if v.val < v.min {

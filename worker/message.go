@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // Reserved stream entry fields. Every other field reaches the handler as
@@ -149,6 +150,30 @@ func Permanent(err error) error {
 		return nil
 	}
 	return &PermanentError{Err: err}
+}
+
+// DelayError asks the runtime to run the message again after After without
+// counting an attempt: the message is not failing, it must wait (a rate
+// limit, a resource not yet ready).
+type DelayError struct {
+	After time.Duration
+	Err   error // why; may be nil
+}
+
+func (e *DelayError) Error() string {
+	if e.Err == nil {
+		return "delayed " + e.After.String()
+	}
+	return "delayed " + e.After.String() + ": " + e.Err.Error()
+}
+
+func (e *DelayError) Unwrap() error { return e.Err }
+
+// Delay returns an error that reschedules the message to run again after d,
+// at the same attempt: it is acknowledged and a copy waits in the stream's
+// delayed set, so it holds no handler slot and survives restarts.
+func Delay(d time.Duration, reason error) error {
+	return &DelayError{After: max(d, time.Millisecond), Err: reason}
 }
 
 // IsPermanent reports whether err, or an error it wraps, is permanent.

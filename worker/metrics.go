@@ -12,6 +12,7 @@ import (
 const (
 	OutcomeAcked      = "acked"       // handled and acknowledged
 	OutcomeRetried    = "retried"     // failed; a copy is scheduled
+	OutcomeDelayed    = "delayed"     // asked to wait (worker.Delay); a copy is scheduled at the same attempt
 	OutcomeDead       = "dead"        // moved to the dead-letter stream
 	OutcomeDuplicate  = "duplicate"   // id seen inside the dedupe window; acked unhandled
 	OutcomeHandedOver = "handed_over" // unfinished at shutdown; left for another consumer

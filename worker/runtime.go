@@ -229,7 +229,8 @@ func (r *Runtime) complete(m *Message, err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	if IsPermanent(err) || m.Attempt >= r.cfg.MaxAttempts {
+	var de *DelayError
+	if IsPermanent(err) || (m.Attempt >= r.cfg.MaxAttempts && !errors.As(err, &de)) {
 		if derr := r.deadLetter(ctx, m, err); derr != nil {
 			r.logger.Error("could not dead-letter message; it stays pending", "stream", m.Stream, "id", m.ID, "type", m.Type, "error", derr, "handler_error", err.Error())
 			r.count(m, OutcomeUnrecorded)
@@ -239,8 +240,11 @@ func (r *Runtime) complete(m *Message, err error) {
 		r.count(m, OutcomeDead)
 		return
 	}
-	delay := backoff(m.Attempt, r.cfg.RetryBase, r.cfg.RetryMax)
-	fields := append(m.copyFields(FieldAttempt, FieldOriginID), FieldAttempt, itoa(m.Attempt+1), FieldOriginID, m.OriginID)
+	delay, next, outcome := backoff(m.Attempt, r.cfg.RetryBase, r.cfg.RetryMax), m.Attempt+1, OutcomeRetried
+	if errors.As(err, &de) {
+		delay, next, outcome = de.After, m.Attempt, OutcomeDelayed
+	}
+	fields := append(m.copyFields(FieldAttempt, FieldOriginID), FieldAttempt, itoa(next), FieldOriginID, m.OriginID)
 	due := time.Now().Add(delay).UnixMilli()
 	if rerr := retryScript.Run(ctx, r.client, []string{m.Stream, DelayedKey(m.Stream)},
 		r.cfg.Group, m.ID, due, EncodeEnvelope(m.ID, fields)).Err(); rerr != nil {
@@ -248,9 +252,13 @@ func (r *Runtime) complete(m *Message, err error) {
 		r.count(m, OutcomeUnrecorded)
 		return
 	}
-	r.logger.Info("message failed; retry scheduled", "stream", m.Stream, "id", m.ID, "type", m.Type,
-		"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
-	r.count(m, OutcomeRetried)
+	if outcome == OutcomeDelayed {
+		r.logger.Debug("message delayed", "stream", m.Stream, "id", m.ID, "type", m.Type, "run_in", delay.Round(time.Millisecond), "reason", err.Error())
+	} else {
+		r.logger.Info("message failed; retry scheduled", "stream", m.Stream, "id", m.ID, "type", m.Type,
+			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
+	}
+	r.count(m, outcome)
 }
 
 func (r *Runtime) deadLetter(ctx context.Context, m *Message, cause error) error {

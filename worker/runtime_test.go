@@ -340,3 +340,32 @@ func TestCrashLoopingOwnPendingEntryIsDeadLettered(t *testing.T) {
 		t.Errorf("pending = %d, want 0", p)
 	}
 }
+
+func TestDelayReschedulesWithoutCountingAnAttempt(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	cfg.MaxAttempts = 1 // a delay must not exhaust attempts
+	var calls atomic.Int32
+	var attempts []int
+	mux := NewMux()
+	mux.HandleFunc("limited", func(ctx context.Context, m *Message) error {
+		attempts = append(attempts, m.Attempt)
+		if calls.Add(1) <= 3 {
+			return Delay(5*time.Millisecond, errors.New("over the rate limit"))
+		}
+		return nil
+	})
+	h := startWorker(t, srv, cfg, mux)
+	h.publish("type", "limited")
+	eventually(t, "acked after three delays", func() bool { return h.outcome("limited", OutcomeAcked) == 1 })
+	if got := fmt.Sprint(attempts); got != "[1 1 1 1]" {
+		t.Errorf("attempts = %s, want [1 1 1 1]", got)
+	}
+	if got := h.outcome("limited", OutcomeDelayed); got != 3 {
+		t.Errorf("delayed = %d, want 3", got)
+	}
+	if d := h.dlq(); len(d) != 0 {
+		t.Errorf("dlq = %v", d)
+	}
+}
