@@ -46,7 +46,7 @@ demo: ## Run the worker demo on an embedded in-memory Redis (set REDIS_URL to us
 	$(GO) run ./cmd/worker --demo
 
 bench: ## Run each benchmark once per count, 3 counts (bench module; needs redis-server)
-	cd bench && $(GO) test -run '^$$' -bench . -benchtime 1x -count 3
+	$(MAKE) -C bench bench
 
 build: ## Build every command into bin/
 	$(GO) build -o bin/ ./cmd/...
