@@ -20,9 +20,10 @@ import (
 // Config is everything the worker daemon reads from the environment. Each field
 // names its variable and default; Load fills and validates them.
 type Config struct {
-	// RedisURL is the stream Redis, redis:// or rediss://.
-	// Default: redis://127.0.0.1:6379/0
-	RedisURL string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+	// Redis is the stream Redis: REDIS_URL (redis:// or rediss://; the
+	// promoted RedisURL) and the TLS files REDIS_TLS_CA, REDIS_TLS_CERT and
+	// REDIS_TLS_KEY. Default: redis://127.0.0.1:6379/0, no TLS files
+	Redis
 
 	// Streams are the stream keys this worker consumes, comma separated.
 	// Default: events
@@ -112,7 +113,7 @@ func Load() (Config, error) {
 // with an empty environment.
 func Default() Config {
 	c := Config{
-		RedisURL:          "redis://127.0.0.1:6379/0",
+		Redis:             Redis{RedisURL: "redis://127.0.0.1:6379/0"},
 		Streams:           []string{"events"},
 		Group:             "workers",
 		GroupStart:        "earliest",
@@ -161,7 +162,7 @@ func (c *Config) fill() error {
 // Validate checks every value and returns the first problem as one line that
 // names the variable, the value and what is allowed.
 func (c Config) Validate() error {
-	if err := validateRedisURL(c.RedisURL); err != nil {
+	if err := c.Redis.Validate(); err != nil {
 		return err
 	}
 	if len(c.Streams) == 0 {
@@ -221,6 +222,9 @@ func (c Config) Validate() error {
 	}
 	if c.Block > time.Minute {
 		return bad("WORKER_BLOCK", c.Block.String(), "a Go duration from 1ms to 1m")
+	}
+	if c.ConsumerGoneAfter < 3*c.ReclaimInterval {
+		return bad("WORKER_CONSUMER_GONE_AFTER", c.ConsumerGoneAfter.String(), "a duration at least 3 × WORKER_RECLAIM_INTERVAL ("+(3*c.ReclaimInterval).String()+"), so live consumers' heartbeats never lapse")
 	}
 	if c.RetryMax < c.RetryBase {
 		return bad("WORKER_RETRY_MAX", c.RetryMax.String(), "a duration at least WORKER_RETRY_BASE ("+c.RetryBase.String()+")")

@@ -27,6 +27,7 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 		start = "$"
 	}
 	cursor := "0" // our own pending entries first
+	idle := true  // the last read drained the stream
 	var failures int
 	fail := func(what string, err error) {
 		failures++
@@ -53,7 +54,7 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 			start = "0" // a group recreated after its stream was deleted reads all of it
 			ok()
 		}
-		n := r.acquire(ctx, s.beat)
+		n := r.acquire(ctx, s.beat, !idle && cursor == ">")
 		if n == 0 {
 			return
 		}
@@ -66,23 +67,25 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 			Streams: []string{s.name, cursor}, Count: int64(n), Block: -1,
 		}
 		if cursor == ">" {
-			args.Block = r.cfg.Block
-			if len(r.streams) > 1 {
-				// Take a backlog with every free slot, but do not sit blocked on
-				// an idle stream holding more than its share of them.
-				if msgs, err := r.read(rctx, args, -1); err != nil || len(msgs) > 0 {
+			if idle {
+				// Take what is there with every free slot; when nothing is,
+				// wait for the next entry holding one slot, not all of them,
+				// so that the reclaimer and other streams can use the rest.
+				msgs, err := r.read(rctx, args, -1)
+				if err != nil || len(msgs) > 0 {
+					idle = len(msgs) < n
 					r.handle(ctx, s, msgs, err, n, fail, ok, &cursor)
 					continue
 				}
-				share := max(1, r.cfg.Concurrency/len(r.streams))
-				if n > share {
-					r.release(n - share)
-					n = share
-					args.Count = int64(n)
-				}
+				r.release(n - 1)
+				n, args.Count = 1, 1
 			}
+			msgs, err := r.read(rctx, args, r.cfg.Block)
+			idle = n == 1 || len(msgs) < n
+			r.handle(ctx, s, msgs, err, n, fail, ok, &cursor)
+			continue
 		}
-		msgs, err := r.read(rctx, args, args.Block)
+		msgs, err := r.read(rctx, args, -1)
 		r.handle(ctx, s, msgs, err, n, fail, ok, &cursor)
 	}
 }
@@ -125,17 +128,29 @@ func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMess
 			r.logger.Info("resuming own pending entries", "stream", s.name, "count", len(msgs))
 		}
 	}
+	r.dispatch(ctx, s.name, msgs, n, history)
+}
+
+// dispatch hands entries to the handler pool on the n slots reserved for
+// them and releases the slots it does not use. Entries delivered before
+// (our own pending ones, or claimed from others) get their attempt from
+// their delivery count first.
+func (r *Runtime) dispatch(ctx context.Context, stream string, msgs []redis.XMessage, n int, redelivered bool) {
 	batch := make([]*Message, 0, len(msgs))
+	var deleted []string
 	for _, e := range msgs {
 		if e.Values == nil {
-			// Our pending entry was trimmed from the stream: nothing to run.
-			r.ack(ackReq{stream: s.name, id: e.ID, outcome: OutcomeDeletedWhilePending})
+			// A pending entry trimmed from the stream: nothing to run.
+			deleted = append(deleted, e.ID)
 			continue
 		}
-		batch = append(batch, newMessage(s.name, e))
+		batch = append(batch, newMessage(stream, e))
 	}
-	if history {
-		batch = r.countDeliveries(ctx, s.name, batch)
+	if len(deleted) > 0 {
+		r.dropDeleted(ctx, stream, deleted)
+	}
+	if redelivered {
+		batch = r.countDeliveries(ctx, stream, batch)
 	}
 	if r.cfg.DedupeWindow > 0 {
 		batch = r.dropDuplicates(ctx, batch)
@@ -144,6 +159,23 @@ func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMess
 		r.jobs <- m
 	}
 	r.release(n - len(batch))
+}
+
+// dropDeleted acknowledges pending IDs whose entries are gone. It counts
+// only the IDs its XACK removed: a reclaim pass may have removed (and
+// counted) them first.
+func (r *Runtime) dropDeleted(ctx context.Context, stream string, ids []string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	defer cancel()
+	n, err := r.client.XAck(ctx, stream, r.cfg.Group, ids...).Result()
+	if err != nil {
+		r.logger.Warn("could not acknowledge pending entries trimmed from the stream; a later pass will", "stream", stream, "count", len(ids), "error", err)
+		return
+	}
+	if n > 0 {
+		r.metrics.Reclaim.DeletedWhilePending.WithLabelValues(stream).Add(float64(n))
+		r.logger.Warn("pending entries were trimmed from the stream before they were processed", "stream", stream, "count", n, "ids", strings.Join(ids, ","))
+	}
 }
 
 // countDeliveries sets Attempt from the delivery counts of entries read
@@ -159,7 +191,9 @@ func (r *Runtime) countDeliveries(ctx context.Context, stream string, batch []*M
 	defer cancel()
 	pend, err := r.client.XPendingExt(ctx, &redis.XPendingExtArgs{
 		Stream: stream, Group: r.cfg.Group, Consumer: r.cfg.Consumer,
-		Start: batch[0].ID, End: batch[len(batch)-1].ID, Count: int64(len(batch)),
+		// Our pending list between the first and last ID also holds what we
+		// are running now, at most one entry per handler slot.
+		Start: batch[0].ID, End: batch[len(batch)-1].ID, Count: int64(len(batch) + r.cfg.Concurrency),
 	}).Result()
 	if err != nil {
 		r.logger.Warn("reading delivery counts failed; running pending entries as they are", "stream", stream, "error", err)
@@ -187,6 +221,7 @@ func (r *Runtime) countDeliveries(ctx context.Context, stream string, batch []*M
 		}
 		r.logger.Warn("message dead-lettered: it never finished in its attempts", "stream", stream, "id", m.ID, "type", m.Type, "attempts", m.Attempt-1)
 		r.count(m, OutcomeDead)
+		r.metrics.Reclaim.Abandoned.WithLabelValues(stream).Inc()
 	}
 	return out
 }
@@ -233,8 +268,11 @@ func (r *Runtime) dropDuplicates(ctx context.Context, batch []*Message) []*Messa
 }
 
 // acquire waits for one free handler slot and takes up to FetchCount more of
-// those free now. It returns 0 when ctx ends first.
-func (r *Runtime) acquire(ctx context.Context, beat *Beat) int {
+// those free now. With backlog set (the last read was full), it first waits a
+// moment for half a read's worth of slots, so that a busy stream is read in
+// large batches rather than a few entries per round trip. It returns 0 when
+// ctx ends first.
+func (r *Runtime) acquire(ctx context.Context, beat *Beat, backlog bool) int {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 wait:
@@ -249,6 +287,22 @@ wait:
 		}
 	}
 	n := 1
+	if backlog {
+		low := min(r.cfg.FetchCount, r.cfg.Concurrency) / 2
+		gather := time.NewTimer(2 * time.Millisecond)
+		defer gather.Stop()
+	gathering:
+		for n < low {
+			select {
+			case r.slots <- struct{}{}:
+				n++
+			case <-gather.C:
+				break gathering
+			case <-ctx.Done():
+				break gathering
+			}
+		}
+	}
 	for n < r.cfg.FetchCount {
 		select {
 		case r.slots <- struct{}{}:

@@ -123,6 +123,21 @@ func (h *harness) outcome(typ, outcome string) int {
 	return 0
 }
 
+// metric sums every series of a counter or gauge.
+func (h *harness) metric(name string) float64 {
+	mfs, _ := h.reg.Gather()
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()

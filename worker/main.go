@@ -242,15 +242,11 @@ func NewLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, hopts))
 }
 
-// NewRedisClient connects to REDIS_URL with a pool sized for the handler
-// pool, the fetchers and the background loops.
+// NewRedisClient connects to REDIS_URL (with the REDIS_TLS_* files for
+// rediss://) with a pool sized for the handler pool, the fetchers and the
+// background loops.
 func NewRedisClient(cfg config.Config) (redis.UniversalClient, error) {
-	opt, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL=%q: %w", config.Redact(cfg.RedisURL), err)
-	}
-	opt.PoolSize = max(opt.PoolSize, cfg.Concurrency+len(cfg.Streams)+8)
-	return redis.NewClient(opt), nil
+	return cfg.Redis.NewClient(config.MinPoolSize(cfg.Concurrency + len(cfg.Streams) + 8))
 }
 
 // WithSignals makes Run stop on SIGTERM or SIGINT as Main does.

@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/reclaim"
 )
 
 // Outcomes of a message, the outcome label of streamworker_messages_total.
@@ -17,9 +19,7 @@ const (
 	OutcomeDuplicate  = "duplicate"   // id seen inside the dedupe window; acked unhandled
 	OutcomeHandedOver = "handed_over" // unfinished at shutdown; left for another consumer
 	OutcomeUnrecorded = "unrecorded"  // the outcome could not be written; left pending
-	// OutcomeDeletedWhilePending: the entry was trimmed from the stream while
-	// pending; its ID is acknowledged out of the pending list.
-	OutcomeDeletedWhilePending = "deleted_while_pending"
+	OutcomeLeaseLost  = "lease_lost"  // another consumer took it over while it ran; its outcome is that consumer's
 )
 
 // Metrics are the runtime's Prometheus metrics.
@@ -28,6 +28,7 @@ type Metrics struct {
 	Duration *prometheus.HistogramVec
 	InFlight prometheus.Gauge
 	Promoted *prometheus.CounterVec
+	Reclaim  *reclaim.Metrics
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -52,6 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"stream"}),
 	}
 	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted)
+	m.Reclaim = reclaim.NewMetrics(reg)
 	return m
 }
 

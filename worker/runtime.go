@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/reclaim"
 )
 
 type xEntry = redis.XMessage
@@ -29,7 +30,8 @@ type Runtime struct {
 	cfg     config.Config
 	client  redis.UniversalClient
 	handler Handler
-	logger  *slog.Logger
+	logger  *slog.Logger // with component=runtime
+	base    *slog.Logger
 	metrics *Metrics
 	live    *Liveness
 
@@ -47,6 +49,7 @@ type Runtime struct {
 	started        atomic.Bool
 	hurry          chan struct{} // closed by Hurry: the shutdown deadline is now
 	hurryOnce      sync.Once
+	leaseMu        sync.Mutex // a lease renewal and the shutdown hand-over never interleave
 }
 
 type streamState struct {
@@ -56,8 +59,17 @@ type streamState struct {
 	beat       *Beat
 }
 
+// workerState is one handler goroutine. Its context is cancelled only when
+// the message it runs loses its lease, and then replaced for the next one, so
+// a message costs no context of its own.
 type workerState struct {
-	cur atomic.Pointer[Message]
+	cur      atomic.Pointer[Message] // the message running, or nil
+	leasedAt atomic.Int64            // unix ns: when cur was fetched or last leased
+
+	mu     sync.Mutex
+	ctx    context.Context
+	cancel context.CancelFunc
+	lost   bool // cur's lease was lost: its outcome must not be recorded
 }
 
 type ackReq struct {
@@ -73,6 +85,7 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	if metrics == nil {
 		metrics = NewMetrics(prometheus.NewRegistry())
 	}
+	base := logger
 	logger = logger.With("component", "runtime")
 	if mux, ok := h.(*Mux); ok {
 		mux.freeze()
@@ -83,7 +96,7 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	h = Logging(logger)(h)
 	h = metrics.Instrument()(h)
 	r := &Runtime{
-		cfg: cfg, client: client, handler: h, logger: logger, metrics: metrics,
+		cfg: cfg, client: client, handler: h, logger: logger, base: base, metrics: metrics,
 		live:      NewLiveness(),
 		slots:     make(chan struct{}, cfg.Concurrency),
 		jobs:      make(chan *Message, cfg.Concurrency),
@@ -135,6 +148,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 
 	var workers sync.WaitGroup
 	for _, w := range r.workers {
+		w.ctx, w.cancel = context.WithCancel(r.handlerCtx)
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
@@ -144,27 +158,40 @@ func (r *Runtime) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	workersDone := make(chan struct{})
+	go func() { workers.Wait(); close(workersDone) }()
 	ackStop := make(chan struct{})
 	go r.ackLoop(ackStop)
+	leaseDone := make(chan struct{})
+	go func() { defer close(leaseDone); r.leaseLoop(workersDone) }()
 
-	var fetchers sync.WaitGroup
+	// Fetchers and the reclaimer feed the pool; both stop before it closes.
+	var feeders sync.WaitGroup
 	for _, s := range r.streams {
-		fetchers.Add(1)
+		feeders.Add(1)
 		go func() {
-			defer fetchers.Done()
+			defer feeders.Done()
 			r.fetchLoop(ctx, s)
 		}()
 	}
+	rc := reclaim.New(r.client, reclaim.Options{
+		Streams: r.cfg.Streams, Group: r.cfg.Group, Consumer: r.cfg.Consumer,
+		MinIdle: r.cfg.ReclaimMinIdle, Interval: r.cfg.ReclaimInterval, Count: r.cfg.ReclaimCount,
+		GoneAfter: r.cfg.ConsumerGoneAfter,
+	}, sink{r}, r.base, r.metrics.Reclaim, r.live.Register("reclaim").Beat)
+	feeders.Add(1)
+	go func() {
+		defer feeders.Done()
+		_ = rc.Run(ctx)
+	}()
 
 	<-ctx.Done()
 	shutdownStart := time.Now()
 	r.stopping.Store(true)
 	r.logger.Info("shutting down: fetching stopped, waiting for running handlers", "timeout", r.cfg.ShutdownTimeout)
-	fetchers.Wait()
+	feeders.Wait()
 	close(r.jobs)
 
-	workersDone := make(chan struct{})
-	go func() { workers.Wait(); close(workersDone) }()
 	deadline := time.NewTimer(r.cfg.ShutdownTimeout - time.Since(shutdownStart))
 	defer deadline.Stop()
 	var hurried bool
@@ -176,8 +203,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 		hurried = true
 	}
 	if hurried {
+		r.leaseMu.Lock()
 		r.abandoned.Store(true)
 		r.handOverInFlight()
+		r.leaseMu.Unlock()
 		r.cancelHandlers()
 		grace := time.NewTimer(2 * time.Second)
 		defer grace.Stop()
@@ -187,8 +216,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 			r.logger.Error("handlers ignored cancellation at the shutdown deadline; exiting without them")
 		}
 	}
+	<-leaseDone
 	close(ackStop)
 	<-r.ackerDone
+	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 2*time.Second)
+	rc.Leave(leaveCtx)
+	cancelLeave()
 	r.logger.Info("shutdown complete", "took", time.Since(shutdownStart).Round(time.Millisecond))
 	return nil
 }
@@ -205,9 +238,25 @@ func (r *Runtime) process(w *workerState, m *Message) {
 		r.count(m, OutcomeHandedOver)
 		return
 	}
+	w.mu.Lock()
+	ctx := w.ctx
+	w.mu.Unlock()
+	w.leasedAt.Store(time.Now().UnixNano())
 	w.cur.Store(m)
-	err := r.handler.HandleMessage(r.handlerCtx, m)
+	err := r.handler.HandleMessage(ctx, m)
 	w.cur.Store(nil)
+	w.mu.Lock()
+	lost := w.lost
+	if lost {
+		w.lost = false
+		w.ctx, w.cancel = context.WithCancel(r.handlerCtx)
+	}
+	w.mu.Unlock()
+	if lost && err != nil {
+		// Another consumer owns it now; recording a retry would ack its work.
+		r.count(m, OutcomeLeaseLost)
+		return
+	}
 	r.complete(m, err)
 }
 

@@ -33,7 +33,8 @@ func TestShutdownDrainsRunningHandlers(t *testing.T) {
 		finished.Add(1)
 		return nil
 	})
-	h := startWorker(t, srv, cfg, mux)
+	l := listenHTTP(t)
+	h := startWorker(t, srv, cfg, mux, WithListener(l))
 	for range 10 {
 		h.publish("type", "slow")
 	}
@@ -42,6 +43,9 @@ func TestShutdownDrainsRunningHandlers(t *testing.T) {
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- h.stop() }()
+	// Not ready means the runtime has seen the shutdown: no slot freed from
+	// now on may be refilled.
+	eventually(t, "not ready", func() bool { return get("http://"+l.Addr().String()+"/readyz") != 200 })
 	// Shutdown has begun: the worker is not ready and reads nothing more.
 	eventually(t, "stop fetching", func() bool { return h.pending() == 4 })
 	close(release)

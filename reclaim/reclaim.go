@@ -1,0 +1,260 @@
+// Package reclaim recovers the work consumers leave behind when they die:
+// it claims entries idle past a minimum (XAUTOCLAIM) and hands them to the
+// runtime's dispatch path, counts entries trimmed from the stream while they
+// were pending, keeps live handlers' entries from being claimed (leases), and
+// deletes consumers that are gone and own nothing. A live consumer proves it
+// is alive with a heartbeat key, because XINFO CONSUMERS idle time cannot
+// tell a dead consumer from one blocked on an empty stream.
+package reclaim
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Options configure a Reclaimer. Every field is required; config.Config
+// holds the defaults.
+type Options struct {
+	Streams  []string
+	Group    string
+	Consumer string
+	// MinIdle is how long an entry must sit unacknowledged before it is
+	// claimed.
+	MinIdle time.Duration
+	// Interval is the pause between passes.
+	Interval time.Duration
+	// Count is the most entries one XAUTOCLAIM asks for.
+	Count int
+	// GoneAfter is how long a consumer must have sent no heartbeat before
+	// it is deleted (when it owns nothing).
+	GoneAfter time.Duration
+}
+
+// Sink is the runtime's dispatch path, which claimed entries enter exactly
+// as fresh ones do.
+type Sink interface {
+	// Reserve takes up to max free handler slots, waiting a bounded time
+	// for the first, and returns how many it took (0: none came free).
+	Reserve(ctx context.Context, max int) int
+	// Deliver dispatches claimed entries on slots reserved for them, one
+	// each, and releases the reserved slots it did not use.
+	Deliver(ctx context.Context, stream string, entries []redis.XMessage, reserved int)
+	// Release returns reserved slots unused.
+	Release(n int)
+}
+
+// Metrics count what the reclaimer did.
+type Metrics struct {
+	Reclaimed           *prometheus.CounterVec
+	DeletedWhilePending *prometheus.CounterVec
+	ConsumersRemoved    *prometheus.CounterVec
+	// Abandoned counts entries dead-lettered because they were delivered
+	// too often without finishing; the runtime's dispatch path increments
+	// it.
+	Abandoned *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Reclaimed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamworker_reclaimed_total",
+			Help: "Entries claimed from consumers that left them idle past the reclaim min-idle.",
+		}, []string{"stream"}),
+		DeletedWhilePending: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamworker_deleted_while_pending_total",
+			Help: "Pending entries found trimmed from the stream; their IDs left the pending list.",
+		}, []string{"stream"}),
+		ConsumersRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamworker_consumers_removed_total",
+			Help: "Consumers deleted from the group: gone past the age limit and owning nothing.",
+		}, []string{"stream"}),
+		Abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamworker_abandoned_total",
+			Help: "Entries dead-lettered because they reached the attempt limit in deliveries that never finished (crashed consumers).",
+		}, []string{"stream"}),
+	}
+	reg.MustRegister(m.Reclaimed, m.DeletedWhilePending, m.ConsumersRemoved, m.Abandoned)
+	return m
+}
+
+// Reclaimer runs the claim, heartbeat and clean-up passes of one consumer.
+type Reclaimer struct {
+	client  redis.UniversalClient
+	opts    Options
+	sink    Sink
+	logger  *slog.Logger
+	metrics *Metrics
+	beat    func()
+}
+
+// New returns a Reclaimer. beat, when not nil, is called on every pass (for
+// liveness probes).
+func New(client redis.UniversalClient, opts Options, sink Sink, logger *slog.Logger, metrics *Metrics, beat func()) *Reclaimer {
+	if beat == nil {
+		beat = func() {}
+	}
+	return &Reclaimer{client: client, opts: opts, sink: sink, logger: logger.With("component", "reclaim"), metrics: metrics, beat: beat}
+}
+
+// Result is what one claim pass did.
+type Result struct {
+	Claimed int // entries claimed and delivered
+	Deleted int // pending IDs whose entries were trimmed away
+}
+
+// Run sends a heartbeat and claims idle entries every interval, and cleans
+// up gone consumers every tenth pass, until ctx ends.
+func (r *Reclaimer) Run(ctx context.Context) error {
+	t := time.NewTicker(r.opts.Interval)
+	defer t.Stop()
+	var failing bool
+	for pass := 0; ; pass++ {
+		r.beat()
+		err := r.heartbeat(ctx)
+		if err == nil {
+			var res Result
+			if res, err = r.runOnce(ctx); err == nil && (res.Claimed > 0 || res.Deleted > 0) {
+				r.logger.Info("reclaimed idle entries", "claimed", res.Claimed, "deleted_while_pending", res.Deleted)
+			}
+		}
+		if err == nil && pass%10 == 0 {
+			var removed int
+			if removed, err = r.cleanOnce(ctx); err == nil && removed > 0 {
+				r.logger.Info("removed gone consumers", "count", removed)
+			}
+		}
+		switch {
+		case err != nil && ctx.Err() == nil:
+			if !failing {
+				r.logger.Error("reclaim pass failed; will retry", "error", err)
+			}
+			failing = true
+		case err == nil && failing:
+			r.logger.Info("reclaim passes work again")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// runOnce claims, per stream, entries idle past MinIdle, scanning the
+// pending list from the start until the cursor wraps. It never claims more
+// than the free handler slots: when none are free the rest waits for a later
+// pass (or another consumer).
+func (r *Reclaimer) runOnce(ctx context.Context) (Result, error) {
+	var res Result
+	for _, s := range r.opts.Streams {
+		start := "0-0"
+		for {
+			n := r.sink.Reserve(ctx, r.opts.Count)
+			if n == 0 {
+				break
+			}
+			msgs, next, deleted, err := r.client.XAutoClaimWithDeleted(ctx, &redis.XAutoClaimArgs{
+				Stream: s, Group: r.opts.Group, Consumer: r.opts.Consumer,
+				MinIdle: r.opts.MinIdle, Start: start, Count: int64(n),
+			}).Result()
+			if err != nil {
+				r.sink.Release(n)
+				if strings.HasPrefix(err.Error(), "NOGROUP") {
+					break // the fetcher recreates it
+				}
+				return res, err
+			}
+			if len(deleted) > 0 {
+				// Redis has already dropped these IDs from the pending list.
+				res.Deleted += len(deleted)
+				r.metrics.DeletedWhilePending.WithLabelValues(s).Add(float64(len(deleted)))
+				r.logger.Warn("pending entries were trimmed from the stream before they were processed",
+					"stream", s, "count", len(deleted), "ids", strings.Join(deleted, ","))
+			}
+			res.Claimed += len(msgs)
+			r.metrics.Reclaimed.WithLabelValues(s).Add(float64(len(msgs)))
+			r.sink.Deliver(ctx, s, msgs, n)
+			if next == "0-0" || next == "" {
+				break
+			}
+			start = next
+		}
+	}
+	return res, nil
+}
+
+// heartbeat marks this consumer alive for GoneAfter.
+func (r *Reclaimer) heartbeat(ctx context.Context) error {
+	pipe := r.client.Pipeline()
+	for _, s := range r.opts.Streams {
+		pipe.Set(ctx, HeartbeatKey(s, r.opts.Group, r.opts.Consumer), "1", r.opts.GoneAfter)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// cleanOnce deletes consumers idle past GoneAfter whose heartbeat expired
+// and that own no pending entries; the last two are checked atomically with
+// the delete, so a consumer that owns anything is never deleted.
+func (r *Reclaimer) cleanOnce(ctx context.Context) (int, error) {
+	removed := 0
+	for _, s := range r.opts.Streams {
+		consumers, err := r.client.XInfoConsumers(ctx, s, r.opts.Group).Result()
+		if err != nil {
+			if strings.HasPrefix(err.Error(), "NOGROUP") || errors.Is(err, redis.Nil) {
+				continue
+			}
+			return removed, err
+		}
+		for _, c := range consumers {
+			if c.Name == r.opts.Consumer || c.Pending > 0 || c.Idle < r.opts.GoneAfter {
+				continue
+			}
+			n, err := removeConsumerScript.Run(ctx, r.client,
+				[]string{s, HeartbeatKey(s, r.opts.Group, c.Name)}, r.opts.Group, c.Name).Int()
+			if err != nil {
+				return removed, err
+			}
+			if n == 1 {
+				removed++
+				r.metrics.ConsumersRemoved.WithLabelValues(s).Inc()
+				r.logger.Info("removed a gone consumer", "stream", s, "consumer", c.Name, "idle", c.Idle.Round(time.Second))
+			}
+		}
+	}
+	return removed, nil
+}
+
+// Leave removes this consumer's heartbeat and, when it owns nothing, the
+// consumer itself, so that a scale-down leaves no husks behind. Call it after
+// the last acknowledgement of a clean shutdown.
+func (r *Reclaimer) Leave(ctx context.Context) {
+	for _, s := range r.opts.Streams {
+		hb := HeartbeatKey(s, r.opts.Group, r.opts.Consumer)
+		if err := r.client.Del(ctx, hb).Err(); err != nil {
+			return
+		}
+		_ = removeConsumerScript.Run(ctx, r.client, []string{s, hb}, r.opts.Group, r.opts.Consumer).Err()
+	}
+}
+
+// Lease resets the idle time of entries this consumer is still working on,
+// so that no other consumer claims them while a slow handler runs. It
+// returns the IDs that are no longer this consumer's (claimed by another
+// after an outage, or already acknowledged): their handlers should stop.
+func Lease(ctx context.Context, c redis.UniversalClient, stream, group, consumer string, ids []string) ([]string, error) {
+	args := make([]any, 0, len(ids)+2)
+	args = append(args, group, consumer)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	return leaseScript.Run(ctx, c, []string{stream}, args...).StringSlice()
+}
