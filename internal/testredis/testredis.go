@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -106,11 +107,21 @@ func start(dir string, args []string) (*Server, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return startDocker(args)
 	}
+	return startWith(dir, args, nil)
+}
+
+// startWith starts redis-server on a free port for which portOK (when not
+// nil) also holds. A leading argument that is a file (a config file) stays
+// first, as redis-server requires.
+func startWith(dir string, args []string, portOK func(int) bool) (*Server, error) {
 	var lastErr error
-	for range 5 { // a free port can be taken between finding and binding it
+	for range 20 { // a free port can be taken between finding and binding it
 		port, err := freePort()
 		if err != nil {
 			return nil, err
+		}
+		if portOK != nil && !portOK(port) {
+			continue
 		}
 		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), args: args, dir: dir}
 		s.logPath = filepath.Join(dir, "redis-"+strconv.Itoa(port)+".log")
@@ -123,10 +134,15 @@ func start(dir string, args []string) (*Server, error) {
 
 func (s *Server) launch() error {
 	_, port, _ := net.SplitHostPort(s.Addr)
-	args := append([]string{
+	var args []string
+	extra := s.args
+	if len(extra) > 0 && strings.HasSuffix(extra[0], ".conf") {
+		args, extra = append(args, extra[0]), extra[1:]
+	}
+	args = append(args,
 		"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--logfile", s.logPath, "--daemonize", "no",
-	}, s.args...)
+		"--dir", s.dir, "--logfile", s.logPath, "--daemonize", "no")
+	args = append(args, extra...)
 	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
@@ -176,6 +192,22 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// alive reports whether the server process is running.
+func (s *Server) alive() bool {
+	if s.external || s.docker != nil {
+		return true
+	}
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
 }
 
 // Kill stops the server at once with SIGKILL, as a crash would.
