@@ -1,0 +1,4 @@
+package notify
+
+// Slot exposes slot to the tests.
+var Slot = slot
