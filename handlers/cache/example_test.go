@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,17 +14,9 @@ import (
 	"github.com/streamworker/streamworker/internal/testredis"
 )
 
-// exampleTB lets Examples, which take no *testing.T, get the package's
-// shared server from testredis; it fails by panicking.
-type exampleTB struct{ testing.TB }
-
-func (exampleTB) Helper() {}
-
-func (exampleTB) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
-
 // redisAddr is the address of the Redis the Examples use: the package's
 // shared test server. In your code it is your Redis's address.
-func redisAddr() string { return testredis.Shared(exampleTB{}).Addr }
+func redisAddr() string { return testredis.MustShared().Addr }
 
 // Fetch is cache-aside: a hit costs one GET; concurrent misses of one key
 // share one load, here and in every other process using the same Redis.

@@ -3,7 +3,6 @@ package notify_test
 import (
 	"context"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -29,7 +28,7 @@ func TestSharded(t *testing.T) {
 // slot is served again. The cluster is one node owning every slot.
 func TestShardedOnCluster(t *testing.T) {
 	t.Parallel()
-	srv, cc := startCluster(t)
+	srv, cc := testredis.OneNodeCluster(t)
 	chans := []string{"{orders}.created", "{orders}.paid", "users", "stock"}
 	s := testSharded(t, cc, chans)
 
@@ -101,27 +100,6 @@ func testSharded(t *testing.T, rdb redis.UniversalClient, chans []string) *subsc
 	return s
 }
 
-// startCluster starts a one-node Redis Cluster owning all 16384 slots.
-func startCluster(t *testing.T) (*testredis.Server, *redis.ClusterClient) {
-	t.Helper()
-	srv := testredis.Start(t, "--cluster-enabled", "yes")
-	admin := srv.Client(t)
-	ctx := context.Background()
-	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(admin.ClusterInfo(ctx).Val(), "cluster_state:ok") {
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster not ok: %s", admin.ClusterInfo(ctx).Val())
-		}
-		time.Sleep(10 * time.Millisecond) // polling with a deadline
-	}
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
-	t.Cleanup(func() { _ = cc.Close() })
-	return srv, cc
-}
-
 // keySlot is the slot CLUSTER KEYSLOT gives, computed here so that the
 // single-node test needs no cluster.
 func keySlot(key string) int64 { return int64(notify.Slot(key)) }
@@ -129,7 +107,7 @@ func keySlot(key string) int64 { return int64(notify.Slot(key)) }
 // The slot computed for splitting SSUBSCRIBE matches the server's.
 func TestSlotMatchesRedis(t *testing.T) {
 	t.Parallel()
-	srv, _ := startCluster(t)
+	srv, _ := testredis.OneNodeCluster(t)
 	admin := srv.Client(t)
 	for _, key := range []string{
 		"", "a", "foo", "users", "123456789", "{orders}.created", "{orders}.paid", "x{orders}y",

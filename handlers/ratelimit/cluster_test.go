@@ -2,9 +2,7 @@ package ratelimit_test
 
 import (
 	"context"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -12,29 +10,6 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testredis"
 )
-
-// startCluster starts a one-node Redis Cluster owning all 16384 slots, to
-// run the package through a ClusterClient: its scripts and transactions
-// must name their keys so that Cluster routes them.
-func startCluster(t *testing.T) *redis.ClusterClient {
-	t.Helper()
-	srv := testredis.Start(t, "--cluster-enabled", "yes")
-	admin := srv.Client(t)
-	ctx := context.Background()
-	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(admin.ClusterInfo(ctx).Val(), "cluster_state:ok") {
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster not ok: %s", admin.ClusterInfo(ctx).Val())
-		}
-		time.Sleep(10 * time.Millisecond) // polling with a deadline
-	}
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
-	t.Cleanup(func() { _ = cc.Close() })
-	return cc
-}
 
 func TestOnCluster(t *testing.T) {
 	t.Parallel()
@@ -59,3 +34,6 @@ func TestOnCluster(t *testing.T) {
 		}
 	}
 }
+
+// startCluster is a one-node Redis Cluster for the cluster-mode tests.
+func startCluster(t *testing.T) *redis.ClusterClient { _, cc := testredis.OneNodeCluster(t); return cc }

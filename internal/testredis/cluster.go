@@ -244,3 +244,34 @@ func (st *Sentinel) replicasKnown() bool {
 	}
 	return true
 }
+
+// OneNodeCluster starts one redis-server in cluster mode that owns every
+// slot: quick to start, and it refuses a command whose keys span slots
+// (CROSSSLOT) exactly as a real cluster does. It returns the server and a
+// cluster client, both stopped when the test ends.
+func OneNodeCluster(t testing.TB) (*Server, *redis.ClusterClient) {
+	t.Helper()
+	srv := Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		"--cluster-announce-ip", "127.0.0.1")
+	c := srv.Client(t)
+	ctx := context.Background()
+	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatalf("assigning slots: %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		info, err := c.ClusterInfo(ctx).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster did not become ok: %v %s", err, info)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the cluster state, with a deadline
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
+	t.Cleanup(func() { _ = cc.Close() })
+	if err := cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }); err != nil {
+		t.Fatalf("cluster client: %v", err)
+	}
+	return srv, cc
+}

@@ -68,6 +68,14 @@ func Main(m *testing.M, opts ...goleak.Option) {
 // TEST_REDIS_URL. Never kill or flush it: other tests run against it.
 func Shared(t testing.TB) *Server {
 	t.Helper()
+	s, err := sharedServer()
+	if err != nil {
+		t.Fatalf("starting shared redis: %v", err)
+	}
+	return s
+}
+
+func sharedServer() (*Server, error) {
 	sharedOnce.Do(func() {
 		if u := os.Getenv("TEST_REDIS_URL"); u != "" {
 			opt, err := redis.ParseURL(u)
@@ -85,10 +93,7 @@ func Shared(t testing.TB) *Server {
 		}
 		shared, sharedErr = start(dir, nil)
 	})
-	if sharedErr != nil {
-		t.Fatalf("starting shared redis: %v", sharedErr)
-	}
-	return shared
+	return shared, sharedErr
 }
 
 // Start starts a Redis of the test's own, stopped when the test ends; extra
@@ -282,4 +287,14 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// MustShared is Shared for code that has no testing.TB, such as Example
+// functions and TestMain: it panics when no server can be started.
+func MustShared() *Server {
+	s, err := sharedServer()
+	if err != nil {
+		panic("testredis: starting shared redis: " + err.Error())
+	}
+	return s
 }

@@ -1,8 +1,6 @@
 package ratelimitmw_test
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/streamworker/streamworker/internal/testredis"
@@ -13,17 +11,6 @@ import (
 var redisAddr string
 
 func TestMain(m *testing.M) {
-	redisAddr = testredis.Shared(mainTB{}).Addr
+	redisAddr = testredis.MustShared().Addr
 	testredis.Main(m)
-}
-
-// mainTB lets TestMain start the shared server: it is the part of
-// testing.TB that testredis.Shared uses before any test runs.
-type mainTB struct{ testing.TB }
-
-func (mainTB) Helper() {}
-
-func (mainTB) Fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, format+"\n", args...)
-	os.Exit(1)
 }
