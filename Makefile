@@ -18,6 +18,7 @@ GOLANGCI_LINT := $(GOBIN)/golangci-lint
 # bench/ is a module of its own (its go.mod keeps benchmark-only dependencies
 # out of the main module); these targets skip it while it does not exist.
 HAVE_BENCH := $(wildcard bench/go.mod)
+HAVE_DEPLOY := $(wildcard deploy/go.mod)
 
 .PHONY: help test lint demo bench build clean
 
@@ -31,6 +32,10 @@ ifneq ($(HAVE_BENCH),)
 	cd bench && $(GO) vet ./...
 	cd bench && $(GO) test -count=1 -run . ./...
 endif
+ifneq ($(HAVE_DEPLOY),)
+	cd deploy && $(GO) vet ./...
+	cd deploy && $(GO) test -count=1 ./...
+endif
 
 lint: ## Run golangci-lint v2 (installing the pinned version if needed) on the main and bench modules
 	@if ! "$(GOLANGCI_LINT)" version --short 2>/dev/null | grep -qx '$(GOLANGCI_LINT_VERSION:v%=%)'; then \
@@ -40,6 +45,9 @@ lint: ## Run golangci-lint v2 (installing the pinned version if needed) on the m
 	$(GOLANGCI_LINT) run ./...
 ifneq ($(HAVE_BENCH),)
 	cd bench && $(GOLANGCI_LINT) run ./...
+endif
+ifneq ($(HAVE_DEPLOY),)
+	cd deploy && $(GOLANGCI_LINT) run ./...
 endif
 
 demo: ## Run the worker demo on an embedded in-memory Redis (set REDIS_URL to use a real one)

@@ -62,7 +62,7 @@ func (r Redis) Validate() error {
 		return bad("REDIS_URL", Redact(r.RedisURL), "a URL without skip_verify: certificate verification cannot be turned off; set REDIS_TLS_CA to the CA that signed the server's certificate")
 	}
 	if set := r.tlsVars(); len(set) > 0 && u.Scheme != "rediss" {
-		return bad("REDIS_URL", Redact(r.RedisURL), "a rediss:// URL: "+strings.Join(set, ", ")+" set TLS files, and a plaintext redis:// URL would ignore them")
+		return bad("REDIS_URL", Redact(r.RedisURL), "a rediss:// URL (TLS files are set in "+strings.Join(set, ", ")+", and a plaintext redis:// URL would ignore them)")
 	}
 	if r.RedisTLSCA != "" {
 		if _, err := loadCA(r.RedisTLSCA); err != nil {
