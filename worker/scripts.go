@@ -63,13 +63,16 @@ local function decode(s)
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, m in ipairs(due) do
-  local f = decode(m)
-  if f == nil or #f < 3 or #f % 2 ~= 1 then
-    redis.call('XADD', KEYS[3], '*', 'error', 'malformed delayed envelope', 'envelope', m)
-  else
-    redis.call('XADD', KEYS[2], '*', unpack(f, 2))
+  -- Remove first: a script that fails halfway is not rolled back, and an
+  -- XADD that ran before a failing ZREM would be repeated on every pass.
+  if redis.call('ZREM', KEYS[1], m) == 1 then
+    local f = decode(m)
+    if f == nil or #f < 3 or #f % 2 ~= 1 then
+      redis.call('XADD', KEYS[3], '*', 'error', 'malformed delayed envelope', 'envelope', m)
+    else
+      redis.call('XADD', KEYS[2], '*', unpack(f, 2))
+    end
   end
-  redis.call('ZREM', KEYS[1], m)
 end
 return #due
 `)
