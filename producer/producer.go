@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -44,13 +45,15 @@ type Options struct {
 	// MaxPayload caps len(Event.Data). Default: 1 MiB.
 	MaxPayload int
 	// MaxLen, when positive, trims the stream to about this many entries
-	// (XADD MAXLEN ~). Default: 0, no trimming.
+	// (XADD MAXLEN ~) on every append. Delayed events are not trimmed when
+	// they are scheduled, nor when the worker moves them into the stream.
+	// Default: 0, no trimming.
 	MaxLen int64
 }
 
 // Producer publishes events with a Redis client. Create the client with
-// MaxRetries: -1 (NewClient does): go-redis would otherwise resend a write
-// whose connection broke, which can duplicate events.
+// MaxRetries: -1 (NewClient and Connect do): go-redis would otherwise resend a
+// write whose connection broke, which can duplicate events.
 type Producer struct {
 	client redis.UniversalClient
 	opts   Options
@@ -65,14 +68,19 @@ func New(client redis.UniversalClient, opts Options) *Producer {
 }
 
 // NewClient returns a client for url that never resends a command by itself.
+// For TLS files (REDIS_TLS_CA, REDIS_TLS_CERT, REDIS_TLS_KEY) build the client
+// with config.Redis.NewClient(config.NoRetries()) instead; this is that
+// constructor with the URL alone.
 func NewClient(url string) (*redis.Client, error) {
-	opt, err := redis.ParseURL(url)
+	opt, err := config.Redis{RedisURL: url}.Options(config.NoRetries())
 	if err != nil {
 		return nil, err
 	}
-	opt.MaxRetries = -1
 	return redis.NewClient(opt), nil
 }
+
+// MaxPayload is the cap on an event's data this producer enforces.
+func (p *Producer) MaxPayload() int { return p.opts.MaxPayload }
 
 // Check validates an event without sending it.
 func (p *Producer) Check(e Event) error {
@@ -105,6 +113,15 @@ func (p *Producer) args(stream string, e Event) *redis.XAddArgs {
 	return a
 }
 
+// delayed returns the sorted-set member and score that schedule e at due.
+// The random token keeps two identical events two members.
+func delayed(e Event, due time.Time) redis.Z {
+	var tok [8]byte
+	_, _ = rand.Read(tok[:])
+	member := worker.EncodeEnvelope("d-"+hex.EncodeToString(tok[:]), e.fields())
+	return redis.Z{Score: float64(due.UnixMilli()), Member: member}
+}
+
 // Publish appends one event and returns its entry ID.
 func (p *Producer) Publish(ctx context.Context, stream string, e Event) (string, error) {
 	if err := p.Check(e); err != nil {
@@ -114,7 +131,9 @@ func (p *Producer) Publish(ctx context.Context, stream string, e Event) (string,
 }
 
 // PublishBatch appends events in one pipelined round trip and returns their
-// entry IDs in order. Every event is checked before anything is sent.
+// entry IDs in order. Every event is checked before anything is sent. When
+// some writes fail, the error is a *BatchError and the returned IDs are those
+// Redis confirmed, with "" for the others.
 func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Event) ([]string, error) {
 	for i, e := range events {
 		if err := p.Check(e); err != nil {
@@ -126,12 +145,18 @@ func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Eve
 	for i, e := range events {
 		cmds[i] = pipe.XAdd(ctx, p.args(stream, e))
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, err
-	}
+	_, _ = pipe.Exec(ctx) // each command keeps its own error, read below
 	ids := make([]string, len(cmds))
+	var berr *BatchError
 	for i, c := range cmds {
+		if err := c.Err(); err != nil {
+			berr = berr.add(i, len(cmds), err)
+			continue
+		}
 		ids[i] = c.Val()
+	}
+	if berr != nil {
+		return ids, berr
 	}
 	return ids, nil
 }
@@ -142,8 +167,90 @@ func (p *Producer) PublishDelayed(ctx context.Context, stream string, e Event, d
 	if err := p.Check(e); err != nil {
 		return err
 	}
-	var tok [8]byte
-	_, _ = rand.Read(tok[:])
-	member := worker.EncodeEnvelope("d-"+hex.EncodeToString(tok[:]), e.fields())
-	return p.client.ZAdd(ctx, worker.DelayedKey(stream), redis.Z{Score: float64(due.UnixMilli()), Member: member}).Err()
+	return p.client.ZAdd(ctx, worker.DelayedKey(stream), delayed(e, due)).Err()
+}
+
+// Item is one event of a mixed batch: appended now, or scheduled in the
+// stream's delayed set when Due is set.
+type Item struct {
+	Event Event
+	// Due, when not zero, is when the event enters the stream. Default:
+	// zero, append now.
+	Due time.Time
+}
+
+// Result is what became of one Item.
+type Result struct {
+	// ID is the new entry ID of an appended event; empty for a delayed one
+	// and for a failed write.
+	ID string
+	// Err is nil when Redis confirmed the write. A network error or timeout
+	// means the write may or may not have happened; it was not resent.
+	Err error
+}
+
+// PublishItems appends and schedules items in one pipelined round trip, in
+// order, and returns one Result per item. Every item is checked before
+// anything is sent. When some writes fail, the error is a *BatchError and the
+// Results say which.
+func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item) ([]Result, error) {
+	for i, it := range items {
+		if err := p.Check(it.Event); err != nil {
+			return nil, fmt.Errorf("item %d: %w", i, err)
+		}
+	}
+	pipe := p.client.Pipeline()
+	cmds := make([]redis.Cmder, len(items))
+	for i, it := range items {
+		if it.Due.IsZero() {
+			cmds[i] = pipe.XAdd(ctx, p.args(stream, it.Event))
+		} else {
+			cmds[i] = pipe.ZAdd(ctx, worker.DelayedKey(stream), delayed(it.Event, it.Due))
+		}
+	}
+	_, _ = pipe.Exec(ctx) // each command keeps its own error, read below
+	res := make([]Result, len(items))
+	var berr *BatchError
+	for i, c := range cmds {
+		if err := c.Err(); err != nil {
+			res[i].Err = err
+			berr = berr.add(i, len(cmds), err)
+			continue
+		}
+		if x, ok := c.(*redis.StringCmd); ok {
+			res[i].ID = x.Val()
+		}
+	}
+	if berr != nil {
+		return res, berr
+	}
+	return res, nil
+}
+
+// BatchError reports the writes of one pipelined batch that Redis did not
+// confirm. After a network error or a timeout those writes may or may not have
+// happened; nothing was resent.
+type BatchError struct {
+	// Failed is how many writes of the batch were not confirmed.
+	Failed int
+	// Total is the size of the batch.
+	Total int
+	// First is the index of the first unconfirmed write.
+	First int
+	// Err is the error of that write.
+	Err error
+}
+
+func (e *BatchError) Error() string {
+	return fmt.Sprintf("%d of %d writes not confirmed (first: #%d): %v", e.Failed, e.Total, e.First, e.Err)
+}
+
+func (e *BatchError) Unwrap() error { return e.Err }
+
+func (e *BatchError) add(i, total int, err error) *BatchError {
+	if e == nil {
+		return &BatchError{Failed: 1, Total: total, First: i, Err: err}
+	}
+	e.Failed++
+	return e
 }

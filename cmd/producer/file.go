@@ -1,0 +1,390 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/streamworker/streamworker/producer"
+)
+
+// fileLine is one line of a JSONL input:
+//
+//	{"type": "order.created", "data": {"id": 7}, "id": "order-7", "delay": "30s"}
+//
+// data is stored as its JSON text, as --data is.
+type fileLine struct {
+	Type  *string         `json:"type"`
+	Data  json.RawMessage `json:"data"`
+	ID    *string         `json:"id"`
+	Delay *string         `json:"delay"`
+}
+
+// parseLine turns one input line into an item, or says why it cannot be sent.
+func parseLine(line []byte, p *producer.Producer, now time.Time) (producer.Item, error) {
+	l, err := decodeLine(line)
+	if err != nil {
+		return producer.Item{}, err
+	}
+	var it producer.Item
+	switch {
+	case l.Type == nil:
+		return it, errors.New(`missing "type"`)
+	case *l.Type == "":
+		return it, errors.New(`"type" is empty`)
+	}
+	it.Event = producer.Event{Type: *l.Type, Data: l.Data}
+	if l.ID != nil {
+		it.Event.ID = *l.ID
+	}
+	if l.Delay != nil {
+		d, err := time.ParseDuration(*l.Delay)
+		switch {
+		case err != nil:
+			return it, fmt.Errorf(`bad "delay" %q: want a duration such as 500ms, 30s or 2h`, *l.Delay)
+		case d < 0:
+			return it, fmt.Errorf(`bad "delay" %q: it is negative`, *l.Delay)
+		case d > 0:
+			it.Due = now.Add(d)
+		}
+	}
+	if err := p.Check(it.Event); err != nil {
+		return it, err
+	}
+	return it, nil
+}
+
+// decodeLine decodes a line strictly: one JSON object (or null) with no
+// fields but type, data, id and delay. The common line takes a fast path,
+// json.Unmarshal and a check of its keys, about half the cost of a
+// json.Decoder; everything else, errors included, goes through
+// decodeLineStrict, which decides.
+func decodeLine(line []byte) (fileLine, error) {
+	var l fileLine
+	if json.Unmarshal(line, &l) == nil && onlyKnownKeys(line) {
+		return l, nil
+	}
+	return decodeLineStrict(line)
+}
+
+// decodeLineStrict decodes a line with a json.Decoder that refuses unknown
+// fields (as encoding/json matches them) and a second value.
+func decodeLineStrict(line []byte) (fileLine, error) {
+	var l fileLine
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return l, describeJSONError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return l, errors.New("more than one JSON value on the line")
+	}
+	return l, nil
+}
+
+// onlyKnownKeys reports whether every top-level key of b, a valid JSON
+// value, is spelled exactly type, data, id or delay. It may say no to a line
+// encoding/json would accept (a key in capitals or with an escape): such a
+// line goes the strict way.
+func onlyKnownKeys(b []byte) bool {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return true // null: no keys
+	}
+	i++
+	for {
+		i = skipSpace(b, i)
+		if b[i] == '}' {
+			return true
+		}
+		end := endOfString(b, i)
+		switch string(b[i+1 : end-1]) {
+		case "type", "data", "id", "delay":
+		default:
+			return false
+		}
+		i = skipValue(b, skipSpace(b, skipSpace(b, end)+1)) // past the ':'
+		i = skipSpace(b, i)
+		if b[i] == '}' {
+			return true
+		}
+		i++ // the ','
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// endOfString returns the index after the string that starts at b[i] ('"').
+func endOfString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(b)
+}
+
+// skipValue returns the index after the valid JSON value at b[i].
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return endOfString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); {
+			switch b[j] {
+			case '"':
+				j = endOfString(b, j)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+			j++
+		}
+		return len(b)
+	}
+	for i < len(b) && !bytes.ContainsRune([]byte(",}] \t\r\n"), rune(b[i])) {
+		i++
+	}
+	return i
+}
+
+// describeJSONError says what is wrong with a line in words a person who
+// wrote it can act on.
+func describeJSONError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Errorf("invalid JSON at byte %d: %s", syn.Offset, strings.TrimPrefix(syn.Error(), "json: "))
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("invalid JSON: unexpected end of line")
+	case errors.As(err, &typ) && typ.Field == "":
+		return fmt.Errorf("want a JSON object, got %s", typ.Value)
+	case errors.As(err, &typ):
+		return fmt.Errorf("%q must be a string, got %s", typ.Field, typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return fmt.Errorf("unknown field %s (want type, data, id, delay)", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return fmt.Errorf("invalid JSON: %w", err)
+}
+
+// lineReader reads lines of any length, keeping at most max bytes of one.
+type lineReader struct {
+	r    *bufio.Reader
+	max  int
+	line []byte
+	no   int   // number of the line last returned, from 1
+	read int64 // bytes consumed
+}
+
+func newLineReader(r io.Reader, maxLen int) *lineReader {
+	return &lineReader{r: bufio.NewReaderSize(r, 256<<10), max: maxLen}
+}
+
+// next returns the next line without its line ending (\n or \r\n), and its
+// full length; when that is over max the line holds only its first max bytes.
+// At the end it returns io.EOF.
+func (lr *lineReader) next() (line []byte, length int, err error) {
+	lr.line = lr.line[:0]
+	var last2 [2]byte // the last two bytes read, for the line ending
+	for {
+		chunk, err := lr.r.ReadSlice('\n')
+		lr.read += int64(len(chunk))
+		length += len(chunk)
+		if room := lr.max + 2 - len(lr.line); room > 0 {
+			lr.line = append(lr.line, chunk[:min(len(chunk), room)]...)
+		}
+		switch len(chunk) {
+		case 0:
+		case 1:
+			last2 = [2]byte{last2[1], chunk[0]}
+		default:
+			last2 = [2]byte{chunk[len(chunk)-2], chunk[len(chunk)-1]}
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && length == 0:
+			return nil, 0, io.EOF
+		case err != nil && !errors.Is(err, io.EOF):
+			return nil, 0, err
+		}
+		lr.no++
+		if last2[1] == '\n' {
+			length--
+			if last2[0] == '\r' {
+				length--
+			}
+		}
+		return lr.line[:min(length, lr.max)], length, nil
+	}
+}
+
+// fileSender sends the lines of a JSONL input in pipelined batches.
+type fileSender struct {
+	p      *producer.Producer
+	stream string
+	// name names the input in reports: a file name, or "stdin".
+	name string
+	// batch is the most events per pipelined round trip.
+	batch int
+	// rejects receives one line per rejected input line.
+	rejects  io.Writer
+	progress *progress
+	now      func() time.Time
+}
+
+// sendStats counts what became of the input.
+type sendStats struct {
+	lines, sent, delayed, rejected int
+}
+
+func (s sendStats) status() string {
+	return fmt.Sprintf("sent %d, rejected %d", s.sent, s.rejected)
+}
+
+// send reads r to its end and sends every valid line. Invalid lines are
+// reported and skipped. While one batch is on its way to Redis the next is
+// read and parsed; batches go one at a time, so events keep the input's
+// order. A Redis error stops it: the writes of that batch that Redis did not
+// confirm may or may not have happened, and nothing is resent.
+func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
+	var st sendStats
+	// A line longer than the cap plus room for the other fields cannot
+	// hold an event under the cap; it is not kept in memory whole.
+	lr := newLineReader(r, s.p.MaxPayload()+64<<10)
+	// Two batches take turns: one filled while the other is sent.
+	bufs := [2]*fileBatch{newFileBatch(s.batch), newFileBatch(s.batch)}
+	cur := bufs[0]
+	var inflight chan error // the batch being sent; nil when none
+	wait := func() error {
+		if inflight == nil {
+			return nil
+		}
+		err := <-inflight
+		inflight = nil
+		return err
+	}
+	// flush sends cur in the background once the batch before it is done.
+	flush := func() error {
+		waited := inflight != nil
+		if err := wait(); err != nil {
+			return err
+		}
+		if waited {
+			s.progress.set(lr.read, st.status()) // st is still between batches
+		}
+		if len(cur.items) == 0 {
+			return nil
+		}
+		b, done := cur, make(chan error, 1)
+		inflight = done
+		go func() { done <- s.sendBatch(ctx, b, &st) }()
+		if cur = bufs[0]; cur == b {
+			cur = bufs[1]
+		}
+		cur.reset()
+		return nil
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			_ = wait()
+			return st, err
+		}
+		line, n, err := lr.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			_ = wait()
+			return st, fmt.Errorf("reading %s after line %d: %w", s.name, lr.no, err)
+		}
+		if len(bytes.TrimSpace(line)) == 0 && n <= lr.max {
+			continue // blank lines are no events
+		}
+		var it producer.Item
+		if n > lr.max {
+			err = fmt.Errorf("line is %d bytes: its data cannot be under the cap of %d bytes", n, s.p.MaxPayload())
+		} else {
+			it, err = parseLine(line, s.p, s.now())
+		}
+		cur.lines++
+		if err != nil {
+			cur.rejected++
+			fmt.Fprintf(s.rejects, "%s: line %d: %v\n", s.name, lr.no, err)
+			continue
+		}
+		cur.items = append(cur.items, it)
+		cur.lineNos = append(cur.lineNos, lr.no)
+		if len(cur.items) == s.batch {
+			if err := flush(); err != nil {
+				return st, err
+			}
+		}
+	}
+	err := flush()
+	if err == nil {
+		err = wait()
+	}
+	if err == nil { // the lines after the last batch were all rejected
+		st.lines, st.rejected = st.lines+cur.lines, st.rejected+cur.rejected
+	}
+	s.progress.set(lr.read, st.status())
+	return st, err
+}
+
+// fileBatch is the events of up to one batch of lines, and the count of
+// lines read for it.
+type fileBatch struct {
+	items           []producer.Item
+	lineNos         []int // input line of each item
+	lines, rejected int   // lines read and rejected since the batch before
+}
+
+func newFileBatch(n int) *fileBatch {
+	return &fileBatch{items: make([]producer.Item, 0, n), lineNos: make([]int, 0, n)}
+}
+
+func (b *fileBatch) reset() {
+	b.items, b.lineNos, b.lines, b.rejected = b.items[:0], b.lineNos[:0], 0, 0
+}
+
+// sendBatch sends b and adds what became of it to st. Only the goroutine
+// sending the one batch in flight updates st; send reads it after waiting.
+func (s *fileSender) sendBatch(ctx context.Context, b *fileBatch, st *sendStats) error {
+	res, err := s.p.PublishItems(ctx, s.stream, b.items)
+	st.lines += b.lines
+	st.rejected += b.rejected
+	for i, r := range res {
+		if r.Err == nil {
+			st.sent++
+			if !b.items[i].Due.IsZero() {
+				st.delayed++
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("sending lines %d-%d to stream %q: %w (sent so far: %d; writes Redis did not confirm may or may not have happened, and were not resent)",
+			b.lineNos[0], b.lineNos[len(b.lineNos)-1], s.stream, err, st.sent)
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/streamworker/streamworker/producer"
+)
+
+func TestLineReader(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 300<<10) // longer than the reader's buffer
+	in := "a\r\n\nbc\n" + long + "\r\n" + "tail"
+	type line struct {
+		Text   string
+		Length int
+		No     int
+	}
+	lr := newLineReader(strings.NewReader(in), 10)
+	var got []line
+	for {
+		l, n, err := lr.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, line{string(l), n, lr.no})
+	}
+	want := []line{
+		{"a", 1, 1},
+		{"", 0, 2},
+		{"bc", 2, 3},
+		{"xxxxxxxxxx", len(long), 4}, // cut to max, full length reported
+		{"tail", 4, 5},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+	if lr.read != int64(len(in)) {
+		t.Errorf("read = %d, want %d", lr.read, len(in))
+	}
+}
+
+func TestParseLine(t *testing.T) {
+	t.Parallel()
+	p := producer.New(nil, producer.Options{MaxPayload: 8})
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name, line string
+		want       producer.Item
+	}{
+		{"TypeOnly", `{"type":"a"}`, producer.Item{Event: producer.Event{Type: "a"}}},
+		{"ObjectData", `{"type":"a","data":{"k": 1}}`, producer.Item{Event: producer.Event{Type: "a", Data: []byte(`{"k": 1}`)}}},
+		{"StringDataKeepsItsQuotes", `{"type":"a","data":"hi"}`, producer.Item{Event: producer.Event{Type: "a", Data: []byte(`"hi"`)}}},
+		{"IDAndDelay", ` {"id":"k","delay":"1m30s","type":"a"} `, producer.Item{Event: producer.Event{Type: "a", ID: "k"}, Due: now.Add(90 * time.Second)}},
+		{"ZeroDelayIsNow", `{"type":"a","delay":"0s"}`, producer.Item{Event: producer.Event{Type: "a"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseLine([]byte(tc.line), p, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("item (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// The rejected lines and their reasons are in badLines, run through the
+	// binary by testSendFile; this checks the cap applies to data as stored.
+	if _, err := parseLine([]byte(`{"type":"a","data":"1234567"}`), p, now); !errors.Is(err, producer.ErrTooLarge) {
+		t.Errorf("9 bytes of data with a cap of 8: err = %v, want ErrTooLarge", err)
+	}
+}
+
+func TestLoadData(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{0, 10, 20, 100, 4096} {
+		d := loadData(12345, size)
+		if want := max(size, len(`{"seq":12345,"pad":""}`)); len(d) != want {
+			t.Errorf("size %d: %d bytes, want %d", size, len(d), want)
+		}
+	}
+}
+
+func TestPlainProgressIsPeriodic(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	p := newProgress(&out, false, 200, true, time.Second)
+	clock := p.last
+	p.now = func() time.Time { return clock }
+	p.set(10, "sent 1, rejected 0") // too soon
+	clock = clock.Add(time.Second)
+	p.set(50, "sent 5, rejected 0")
+	clock = clock.Add(500 * time.Millisecond)
+	p.set(100, "sent 10, rejected 0") // too soon again
+	clock = clock.Add(time.Second)
+	p.set(200, "sent 20, rejected 1")
+	p.finish()
+	want := "producer: sent 5, rejected 0 (25% of input read)\nproducer: sent 20, rejected 1 (100% of input read)\n"
+	if diff := cmp.Diff(want, out.String()); diff != "" {
+		t.Errorf("progress lines (-want +got):\n%s", diff)
+	}
+}
+
+// The fast path of decodeLine decides exactly as the strict decoder does.
+func FuzzDecodeLine(f *testing.F) {
+	for _, b := range badLines {
+		f.Add(b.line)
+	}
+	for _, s := range []string{
+		`{"type":"a"}`, ` { "type" : "a" , "data" : { "x" : [1, "}", {"y": "]\""}] } } `,
+		`{"TYPE":"a"}`, `{"typ\u0065":"a"}`, `{"type":"a","data":"\\"}`, `null`, `{}`, `{"type":"a",}`,
+		`{"type":"a","data":1e3,"id":"k","delay":"1s"}`, `{"data":true,"type":"b"}`, `{"type":"a"}x`,
+		`{"type":"a","data":{"type":1,"extra":2}}`, `{"type":"a","extra":{"type":"b"}}`, "{\"type\":\"a\"}\t",
+		`{"type":"ä","data":"\u00e4"}`, `{"ſtype":1}`, `{"type":"a","data":[]}`, `{"type":"a","data":-0.5}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		fast, ferr := decodeLine([]byte(line))
+		strict, serr := decodeLineStrict([]byte(line))
+		if (ferr == nil) != (serr == nil) || (ferr != nil && ferr.Error() != serr.Error()) {
+			t.Fatalf("%q: fast path error %v, strict %v", line, ferr, serr)
+		}
+		if ferr == nil && !cmp.Equal(fast, strict) {
+			t.Fatalf("%q: fast path %s, strict %s", line, dump(fast), dump(strict))
+		}
+	})
+}
+
+func dump(l fileLine) string {
+	s := func(p *string) string {
+		if p == nil {
+			return "<nil>"
+		}
+		return *p
+	}
+	return "type=" + s(l.Type) + " data=" + string(l.Data) + " id=" + s(l.ID) + " delay=" + s(l.Delay)
+}

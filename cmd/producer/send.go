@@ -1,0 +1,159 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/streamworker/streamworker/producer"
+)
+
+// sendFlags are the flags of producer send.
+type sendFlags struct {
+	stream, typ, data, id, file string
+	delay                       time.Duration
+	maxLen                      int64
+	maxPayload, batch           int
+	progressEvery               time.Duration
+}
+
+func (a *app) sendCommand() *cobra.Command {
+	var f sendFlags
+	cmd := &cobra.Command{
+		Use:   "send --stream S (--type T [--data JSON] [--id K] [--delay D] | --file F)",
+		Short: "Send one event, or every line of a JSONL file or stdin",
+		Long: `Send one event from flags, and print its entry ID (or, with --delay, the time
+it is due). Or send every line of a JSONL file (--file F, or --file - for stdin),
+one JSON object per line:
+
+  {"type": "order.created", "data": {"id": 7}, "id": "order-7", "delay": "30s"}
+
+type is required; data is any JSON and is stored as its JSON text; id (an
+idempotency key) and delay are optional. Lines are sent in pipelined batches.
+A line that cannot be sent (bad JSON, no type, data over the cap, a bad delay)
+is reported on stderr with its number and skipped; the rest are sent. The last
+line gives the counts; the exit status is 1 when any line was rejected.`,
+		Example: `  producer send --stream orders --type order.created --data '{"id":7}'
+  producer send --stream orders --type reminder.due --data '{}' --delay 30m
+  producer send --stream orders --file events.jsonl
+  gen-events | producer send --stream orders --file -`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.send(cmd, &f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.stream, "stream", "", "stream key to send to (required)")
+	fl.StringVar(&f.typ, "type", "", "event type (required without --file)")
+	fl.StringVar(&f.data, "data", "", "event payload, JSON")
+	fl.StringVar(&f.id, "id", "", "idempotency key (the worker can skip repeats of it)")
+	fl.DurationVar(&f.delay, "delay", 0, "deliver after this long (e.g. 30s, 5m) via the stream's delayed set")
+	fl.StringVar(&f.file, "file", "", "JSONL input, one event per line; - for stdin")
+	fl.Int64Var(&f.maxLen, "maxlen", 0, "trim the stream to about this many entries (XADD MAXLEN ~); 0 keeps all")
+	fl.IntVar(&f.maxPayload, "max-payload", producer.DefaultMaxPayload, "refuse events whose data is over this many bytes")
+	fl.IntVar(&f.batch, "batch", 500, "with --file, events per pipelined round trip")
+	fl.DurationVar(&f.progressEvery, "progress-every", 2*time.Second, "with --file and no terminal, how often to print a progress line")
+	_ = fl.MarkHidden("progress-every")
+	return cmd
+}
+
+func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
+	fl := cmd.Flags()
+	switch {
+	case f.stream == "":
+		return usagef(cmd, "--stream is required")
+	case f.maxLen < 0:
+		return usagef(cmd, "--maxlen %d is negative", f.maxLen)
+	case f.maxPayload <= 0:
+		return usagef(cmd, "--max-payload %d: want a positive number of bytes", f.maxPayload)
+	case f.delay < 0:
+		return usagef(cmd, "--delay %s is negative", f.delay)
+	}
+	if f.file != "" {
+		for _, name := range []string{"type", "data", "id", "delay"} {
+			if fl.Changed(name) {
+				return usagef(cmd, "--%s cannot be used with --file: each line gives its own", name)
+			}
+		}
+		if f.batch < 1 || f.batch > 10000 {
+			return usagef(cmd, "--batch %d: want 1 to 10000", f.batch)
+		}
+	} else {
+		switch {
+		case f.typ == "":
+			return usagef(cmd, "--type is required (or --file to send a JSONL file)")
+		case fl.Changed("data") && !json.Valid([]byte(f.data)):
+			return usagef(cmd, "--data is not valid JSON: %s", jsonError(f.data))
+		}
+	}
+
+	client, err := a.connect()
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen})
+	out := a.io.out
+	ctx := cmd.Context()
+
+	if f.file == "" {
+		e := producer.Event{Type: f.typ, Data: []byte(f.data), ID: f.id}
+		if err := p.Check(e); err != nil {
+			return err // refused before anything is sent
+		}
+		if f.delay > 0 {
+			due := time.Now().Add(f.delay)
+			if err := p.PublishDelayed(ctx, f.stream, e, due); err != nil {
+				return fmt.Errorf("scheduling on stream %q: %w", f.stream, err)
+			}
+			fmt.Fprintln(out, due.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+			return nil
+		}
+		id, err := p.Publish(ctx, f.stream, e)
+		if err != nil {
+			return fmt.Errorf("sending to stream %q: %w", f.stream, err)
+		}
+		fmt.Fprintln(out, id)
+		return nil
+	}
+
+	in, name, size := a.io.in, "stdin", int64(-1)
+	if f.file != "-" {
+		file, err := os.Open(f.file)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		in, name = file, f.file
+		if fi, err := file.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+	}
+	s := &fileSender{
+		p: p, stream: f.stream, name: name, batch: f.batch, rejects: a.io.err, now: time.Now,
+		progress: newProgress(a.io.err, a.io.isTerminal(a.io.err), size, true, f.progressEvery),
+	}
+	start := time.Now()
+	st, err := s.send(ctx, in)
+	s.progress.finish()
+	elapsed := time.Since(start)
+	fmt.Fprintf(out, "sent %d, rejected %d (%d lines, %d delayed) to stream %q in %s, %.0f events/s\n",
+		st.sent, st.rejected, st.lines, st.delayed, f.stream, elapsed.Round(time.Millisecond), float64(st.sent)/elapsed.Seconds())
+	if err != nil {
+		return err
+	}
+	if st.rejected > 0 {
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+// jsonError says where a JSON text goes wrong.
+func jsonError(s string) string {
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		return describeJSONError(err).Error()
+	}
+	return "not JSON"
+}

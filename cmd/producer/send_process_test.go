@@ -1,0 +1,413 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/worker"
+)
+
+// entries returns the stream's entries as field maps, oldest first.
+func entries(t *testing.T, c *redis.Client, stream string) []map[string]any {
+	t.Helper()
+	msgs, err := c.XRange(context.Background(), stream, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]map[string]any, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Values
+	}
+	return out
+}
+
+// decodeEnvelope decodes a delayed-set member (worker.EncodeEnvelope) into
+// its token and fields.
+func decodeEnvelope(t *testing.T, s string) (string, map[string]string) {
+	t.Helper()
+	var parts []string
+	for s != "" {
+		n, rest, ok := strings.Cut(s, ":")
+		l, err := strconv.Atoi(n)
+		if !ok || err != nil || l > len(rest) {
+			t.Fatalf("malformed envelope at %q", s)
+		}
+		parts, s = append(parts, rest[:l]), rest[l:]
+	}
+	fields := map[string]string{}
+	for i := 1; i+1 < len(parts); i += 2 {
+		fields[parts[i]] = parts[i+1]
+	}
+	return parts[0], fields
+}
+
+func testSendOne(t *testing.T, c *cli) {
+	rc := c.client(t)
+	stream := testredis.Prefix(t) + "orders"
+	r := c.run(t, "", []string{"send", "--stream", stream, "--type", "order.created", "--data", `{"id":7}`, "--id", "order-7"})
+	r.want(t, 0)
+	id := strings.TrimSpace(r.stdout)
+	got := rc.XRange(context.Background(), stream, id, id).Val()
+	if len(got) != 1 {
+		t.Fatalf("stdout %q is not the ID of the new entry; stream: %v", r.stdout, entries(t, rc, stream))
+	}
+	want := map[string]any{"type": "order.created", "data": `{"id":7}`, "id": "order-7"}
+	if diff := cmp.Diff(want, got[0].Values); diff != "" {
+		t.Errorf("entry (-want +got):\n%s", diff)
+	}
+	if r.stderr != "" {
+		t.Errorf("stderr = %q, want nothing", r.stderr)
+	}
+
+	// --maxlen trims approximately: whole nodes of 100 entries.
+	for range 3 {
+		lines := strings.Repeat(`{"type":"t"}`+"\n", 150)
+		c.run(t, lines, []string{"send", "--stream", stream, "--file", "-", "--maxlen", "10"}).want(t, 0)
+	}
+	if n := rc.XLen(context.Background(), stream).Val(); n > 250 {
+		t.Errorf("stream length %d after 451 events with --maxlen 10: not trimmed", n)
+	}
+}
+
+func testSendDelayed(t *testing.T, c *cli) {
+	rc := c.client(t)
+	stream := testredis.Prefix(t) + "orders"
+	before := time.Now()
+	r := c.run(t, "", []string{"send", "--stream", stream, "--type", "reminder", "--data", `{"n":1}`, "--id", "k", "--delay", "30m"})
+	after := time.Now()
+	r.want(t, 0)
+	due, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(r.stdout))
+	if err != nil {
+		t.Fatalf("stdout %q is not the due time: %v", r.stdout, err)
+	}
+	if due.Before(before.Add(30*time.Minute).Truncate(time.Millisecond)) || due.After(after.Add(30*time.Minute)) {
+		t.Errorf("due %s, want 30m after the run (%s..%s)", due, before, after)
+	}
+	if n := rc.Exists(context.Background(), stream).Val(); n != 0 {
+		t.Error("a delayed event went into the stream at once")
+	}
+	zs := rc.ZRangeWithScores(context.Background(), worker.DelayedKey(stream), 0, -1).Val()
+	if len(zs) != 1 || int64(zs[0].Score) != due.UnixMilli() {
+		t.Fatalf("delayed set = %v, want one member scored %d", zs, due.UnixMilli())
+	}
+	_, fields := decodeEnvelope(t, zs[0].Member.(string))
+	if diff := cmp.Diff(map[string]string{"type": "reminder", "data": `{"n":1}`, "id": "k"}, fields); diff != "" {
+		t.Errorf("delayed fields (-want +got):\n%s", diff)
+	}
+}
+
+// badLines are input lines that must be rejected, each with the reason the
+// producer gives; they are numbered from 2 in the file testSendFile writes.
+var badLines = []struct{ line, reason string }{
+	{`{bad`, "invalid JSON at byte 2: invalid character 'b' looking for beginning of object key string"},
+	{`{"type":"a"`, "invalid JSON: unexpected end of line"},
+	{`{"data":{"x":1}}`, `missing "type"`},
+	{`{"type":"","data":1}`, `"type" is empty`},
+	{`{"type":5}`, `"type" must be a string, got number`},
+	{`{"type":"a","id":7}`, `"id" must be a string, got number`},
+	{`{"type":"a","delay":"soon"}`, `bad "delay" "soon": want a duration such as 500ms, 30s or 2h`},
+	{`{"type":"a","delay":"-1s"}`, `bad "delay" "-1s": it is negative`},
+	{`{"type":"a","delay":30}`, `"delay" must be a string, got number`},
+	{`[1,2]`, "want a JSON object, got array"},
+	{`"just a string"`, "want a JSON object, got string"},
+	{`{"type":"a","tpye":"b"}`, `unknown field "tpye" (want type, data, id, delay)`},
+	{`{"type":"a"} {"type":"b"}`, "more than one JSON value on the line"},
+	{`{"type":"a","data":"` + strings.Repeat("x", 100) + `"}`, "event too large: data is 102 bytes, the cap is 100 bytes; store the payload elsewhere and send a reference"},
+	{`{"type":"a","data":"` + strings.Repeat("x", 70<<10) + `"}`, "line is 71702 bytes: its data cannot be under the cap of 100 bytes"},
+}
+
+func testSendFile(t *testing.T, c *cli) {
+	rc := c.client(t)
+	stream := testredis.Prefix(t) + "orders"
+	var in strings.Builder
+	in.WriteString(`{"type":"first","data":{"n":1},"id":"k1"}` + "\n")
+	var wantErr []string
+	for i, b := range badLines {
+		in.WriteString(b.line + "\n")
+		wantErr = append(wantErr, fmt.Sprintf("%%s: line %d: %s", i+2, b.reason))
+	}
+	in.WriteString("\n   \n") // blank lines are skipped, not rejected
+	in.WriteString(`{"type":"later","data":"x","delay":"1h"}` + "\n")
+	in.WriteString(`{"type":"last","data":null,"delay":"0s"}`) // no final newline
+	path := writeFile(t, "events.jsonl", in.String())
+
+	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path, "--max-payload", "100"})
+	r.want(t, 1)
+	if diff := cmp.Diff(strings.ReplaceAll(strings.Join(wantErr, "\n")+"\n", "%s", path), r.stderr); diff != "" {
+		t.Errorf("stderr (-want +got):\n%s", diff)
+	}
+	n := len(badLines)
+	wantSummary := fmt.Sprintf("sent 3, rejected %d (%d lines, 1 delayed) to stream %q in ", n, n+3, stream)
+	if !strings.HasPrefix(r.stdout, wantSummary) || strings.Count(r.stdout, "\n") != 1 {
+		t.Errorf("stdout = %q, want one line starting %q", r.stdout, wantSummary)
+	}
+	want := []map[string]any{
+		{"type": "first", "data": `{"n":1}`, "id": "k1"},
+		{"type": "last", "data": "null"},
+	}
+	if diff := cmp.Diff(want, entries(t, rc, stream)); diff != "" {
+		t.Errorf("stream (-want +got):\n%s", diff)
+	}
+	zs := rc.ZRange(context.Background(), worker.DelayedKey(stream), 0, -1).Val()
+	if len(zs) != 1 {
+		t.Fatalf("delayed set = %v, want the one delayed line", zs)
+	}
+	if _, f := decodeEnvelope(t, zs[0]); f["type"] != "later" || f["data"] != `"x"` {
+		t.Errorf("delayed event = %v", f)
+	}
+}
+
+func testSendFileAllValid(t *testing.T, c *cli) {
+	rc := c.client(t)
+	stream := testredis.Prefix(t) + "orders"
+	var in strings.Builder
+	for i := range 1234 { // more than two batches of 500, CRLF line endings
+		fmt.Fprintf(&in, `{"type":"t","data":%d}`+"\r\n", i)
+	}
+	path := writeFile(t, "all.jsonl", in.String())
+	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path})
+	r.want(t, 0)
+	if !strings.HasPrefix(r.stdout, "sent 1234, rejected 0 (1234 lines, 0 delayed)") || r.stderr != "" {
+		t.Errorf("stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+	got := entries(t, rc, stream)
+	if len(got) != 1234 {
+		t.Fatalf("stream has %d entries, want 1234", len(got))
+	}
+	for i, e := range got {
+		if e["data"] != strconv.Itoa(i) {
+			t.Fatalf("entry %d = %v, want data %d: lines out of order", i, e, i)
+		}
+	}
+}
+
+func testSendStdin(t *testing.T, c *cli) {
+	rc := c.client(t)
+	stream := testredis.Prefix(t) + "orders"
+	r := c.run(t, `{"type":"a"}`+"\n"+`{"type":"b","data":[1,2]}`+"\n"+"nope\n", []string{"send", "--stream", stream, "--file", "-"})
+	r.want(t, 1, "stdin: line 3: invalid JSON at byte 2: invalid character 'o' in literal null (expecting 'u')")
+	if !strings.HasPrefix(r.stdout, "sent 2, rejected 1 (3 lines, 0 delayed)") {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+	want := []map[string]any{{"type": "a", "data": ""}, {"type": "b", "data": "[1,2]"}}
+	if diff := cmp.Diff(want, entries(t, rc, stream)); diff != "" {
+		t.Errorf("stream (-want +got):\n%s", diff)
+	}
+}
+
+// Without a terminal, progress is plain lines on stderr.
+func testSendFileProgressLines(t *testing.T, c *cli) {
+	stream := testredis.Prefix(t) + "orders"
+	path := writeFile(t, "in.jsonl", strings.Repeat(`{"type":"t"}`+"\n", 50))
+	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path, "--batch", "10", "--progress-every", "1ns"})
+	r.want(t, 0)
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	// A batch is read while the one before is sent: after each batch sent,
+	// a line with the input read so far.
+	want := []string{
+		"producer: sent 10, rejected 0 (40% of input read)",
+		"producer: sent 20, rejected 0 (60% of input read)",
+		"producer: sent 30, rejected 0 (80% of input read)",
+		"producer: sent 40, rejected 0 (100% of input read)",
+		"producer: sent 50, rejected 0 (100% of input read)",
+	}
+	if diff := cmp.Diff(want, lines); diff != "" {
+		t.Errorf("progress lines (-want +got):\n%s", diff)
+	}
+	if strings.ContainsAny(r.stderr, "\r|█") {
+		t.Errorf("stderr has a progress bar without a terminal: %q", r.stderr)
+	}
+}
+
+// A Redis error stops the send: the error names the lines and what was sent.
+func testSendFileRedisError(t *testing.T, c *cli) {
+	rc := c.client(t)
+	stream := testredis.Prefix(t) + "orders"
+	rc.Set(context.Background(), stream, "not a stream", 0)
+	path := writeFile(t, "in.jsonl", strings.Repeat(`{"type":"t"}`+"\n", 30))
+	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path, "--batch", "10"})
+	r.want(t, 1, fmt.Sprintf("producer: sending lines 1-10 to stream %q: 10 of 10 writes not confirmed (first: #0): WRONGTYPE", stream),
+		"(sent so far: 0; writes Redis did not confirm may or may not have happened, and were not resent)")
+	if !strings.HasPrefix(r.stdout, "sent 0, rejected 0 (10 lines") {
+		t.Errorf("stdout = %q, want the counts up to the failure", r.stdout)
+	}
+}
+
+func testUsageErrors(t *testing.T, c *cli) {
+	rc := c.client(t)
+	stream := testredis.Prefix(t) + "orders"
+	file := writeFile(t, "in.jsonl", `{"type":"t"}`)
+	s := []string{"--stream", stream}
+	t.Run("Cases", func(t *testing.T) { // returns when its parallel subtests have
+		for _, tc := range []struct {
+			name string
+			args []string
+			want string
+		}{
+			{"NoCommand", nil, "producer: missing command: send or load\nRun 'producer --help' for usage."},
+			{"UnknownCommand", []string{"sned"}, `unknown command "sned" for "producer"; did you mean "send"?`},
+			{"UnknownCommandWithFlags", append([]string{"sned", "--type", "t"}, s...), "producer: unknown command \"sned\" for \"producer\"; did you mean \"send\"?\nRun 'producer --help' for usage."},
+			{"UnknownRootFlag", []string{"--bogus", "send"}, "producer: unknown flag: --bogus\nRun 'producer --help' for usage."},
+			{"UnknownFlag", []string{"send", "--bogus"}, "producer: unknown flag: --bogus\nRun 'producer send --help' for usage."},
+			{"ExtraArgument", append([]string{"send", "--type", "t", "extra"}, s...), `unexpected argument "extra"`},
+			{"MissingStream", []string{"send", "--type", "t"}, "--stream is required"},
+			{"MissingType", append([]string{"send"}, s...), "--type is required (or --file to send a JSONL file)"},
+			{"BadDelay", append([]string{"send", "--type", "t", "--delay", "soon"}, s...), `invalid argument "soon" for "--delay" flag: time: invalid duration "soon"`},
+			{"NegativeDelay", append([]string{"send", "--type", "t", "--delay", "-5s"}, s...), "--delay -5s is negative"},
+			{"BadData", append([]string{"send", "--type", "t", "--data", "{bad"}, s...), "--data is not valid JSON: invalid JSON at byte 2"},
+			{"NegativeMaxLen", append([]string{"send", "--type", "t", "--maxlen", "-1"}, s...), "--maxlen -1 is negative"},
+			{"BadMaxLen", append([]string{"send", "--type", "t", "--maxlen", "ten"}, s...), `invalid argument "ten" for "--maxlen" flag`},
+			{"ZeroMaxPayload", append([]string{"send", "--type", "t", "--max-payload", "0"}, s...), "--max-payload 0: want a positive number of bytes"},
+			{"FileWithType", append([]string{"send", "--file", file, "--type", "t"}, s...), "--type cannot be used with --file: each line gives its own"},
+			{"FileWithDelay", append([]string{"send", "--file", file, "--delay", "1s"}, s...), "--delay cannot be used with --file"},
+			{"FileWithData", append([]string{"send", "--file", file, "--data", "1"}, s...), "--data cannot be used with --file"},
+			{"FileWithID", append([]string{"send", "--file", file, "--id", "k"}, s...), "--id cannot be used with --file"},
+			{"ZeroBatch", append([]string{"send", "--file", file, "--batch", "0"}, s...), "--batch 0: want 1 to 10000"},
+			{"LoadMissingStream", []string{"load", "--type", "t", "--count", "1"}, "--stream is required"},
+			{"LoadMissingType", append([]string{"load", "--count", "1"}, s...), "--type is required"},
+			{"LoadMissingCount", append([]string{"load", "--type", "t"}, s...), "--count is required: want a positive number of events"},
+			{"LoadBadCount", append([]string{"load", "--type", "t", "--count", "abc"}, s...), `invalid argument "abc" for "--count" flag`},
+			{"LoadNegativeRate", append([]string{"load", "--type", "t", "--count", "1", "--rate", "-1"}, s...), "--rate -1 is negative"},
+			{"LoadNegativeSize", append([]string{"load", "--type", "t", "--count", "1", "--size", "-1"}, s...), "--size -1 is negative"},
+			{"LoadZeroConcurrency", append([]string{"load", "--type", "t", "--count", "1", "--concurrency", "0"}, s...), "--concurrency 0: want 1 to 1024"},
+			{"LoadSizeOverCap", append([]string{"load", "--type", "t", "--count", "1", "--size", "2000", "--max-payload", "1000"}, s...), "--size 2000 is over the data cap of 1000 bytes (--max-payload)"},
+			{"LoadUnknownFlag", append([]string{"load", "--type", "t", "--count", "1", "--sise", "1"}, s...), "unknown flag: --sise\nRun 'producer load --help' for usage."},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				r := c.run(t, "", tc.args)
+				r.want(t, 2, tc.want)
+				if r.stdout != "" {
+					t.Errorf("stdout = %q, want nothing", r.stdout)
+				}
+			})
+		}
+	})
+	if n := rc.Exists(context.Background(), stream, worker.DelayedKey(stream)).Val(); n != 0 {
+		t.Errorf("a refused command line wrote to Redis")
+	}
+}
+
+func testFailures(t *testing.T, c *cli) {
+	rc := c.client(t)
+	stream := testredis.Prefix(t) + "orders"
+	t.Run("Cases", func(t *testing.T) { // returns when its parallel subtests have
+		for _, tc := range []struct {
+			name  string
+			args  []string
+			env   []string
+			wants []string
+		}{
+			{
+				"MissingFile",
+				[]string{"send", "--stream", stream, "--file", "/nonexistent/events.jsonl"},
+				nil,
+				[]string{"producer: open /nonexistent/events.jsonl: no such file or directory"},
+			},
+			{
+				"OversizeData",
+				[]string{"send", "--stream", stream, "--type", "t", "--data", `"12345"`, "--max-payload", "4"},
+				nil,
+				[]string{"data is 7 bytes, the cap is 4 bytes"},
+			},
+			{
+				"OversizeDelayed",
+				[]string{"send", "--stream", stream, "--type", "t", "--data", `"12345"`, "--max-payload", "4", "--delay", "1s"},
+				nil,
+				[]string{"data is 7 bytes, the cap is 4 bytes"},
+			},
+			{
+				"RedisDown",
+				[]string{"send", "--stream", stream, "--type", "t"},
+				[]string{"REDIS_URL=redis://127.0.0.1:1/0"},
+				[]string{"producer: sending to stream", "127.0.0.1:1", "connection refused"},
+			},
+			{
+				"RedisDownLoad",
+				[]string{"load", "--stream", stream, "--type", "t", "--count", "10"},
+				[]string{"REDIS_URL=redis://127.0.0.1:1/0"},
+				[]string{"connection refused"},
+			},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				r := c.run(t, "", tc.args, tc.env...)
+				r.want(t, 1, tc.wants...)
+			})
+		}
+	})
+	if n := rc.Exists(context.Background(), stream, worker.DelayedKey(stream)).Val(); n != 0 {
+		t.Errorf("a failed command wrote to Redis")
+	}
+}
+
+// A bad connection setting is a configuration error, exit status 2 as for
+// the worker, naming the setting, its value (without the password) and what
+// is allowed.
+func testConfigErrors(t *testing.T, c *cli) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{
+			"BadRedisURL",
+			[]string{"send", "--stream", "s", "--type", "t"},
+			[]string{"REDIS_URL=http://user:secret@host/0"},
+			`producer: REDIS_URL="http://user:xxxxx@host/0" is invalid: want a URL such as redis://host:6379/0 or rediss://user:password@host:6380/0` + "\n",
+		},
+		{
+			"BadRedisURLFlag",
+			[]string{"send", "--stream", "s", "--type", "t", "--redis-url", "redis://u:secret@h:1/x"},
+			nil,
+			`producer: --redis-url="redis://u:xxxxx@h:1/x" is invalid: want a database number after the host, such as /0` + "\n",
+		},
+		{
+			"BadTLSFile",
+			[]string{"load", "--stream", "s", "--type", "t", "--count", "1"},
+			[]string{"REDIS_URL=rediss://h:1/0", "REDIS_TLS_CA=/nonexistent/ca.pem"},
+			`producer: REDIS_TLS_CA="/nonexistent/ca.pem" is invalid: want a readable PEM file of CA certificates (no such file or directory)` + "\n",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := c.run(t, "", tc.args, tc.env...)
+			r.want(t, 2)
+			if r.stderr != tc.want || r.stdout != "" {
+				t.Errorf("stdout %q, stderr %q; want stderr %q", r.stdout, r.stderr, tc.want)
+			}
+		})
+	}
+}
+
+func testRedisURLFlag(t *testing.T, c *cli) {
+	rc := c.client(t)
+	stream := testredis.Prefix(t) + "orders"
+	r := c.run(t, "", []string{"send", "--stream", stream, "--type", "t", "--redis-url", c.redisURL}, "REDIS_URL=redis://127.0.0.1:1/0")
+	r.want(t, 0)
+	if n := rc.XLen(context.Background(), stream).Val(); n != 1 {
+		t.Errorf("stream length %d, want the event sent through --redis-url", n)
+	}
+}
+
+func testHelp(t *testing.T, c *cli) {
+	for _, args := range [][]string{{"--help"}, {"send", "--help"}, {"load", "-h"}, {"help", "send"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			t.Parallel()
+			r := c.run(t, "", args)
+			r.want(t, 0)
+			if !strings.Contains(r.stdout, "Usage:") || r.stderr != "" {
+				t.Errorf("producer %v: stdout %q, stderr %q; want usage on stdout", args, r.stdout, r.stderr)
+			}
+		})
+	}
+}

@@ -1,0 +1,247 @@
+// Package streamadmin inspects and repairs the streams a worker consumes:
+// per stream its length, delayed and dead-letter counts, its consumer groups
+// with pending entries, lag and consumers, and the dead-letter stream, whose
+// entries it lists, replays into the stream or purges. cmd/streamctl is its
+// command line.
+package streamadmin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/worker"
+)
+
+var (
+	// ErrNoStream is returned for a stream that does not exist and has
+	// nothing delayed or dead-lettered either.
+	ErrNoStream = errors.New("no such stream")
+	// ErrNoGroup is returned for a consumer group the stream does not have.
+	ErrNoGroup = errors.New("no such consumer group")
+	// ErrBadID is returned for a string that is not a full stream entry ID.
+	ErrBadID = errors.New("not a stream entry ID")
+)
+
+// Admin inspects and repairs streams through one Redis client.
+type Admin struct {
+	client redis.UniversalClient
+}
+
+// New returns an Admin. Writes (replay, purge) are never resent by the
+// client itself when it has MaxRetries -1 (producer.Connect's clients do).
+func New(client redis.UniversalClient) *Admin {
+	return &Admin{client: client}
+}
+
+// Streams returns every stream key in the database, sorted, without the
+// dead-letter streams (keys ending in ":dlq").
+func (a *Admin) Streams(ctx context.Context) ([]string, error) {
+	var out []string
+	iter := a.client.ScanType(ctx, 0, "*", 1000, "stream").Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		if strings.HasSuffix(k, worker.DeadLetterKey("")) {
+			continue
+		}
+		out = append(out, k)
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("listing streams: %w", err)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// StreamStatus is the state of one stream.
+type StreamStatus struct {
+	Stream string
+	// Length is XLEN of the stream.
+	Length int64
+	// Delayed is how many retries and delayed events wait in S:delayed.
+	Delayed int64
+	// Dead is the length of the dead-letter stream S:dlq.
+	Dead int64
+	// Groups are the stream's consumer groups, by name.
+	Groups []GroupStatus
+}
+
+// GroupStatus is the state of one consumer group.
+type GroupStatus struct {
+	Group string
+	// Pending is how many entries were delivered and not acknowledged.
+	Pending int64
+	// Lag is how many entries are in the stream and not yet delivered to
+	// the group; -1 when Redis cannot tell (after entries were deleted from
+	// the middle of the stream).
+	Lag int64
+	// LastDeliveredID is the last entry ID delivered to the group.
+	LastDeliveredID string
+	// OldestPendingID is the lowest pending entry ID; empty when nothing is
+	// pending.
+	OldestPendingID string
+	// OldestPendingAge is the age of that entry by its ID's timestamp, by
+	// the Redis server's clock; 0 when nothing is pending.
+	OldestPendingAge time.Duration
+	// Consumers are the group's consumers, by name.
+	Consumers []ConsumerStatus
+}
+
+// ConsumerStatus is the state of one consumer of a group.
+type ConsumerStatus struct {
+	Consumer string
+	// Pending is how many entries were delivered to it and not acknowledged.
+	Pending int64
+	// Idle is the time since it last read or claimed.
+	Idle time.Duration
+}
+
+// Status returns the state of each stream, in the order given, in a few
+// pipelined round trips. A stream that does not exist and has nothing
+// delayed or dead-lettered is an ErrNoStream error.
+func (a *Admin) Status(ctx context.Context, streams []string) ([]StreamStatus, error) {
+	out := make([]StreamStatus, len(streams))
+	// Round 1: what each key is, and the companion counts.
+	pipe := a.client.Pipeline()
+	now := pipe.Time(ctx)
+	types := make([]*redis.StatusCmd, len(streams))
+	delayed := make([]*redis.IntCmd, len(streams))
+	dead := make([]*redis.IntCmd, len(streams))
+	for i, s := range streams {
+		types[i] = pipe.Type(ctx, s)
+		delayed[i] = pipe.ZCard(ctx, worker.DelayedKey(s))
+		dead[i] = pipe.XLen(ctx, worker.DeadLetterKey(s))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("reading stream status: %w", firstErr(err, streams, types, delayed, dead))
+	}
+	// Round 2: length and groups of each stream that exists.
+	pipe = a.client.Pipeline()
+	lengths := make([]*redis.IntCmd, len(streams))
+	groups := make([]*redis.XInfoGroupsCmd, len(streams))
+	for i, s := range streams {
+		out[i] = StreamStatus{Stream: s, Delayed: delayed[i].Val(), Dead: dead[i].Val()}
+		switch t := types[i].Val(); t {
+		case "stream":
+			lengths[i] = pipe.XLen(ctx, s)
+			groups[i] = pipe.XInfoGroups(ctx, s)
+		case "none":
+			if out[i].Delayed == 0 && out[i].Dead == 0 {
+				return nil, fmt.Errorf("%w: %q", ErrNoStream, s)
+			}
+		default:
+			return nil, fmt.Errorf("key %q is a %s, not a stream", s, t)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("reading stream groups: %w", err)
+	}
+	// Round 3: consumers and the oldest pending entry of each group.
+	type groupCmds struct {
+		consumers *redis.XInfoConsumersCmd
+		pending   *redis.XPendingCmd
+	}
+	pipe = a.client.Pipeline()
+	cmds := make([][]groupCmds, len(streams))
+	for i, s := range streams {
+		if groups[i] == nil {
+			continue
+		}
+		out[i].Length = lengths[i].Val()
+		for _, g := range groups[i].Val() {
+			out[i].Groups = append(out[i].Groups, GroupStatus{
+				Group: g.Name, Pending: g.Pending, Lag: g.Lag, LastDeliveredID: g.LastDeliveredID,
+			})
+			cmds[i] = append(cmds[i], groupCmds{
+				consumers: pipe.XInfoConsumers(ctx, s, g.Name),
+				pending:   pipe.XPending(ctx, s, g.Name),
+			})
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("reading consumer groups: %w", err)
+	}
+	for i := range out {
+		for j := range out[i].Groups {
+			g := &out[i].Groups[j]
+			for _, c := range cmds[i][j].consumers.Val() {
+				g.Consumers = append(g.Consumers, ConsumerStatus{Consumer: c.Name, Pending: c.Pending, Idle: c.Idle})
+			}
+			slices.SortFunc(g.Consumers, func(x, y ConsumerStatus) int { return strings.Compare(x.Consumer, y.Consumer) })
+			if p := cmds[i][j].pending.Val(); p != nil && p.Count > 0 {
+				g.OldestPendingID = p.Lower
+				if ms, ok := idMillis(p.Lower); ok {
+					g.OldestPendingAge = max(0, now.Val().Sub(time.UnixMilli(ms)))
+				}
+			}
+		}
+		slices.SortFunc(out[i].Groups, func(x, y GroupStatus) int { return strings.Compare(x.Group, y.Group) })
+	}
+	return out, nil
+}
+
+// firstErr returns the error of the first failed command of a status round,
+// naming its key, or err when none failed.
+func firstErr(err error, streams []string, types []*redis.StatusCmd, delayed, dead []*redis.IntCmd) error {
+	for i, s := range streams {
+		if e := types[i].Err(); e != nil {
+			return e
+		}
+		if e := delayed[i].Err(); e != nil {
+			return fmt.Errorf("%s: %w", worker.DelayedKey(s), e)
+		}
+		if e := dead[i].Err(); e != nil {
+			return fmt.Errorf("%s: %w", worker.DeadLetterKey(s), e)
+		}
+	}
+	return err
+}
+
+// groupNames returns the names of the stream's consumer groups.
+func (a *Admin) groupNames(ctx context.Context, stream string) ([]string, error) {
+	gs, err := a.client.XInfoGroups(ctx, stream).Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") {
+			return nil, fmt.Errorf("%w: %q", ErrNoStream, stream)
+		}
+		return nil, fmt.Errorf("reading groups of %q: %w", stream, err)
+	}
+	names := make([]string, len(gs))
+	for i, g := range gs {
+		names[i] = g.Name
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+var idPattern = regexp.MustCompile(`^[0-9]+-[0-9]+$`)
+
+// CheckID returns an ErrBadID error unless id is a full entry ID
+// (<milliseconds>-<sequence>). A bare millisecond time is refused: as a
+// range bound it would match every entry of that millisecond.
+func CheckID(id string) error {
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("%w: %q (want <milliseconds>-<sequence>, e.g. 1700000000000-0)", ErrBadID, id)
+	}
+	if _, ok := idMillis(id); !ok {
+		return fmt.Errorf("%w: %q is out of range", ErrBadID, id)
+	}
+	if _, err := strconv.ParseUint(id[strings.IndexByte(id, '-')+1:], 10, 64); err != nil {
+		return fmt.Errorf("%w: %q is out of range", ErrBadID, id)
+	}
+	return nil
+}
+
+// idMillis returns the millisecond part of an entry ID.
+func idMillis(id string) (int64, bool) {
+	ms, _, _ := strings.Cut(id, "-")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	return n, err == nil
+}
