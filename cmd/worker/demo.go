@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -17,6 +19,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/handlers/notifications"
+	"github.com/streamworker/streamworker/handlers/notify"
+	"github.com/streamworker/streamworker/handlers/ratelimit"
+	"github.com/streamworker/streamworker/handlers/reports"
+	"github.com/streamworker/streamworker/handlers/scores"
+	"github.com/streamworker/streamworker/handlers/users"
 	"github.com/streamworker/streamworker/producer"
 	"github.com/streamworker/streamworker/worker"
 )
@@ -60,17 +68,100 @@ func runDemo(ctx context.Context, n int, getenv func(string) string, stdout, std
 		fmt.Fprintln(stdout, strings.Repeat("!", 78))
 	}
 
+	plugins := config.Plugins{Enabled: append([]string(nil), config.PluginNames...), DatabaseURL: getenv("DATABASE_URL")}
+	if err := plugins.Validate(true); err != nil {
+		return err
+	}
+	var store users.Store
+	if plugins.DatabaseURL == "" {
+		dir, err := os.MkdirTemp("", "streamworker-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		lite, err := users.OpenSQLite(ctx, filepath.Join(dir, "users.db"))
+		if err != nil {
+			return err
+		}
+		defer lite.Close()
+		store = lite
+		fmt.Fprintln(stdout, "demo: users are stored in an embedded SQLite (throwaway); set DATABASE_URL for PostgreSQL")
+	} else {
+		pg, err := openPostgres(ctx, plugins.DatabaseURL)
+		if err != nil {
+			return err
+		}
+		defer pg.Close()
+		s := users.NewPostgres(pg, "streamworker_demo")
+		if err := s.Migrate(ctx); err != nil {
+			return err
+		}
+		store = s
+		fmt.Fprintf(stdout, "demo: users are stored in PostgreSQL at %s (schema streamworker_demo)\n", config.Redact(plugins.DatabaseURL))
+	}
+
 	client, err := producer.NewClient(cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
 	defer client.Close()
-	// A demo against a real Redis starts from a clean stream.
+	// A demo against a real Redis starts from clean keys.
 	if err := client.Del(ctx, demoStream, worker.DelayedKey(demoStream), worker.DeadLetterKey(demoStream)).Err(); err != nil {
 		return fmt.Errorf("connecting to redis: %w", err)
 	}
 
-	events, want := demoEvents(n)
+	// The plugins, as cmd/worker builds them, with a database that fails
+	// now and then (to show retries) and a tight notification limit (to
+	// show delays).
+	flaky := &flakyStore{Store: store}
+	mux := worker.NewMux()
+	var b builtins
+	defer b.close()
+	setup := b.setup(plugins, mux, pluginOptions{
+		userStore:     flaky,
+		notifications: &notifications.Options{Limit: ratelimit.Limit{Rate: 3, Period: 200 * time.Millisecond}},
+		reports:       &reports.Options{Busy: 50 * time.Millisecond},
+	})
+	reg := prometheus.NewRegistry()
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+
+	// What the plugins act on: balances, sessions.
+	events, want, err := demoSeed(ctx, client, n)
+	if err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Subscribers, as a live view would have: one rank.changed and one
+	// user's notifications, kept as samples.
+	samples := &demoSamples{}
+	subsReady := make(chan struct{}, 2)
+	subsDone := make(chan struct{}, 2)
+	nt := notify.New(client, &notify.Options{Logger: logger, OnSubscribe: func([]string, bool) { subsReady <- struct{}{} }})
+	go func() {
+		defer func() { subsDone <- struct{}{} }()
+		_ = nt.Subscribe(runCtx, notify.JSON(func(_ context.Context, _ *notify.Notification, ev scores.RankChanged) error {
+			samples.add(&samples.rank, ev)
+			return nil
+		}), "rank.changed")
+	}()
+	go func() {
+		defer func() { subsDone <- struct{}{} }()
+		_ = nt.PSubscribe(runCtx, notify.JSON(func(_ context.Context, m *notify.Notification, ev notifications.Request) error {
+			samples.add(&samples.notes, fmt.Sprintf("%s <- %q", m.Channel, ev.Title))
+			return nil
+		}), "notifications:*")
+	}()
+	defer func() { cancel(); <-subsDone; <-subsDone }()
+	for range 2 {
+		select {
+		case <-subsReady:
+		case <-time.After(10 * time.Second):
+			return errors.New("demo: subscribers not ready in 10s")
+		}
+	}
+
 	p := producer.New(client, producer.Options{})
 	for i := 0; i < len(events); i += 100 {
 		if _, err := p.PublishBatch(ctx, demoStream, events[i:min(i+100, len(events))]); err != nil {
@@ -81,16 +172,13 @@ func runDemo(ctx context.Context, n int, getenv func(string) string, stdout, std
 	if err := client.XAdd(ctx, &redis.XAddArgs{Stream: demoStream, Values: []string{"data", `{"note":"no type"}`}}).Err(); err != nil {
 		return fmt.Errorf("feeding events: %w", err)
 	}
-	want["(none)"] = outcomeCount{dead: 1}
+	want["(none)"]++
 	fmt.Fprintf(stdout, "demo: fed %d events to %q; processing...\n", len(events)+1, demoStream)
 
-	mux := worker.NewMux()
-	registerExamples(mux)
-	reg := prometheus.NewRegistry()
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- worker.Run(runCtx, cfg, mux, worker.WithRegistry(reg), worker.WithLogger(logger)) }()
+	go func() {
+		done <- worker.Run(runCtx, cfg, mux, setup, worker.WithRedis(client), worker.WithRegistry(reg), worker.WithLogger(logger))
+	}()
 
 	start := time.Now()
 	deadline := time.After(60 * time.Second)
@@ -106,7 +194,7 @@ wait:
 			}
 		case <-deadline:
 			cancel()
-			return errors.Join(fmt.Errorf("demo did not finish in 60s: got %v, want %v", got, want), <-done)
+			return errors.Join(fmt.Errorf("demo did not finish in 60s: got %v, want %v final outcomes", got, want), <-done)
 		case err := <-done:
 			cancel()
 			return fmt.Errorf("worker stopped early: %w", err)
@@ -119,7 +207,7 @@ wait:
 	}
 
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "type\tprocessed\tretried\tdead-lettered\t")
+	fmt.Fprintln(tw, "type\tprocessed\tretried\tdelayed\tdead-lettered\t")
 	types := make([]string, 0, len(got))
 	for t := range got {
 		types = append(types, t)
@@ -127,54 +215,25 @@ wait:
 	sort.Strings(types)
 	for _, t := range types {
 		c := got[t]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", t, c.acked, c.retried, c.dead)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", t, c.acked, c.retried, c.delayed, c.dead)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(stdout, "demo: every event accounted for in %s\n", took.Round(time.Millisecond))
-	dead, err := client.XRangeN(ctx, worker.DeadLetterKey(demoStream), "-", "+", 2).Result()
-	if err == nil {
-		for _, e := range dead {
-			fmt.Fprintf(stdout, "  dead letter %s: type=%q error=%q attempts=%v\n", e.ID, e.Values["type"], e.Values["error"], e.Values["attempts"])
-		}
-	}
+	demoReport(ctx, stdout, client, &b, flaky, samples)
 	return nil
 }
 
-type outcomeCount struct{ acked, retried, dead int }
+type outcomeCount struct{ acked, retried, delayed, dead int }
 
-// demoEvents returns a mix of events and how each type should end.
-func demoEvents(n int) ([]producer.Event, map[string]outcomeCount) {
-	want := map[string]outcomeCount{}
-	var events []producer.Event
-	for i := range n {
-		var e producer.Event
-		switch i % 10 {
-		case 0, 1, 2, 3, 4, 5:
-			e = producer.Event{Type: "order.created", Data: fmt.Appendf(nil, `{"order":%d,"total":%d}`, i, 10+i%90)}
-			c := want[e.Type]
-			c.acked++
-			want[e.Type] = c
-		case 6, 7:
-			e = producer.Event{Type: "payment.charge", Data: fmt.Appendf(nil, `{"order":%d}`, i)}
-			c := want[e.Type]
-			c.acked++
-			c.retried += 2
-			want[e.Type] = c
-		case 8:
-			e = producer.Event{Type: "email.send", Data: fmt.Appendf(nil, `{"to":"user%d@example.com"}`, i)}
-			c := want[e.Type]
-			c.acked++
-			want[e.Type] = c
-		case 9:
-			e = producer.Event{Type: "email.send", Data: fmt.Appendf(nil, `{"to":"user%d.example.com"}`, i)}
-			c := want[e.Type]
-			c.dead++
-			want[e.Type] = c
+// finished reports whether every type has as many final outcomes
+// (acknowledged or dead-lettered) as events were sent.
+func finished(got map[string]outcomeCount, want map[string]int) bool {
+	for t, n := range want {
+		if c := got[t]; c.acked+c.dead < n {
+			return false
 		}
-		e.ID = fmt.Sprintf("demo-%d", i)
-		events = append(events, e)
 	}
-	return events, want
+	return true
 }
 
 // countOutcomes reads streamworker_messages_total by type.
@@ -200,6 +259,8 @@ func countOutcomes(g prometheus.Gatherer) map[string]outcomeCount {
 				c.acked += v
 			case worker.OutcomeRetried:
 				c.retried += v
+			case worker.OutcomeDelayed:
+				c.delayed += v
 			case worker.OutcomeDead:
 				c.dead += v
 			}
@@ -216,13 +277,4 @@ func label(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
-}
-
-func finished(got, want map[string]outcomeCount) bool {
-	for t, w := range want {
-		if got[t] != w {
-			return false
-		}
-	}
-	return true
 }

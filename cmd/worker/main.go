@@ -46,16 +46,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *demo {
 		return runDemo(ctx, *events, getenv, stdout, stderr)
 	}
-	mux := worker.NewMux()
-	registerBuiltins(mux)
 	cfg, err := config.Load()
 	if err != nil {
 		return err
 	}
-	return worker.Run(ctx, cfg, mux, worker.WithSignals())
-}
-
-// registerBuiltins registers the built-in handler plugins.
-func registerBuiltins(mux *worker.Mux) {
-	registerExamples(mux)
+	plugins, err := config.LoadPlugins()
+	if err != nil {
+		return err
+	}
+	mux := worker.NewMux()
+	var b builtins
+	defer b.close()
+	return worker.Run(ctx, cfg, mux, b.setup(plugins, mux, pluginOptions{}),
+		worker.WithLogger(worker.NewLogger(cfg, stderr)), worker.WithSignals())
 }

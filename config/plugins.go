@@ -1,0 +1,72 @@
+package config
+
+import (
+	"errors"
+	"slices"
+	"strings"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// PluginNames are the built-in handler plugins cmd/worker can register, by
+// the name WORKER_PLUGINS uses, and the message type each handles:
+// users (user.updated), points (points.transfer), scores (score.submitted),
+// notifications (notification.requested), sessions (session.touched),
+// reports (report.requested).
+var PluginNames = []string{"users", "points", "scores", "notifications", "sessions", "reports"}
+
+// Plugins is the configuration of cmd/worker's built-in plugins, apart from
+// Config because a worker binary of one's own registers its own handlers.
+type Plugins struct {
+	// Enabled are the plugins to register, comma separated; "none" for
+	// none. Default: all of PluginNames
+	Enabled []string `envconfig:"WORKER_PLUGINS" default:"users,points,scores,notifications,sessions,reports"`
+	// DatabaseURL is the PostgreSQL the users plugin writes to
+	// (postgres://user:pass@host:5432/db). Required when users is enabled,
+	// except in --demo, which falls back to an embedded SQLite.
+	// Default: none
+	DatabaseURL string `envconfig:"DATABASE_URL"`
+}
+
+// LoadPlugins reads the plugin configuration from the environment and
+// validates it.
+func LoadPlugins() (Plugins, error) {
+	var p Plugins
+	if err := envconfig.Process("", &p); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return Plugins{}, bad(pe.KeyName, pe.Value, allowedFor(pe.TypeName))
+		}
+		return Plugins{}, err
+	}
+	return p, p.Validate(false)
+}
+
+// Validate checks the names in Enabled and, unless demo, that DatabaseURL
+// is set when users is enabled.
+func (p *Plugins) Validate(demo bool) error {
+	allowed := "a comma-separated list of " + strings.Join(PluginNames, ", ") + `, or "none"`
+	if len(p.Enabled) == 1 && strings.TrimSpace(p.Enabled[0]) == "none" {
+		p.Enabled = nil
+		return nil
+	}
+	seen := map[string]bool{}
+	for i, n := range p.Enabled {
+		n = strings.TrimSpace(n)
+		p.Enabled[i] = n
+		if !slices.Contains(PluginNames, n) || seen[n] {
+			return bad("WORKER_PLUGINS", strings.Join(p.Enabled, ","), allowed+", each once")
+		}
+		seen[n] = true
+	}
+	if !demo && p.On("users") && p.DatabaseURL == "" {
+		return bad("DATABASE_URL", "", "a postgres:// URL when WORKER_PLUGINS includes users")
+	}
+	if p.DatabaseURL != "" && !strings.HasPrefix(p.DatabaseURL, "postgres://") && !strings.HasPrefix(p.DatabaseURL, "postgresql://") {
+		return bad("DATABASE_URL", Redact(p.DatabaseURL), "a postgres:// or postgresql:// URL")
+	}
+	return nil
+}
+
+// On reports whether the plugin name is enabled.
+func (p Plugins) On(name string) bool { return slices.Contains(p.Enabled, name) }

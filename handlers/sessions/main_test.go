@@ -1,0 +1,9 @@
+package sessions_test
+
+import (
+	"testing"
+
+	"github.com/streamworker/streamworker/handlers/handlertest"
+)
+
+func TestMain(m *testing.M) { handlertest.Main(m) }
