@@ -35,7 +35,12 @@ func TestOverTheLimitIsDelayedThenDelivered(t *testing.T) {
 			return nil
 		}), n.Channel("*"))
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("subscriber: %v", err)
+		}
+	})
 	<-ready
 
 	var ids []string

@@ -2,7 +2,6 @@ package points_test
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -106,5 +105,5 @@ func TestConcurrentTransfersConserveTheTotal(t *testing.T) {
 	if acked == 0 {
 		t.Errorf("no transfer succeeded")
 	}
-	t.Log(fmt.Sprintf("acked %d, refused %d", acked, dead))
+	t.Logf("acked %d, refused %d", acked, dead)
 }

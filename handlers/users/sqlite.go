@@ -48,7 +48,7 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("users: migrating sqlite: %w", err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }() // a no-op after Commit
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS users_migrations (version INTEGER PRIMARY KEY)`); err != nil {
 		return fmt.Errorf("users: migrating sqlite: %w", err)
 	}
