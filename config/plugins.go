@@ -13,7 +13,9 @@ import (
 // users (user.updated), points (points.transfer), scores (score.submitted),
 // notifications (notification.requested), sessions (session.touched),
 // reports (report.requested).
-var PluginNames = []string{"users", "points", "scores", "notifications", "sessions", "reports"}
+// examples (order.created, payment.charge, email.send: acknowledged,
+// retried twice, dead-lettered; no Redis of their own) is off unless named.
+var PluginNames = []string{"users", "points", "scores", "notifications", "sessions", "reports", "examples"}
 
 // Plugins is the configuration of cmd/worker's built-in plugins, apart from
 // Config because a worker binary of one's own registers its own handlers.
@@ -26,6 +28,11 @@ type Plugins struct {
 	// except in --demo, which falls back to an embedded SQLite.
 	// Default: none
 	DatabaseURL string `envconfig:"DATABASE_URL"`
+	// Prefix is put in front of every key and pub/sub channel the plugins
+	// use, so the least-privilege ACL (deploy/redis/users.acl) can grant
+	// their commands on sw:plugins:* only. Do not name a stream under it.
+	// Default: sw:plugins:
+	Prefix string `envconfig:"WORKER_PLUGINS_PREFIX" default:"sw:plugins:"`
 }
 
 // LoadPlugins reads the plugin configuration from the environment and

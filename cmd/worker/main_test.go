@@ -134,9 +134,10 @@ func TestDaemonRegistersEnabledPlugins(t *testing.T) {
 	t.Setenv("WORKER_HTTP_ADDR", "off")
 	t.Setenv("WORKER_STREAMS", "events")
 	t.Setenv("WORKER_BLOCK", "100ms")
+	t.Setenv("WORKER_PLUGINS_PREFIX", "sw:plugins:")
 	rdb := srv.Client(t)
 	ctx := context.Background()
-	ledger := points.New(rdb, nil)
+	ledger := points.New(rdb, &points.Options{Prefix: "sw:plugins:"})
 	if err := ledger.Grant(ctx, "alice", 10); err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func (b *builtins) setup(p config.Plugins, mux *worker.Mux, po pluginOptions) wo
 				}
 				store = s
 			}
-			svc, err := users.New(store, d.Redis, &users.Options{Logger: d.Logger, Registerer: d.Registerer})
+			svc, err := users.New(store, d.Redis, &users.Options{Prefix: p.Prefix, Logger: d.Logger, Registerer: d.Registerer})
 			if err != nil {
 				return err
 			}
@@ -67,20 +67,28 @@ func (b *builtins) setup(p config.Plugins, mux *worker.Mux, po pluginOptions) wo
 			svc.Register(mux)
 			b.users = svc
 		}
+		if p.On("examples") {
+			registerExamples(mux)
+		}
 		if p.On("points") {
-			b.points = points.New(d.Redis, nil)
+			b.points = points.New(d.Redis, &points.Options{Prefix: p.Prefix})
 			b.points.Register(mux)
 		}
 		if p.On("scores") {
-			b.scores = scores.New(d.Redis, &scores.Options{Logger: d.Logger})
+			b.scores = scores.New(d.Redis, &scores.Options{Prefix: p.Prefix, Logger: d.Logger})
 			b.scores.Register(mux)
 		}
 		if p.On("notifications") {
-			b.notifs = notifications.New(d.Redis, po.notifications)
+			opt := notifications.Options{}
+			if po.notifications != nil {
+				opt = *po.notifications
+			}
+			opt.Prefix = p.Prefix
+			b.notifs = notifications.New(d.Redis, &opt)
 			b.notifs.Register(mux)
 		}
 		if p.On("sessions") {
-			b.session = sessions.New(d.Redis, &sessions.Options{Logger: d.Logger})
+			b.session = sessions.New(d.Redis, &sessions.Options{Prefix: p.Prefix, Logger: d.Logger})
 			b.session.Register(mux)
 		}
 		if p.On("reports") {
@@ -88,6 +96,7 @@ func (b *builtins) setup(p config.Plugins, mux *worker.Mux, po pluginOptions) wo
 			if po.reports != nil {
 				opt = *po.reports
 			}
+			opt.Prefix = p.Prefix
 			opt.Logger = d.Logger
 			b.reports = reports.New(d.Redis, &opt)
 			b.reports.Register(mux)

@@ -1,0 +1,578 @@
+package test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/producer"
+	"github.com/streamworker/streamworker/reclaim"
+	"github.com/streamworker/streamworker/worker"
+)
+
+// The shipped ACL file (deploy/redis/users.acl) and what it grants: the
+// users' keys live under aclPrefix, and their passwords are placeholders
+// (#<USER>_PASSWORD_SHA256) that keep Redis from loading the file until a
+// deployment puts real password hashes in.
+const (
+	aclFile   = "../deploy/redis/users.acl"
+	aclPrefix = "sw:"
+)
+
+// aclServer is a redis-server running the shipped ACL file with a test
+// password per user.
+type aclServer struct {
+	*testredis.Server
+	passwords map[string]string // user -> password
+	aclPath   string            // the loaded copy
+	shipped   []string          // the shipped file's lines
+}
+
+// startACLRedis starts redis-server on a copy of the shipped ACL file whose
+// password placeholders hold the hashes of random test passwords. The copy
+// differs in one line: the shipped file turns the default user off, and the
+// test harness (testredis's readiness check, the tests' own inspection)
+// connects as the default user, so the copy keeps it on until
+// TestACL/Denied loads the shipped line at its end.
+func startACLRedis(t *testing.T) *aclServer {
+	t.Helper()
+	raw, err := os.ReadFile(aclFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &aclServer{passwords: map[string]string{}, shipped: strings.Split(strings.TrimSpace(string(raw)), "\n")}
+	lines := make([]string, 0, len(s.shipped))
+	for _, l := range s.shipped {
+		f := strings.Fields(l)
+		if len(f) < 3 || f[0] != "user" {
+			t.Fatalf("%s: line %q is not a user rule", aclFile, l)
+		}
+		if f[1] == "default" {
+			lines = append(lines, "user default on nopass ~* &* +@all")
+			continue
+		}
+		placeholder := "#" + strings.ToUpper(f[1]) + "_PASSWORD_SHA256"
+		if strings.Count(l, placeholder) != 1 {
+			t.Fatalf("%s: user %s has no %s placeholder", aclFile, f[1], placeholder)
+		}
+		pw := "pw-" + f[1] + "-" + testredis.RandomID() + testredis.RandomID()
+		s.passwords[f[1]] = pw
+		sum := sha256.Sum256([]byte(pw))
+		lines = append(lines, strings.Replace(l, placeholder, "#"+hex.EncodeToString(sum[:]), 1))
+	}
+	s.aclPath = filepath.Join(t.TempDir(), "users.acl")
+	if err := os.WriteFile(s.aclPath, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.Server = testredis.Start(t, "--aclfile", s.aclPath)
+	return s
+}
+
+// url is the redis:// URL of user.
+func (s *aclServer) url(user string) string {
+	return "redis://" + user + ":" + s.passwords[user] + "@" + s.Addr + "/0"
+}
+
+// client connects as user; it is closed when the test ends.
+func (s *aclServer) client(t *testing.T, user string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Username: user, Password: s.passwords[user], MaxRetries: -1})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestACL runs the worker and the producer as the users of the shipped ACL
+// file, end to end, and checks that the file grants exactly the commands the
+// code sends and nothing that could destroy data.
+func TestACL(t *testing.T) {
+	t.Run("TemplateRefusedUntilPasswordsSet", testACLTemplateRefused)
+	t.Run("GrantsMatchCode", testACLGrantsMatchCode)
+	t.Run("EndToEnd", testACLEndToEnd)
+	t.Run("Denied", testACLDenied)
+}
+
+// testACLTemplateRefused: the shipped file, its placeholders unreplaced,
+// stops redis-server at start instead of creating users with a known
+// password.
+func testACLTemplateRefused(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("needs redis-server on PATH")
+	}
+	dir := t.TempDir()
+	abs, err := filepath.Abs(aclFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "redis-server", "--port", "0", "--unixsocket", filepath.Join(dir, "s.sock"),
+		"--save", "", "--appendonly", "no", "--dir", dir, "--aclfile", abs).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatal("redis-server started on the unconfigured template; it must refuse it")
+	}
+	if err == nil || !strings.Contains(string(out), "password hash must be exactly 64 characters") {
+		t.Fatalf("redis-server on the template: %v\n%s", err, out)
+	}
+}
+
+// testACLGrantsMatchCode reads the code the worker daemon and the producer
+// run, collects every Redis command it sends (go-redis calls, Do arguments,
+// and the redis.call()s of its Lua scripts, which Redis checks against the
+// caller's ACL too), and requires the ACL to allow each of them (ACL DRYRUN)
+// and to grant nothing else. A new command in the runtime fails here until
+// the ACL and the table below are updated together.
+func testACLGrantsMatchCode(t *testing.T) {
+	t.Parallel()
+	srv := startACLRedis(t)
+	admin := srv.Client(t)
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The daemon: the runtime and every package of this module it imports,
+	// and cmd/worker's own files except the demo (which runs on a Redis of
+	// its own, as the default user).
+	workerUses := scanCommands(t, root, []string{"./worker", "./cmd/worker"}, true, "demo.go", "demo_events.go")
+	// The producer: its package and cmd/producer, not their imports (the
+	// producer borrows the worker's key and envelope helpers, not its
+	// commands).
+	producerPkgs := []string{"./producer"}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "producer")); err == nil {
+		producerPkgs = append(producerPkgs, "./cmd/producer")
+	}
+	producerUses := scanCommands(t, root, producerPkgs, false)
+
+	for _, u := range []struct {
+		user     string
+		uses     map[string][]string
+		tolerate map[string]string // commands the code sends and copes with NOPERM for, and why
+	}{
+		{"worker", workerUses, map[string]string{
+			"config|get": "the start-up eviction check logs and goes on without it (EndToEnd checks that)",
+		}},
+		{"producer", producerUses, nil},
+	} {
+		t.Run(u.user, func(t *testing.T) {
+			if len(u.uses) == 0 {
+				t.Fatal("found no Redis command in the code: the scanner is broken")
+			}
+			t.Logf("%s sends: %s", u.user, strings.Join(sortedKeys(u.uses), " "))
+			for cmd, where := range u.uses {
+				argvs, ok := dryRunArgs[cmd]
+				if !ok {
+					t.Errorf("%s: the code sends %s (%s), which this test does not know: add it to dryRunArgs with the arguments the code uses, and grant it in %s if the %s user needs it",
+						u.user, strings.ToUpper(cmd), strings.Join(where, ", "), aclFile, u.user)
+					continue
+				}
+				for _, argv := range argvs {
+					res, err := admin.Do(context.Background(), append([]any{"ACL", "DRYRUN", u.user}, argv...)...).Text()
+					allowed := err == nil && res == "OK"
+					switch why, tolerated := u.tolerate[cmd]; {
+					case tolerated && allowed:
+						t.Errorf("%s: %s is granted; it should not be (%s)", u.user, strings.ToUpper(cmd), why)
+					case !tolerated && !allowed:
+						t.Errorf("%s: the code sends %v (%s) and the ACL refuses it: %v %v", u.user, argv, strings.Join(where, ", "), res, err)
+					}
+				}
+			}
+			// And nothing is granted that the code does not send.
+			for _, g := range aclGrants(t, srv.shipped, u.user) {
+				if _, used := u.uses[g]; !used && g != "ping" && g != "select" {
+					t.Errorf("%s: the ACL grants +%s, which the code never sends: remove it from %s", u.user, g, aclFile)
+				}
+			}
+		})
+	}
+}
+
+// testACLEndToEnd runs the real worker daemon (cmd/worker with its examples
+// plugin, whose handlers ack, retry and dead-letter) as the worker user, fed by the
+// producer package as the producer user, through every path of the runtime:
+// acknowledgements, retries through the delayed set and the promote script,
+// dead letters, producer-side delayed events, dedupe marks, reclaim
+// heartbeats and the metrics collector. Any NOPERM would be an ERROR in the
+// log or a message that never finishes.
+func testACLEndToEnd(t *testing.T) {
+	t.Parallel()
+	srv := startACLRedis(t)
+	admin := srv.Client(t)
+	bin := buildPackage(t, t.TempDir(), "../cmd/worker", "worker")
+	stream := aclPrefix + "e2e-" + testredis.RandomID() + ":orders"
+	httpAddr := freeAddr(t)
+	w := startWorker(t, bin, "worker", workerEnv(srv.url("worker"), stream, "pod-0", map[string]string{
+		"WORKER_HTTP_ADDR":        httpAddr,
+		"WORKER_DEDUPE_WINDOW":    "1m",
+		"WORKER_RECLAIM_INTERVAL": "50ms",
+		"WORKER_PLUGINS":          "examples", // handlers that ack, retry and dead-letter, and need no database
+	}))
+
+	pc, err := producer.NewClient(srv.url("producer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	p := producer.New(pc, producer.Options{})
+	ctx := context.Background()
+	const orders, payments, emails, delayed = 40, 5, 3, 2
+	var events []producer.Event
+	for i := range orders {
+		events = append(events, producer.Event{Type: "order.created", Data: []byte(`{}`), ID: "order-" + strconv.Itoa(i)})
+	}
+	for range payments { // fail twice, succeed on the third attempt
+		events = append(events, producer.Event{Type: "payment.charge", Data: []byte(`{}`)})
+	}
+	for range emails { // refused for good: dead-lettered
+		events = append(events, producer.Event{Type: "email.send", Data: []byte(`no address`)})
+	}
+	if _, err := p.PublishBatch(ctx, stream, events); err != nil {
+		t.Fatalf("publishing as the producer user: %v", err)
+	}
+	for i := range delayed {
+		due := time.Now().Add(100 * time.Millisecond)
+		if err := p.PublishDelayed(ctx, stream, producer.Event{Type: "order.created", Data: []byte(`{}`), ID: "later-" + strconv.Itoa(i)}, due); err != nil {
+			t.Fatalf("scheduling as the producer user: %v", err)
+		}
+	}
+	want := map[string]int{"acked": orders + payments + delayed, "retried": 2 * payments, "dead": emails}
+	waitForOutcomes(t, w, httpAddr, stream, want)
+
+	// A resend of a processed id is skipped: the dedupe mark was written
+	// and is read as the worker user.
+	if _, err := p.Publish(ctx, stream, producer.Event{Type: "order.created", Data: []byte(`{}`), ID: "order-0"}); err != nil {
+		t.Fatal(err)
+	}
+	want["duplicate"] = 1
+	waitForOutcomes(t, w, httpAddr, stream, want)
+
+	g := readGroup(t, admin, stream)
+	if g.pending != 0 || g.lag != 0 || g.delayed != 0 || g.dead != emails {
+		t.Errorf("group state %s; want nothing pending, lagging or delayed, and %d dead letters", g, emails)
+	}
+	_, metrics, err := httpGet("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The collector's XINFO GROUPS, ZCARD and XLEN ran as the worker user.
+	for _, m := range []string{
+		`streamworker_group_pending{group="e2e",stream="` + stream + `"} 0`,
+		`streamworker_dead_letters{stream="` + stream + `"} ` + strconv.Itoa(emails),
+		`streamworker_delayed{stream="` + stream + `"} 0`,
+	} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
+	if code, body, err := httpGet("http://" + httpAddr + "/readyz"); err != nil || code != 200 {
+		t.Errorf("/readyz = %d %q %v, want 200", code, body, err)
+	}
+
+	w.stop(30 * time.Second)
+	w.requireCleanLog()
+	var evictionCheck bool
+	for _, rec := range w.logLines() {
+		if msg, _ := rec["msg"].(string); strings.Contains(msg, "maxmemory-policy") {
+			errText, _ := rec["error"].(string)
+			evictionCheck = strings.Contains(errText, "NOPERM")
+			t.Logf("eviction check without CONFIG GET: %v", rec)
+		}
+	}
+	if !evictionCheck {
+		t.Error("the worker did not log that CONFIG GET maxmemory-policy was refused (NOPERM) and go on")
+	}
+	if strings.Contains(w.output.String(), srv.passwords["worker"]) {
+		t.Error("the worker's log contains its Redis password")
+	}
+
+	// A wrong password is an error at every read, and never logged either.
+	wrong := "wrong-" + testredis.RandomID()
+	badURL := strings.Replace(srv.url("worker"), srv.passwords["worker"], wrong, 1)
+	bad := startWorker(t, bin, "worker-wrong-password", workerEnv(badURL, stream, "pod-1", map[string]string{"WORKER_PLUGINS": "examples"}))
+	waitFor(t, 30*time.Second, bad, "the worker to report the refused password", func() (bool, string) {
+		out := bad.output.String()
+		return strings.Contains(out, "WRONGPASS"), tail(out, 400)
+	})
+	bad.stop(30 * time.Second)
+	if out := bad.output.String(); strings.Contains(out, wrong) || strings.Contains(out, srv.passwords["worker"]) {
+		t.Error("the worker's log contains a password")
+	}
+}
+
+// waitForOutcomes polls the worker's /metrics until the message outcomes on
+// stream are exactly want.
+func waitForOutcomes(t *testing.T, w *workerProc, httpAddr, stream string, want map[string]int) {
+	t.Helper()
+	waitFor(t, 60*time.Second, w, fmt.Sprintf("outcomes %v", want), func() (bool, string) {
+		_, body, err := httpGet("http://" + httpAddr + "/metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		got := map[string]int{}
+		for line := range strings.SplitSeq(body, "\n") {
+			if !strings.HasPrefix(line, "streamworker_messages_total{") || !strings.Contains(line, `stream="`+stream+`"`) {
+				continue
+			}
+			m := regexp.MustCompile(`outcome="([a-z_]+)".*\} (\d+)$`).FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			n, _ := strconv.Atoi(m[2])
+			got[m[1]] += n
+		}
+		return reflect.DeepEqual(got, want), fmt.Sprint(got)
+	})
+}
+
+// testACLDenied: what the worker, producer and KEDA users must never do.
+func testACLDenied(t *testing.T) {
+	t.Parallel()
+	srv := startACLRedis(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	stream := aclPrefix + "denied-" + testredis.RandomID()
+	if err := admin.XGroupCreateMkStream(ctx, stream, group, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Set(ctx, "other:key", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	type call struct {
+		name string
+		args []any
+	}
+	cases := map[string][]call{
+		"worker": {
+			{"FLUSHALL", []any{"FLUSHALL"}},
+			{"FLUSHDB", []any{"FLUSHDB"}},
+			{"KEYS", []any{"KEYS", "*"}},
+			{"SCAN", []any{"SCAN", "0"}},
+			{"XGROUP DESTROY", []any{"XGROUP", "DESTROY", stream, group}},
+			{"XGROUP SETID", []any{"XGROUP", "SETID", stream, group, "$"}},
+			{"XTRIM", []any{"XTRIM", stream, "MAXLEN", "0"}},
+			{"XDEL", []any{"XDEL", stream, "1-0"}},
+			{"DEL of a stream", []any{"DEL", stream}},
+			{"SET over a stream", []any{"SET", stream, "x"}},
+			{"GET outside the prefix", []any{"GET", "other:key"}},
+			{"SET outside the prefix", []any{"SET", "other:key", "x"}},
+			{"XADD outside the prefix", []any{"XADD", "other:stream", "*", "f", "v"}},
+			{"XREADGROUP outside the prefix", []any{"XREADGROUP", "GROUP", group, "c", "STREAMS", "other:stream", ">"}},
+			{"CONFIG SET", []any{"CONFIG", "SET", "maxmemory-policy", "allkeys-lru"}},
+			{"CONFIG GET", []any{"CONFIG", "GET", "requirepass"}},
+			{"ACL LIST", []any{"ACL", "LIST"}},
+			{"SCRIPT FLUSH", []any{"SCRIPT", "FLUSH"}},
+			{"PUBLISH", []any{"PUBLISH", aclPrefix + "chan", "x"}},
+			{"script calling FLUSHALL", []any{"EVAL", "return redis.call('FLUSHALL')", "0"}},
+			{"script deleting a stream", []any{"EVAL", "return redis.call('DEL', KEYS[1])", "1", stream}},
+			{"script touching another key", []any{"EVAL", "return redis.call('GET', KEYS[1])", "1", "other:key"}},
+		},
+		"producer": {
+			{"FLUSHALL", []any{"FLUSHALL"}},
+			{"XREADGROUP", []any{"XREADGROUP", "GROUP", group, "c", "STREAMS", stream, ">"}},
+			{"XACK", []any{"XACK", stream, group, "1-0"}},
+			{"XGROUP DESTROY", []any{"XGROUP", "DESTROY", stream, group}},
+			{"XRANGE", []any{"XRANGE", stream, "-", "+"}},
+			{"DEL", []any{"DEL", stream}},
+			{"ZADD on a stream", []any{"ZADD", stream, "1", "m"}},
+			{"XADD outside the prefix", []any{"XADD", "other:stream", "*", "f", "v"}},
+			{"EVAL", []any{"EVAL", "return 1", "0"}},
+		},
+		"keda": {
+			{"XADD", []any{"XADD", stream, "*", "f", "v"}},
+			{"XREADGROUP", []any{"XREADGROUP", "GROUP", group, "c", "STREAMS", stream, ">"}},
+			{"XINFO GROUPS outside the prefix", []any{"XINFO", "GROUPS", "other:stream"}},
+			{"KEYS", []any{"KEYS", "*"}},
+		},
+	}
+	for user, calls := range cases {
+		c := srv.client(t, user)
+		for _, cl := range calls {
+			err := c.Do(ctx, cl.args...).Err()
+			var rerr redis.Error
+			if err == nil || !errors.As(err, &rerr) || !isNoPerm(err) {
+				t.Errorf("%s: %s = %v, want NOPERM", user, cl.name, err)
+			}
+		}
+	}
+	// What each user does need works (the scaler's reads among them).
+	for user, args := range map[string][]any{
+		"worker":   {"XINFO", "GROUPS", stream},
+		"producer": {"XADD", stream, "*", "type", "t"},
+		"keda":     {"XPENDING", stream, group},
+	} {
+		if err := srv.client(t, user).Do(ctx, args...).Err(); err != nil {
+			t.Errorf("%s: %v = %v, want it allowed", user, args, err)
+		}
+	}
+	if n, err := admin.Exists(ctx, stream, "other:key").Result(); err != nil || n != 2 {
+		t.Errorf("after the refused commands, %d of 2 keys exist (%v)", n, err)
+	}
+
+	// Last, load the shipped default-user line: a connection without
+	// credentials can then do nothing.
+	lines := []string{}
+	raw, err := os.ReadFile(srv.aclPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		if strings.HasPrefix(l, "user default ") {
+			l = srv.shipped[slices.IndexFunc(srv.shipped, func(s string) bool { return strings.HasPrefix(s, "user default ") })]
+		}
+		lines = append(lines, l)
+	}
+	if err := os.WriteFile(srv.aclPath, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "ACL", "LOAD").Err(); err != nil {
+		t.Fatalf("ACL LOAD of the shipped default user: %v", err)
+	}
+	anon := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
+	defer anon.Close()
+	if err := anon.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Errorf("PING without credentials = %v, want NOAUTH (the default user is off)", err)
+	}
+}
+
+// isNoPerm reports whether err is Redis refusing a command for the user's
+// ACL. Inside a script the refusal comes back as a script error.
+func isNoPerm(err error) bool {
+	s := err.Error()
+	return strings.HasPrefix(s, "NOPERM") ||
+		strings.Contains(s, "no permissions") || strings.Contains(s, "can't access") || strings.Contains(s, "can't run")
+}
+
+// dryRunArgs are, for every Redis command (ACL name: "xgroup|create") the
+// worker or producer code sends, arguments as the code sends them, on keys
+// of the families the code uses them on, for ACL DRYRUN.
+var dryRunArgs = func() map[string][][]any {
+	const s = aclPrefix + "dry:orders"
+	var (
+		dlq    = worker.DeadLetterKey(s)
+		dlay   = worker.DelayedKey(s)
+		dedupe = s + ":dedupe:order-1" // worker/keys.go dedupeKey
+		alive  = reclaim.HeartbeatKey(s, "workers", "pod-0")
+
+		plugins = aclPrefix + "plugins:"                   // config.Plugins.Prefix
+		user    = plugins + "user:{u1}:profile"            // users (its cache)
+		pts     = plugins + "points:{balances}:u1"         // points
+		applied = plugins + "points:{balances}:applied:t1" // points
+		board   = plugins + "leaderboard:daily:2025-01-02" // scores (leaderboard)
+		rl      = plugins + "ratelimit:n1"                 // notifications (ratelimit)
+		sess    = plugins + "session:sess-1"               // sessions (session)
+		rep     = plugins + "report:{r1}:body"             // reports
+		lck     = plugins + "report:{r1}:lock"             // reports (lock)
+	)
+	return map[string][][]any{
+		"xreadgroup":         {{"XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "BLOCK", "1", "STREAMS", s, ">"}},
+		"xack":               {{"XACK", s, "g", "1-0"}},
+		"xpending":           {{"XPENDING", s, "g", "-", "+", "10", "c"}},
+		"xclaim":             {{"XCLAIM", s, "g", "c", "0", "1-0", "IDLE", "1000", "JUSTID"}},
+		"xautoclaim":         {{"XAUTOCLAIM", s, "g", "c", "1000", "0-0", "COUNT", "10"}},
+		"xadd":               {{"XADD", s, "*", "type", "t"}, {"XADD", dlq, "*", "type", "t"}},
+		"xlen":               {{"XLEN", dlq}},
+		"xgroup|create":      {{"XGROUP", "CREATE", s, "g", "0", "MKSTREAM"}},
+		"xgroup|delconsumer": {{"XGROUP", "DELCONSUMER", s, "g", "c"}},
+		"xinfo|groups":       {{"XINFO", "GROUPS", s}},
+		"xinfo|consumers":    {{"XINFO", "CONSUMERS", s, "g"}},
+		"zadd":               {{"ZADD", dlay, "1", "m"}},
+		"zrangebyscore":      {{"ZRANGEBYSCORE", dlay, "-inf", "1", "LIMIT", "0", "10"}},
+		"zrem":               {{"ZREM", dlay, "m"}},
+		"zcard":              {{"ZCARD", dlay}},
+		"evalsha":            {{"EVALSHA", strings.Repeat("0", 40), "1", s}},
+		"eval":               {{"EVAL", "return 1", "1", s}},
+		"config|get":         {{"CONFIG", "GET", "maxmemory-policy"}},
+
+		// The built-in plugins, under config.Plugins.Prefix (sw:plugins:).
+		"get":              {{"GET", user}, {"GET", pts}, {"GET", rl}, {"GET", rep}},
+		"set":              {{"SET", dedupe, "1", "PX", "60000"}, {"SET", alive, "1", "PX", "60000"}, {"SET", user, "v", "PX", "60000"}, {"SET", applied, "1", "PX", "60000"}, {"SET", rl, "1", "PX", "1000"}, {"SET", rep, "b"}},
+		"del":              {{"DEL", alive}, {"DEL", user}, {"DEL", sess}, {"DEL", lck}},
+		"pexpire":          {{"PEXPIRE", user, "1000"}, {"PEXPIRE", rl, "1000"}, {"PEXPIRE", sess, "1000"}, {"PEXPIRE", lck, "1000"}},
+		"pttl":             {{"PTTL", sess}, {"PTTL", lck}},
+		"exists":           {{"EXISTS", dedupe}, {"EXISTS", alive}, {"EXISTS", applied}, {"EXISTS", sess}},
+		"incr":             {{"INCR", rep + ":fence"}},
+		"incrby":           {{"INCRBY", pts, "5"}},
+		"decrby":           {{"DECRBY", pts, "5"}},
+		"watch":            {{"WATCH", pts, applied}},
+		"unwatch":          {{"UNWATCH"}},
+		"multi":            {{"MULTI"}},
+		"exec":             {{"EXEC"}},
+		"hset":             {{"HSET", sess, "page", "/"}},
+		"hget":             {{"HGET", sess, "page"}},
+		"hmget":            {{"HMGET", sess, "page", "user"}},
+		"hgetall":          {{"HGETALL", sess}},
+		"zincrby":          {{"ZINCRBY", board, "5", "player1"}},
+		"zrank":            {{"ZRANK", board, "player1"}},
+		"zscore":           {{"ZSCORE", board, "player1"}},
+		"pexpireat":        {{"PEXPIREAT", board, "4102444800000"}},
+		"zrange":           {{"ZRANGE", board, "0", "9", "REV", "WITHSCORES"}, {"ZRANGE", rl, "0", "0"}},
+		"zremrangebyscore": {{"ZREMRANGEBYSCORE", rl, "-inf", "1"}},
+		"time":             {{"TIME"}},
+		"ping":             {{"PING"}}, // notify's subscription health check
+		"publish":          {{"PUBLISH", plugins + "notifications:u1", "{}"}, {"PUBLISH", plugins + "rank.changed", "{}"}},
+		"spublish":         {{"SPUBLISH", plugins + "notifications:u1", "{}"}, {"SPUBLISH", plugins + "rank.changed", "{}"}},
+	}
+}()
+
+// aclGrants returns the commands (ACL names) the shipped file grants user,
+// in its root permissions and selectors.
+func aclGrants(t *testing.T, lines []string, user string) []string {
+	t.Helper()
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[1] != user {
+			continue
+		}
+		var out []string
+		for _, tok := range f[2:] {
+			tok = strings.Trim(tok, "()")
+			if strings.HasPrefix(tok, "+@") {
+				t.Errorf("%s grants the category %s: grant single commands", user, tok)
+			}
+			if c, ok := strings.CutPrefix(tok, "+"); ok {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	t.Fatalf("%s has no user %s", aclFile, user)
+	return nil
+}
+
+// buildPackage builds the command in pkg (relative to test/) into dir as
+// name, under -race when the tests run under it.
+func buildPackage(t *testing.T, dir, pkg, name string) string {
+	t.Helper()
+	bin := filepath.Join(dir, name)
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	if out, err := exec.Command("go", append(args, pkg)...).CombinedOutput(); err != nil {
+		t.Fatalf("go %s %s: %v\n%s", strings.Join(args, " "), pkg, err, out)
+	}
+	return bin
+}
+
+func sortedKeys(m map[string][]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
