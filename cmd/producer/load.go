@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/producer"
 )
 
@@ -34,7 +35,7 @@ at most --rate events per second (0: as fast as Redis takes them). Prints the
 rate achieved at the end.`,
 		Example: `  producer load --stream bench --type load.test --count 100000
   producer load --stream bench --type load.test --count 6000 --rate 100 --size 1024`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.load(cmd, &f) },
 	}
 	fl := cmd.Flags()
@@ -55,25 +56,25 @@ rate achieved at the end.`,
 func (a *app) load(cmd *cobra.Command, f *loadFlags) error {
 	switch {
 	case f.stream == "":
-		return usagef(cmd, "--stream is required")
+		return cli.Usagef(cmd, "--stream is required")
 	case f.typ == "":
-		return usagef(cmd, "--type is required")
+		return cli.Usagef(cmd, "--type is required")
 	case f.count <= 0:
-		return usagef(cmd, "--count is required: want a positive number of events")
+		return cli.Usagef(cmd, "--count is required: want a positive number of events")
 	case f.rate < 0:
-		return usagef(cmd, "--rate %g is negative", f.rate)
+		return cli.Usagef(cmd, "--rate %g is negative", f.rate)
 	case f.size < 0:
-		return usagef(cmd, "--size %d is negative", f.size)
+		return cli.Usagef(cmd, "--size %d is negative", f.size)
 	case f.concurrency < 1 || f.concurrency > 1024:
-		return usagef(cmd, "--concurrency %d: want 1 to 1024", f.concurrency)
+		return cli.Usagef(cmd, "--concurrency %d: want 1 to 1024", f.concurrency)
 	case f.batch < 1 || f.batch > 10000:
-		return usagef(cmd, "--batch %d: want 1 to 10000", f.batch)
+		return cli.Usagef(cmd, "--batch %d: want 1 to 10000", f.batch)
 	case f.maxLen < 0:
-		return usagef(cmd, "--maxlen %d is negative", f.maxLen)
+		return cli.Usagef(cmd, "--maxlen %d is negative", f.maxLen)
 	case f.maxPayload <= 0:
-		return usagef(cmd, "--max-payload %d: want a positive number of bytes", f.maxPayload)
+		return cli.Usagef(cmd, "--max-payload %d: want a positive number of bytes", f.maxPayload)
 	case f.size > f.maxPayload:
-		return usagef(cmd, "--size %d is over the data cap of %d bytes (--max-payload)", f.size, f.maxPayload)
+		return cli.Usagef(cmd, "--size %d is over the data cap of %d bytes (--max-payload)", f.size, f.maxPayload)
 	}
 	client, err := a.connect()
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 	"github.com/streamworker/streamworker/internal/testredis"
 )
 
-func testLoad(t *testing.T, c *cli) {
+func testLoad(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "bench"
 	r := c.run(t, "", []string{"load", "--stream", stream, "--type", "load.test", "--count", "1050", "--size", "200", "--concurrency", "3", "--batch", "100"})
@@ -52,7 +52,7 @@ func testLoad(t *testing.T, c *cli) {
 
 // SIGINT stops the load: what was sent is reported, and the exit status is
 // 130.
-func testLoadInterrupted(t *testing.T, c *cli) {
+func testLoadInterrupted(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "slow"
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -22,10 +22,10 @@ import (
 func TestProcess(t *testing.T) {
 	bin := buildBinary(t)
 	srv := testredis.Shared(t)
-	c := &cli{bin: bin, redisURL: srv.URL(), srv: srv}
+	c := &binary{bin: bin, redisURL: srv.URL(), srv: srv}
 	for _, tc := range []struct {
 		name string
-		test func(*testing.T, *cli)
+		test func(*testing.T, *binary)
 	}{
 		{"SendOne", testSendOne},
 		{"SendDelayed", testSendDelayed},
@@ -69,8 +69,8 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-// cli runs the binary under test.
-type cli struct {
+// binary runs the binary under test.
+type binary struct {
 	bin, redisURL string
 	srv           *testredis.Server
 }
@@ -83,7 +83,7 @@ type result struct {
 
 // run runs the binary with args and stdin, with REDIS_URL as the only
 // setting from the environment; extra are more NAME=value pairs.
-func (c *cli) run(t *testing.T, stdin string, args []string, extra ...string) result {
+func (c *binary) run(t *testing.T, stdin string, args []string, extra ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -119,7 +119,7 @@ func (r result) want(t *testing.T, code int, stderr ...string) {
 }
 
 // client returns a client of the test server, closed with the test.
-func (c *cli) client(t *testing.T) *redis.Client {
+func (c *binary) client(t *testing.T) *redis.Client {
 	t.Helper()
 	return c.srv.Client(t)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/producer"
 )
 
@@ -40,7 +41,7 @@ line gives the counts; the exit status is 1 when any line was rejected.`,
   producer send --stream orders --type reminder.due --data '{}' --delay 30m
   producer send --stream orders --file events.jsonl
   gen-events | producer send --stream orders --file -`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.send(cmd, &f) },
 	}
 	fl := cmd.Flags()
@@ -62,29 +63,29 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 	fl := cmd.Flags()
 	switch {
 	case f.stream == "":
-		return usagef(cmd, "--stream is required")
+		return cli.Usagef(cmd, "--stream is required")
 	case f.maxLen < 0:
-		return usagef(cmd, "--maxlen %d is negative", f.maxLen)
+		return cli.Usagef(cmd, "--maxlen %d is negative", f.maxLen)
 	case f.maxPayload <= 0:
-		return usagef(cmd, "--max-payload %d: want a positive number of bytes", f.maxPayload)
+		return cli.Usagef(cmd, "--max-payload %d: want a positive number of bytes", f.maxPayload)
 	case f.delay < 0:
-		return usagef(cmd, "--delay %s is negative", f.delay)
+		return cli.Usagef(cmd, "--delay %s is negative", f.delay)
 	}
 	if f.file != "" {
 		for _, name := range []string{"type", "data", "id", "delay"} {
 			if fl.Changed(name) {
-				return usagef(cmd, "--%s cannot be used with --file: each line gives its own", name)
+				return cli.Usagef(cmd, "--%s cannot be used with --file: each line gives its own", name)
 			}
 		}
 		if f.batch < 1 || f.batch > 10000 {
-			return usagef(cmd, "--batch %d: want 1 to 10000", f.batch)
+			return cli.Usagef(cmd, "--batch %d: want 1 to 10000", f.batch)
 		}
 	} else {
 		switch {
 		case f.typ == "":
-			return usagef(cmd, "--type is required (or --file to send a JSONL file)")
+			return cli.Usagef(cmd, "--type is required (or --file to send a JSONL file)")
 		case fl.Changed("data") && !json.Valid([]byte(f.data)):
-			return usagef(cmd, "--data is not valid JSON: %s", jsonError(f.data))
+			return cli.Usagef(cmd, "--data is not valid JSON: %s", jsonError(f.data))
 		}
 	}
 
@@ -144,7 +145,7 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 		return err
 	}
 	if st.rejected > 0 {
-		return &exitError{code: 1}
+		return &cli.ExitError{Code: 1}
 	}
 	return nil
 }

@@ -49,7 +49,7 @@ func decodeEnvelope(t *testing.T, s string) (string, map[string]string) {
 	return parts[0], fields
 }
 
-func testSendOne(t *testing.T, c *cli) {
+func testSendOne(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	r := c.run(t, "", []string{"send", "--stream", stream, "--type", "order.created", "--data", `{"id":7}`, "--id", "order-7"})
@@ -77,7 +77,7 @@ func testSendOne(t *testing.T, c *cli) {
 	}
 }
 
-func testSendDelayed(t *testing.T, c *cli) {
+func testSendDelayed(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	before := time.Now()
@@ -124,7 +124,7 @@ var badLines = []struct{ line, reason string }{
 	{`{"type":"a","data":"` + strings.Repeat("x", 70<<10) + `"}`, "line is 71702 bytes: its data cannot be under the cap of 100 bytes"},
 }
 
-func testSendFile(t *testing.T, c *cli) {
+func testSendFile(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	var in strings.Builder
@@ -165,7 +165,7 @@ func testSendFile(t *testing.T, c *cli) {
 	}
 }
 
-func testSendFileAllValid(t *testing.T, c *cli) {
+func testSendFileAllValid(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	var in strings.Builder
@@ -189,7 +189,7 @@ func testSendFileAllValid(t *testing.T, c *cli) {
 	}
 }
 
-func testSendStdin(t *testing.T, c *cli) {
+func testSendStdin(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	r := c.run(t, `{"type":"a"}`+"\n"+`{"type":"b","data":[1,2]}`+"\n"+"nope\n", []string{"send", "--stream", stream, "--file", "-"})
@@ -204,7 +204,7 @@ func testSendStdin(t *testing.T, c *cli) {
 }
 
 // Without a terminal, progress is plain lines on stderr.
-func testSendFileProgressLines(t *testing.T, c *cli) {
+func testSendFileProgressLines(t *testing.T, c *binary) {
 	stream := testredis.Prefix(t) + "orders"
 	path := writeFile(t, "in.jsonl", strings.Repeat(`{"type":"t"}`+"\n", 50))
 	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path, "--batch", "10", "--progress-every", "1ns"})
@@ -228,7 +228,7 @@ func testSendFileProgressLines(t *testing.T, c *cli) {
 }
 
 // A Redis error stops the send: the error names the lines and what was sent.
-func testSendFileRedisError(t *testing.T, c *cli) {
+func testSendFileRedisError(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	rc.Set(context.Background(), stream, "not a stream", 0)
@@ -241,7 +241,7 @@ func testSendFileRedisError(t *testing.T, c *cli) {
 	}
 }
 
-func testUsageErrors(t *testing.T, c *cli) {
+func testUsageErrors(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	file := writeFile(t, "in.jsonl", `{"type":"t"}`)
@@ -296,7 +296,7 @@ func testUsageErrors(t *testing.T, c *cli) {
 	}
 }
 
-func testFailures(t *testing.T, c *cli) {
+func testFailures(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	t.Run("Cases", func(t *testing.T) { // returns when its parallel subtests have
@@ -352,7 +352,7 @@ func testFailures(t *testing.T, c *cli) {
 // A bad connection setting is a configuration error, exit status 2 as for
 // the worker, naming the setting, its value (without the password) and what
 // is allowed.
-func testConfigErrors(t *testing.T, c *cli) {
+func testConfigErrors(t *testing.T, c *binary) {
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -389,7 +389,7 @@ func testConfigErrors(t *testing.T, c *cli) {
 	}
 }
 
-func testRedisURLFlag(t *testing.T, c *cli) {
+func testRedisURLFlag(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	r := c.run(t, "", []string{"send", "--stream", stream, "--type", "t", "--redis-url", c.redisURL}, "REDIS_URL=redis://127.0.0.1:1/0")
@@ -399,7 +399,7 @@ func testRedisURLFlag(t *testing.T, c *cli) {
 	}
 }
 
-func testHelp(t *testing.T, c *cli) {
+func testHelp(t *testing.T, c *binary) {
 	for _, args := range [][]string{{"--help"}, {"send", "--help"}, {"load", "-h"}, {"help", "send"}} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			t.Parallel()

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/internal/testredis"
 )
 
@@ -22,7 +23,7 @@ func runInProcess(t *testing.T, args ...string) (stdout, stderr string, code int
 		isTerminal: func(io.Writer) bool { return true },
 	}
 	err := run(context.Background(), args, sio)
-	code = exitCode(err, &errOut)
+	code = cli.ExitCode("producer", err, &errOut)
 	return out.String(), errOut.String(), code
 }
 

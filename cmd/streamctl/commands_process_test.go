@@ -16,7 +16,7 @@ import (
 // durations in human output vary from run to run.
 var durations = regexp.MustCompile(`\b[0-9.]+(ms|s|m[0-9]+s|h[0-9]+m)\b`)
 
-func testStatus(t *testing.T, c *cli) {
+func testStatus(t *testing.T, c *binary) {
 	f := c.fixture(t)
 	for range 5 {
 		f.add(f.stream, "type", "order.created", "data", "{}")
@@ -62,7 +62,7 @@ func testStatus(t *testing.T, c *cli) {
 // pad is the padding after header h in a column as wide as cell.
 func pad(cell, h string) string { return strings.Repeat(" ", len(cell)-len(h)) }
 
-func testStatusJSON(t *testing.T, c *cli) {
+func testStatusJSON(t *testing.T, c *binary) {
 	f := c.fixture(t)
 	first := f.add(f.stream, "type", "a")
 	mid := f.add(f.stream, "type", "a")
@@ -109,7 +109,7 @@ func testStatusJSON(t *testing.T, c *cli) {
 
 // Without --stream, status shows every stream of the database but the
 // dead-letter streams.
-func testStatusOfEveryStream(t *testing.T, c *cli) {
+func testStatusOfEveryStream(t *testing.T, c *binary) {
 	srv := testredis.Start(t) // a database of this test's own
 	rc := srv.Client(t)
 	for _, s := range []string{"b", "a"} {
@@ -134,7 +134,7 @@ func testStatusOfEveryStream(t *testing.T, c *cli) {
 	}
 }
 
-func testPending(t *testing.T, c *cli) {
+func testPending(t *testing.T, c *binary) {
 	f := c.fixture(t)
 	a := f.add(f.stream, "type", "order.created")
 	b := f.add(f.stream, "type", "order.paid")
@@ -209,7 +209,7 @@ func testPending(t *testing.T, c *cli) {
 	r.want(t, 1, `streamctl: no such stream: "`+f.stream+`-none"`)
 }
 
-func testDLQList(t *testing.T, c *cli) {
+func testDLQList(t *testing.T, c *binary) {
 	f := c.fixture(t)
 	a := f.dead("email.send", "permanent: invalid email address")
 	b := f.dead("report.build", "panic: runtime error: index out of range [3] with length 3\n\ngoroutine 7 [running]:\nmain.build(...)")
@@ -253,7 +253,7 @@ func testDLQList(t *testing.T, c *cli) {
 	}
 }
 
-func testDLQReplayIDs(t *testing.T, c *cli) {
+func testDLQReplayIDs(t *testing.T, c *binary) {
 	f := c.fixture(t)
 	a := f.dead("email.send", "x")
 	b := f.dead("email.send", "y")
@@ -282,7 +282,7 @@ func testDLQReplayIDs(t *testing.T, c *cli) {
 	}
 }
 
-func testDLQReplayAll(t *testing.T, c *cli) {
+func testDLQReplayAll(t *testing.T, c *binary) {
 	f := c.fixture(t)
 	for range 120 {
 		f.dead("email.send", "x")
@@ -305,7 +305,7 @@ func testDLQReplayAll(t *testing.T, c *cli) {
 	}
 }
 
-func testDLQPurge(t *testing.T, c *cli) {
+func testDLQPurge(t *testing.T, c *binary) {
 	f := c.fixture(t)
 	a := f.dead("a", "x")
 	b := f.dead("b", "x")
@@ -337,7 +337,7 @@ func testDLQPurge(t *testing.T, c *cli) {
 	}
 }
 
-func testUsageErrors(t *testing.T, c *cli) {
+func testUsageErrors(t *testing.T, c *binary) {
 	f := c.fixture(t)
 	f.dead("a", "x")
 	s := []string{"--stream", f.stream}
@@ -385,7 +385,7 @@ func testUsageErrors(t *testing.T, c *cli) {
 	}
 }
 
-func testFailures(t *testing.T, c *cli) {
+func testFailures(t *testing.T, c *binary) {
 	f := c.fixture(t)
 	f.c.Set(f.ctx, f.stream+"-string", "x", 0)
 	for _, tc := range []struct {
@@ -430,7 +430,7 @@ func testFailures(t *testing.T, c *cli) {
 	r.want(t, 0)
 }
 
-func testHelp(t *testing.T, c *cli) {
+func testHelp(t *testing.T, c *binary) {
 	for _, args := range [][]string{{"--help"}, {"status", "--help"}, {"dlq", "--help"}, {"dlq", "replay", "-h"}, {"help", "pending"}} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			t.Parallel()

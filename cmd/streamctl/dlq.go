@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/streamadmin"
 	"github.com/streamworker/streamworker/worker"
 )
@@ -19,8 +20,10 @@ func (a *app) dlqCommand() *cobra.Command {
 		Long: `List, replay or purge the entries of a stream's dead-letter stream (S:dlq):
 the messages the worker gave up on, with the error, the attempts made, the
 original entry ID and when they failed.`,
-		Args: unknownCommand,
-		RunE: func(cmd *cobra.Command, _ []string) error { return usagef(cmd, "missing command: ls, replay or purge") },
+		Args: cli.UnknownCommand,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cli.Usagef(cmd, "missing command: ls, replay or purge")
+		},
 	}
 	cmd.AddCommand(a.dlqLsCommand(), a.dlqReplayCommand(), a.dlqPurgeCommand())
 	return cmd
@@ -37,13 +40,13 @@ func (a *app) dlqLsCommand() *cobra.Command {
 		Short: "List dead letters, oldest first",
 		Example: `  streamctl dlq ls --stream orders
   streamctl dlq ls --stream orders --json | jq -r '.entries[].fields.error'`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
 			case stream == "":
-				return usagef(cmd, "--stream is required")
+				return cli.Usagef(cmd, "--stream is required")
 			case limit <= 0:
-				return usagef(cmd, "--limit %d: want a positive number", limit)
+				return cli.Usagef(cmd, "--limit %d: want a positive number", limit)
 			}
 			admin, done, err := a.admin()
 			if err != nil {
@@ -134,15 +137,15 @@ func (s *selection) flags(cmd *cobra.Command, verb string) {
 func (s *selection) check(cmd *cobra.Command) error {
 	switch {
 	case s.stream == "":
-		return usagef(cmd, "--stream is required")
+		return cli.Usagef(cmd, "--stream is required")
 	case s.all && len(s.ids) > 0:
-		return usagef(cmd, "--all and --id cannot be used together")
+		return cli.Usagef(cmd, "--all and --id cannot be used together")
 	case !s.all && len(s.ids) == 0:
-		return usagef(cmd, "name the entries with --id, or use --all")
+		return cli.Usagef(cmd, "name the entries with --id, or use --all")
 	}
 	for _, id := range s.ids {
 		if err := streamadmin.CheckID(id); err != nil {
-			return usagef(cmd, "--id: %v", err)
+			return cli.Usagef(cmd, "--id: %v", err)
 		}
 	}
 	return nil
@@ -162,7 +165,7 @@ are (the worker would dead-letter them again) and make the exit status 1, as
 do IDs that are not in the dead-letter stream.`,
 		Example: `  streamctl dlq replay --stream orders --id 1795653475376-0
   streamctl dlq replay --stream orders --all`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := sel.check(cmd); err != nil {
 				return err
@@ -207,7 +210,7 @@ func (a *app) replay(cmd *cobra.Command, admin *streamadmin.Admin, sel selection
 		return err
 	}
 	if failed > 0 {
-		return &exitError{code: 1}
+		return &cli.ExitError{Code: 1}
 	}
 	return nil
 }
@@ -225,13 +228,13 @@ are when the command starts are deleted; any dead-lettered meanwhile stay.
 IDs that are not in the dead-letter stream make the exit status 1.`,
 		Example: `  streamctl dlq purge --stream orders --id 1795653475376-0 --yes
   streamctl dlq purge --stream orders --all --yes`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := sel.check(cmd); err != nil {
 				return err
 			}
 			if !yes {
-				return usagef(cmd, "purge deletes dead letters for good: add --yes to confirm")
+				return cli.Usagef(cmd, "purge deletes dead letters for good: add --yes to confirm")
 			}
 			admin, done, err := a.admin()
 			if err != nil {
@@ -256,7 +259,7 @@ IDs that are not in the dead-letter stream make the exit status 1.`,
 				fmt.Fprintf(a.io.err, "streamctl: %s: not in %s\n", id, key)
 			}
 			if len(missing) > 0 {
-				return &exitError{code: 1}
+				return &cli.ExitError{Code: 1}
 			}
 			return nil
 		},

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/streamadmin"
 )
 
@@ -24,13 +25,13 @@ times it was delivered, and its type. An entry trimmed or deleted from the
 stream while pending shows as (deleted).`,
 		Example: `  streamctl pending --stream orders
   streamctl pending --stream orders --group workers --limit 1000 --json`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
 			case stream == "":
-				return usagef(cmd, "--stream is required")
+				return cli.Usagef(cmd, "--stream is required")
 			case limit <= 0:
-				return usagef(cmd, "--limit %d: want a positive number", limit)
+				return cli.Usagef(cmd, "--limit %d: want a positive number", limit)
 			}
 			admin, done, err := a.admin()
 			if err != nil {

@@ -22,10 +22,10 @@ import (
 func TestProcess(t *testing.T) {
 	bin := buildBinary(t)
 	srv := testredis.Shared(t)
-	c := &cli{bin: bin, redisURL: srv.URL(), srv: srv}
+	c := &binary{bin: bin, redisURL: srv.URL(), srv: srv}
 	for _, tc := range []struct {
 		name string
-		test func(*testing.T, *cli)
+		test func(*testing.T, *binary)
 	}{
 		{"Status", testStatus},
 		{"StatusJSON", testStatusJSON},
@@ -66,8 +66,8 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-// cli runs the binary under test.
-type cli struct {
+// binary runs the binary under test.
+type binary struct {
 	bin, redisURL string
 	srv           *testredis.Server
 }
@@ -80,7 +80,7 @@ type result struct {
 
 // run runs the binary with args, with REDIS_URL as the only setting from
 // the environment; extra are more NAME=value pairs.
-func (c *cli) run(t *testing.T, args []string, extra ...string) result {
+func (c *binary) run(t *testing.T, args []string, extra ...string) result {
 	t.Helper()
 	return runBinary(t, c.bin, append([]string{"REDIS_URL=" + c.redisURL}, extra...), args)
 }
@@ -127,7 +127,7 @@ type fixture struct {
 	stream string
 }
 
-func (c *cli) fixture(t *testing.T) *fixture {
+func (c *binary) fixture(t *testing.T) *fixture {
 	t.Helper()
 	return &fixture{t: t, ctx: context.Background(), c: c.srv.Client(t), stream: testredis.Prefix(t) + "orders"}
 }

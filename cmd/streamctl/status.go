@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/streamadmin"
 )
 
@@ -28,7 +29,7 @@ idle time and pending count. Without --stream, every stream in the database.
   "groups":[{"group":..., "pending":..., "lag":..., "consumers":[...]}]}]}`,
 		Example: `  streamctl status
   streamctl status --stream orders --json | jq '.streams[0].groups'`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			admin, done, err := a.admin()
 			if err != nil {

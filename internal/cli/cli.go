@@ -1,0 +1,114 @@
+// Package cli holds what the command-line tools share: usage errors, exit
+// statuses and the checks cobra leaves to its users.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/streamworker/streamworker/config"
+)
+
+// UsageError is a command line that cannot run as given: exit status 2.
+type UsageError struct {
+	Cmd string // the command path, for the --help hint
+	Err error
+}
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usagef returns a UsageError for cmd.
+func Usagef(cmd *cobra.Command, format string, args ...any) error {
+	return &UsageError{Cmd: cmd.CommandPath(), Err: fmt.Errorf(format, args...)}
+}
+
+// ExitError ends the process with code and no further message: what went
+// wrong was reported already.
+type ExitError struct{ Code int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// ExitCode reports err on stderr, prefixed with the command name, and returns the exit status: 0 ok, 1 failure,
+// 2 usage (a bad flag, or a bad setting as for the worker), 130 interrupted.
+func ExitCode(name string, err error, stderr io.Writer) int {
+	var uerr *UsageError
+	var cerr *config.Error
+	var xerr *ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &cerr):
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 2
+	case errors.As(err, &uerr):
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", name, err, uerr.Cmd)
+		return 2
+	case errors.As(err, &xerr):
+		return xerr.Code
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, name+": interrupted")
+		return 130
+	default:
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+}
+
+// UnknownCommand refuses arguments to a command that only has subcommands.
+func UnknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	cmd.SuggestionsMinimumDistance = 2
+	s := cmd.SuggestionsFor(args[0])
+	for _, c := range cmd.Commands() { // "replay-all": replay
+		if c.IsAvailableCommand() && strings.HasPrefix(args[0], c.Name()) {
+			s = append(s, c.Name())
+		}
+	}
+	if len(s) > 0 {
+		return Usagef(cmd, "unknown command %q for %q; did you mean %q?", args[0], cmd.CommandPath(), s[0])
+	}
+	return Usagef(cmd, "unknown command %q for %q", args[0], cmd.CommandPath())
+}
+
+// SubcommandArg returns the argument in the place of a subcommand of cmd,
+// when cmd has subcommands and one was typed: the first argument after
+// cmd's own path that is not a flag.
+func SubcommandArg(cmd *cobra.Command, args []string) string {
+	if !cmd.HasSubCommands() {
+		return ""
+	}
+	path := strings.Fields(cmd.CommandPath())[1:]
+	for _, a := range args {
+		switch {
+		case strings.HasPrefix(a, "-"):
+		case len(path) > 0 && a == path[0]:
+			path = path[1:]
+		case len(path) == 0:
+			for _, c := range cmd.Commands() {
+				if c.Name() == a || c.HasAlias(a) {
+					return "" // a real subcommand: the flag is what is wrong
+				}
+			}
+			return a
+		default:
+			return ""
+		}
+	}
+	return ""
+}
+
+// NoArgs refuses positional arguments.
+func NoArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return Usagef(cmd, "unexpected argument %q (every input is a flag)", args[0])
+	}
+	return nil
+}
