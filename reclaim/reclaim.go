@@ -10,6 +10,7 @@ package reclaim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -34,19 +35,37 @@ type Options struct {
 	// GoneAfter is how long a consumer must have sent no heartbeat before
 	// it is deleted (when it owns nothing).
 	GoneAfter time.Duration
+	// IsolateAfter is how many deliveries that never finished make a
+	// claimed entry a suspect: it is handed to Sink.Isolate, uncounted,
+	// instead of being delivered in a batch. 0 isolates nothing.
+	IsolateAfter int
 }
 
 // Sink is the runtime's dispatch path, which claimed entries enter exactly
 // as fresh ones do.
 type Sink interface {
-	// Reserve takes up to max free handler slots, waiting a bounded time
+	// Reserve takes up to n free handler slots, waiting a bounded time
 	// for the first, and returns how many it took (0: none came free).
-	Reserve(ctx context.Context, max int) int
+	Reserve(ctx context.Context, n int) int
 	// Deliver dispatches claimed entries on slots reserved for them, one
 	// each, and releases the reserved slots it did not use.
-	Deliver(ctx context.Context, stream string, entries []redis.XMessage, reserved int)
+	Deliver(ctx context.Context, stream string, entries []Entry, reserved int)
+	// Isolate takes suspects: entries of this consumer, claimed but not yet
+	// counted as delivered, that must run one at a time, each claimed with
+	// Claim when its turn comes.
+	Isolate(stream string, ids []string)
 	// Release returns reserved slots unused.
 	Release(n int)
+}
+
+// Entry is a claimed stream entry and its delivery count, this delivery
+// included.
+type Entry struct {
+	redis.XMessage
+	Deliveries int64
+	// ClaimedAt is when the claim was sent: the entry has been idle since
+	// then at most.
+	ClaimedAt time.Time
 }
 
 // Metrics count what the reclaimer did.
@@ -152,6 +171,13 @@ func (r *Reclaimer) Run(ctx context.Context) error {
 // pending list from the start until the cursor wraps. It never claims more
 // than the free handler slots: when none are free the rest waits for a later
 // pass (or another consumer).
+//
+// XAUTOCLAIM takes the entries with JUSTID, which does not count a
+// delivery; Claim then counts one for each entry that runs now and leaves
+// the suspects (entries already delivered IsolateAfter times without
+// finishing) uncounted until their turn, one at a time. A poison message
+// that kills every process it runs in is thus charged its crashes alone,
+// and the entries claimed beside it are not dead-lettered with it.
 func (r *Reclaimer) runOnce(ctx context.Context) (Result, error) {
 	var res Result
 	for _, s := range r.opts.Streams {
@@ -161,10 +187,11 @@ func (r *Reclaimer) runOnce(ctx context.Context) (Result, error) {
 			if n == 0 {
 				break
 			}
-			msgs, next, deleted, err := r.client.XAutoClaimWithDeleted(ctx, &redis.XAutoClaimArgs{
-				Stream: s, Group: r.opts.Group, Consumer: r.opts.Consumer,
-				MinIdle: r.opts.MinIdle, Start: start, Count: int64(n),
-			}).Result()
+			ids, next, deleted, err := r.autoclaim(ctx, s, start, n)
+			var claimed Claimed
+			if err == nil && len(ids) > 0 {
+				claimed, err = Claim(ctx, r.client, s, r.opts.Group, r.opts.Consumer, ids, 0, r.opts.IsolateAfter)
+			}
 			if err != nil {
 				r.sink.Release(n)
 				if strings.HasPrefix(err.Error(), "NOGROUP") {
@@ -172,6 +199,7 @@ func (r *Reclaimer) runOnce(ctx context.Context) (Result, error) {
 				}
 				return res, err
 			}
+			deleted = append(deleted, claimed.Deleted...)
 			if len(deleted) > 0 {
 				// Redis has already dropped these IDs from the pending list.
 				res.Deleted += len(deleted)
@@ -179,9 +207,12 @@ func (r *Reclaimer) runOnce(ctx context.Context) (Result, error) {
 				r.logger.Warn("pending entries were trimmed from the stream before they were processed",
 					"stream", s, "count", len(deleted), "ids", strings.Join(deleted, ","))
 			}
-			res.Claimed += len(msgs)
-			r.metrics.Reclaimed.WithLabelValues(s).Add(float64(len(msgs)))
-			r.sink.Deliver(ctx, s, msgs, n)
+			res.Claimed += len(claimed.Entries) + len(claimed.Isolated)
+			r.metrics.Reclaimed.WithLabelValues(s).Add(float64(len(claimed.Entries) + len(claimed.Isolated)))
+			if len(claimed.Isolated) > 0 {
+				r.sink.Isolate(s, claimed.Isolated)
+			}
+			r.sink.Deliver(ctx, s, claimed.Entries, n)
 			if next == "0-0" || next == "" {
 				break
 			}
@@ -189,6 +220,101 @@ func (r *Reclaimer) runOnce(ctx context.Context) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// autoclaim runs XAUTOCLAIM … JUSTID: it takes up to count entries idle past
+// MinIdle without counting a delivery, and returns their IDs, the cursor and
+// the IDs Redis found trimmed from the stream (and dropped from the pending
+// list).
+func (r *Reclaimer) autoclaim(ctx context.Context, stream, start string, count int) (ids []string, next string, deleted []string, err error) {
+	res, err := r.client.Do(ctx, "XAUTOCLAIM", stream, r.opts.Group, r.opts.Consumer,
+		r.opts.MinIdle.Milliseconds(), start, "COUNT", count, "JUSTID").Slice()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if len(res) < 2 {
+		return nil, "", nil, fmt.Errorf("XAUTOCLAIM: unexpected reply %v", res)
+	}
+	next, _ = res[0].(string)
+	ids = replyStrings(res[1])
+	if len(res) > 2 { // Redis 7: the IDs trimmed away while pending
+		deleted = replyStrings(res[2])
+	}
+	return ids, next, deleted, nil
+}
+
+// Claimed is what Claim did with the entries it was given.
+type Claimed struct {
+	Entries  []Entry  // counted as delivered to this consumer now: run them
+	Isolated []string // suspects, left uncounted: run one at a time, each claimed on its turn
+	Deleted  []string // trimmed from the stream while pending; now out of the pending list
+}
+
+// Claim takes entries of this consumer's pending list as a delivery, which
+// counts one, and returns them with their delivery counts — but leaves the
+// entries delivered isolateAfter times or more without finishing as they
+// are (0: none), returning only their IDs. Entries idle less than minIdle,
+// owned by another consumer or no longer pending are skipped.
+func Claim(ctx context.Context, c redis.UniversalClient, stream, group, consumer string, ids []string, minIdle time.Duration, isolateAfter int) (Claimed, error) {
+	args := make([]any, 0, len(ids)+4)
+	args = append(args, group, consumer, minIdle.Milliseconds(), isolateAfter)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	sent := time.Now()
+	res, err := claimScript.Run(ctx, c, []string{stream}, args...).Slice()
+	if err != nil {
+		return Claimed{}, fmt.Errorf("claiming pending entries: %w", err)
+	}
+	if len(res) != 4 {
+		return Claimed{}, fmt.Errorf("claiming pending entries: unexpected reply %v", res)
+	}
+	var out Claimed
+	raw, _ := res[0].([]any)
+	counts, _ := res[1].([]any)
+	for i, e := range raw {
+		m, err := xMessage(e)
+		if err != nil {
+			return Claimed{}, fmt.Errorf("claiming pending entries: %w", err)
+		}
+		var n int64
+		if i < len(counts) {
+			n, _ = counts[i].(int64)
+		}
+		out.Entries = append(out.Entries, Entry{XMessage: m, Deliveries: n, ClaimedAt: sent})
+	}
+	out.Isolated = replyStrings(res[2])
+	out.Deleted = replyStrings(res[3])
+	return out, nil
+}
+
+// xMessage converts an entry as a script returns it, {id, {field, value,
+// ...}}, to a redis.XMessage.
+func xMessage(v any) (redis.XMessage, error) {
+	e, ok := v.([]any)
+	if !ok || len(e) != 2 {
+		return redis.XMessage{}, fmt.Errorf("unexpected entry %v", v)
+	}
+	id, _ := e[0].(string)
+	kv, _ := e[1].([]any)
+	values := make(map[string]any, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		k, _ := kv[i].(string)
+		values[k] = kv[i+1]
+	}
+	return redis.XMessage{ID: id, Values: values}, nil
+}
+
+// replyStrings returns the strings of a reply array.
+func replyStrings(v any) []string {
+	a, _ := v.([]any)
+	out := make([]string, 0, len(a))
+	for _, x := range a {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // heartbeat marks this consumer alive for GoneAfter.
@@ -248,13 +374,24 @@ func (r *Reclaimer) Leave(ctx context.Context) {
 
 // Lease resets the idle time of entries this consumer is still working on,
 // so that no other consumer claims them while a slow handler runs. It
-// returns the IDs that are no longer this consumer's (claimed by another
-// after an outage, or already acknowledged): their handlers should stop.
-func Lease(ctx context.Context, c redis.UniversalClient, stream, group, consumer string, ids []string) ([]string, error) {
+// returns the IDs another consumer owns now (claimed after an outage):
+// their handlers should stop; the IDs it found trimmed from the stream,
+// which it dropped from the pending list; and the IDs no longer pending at
+// all (acknowledged elsewhere, or trimmed and dropped by someone's
+// XAUTOCLAIM). Nobody else can be running an entry of the last two kinds,
+// so their handlers can go on; they need no lease any more.
+func Lease(ctx context.Context, c redis.UniversalClient, stream, group, consumer string, ids []string) (lost, trimmed, gone []string, err error) {
 	args := make([]any, 0, len(ids)+2)
 	args = append(args, group, consumer)
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	return leaseScript.Run(ctx, c, []string{stream}, args...).StringSlice()
+	res, err := leaseScript.Run(ctx, c, []string{stream}, args...).Slice()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(res) != 3 {
+		return nil, nil, nil, fmt.Errorf("renewing leases: unexpected reply %v", res)
+	}
+	return replyStrings(res[0]), replyStrings(res[1]), replyStrings(res[2]), nil
 }

@@ -22,6 +22,7 @@ type slotSink struct {
 	mu        sync.Mutex
 	free      int
 	delivered []string
+	isolated  []string
 }
 
 func (s *slotSink) Reserve(_ context.Context, n int) int {
@@ -38,7 +39,13 @@ func (s *slotSink) Release(n int) {
 	s.free += n
 }
 
-func (s *slotSink) Deliver(_ context.Context, _ string, entries []redis.XMessage, reserved int) {
+func (s *slotSink) Isolate(_ string, ids []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.isolated = append(s.isolated, ids...)
+}
+
+func (s *slotSink) Deliver(_ context.Context, _ string, entries []Entry, reserved int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(entries) > reserved {
@@ -239,12 +246,12 @@ func TestLeaseRenewsOwnEntriesAndReportsLostOnes(t *testing.T) {
 	f.waitIdle(30 * time.Millisecond)
 	// Another consumer took the second one over.
 	f.c.XClaim(ctx, &redis.XClaimArgs{Stream: f.stream, Group: "g", Consumer: "other", MinIdle: 0, Messages: ids[1:2]})
-	lost, err := Lease(ctx, f.c, f.stream, "g", "me", ids)
+	lost, trimmed, gone, err := Lease(ctx, f.c, f.stream, "g", "me", ids)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(lost, ids[1:2]) {
-		t.Errorf("lost = %v, want %v", lost, ids[1:2])
+	if !slices.Equal(lost, ids[1:2]) || len(trimmed) != 0 || len(gone) != 0 {
+		t.Errorf("lost = %v, trimmed = %v, gone = %v; want %v, none, none", lost, trimmed, gone, ids[1:2])
 	}
 	p := f.c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: f.stream, Group: "g", Start: "-", End: "+", Count: 10}).Val()
 	for _, e := range p {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/reclaim"
 )
 
 // fetchLoop reads one stream for this consumer: first its own pending entries
@@ -71,22 +73,23 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 				// Take what is there with every free slot; when nothing is,
 				// wait for the next entry holding one slot, not all of them,
 				// so that the reclaimer and other streams can use the rest.
+				sent := time.Now()
 				msgs, err := r.read(rctx, args, -1)
 				if err != nil || len(msgs) > 0 {
 					idle = len(msgs) < n
-					r.handle(ctx, s, msgs, err, n, fail, ok, &cursor)
+					r.handle(ctx, s, msgs, sent, err, n, fail, ok)
 					continue
 				}
 				r.release(n - 1)
 				n, args.Count = 1, 1
 			}
+			sent := time.Now()
 			msgs, err := r.read(rctx, args, r.cfg.Block)
 			idle = n == 1 || len(msgs) < n
-			r.handle(ctx, s, msgs, err, n, fail, ok, &cursor)
+			r.handle(ctx, s, msgs, sent, err, n, fail, ok)
 			continue
 		}
-		msgs, err := r.read(rctx, args, -1)
-		r.handle(ctx, s, msgs, err, n, fail, ok, &cursor)
+		r.replayOwn(ctx, rctx, s, n, fail, ok, &cursor)
 	}
 }
 
@@ -103,10 +106,10 @@ func (r *Runtime) read(ctx context.Context, args *redis.XReadGroupArgs, block ti
 	return res[0].Messages, nil
 }
 
-// handle dispatches one read's messages on the n slots reserved for it and
-// releases the slots it did not use.
-func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMessage, err error,
-	n int, fail func(string, error), ok func(), cursor *string,
+// handle dispatches one read's messages, read with a command sent at sent,
+// on the n slots reserved for it and releases the slots it did not use.
+func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMessage, sent time.Time, err error,
+	n int, fail func(string, error), ok func(),
 ) {
 	if err != nil {
 		r.release(n)
@@ -119,39 +122,66 @@ func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMess
 		return
 	}
 	ok()
-	history := *cursor != ">"
-	if history {
-		if len(msgs) == 0 {
-			*cursor = ">"
-		} else {
-			*cursor = msgs[len(msgs)-1].ID
-			r.logger.Info("resuming own pending entries", "stream", s.name, "count", len(msgs))
-		}
+	batch := make([]*Message, 0, len(msgs))
+	for _, e := range msgs {
+		m := newMessage(s.name, e)
+		m.readAt = sent
+		batch = append(batch, m)
 	}
-	r.dispatch(ctx, s.name, msgs, n, history)
+	r.dispatch(ctx, batch, n)
 }
 
-// dispatch hands entries to the handler pool on the n slots reserved for
-// them and releases the slots it does not use. Entries delivered before
-// (our own pending ones, or claimed from others) get their attempt from
-// their delivery count first.
-func (r *Runtime) dispatch(ctx context.Context, stream string, msgs []redis.XMessage, n int, redelivered bool) {
-	batch := make([]*Message, 0, len(msgs))
-	var deleted []string
-	for _, e := range msgs {
-		if e.Values == nil {
-			// A pending entry trimmed from the stream: nothing to run.
-			deleted = append(deleted, e.ID)
-			continue
+// replayOwn takes the next entries of this consumer's own pending list,
+// left by an earlier run under the same name, after cursor: as many as the
+// n slots reserved, and only those idle since before this run started (the
+// reclaimer may have taken some already). They go through reclaim.Claim as
+// claimed entries do, so that suspects run one at a time and a crash loop is
+// charged to the entry that causes it.
+func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
+	fail func(string, error), ok func(), cursor *string,
+) {
+	start := "-"
+	if *cursor != "0" {
+		start = "(" + *cursor
+	}
+	pend, err := r.client.XPendingExt(rctx, &redis.XPendingExtArgs{
+		Stream: s.name, Group: r.cfg.Group, Consumer: r.cfg.Consumer, Start: start, End: "+", Count: int64(n),
+	}).Result()
+	var claimed reclaim.Claimed
+	if err == nil && len(pend) > 0 {
+		ids := make([]string, len(pend))
+		for i, p := range pend {
+			ids[i] = p.ID
 		}
-		batch = append(batch, newMessage(stream, e))
+		claimed, err = reclaim.Claim(rctx, r.client, s.name, r.cfg.Group, r.cfg.Consumer, ids,
+			time.Since(r.startedAt)+time.Millisecond, r.isolateAfter())
 	}
-	if len(deleted) > 0 {
-		r.dropDeleted(ctx, stream, deleted)
+	if err != nil {
+		r.handle(ctx, s, nil, time.Time{}, err, n, fail, ok)
+		return
 	}
-	if redelivered {
-		batch = r.countDeliveries(ctx, stream, batch)
+	ok()
+	if len(pend) == 0 {
+		*cursor = ">"
+		r.release(n)
+		return
 	}
+	*cursor = pend[len(pend)-1].ID
+	if len(claimed.Entries)+len(claimed.Isolated) > 0 {
+		r.logger.Info("resuming own pending entries", "stream", s.name, "count", len(claimed.Entries), "suspects", len(claimed.Isolated))
+	}
+	r.trimmedWhilePending(s.name, claimed.Deleted)
+	if len(claimed.Isolated) > 0 {
+		r.isolate(s.name, claimed.Isolated)
+	}
+	r.dispatch(ctx, r.claimedMessages(ctx, s.name, claimed.Entries), n)
+}
+
+// dispatch hands messages to the handler pool on the n slots reserved for
+// them, releases the slots it does not use and returns how many it handed
+// over.
+func (r *Runtime) dispatch(ctx context.Context, batch []*Message, n int) int {
+	batch = r.confirmLate(batch)
 	if r.cfg.DedupeWindow > 0 {
 		batch = r.dropDuplicates(ctx, batch)
 	}
@@ -159,62 +189,100 @@ func (r *Runtime) dispatch(ctx context.Context, stream string, msgs []redis.XMes
 		r.jobs <- m
 	}
 	r.release(n - len(batch))
+	return len(batch)
 }
 
-// dropDeleted acknowledges pending IDs whose entries are gone. It counts
-// only the IDs its XACK removed: a reclaim pass may have removed (and
-// counted) them first.
-func (r *Runtime) dropDeleted(ctx context.Context, stream string, ids []string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-	defer cancel()
-	n, err := r.client.XAck(ctx, stream, r.cfg.Group, ids...).Result()
-	if err != nil {
-		r.logger.Warn("could not acknowledge pending entries trimmed from the stream; a later pass will", "stream", stream, "count", len(ids), "error", err)
-		return
+// confirmLate renews the lease of messages whose read (or claim) took a
+// lease period or more to answer, before they run, and drops those this
+// consumer no longer owns. An entry's idle time runs from its delivery, not
+// from when the reply arrives: a reply held up by a slow network may bring
+// entries that other consumers have claimed meanwhile and are running.
+// Normally replies take far less than a lease period and nothing is sent.
+// When the renewal fails, the late messages are not run: they stay pending,
+// and a reclaim pass finds them again.
+func (r *Runtime) confirmLate(batch []*Message) []*Message {
+	now := time.Now()
+	var late []string
+	for _, m := range batch {
+		if now.Sub(m.readAt) >= r.leaseEvery() {
+			late = append(late, m.ID)
+		}
 	}
-	if n > 0 {
-		r.metrics.Reclaim.DeletedWhilePending.WithLabelValues(stream).Add(float64(n))
-		r.logger.Warn("pending entries were trimmed from the stream before they were processed", "stream", stream, "count", n, "ids", strings.Join(ids, ","))
-	}
-}
-
-// countDeliveries sets Attempt from the delivery counts of entries read
-// again from our pending list: each earlier delivery was an attempt that did
-// not finish, most likely because it crashed the process. An entry past the
-// attempt limit goes to the dead-letter stream instead of running again, so a
-// message that kills every worker that touches it cannot crash-loop one.
-func (r *Runtime) countDeliveries(ctx context.Context, stream string, batch []*Message) []*Message {
-	if len(batch) == 0 {
+	if len(late) == 0 {
 		return batch
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	stream := batch[0].Stream
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	pend, err := r.client.XPendingExt(ctx, &redis.XPendingExtArgs{
-		Stream: stream, Group: r.cfg.Group, Consumer: r.cfg.Consumer,
-		// Our pending list between the first and last ID also holds what we
-		// are running now, at most one entry per handler slot.
-		Start: batch[0].ID, End: batch[len(batch)-1].ID, Count: int64(len(batch) + r.cfg.Concurrency),
-	}).Result()
+	lost, trimmed, gone, err := reclaim.Lease(ctx, r.client, stream, r.cfg.Group, r.cfg.Consumer, late)
 	if err != nil {
-		r.logger.Warn("reading delivery counts failed; running pending entries as they are", "stream", stream, "error", err)
-		return batch
+		r.logger.Warn("a read answered late and its entries could not be confirmed as ours; they stay pending for a reclaim pass",
+			"stream", stream, "count", len(late), "took", now.Sub(batch[0].readAt).Round(time.Millisecond), "error", err)
 	}
-	deliveries := make(map[string]int64, len(pend))
-	for _, p := range pend {
-		deliveries[p.ID] = p.RetryCount
+	drop := make(map[string]bool, len(late))
+	if err != nil {
+		for _, id := range late {
+			drop[id] = true
+		}
+	}
+	for _, id := range append(append(lost, trimmed...), gone...) {
+		drop[id] = true
+	}
+	if len(trimmed) > 0 {
+		r.trimmedWhilePending(stream, trimmed)
+	}
+	if len(lost)+len(gone) > 0 {
+		r.logger.Warn("a read answered late with entries other consumers have taken over meanwhile; skipped them",
+			"stream", stream, "count", len(lost)+len(gone), "ids", strings.Join(append(lost, gone...), ","))
 	}
 	out := batch[:0]
 	for _, m := range batch {
-		// This read is one delivery; every earlier one was an attempt.
-		if d := deliveries[m.ID]; d > 1 {
-			m.Attempt += int(d - 1)
+		switch {
+		case drop[m.ID]:
+		case now.Sub(m.readAt) >= r.leaseEvery():
+			m.readAt = now // renewed by the call sent now
+			out = append(out, m)
+		default:
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// trimmedWhilePending counts and logs pending IDs whose entries were
+// trimmed from the stream; reclaim.Claim has already dropped them from the
+// pending list.
+func (r *Runtime) trimmedWhilePending(stream string, ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	r.metrics.Reclaim.DeletedWhilePending.WithLabelValues(stream).Add(float64(len(ids)))
+	r.logger.Warn("pending entries were trimmed from the stream before they were processed", "stream", stream, "count", len(ids), "ids", strings.Join(ids, ","))
+}
+
+// claimedMessages builds the messages of claimed entries, setting Attempt
+// from their delivery counts: each earlier delivery was an attempt that did
+// not finish, most likely because it crashed the process. An entry past the
+// attempt limit goes to the dead-letter stream instead of running again, so a
+// message that kills every worker that touches it cannot crash-loop one.
+func (r *Runtime) claimedMessages(ctx context.Context, stream string, entries []reclaim.Entry) []*Message {
+	out := make([]*Message, 0, len(entries))
+	for _, e := range entries {
+		m := newMessage(stream, e.XMessage)
+		m.readAt = e.ClaimedAt
+		// This claim is one delivery; every earlier one was an attempt.
+		if e.Deliveries > 1 {
+			m.Attempt += int(e.Deliveries - 1)
 		}
 		if m.Attempt <= r.cfg.MaxAttempts {
 			out = append(out, m)
 			continue
 		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 		cause := fmt.Errorf("abandoned: delivered %d times without finishing (the consumers handling it crashed or were killed)", m.Attempt-1)
-		if err := r.deadLetter(ctx, m, cause); err != nil {
+		err := r.deadLetter(dctx, m, cause)
+		cancel()
+		if err != nil {
 			r.logger.Error("could not dead-letter an abandoned message; it stays pending", "stream", stream, "id", m.ID, "error", err)
 			r.count(m, OutcomeUnrecorded)
 			continue

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -41,9 +42,11 @@ func (s sink) Reserve(ctx context.Context, n int) int {
 
 func (s sink) Release(n int) { s.r.release(n) }
 
-func (s sink) Deliver(ctx context.Context, stream string, entries []redis.XMessage, reserved int) {
-	s.r.dispatch(ctx, stream, entries, reserved, true)
+func (s sink) Deliver(ctx context.Context, stream string, entries []reclaim.Entry, reserved int) {
+	s.r.dispatch(ctx, s.r.claimedMessages(ctx, stream, entries), reserved)
 }
+
+func (s sink) Isolate(stream string, ids []string) { s.r.isolate(stream, ids) }
 
 // leaseEvery is how often running entries get their idle time reset: well
 // inside the min-idle, so that a slow handler's entry never looks abandoned.
@@ -74,33 +77,50 @@ func (r *Runtime) leaseLoop(workersDone <-chan struct{}) {
 
 // leaseOnce renews the entries that have run for a lease period. A handler
 // whose entry another consumer owns now, or whose lease could not be renewed
-// before the min-idle ran out, has its context cancelled.
+// before it ran out, has its context cancelled.
+//
+// A lease runs out a lease period before the min-idle, when other consumers
+// may claim the entry. The renewal is waited for until then and no longer:
+// go-redis, unless the client has ContextTimeoutEnabled, waits for a reply
+// until its read timeout (5s by default) whatever the context says, and a
+// handler must be cancelled before its entry can be claimed, not when a
+// slow or cut-off connection gives up. A renewal given up on finishes in the
+// background (r.renewing), and no other is sent for its stream meanwhile.
 func (r *Runtime) leaseOnce() {
 	now := time.Now()
-	due := now.Add(-r.leaseEvery()).UnixNano()
-	byStream := map[string][]*workerState{}
+	every := r.leaseEvery()
+	due := now.Add(-every).UnixNano()
+	expiry := func(w *workerState) time.Time {
+		return time.Unix(0, w.leasedAt.Load()).Add(r.cfg.ReclaimMinIdle - every)
+	}
+	// The workers and the messages they ran when looked at: a handler may
+	// finish, and its worker take the next message, at any moment.
+	type running struct {
+		w *workerState
+		m *Message
+	}
+	byStream := map[string][]running{}
 	for _, w := range r.workers {
-		if m := w.cur.Load(); m != nil && w.leasedAt.Load() <= due {
-			byStream[m.Stream] = append(byStream[m.Stream], w)
+		if m := w.cur.Load(); m != nil && w.leasedAt.Load() <= due && w.unleased.Load() != m && !w.leaseLost() {
+			byStream[m.Stream] = append(byStream[m.Stream], running{w, m})
 		}
 	}
-	for stream, ws := range byStream {
-		ids := make([]string, 0, len(ws))
-		msgs := make([]*Message, 0, len(ws))
-		for _, w := range ws {
-			if m := w.cur.Load(); m != nil {
-				ids = append(ids, m.ID)
-				msgs = append(msgs, m)
+	for stream, rs := range byStream {
+		ids := make([]string, 0, len(rs))
+		deadline := time.Now().Add(opTimeout)
+		for _, x := range rs {
+			ids = append(ids, x.m.ID)
+			if e := expiry(x.w); e.Before(deadline) {
+				deadline = e
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		lost, err := reclaim.Lease(ctx, r.client, stream, r.cfg.Group, r.cfg.Consumer, ids)
-		cancel()
+		lost, trimmed, gone, err := r.renew(stream, ids, deadline)
 		if err != nil && !errors.Is(err, redis.Nil) {
 			r.logger.Warn("renewing leases failed", "stream", stream, "count", len(ids), "error", err)
-			for i, w := range ws {
-				if now.Sub(time.Unix(0, w.leasedAt.Load())) >= r.cfg.ReclaimMinIdle {
-					r.loseLease(w, msgs[i], "its lease could not be renewed within the reclaim min-idle")
+			after := time.Now()
+			for _, x := range rs {
+				if !after.Before(expiry(x.w)) {
+					r.loseLease(x.w, x.m, "its lease could not be renewed before it ran out")
 				}
 			}
 			continue
@@ -109,14 +129,82 @@ func (r *Runtime) leaseOnce() {
 		for _, id := range lost {
 			isLost[id] = true
 		}
-		for i, w := range ws {
-			if isLost[msgs[i].ID] {
-				r.loseLease(w, msgs[i], "another consumer owns it now")
-			} else {
-				w.leasedAt.Store(now.UnixNano())
+		for _, x := range rs {
+			if isLost[x.m.ID] {
+				r.loseLease(x.w, x.m, "another consumer owns it now")
+			} else if x.w.cur.Load() == x.m {
+				x.w.leasedAt.Store(now.UnixNano())
+			}
+		}
+		if len(trimmed) > 0 {
+			// Renewing took these out of the pending list (XCLAIM drops
+			// entries trimmed from the stream), so they are counted here.
+			r.metrics.Reclaim.DeletedWhilePending.WithLabelValues(stream).Add(float64(len(trimmed)))
+			r.logger.Warn("running messages were trimmed from the stream; their handlers go on, but a failure can no longer be retried",
+				"stream", stream, "count", len(trimmed), "ids", strings.Join(trimmed, ","))
+		}
+		if len(gone) > 0 {
+			r.logger.Info("running messages are no longer pending (acknowledged elsewhere, or trimmed from the stream); their handlers go on",
+				"stream", stream, "count", len(gone), "ids", strings.Join(gone, ","))
+		}
+		// Their handlers go on, unleased: nobody else can be running an
+		// entry that is not pending, and a failure can no longer schedule a
+		// retry, as there is no pending entry left to settle.
+		unleased := make(map[string]bool, len(trimmed)+len(gone))
+		for _, id := range append(trimmed, gone...) {
+			unleased[id] = true
+		}
+		for _, x := range rs {
+			if unleased[x.m.ID] {
+				x.w.unleased.Store(x.m)
 			}
 		}
 	}
+}
+
+// errRenewing is the error of a renewal not sent because the last one for
+// the stream has not finished yet.
+var errRenewing = errors.New("the last renewal has not finished")
+
+// renew runs reclaim.Lease for ids, waiting for it until deadline at most.
+func (r *Runtime) renew(stream string, ids []string, deadline time.Time) (lost, trimmed, gone []string, err error) {
+	if !time.Now().Before(deadline) {
+		return nil, nil, nil, context.DeadlineExceeded
+	}
+	busy := r.renewing[stream]
+	if !busy.CompareAndSwap(false, true) {
+		return nil, nil, nil, errRenewing
+	}
+	type result struct {
+		lost, trimmed, gone []string
+		err                 error
+	}
+	done := make(chan result, 1)
+	r.renewals.Add(1)
+	go func() {
+		defer r.renewals.Done()
+		defer busy.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		lost, trimmed, gone, err := reclaim.Lease(ctx, r.client, stream, r.cfg.Group, r.cfg.Consumer, ids)
+		done <- result{lost, trimmed, gone, err}
+	}()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case res := <-done:
+		return res.lost, res.trimmed, res.gone, res.err
+	case <-t.C:
+		return nil, nil, nil, context.DeadlineExceeded
+	}
+}
+
+// leaseLost reports whether w's current handler has lost its lease (and was
+// cancelled): there is nothing left to renew.
+func (w *workerState) leaseLost() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lost
 }
 
 // loseLease cancels w's handler if it still runs m.

@@ -246,7 +246,7 @@ func NewLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // rediss://) with a pool sized for the handler pool, the fetchers and the
 // background loops.
 func NewRedisClient(cfg config.Config) (redis.UniversalClient, error) {
-	return cfg.Redis.NewClient(config.MinPoolSize(cfg.Concurrency + len(cfg.Streams) + 8))
+	return cfg.NewClient(config.MinPoolSize(cfg.Concurrency + len(cfg.Streams) + 8)) // config.Redis.NewClient
 }
 
 // WithSignals makes Run stop on SIGTERM or SIGINT as Main does.

@@ -55,6 +55,9 @@ type Message struct {
 	Metadata map[string]string
 
 	fields map[string]any // the entry as read, for retry and DLQ copies
+	settle bool           // a suspect (see isolate.go): acknowledged before the next one runs
+	readAt time.Time      // when the read or claim that delivered it (or its last lease renewal) was sent
+	done   chan struct{}  // when not nil, closed once the outcome is recorded
 }
 
 // newMessage builds a Message from an entry as go-redis returns it.

@@ -11,7 +11,6 @@ import (
 	"github.com/streamworker/streamworker/internal/testredis"
 )
 
-
 func TestReclaimsWhatADeadConsumerLeft(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)

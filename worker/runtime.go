@@ -49,7 +49,11 @@ type Runtime struct {
 	started        atomic.Bool
 	hurry          chan struct{} // closed by Hurry: the shutdown deadline is now
 	hurryOnce      sync.Once
-	leaseMu        sync.Mutex // a lease renewal and the shutdown hand-over never interleave
+	leaseMu        sync.Mutex              // a lease renewal and the shutdown hand-over never interleave
+	startedAt      time.Time               // when Run began: own pending entries idle since before are the last run's
+	renewing       map[string]*atomic.Bool // per stream: a lease renewal is in flight
+	renewals       sync.WaitGroup          // lease renewals in flight, some given up on
+	suspects       suspects                // entries to run one at a time (isolate.go)
 }
 
 type streamState struct {
@@ -64,7 +68,8 @@ type streamState struct {
 // a message costs no context of its own.
 type workerState struct {
 	cur      atomic.Pointer[Message] // the message running, or nil
-	leasedAt atomic.Int64            // unix ns: when cur was fetched or last leased
+	leasedAt atomic.Int64            // unix ns: when the read that delivered cur, or its last lease renewal, was sent
+	unleased atomic.Pointer[Message] // cur, once its entry is no longer pending (trimmed, or acknowledged elsewhere): not leased again
 
 	mu     sync.Mutex
 	ctx    context.Context
@@ -104,12 +109,15 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 		workers:   make([]*workerState, cfg.Concurrency),
 		ackerDone: make(chan struct{}),
 		hurry:     make(chan struct{}),
+		suspects:  suspects{wake: make(chan struct{}, 1), queued: map[suspect]bool{}},
+		renewing:  map[string]*atomic.Bool{},
 	}
 	for i := range r.workers {
 		r.workers[i] = &workerState{}
 	}
 	for _, s := range cfg.Streams {
 		r.streams = append(r.streams, &streamState{name: s, beat: r.live.Register("fetch " + s)})
+		r.renewing[s] = &atomic.Bool{}
 	}
 	r.handlerCtx, r.cancelHandlers = context.WithCancel(context.Background())
 	return r
@@ -144,11 +152,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return errors.New("worker: Runtime.Run called twice")
 	}
 	defer r.cancelHandlers()
+	r.startedAt = time.Now()
 	checkEviction(ctx, r.client, r.logger)
 
 	var workers sync.WaitGroup
 	for _, w := range r.workers {
-		w.ctx, w.cancel = context.WithCancel(r.handlerCtx)
+		w.ctx, w.cancel = context.WithCancel(r.handlerCtx) //nolint:fatcontext // one context per worker, each a direct child of handlerCtx
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
@@ -177,12 +186,16 @@ func (r *Runtime) Run(ctx context.Context) error {
 	rc := reclaim.New(r.client, reclaim.Options{
 		Streams: r.cfg.Streams, Group: r.cfg.Group, Consumer: r.cfg.Consumer,
 		MinIdle: r.cfg.ReclaimMinIdle, Interval: r.cfg.ReclaimInterval, Count: r.cfg.ReclaimCount,
-		GoneAfter: r.cfg.ConsumerGoneAfter,
+		GoneAfter: r.cfg.ConsumerGoneAfter, IsolateAfter: r.isolateAfter(),
 	}, sink{r}, r.base, r.metrics.Reclaim, r.live.Register("reclaim").Beat)
-	feeders.Add(1)
+	feeders.Add(2)
 	go func() {
 		defer feeders.Done()
 		_ = rc.Run(ctx)
+	}()
+	go func() {
+		defer feeders.Done()
+		r.isolateLoop(ctx)
 	}()
 
 	<-ctx.Done()
@@ -217,6 +230,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		}
 	}
 	<-leaseDone
+	r.renewals.Wait() // bounded by the client's read timeout
 	close(ackStop)
 	<-r.ackerDone
 	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 2*time.Second)
@@ -233,6 +247,9 @@ func (r *Runtime) Hurry() { r.hurryOnce.Do(func() { close(r.hurry) }) }
 
 // process runs one message on worker w and records its outcome.
 func (r *Runtime) process(w *workerState, m *Message) {
+	if m.done != nil {
+		defer close(m.done)
+	}
 	if r.abandoned.Load() {
 		r.handOver(m.Stream, []string{m.ID})
 		r.count(m, OutcomeHandedOver)
@@ -241,7 +258,13 @@ func (r *Runtime) process(w *workerState, m *Message) {
 	w.mu.Lock()
 	ctx := w.ctx
 	w.mu.Unlock()
-	w.leasedAt.Store(time.Now().UnixNano())
+	// The lease runs from the delivery, not from now: the entry has been
+	// idle since (at the latest) the read that delivered it was sent.
+	leased := m.readAt
+	if leased.IsZero() {
+		leased = time.Now()
+	}
+	w.leasedAt.Store(leased.UnixNano())
 	w.cur.Store(m)
 	err := r.handler.HandleMessage(ctx, m)
 	w.cur.Store(nil)
@@ -268,7 +291,12 @@ func (r *Runtime) complete(m *Message, err error) {
 		if r.cfg.DedupeWindow > 0 && m.IdempotencyKey != "" {
 			dk = dedupeKey(m.Stream, m.IdempotencyKey)
 		}
-		r.ack(ackReq{stream: m.Stream, id: m.ID, typ: m.Type, dedupe: dk, outcome: OutcomeAcked})
+		a := ackReq{stream: m.Stream, id: m.ID, typ: m.Type, dedupe: dk, outcome: OutcomeAcked}
+		if m.settle {
+			r.ackNow(a)
+			return
+		}
+		r.ack(a)
 		return
 	}
 	if r.abandoned.Load() && r.handlerCtx.Err() != nil {
@@ -337,6 +365,16 @@ func (r *Runtime) ack(a ackReq) {
 	select {
 	case r.acks <- a:
 	case <-r.ackerDone:
+	}
+}
+
+// ackNow writes one acknowledgement at once, for a message that must be
+// settled before the next one runs; on a Redis error it is queued instead.
+func (r *Runtime) ackNow(a ackReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := r.flushAcks(ctx, []ackReq{a}); err != nil {
+		r.ack(a)
 	}
 }
 

@@ -1,0 +1,136 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/streamworker/streamworker/reclaim"
+)
+
+// A crash charges a delivery to every entry the process had read and not
+// acknowledged, not only to the one that caused it. Entries read beside a
+// message that kills every process it runs in would reach the attempt limit
+// with it and be dead-lettered as abandoned, never having failed. So an
+// entry delivered twice already without finishing is a suspect: it is
+// claimed (and its delivery counted) only when its turn comes, suspects run
+// one at a time, and each is acknowledged before the next runs. A poison
+// message's crashes are then charged to it and to ordinary work that
+// happened to run beside it (charged once, which does not make it a suspect
+// twice over), never again to the suspects queued behind it; an innocent
+// suspect finishes on its own turn. The first redelivery after a crash —
+// the common case of a worker killed mid-batch — still runs in batches, at
+// full concurrency.
+//
+// Suspects do not run with the whole process to themselves: waiting for
+// every handler slot would hold the process idle behind its longest
+// handler.
+
+// isolateAfter is how many unfinished deliveries make an entry a suspect:
+// two, or fewer when the attempt limit would otherwise be reached first.
+// With one attempt allowed there is nothing to isolate: a redelivered entry
+// is dead-lettered.
+func (r *Runtime) isolateAfter() int {
+	return max(0, min(2, r.cfg.MaxAttempts-1))
+}
+
+type suspect struct{ stream, id string }
+
+// suspects is the queue of entries waiting to run one at a time, each
+// queued once.
+type suspects struct {
+	mu     sync.Mutex
+	queue  []suspect
+	queued map[suspect]bool
+	wake   chan struct{} // one token: the queue is not empty
+}
+
+// isolate queues suspects of this consumer's pending list.
+func (r *Runtime) isolate(stream string, ids []string) {
+	q := &r.suspects
+	q.mu.Lock()
+	for _, id := range ids {
+		s := suspect{stream, id}
+		if !q.queued[s] {
+			q.queued[s] = true
+			q.queue = append(q.queue, s)
+		}
+	}
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Runtime) nextSuspect() (suspect, bool) {
+	q := &r.suspects
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.queue) == 0 {
+		return suspect{}, false
+	}
+	s := q.queue[0]
+	q.queue = q.queue[1:]
+	delete(q.queued, s)
+	return s, true
+}
+
+// isolateLoop runs the queued suspects one at a time until ctx ends. What is
+// still queued then stays pending and is claimed again by this consumer's
+// next run or, after the min-idle, by another consumer.
+func (r *Runtime) isolateLoop(ctx context.Context) {
+	for {
+		s, ok := r.nextSuspect()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.suspects.wake:
+				continue
+			}
+		}
+		r.runSuspect(ctx, s)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// runSuspect takes a handler slot, claims the suspect (counting its
+// delivery) and runs it, waiting until its outcome is recorded.
+func (r *Runtime) runSuspect(ctx context.Context, s suspect) {
+	select {
+	case r.slots <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, opTimeout)
+	claimed, err := reclaim.Claim(cctx, r.client, s.stream, r.cfg.Group, r.cfg.Consumer, []string{s.id}, 0, 0)
+	cancel()
+	if err != nil {
+		r.release(1)
+		// It stays pending: a reclaim pass finds it again after the min-idle.
+		r.logger.Warn("claiming a suspect entry to run it failed", "stream", s.stream, "id", s.id, "error", err)
+		return
+	}
+	r.trimmedWhilePending(s.stream, claimed.Deleted)
+	msgs := r.claimedMessages(ctx, s.stream, claimed.Entries)
+	for _, m := range msgs {
+		m.settle, m.done = true, make(chan struct{})
+	}
+	// On the slot taken, which the message's worker frees (or dispatch, when
+	// nothing is left to run: dead-lettered, trimmed, no longer ours, or a
+	// duplicate inside the dedupe window).
+	if r.dispatch(ctx, msgs, 1) == 0 {
+		return
+	}
+	m := msgs[0]
+	r.logger.Info("running a suspect message on its own", "stream", s.stream, "id", m.ID, "type", m.Type, "attempt", m.Attempt)
+	start := time.Now()
+	select {
+	case <-m.done:
+	case <-ctx.Done(): // shutdown: it finishes, or is handed over, as any other
+	}
+	r.logger.Debug("suspect message done", "stream", s.stream, "id", m.ID, "took", time.Since(start).Round(time.Millisecond))
+}
