@@ -126,3 +126,35 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// Outcomes reads streamworker_messages_total from g and sums it by message
+// type and outcome (type "" for messages without one), for tests, demos and
+// tools that watch a runtime in the same process.
+func Outcomes(g prometheus.Gatherer) map[string]map[string]int {
+	out := map[string]map[string]int{}
+	mfs, err := g.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "streamworker_messages_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var typ, outcome string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "type":
+					typ = l.GetValue()
+				case "outcome":
+					outcome = l.GetValue()
+				}
+			}
+			if out[typ] == nil {
+				out[typ] = map[string]int{}
+			}
+			out[typ][outcome] += int(m.GetCounter().GetValue())
+		}
+	}
+	return out
+}

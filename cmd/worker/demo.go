@@ -15,7 +15,6 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
@@ -239,42 +238,11 @@ func finished(got map[string]outcomeCount, want map[string]int) bool {
 // countOutcomes reads streamworker_messages_total by type.
 func countOutcomes(g prometheus.Gatherer) map[string]outcomeCount {
 	out := map[string]outcomeCount{}
-	mfs, err := g.Gather()
-	if err != nil {
-		return out
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "streamworker_messages_total" {
-			continue
+	for typ, o := range worker.Outcomes(g) {
+		if typ == "" {
+			typ = "(none)"
 		}
-		for _, m := range mf.GetMetric() {
-			typ, outcome := label(m, "type"), label(m, "outcome")
-			if typ == "" {
-				typ = "(none)"
-			}
-			c := out[typ]
-			v := int(m.GetCounter().GetValue())
-			switch outcome {
-			case worker.OutcomeAcked:
-				c.acked += v
-			case worker.OutcomeRetried:
-				c.retried += v
-			case worker.OutcomeDelayed:
-				c.delayed += v
-			case worker.OutcomeDead:
-				c.dead += v
-			}
-			out[typ] = c
-		}
+		out[typ] = outcomeCount{acked: o[worker.OutcomeAcked], retried: o[worker.OutcomeRetried], delayed: o[worker.OutcomeDelayed], dead: o[worker.OutcomeDead]}
 	}
 	return out
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
 }

@@ -270,39 +270,8 @@ type Counts struct{ Acked, Retried, Delayed, Dead int }
 
 // Counts reads streamworker_messages_total for typ.
 func (h *Harness) Counts(typ string) Counts {
-	var c Counts
-	mfs, _ := h.reg.Gather()
-	for _, mf := range mfs {
-		if mf.GetName() != "streamworker_messages_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var t, o string
-			for _, l := range m.GetLabel() {
-				switch l.GetName() {
-				case "type":
-					t = l.GetValue()
-				case "outcome":
-					o = l.GetValue()
-				}
-			}
-			if t != typ {
-				continue
-			}
-			v := int(m.GetCounter().GetValue())
-			switch o {
-			case worker.OutcomeAcked:
-				c.Acked += v
-			case worker.OutcomeRetried:
-				c.Retried += v
-			case worker.OutcomeDelayed:
-				c.Delayed += v
-			case worker.OutcomeDead:
-				c.Dead += v
-			}
-		}
-	}
-	return c
+	o := worker.Outcomes(h.reg)[typ]
+	return Counts{Acked: o[worker.OutcomeAcked], Retried: o[worker.OutcomeRetried], Delayed: o[worker.OutcomeDelayed], Dead: o[worker.OutcomeDead]}
 }
 
 // Logs returns everything logged through h.Logger so far.
