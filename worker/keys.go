@@ -1,5 +1,10 @@
 package worker
 
+import (
+	"hash/fnv"
+	"strconv"
+)
+
 // Every Redis key the runtime uses is built here. For a stream key S the
 // companions are S:delayed (a sorted set of envelopes scored by due time in
 // ms), S:dlq (the dead-letter stream) and S:dedupe:<id> (SET with a TTL).
@@ -13,3 +18,30 @@ func DeadLetterKey(stream string) string { return stream + ":dlq" }
 
 // dedupeKey marks an idempotency key as processed on stream.
 func dedupeKey(stream, id string) string { return stream + ":dedupe:" + id }
+
+// PartitionStream is the stream key of partition i of the logical stream
+// stream: {stream:i}. The braces make the whole name its hash tag, so each
+// partition, with its :delayed, :dlq and :dedupe companions, lives in a slot
+// of its own and the partitions spread over the nodes of a Redis Cluster. A
+// partitioned logical stream is therefore named without braces.
+func PartitionStream(stream string, i int) string {
+	return "{" + stream + ":" + strconv.Itoa(i) + "}"
+}
+
+// PartitionStreams lists the n partition stream keys of stream, in order.
+func PartitionStreams(stream string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = PartitionStream(stream, i)
+	}
+	return out
+}
+
+// PartitionFor is the partition (0 ≤ p < n) that events with the partition
+// key key go to: FNV-1a of the key, modulo n. Producers in any language
+// reproduce it to keep per-key order with Go producers.
+func PartitionFor(key string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % uint32(n)) //nolint:gosec // n is a positive partition count
+}

@@ -22,6 +22,7 @@ const (
 	FieldAttempt     = "attempt"
 	FieldOriginID    = "origin_id" // on retried copies and dead letters: the first entry ID
 	FieldTraceparent = "traceparent"
+	FieldKey         = "key" // the partition key: messages with the same key on a partitioned stream run one at a time, in order
 )
 
 // Fields the runtime adds to a dead-lettered entry.
