@@ -185,9 +185,7 @@ func (r *Runtime) dispatch(ctx context.Context, batch []*Message, n int) int {
 	if r.cfg.DedupeWindow > 0 {
 		batch = r.dropDuplicates(ctx, batch)
 	}
-	for _, m := range batch {
-		r.jobs <- m
-	}
+	r.jobs.push(batch...)
 	r.release(n - len(batch))
 	return len(batch)
 }
@@ -386,103 +384,6 @@ func (r *Runtime) release(n int) {
 	for range n {
 		<-r.slots
 	}
-}
-
-// ackLoop writes acknowledgements in batches: it takes what is queued, up to
-// a cap, and sends it in one pipeline (dedupe marks first, then one XACK per
-// stream with every ID). Under load batches grow by themselves; when idle an
-// ack goes out at once.
-func (r *Runtime) ackLoop(stop <-chan struct{}) {
-	defer close(r.ackerDone)
-	const maxBatch = 4096
-	batch := make([]ackReq, 0, 256)
-	for {
-		select {
-		case a := <-r.acks:
-			batch = append(batch, a)
-		case <-stop:
-		rest:
-			for {
-				select {
-				case a := <-r.acks:
-					batch = append(batch, a)
-				default:
-					break rest
-				}
-			}
-			if len(batch) > 0 {
-				r.flushFinal(batch)
-			}
-			return
-		}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case a := <-r.acks:
-				batch = append(batch, a)
-			default:
-				break drain
-			}
-		}
-		r.flushRetrying(batch, stop)
-		batch = batch[:0]
-	}
-}
-
-// flushRetrying writes a batch, retrying with backoff while Redis fails,
-// until it succeeds or shutdown turns it into a final flush.
-func (r *Runtime) flushRetrying(batch []ackReq, stop <-chan struct{}) {
-	for failures := 1; ; failures++ {
-		err := r.flushAcks(context.Background(), batch)
-		if err == nil {
-			return
-		}
-		wait := retryWait(failures)
-		r.logger.Error("acknowledging messages failed; retrying", "count", len(batch), "error", err, "retry_in", wait.Round(time.Millisecond))
-		select {
-		case <-stop:
-			r.flushFinal(batch)
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
-// flushFinal makes a last few attempts at shutdown with fresh contexts.
-func (r *Runtime) flushFinal(batch []ackReq) {
-	var err error
-	for i := range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		err = r.flushAcks(ctx, batch)
-		cancel()
-		if err == nil {
-			return
-		}
-		sleepCtx(context.Background(), retryWait(i+1))
-	}
-	r.logger.Error("acknowledgements lost at shutdown; those messages stay pending and will be delivered again",
-		"count", len(batch), "error", err)
-}
-
-func (r *Runtime) flushAcks(ctx context.Context, batch []ackReq) error {
-	pipe := r.client.Pipeline()
-	ids := make(map[string][]string, len(r.streams))
-	for _, a := range batch {
-		if a.dedupe != "" {
-			pipe.Set(ctx, a.dedupe, "1", r.cfg.DedupeWindow)
-		}
-		ids[a.stream] = append(ids[a.stream], a.id)
-	}
-	for s, list := range ids {
-		pipe.XAck(ctx, s, r.cfg.Group, list...)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return err
-	}
-	for _, a := range batch {
-		r.metrics.Messages.WithLabelValues(a.stream, a.typ, a.outcome).Inc()
-	}
-	return nil
 }
 
 // ensureGroup creates the group, and the stream with it; an existing group

@@ -215,6 +215,6 @@ func (r *Runtime) loseLease(w *workerState, m *Message, why string) {
 		return
 	}
 	w.lost = true
-	w.cancel()
+	w.ctx.cancel(cancelled)
 	r.logger.Warn("lease lost; cancelling the handler", "stream", m.Stream, "id", m.ID, "type", m.Type, "reason", why)
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,19 +58,53 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// Instrument records handler duration and the in-flight gauge.
+// Instrument records handler duration and the in-flight gauge. The
+// histogram of each stream and type is looked up once, not per message.
 func (mt *Metrics) Instrument() Middleware {
 	return func(next Handler) Handler {
+		var obs observerCache
 		return HandlerFunc(func(ctx context.Context, m *Message) error {
 			mt.InFlight.Inc()
 			start := time.Now()
 			err := next.HandleMessage(ctx, m)
-			mt.Duration.WithLabelValues(m.Stream, m.Type).Observe(time.Since(start).Seconds())
+			obs.get(mt.Duration, m.Stream, m.Type).Observe(time.Since(start).Seconds())
 			mt.InFlight.Dec()
 			return err
 		})
 	}
 }
+
+// observerCache remembers the child of a histogram vector per stream and
+// type: WithLabelValues hashes and validates its labels on every call.
+type observerCache struct {
+	mu sync.RWMutex
+	m  map[labelPair]prometheus.Observer
+}
+
+type labelPair struct{ stream, typ string }
+
+func (c *observerCache) get(vec *prometheus.HistogramVec, stream, typ string) prometheus.Observer {
+	k := labelPair{stream, typ}
+	c.mu.RLock()
+	o, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return o
+	}
+	o = vec.WithLabelValues(stream, typ)
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[labelPair]prometheus.Observer{}
+	}
+	if len(c.m) < maxCachedLabels { // types come from producers: do not grow without bound
+		c.m[k] = o
+	}
+	c.mu.Unlock()
+	return o
+}
+
+// maxCachedLabels bounds observerCache; past it, lookups just go uncached.
+const maxCachedLabels = 1024
 
 // streamCollector reports pending, lag, delayed and dead-letter sizes per
 // stream, read from Redis at scrape time.

@@ -37,8 +37,8 @@ type Runtime struct {
 
 	streams []*streamState
 	slots   chan struct{} // one token per running or dispatched message
-	jobs    chan *Message
-	acks    chan ackReq
+	jobs    *jobQueue
+	acks    *ackBuffer
 	workers []*workerState
 
 	handlerCtx     context.Context // outlives the fetch context; cancelled at the shutdown deadline
@@ -71,16 +71,9 @@ type workerState struct {
 	leasedAt atomic.Int64            // unix ns: when the read that delivered cur, or its last lease renewal, was sent
 	unleased atomic.Pointer[Message] // cur, once its entry is no longer pending (trimmed, or acknowledged elsewhere): not leased again
 
-	mu     sync.Mutex
-	ctx    context.Context
-	cancel context.CancelFunc
-	lost   bool // cur's lease was lost: its outcome must not be recorded
-}
-
-type ackReq struct {
-	stream, id, typ string
-	dedupe          string // dedupe key to mark, or ""
-	outcome         string
+	mu   sync.Mutex
+	ctx  *msgContext
+	lost bool // cur's lease was lost: its outcome must not be recorded
 }
 
 // NewRuntime builds a runtime for cfg that reads with client and hands every
@@ -97,15 +90,16 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	}
 	// Recover is innermost so that logs and metrics see a panic as an error.
 	h = Recover()(h)
-	h = Timeout(cfg.HandlerTimeout)(h)
+	// The handler timeout is the deadline of each handler goroutine's
+	// msgContext (process), cheaper than the Timeout middleware's context.
 	h = Logging(logger)(h)
 	h = metrics.Instrument()(h)
 	r := &Runtime{
 		cfg: cfg, client: client, handler: h, logger: logger, base: base, metrics: metrics,
 		live:      NewLiveness(),
 		slots:     make(chan struct{}, cfg.Concurrency),
-		jobs:      make(chan *Message, cfg.Concurrency),
-		acks:      make(chan ackReq, 4*cfg.Concurrency),
+		jobs:      newJobQueue(cfg.Concurrency),
+		acks:      newAckBuffer(),
 		workers:   make([]*workerState, cfg.Concurrency),
 		ackerDone: make(chan struct{}),
 		hurry:     make(chan struct{}),
@@ -157,11 +151,16 @@ func (r *Runtime) Run(ctx context.Context) error {
 
 	var workers sync.WaitGroup
 	for _, w := range r.workers {
-		w.ctx, w.cancel = context.WithCancel(r.handlerCtx) //nolint:fatcontext // one context per worker, each a direct child of handlerCtx
+		w.ctx = newMsgContext(r.handlerCtx)
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			for m := range r.jobs {
+			defer func() { w.mu.Lock(); w.ctx.release(); w.mu.Unlock() }()
+			for {
+				m, ok := r.jobs.pop()
+				if !ok {
+					return
+				}
 				r.process(w, m)
 				<-r.slots
 			}
@@ -203,7 +202,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.stopping.Store(true)
 	r.logger.Info("shutting down: fetching stopped, waiting for running handlers", "timeout", r.cfg.ShutdownTimeout)
 	feeders.Wait()
-	close(r.jobs)
+	r.jobs.close()
 
 	deadline := time.NewTimer(r.cfg.ShutdownTimeout - time.Since(shutdownStart))
 	defer deadline.Stop()
@@ -266,13 +265,19 @@ func (r *Runtime) process(w *workerState, m *Message) {
 	}
 	w.leasedAt.Store(leased.UnixNano())
 	w.cur.Store(m)
+	ctx.start(r.cfg.HandlerTimeout)
 	err := r.handler.HandleMessage(ctx, m)
 	w.cur.Store(nil)
+	reusable := ctx.finish()
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("handler timed out after %s: %w", r.cfg.HandlerTimeout, err)
+	}
 	w.mu.Lock()
 	lost := w.lost
-	if lost {
-		w.lost = false
-		w.ctx, w.cancel = context.WithCancel(r.handlerCtx)
+	w.lost = false
+	if !reusable || lost {
+		ctx.release()
+		w.ctx = newMsgContext(r.handlerCtx)
 	}
 	w.mu.Unlock()
 	if lost && err != nil {
@@ -357,25 +362,6 @@ func (r *Runtime) deadLetter(ctx context.Context, m *Message, cause error) error
 
 func (r *Runtime) count(m *Message, outcome string) {
 	r.metrics.Messages.WithLabelValues(m.Stream, m.Type, outcome).Inc()
-}
-
-// ack queues an acknowledgement for the ack loop. After the loop has ended
-// (a handler that ignored the shutdown deadline) the entry stays pending.
-func (r *Runtime) ack(a ackReq) {
-	select {
-	case r.acks <- a:
-	case <-r.ackerDone:
-	}
-}
-
-// ackNow writes one acknowledgement at once, for a message that must be
-// settled before the next one runs; on a Redis error it is queued instead.
-func (r *Runtime) ackNow(a ackReq) {
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	if err := r.flushAcks(ctx, []ackReq{a}); err != nil {
-		r.ack(a)
-	}
 }
 
 // handOverInFlight makes every message still running claimable by the other

@@ -1,0 +1,76 @@
+package worker
+
+import "sync"
+
+// jobQueue hands messages to the handler goroutines. A push wakes one idle
+// goroutine; a goroutine that takes a message and sees more waiting wakes the
+// next before it runs its own. A burst is thus spread over as many goroutines
+// as it keeps busy, while handlers that finish fast drain it without a
+// wake-up per message (the wake-ups, not the handlers, were the cost of a
+// channel per message). Its length is bounded by the handler slots: only a
+// message holding a slot is pushed.
+type jobQueue struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	items   []*Message
+	head    int // items[head:] wait
+	waiting int // goroutines in pop's Wait
+	closed  bool
+}
+
+func newJobQueue(capacity int) *jobQueue {
+	q := &jobQueue{items: make([]*Message, 0, capacity)}
+	q.cond.L = &q.mu
+	return q
+}
+
+// push queues a read's messages, in order.
+func (q *jobQueue) push(batch ...*Message) {
+	if len(batch) == 0 {
+		return
+	}
+	q.mu.Lock()
+	if q.head > 0 && (q.head == len(q.items) || len(q.items)+len(batch) > cap(q.items)) {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	q.items = append(q.items, batch...)
+	wake := q.waiting > 0
+	q.mu.Unlock()
+	if wake {
+		q.cond.Signal()
+	}
+}
+
+// pop takes the next message, waiting for one; ok is false once the queue is
+// closed and empty.
+func (q *jobQueue) pop() (m *Message, ok bool) {
+	q.mu.Lock()
+	for q.head == len(q.items) {
+		if q.closed {
+			q.mu.Unlock()
+			return nil, false
+		}
+		q.waiting++
+		q.cond.Wait()
+		q.waiting--
+	}
+	m = q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	wake := q.head < len(q.items) && q.waiting > 0
+	q.mu.Unlock()
+	if wake {
+		q.cond.Signal()
+	}
+	return m, true
+}
+
+// close lets the goroutines return once the queue is empty.
+func (q *jobQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
