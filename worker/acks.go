@@ -95,7 +95,7 @@ func (r *Runtime) ack(a ackReq) { r.acks.add(a) }
 func (r *Runtime) ackNow(a ackReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	if err := r.flushAcks(ctx, []ackReq{a}); err != nil {
+	if err := r.flushAcks(ctx, []ackReq{a}, nil); err != nil {
 		r.ack(a)
 	}
 }
@@ -136,7 +136,7 @@ func (r *Runtime) ackLoop(stop <-chan struct{}) {
 // until it succeeds or shutdown turns it into a final flush.
 func (r *Runtime) flushRetrying(batch []ackReq, stop <-chan struct{}) {
 	for failures := 1; ; failures++ {
-		err := r.flushAcks(context.Background(), batch)
+		err := r.flushAcks(context.Background(), batch, r.ackIDs)
 		if err == nil {
 			return
 		}
@@ -156,7 +156,7 @@ func (r *Runtime) flushFinal(batch []ackReq) {
 	var err error
 	for i := range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		err = r.flushAcks(ctx, batch)
+		err = r.flushAcks(ctx, batch, nil)
 		cancel()
 		if err == nil {
 			return
@@ -169,10 +169,16 @@ func (r *Runtime) flushFinal(batch []ackReq) {
 
 // flushAcks sends a batch in one pipeline: dedupe marks first, then one XACK
 // per stream with every ID. The outcome counters are bumped once per run of
-// equal labels, not once per message.
-func (r *Runtime) flushAcks(ctx context.Context, batch []ackReq) error {
+// equal labels, not once per message. ids, when not nil, is the ack loop's
+// scratch space for the IDs per stream, reused from batch to batch.
+func (r *Runtime) flushAcks(ctx context.Context, batch []ackReq, ids map[string][]string) error {
 	pipe := r.client.Pipeline()
-	ids := make(map[string][]string, len(r.streams))
+	if ids == nil {
+		ids = make(map[string][]string, 1)
+	}
+	for s, list := range ids {
+		ids[s] = list[:0]
+	}
 	for _, a := range batch {
 		if a.dedupe != "" {
 			pipe.Set(ctx, a.dedupe, "1", r.cfg.DedupeWindow)
@@ -180,7 +186,9 @@ func (r *Runtime) flushAcks(ctx context.Context, batch []ackReq) error {
 		ids[a.stream] = append(ids[a.stream], a.id)
 	}
 	for s, list := range ids {
-		pipe.XAck(ctx, s, r.cfg.Group, list...)
+		if len(list) > 0 {
+			pipe.XAck(ctx, s, r.cfg.Group, list...)
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err

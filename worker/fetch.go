@@ -122,12 +122,7 @@ func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMess
 		return
 	}
 	ok()
-	batch := make([]*Message, 0, len(msgs))
-	for _, e := range msgs {
-		m := newMessage(s.name, e)
-		m.readAt = sent
-		batch = append(batch, m)
-	}
+	batch := newMessages(s.name, msgs, sent)
 	r.dispatch(ctx, batch, n)
 }
 
@@ -333,58 +328,22 @@ func (r *Runtime) dropDuplicates(ctx context.Context, batch []*Message) []*Messa
 	return out
 }
 
-// acquire waits for one free handler slot and takes up to FetchCount more of
-// those free now. With backlog set (the last read was full), it first waits a
-// moment for half a read's worth of slots, so that a busy stream is read in
-// large batches rather than a few entries per round trip. It returns 0 when
-// ctx ends first.
+// acquire waits for at least one free handler slot and takes up to
+// FetchCount of those free. With backlog set (the last read was full), it
+// first waits a moment for half a read's worth, so that a busy stream is read
+// in large batches rather than a few entries per round trip. It returns 0
+// when ctx ends first.
 func (r *Runtime) acquire(ctx context.Context, beat *Beat, backlog bool) int {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-wait:
-	for {
-		select {
-		case r.slots <- struct{}{}:
-			break wait
-		case <-t.C:
-			beat.Beat() // waiting on busy handlers is alive, not stuck
-		case <-ctx.Done():
-			return 0
-		}
-	}
-	n := 1
 	if backlog {
-		low := min(r.cfg.FetchCount, r.cfg.Concurrency) / 2
-		gather := time.NewTimer(2 * time.Millisecond)
-		defer gather.Stop()
-	gathering:
-		for n < low {
-			select {
-			case r.slots <- struct{}{}:
-				n++
-			case <-gather.C:
-				break gathering
-			case <-ctx.Done():
-				break gathering
-			}
-		}
-	}
-	for n < r.cfg.FetchCount {
-		select {
-		case r.slots <- struct{}{}:
-			n++
-		default:
+		low := max(1, min(r.cfg.FetchCount, r.cfg.Concurrency)/2)
+		if n := r.sem.acquire(ctx, low, r.cfg.FetchCount, 2*time.Millisecond, beat.Beat); n > 0 || ctx.Err() != nil {
 			return n
 		}
 	}
-	return n
+	return r.sem.acquire(ctx, 1, r.cfg.FetchCount, 0, beat.Beat)
 }
 
-func (r *Runtime) release(n int) {
-	for range n {
-		<-r.slots
-	}
-}
+func (r *Runtime) release(n int) { r.sem.release(n) }
 
 // ensureGroup creates the group, and the stream with it; an existing group
 // is fine.

@@ -100,9 +100,7 @@ func (r *Runtime) isolateLoop(ctx context.Context) {
 // runSuspect takes a handler slot, claims the suspect (counting its
 // delivery) and runs it, waiting until its outcome is recorded.
 func (r *Runtime) runSuspect(ctx context.Context, s suspect) {
-	select {
-	case r.slots <- struct{}{}:
-	case <-ctx.Done():
+	if r.sem.acquire(ctx, 1, 1, 0, nil) == 0 {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)

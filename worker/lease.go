@@ -15,29 +15,11 @@ import (
 // dispatch path as fetched ones and take handler slots the same way.
 type sink struct{ r *Runtime }
 
-// Reserve waits up to a second for a first free slot (blocked senders on a
-// channel are served in order, so a busy fetcher cannot starve the
-// reclaimer), then takes up to n of those free now.
+// Reserve waits up to a second for a first free slot (waiters are served in
+// order, so a busy fetcher cannot starve the reclaimer), then takes up to n of
+// those free.
 func (s sink) Reserve(ctx context.Context, n int) int {
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
-	select {
-	case s.r.slots <- struct{}{}:
-	case <-t.C:
-		return 0
-	case <-ctx.Done():
-		return 0
-	}
-	got := 1
-	for got < n {
-		select {
-		case s.r.slots <- struct{}{}:
-			got++
-		default:
-			return got
-		}
-	}
-	return got
+	return s.r.sem.acquire(ctx, 1, n, time.Second, nil)
 }
 
 func (s sink) Release(n int) { s.r.release(n) }

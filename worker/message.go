@@ -55,22 +55,60 @@ type Message struct {
 	// there are none.
 	Metadata map[string]string
 
-	fields map[string]any // the entry as read, for retry and DLQ copies
-	settle bool           // a suspect (see isolate.go): acknowledged before the next one runs
-	readAt time.Time      // when the read or claim that delivered it (or its last lease renewal) was sent
-	done   chan struct{}  // when not nil, closed once the outcome is recorded
+	fields  map[string]any // the entry as read, for retry and DLQ copies
+	settle  bool           // a suspect (see isolate.go): acknowledged before the next one runs
+	readAt  time.Time      // when the read or claim that delivered it (or its last lease renewal) was sent
+	started time.Time      // when its handler was called, if the runtime called it
+	done    chan struct{}  // when not nil, closed once the outcome is recorded
 }
 
 // newMessage builds a Message from an entry as go-redis returns it.
 func newMessage(stream string, e xEntry) *Message {
-	m := &Message{ID: e.ID, Stream: stream, Attempt: 1, fields: e.Values}
+	m := &Message{}
+	m.fill(stream, e, nil)
+	return m
+}
+
+// newMessages builds the Messages of one read with two allocations, not two
+// per message: the Messages share one array and their Data one buffer (each
+// capped at its own length, so an append by a handler copies). They stay
+// alive together, which a read's worth of small messages can afford.
+func newMessages(stream string, entries []xEntry, readAt time.Time) []*Message {
+	size := 0
+	for _, e := range entries {
+		if s, ok := e.Values[FieldData].(string); ok {
+			size += len(s)
+		}
+	}
+	data := make([]byte, 0, size)
+	ms := make([]Message, len(entries))
+	out := make([]*Message, len(entries))
+	for i, e := range entries {
+		m := &ms[i]
+		m.fill(stream, e, &data)
+		m.readAt = readAt
+		out[i] = m
+	}
+	return out
+}
+
+// fill sets m from the entry; with buf, Data is appended there rather than
+// allocated on its own.
+func (m *Message) fill(stream string, e xEntry, buf *[]byte) {
+	m.ID, m.Stream, m.Attempt, m.fields = e.ID, stream, 1, e.Values
 	for k, v := range e.Values {
 		s, _ := v.(string)
 		switch k {
 		case FieldType:
 			m.Type = s
 		case FieldData:
-			m.Data = []byte(s)
+			if buf == nil {
+				m.Data = []byte(s)
+				break
+			}
+			start := len(*buf)
+			*buf = append(*buf, s...)
+			m.Data = (*buf)[start:len(*buf):len(*buf)]
 		case FieldID:
 			m.IdempotencyKey = s
 		case FieldOriginID:
@@ -89,7 +127,6 @@ func newMessage(stream string, e xEntry) *Message {
 	if m.OriginID == "" {
 		m.OriginID = m.ID
 	}
-	return m
 }
 
 // copyFields returns the entry's fields as a flat field/value list with the

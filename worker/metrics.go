@@ -65,7 +65,10 @@ func (mt *Metrics) Instrument() Middleware {
 		var obs observerCache
 		return HandlerFunc(func(ctx context.Context, m *Message) error {
 			mt.InFlight.Inc()
-			start := time.Now()
+			start := m.started // the runtime's clock reading, if it called the chain
+			if start.IsZero() {
+				start = time.Now()
+			}
 			err := next.HandleMessage(ctx, m)
 			obs.get(mt.Duration, m.Stream, m.Type).Observe(time.Since(start).Seconds())
 			mt.InFlight.Dec()

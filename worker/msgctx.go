@@ -20,9 +20,11 @@ type msgContext struct {
 	deadline atomic.Int64 // unix ns of the running message's deadline; 0 for none
 	state    atomic.Int32 // live, timedOut or cancelled
 	done     chan struct{}
-	timer    *time.Timer // fires at the deadline
+	timer    *time.Timer // armed for the earliest deadline not yet checked
 
 	mu         sync.Mutex
+	running    bool // a message runs with c
+	armed      bool // timer is set
 	afters     map[*func()]struct{} // AfterFunc callbacks not yet run or stopped
 	stopParent func() bool
 }
@@ -35,29 +37,60 @@ const (
 
 func newMsgContext(parent context.Context) *msgContext {
 	c := &msgContext{parent: parent, done: make(chan struct{})}
-	c.timer = time.AfterFunc(time.Hour, func() { c.cancel(timedOut) })
+	c.timer = time.AfterFunc(time.Hour, c.expire)
 	c.timer.Stop()
 	c.stopParent = context.AfterFunc(parent, func() { c.cancel(cancelled) })
 	return c
 }
 
-// start arms the deadline for a message that may run for d (0: no limit).
-func (c *msgContext) start(d time.Duration) {
+// start sets the deadline of a message that starts now and may run for d
+// (0: no limit). The timer is not reset per message: once armed it fires at
+// the deadline it was armed for, and expire moves it on to the running
+// message's deadline if that is later. Timers set and stopped per message
+// were a good part of a no-op handler's cost.
+func (c *msgContext) start(now time.Time, d time.Duration) {
 	if d <= 0 {
 		c.deadline.Store(0)
 		return
 	}
-	c.deadline.Store(time.Now().Add(d).UnixNano())
-	c.timer.Reset(d)
+	c.mu.Lock()
+	c.deadline.Store(now.Add(d).UnixNano())
+	c.running = true
+	if !c.armed {
+		c.armed = true
+		c.timer.Reset(d)
+	}
+	c.mu.Unlock()
 }
 
-// finish disarms the deadline after a message and reports whether c can run
-// the next one: false once it is cancelled, or its timer fired meanwhile.
+// finish ends a message's run and reports whether c can run the next one:
+// false once it is cancelled.
 func (c *msgContext) finish() (reusable bool) {
-	if c.deadline.Load() != 0 && !c.timer.Stop() {
-		return false // fired, or about to cancel c
-	}
+	c.mu.Lock()
+	c.running = false
+	c.mu.Unlock()
 	return c.state.Load() == live
+}
+
+// expire runs when the timer fires: it cancels c if the running message is
+// past its deadline, or re-arms the timer for that deadline.
+func (c *msgContext) expire() {
+	c.mu.Lock()
+	if !c.running || c.state.Load() != live {
+		c.armed = false
+		c.mu.Unlock()
+		return
+	}
+	left := time.Until(time.Unix(0, c.deadline.Load()))
+	if left > 0 {
+		c.timer.Reset(left)
+		c.mu.Unlock()
+		return
+	}
+	c.armed = false
+	fs := c.cancelLocked(timedOut)
+	c.mu.Unlock()
+	runAll(fs)
 }
 
 // release detaches c from its parent once nobody runs messages with it.
@@ -67,14 +100,25 @@ func (c *msgContext) release() {
 }
 
 func (c *msgContext) cancel(why int32) {
+	c.mu.Lock()
+	fs := c.cancelLocked(why)
+	c.mu.Unlock()
+	runAll(fs)
+}
+
+// cancelLocked cancels c and returns the AfterFunc callbacks to run once mu
+// is released. Called with mu held.
+func (c *msgContext) cancelLocked(why int32) map[*func()]struct{} {
 	if !c.state.CompareAndSwap(live, why) {
-		return
+		return nil
 	}
 	close(c.done)
-	c.mu.Lock()
 	fs := c.afters
 	c.afters = nil
-	c.mu.Unlock()
+	return fs
+}
+
+func runAll(fs map[*func()]struct{}) {
 	for f := range fs {
 		(*f)()
 	}

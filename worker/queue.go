@@ -3,18 +3,20 @@ package worker
 import "sync"
 
 // jobQueue hands messages to the handler goroutines. A push wakes one idle
-// goroutine; a goroutine that takes a message and sees more waiting wakes the
-// next before it runs its own. A burst is thus spread over as many goroutines
-// as it keeps busy, while handlers that finish fast drain it without a
-// wake-up per message (the wake-ups, not the handlers, were the cost of a
-// channel per message). Its length is bounded by the handler slots: only a
-// message holding a slot is pushed.
+// goroutine; a woken goroutine that takes a message and sees more waiting
+// wakes the next before it runs its own, and only one wake-up is under way at
+// a time. A burst is thus spread over as many goroutines as it keeps busy,
+// while handlers that finish fast drain it without a wake-up per message
+// (the wake-ups, not the handlers, were the cost of a channel per message).
+// Its length is bounded by the handler slots: only a message holding a slot
+// is pushed.
 type jobQueue struct {
 	mu      sync.Mutex
 	cond    sync.Cond
 	items   []*Message
 	head    int // items[head:] wait
 	waiting int // goroutines in pop's Wait
+	waking  int // of those, signalled and not yet back
 	closed  bool
 }
 
@@ -36,11 +38,22 @@ func (q *jobQueue) push(batch ...*Message) {
 		q.items, q.head = q.items[:n], 0
 	}
 	q.items = append(q.items, batch...)
-	wake := q.waiting > 0
+	wake := q.wakeOne()
 	q.mu.Unlock()
 	if wake {
 		q.cond.Signal()
 	}
+}
+
+// wakeOne reports whether to signal a waiting goroutine, and counts it as
+// waking: only when one waits and none is already on its way. Called with mu
+// held.
+func (q *jobQueue) wakeOne() bool {
+	if q.waiting > q.waking && q.waking == 0 {
+		q.waking++
+		return true
+	}
+	return false
 }
 
 // pop takes the next message, waiting for one; ok is false once the queue is
@@ -55,11 +68,14 @@ func (q *jobQueue) pop() (m *Message, ok bool) {
 		q.waiting++
 		q.cond.Wait()
 		q.waiting--
+		if q.waking > 0 {
+			q.waking--
+		}
 	}
 	m = q.items[q.head]
 	q.items[q.head] = nil
 	q.head++
-	wake := q.head < len(q.items) && q.waiting > 0
+	wake := q.head < len(q.items) && q.wakeOne()
 	q.mu.Unlock()
 	if wake {
 		q.cond.Signal()

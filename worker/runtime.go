@@ -36,9 +36,10 @@ type Runtime struct {
 	live    *Liveness
 
 	streams []*streamState
-	slots   chan struct{} // one token per running or dispatched message
+	sem     *semaphore // free handler slots: one per running or dispatched message
 	jobs    *jobQueue
 	acks    *ackBuffer
+	ackIDs  map[string][]string // the ack loop's scratch: IDs per stream
 	workers []*workerState
 
 	handlerCtx     context.Context // outlives the fetch context; cancelled at the shutdown deadline
@@ -97,9 +98,10 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	r := &Runtime{
 		cfg: cfg, client: client, handler: h, logger: logger, base: base, metrics: metrics,
 		live:      NewLiveness(),
-		slots:     make(chan struct{}, cfg.Concurrency),
+		sem:       newSemaphore(cfg.Concurrency),
 		jobs:      newJobQueue(cfg.Concurrency),
 		acks:      newAckBuffer(),
+		ackIDs:    map[string][]string{},
 		workers:   make([]*workerState, cfg.Concurrency),
 		ackerDone: make(chan struct{}),
 		hurry:     make(chan struct{}),
@@ -162,7 +164,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 					return
 				}
 				r.process(w, m)
-				<-r.slots
+				r.sem.release(1)
 			}
 		}()
 	}
@@ -259,13 +261,15 @@ func (r *Runtime) process(w *workerState, m *Message) {
 	w.mu.Unlock()
 	// The lease runs from the delivery, not from now: the entry has been
 	// idle since (at the latest) the read that delivered it was sent.
+	now := time.Now()
 	leased := m.readAt
 	if leased.IsZero() {
-		leased = time.Now()
+		leased = now
 	}
 	w.leasedAt.Store(leased.UnixNano())
+	m.started = now
 	w.cur.Store(m)
-	ctx.start(r.cfg.HandlerTimeout)
+	ctx.start(now, r.cfg.HandlerTimeout)
 	err := r.handler.HandleMessage(ctx, m)
 	w.cur.Store(nil)
 	reusable := ctx.finish()
