@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,31 +80,36 @@ func (mt *Metrics) Instrument() Middleware {
 }
 
 // observerCache remembers the child of a histogram vector per stream and
-// type: WithLabelValues hashes and validates its labels on every call.
+// type: WithLabelValues hashes and validates its labels on every call. A
+// lookup takes no lock: the map is replaced, never changed, when a pair is
+// added.
 type observerCache struct {
-	mu sync.RWMutex
-	m  map[labelPair]prometheus.Observer
+	m  atomic.Pointer[map[labelPair]prometheus.Observer]
+	mu sync.Mutex // serialises additions
 }
 
 type labelPair struct{ stream, typ string }
 
 func (c *observerCache) get(vec *prometheus.HistogramVec, stream, typ string) prometheus.Observer {
 	k := labelPair{stream, typ}
-	c.mu.RLock()
-	o, ok := c.m[k]
-	c.mu.RUnlock()
-	if ok {
+	if m := c.m.Load(); m != nil {
+		if o, ok := (*m)[k]; ok {
+			return o
+		}
+	}
+	o := vec.WithLabelValues(stream, typ)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old != nil && len(*old) >= maxCachedLabels { // types come from producers: do not grow without bound
 		return o
 	}
-	o = vec.WithLabelValues(stream, typ)
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = map[labelPair]prometheus.Observer{}
+	next := map[labelPair]prometheus.Observer{}
+	if old != nil {
+		next = maps.Clone(*old)
 	}
-	if len(c.m) < maxCachedLabels { // types come from producers: do not grow without bound
-		c.m[k] = o
-	}
-	c.mu.Unlock()
+	next[k] = o
+	c.m.Store(&next)
 	return o
 }
 

@@ -23,8 +23,8 @@ type msgContext struct {
 	timer    *time.Timer // armed for the earliest deadline not yet checked
 
 	mu         sync.Mutex
-	running    bool // a message runs with c
-	armed      bool // timer is set
+	running    bool                 // a message runs with c
+	armed      bool                 // timer is set
 	afters     map[*func()]struct{} // AfterFunc callbacks not yet run or stopped
 	stopParent func() bool
 }

@@ -121,4 +121,3 @@ func (s *semaphore) wakeNext() {
 		}
 	}
 }
-

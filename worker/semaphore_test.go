@@ -64,4 +64,3 @@ func TestSemaphoreTimeoutTakesWhatIsFree(t *testing.T) {
 		t.Fatalf("%d waiters left behind", len(s.waiters))
 	}
 }
-
