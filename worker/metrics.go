@@ -29,9 +29,13 @@ const (
 type Metrics struct {
 	Messages *prometheus.CounterVec
 	Duration *prometheus.HistogramVec
-	InFlight prometheus.Gauge
+	// InFlight is the number of handlers running, counted by the runtime
+	// when the metric is read rather than updated per message.
+	InFlight prometheus.GaugeFunc
 	Promoted *prometheus.CounterVec
 	Reclaim  *reclaim.Metrics
+
+	running atomic.Pointer[func() int] // the runtime's count of running handlers
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -46,34 +50,37 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time spent in handlers, by stream and type.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"stream", "type"}),
-		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "streamworker_in_flight",
-			Help: "Handlers running now.",
-		}),
 		Promoted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamworker_promoted_total",
 			Help: "Delayed and retry entries moved back into their stream.",
 		}, []string{"stream"}),
 	}
+	m.InFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "streamworker_in_flight",
+		Help: "Handlers running now.",
+	}, func() float64 {
+		if f := m.running.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted)
 	m.Reclaim = reclaim.NewMetrics(reg)
 	return m
 }
 
-// Instrument records handler duration and the in-flight gauge. The
-// histogram of each stream and type is looked up once, not per message.
+// Instrument records handler duration. The histogram of each stream and
+// type is looked up once, not per message.
 func (mt *Metrics) Instrument() Middleware {
 	return func(next Handler) Handler {
 		var obs observerCache
 		return HandlerFunc(func(ctx context.Context, m *Message) error {
-			mt.InFlight.Inc()
 			start := m.started // the runtime's clock reading, if it called the chain
 			if start.IsZero() {
 				start = time.Now()
 			}
 			err := next.HandleMessage(ctx, m)
 			obs.get(mt.Duration, m.Stream, m.Type).Observe(time.Since(start).Seconds())
-			mt.InFlight.Dec()
 			return err
 		})
 	}

@@ -111,6 +111,16 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	for i := range r.workers {
 		r.workers[i] = &workerState{}
 	}
+	running := func() int {
+		n := 0
+		for _, w := range r.workers {
+			if w.cur.Load() != nil {
+				n++
+			}
+		}
+		return n
+	}
+	metrics.running.Store(&running)
 	for _, s := range cfg.Streams {
 		r.streams = append(r.streams, &streamState{name: s, beat: r.live.Register("fetch " + s)})
 		r.renewing[s] = &atomic.Bool{}
