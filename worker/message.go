@@ -96,32 +96,43 @@ func newMessages(stream string, entries []xEntry, readAt time.Time) []*Message {
 // allocated on its own.
 func (m *Message) fill(stream string, e xEntry, buf *[]byte) {
 	m.ID, m.Stream, m.Attempt, m.fields = e.ID, stream, 1, e.Values
-	for k, v := range e.Values {
+	// type and data are looked up; the loop over the map (slow next to two
+	// lookups) runs only for entries with more fields than those.
+	known := 0
+	if v, ok := e.Values[FieldType]; ok {
+		m.Type, _ = v.(string)
+		known++
+	}
+	if v, ok := e.Values[FieldData]; ok {
 		s, _ := v.(string)
-		switch k {
-		case FieldType:
-			m.Type = s
-		case FieldData:
-			if buf == nil {
-				m.Data = []byte(s)
-				break
-			}
+		if buf == nil {
+			m.Data = []byte(s)
+		} else {
 			start := len(*buf)
 			*buf = append(*buf, s...)
 			m.Data = (*buf)[start:len(*buf):len(*buf)]
-		case FieldID:
-			m.IdempotencyKey = s
-		case FieldOriginID:
-			m.OriginID = s
-		case FieldAttempt:
-			if n, err := strconv.Atoi(s); err == nil && n > 0 {
-				m.Attempt = n
+		}
+		known++
+	}
+	if len(e.Values) > known {
+		for k, v := range e.Values {
+			s, _ := v.(string)
+			switch k {
+			case FieldType, FieldData:
+			case FieldID:
+				m.IdempotencyKey = s
+			case FieldOriginID:
+				m.OriginID = s
+			case FieldAttempt:
+				if n, err := strconv.Atoi(s); err == nil && n > 0 {
+					m.Attempt = n
+				}
+			default:
+				if m.Metadata == nil {
+					m.Metadata = make(map[string]string, 2)
+				}
+				m.Metadata[k] = s
 			}
-		default:
-			if m.Metadata == nil {
-				m.Metadata = make(map[string]string, 2)
-			}
-			m.Metadata[k] = s
 		}
 	}
 	if m.OriginID == "" {
