@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamworker/streamworker/bench/internal/usage"
 	"github.com/streamworker/streamworker/producer"
 )
 
@@ -21,17 +22,17 @@ func benchProduce(b *testing.B, n int, publish func(ctx context.Context, p *prod
 	}
 	b.Cleanup(func() { _ = client.Close() })
 	p := producer.New(client, producer.Options{})
-	var total Cost
+	var total usage.Cost
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
 		ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
 		stream := streamName()
-		start := Measure(s.Pid())
+		start := usage.Measure(s.Pid())
 		b.StartTimer()
 		err := publish(ctx, p, stream, n)
 		b.StopTimer()
-		total = total.Add(Measure(s.Pid()).Sub(start))
+		total = total.Add(usage.Measure(s.Pid()).Sub(start))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,8 +1,6 @@
-// Package bench measures streamworker's throughput and CPU cost against one
-// real redis-server, beside a bare go-redis loop that shows what the Redis
-// protocol allows. The benchmarks live in the _test.go files; this package
-// holds what they share: a throwaway Redis and the measurements.
-package bench
+// Package redisserver runs the one Redis every benchmark talks to: a
+// throwaway redis-server without persistence on a free loopback port.
+package redisserver
 
 import (
 	"context"
@@ -19,7 +17,7 @@ import (
 )
 
 // Server is the Redis the benchmarks talk to: a redis-server this package
-// started, or an existing one named by BENCH_REDIS_URL.
+// started, or an existing one named by BENCH_REDIS_URL (Start only).
 type Server struct {
 	// Addr is host:port.
 	Addr string
@@ -29,11 +27,10 @@ type Server struct {
 	dir  string
 }
 
-// StartServer starts a throwaway redis-server without persistence on a free
-// loopback port, or, when BENCH_REDIS_URL is set, uses that server instead
-// (its CPU is then not measured). The server outlives ctx, which bounds the
-// start only; Stop ends it.
-func StartServer(ctx context.Context) (*Server, error) {
+// Start starts a throwaway redis-server, or, when BENCH_REDIS_URL is set,
+// uses that server instead (its CPU is then not measured). The server
+// outlives ctx, which bounds the start only; Stop ends it.
+func Start(ctx context.Context) (*Server, error) {
 	if u := os.Getenv("BENCH_REDIS_URL"); u != "" {
 		opt, err := redis.ParseURL(u)
 		if err != nil {
@@ -41,6 +38,14 @@ func StartServer(ctx context.Context) (*Server, error) {
 		}
 		return &Server{Addr: opt.Addr}, nil
 	}
+	return StartOwn(ctx)
+}
+
+// StartOwn starts a throwaway redis-server without persistence on a free
+// loopback port, whatever BENCH_REDIS_URL says: for a harness that flushes
+// the server between runs. The server outlives ctx, which bounds the start
+// only; Stop ends it.
+func StartOwn(ctx context.Context) (*Server, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, errors.New("redis-server is not on PATH: install it (apt-get install redis-server) or set BENCH_REDIS_URL")
 	}

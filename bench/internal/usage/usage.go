@@ -1,4 +1,6 @@
-package bench
+// Package usage measures what a phase of a benchmark costs: wall time, CPU of
+// this process and of the redis-server, heap allocations, and peak memory.
+package usage
 
 import (
 	"bytes"
@@ -10,9 +12,9 @@ import (
 	"time"
 )
 
-// Usage is a snapshot of what this process and the Redis server have spent so
-// far. Two snapshots around a phase give its Cost.
-type Usage struct {
+// Snapshot is what this process and the Redis server have spent so far. Two
+// snapshots around a phase give its Cost.
+type Snapshot struct {
 	At       time.Time
 	CPU      time.Duration // this process, user + system
 	RedisCPU time.Duration // the redis-server process, user + system; -1 when unknown
@@ -23,10 +25,10 @@ type Usage struct {
 // Measure takes a snapshot. redisPid is the redis-server to include, 0 for
 // none. It stops the world briefly (runtime.ReadMemStats), so take it
 // outside the hot loop.
-func Measure(redisPid int) Usage {
+func Measure(redisPid int) Snapshot {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	u := Usage{At: time.Now(), CPU: selfCPU(), RedisCPU: -1, Mallocs: ms.Mallocs, Bytes: ms.TotalAlloc}
+	u := Snapshot{At: time.Now(), CPU: selfCPU(), RedisCPU: -1, Mallocs: ms.Mallocs, Bytes: ms.TotalAlloc}
 	if redisPid > 0 {
 		if d, err := procCPU(redisPid); err == nil {
 			u.RedisCPU = d
@@ -42,7 +44,7 @@ type Cost struct {
 }
 
 // Sub returns the cost from start to u.
-func (u Usage) Sub(start Usage) Cost {
+func (u Snapshot) Sub(start Snapshot) Cost {
 	c := Cost{
 		Wall: u.At.Sub(start.At), CPU: u.CPU - start.CPU, RedisCPU: -1,
 		Mallocs: u.Mallocs - start.Mallocs, Bytes: u.Bytes - start.Bytes,
@@ -63,6 +65,15 @@ func (c Cost) Add(d Cost) Cost {
 		out.RedisCPU = c.RedisCPU + d.RedisCPU
 	}
 	return out
+}
+
+// PeakRSS is the peak resident set size of a process that has exited, in
+// bytes (its ru_maxrss), or -1 when the platform does not say.
+func PeakRSS(ps *os.ProcessState) int64 {
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		return ru.Maxrss * 1024 // kilobytes on Linux
+	}
+	return -1
 }
 
 func selfCPU() time.Duration {

@@ -1,0 +1,196 @@
+package compare
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/streamworker/streamworker/bench/internal/systems"
+)
+
+// TestHarness runs the whole harness with tiny counts for every system and
+// phase, so that `make bench` keeps working: every child must consume and
+// acknowledge everything it is given, or the run fails.
+func TestHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server and about thirty child processes")
+	}
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	err := Main(t.Context(), []string{
+		"-out", dir, "-command", "make bench (test)",
+		"-msgs", "600", "-runs", "1", "-producers", "8",
+		"-latency-rate", "1000", "-latency-duration", "300ms", "-latency-senders", "2",
+		"-sweep-msgs", "500", "-sweep-concurrency", "1,32", "-sweep-payload", "100,65536", "-sweep-mib", "1",
+		"-sweep-backlog", "300,2000,5000", "-max-backlog", "2000",
+		"-memory-events", "3000", "-memory-maxlen", "500",
+		"-child-timeout", "1m",
+	}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\nstderr:\n%s", err, stderr.String())
+	}
+
+	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res Results
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Failures) > 0 {
+		t.Errorf("failures: %q", res.Failures)
+	}
+	var got []string
+	for _, tp := range res.Throughput {
+		got = append(got, tp.System)
+		if len(tp.Produce) != 1 || len(tp.Consume) != 1 {
+			t.Errorf("%s: %d produce and %d consume runs, want 1 and 1", tp.System, len(tp.Produce), len(tp.Consume))
+			continue
+		}
+		for _, m := range []Measurement{tp.Produce[0], tp.Consume[0]} {
+			if m.N != 600 || m.Wall <= 0 || m.CPU <= 0 || m.PeakRSS <= 0 {
+				t.Errorf("%s: implausible measurement %+v", tp.System, m)
+			}
+		}
+		if tp.StoredBytes[0] <= 0 {
+			t.Errorf("%s: %v Redis bytes per stored message", tp.System, tp.StoredBytes[0])
+		}
+	}
+	if diff := cmp.Diff(systems.Names, got); diff != "" {
+		t.Errorf("throughput systems (-want +got):\n%s", diff)
+	}
+	if len(res.Latency) != len(systems.Names) {
+		t.Errorf("latency of %d systems, want %d", len(res.Latency), len(systems.Names))
+	}
+	for _, l := range res.Latency {
+		if len(l.Quantiles) == 0 {
+			t.Errorf("%s: no latency quantiles", l.System)
+			continue
+		}
+		p10, most := l.Quantiles[0].Latency, l.Quantiles[len(l.Quantiles)-1].Latency
+		if l.Count != 300 || p10 <= 0 || most > time.Minute {
+			t.Errorf("%s: %d latencies, p10 %s, max %s", l.System, l.Count, p10, most)
+		}
+	}
+	g := res.Growth
+	if len(g.Concurrency) != 2 || len(g.Payload) != 2 || len(g.Backlog) != 2 {
+		t.Errorf("growth rows: %d concurrency, %d payload, %d backlog; want 2 each", len(g.Concurrency), len(g.Payload), len(g.Backlog))
+	}
+	if diff := cmp.Diff([]int{5000}, g.BacklogSkipped); diff != "" {
+		t.Errorf("skipped backlogs (-want +got):\n%s", diff)
+	}
+	if len(g.Payload) == 2 && g.Payload[1].Consume.N != 16 { // 1 MiB of 64 KiB messages
+		t.Errorf("the 64 KiB payload run had %d messages, want 16", g.Payload[1].Consume.N)
+	}
+	if len(res.Memory) != 2 {
+		t.Fatalf("%d memory rows, want 2", len(res.Memory))
+	}
+	if whole, trimmed := res.Memory[0], res.Memory[1]; whole.Entries != 3000 || trimmed.Entries >= 3000 || trimmed.Entries < 500 || trimmed.MemoryUsage >= whole.MemoryUsage {
+		t.Errorf("MAXLEN ~ 500 kept %d entries in %d bytes; without, %d in %d", trimmed.Entries, trimmed.MemoryUsage, whole.Entries, whole.MemoryUsage)
+	}
+
+	report, err := os.ReadFile(filepath.Join(dir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"make bench (test)", "## Throughput", "### Goals", "## Latency", "### Backlog", "MAXLEN ~ 500", "![latency distribution](latency.png)"} {
+		if !strings.Contains(string(report), want) {
+			t.Errorf("README.md lacks %q", want)
+		}
+	}
+	if stdout.String() != string(report) {
+		t.Error("stdout is not the report")
+	}
+	for _, png := range []string{"throughput.png", "latency.png"} {
+		b, err := os.ReadFile(filepath.Join(dir, png))
+		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Errorf("%s: not a PNG (%v)", png, err)
+		}
+	}
+}
+
+func TestStamp(t *testing.T) {
+	p := stamped(100)
+	if len(p) != 100 {
+		t.Fatalf("stamped payload of %d bytes, want 100", len(p))
+	}
+	if !json.Valid(p) {
+		t.Fatalf("not JSON: %s", p)
+	}
+	at := time.Unix(1_700_000_000, 123_456_789)
+	stamp(p, at)
+	got, ok := stampOf(p)
+	if !ok || got != at.UnixNano() {
+		t.Errorf("stampOf = %d, %v; want %d", got, ok, at.UnixNano())
+	}
+	if _, ok := stampOf(systems.Payload(100)); ok {
+		t.Error("stampOf found a stamp in an unstamped payload")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	sorted := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	for _, tc := range []struct {
+		q    float64
+		want int64
+	}{{0.001, 1}, {0.5, 5}, {0.9, 9}, {0.99, 10}, {1, 10}} {
+		if got := percentile(sorted, tc.q); got != tc.want {
+			t.Errorf("percentile(%v) = %d, want %d", tc.q, got, tc.want)
+		}
+	}
+	if got := summarize([]float64{3, 1, 2, 10}); got != (summary{Median: 2.5, Min: 1, Max: 10}) {
+		t.Errorf("summarize = %+v", got)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Run("Quick", func(t *testing.T) {
+		o, err := ParseFlags([]string{"-quick", "-msgs", "5000"}, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Msgs != 5000 || o.SweepMsgs != 20000 || o.MaxBacklog != 100000 || o.Runs != 3 {
+			t.Errorf("-quick -msgs 5000 gave msgs %d, sweep-msgs %d, max-backlog %d, runs %d", o.Msgs, o.SweepMsgs, o.MaxBacklog, o.Runs)
+		}
+	})
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-systems", "ours,kafka"}, `unknown "kafka"`},
+		{[]string{"-sweep-backlog", "10,x"}, `"x" is not a positive number`},
+		{[]string{"-payload", "10"}, "at least 100 bytes"},
+		{[]string{"extra"}, "unexpected arguments"},
+	} {
+		_, err := ParseFlags(tc.args, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseFlags(%q) = %v, want an error with %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestFormat(t *testing.T) {
+	for _, tc := range []struct{ got, want string }{
+		{fmtInt(1234567.4), "1,234,567"},
+		{fmtInt(999), "999"},
+		{fmtCount(5_000_000), "5M"},
+		{fmtCount(10_000), "10k"},
+		{fmtCount(1234), "1,234"},
+		{fmtDuration(1500 * time.Microsecond), "1.50 ms"},
+		{fmtDuration(999_700 * time.Nanosecond), "1000 µs"},
+		{fmtDuration(2 * time.Second), "2.00 s"},
+		{shortCount(128_400), "128k"},
+		{shortCount(7_900), "7.9k"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}

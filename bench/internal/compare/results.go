@@ -1,0 +1,162 @@
+package compare
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// Results is everything one harness run measured; results.json is this.
+type Results struct {
+	Command    string
+	Options    Options
+	Machine    Machine
+	Started    time.Time
+	Finished   time.Time
+	PhaseTimes []PhaseTime
+
+	Throughput []Throughput // per system, in Options.Systems order
+	Latency    []Latency    // per system
+	Growth     Growth       // ours only
+	Memory     []StoredMemory
+	Failures   []string
+}
+
+// PhaseTime is how long a phase took, wall clock.
+type PhaseTime struct {
+	Phase string
+	Took  time.Duration
+}
+
+// Throughput is one system's produce and consume runs.
+type Throughput struct {
+	System  string
+	Produce []Measurement
+	Consume []Measurement
+	// StoredBytes is Redis's used_memory after each produce, less before,
+	// per message: what one waiting message costs Redis in that system's
+	// layout.
+	StoredBytes []float64
+}
+
+// Latency is one system's XADD-to-handler latencies at a fixed offered load.
+type Latency struct {
+	System      string
+	OfferedRate float64     // messages per second asked for
+	SentRate    float64     // messages per second the senders achieved
+	SendLate    int64       // messages sent more than 1ms after they were due
+	Consumer    Measurement // the consuming child, from ready to the last acknowledgement
+	Producer    Measurement // the sending child
+	// Drain is how long the consumer took, after the last send returned,
+	// to handle and acknowledge every message.
+	Drain time.Duration
+	Took  time.Duration
+	// Count is how many latencies were recorded; Quantiles samples their
+	// distribution (every 10th percentile, then 99, 99.9, ... and the
+	// maximum), for results.json.
+	Count     int
+	Quantiles []Quantile
+	// Sorted is every latency, ns, ascending: in memory only, for the
+	// percentiles and the chart.
+	Sorted []int64 `json:"-"`
+}
+
+// Quantile is the latency at one quantile.
+type Quantile struct {
+	Q       float64
+	Latency time.Duration
+}
+
+// summarizeLatency fills Count and Quantiles from Sorted.
+func (l *Latency) summarizeLatency() {
+	l.Count = len(l.Sorted)
+	l.Quantiles = nil
+	qs := []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1}
+	for _, q := range qs {
+		l.Quantiles = append(l.Quantiles, Quantile{Q: q, Latency: l.Percentile(q)})
+	}
+}
+
+// Percentile is the nearest-rank q-quantile (0 < q ≤ 1) of the latencies.
+func (l Latency) Percentile(q float64) time.Duration {
+	return time.Duration(percentile(l.Sorted, q))
+}
+
+func percentile(sorted []int64, q float64) int64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// Growth is how ours' cost grows with concurrency, payload and backlog.
+type Growth struct {
+	Concurrency []GrowthRow
+	Payload     []GrowthRow
+	Backlog     []GrowthRow
+	// BacklogSkipped are the backlog sizes above Options.MaxBacklog.
+	BacklogSkipped []int
+}
+
+// GrowthRow is one point of a sweep.
+type GrowthRow struct {
+	Param   int          // the concurrency, payload bytes or backlog entries
+	Produce *Measurement // payload sweep only
+	Consume Measurement
+	// Load is the time the harness took to fill the backlog with
+	// pipelined XADDs (concurrency and backlog sweeps).
+	Load time.Duration
+	// RedisMemory is used_memory with the messages stored, before
+	// consuming, bytes.
+	RedisMemory int64
+}
+
+// StoredMemory is what streamworker's stream costs Redis per event, with
+// or without trimming.
+type StoredMemory struct {
+	MaxLen       int64 // 0: no trimming
+	Published    int
+	Entries      int64 // XLEN after publishing
+	MemoryUsage  int64 // MEMORY USAGE of the stream, SAMPLES 0 (every node), bytes
+	UsedMemory   int64 // Redis used_memory after publishing less before, bytes
+	Produce      Measurement
+	PerEntry     float64 // MemoryUsage / Entries
+	PerPublished float64 // MemoryUsage / Published
+}
+
+// summary is the median, min and max of some runs.
+type summary struct{ Median, Min, Max float64 }
+
+func summarize(vs []float64) summary {
+	if len(vs) == 0 {
+		return summary{math.NaN(), math.NaN(), math.NaN()}
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return summary{Median: m, Min: s[0], Max: s[len(s)-1]}
+}
+
+func each(ms []Measurement, f func(Measurement) float64) []float64 {
+	out := make([]float64, len(ms))
+	for i, m := range ms {
+		out[i] = f(m)
+	}
+	return out
+}
+
+func (t Throughput) produceRate() summary { return summarize(each(t.Produce, Measurement.Rate)) }
+func (t Throughput) consumeRate() summary { return summarize(each(t.Consume, Measurement.Rate)) }
+
+func findThroughput(all []Throughput, system string) *Throughput {
+	for i := range all {
+		if all[i].System == system {
+			return &all[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,125 @@
+package systems
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unsafe"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/worker"
+)
+
+// bare is the least a Go program can do per message with go-redis: XADDs
+// pipelined Batch at a time to produce; one goroutine that reads
+// XREADGROUP COUNT FetchCount, calls the handler per entry and sends one
+// XACK with every ID of the batch, to consume. No pool, no middleware, no
+// metrics, no retries: what the protocol allows. Its entries have the same
+// fields as streamworker's.
+type bare struct {
+	stream
+	client *redis.Client
+
+	count *counter
+	stop  context.CancelFunc
+	run   *background
+}
+
+func newBare(cfg Config) *bare {
+	return &bare{stream: newStream(cfg), client: redis.NewClient(cfg.options())}
+}
+
+func (b *bare) args(data string) *redis.XAddArgs {
+	a := &redis.XAddArgs{Stream: b.key, Values: []string{worker.FieldType, MsgType, worker.FieldData, data}}
+	if b.cfg.MaxLen > 0 {
+		a.MaxLen, a.Approx = b.cfg.MaxLen, true
+	}
+	return a
+}
+
+func (b *bare) Produce(ctx context.Context, n int, payload []byte) error {
+	data := string(payload)
+	for sent := 0; sent < n; {
+		pipe := b.client.Pipeline()
+		for i := 0; i < b.cfg.Batch && sent < n; i, sent = i+1, sent+1 {
+			pipe.XAdd(ctx, b.args(data))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("pipelined XADD: %w", err)
+		}
+	}
+	return nil
+}
+
+func (b *bare) Send(ctx context.Context, payload []byte) error {
+	return b.client.XAdd(ctx, b.args(string(payload))).Err()
+}
+
+func (b *bare) Start(ctx context.Context, n int, handle Handler) error {
+	if b.count != nil {
+		return errors.New("systems: Start called twice")
+	}
+	if err := b.createGroup(ctx); err != nil {
+		return err
+	}
+	b.count = newCounter(n)
+	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	b.stop = stop
+	b.run = goBackground(func() error { return b.loop(rctx, handle) })
+	return nil
+}
+
+func (b *bare) loop(ctx context.Context, handle Handler) error {
+	ids := make([]string, 0, b.cfg.FetchCount)
+	for ctx.Err() == nil {
+		res, err := b.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: b.group, Consumer: "bench-bare", Streams: []string{b.key, ">"},
+			Count: int64(b.cfg.FetchCount), Block: 100 * time.Millisecond,
+		}).Result()
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err() // stopped: an error now is the stop's
+		case errors.Is(err, redis.Nil):
+			continue
+		case err != nil:
+			return fmt.Errorf("XREADGROUP: %w", err)
+		}
+		ids = ids[:0]
+		for _, e := range res[0].Messages {
+			// The handler reads the field in place: no copy, as a loop
+			// written for speed would do.
+			data, _ := e.Values[worker.FieldData].(string)
+			handle(unsafe.Slice(unsafe.StringData(data), len(data)))
+			b.count.add()
+			ids = append(ids, e.ID)
+		}
+		if err := b.client.XAck(ctx, b.key, b.group, ids...).Err(); err != nil {
+			return errors.Join(ctx.Err(), fmt.Errorf("XACK: %w", err))
+		}
+	}
+	return ctx.Err()
+}
+
+func (b *bare) Ready(ctx context.Context) error { return b.reading(ctx) }
+
+func (b *bare) Wait(ctx context.Context) error {
+	if err := b.count.wait(ctx, b.run); err != nil {
+		return err
+	}
+	return b.acked(ctx)
+}
+
+func (b *bare) Handled() int64 { return b.count.handled() }
+
+func (b *bare) Close() error {
+	if b.stop != nil {
+		b.stop()
+	}
+	err := b.run.join(10 * time.Second)
+	if errors.Is(err, context.Canceled) { // how the loop stops
+		err = nil
+	}
+	return errors.Join(err, closeClient(b.client), closeClient(b.admin))
+}
