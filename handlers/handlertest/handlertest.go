@@ -63,6 +63,8 @@ type Result struct {
 	Errors []error
 	// DeadLetter is the dead-letter entry's fields, for DeadLettered.
 	DeadLetter map[string]any
+
+	typ string // the message type
 }
 
 // Harness is a running worker on a real Redis for one test.
@@ -162,6 +164,7 @@ func (h *Harness) record(next worker.Handler) worker.Handler {
 			h.calls[m.OriginID] = r
 		}
 		r.Calls++
+		r.typ = m.Type
 		var d *worker.DelayError
 		switch {
 		case err == nil:
@@ -268,10 +271,26 @@ func (h *Harness) deadLetter(id string) map[string]any {
 // Counts are the runtime's outcome counters for one message type.
 type Counts struct{ Acked, Retried, Delayed, Dead int }
 
-// Counts reads streamworker_messages_total for typ.
+// Counts reads streamworker_messages_total for typ, once every message of
+// typ whose handler has succeeded is counted as acked: the runtime writes
+// acknowledgements in batches, a moment after the handler returns.
 func (h *Harness) Counts(typ string) Counts {
-	o := worker.Outcomes(h.reg)[typ]
-	return Counts{Acked: o[worker.OutcomeAcked], Retried: o[worker.OutcomeRetried], Delayed: o[worker.OutcomeDelayed], Dead: o[worker.OutcomeDead]}
+	h.t.Helper()
+	h.mu.Lock()
+	succeeded := 0
+	for _, r := range h.calls {
+		if r.typ == typ && r.Outcome == Acked {
+			succeeded++
+		}
+	}
+	h.mu.Unlock()
+	var c Counts
+	h.Eventually(fmt.Sprintf("the %d successful %s messages to be acknowledged", succeeded, typ), func() bool {
+		o := worker.Outcomes(h.reg)[typ]
+		c = Counts{Acked: o[worker.OutcomeAcked], Retried: o[worker.OutcomeRetried], Delayed: o[worker.OutcomeDelayed], Dead: o[worker.OutcomeDead]}
+		return c.Acked >= succeeded
+	})
+	return c
 }
 
 // Logs returns everything logged through h.Logger so far.

@@ -65,7 +65,6 @@ func TestOverTheLimitIsDelayedNotFailed(t *testing.T) {
 			t.Errorf("message %s ran at attempt %d, want 1: a delay must not count as an attempt", payload, a)
 		}
 	}
-	h.Eventually("every message acknowledged", func() bool { return h.Counts("email.send").Acked == messages })
 	got := h.Counts("email.send")
 	if got.Delayed == 0 {
 		t.Error("no message was delayed; the limit was never reached")
