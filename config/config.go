@@ -34,6 +34,20 @@ type Config struct {
 	// restarts of the same replica (the pod name on Kubernetes) so that the
 	// replica finds its own pending entries again. Default: the hostname.
 	Consumer string `envconfig:"WORKER_CONSUMER"`
+	// Partitions splits every stream of WORKER_STREAMS into this many
+	// partitions, each a stream of its own named {S:i} (its own hash tag, so
+	// the partitions spread over the nodes of a Redis Cluster). Producers
+	// route an event by its partition key (the key field) to partition
+	// FNV-1a(key) mod Partitions; each partition is read by one worker of
+	// the group at a time, and messages with the same key run one at a
+	// time, in order. 1 is not partitioned. Streams are then named without
+	// braces. Default: 1
+	Partitions int `envconfig:"WORKER_PARTITIONS" default:"1"`
+	// PartitionLease is how long a worker's claim on a partition lasts
+	// without renewal (it is renewed every sixth of it): the partitions of a
+	// worker that died move to the others after at most this long. Only
+	// with Partitions above 1. Default: 10s
+	PartitionLease time.Duration `envconfig:"WORKER_PARTITION_LEASE" default:"10s"`
 	// GroupStart is where a newly created group starts: earliest (the whole
 	// stream, so events produced before the first worker ran are not
 	// skipped) or latest (only new events). Default: earliest
@@ -117,6 +131,8 @@ func Default() Config {
 		Streams:           []string{"events"},
 		Group:             "workers",
 		GroupStart:        "earliest",
+		Partitions:        1,
+		PartitionLease:    10 * time.Second,
 		Concurrency:       64,
 		FetchCount:        256,
 		Block:             2 * time.Second,
@@ -196,6 +212,7 @@ func (c Config) Validate() error {
 		{"WORKER_FETCH_COUNT", c.FetchCount, 1, 100000},
 		{"WORKER_MAX_ATTEMPTS", c.MaxAttempts, 1, 1000},
 		{"WORKER_RECLAIM_COUNT", c.ReclaimCount, 1, 100000},
+		{"WORKER_PARTITIONS", c.Partitions, 1, MaxPartitions},
 	} {
 		if v.val < v.min || v.val > v.max {
 			return bad(v.name, strconv.Itoa(v.val), fmt.Sprintf("an integer from %d to %d", v.min, v.max))
@@ -215,6 +232,7 @@ func (c Config) Validate() error {
 		{"WORKER_RECLAIM_INTERVAL", c.ReclaimInterval, 10 * time.Millisecond},
 		{"WORKER_CONSUMER_GONE_AFTER", c.ConsumerGoneAfter, time.Minute},
 		{"WORKER_DEDUPE_WINDOW", c.DedupeWindow, 0},
+		{"WORKER_PARTITION_LEASE", c.PartitionLease, time.Second},
 	} {
 		if v.val < v.min {
 			return bad(v.name, v.val.String(), fmt.Sprintf("a Go duration of at least %s (e.g. 250ms, 30s)", v.min))
@@ -222,6 +240,20 @@ func (c Config) Validate() error {
 	}
 	if c.Block > time.Minute {
 		return bad("WORKER_BLOCK", c.Block.String(), "a Go duration from 1ms to 1m")
+	}
+	if c.Partitions > 1 {
+		for _, s := range c.Streams {
+			if strings.ContainsAny(s, "{}") {
+				return bad("WORKER_STREAMS", strings.Join(c.Streams, ","), "stream names without braces when WORKER_PARTITIONS is above 1 ("+
+					strconv.Itoa(c.Partitions)+"): each partition {S:i} is a hash tag of its own, so name the stream orders, not {orders}")
+			}
+		}
+	}
+	if c.Partitions > 1 && c.PartitionLease < 3*c.Block {
+		return bad("WORKER_PARTITION_LEASE", c.PartitionLease.String(), "a duration at least 3 × WORKER_BLOCK ("+(3*c.Block).String()+"): a worker stops reading a partition a third of the lease before it runs out, and a read must return by then")
+	}
+	if c.PartitionLease > 10*time.Minute {
+		return bad("WORKER_PARTITION_LEASE", c.PartitionLease.String(), "a Go duration from 1s to 10m")
 	}
 	if c.ConsumerGoneAfter < 3*c.ReclaimInterval {
 		return bad("WORKER_CONSUMER_GONE_AFTER", c.ConsumerGoneAfter.String(), "a duration at least 3 × WORKER_RECLAIM_INTERVAL ("+(3*c.ReclaimInterval).String()+"), so live consumers' heartbeats never lapse")
@@ -260,6 +292,9 @@ func validateRedisURL(raw string) error {
 	}
 	return nil
 }
+
+// MaxPartitions is the most partitions WORKER_PARTITIONS allows.
+const MaxPartitions = 1024
 
 // Redact returns a Redis URL with its password replaced, for logs and errors.
 func Redact(raw string) string {

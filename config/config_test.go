@@ -17,7 +17,9 @@ func clearEnv(t *testing.T) {
 		"WORKER_RETRY_BASE", "WORKER_RETRY_MAX", "WORKER_HANDLER_TIMEOUT", "WORKER_SHUTDOWN_TIMEOUT",
 		"WORKER_PROMOTE_INTERVAL", "WORKER_RECLAIM_MIN_IDLE", "WORKER_DEDUPE_WINDOW",
 		"WORKER_RECLAIM_INTERVAL", "WORKER_RECLAIM_COUNT", "WORKER_CONSUMER_GONE_AFTER",
-		"WORKER_HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT",
+		"WORKER_HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT", "WORKER_PARTITIONS", "WORKER_PARTITION_LEASE",
+		"REDIS_TLS_CA", "REDIS_TLS_CERT", "REDIS_TLS_KEY", "REDIS_CLUSTER_ADDRS",
+		"REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD",
 	} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
@@ -52,6 +54,8 @@ func TestLoadValues(t *testing.T) {
 	t.Setenv("WORKER_DEDUPE_WINDOW", "1h")
 	t.Setenv("LOG_FORMAT", "TEXT")
 	t.Setenv("WORKER_GROUP_START", "latest")
+	t.Setenv("WORKER_PARTITIONS", "16")
+	t.Setenv("WORKER_PARTITION_LEASE", "30s")
 	got, err := Load()
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +64,8 @@ func TestLoadValues(t *testing.T) {
 		t.Errorf("Streams (-want +got):\n%s", diff)
 	}
 	if got.Consumer != "pod-7" || got.Concurrency != 16 || got.RetryBase != 250*time.Millisecond ||
-		got.DedupeWindow != time.Hour || got.LogFormat != "text" || got.GroupStart != "latest" {
+		got.DedupeWindow != time.Hour || got.LogFormat != "text" || got.GroupStart != "latest" ||
+		got.Partitions != 16 || got.PartitionLease != 30*time.Second {
 		t.Errorf("got %+v", got)
 	}
 }
@@ -89,6 +94,11 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"LogFormat", "LOG_FORMAT", "xml", `LOG_FORMAT="xml" is invalid: want json or text`},
 		{"BlockTooLong", "WORKER_BLOCK", "5m", `WORKER_BLOCK="5m0s" is invalid: want a Go duration from 1ms to 1m`},
 		{"MinIdleTooShort", "WORKER_RECLAIM_MIN_IDLE", "10ms", `WORKER_RECLAIM_MIN_IDLE="10ms" is invalid: want a Go duration of at least 1s`},
+		{"ZeroPartitions", "WORKER_PARTITIONS", "0", `WORKER_PARTITIONS="0" is invalid: want an integer from 1 to 1024`},
+		{"TooManyPartitions", "WORKER_PARTITIONS", "1025", `WORKER_PARTITIONS="1025" is invalid: want an integer from 1 to 1024`},
+		{"PartitionsNotAnInteger", "WORKER_PARTITIONS", "many", `WORKER_PARTITIONS="many" is invalid: want an integer`},
+		{"PartitionLeaseTooShort", "WORKER_PARTITION_LEASE", "500ms", `WORKER_PARTITION_LEASE="500ms" is invalid: want a Go duration of at least 1s`},
+		{"PartitionLeaseTooLong", "WORKER_PARTITION_LEASE", "1h", `WORKER_PARTITION_LEASE="1h0m0s" is invalid: want a Go duration from 1s to 10m`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
@@ -107,6 +117,59 @@ func TestLoadRejectsBadValues(t *testing.T) {
 				t.Errorf("error leaks the password: %q", err)
 			}
 		})
+	}
+}
+
+// TestPartitionedStreamNames: a partition {S:i} is a hash tag of its own,
+// so a partitioned stream is named without braces; unpartitioned, braces
+// are how a stream picks its slot and stay allowed.
+func TestPartitionedStreamNames(t *testing.T) {
+	for _, tc := range []struct {
+		name, streams, partitions string
+		want                      string // "" when accepted
+	}{
+		{"PlainPartitioned", "orders,payments", "16", ""},
+		{"BracesUnpartitioned", "{orders}", "1", ""},
+		{"BracesPartitioned", "{orders}", "16", `WORKER_STREAMS="{orders}" is invalid: want stream names without braces when WORKER_PARTITIONS is above 1 (16)`},
+		{"OneOfSeveral", "orders,pay{ments}", "2", `WORKER_STREAMS="orders,pay{ments}" is invalid: want stream names without braces`},
+		{"ClosingBraceOnly", "orders}", "4", `name the stream orders, not {orders}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			t.Setenv("WORKER_STREAMS", tc.streams)
+			t.Setenv("WORKER_PARTITIONS", tc.partitions)
+			_, err := Load()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("rejected: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("WORKER_STREAMS=%q with WORKER_PARTITIONS=%s accepted", tc.streams, tc.partitions)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Errorf("error = %q\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPartitionLeaseCoversReads: a worker stops reading a partition a third
+// of the lease before it runs out, so a read's block must fit in that third.
+func TestPartitionLeaseCoversReads(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("WORKER_PARTITIONS", "4")
+	t.Setenv("WORKER_PARTITION_LEASE", "3s")
+	_, err := Load()
+	want := `WORKER_PARTITION_LEASE="3s" is invalid: want a duration at least 3 × WORKER_BLOCK (6s)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error = %v, want it to contain %q", err, want)
+	}
+	t.Setenv("WORKER_BLOCK", "1s")
+	if _, err := Load(); err != nil {
+		t.Errorf("a 3s lease with a 1s block: %v", err)
+	}
+	t.Setenv("WORKER_PARTITIONS", "1")
+	t.Setenv("WORKER_BLOCK", "2s")
+	if _, err := Load(); err != nil {
+		t.Errorf("the lease of unpartitioned streams is not checked: %v", err)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testcerts"
 )
@@ -87,32 +89,39 @@ func TestRedisValidate(t *testing.T) {
 				}
 				return
 			}
-			var cerr *config.Error
-			if !errors.As(err, &cerr) {
-				t.Fatalf("Validate() = %v, want a *config.Error", err)
-			}
-			if cerr.Var != tc.wantVar {
-				t.Errorf("error names %s, want %s: %v", cerr.Var, tc.wantVar, err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-			if strings.Contains(err.Error(), "s3cret") {
-				t.Errorf("error leaks the password: %q", err)
-			}
-			// Config validates the same way, and NewClient refuses.
-			cfg := config.Default()
-			cfg.Redis = tc.r
-			if got := cfg.Validate(); got == nil || got.Error() != err.Error() {
-				t.Errorf("Config.Validate() = %v, want %v", got, err)
-			}
-			if c, nerr := tc.r.NewClient(); nerr == nil {
-				_ = c.Close()
-				t.Errorf("NewClient() accepted what Validate refused")
-			}
+			checkRefused(t, tc.r, err, tc.wantVar, tc.want)
 		})
+	}
+}
+
+// checkRefused checks a refusal of r by Validate: err names wantVar and
+// contains every want, never the password, and Config.Validate and
+// NewClient refuse r the same way.
+func checkRefused(t *testing.T, r config.Redis, err error, wantVar string, want []string) {
+	t.Helper()
+	var cerr *config.Error
+	if !errors.As(err, &cerr) {
+		t.Fatalf("Validate() = %v, want a *config.Error", err)
+	}
+	if cerr.Var != wantVar {
+		t.Errorf("error names %s, want %s: %v", cerr.Var, wantVar, err)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error leaks the password: %q", err)
+	}
+	cfg := config.Default()
+	cfg.Redis = r
+	if got := cfg.Validate(); got == nil || got.Error() != err.Error() {
+		t.Errorf("Config.Validate() = %v, want %v", got, err)
+	}
+	if c, nerr := r.NewClient(); nerr == nil {
+		_ = c.Close()
+		t.Errorf("NewClient() accepted what Validate refused")
 	}
 }
 
@@ -174,13 +183,13 @@ func TestRedisOptions(t *testing.T) {
 
 func TestLoadRedis(t *testing.T) {
 	certs := testcerts.Write(t, t.TempDir(), "127.0.0.1")
-	for _, k := range []string{"REDIS_URL", "REDIS_TLS_CA", "REDIS_TLS_CERT", "REDIS_TLS_KEY"} {
+	for _, k := range redisVars {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
 	}
 	r, err := config.LoadRedis()
-	if err != nil || r != (config.Redis{RedisURL: "redis://127.0.0.1:6379/0"}) {
-		t.Fatalf("LoadRedis() with an empty environment = %+v, %v", r, err)
+	if diff := cmp.Diff(config.Redis{RedisURL: "redis://127.0.0.1:6379/0"}, r); err != nil || diff != "" {
+		t.Fatalf("LoadRedis() with an empty environment: %v (-want +got):\n%s", err, diff)
 	}
 	t.Setenv("REDIS_URL", "rediss://redis.example:6380/0")
 	t.Setenv("REDIS_TLS_CA", certs.CA)
@@ -191,8 +200,8 @@ func TestLoadRedis(t *testing.T) {
 	// The worker's configuration reads the same variables.
 	t.Setenv("WORKER_CONSUMER", "pod-0")
 	cfg, err := config.Load()
-	if err != nil || cfg.Redis != r {
-		t.Fatalf("Load().Redis = %+v, %v; want %+v", cfg.Redis, err, r)
+	if diff := cmp.Diff(r, cfg.Redis); err != nil || diff != "" {
+		t.Fatalf("Load().Redis: %v (-want +got):\n%s", err, diff)
 	}
 	t.Setenv("REDIS_TLS_CERT", certs.ClientCert)
 	if _, err := config.LoadRedis(); err == nil || !strings.Contains(err.Error(), "REDIS_TLS_KEY") {

@@ -19,7 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Options configure a Reclaimer. Every field is required; config.Config
+// Options configure a Reclaimer. Every field but Owned is required; config.Config
 // holds the defaults.
 type Options struct {
 	Streams  []string
@@ -39,6 +39,13 @@ type Options struct {
 	// claimed entry a suspect: it is handed to Sink.Isolate, uncounted,
 	// instead of being delivered in a batch. 0 isolates nothing.
 	IsolateAfter int
+	// Owned, when not nil, narrows each claim pass to the streams it
+	// returns then, a subset of Streams: the partitions of a partitioned
+	// stream this consumer owns, so that entries of a partition a live
+	// worker reads are never claimed out of their order. Heartbeats and
+	// consumer clean-up still cover every stream. Default: nil (all of
+	// Streams)
+	Owned func() []string
 }
 
 // Sink is the runtime's dispatch path, which claimed entries enter exactly
@@ -180,7 +187,11 @@ func (r *Reclaimer) Run(ctx context.Context) error {
 // and the entries claimed beside it are not dead-lettered with it.
 func (r *Reclaimer) runOnce(ctx context.Context) (Result, error) {
 	var res Result
-	for _, s := range r.opts.Streams {
+	streams := r.opts.Streams
+	if r.opts.Owned != nil {
+		streams = r.opts.Owned()
+	}
+	for _, s := range streams {
 		start := "0-0"
 		for {
 			n := r.sink.Reserve(ctx, r.opts.Count)
@@ -335,7 +346,8 @@ func (r *Reclaimer) cleanOnce(ctx context.Context) (int, error) {
 	for _, s := range r.opts.Streams {
 		consumers, err := r.client.XInfoConsumers(ctx, s, r.opts.Group).Result()
 		if err != nil {
-			if strings.HasPrefix(err.Error(), "NOGROUP") || errors.Is(err, redis.Nil) {
+			// No group, or no stream yet (a partition nobody has read).
+			if strings.HasPrefix(err.Error(), "NOGROUP") || errors.Is(err, redis.Nil) || strings.Contains(err.Error(), "no such key") {
 				continue
 			}
 			return removed, err

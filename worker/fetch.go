@@ -34,6 +34,7 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 	fail := func(what string, err error) {
 		failures++
 		s.redisOK.Store(false)
+		r.cluster.failed(err) // cluster.go: a dead primary's slots move to its replica
 		wait := retryWait(failures)
 		log.Error(what, "error", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
 		sleepCtx(ctx, wait)
@@ -180,7 +181,7 @@ func (r *Runtime) dispatch(ctx context.Context, batch []*Message, n int) int {
 	if r.cfg.DedupeWindow > 0 {
 		batch = r.dropDuplicates(ctx, batch)
 	}
-	r.jobs.push(batch...)
+	r.jobs.push(r.order.admit(batch)...) // ordered.go: a message whose key runs waits behind it, on its slot
 	r.release(n - len(batch))
 	return len(batch)
 }

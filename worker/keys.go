@@ -45,3 +45,16 @@ func PartitionFor(key string, n int) int {
 	_, _ = h.Write([]byte(key))
 	return int(h.Sum32() % uint32(n)) //nolint:gosec // n is a positive partition count
 }
+
+// partitionOwnerKey names the consumer of group that owns partition (a
+// partition stream key) now: SET with a TTL of WORKER_PARTITION_LEASE,
+// renewed while it is owned. It shares the partition's hash tag.
+func partitionOwnerKey(partition, group string) string { return partition + ":owner:" + group }
+
+// partitionMembersKey is the sorted set of the consumers of group that read
+// the partitions of stream (a logical, unpartitioned name), each scored by
+// when its membership runs out (unix ms). Its hash tag is {stream}, a slot of
+// its own.
+func partitionMembersKey(stream, group string) string {
+	return "{" + stream + "}:members:" + group
+}

@@ -79,6 +79,7 @@ func Main(mux *Mux, opts ...Option) {
 		fmt.Fprintln(os.Stderr, "streamworker: configuration:", err)
 		os.Exit(2)
 	}
+	SetGCDefault(os.Getenv)
 	opts = append(opts, WithSignals())
 	if err := Run(context.Background(), cfg, mux, opts...); err != nil {
 		fmt.Fprintln(os.Stderr, "streamworker:", err)
@@ -108,6 +109,9 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		defer c.Close()
 		client = c
 	}
+	if err := CheckSlots(client, streamKeys(cfg), cfg.Group, cfg.Consumer); err != nil {
+		return err
+	}
 	reg := o.registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -120,10 +124,10 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		}
 	}
 	metrics := NewMetrics(reg)
-	reg.MustRegister(newStreamCollector(client, cfg.Streams, cfg.Group))
+	reg.MustRegister(newStreamCollector(client, streamKeys(cfg), cfg.Group))
 	rt := NewRuntime(cfg, client, mux, logger, metrics)
-	logger.Info("starting", "redis", config.Redact(cfg.RedisURL), "streams", cfg.Streams, "group", cfg.Group,
-		"consumer", cfg.Consumer, "concurrency", cfg.Concurrency, "types", mux.Types())
+	logger.Info("starting", "redis", cfg.RedisTarget(), "redis_mode", cfg.RedisMode(), "streams", cfg.Streams, "partitions", cfg.Partitions, "group", cfg.Group,
+		"consumer", cfg.Consumer, "concurrency", cfg.Concurrency, "types", mux.Types(), "gc_percent", gcPercent())
 
 	var g run.Group
 	{ // the caller's context
@@ -171,7 +175,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		}, func(error) { cancel() })
 	}
 	{ // promote
-		p := NewPromoter(client, cfg.Streams, cfg.PromoteInterval, logger, metrics, rt.Liveness())
+		p := NewPromoter(client, streamKeys(cfg), cfg.PromoteInterval, logger, metrics, rt.Liveness())
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return p.Run(ctx) }, func(error) { cancel() })
 	}
@@ -242,11 +246,11 @@ func NewLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, hopts))
 }
 
-// NewRedisClient connects to REDIS_URL (with the REDIS_TLS_* files for
-// rediss://) with a pool sized for the handler pool, the fetchers and the
-// background loops.
+// NewRedisClient connects to the stream Redis (REDIS_URL, a Redis Cluster or
+// Sentinel; see config.Redis) with a pool sized for the handler pool, the
+// fetchers and the background loops.
 func NewRedisClient(cfg config.Config) (redis.UniversalClient, error) {
-	return cfg.NewClient(config.MinPoolSize(cfg.Concurrency + len(cfg.Streams) + 8)) // config.Redis.NewClient
+	return cfg.NewClient(config.MinPoolSize(cfg.Concurrency + len(streamKeys(cfg)) + 8)) // config.Redis.NewClient
 }
 
 // WithSignals makes Run stop on SIGTERM or SIGINT as Main does.

@@ -55,6 +55,11 @@ type Runtime struct {
 	renewing       map[string]*atomic.Bool // per stream: a lease renewal is in flight
 	renewals       sync.WaitGroup          // lease renewals in flight, some given up on
 	suspects       suspects                // entries to run one at a time (isolate.go)
+
+	// Partitioned streams and Redis Cluster: each nil when not in use.
+	parts   *partitions    // partition ownership (partition.go)
+	order   *orderGate     // per-key order on partitioned streams (ordered.go)
+	cluster *clusterRoutes // slot map reloads after node failures (cluster.go)
 }
 
 type streamState struct {
@@ -121,9 +126,14 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 		return n
 	}
 	metrics.running.Store(&running)
-	for _, s := range cfg.Streams {
+	for _, s := range fetchedStreams(cfg) { // partition.go: the partitions are read while owned
 		r.streams = append(r.streams, &streamState{name: s, beat: r.live.Register("fetch " + s)})
 		r.renewing[s] = &atomic.Bool{}
+	}
+	r.cluster = newClusterRoutes(client)
+	if cfg.Partitions > 1 { // partition.go, ordered.go
+		r.parts = newPartitions(r)
+		r.order = newOrderGate(r, streamKeys(cfg))
 	}
 	r.handlerCtx, r.cancelHandlers = context.WithCancel(context.Background())
 	return r
@@ -146,7 +156,7 @@ func (r *Runtime) Ready() error {
 			return fmt.Errorf("redis is not answering reads of stream %q", s.name)
 		}
 	}
-	return nil
+	return r.parts.ready() // partition.go
 }
 
 // Run consumes until ctx ends, then shuts down: fetching stops, running
@@ -173,8 +183,13 @@ func (r *Runtime) Run(ctx context.Context) error {
 				if !ok {
 					return
 				}
-				r.process(w, m)
-				r.sem.release(1)
+				for m != nil { // ordered.go: the next message of m's key, or m's retry in place, runs here after m
+					r.process(w, m)
+					var again bool
+					if m, again = r.order.done(m); !again { // a retry in place keeps m's slot
+						r.sem.release(1)
+					}
+				}
 			}
 		}()
 	}
@@ -194,8 +209,13 @@ func (r *Runtime) Run(ctx context.Context) error {
 			r.fetchLoop(ctx, s)
 		}()
 	}
+	feeders.Add(1)
+	go func() {
+		defer feeders.Done()
+		r.parts.run(ctx) // partition.go: takes, reads and gives up partitions until ctx ends
+	}()
 	rc := reclaim.New(r.client, reclaim.Options{
-		Streams: r.cfg.Streams, Group: r.cfg.Group, Consumer: r.cfg.Consumer,
+		Streams: streamKeys(r.cfg), Owned: r.parts.ownedFunc(), Group: r.cfg.Group, Consumer: r.cfg.Consumer,
 		MinIdle: r.cfg.ReclaimMinIdle, Interval: r.cfg.ReclaimInterval, Count: r.cfg.ReclaimCount,
 		GoneAfter: r.cfg.ConsumerGoneAfter, IsolateAfter: r.isolateAfter(),
 	}, sink{r}, r.base, r.metrics.Reclaim, r.live.Register("reclaim").Beat)
@@ -244,6 +264,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.renewals.Wait() // bounded by the client's read timeout
 	close(ackStop)
 	<-r.ackerDone
+	r.parts.leave() // partition.go: acknowledgements are written; give the partitions up
 	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 2*time.Second)
 	rc.Leave(leaveCtx)
 	cancelLeave()
@@ -321,6 +342,9 @@ func (r *Runtime) complete(m *Message, err error) {
 	if r.abandoned.Load() && r.handlerCtx.Err() != nil {
 		// Cancelled by the shutdown deadline: it was handed over, not failed.
 		r.count(m, OutcomeHandedOver)
+		return
+	}
+	if r.order.hold(m, err) { // ordered.go: a keyed message on a partitioned stream is retried in place
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)

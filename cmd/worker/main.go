@@ -16,6 +16,7 @@ import (
 )
 
 func main() {
+	worker.SetGCDefault(os.Getenv)
 	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		var cerr *config.Error
 		if errors.As(err, &cerr) || errors.Is(err, errUsage) {

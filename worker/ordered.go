@@ -1,0 +1,522 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/streamworker/streamworker/reclaim"
+)
+
+// Per-key order on partitioned streams. A partition is read by one consumer
+// at a time (partition.go), so the messages of a key reach one process, in
+// stream order. The gate keeps that order through the handler pool: while a
+// message of a key runs, the later ones of the key wait here, each on the
+// handler slot it was read with, and the handler goroutine that finishes one
+// runs the next (Runtime.Run). Messages without a key, and every message on
+// an unpartitioned stream, pass straight through: the gate is nil then.
+//
+// A keyed message that fails is retried in place: it stays pending (its
+// lease renewed), its goroutine waits the backoff and runs it again, and the
+// key's later messages wait behind it. A retried copy sent through the
+// stream's delayed set would come back behind them. When its attempts run
+// out, or for a Permanent error, it is dead-lettered to its partition's
+// dead-letter stream as any message is, and the key goes on.
+//
+// A key whose turn is given up — its partition is being handed to another
+// worker, or the process is shutting down while a message of the key waits
+// to be retried — is blocked: what is queued for it is left pending, not
+// run, so that the next owner, which runs the pending entries first, runs
+// them in order.
+
+// orderGate serialises the messages of each key of the partitioned streams.
+type orderGate struct {
+	r *Runtime
+
+	mu       sync.Mutex
+	keys     map[gateKey]*keyTurn // keys with a message running, or held for a retry
+	spare    []*keyTurn           // reused turns: a key's turn is short-lived
+	parts    map[string]*gatePart // by partition stream key; the map itself is fixed, its values' fields are guarded by mu
+	unleased map[*Message]bool    // waiting messages no longer pending (trimmed, or acknowledged elsewhere)
+	stop     chan struct{}        // closed at shutdown: retries in place give up
+	stopOnce sync.Once
+}
+
+type gateKey struct{ stream, key string }
+
+// keyTurn is a key whose message runs (or waits to be retried in place), or
+// a key given up while its partition is handed over.
+type keyTurn struct {
+	waiting []*Message // read after the running one, in read order, each holding its slot
+	active  bool       // a message of the key runs, or waits to be retried
+	blocked bool       // given up: later messages of the key stay pending, unrun
+
+	held      bool          // the message that runs failed and is retried in place
+	retryIn   time.Duration // after this long
+	attempt   int           // as this attempt
+	sleeping  *Message      // the message waiting for its retry, leased like the waiting ones
+	sleepLost bool          // sleeping was claimed by another consumer meanwhile
+}
+
+// gatePart is what the gate knows of one partition.
+type gatePart struct {
+	leaving   chan struct{}   // closed while the partition is being given up
+	abandoned map[string]bool // IDs left pending for the next owner
+	taken     int             // how many times the partition was taken (reset)
+}
+
+func newOrderGate(r *Runtime, partitions []string) *orderGate {
+	g := &orderGate{
+		r: r, keys: map[gateKey]*keyTurn{}, parts: make(map[string]*gatePart, len(partitions)),
+		unleased: map[*Message]bool{}, stop: make(chan struct{}),
+	}
+	for _, p := range partitions {
+		g.parts[p] = &gatePart{leaving: make(chan struct{}), abandoned: map[string]bool{}}
+	}
+	return g
+}
+
+// partitionKey is the message's partition key, "" for none.
+func partitionKey(m *Message) string { return m.Metadata[FieldKey] }
+
+// admit filters a read's messages, in place, down to those that may run now.
+// The others wait behind the running message of their key, holding their
+// slots, and run after it on its goroutine (done); those of a blocked key are
+// left pending and their slots released. On a nil gate it returns batch.
+func (g *orderGate) admit(batch []*Message) []*Message {
+	if g == nil {
+		return batch
+	}
+	var dropped []*Message
+	out := batch[:0]
+	g.mu.Lock()
+	for _, m := range batch {
+		key := partitionKey(m)
+		if key == "" || g.parts[m.Stream] == nil {
+			out = append(out, m)
+			continue
+		}
+		k := gateKey{m.Stream, key}
+		switch t := g.keys[k]; {
+		case t == nil:
+			t = g.newTurn()
+			t.active = true
+			g.keys[k] = t
+			out = append(out, m)
+		case t.blocked:
+			dropped = append(dropped, m)
+			g.abandonLocked(m)
+		case !t.active:
+			t.active = true
+			out = append(out, m)
+		default:
+			t.waiting = append(t.waiting, m)
+		}
+	}
+	g.mu.Unlock()
+	g.drop(dropped)
+	return out
+}
+
+// done is called by the handler goroutine that ran m, once its outcome is
+// recorded. It returns the message to run next on that goroutine: nil; the
+// next message of m's key, which holds a slot of its own; or, with again
+// set, m's retry in place after its backoff, which holds m's slot.
+func (g *orderGate) done(m *Message) (next *Message, again bool) {
+	if g == nil {
+		return nil, false
+	}
+	key := partitionKey(m)
+	if key == "" {
+		return nil, false
+	}
+	k := gateKey{m.Stream, key}
+	g.mu.Lock()
+	t := g.keys[k]
+	if t == nil {
+		g.mu.Unlock()
+		return nil, false
+	}
+	if t.held {
+		t.held = false
+		return g.retry(k, t, m)
+	}
+	return g.nextLocked(k, t), false
+}
+
+// nextLocked pops the next message of key k, whose running message is
+// done, and unlocks g.mu. A key with nothing waiting is forgotten; a blocked
+// key's waiting messages are left pending, and the key stays blocked until
+// its partition is taken again.
+func (g *orderGate) nextLocked(k gateKey, t *keyTurn) *Message {
+	if t.blocked {
+		t.active = false
+		dropped := t.waiting
+		t.waiting = nil
+		for _, w := range dropped {
+			g.abandonLocked(w)
+		}
+		g.mu.Unlock()
+		g.drop(dropped)
+		return nil
+	}
+	if len(t.waiting) == 0 {
+		delete(g.keys, k)
+		g.freeTurn(t)
+		g.mu.Unlock()
+		return nil
+	}
+	next := t.waiting[0]
+	t.waiting[0] = nil
+	t.waiting = t.waiting[1:]
+	delete(g.unleased, next)
+	g.mu.Unlock()
+	return next
+}
+
+// retry waits out m's backoff, with g.mu held on entry (and released), and
+// returns m's retry. When the partition is being handed over or the process
+// stops meanwhile, it gives the key up: m and the key's later messages stay
+// pending for the next owner. When m is no longer this consumer's (claimed
+// by another, trimmed, acknowledged elsewhere) the key goes on without it.
+func (g *orderGate) retry(k gateKey, t *keyTurn, m *Message) (*Message, bool) {
+	wait, attempt := t.retryIn, t.attempt
+	p := g.parts[m.Stream]
+	leaving, taken := p.leaving, p.taken
+	t.sleeping, t.sleepLost = m, false
+	g.mu.Unlock()
+
+	// Its lease is renewed now and then every lease period (renewLeases)
+	// until it runs again.
+	ours := g.renewOne(m)
+	stopped := false
+	timer := time.NewTimer(wait)
+	if ours {
+		select {
+		case <-timer.C:
+		case <-leaving:
+			stopped = true
+		case <-g.stop:
+			stopped = true
+		}
+	}
+	timer.Stop()
+
+	g.mu.Lock()
+	t.sleeping = nil
+	ours = ours && !t.sleepLost
+	switch {
+	case p.taken != taken:
+		// The partition was given up and taken again meanwhile: its take-over
+		// claimed m again, and that copy waits behind it.
+		g.r.count(m, OutcomeHandedOver)
+		return g.nextLocked(k, t), false
+	case ours && !stopped && !t.blocked:
+		again := *m
+		again.Attempt = attempt
+		again.done = nil // closed by the first run
+		g.mu.Unlock()
+		return &again, true
+	case !ours && !stopped && !t.blocked:
+		g.r.count(m, OutcomeLeaseLost)
+		return g.nextLocked(k, t), false
+	}
+	// Given up: m stays pending, and so do the key's later messages.
+	t.blocked = true
+	g.abandonLocked(m)
+	g.r.count(m, OutcomeHandedOver)
+	return g.nextLocked(k, t), false
+}
+
+// renewOne renews the lease of m, about to wait for its retry, and reports
+// whether it is still this consumer's to retry. On a Redis error it is kept:
+// the next lease pass tries again.
+func (g *orderGate) renewOne(m *Message) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	sent := time.Now()
+	lost, trimmed, gone, err := reclaim.Lease(ctx, g.r.client, m.Stream, g.r.cfg.Group, g.r.cfg.Consumer, []string{m.ID})
+	if err != nil {
+		g.r.logger.Warn("renewing the lease of a message to retry failed", "stream", m.Stream, "id", m.ID, "error", err)
+		return true
+	}
+	if len(lost)+len(trimmed)+len(gone) > 0 {
+		g.r.logger.Warn("a failed message is no longer this consumer's to retry (claimed by another, trimmed or acknowledged)",
+			"stream", m.Stream, "id", m.ID, "type", m.Type)
+		return false
+	}
+	g.mu.Lock()
+	m.readAt = sent
+	g.mu.Unlock()
+	return true
+}
+
+// hold takes over the failure of a keyed message on a partitioned stream
+// that may be tried again: it is retried in place once its goroutine calls
+// done. It reports false when the failure goes the usual way instead: no
+// key, a Permanent error, or the attempts used up (dead-lettered to the
+// partition's dead-letter stream). While the partition is being handed
+// over, or at shutdown, the message is left pending for the next owner.
+func (g *orderGate) hold(m *Message, err error) bool {
+	if g == nil {
+		return false
+	}
+	key := partitionKey(m)
+	if key == "" {
+		return false
+	}
+	var de *DelayError
+	isDelay := errors.As(err, &de)
+	if IsPermanent(err) || (m.Attempt >= g.r.cfg.MaxAttempts && !isDelay) {
+		return false
+	}
+	delay, next, outcome := backoff(m.Attempt, g.r.cfg.RetryBase, g.r.cfg.RetryMax), m.Attempt+1, OutcomeRetried
+	if isDelay {
+		delay, next, outcome = de.After, m.Attempt, OutcomeDelayed
+	}
+	p := g.parts[m.Stream]
+	if p == nil {
+		return false
+	}
+	k := gateKey{m.Stream, key}
+	g.mu.Lock()
+	t := g.keys[k]
+	var leaving bool
+	select {
+	case <-p.leaving:
+		leaving = true
+	case <-g.stop:
+		leaving = true
+	default:
+	}
+	if t == nil || t.blocked || leaving {
+		// Left pending for whoever takes the partition next.
+		if t != nil {
+			t.blocked = true
+		}
+		g.abandonLocked(m)
+		g.mu.Unlock()
+		g.r.count(m, OutcomeHandedOver)
+		return true
+	}
+	t.held, t.retryIn, t.attempt = true, delay, next
+	g.mu.Unlock()
+	if outcome == OutcomeDelayed {
+		g.r.logger.Debug("message delayed in place", "stream", m.Stream, "id", m.ID, "type", m.Type, "run_in", delay.Round(time.Millisecond), "reason", err.Error())
+	} else {
+		g.r.logger.Info("message failed; retrying in place, its key waits", "stream", m.Stream, "id", m.ID, "type", m.Type,
+			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
+	}
+	g.r.count(m, outcome)
+	return true
+}
+
+// renewLeases renews the leases of the messages waiting here for a lease
+// period or more, so that no reclaim pass takes them while they wait. A
+// message another consumer has claimed meanwhile is not run; one no longer
+// pending (trimmed, or acknowledged elsewhere) runs unleased, as a running
+// handler of such an entry goes on.
+func (g *orderGate) renewLeases() {
+	if g == nil {
+		return
+	}
+	due := time.Now().Add(-g.r.leaseEvery())
+	byStream := map[string][]*Message{}
+	g.mu.Lock()
+	for _, t := range g.keys {
+		if m := t.sleeping; m != nil && !m.readAt.After(due) {
+			byStream[m.Stream] = append(byStream[m.Stream], m)
+		}
+		for _, m := range t.waiting {
+			if !m.readAt.After(due) && !g.unleased[m] {
+				byStream[m.Stream] = append(byStream[m.Stream], m)
+			}
+		}
+	}
+	g.mu.Unlock()
+	for stream, ms := range byStream {
+		ids := make([]string, len(ms))
+		for i, m := range ms {
+			ids[i] = m.ID
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		sent := time.Now()
+		lost, trimmed, gone, err := reclaim.Lease(ctx, g.r.client, stream, g.r.cfg.Group, g.r.cfg.Consumer, ids)
+		cancel()
+		if err != nil {
+			g.r.logger.Warn("renewing the leases of waiting messages failed", "stream", stream, "count", len(ids), "error", err)
+			continue
+		}
+		isLost := make(map[string]bool, len(lost))
+		for _, id := range lost {
+			isLost[id] = true
+		}
+		notPending := make(map[string]bool, len(trimmed)+len(gone))
+		for _, id := range append(trimmed, gone...) {
+			notPending[id] = true
+		}
+		var dropped []*Message
+		g.mu.Lock()
+		for _, m := range ms {
+			switch {
+			case isLost[m.ID]:
+				if g.unqueueLocked(m) {
+					dropped = append(dropped, m)
+				} else if t := g.keys[gateKey{m.Stream, partitionKey(m)}]; t != nil && t.sleeping == m {
+					t.sleepLost = true
+				}
+			case notPending[m.ID]:
+				g.unleased[m] = true
+			default:
+				m.readAt = sent
+			}
+		}
+		g.mu.Unlock()
+		if len(dropped) > 0 {
+			g.r.logger.Warn("waiting messages were claimed by another consumer; not running them", "stream", stream, "count", len(dropped))
+			for _, m := range dropped {
+				g.r.count(m, OutcomeLeaseLost)
+			}
+			g.release(dropped)
+		}
+	}
+}
+
+// unqueueLocked takes m out of its key's waiting list, if it is there.
+func (g *orderGate) unqueueLocked(m *Message) bool {
+	t := g.keys[gateKey{m.Stream, partitionKey(m)}]
+	if t == nil {
+		return false
+	}
+	for i, w := range t.waiting {
+		if w == m {
+			t.waiting = append(t.waiting[:i], t.waiting[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// abandon gives up every key of partition: its fetching has stopped and it
+// is being handed over. Messages waiting are left pending, unrun, and so is
+// one waiting for its retry; those running finish. Their IDs are returned by
+// abandoned until the partition is taken again (reset).
+func (g *orderGate) abandon(partition string) {
+	if g == nil {
+		return
+	}
+	var dropped []*Message
+	g.mu.Lock()
+	p := g.parts[partition]
+	select {
+	case <-p.leaving:
+	default:
+		close(p.leaving)
+	}
+	for k, t := range g.keys {
+		if k.stream != partition {
+			continue
+		}
+		t.blocked = true
+		for _, m := range t.waiting {
+			g.abandonLocked(m)
+		}
+		dropped = append(dropped, t.waiting...)
+		t.waiting = nil
+	}
+	g.mu.Unlock()
+	g.drop(dropped)
+}
+
+// abandoned reports whether id, of partition, was left pending on purpose
+// since the partition was last taken.
+func (g *orderGate) abandoned(partition, id string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.parts[partition].abandoned[id]
+}
+
+// reset forgets what the gate knew of partition, which this consumer has
+// just taken (again). A key whose message still runs here (taken back
+// before that message finished) keeps its turn, so that the take-over's
+// messages of the key run after it.
+func (g *orderGate) reset(partition string) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, t := range g.keys {
+		if k.stream != partition {
+			continue
+		}
+		if t.active {
+			t.blocked = false
+			continue
+		}
+		delete(g.keys, k)
+	}
+	for m := range g.unleased {
+		if m.Stream == partition {
+			delete(g.unleased, m)
+		}
+	}
+	p := g.parts[partition]
+	p.leaving, p.abandoned = make(chan struct{}), map[string]bool{}
+	p.taken++
+}
+
+// shutdown makes retries in place give up: the process is stopping.
+func (g *orderGate) shutdown() {
+	if g == nil {
+		return
+	}
+	g.stopOnce.Do(func() { close(g.stop) })
+}
+
+func (g *orderGate) abandonLocked(m *Message) {
+	if p := g.parts[m.Stream]; p != nil {
+		p.abandoned[m.ID] = true
+	}
+	delete(g.unleased, m)
+}
+
+// drop leaves messages that were waiting pending, unrun: counted as handed
+// over, their slots released.
+func (g *orderGate) drop(ms []*Message) {
+	if len(ms) == 0 {
+		return
+	}
+	for _, m := range ms {
+		g.r.count(m, OutcomeHandedOver)
+	}
+	g.release(ms)
+}
+
+// release frees the slots of waiting messages that will not run here, and
+// tells whoever waits for one of them (a suspect's runner) that it is over.
+func (g *orderGate) release(ms []*Message) {
+	for _, m := range ms {
+		if m.done != nil {
+			close(m.done)
+		}
+	}
+	g.r.release(len(ms))
+}
+
+func (g *orderGate) newTurn() *keyTurn {
+	if n := len(g.spare); n > 0 {
+		t := g.spare[n-1]
+		g.spare = g.spare[:n-1]
+		return t
+	}
+	return &keyTurn{}
+}
+
+func (g *orderGate) freeTurn(t *keyTurn) {
+	if len(g.spare) < 1024 {
+		*t = keyTurn{waiting: t.waiting[:0]}
+		g.spare = append(g.spare, t)
+	}
+}
