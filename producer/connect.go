@@ -10,25 +10,19 @@ import (
 )
 
 // Connect returns a client for the stream Redis the worker uses, built by the
-// config package from the same settings as the worker's: REDIS_URL (default
-// redis://127.0.0.1:6379/0) and the TLS files REDIS_TLS_CA, REDIS_TLS_CERT
-// and REDIS_TLS_KEY, as getenv reads them. A non-empty redisURL (a command's
-// --redis-url) replaces REDIS_URL. Like NewClient's, the client never
-// resends a command by itself.
+// config package from the same settings as the worker's, as getenv reads
+// them: REDIS_URL (default redis://127.0.0.1:6379/0) with the TLS files
+// REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY; REDIS_CLUSTER_ADDRS for a
+// Redis Cluster; REDIS_SENTINEL_ADDRS, REDIS_SENTINEL_MASTER and
+// REDIS_SENTINEL_PASSWORD for Sentinel (config.Redis says how they combine).
+// A non-empty redisURL (a command's --redis-url) replaces REDIS_URL. Like
+// NewClient's, the client never resends a command by itself.
 //
 // The commands (cmd/producer, cmd/streamctl) connect only through here. A
 // bad setting is a *config.Error naming the variable (or --redis-url), the
 // value (its password redacted) and what is allowed.
 func Connect(getenv func(string) string, redisURL string) (redis.UniversalClient, error) {
-	r := config.Redis{
-		RedisURL:     getenv("REDIS_URL"),
-		RedisTLSCA:   getenv("REDIS_TLS_CA"),
-		RedisTLSCert: getenv("REDIS_TLS_CERT"),
-		RedisTLSKey:  getenv("REDIS_TLS_KEY"),
-	}
-	if r.RedisURL == "" {
-		r.RedisURL = config.Default().RedisURL
-	}
+	r := config.RedisEnv(getenv)
 	if redisURL != "" {
 		r.RedisURL = redisURL
 	}

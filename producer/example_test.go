@@ -23,3 +23,30 @@ func ExampleProducer_Check() {
 	// true
 	// event has no type
 }
+
+// With Partitions, a stream is split into partition streams and each event
+// goes to one: by its partition key, so that one key's events keep their
+// order; else by its ID; else round-robin. The worker consumes the same
+// partitions (WORKER_PARTITIONS).
+func ExampleProducer_Route() {
+	p := producer.New(nil, producer.Options{Partitions: 4}) // Route needs no client
+	for _, e := range []producer.Event{
+		{Type: "order.created", Key: "customer-42"},
+		{Type: "order.paid", Key: "customer-42"},
+		{Type: "order.created", ID: "order-7"},
+		{Type: "ping"},
+		{Type: "ping"},
+	} {
+		stream, _ := p.Route("orders", e)
+		fmt.Println(e.Type, "->", stream)
+	}
+	_, err := p.Route("{orders}", producer.Event{Type: "ping"})
+	fmt.Println(err)
+	// Output:
+	// order.created -> {orders:2}
+	// order.paid -> {orders:2}
+	// order.created -> {orders:3}
+	// ping -> {orders:0}
+	// ping -> {orders:1}
+	// bad partitioning: stream "{orders}": a partitioned stream is named without braces; its 4 partitions are {{orders}:0} … {{orders}:3}, each a hash tag of its own
+}

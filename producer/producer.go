@@ -1,5 +1,6 @@
 // Package producer publishes events to streams: one at a time, in pipelined
-// batches, or delayed until a due time. It never retries an XADD on its own
+// batches, or delayed until a due time, to a stream or to the partitions of a
+// partitioned one, routed by a partition key. It never retries an XADD on its own
 // after an error, because a write whose reply was lost may have happened; give
 // events an idempotency key (Event.ID) and let the worker's dedupe window
 // absorb a resend instead.
@@ -11,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -36,6 +38,12 @@ type Event struct {
 	Data []byte
 	// ID is an optional idempotency key.
 	ID string
+	// Key is an optional partition key, sent as the key field: on a
+	// partitioned stream events with the same key go to the same partition,
+	// in the order sent, and the worker runs them one at a time, in that
+	// order (see Producer.Route). On a stream that is not partitioned the
+	// field is sent all the same. Default: none.
+	Key string
 	// Metadata are extra fields passed to the handler (e.g. traceparent).
 	Metadata map[string]string
 }
@@ -49,6 +57,12 @@ type Options struct {
 	// they are scheduled, nor when the worker moves them into the stream.
 	// Default: 0, no trimming.
 	MaxLen int64
+	// Partitions, when more than 1, splits every stream this producer sends
+	// to into that many partition streams, {S:0} … {S:n-1}
+	// (worker.PartitionStream), and each event goes to one of them (see
+	// Route). It must equal the worker's WORKER_PARTITIONS, or events land
+	// in partitions no worker reads. Default: 0, not partitioned.
+	Partitions int
 }
 
 // Producer publishes events with a Redis client. Create the client with
@@ -57,6 +71,7 @@ type Options struct {
 type Producer struct {
 	client redis.UniversalClient
 	opts   Options
+	next   atomic.Uint64 // the round-robin partition counter
 }
 
 // New returns a Producer.
@@ -93,20 +108,42 @@ func (p *Producer) Check(e Event) error {
 	return nil
 }
 
+// fields are e's field/value pairs as strings, for a delayed envelope.
 func (e Event) fields() []string {
-	f := make([]string, 0, 6+2*len(e.Metadata))
+	f := make([]string, 0, 8+2*len(e.Metadata))
 	f = append(f, worker.FieldType, e.Type, worker.FieldData, string(e.Data))
-	if e.ID != "" {
-		f = append(f, worker.FieldID, e.ID)
-	}
-	for k, v := range e.Metadata {
-		f = append(f, k, v)
-	}
+	e.eachExtra(func(k, v string) { f = append(f, k, v) })
 	return f
 }
 
+// values are e's field/value pairs for XADD: as []any, go-redis writes Data
+// as it is, without copying it into a string, and boxes no value twice.
+func (e Event) values() []any {
+	f := make([]any, 0, 8+2*len(e.Metadata))
+	f = append(f, worker.FieldType, e.Type, worker.FieldData, e.Data)
+	e.eachExtra(func(k, v string) { f = append(f, k, v) })
+	return f
+}
+
+// eachExtra calls add with the fields after type and data: id, key and the
+// metadata.
+func (e Event) eachExtra(add func(k, v string)) {
+	if e.ID != "" {
+		add(worker.FieldID, e.ID)
+	}
+	if e.Key != "" {
+		add(worker.FieldKey, e.Key)
+	}
+	for k, v := range e.Metadata {
+		if k == worker.FieldKey && e.Key != "" {
+			continue // Key wins
+		}
+		add(k, v)
+	}
+}
+
 func (p *Producer) args(stream string, e Event) *redis.XAddArgs {
-	a := &redis.XAddArgs{Stream: stream, Values: e.fields()}
+	a := &redis.XAddArgs{Stream: stream, Values: e.values()}
 	if p.opts.MaxLen > 0 {
 		a.MaxLen, a.Approx = p.opts.MaxLen, true
 	}
@@ -122,16 +159,23 @@ func delayed(e Event, due time.Time) redis.Z {
 	return redis.Z{Score: float64(due.UnixMilli()), Member: member}
 }
 
-// Publish appends one event and returns its entry ID.
+// Publish appends one event to stream, or to the partition Route picks,
+// and returns its entry ID.
 func (p *Producer) Publish(ctx context.Context, stream string, e Event) (string, error) {
 	if err := p.Check(e); err != nil {
 		return "", err
 	}
-	return p.client.XAdd(ctx, p.args(stream, e)).Result()
+	key, err := p.Route(stream, e)
+	if err != nil {
+		return "", err
+	}
+	return p.client.XAdd(ctx, p.args(key, e)).Result()
 }
 
 // PublishBatch appends events in one pipelined round trip and returns their
-// entry IDs in order. Every event is checked before anything is sent. When
+// entry IDs in order; on a partitioned stream each event goes to the
+// partition Route picks, and events of one partition keep their order.
+// Every event is checked and routed before anything is sent. When
 // some writes fail, the error is a *BatchError and the returned IDs are those
 // Redis confirmed, with "" for the others.
 func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Event) ([]string, error) {
@@ -140,10 +184,14 @@ func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Eve
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
 	}
+	keys, err := p.routes(stream, func(i int) Event { return events[i] }, len(events))
+	if err != nil {
+		return nil, err
+	}
 	pipe := p.client.Pipeline()
 	cmds := make([]*redis.StringCmd, len(events))
 	for i, e := range events {
-		cmds[i] = pipe.XAdd(ctx, p.args(stream, e))
+		cmds[i] = pipe.XAdd(ctx, p.args(keys[i], e))
 	}
 	_, _ = pipe.Exec(ctx) // each command keeps its own error, read below
 	ids := make([]string, len(cmds))
@@ -161,13 +209,17 @@ func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Eve
 	return ids, nil
 }
 
-// PublishDelayed schedules an event to enter the stream at due; the worker's
-// promote loop moves it in.
+// PublishDelayed schedules an event to enter the stream (or the partition
+// Route picks) at due; the worker's promote loop moves it in.
 func (p *Producer) PublishDelayed(ctx context.Context, stream string, e Event, due time.Time) error {
 	if err := p.Check(e); err != nil {
 		return err
 	}
-	return p.client.ZAdd(ctx, worker.DelayedKey(stream), delayed(e, due)).Err()
+	key, err := p.Route(stream, e)
+	if err != nil {
+		return err
+	}
+	return p.client.ZAdd(ctx, worker.DelayedKey(key), delayed(e, due)).Err()
 }
 
 // Item is one event of a mixed batch: appended now, or scheduled in the
@@ -181,6 +233,9 @@ type Item struct {
 
 // Result is what became of one Item.
 type Result struct {
+	// Stream is the stream key the event went to: the stream, or the
+	// partition Route picked.
+	Stream string
 	// ID is the new entry ID of an appended event; empty for a delayed one
 	// and for a failed write.
 	ID string
@@ -190,7 +245,8 @@ type Result struct {
 }
 
 // PublishItems appends and schedules items in one pipelined round trip, in
-// order, and returns one Result per item. Every item is checked before
+// order (each to the partition Route picks, on a partitioned stream), and
+// returns one Result per item. Every item is checked and routed before
 // anything is sent. When some writes fail, the error is a *BatchError and the
 // Results say which.
 func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item) ([]Result, error) {
@@ -199,19 +255,24 @@ func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item
 			return nil, fmt.Errorf("item %d: %w", i, err)
 		}
 	}
+	keys, err := p.routes(stream, func(i int) Event { return items[i].Event }, len(items))
+	if err != nil {
+		return nil, err
+	}
 	pipe := p.client.Pipeline()
 	cmds := make([]redis.Cmder, len(items))
 	for i, it := range items {
 		if it.Due.IsZero() {
-			cmds[i] = pipe.XAdd(ctx, p.args(stream, it.Event))
+			cmds[i] = pipe.XAdd(ctx, p.args(keys[i], it.Event))
 		} else {
-			cmds[i] = pipe.ZAdd(ctx, worker.DelayedKey(stream), delayed(it.Event, it.Due))
+			cmds[i] = pipe.ZAdd(ctx, worker.DelayedKey(keys[i]), delayed(it.Event, it.Due))
 		}
 	}
 	_, _ = pipe.Exec(ctx) // each command keeps its own error, read below
 	res := make([]Result, len(items))
 	var berr *BatchError
 	for i, c := range cmds {
+		res[i].Stream = keys[i]
 		if err := c.Err(); err != nil {
 			res[i].Err = err
 			berr = berr.add(i, len(cmds), err)

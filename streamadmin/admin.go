@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -42,18 +43,33 @@ func New(client redis.UniversalClient) *Admin {
 }
 
 // Streams returns every stream key in the database, sorted, without the
-// dead-letter streams (keys ending in ":dlq").
+// dead-letter streams (keys ending in ":dlq"). On a Redis Cluster it scans
+// every primary: a SCAN sees only the keys of the node it runs on.
 func (a *Admin) Streams(ctx context.Context) ([]string, error) {
-	var out []string
-	iter := a.client.ScanType(ctx, 0, "*", 1000, "stream").Iterator()
-	for iter.Next(ctx) {
-		k := iter.Val()
-		if strings.HasSuffix(k, worker.DeadLetterKey("")) {
-			continue
+	var (
+		mu  sync.Mutex
+		out []string
+	)
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		iter := c.ScanType(ctx, 0, "*", 1000, "stream").Iterator()
+		for iter.Next(ctx) {
+			k := iter.Val()
+			if strings.HasSuffix(k, worker.DeadLetterKey("")) {
+				continue
+			}
+			mu.Lock()
+			out = append(out, k)
+			mu.Unlock()
 		}
-		out = append(out, k)
+		return iter.Err()
 	}
-	if err := iter.Err(); err != nil {
+	var err error
+	if cc, ok := a.client.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, a.client)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("listing streams: %w", err)
 	}
 	slices.Sort(out)
@@ -107,6 +123,20 @@ type ConsumerStatus struct {
 // pipelined round trips. A stream that does not exist and has nothing
 // delayed or dead-lettered is an ErrNoStream error.
 func (a *Admin) Status(ctx context.Context, streams []string) ([]StreamStatus, error) {
+	return a.status(ctx, streams, false)
+}
+
+// PartitionStatus returns the state of each of the n partitions of the
+// logical stream stream ({stream:0} … {stream:n-1}, worker.PartitionStream),
+// in order. A partition that does not exist yet (no event went there, and
+// no worker has read it) is shown empty, without groups.
+func (a *Admin) PartitionStatus(ctx context.Context, stream string, n int) ([]StreamStatus, error) {
+	return a.status(ctx, worker.PartitionStreams(stream, n), true)
+}
+
+// status is Status; with missingOK a stream that does not exist is empty
+// instead of an error.
+func (a *Admin) status(ctx context.Context, streams []string, missingOK bool) ([]StreamStatus, error) {
 	out := make([]StreamStatus, len(streams))
 	// Round 1: what each key is, and the companion counts.
 	pipe := a.client.Pipeline()
@@ -133,7 +163,7 @@ func (a *Admin) Status(ctx context.Context, streams []string) ([]StreamStatus, e
 			lengths[i] = pipe.XLen(ctx, s)
 			groups[i] = pipe.XInfoGroups(ctx, s)
 		case "none":
-			if out[i].Delayed == 0 && out[i].Dead == 0 {
+			if out[i].Delayed == 0 && out[i].Dead == 0 && !missingOK {
 				return nil, fmt.Errorf("%w: %q", ErrNoStream, s)
 			}
 		default:

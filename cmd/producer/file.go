@@ -16,13 +16,14 @@ import (
 
 // fileLine is one line of a JSONL input:
 //
-//	{"type": "order.created", "data": {"id": 7}, "id": "order-7", "delay": "30s"}
+//	{"type": "order.created", "data": {"id": 7}, "id": "order-7", "key": "customer-3", "delay": "30s"}
 //
 // data is stored as its JSON text, as --data is.
 type fileLine struct {
 	Type  *string         `json:"type"`
 	Data  json.RawMessage `json:"data"`
 	ID    *string         `json:"id"`
+	Key   *string         `json:"key"`
 	Delay *string         `json:"delay"`
 }
 
@@ -43,6 +44,9 @@ func parseLine(line []byte, p *producer.Producer, now time.Time) (producer.Item,
 	if l.ID != nil {
 		it.Event.ID = *l.ID
 	}
+	if l.Key != nil {
+		it.Event.Key = *l.Key
+	}
 	if l.Delay != nil {
 		d, err := time.ParseDuration(*l.Delay)
 		switch {
@@ -61,7 +65,7 @@ func parseLine(line []byte, p *producer.Producer, now time.Time) (producer.Item,
 }
 
 // decodeLine decodes a line strictly: one JSON object (or null) with no
-// fields but type, data, id and delay. The common line takes a fast path,
+// fields but type, data, id, key and delay. The common line takes a fast path,
 // json.Unmarshal and a check of its keys, about half the cost of a
 // json.Decoder; everything else, errors included, goes through
 // decodeLineStrict, which decides.
@@ -89,7 +93,7 @@ func decodeLineStrict(line []byte) (fileLine, error) {
 }
 
 // onlyKnownKeys reports whether every top-level key of b, a valid JSON
-// value, is spelled exactly type, data, id or delay. It may say no to a line
+// value, is spelled exactly type, data, id, key or delay. It may say no to a line
 // encoding/json would accept (a key in capitals or with an escape): such a
 // line goes the strict way.
 func onlyKnownKeys(b []byte) bool {
@@ -105,7 +109,7 @@ func onlyKnownKeys(b []byte) bool {
 		}
 		end := endOfString(b, i)
 		switch string(b[i+1 : end-1]) {
-		case "type", "data", "id", "delay":
+		case "type", "data", "id", "key", "delay":
 		default:
 			return false
 		}
@@ -182,7 +186,7 @@ func describeJSONError(err error) error {
 	case errors.As(err, &typ):
 		return fmt.Errorf("%q must be a string, got %s", typ.Field, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return fmt.Errorf("unknown field %s (want type, data, id, delay)", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		return fmt.Errorf("unknown field %s (want type, data, id, key, delay)", strings.TrimPrefix(err.Error(), "json: unknown field "))
 	}
 	return fmt.Errorf("invalid JSON: %w", err)
 }

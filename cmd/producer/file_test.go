@@ -61,6 +61,7 @@ func TestParseLine(t *testing.T) {
 		{"StringDataKeepsItsQuotes", `{"type":"a","data":"hi"}`, producer.Item{Event: producer.Event{Type: "a", Data: []byte(`"hi"`)}}},
 		{"IDAndDelay", ` {"id":"k","delay":"1m30s","type":"a"} `, producer.Item{Event: producer.Event{Type: "a", ID: "k"}, Due: now.Add(90 * time.Second)}},
 		{"ZeroDelayIsNow", `{"type":"a","delay":"0s"}`, producer.Item{Event: producer.Event{Type: "a"}}},
+		{"Key", `{"type":"a","key":"customer-3","id":"k"}`, producer.Item{Event: producer.Event{Type: "a", ID: "k", Key: "customer-3"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseLine([]byte(tc.line), p, now)
@@ -118,6 +119,7 @@ func FuzzDecodeLine(f *testing.F) {
 		`{"type":"a"}`, ` { "type" : "a" , "data" : { "x" : [1, "}", {"y": "]\""}] } } `,
 		`{"TYPE":"a"}`, `{"typ\u0065":"a"}`, `{"type":"a","data":"\\"}`, `null`, `{}`, `{"type":"a",}`,
 		`{"type":"a","data":1e3,"id":"k","delay":"1s"}`, `{"data":true,"type":"b"}`, `{"type":"a"}x`,
+		`{"type":"a","key":"k"}`, `{"type":"a","key":7}`, `{"type":"a","KEY":"k"}`, `{"type":"a","keys":"k"}`,
 		`{"type":"a","data":{"type":1,"extra":2}}`, `{"type":"a","extra":{"type":"b"}}`, "{\"type\":\"a\"}\t",
 		`{"type":"ä","data":"\u00e4"}`, `{"ſtype":1}`, `{"type":"a","data":[]}`, `{"type":"a","data":-0.5}`,
 	} {
@@ -142,5 +144,5 @@ func dump(l fileLine) string {
 		}
 		return *p
 	}
-	return "type=" + s(l.Type) + " data=" + string(l.Data) + " id=" + s(l.ID) + " delay=" + s(l.Delay)
+	return "type=" + s(l.Type) + " data=" + string(l.Data) + " id=" + s(l.ID) + " key=" + s(l.Key) + " delay=" + s(l.Delay)
 }

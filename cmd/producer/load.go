@@ -20,19 +20,20 @@ type loadFlags struct {
 	count, maxLen            int64
 	rate                     float64
 	size, concurrency, batch int
-	maxPayload               int
+	maxPayload, partitions   int
 	progressEvery            time.Duration
 }
 
 func (a *app) loadCommand() *cobra.Command {
 	var f loadFlags
 	cmd := &cobra.Command{
-		Use:   "load --stream S --type T --count N [--rate R] [--size B] [--concurrency C]",
+		Use:   "load --stream S --type T --count N [--rate R] [--size B] [--concurrency C] [--partitions P]",
 		Short: "Generate load: send N synthetic events as fast as allowed",
 		Long: `Send --count synthetic events of --type, each with --size bytes of JSON data
 ({"seq":N,"pad":"xxx..."}), from --concurrency senders in pipelined batches,
 at most --rate events per second (0: as fast as Redis takes them). Prints the
-rate achieved at the end.`,
+rate achieved at the end. With --partitions P the events go round-robin to
+the partitions {S:0} … {S:P-1}.`,
 		Example: `  producer load --stream bench --type load.test --count 100000
   producer load --stream bench --type load.test --count 6000 --rate 100 --size 1024`,
 		Args: cli.NoArgs,
@@ -48,6 +49,7 @@ rate achieved at the end.`,
 	fl.IntVar(&f.batch, "batch", 100, "most events per pipelined round trip")
 	fl.Int64Var(&f.maxLen, "maxlen", 0, "trim the stream to about this many entries (XADD MAXLEN ~); 0 keeps all")
 	fl.IntVar(&f.maxPayload, "max-payload", producer.DefaultMaxPayload, "refuse events whose data is over this many bytes")
+	fl.IntVar(&f.partitions, "partitions", 1, "split the stream into this many partitions {S:0}…{S:N-1}, as the worker's WORKER_PARTITIONS")
 	fl.DurationVar(&f.progressEvery, "progress-every", 2*time.Second, "with no terminal, how often to print a progress line")
 	_ = fl.MarkHidden("progress-every")
 	return cmd
@@ -76,12 +78,15 @@ func (a *app) load(cmd *cobra.Command, f *loadFlags) error {
 	case f.size > f.maxPayload:
 		return cli.Usagef(cmd, "--size %d is over the data cap of %d bytes (--max-payload)", f.size, f.maxPayload)
 	}
+	if err := cli.CheckPartitions(cmd, f.stream, f.partitions); err != nil {
+		return err
+	}
 	client, err := a.connect()
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen})
+	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions})
 	prog := newProgress(a.io.err, a.io.isTerminal(a.io.err), f.count, false, f.progressEvery)
 	g := &loadGen{p: p, stream: f.stream, typ: f.typ, count: f.count, size: f.size, concurrency: f.concurrency, batch: f.batch, rate: f.rate}
 	g.onSent = func(sent int64) { prog.set(sent, fmt.Sprintf("sent %d of %d", sent, f.count)) }
@@ -89,7 +94,7 @@ func (a *app) load(cmd *cobra.Command, f *loadFlags) error {
 	sent, err := g.run(cmd.Context())
 	prog.finish()
 	elapsed := time.Since(start)
-	fmt.Fprintf(a.io.out, "sent %d events to stream %q in %s: %.0f msg/s\n", sent, f.stream, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds())
+	fmt.Fprintf(a.io.out, "sent %d events to stream %q%s in %s: %.0f msg/s\n", sent, f.stream, partitionsNote(f.partitions), elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds())
 	return err
 }
 

@@ -1,7 +1,9 @@
 // Command producer puts events into streams: one from flags, many from a
-// JSONL file or stdin in pipelined batches, or generated load. It connects to
-// the worker's stream Redis: REDIS_URL, or --redis-url. It never resends a
-// write whose reply was lost (that could duplicate the event): it reports it.
+// JSONL file or stdin in pipelined batches, or generated load, to a stream or
+// to the partitions of a partitioned one. It connects to the worker's stream
+// Redis with the worker's settings (REDIS_URL or --redis-url, a Redis Cluster
+// or Sentinel). It never resends a write whose reply was lost (that could
+// duplicate the event): it reports it.
 package main
 
 import (
@@ -69,7 +71,11 @@ or stdin in pipelined batches, or generated load.
 
 Connects to the worker's stream Redis with the worker's settings: REDIS_URL
 (default redis://127.0.0.1:6379/0) and, for rediss://, REDIS_TLS_CA,
-REDIS_TLS_CERT and REDIS_TLS_KEY; --redis-url overrides REDIS_URL.
+REDIS_TLS_CERT and REDIS_TLS_KEY; --redis-url overrides REDIS_URL. For a
+Redis Cluster set REDIS_CLUSTER_ADDRS (seed nodes, host:port,...); for
+Sentinel REDIS_SENTINEL_ADDRS and REDIS_SENTINEL_MASTER (and
+REDIS_SENTINEL_PASSWORD if the Sentinels have one). REDIS_URL then gives the
+user, password and TLS only, its host is not used.
 
 A write whose reply is lost is reported, never resent: give events an id and
 let the worker's dedupe window absorb a resend.`,

@@ -41,6 +41,8 @@ func TestProcess(t *testing.T) {
 		{"Help", testHelp},
 		{"Load", testLoad},
 		{"LoadInterrupted", testLoadInterrupted},
+		{"SendPartitioned", testSendPartitioned},
+		{"Cluster", testCluster},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

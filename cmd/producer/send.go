@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -14,32 +15,41 @@ import (
 
 // sendFlags are the flags of producer send.
 type sendFlags struct {
-	stream, typ, data, id, file string
-	delay                       time.Duration
-	maxLen                      int64
-	maxPayload, batch           int
-	progressEvery               time.Duration
+	stream, typ, data, id, key, file string
+	delay                            time.Duration
+	maxLen                           int64
+	maxPayload, batch, partitions    int
+	progressEvery                    time.Duration
 }
 
 func (a *app) sendCommand() *cobra.Command {
 	var f sendFlags
 	cmd := &cobra.Command{
-		Use:   "send --stream S (--type T [--data JSON] [--id K] [--delay D] | --file F)",
+		Use:   "send --stream S [--partitions N] (--type T [--data JSON] [--id ID] [--key K] [--delay D] | --file F)",
 		Short: "Send one event, or every line of a JSONL file or stdin",
 		Long: `Send one event from flags, and print its entry ID (or, with --delay, the time
 it is due). Or send every line of a JSONL file (--file F, or --file - for stdin),
 one JSON object per line:
 
-  {"type": "order.created", "data": {"id": 7}, "id": "order-7", "delay": "30s"}
+  {"type": "order.created", "data": {"id": 7}, "id": "order-7", "key": "customer-3", "delay": "30s"}
 
 type is required; data is any JSON and is stored as its JSON text; id (an
-idempotency key) and delay are optional. Lines are sent in pipelined batches.
+idempotency key), key (a partition key) and delay are optional. Lines are
+sent in pipelined batches.
 A line that cannot be sent (bad JSON, no type, data over the cap, a bad delay)
 is reported on stderr with its number and skipped; the rest are sent. The last
-line gives the counts; the exit status is 1 when any line was rejected.`,
+line gives the counts; the exit status is 1 when any line was rejected.
+
+With --partitions N (N > 1, as the worker's WORKER_PARTITIONS) the stream S
+is split into the streams {S:0} … {S:N-1}, and each event goes to one: by its
+key (--key, or a line's key), so that events with one key keep their order;
+else by its id; else round-robin. S is then named without braces. One event
+prints its partition before its entry ID. --key without --partitions only
+sets the key field.`,
 		Example: `  producer send --stream orders --type order.created --data '{"id":7}'
   producer send --stream orders --type reminder.due --data '{}' --delay 30m
   producer send --stream orders --file events.jsonl
+  producer send --stream orders --partitions 8 --type order.paid --data '{"id":7}' --key customer-3
   gen-events | producer send --stream orders --file -`,
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.send(cmd, &f) },
@@ -49,6 +59,8 @@ line gives the counts; the exit status is 1 when any line was rejected.`,
 	fl.StringVar(&f.typ, "type", "", "event type (required without --file)")
 	fl.StringVar(&f.data, "data", "", "event payload, JSON")
 	fl.StringVar(&f.id, "id", "", "idempotency key (the worker can skip repeats of it)")
+	fl.StringVar(&f.key, "key", "", "partition key, sent as the key field: events with one key go to one partition, in order")
+	fl.IntVar(&f.partitions, "partitions", 1, "split the stream into this many partitions {S:0}…{S:N-1}, as the worker's WORKER_PARTITIONS")
 	fl.DurationVar(&f.delay, "delay", 0, "deliver after this long (e.g. 30s, 5m) via the stream's delayed set")
 	fl.StringVar(&f.file, "file", "", "JSONL input, one event per line; - for stdin")
 	fl.Int64Var(&f.maxLen, "maxlen", 0, "trim the stream to about this many entries (XADD MAXLEN ~); 0 keeps all")
@@ -71,8 +83,11 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 	case f.delay < 0:
 		return cli.Usagef(cmd, "--delay %s is negative", f.delay)
 	}
+	if err := cli.CheckPartitions(cmd, f.stream, f.partitions); err != nil {
+		return err
+	}
 	if f.file != "" {
-		for _, name := range []string{"type", "data", "id", "delay"} {
+		for _, name := range []string{"type", "data", "id", "key", "delay"} {
 			if fl.Changed(name) {
 				return cli.Usagef(cmd, "--%s cannot be used with --file: each line gives its own", name)
 			}
@@ -94,28 +109,39 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 		return err
 	}
 	defer client.Close()
-	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen})
+	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions})
 	out := a.io.out
 	ctx := cmd.Context()
 
 	if f.file == "" {
-		e := producer.Event{Type: f.typ, Data: []byte(f.data), ID: f.id}
+		e := producer.Event{Type: f.typ, Data: []byte(f.data), ID: f.id, Key: f.key}
 		if err := p.Check(e); err != nil {
 			return err // refused before anything is sent
 		}
+		it, verb := producer.Item{Event: e}, "sending to"
 		if f.delay > 0 {
-			due := time.Now().Add(f.delay)
-			if err := p.PublishDelayed(ctx, f.stream, e, due); err != nil {
-				return fmt.Errorf("scheduling on stream %q: %w", f.stream, err)
-			}
-			fmt.Fprintln(out, due.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
-			return nil
+			it.Due, verb = time.Now().Add(f.delay), "scheduling on"
 		}
-		id, err := p.Publish(ctx, f.stream, e)
+		res, err := p.PublishItems(ctx, f.stream, []producer.Item{it})
 		if err != nil {
-			return fmt.Errorf("sending to stream %q: %w", f.stream, err)
+			stream := f.stream
+			if len(res) == 1 {
+				stream = res[0].Stream
+			}
+			var berr *producer.BatchError
+			if errors.As(err, &berr) {
+				err = berr.Err
+			}
+			return fmt.Errorf("%s stream %q: %w", verb, stream, err)
 		}
-		fmt.Fprintln(out, id)
+		printed := res[0].ID
+		if f.delay > 0 {
+			printed = it.Due.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+		}
+		if f.partitions > 1 {
+			printed = res[0].Stream + " " + printed
+		}
+		fmt.Fprintln(out, printed)
 		return nil
 	}
 
@@ -139,8 +165,8 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 	st, err := s.send(ctx, in)
 	s.progress.finish()
 	elapsed := time.Since(start)
-	fmt.Fprintf(out, "sent %d, rejected %d (%d lines, %d delayed) to stream %q in %s, %.0f events/s\n",
-		st.sent, st.rejected, st.lines, st.delayed, f.stream, elapsed.Round(time.Millisecond), float64(st.sent)/elapsed.Seconds())
+	fmt.Fprintf(out, "sent %d, rejected %d (%d lines, %d delayed) to stream %q%s in %s, %.0f events/s\n",
+		st.sent, st.rejected, st.lines, st.delayed, f.stream, partitionsNote(f.partitions), elapsed.Round(time.Millisecond), float64(st.sent)/elapsed.Seconds())
 	if err != nil {
 		return err
 	}
@@ -157,4 +183,13 @@ func jsonError(s string) string {
 		return describeJSONError(err).Error()
 	}
 	return "not JSON"
+}
+
+// partitionsNote is " (N partitions)" for a partitioned stream, for the
+// closing line.
+func partitionsNote(n int) string {
+	if n <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d partitions)", n)
 }

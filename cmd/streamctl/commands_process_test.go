@@ -348,6 +348,9 @@ func testUsageErrors(t *testing.T, c *binary) {
 			want string
 		}{
 			{"NoCommand", nil, "streamctl: missing command: status, pending or dlq\nRun 'streamctl --help' for usage.\n"},
+			{"StatusZeroPartitions", append([]string{"status", "--partitions", "0"}, s...), "streamctl: --partitions 0: want 1 to 1024 (1: the stream is not partitioned)\nRun 'streamctl status --help' for usage.\n"},
+			{"StatusPartitionsWithoutStream", []string{"status", "--partitions", "4"}, "streamctl: --partitions needs --stream: the partitioned streams to show\nRun 'streamctl status --help' for usage.\n"},
+			{"StatusPartitionedNameWithBraces", []string{"status", "--stream", "orders,{x}", "--partitions", "2"}, "streamctl: --stream \"{x}\" with --partitions 2: a partitioned stream is named without braces, its partitions are {{x}:0} … {{x}:1}\nRun 'streamctl status --help' for usage.\n"},
 			{"UnknownCommand", []string{"stauts"}, "streamctl: unknown command \"stauts\" for \"streamctl\"; did you mean \"status\"?\nRun 'streamctl --help' for usage.\n"},
 			{"UnknownDLQCommand", []string{"dlq", "lss"}, "streamctl: unknown command \"lss\" for \"streamctl dlq\"; did you mean \"ls\"?\nRun 'streamctl dlq --help' for usage.\n"},
 			{"UnknownDLQCommandWithFlags", append([]string{"dlq", "replay-all"}, s...), "streamctl: unknown command \"replay-all\" for \"streamctl dlq\"; did you mean \"replay\"?\nRun 'streamctl dlq --help' for usage.\n"},
@@ -405,6 +408,20 @@ func testFailures(t *testing.T, c *binary) {
 			[]string{"REDIS_URL=redis://u:secret@h:1/x"},
 			2,
 			`streamctl: REDIS_URL="redis://u:xxxxx@h:1/x" is invalid: want a database number after the host, such as /0` + "\n",
+		},
+		{
+			"ClusterAndSentinel",
+			[]string{"status"},
+			[]string{"REDIS_CLUSTER_ADDRS=127.0.0.1:7000", "REDIS_SENTINEL_MASTER=m"},
+			2,
+			`streamctl: REDIS_CLUSTER_ADDRS="127.0.0.1:7000" is invalid: want unset while REDIS_SENTINEL_ADDRS or REDIS_SENTINEL_MASTER is set: connect to a Redis Cluster (REDIS_CLUSTER_ADDRS) or to a Sentinel-managed primary (REDIS_SENTINEL_ADDRS with REDIS_SENTINEL_MASTER), not both` + "\n",
+		},
+		{
+			"BadSentinelAddr",
+			[]string{"dlq", "ls", "--stream", "s"},
+			[]string{"REDIS_SENTINEL_ADDRS=sentinel-0", "REDIS_SENTINEL_MASTER=m"},
+			2,
+			`streamctl: REDIS_SENTINEL_ADDRS="sentinel-0" is invalid: want comma-separated host:port addresses such as sentinel-0:26379,sentinel-1:26379 ("sentinel-0" is not host:port)` + "\n",
 		},
 		{
 			"BadRedisURLFlag",

@@ -19,7 +19,9 @@ func (a *app) dlqCommand() *cobra.Command {
 		Short: "List, replay or purge dead letters",
 		Long: `List, replay or purge the entries of a stream's dead-letter stream (S:dlq):
 the messages the worker gave up on, with the error, the attempts made, the
-original entry ID and when they failed.`,
+original entry ID and when they failed. A partitioned stream has a dead-letter
+stream per partition: name one partition, such as --stream '{orders:3}'
+(streamctl status --partitions N shows which have dead letters).`,
 		Args: cli.UnknownCommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cli.Usagef(cmd, "missing command: ls, replay or purge")
@@ -61,6 +63,9 @@ func (a *app) dlqLsCommand() *cobra.Command {
 				return writeJSON(a.io.out, dlqJSON(stream, entries, total))
 			}
 			writeDLQ(a.io.out, a.io.err, stream, entries, total, limit)
+			if total == 0 {
+				a.partitionNote(cmd.Context(), stream)
+			}
 			return nil
 		},
 	}

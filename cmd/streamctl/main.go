@@ -2,15 +2,18 @@
 // streams: per stream its length, delayed and dead-letter counts, consumer
 // groups with pending entries, lag and consumers; the pending entries
 // themselves; and the dead-letter stream, whose entries it lists, replays into
-// the stream or purges. It connects to the worker's stream Redis: REDIS_URL,
-// or --redis-url.
+// the stream or purges. It connects to the worker's stream Redis with the
+// worker's settings (REDIS_URL or --redis-url, a Redis Cluster or Sentinel).
 package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
@@ -19,6 +22,7 @@ import (
 	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/producer"
 	"github.com/streamworker/streamworker/streamadmin"
+	"github.com/streamworker/streamworker/worker"
 )
 
 func main() {
@@ -45,6 +49,7 @@ type stdio struct {
 type app struct {
 	io       stdio
 	redisURL string
+	client   redis.UniversalClient // set by admin
 }
 
 // admin connects and returns the Admin every subcommand uses, and the
@@ -54,7 +59,42 @@ func (a *app) admin() (*streamadmin.Admin, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	a.client = client
 	return streamadmin.New(client), func() { _ = client.Close() }, nil
+}
+
+// partitioned returns the first partition of stream when stream is not
+// there but looks like the logical name of a partitioned stream: it has no
+// braces and {stream:0} exists.
+func (a *app) partitioned(ctx context.Context, stream string) (string, bool) {
+	if a.client == nil || strings.ContainsAny(stream, "{}") {
+		return "", false
+	}
+	p := worker.PartitionStream(stream, 0)
+	n, err := a.client.Exists(ctx, p, worker.DeadLetterKey(p)).Result()
+	return p, err == nil && n > 0
+}
+
+// partitionHint adds to a no-such-stream error, when the stream looks
+// partitioned, how to name its partitions.
+func (a *app) partitionHint(ctx context.Context, err error, streams ...string) error {
+	if !errors.Is(err, streamadmin.ErrNoStream) {
+		return err
+	}
+	for _, s := range streams {
+		if p, ok := a.partitioned(ctx, s); ok {
+			return fmt.Errorf("%w; %q looks partitioned (%s exists): name a partition, e.g. --stream '%s', or see them all with status --stream %s --partitions N", err, s, p, p, s)
+		}
+	}
+	return err
+}
+
+// partitionNote says on stderr how to name a partition, when stream is empty
+// and looks partitioned.
+func (a *app) partitionNote(ctx context.Context, stream string) {
+	if p, ok := a.partitioned(ctx, stream); ok {
+		fmt.Fprintf(a.io.err, "streamctl: %q looks partitioned (%s exists): name a partition, e.g. --stream '%s'\n", stream, p, p)
+	}
 }
 
 func run(ctx context.Context, args []string, sio stdio) error {
@@ -67,7 +107,11 @@ consumers; pending entries; the dead-letter stream (list, replay, purge).
 
 Connects to the worker's stream Redis with the worker's settings: REDIS_URL
 (default redis://127.0.0.1:6379/0) and, for rediss://, REDIS_TLS_CA,
-REDIS_TLS_CERT and REDIS_TLS_KEY; --redis-url overrides REDIS_URL.
+REDIS_TLS_CERT and REDIS_TLS_KEY; --redis-url overrides REDIS_URL. For a
+Redis Cluster set REDIS_CLUSTER_ADDRS (seed nodes, host:port,...); for
+Sentinel REDIS_SENTINEL_ADDRS and REDIS_SENTINEL_MASTER (and
+REDIS_SENTINEL_PASSWORD if the Sentinels have one). REDIS_URL then gives the
+user, password and TLS only, its host is not used.
 
 Exit status: 0 ok, 1 failure, 2 usage.`,
 		Args: cli.UnknownCommand,

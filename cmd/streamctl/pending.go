@@ -22,7 +22,8 @@ func (a *app) pendingCommand() *cobra.Command {
 		Long: `List the pending entries of a stream's consumer group (of every group without
 --group), lowest IDs first: the consumer holding each, its idle time, how many
 times it was delivered, and its type. An entry trimmed or deleted from the
-stream while pending shows as (deleted).`,
+stream while pending shows as (deleted). For a partitioned stream name one
+partition, such as {orders:3}; streamctl status --partitions N lists them.`,
 		Example: `  streamctl pending --stream orders
   streamctl pending --stream orders --group workers --limit 1000 --json`,
 		Args: cli.NoArgs,
@@ -40,7 +41,7 @@ stream while pending shows as (deleted).`,
 			defer done()
 			pending, err := admin.Pending(cmd.Context(), stream, group, limit)
 			if err != nil {
-				return err
+				return a.partitionHint(cmd.Context(), err, stream)
 			}
 			if asJSON {
 				return writeJSON(a.io.out, pendingJSON(stream, pending))

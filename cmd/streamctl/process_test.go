@@ -38,6 +38,8 @@ func TestProcess(t *testing.T) {
 		{"UsageErrors", testUsageErrors},
 		{"Failures", testFailures},
 		{"Help", testHelp},
+		{"Partitions", testPartitions},
+		{"Cluster", testCluster},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

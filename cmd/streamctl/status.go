@@ -13,24 +13,40 @@ import (
 
 func (a *app) statusCommand() *cobra.Command {
 	var (
-		streams []string
-		asJSON  bool
+		streams    []string
+		partitions int
+		asJSON     bool
 	)
 	cmd := &cobra.Command{
-		Use:   "status [--stream S]... [--json]",
+		Use:   "status [--stream S]... [--partitions N] [--json]",
 		Short: "Show streams, their groups and consumers",
 		Long: `Show per stream its length, delayed count (S:delayed) and dead-letter count
 (S:dlq), and per consumer group its pending count, lag (entries not yet
 delivered), the age of its oldest pending entry and its consumers with their
-idle time and pending count. Without --stream, every stream in the database.
+idle time and pending count. Without --stream, every stream in the database
+(on a Redis Cluster, of every primary).
+
+With --partitions N each --stream S is a partitioned stream: its partitions
+{S:0} … {S:N-1} are shown, those no event has reached yet as empty.
 
 --json prints one JSON document (see docs/cli.md for its fields):
 {"streams":[{"stream":..., "length":..., "delayed":..., "dead":...,
   "groups":[{"group":..., "pending":..., "lag":..., "consumers":[...]}]}]}`,
 		Example: `  streamctl status
-  streamctl status --stream orders --json | jq '.streams[0].groups'`,
+  streamctl status --stream orders --json | jq '.streams[0].groups'
+  streamctl status --stream orders --partitions 8`,
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if partitions != 1 {
+				if len(streams) == 0 {
+					return cli.Usagef(cmd, "--partitions needs --stream: the partitioned streams to show")
+				}
+				for _, s := range streams {
+					if err := cli.CheckPartitions(cmd, s, partitions); err != nil {
+						return err
+					}
+				}
+			}
 			admin, done, err := a.admin()
 			if err != nil {
 				return err
@@ -42,9 +58,17 @@ idle time and pending count. Without --stream, every stream in the database.
 					return err
 				}
 			}
-			st, err := admin.Status(ctx, streams)
-			if err != nil {
-				return err
+			var st []streamadmin.StreamStatus
+			if partitions > 1 {
+				for _, s := range streams {
+					ps, err := admin.PartitionStatus(ctx, s, partitions)
+					if err != nil {
+						return err
+					}
+					st = append(st, ps...)
+				}
+			} else if st, err = admin.Status(ctx, streams); err != nil {
+				return a.partitionHint(ctx, err, streams...)
 			}
 			if asJSON {
 				return writeJSON(a.io.out, statusJSON(st))
@@ -54,6 +78,7 @@ idle time and pending count. Without --stream, every stream in the database.
 		},
 	}
 	cmd.Flags().StringSliceVar(&streams, "stream", nil, "stream key; repeat or comma-separate for several (default: every stream)")
+	cmd.Flags().IntVar(&partitions, "partitions", 1, "show the partitions {S:0}…{S:N-1} of each --stream S, as the worker's WORKER_PARTITIONS")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of tables")
 	return cmd
 }

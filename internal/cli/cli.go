@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/worker"
 )
 
 // UsageError is a command line that cannot run as given: exit status 2.
@@ -109,6 +110,20 @@ func SubcommandArg(cmd *cobra.Command, args []string) string {
 func NoArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
 		return Usagef(cmd, "unexpected argument %q (every input is a flag)", args[0])
+	}
+	return nil
+}
+
+// CheckPartitions refuses a --partitions count out of range, and braces in
+// the --stream name of a partitioned stream: its partitions {S:0} … are
+// hash tags of their own.
+func CheckPartitions(cmd *cobra.Command, stream string, n int) error {
+	switch {
+	case n < 1 || n > config.MaxPartitions:
+		return Usagef(cmd, "--partitions %d: want 1 to %d (1: the stream is not partitioned)", n, config.MaxPartitions)
+	case n > 1 && strings.ContainsAny(stream, "{}"):
+		return Usagef(cmd, "--stream %q with --partitions %d: a partitioned stream is named without braces, its partitions are %s … %s",
+			stream, n, worker.PartitionStream(stream, 0), worker.PartitionStream(stream, n-1))
 	}
 	return nil
 }

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/worker"
+)
+
+// statusStreams runs status --json and returns stream -> length, dead.
+func statusStreams(t *testing.T, r result) map[string][2]int64 {
+	t.Helper()
+	r.want(t, 0)
+	var doc statusDoc
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	}
+	out := map[string][2]int64{}
+	for _, s := range doc.Streams {
+		out[s.Stream] = [2]int64{s.Length, s.Dead}
+	}
+	return out
+}
+
+func testPartitions(t *testing.T, c *binary) {
+	f := c.fixture(t)
+	logical := f.stream
+	p0, p1, p2 := worker.PartitionStream(logical, 0), worker.PartitionStream(logical, 1), worker.PartitionStream(logical, 2)
+	for range 3 {
+		f.add(p0, "type", "order.created", "key", "customer-1")
+	}
+	f.c.XGroupCreate(f.ctx, p0, "workers", "0")
+	f.c.XReadGroup(f.ctx, &redis.XReadGroupArgs{Group: "workers", Consumer: "w1", Streams: []string{p0, ">"}, Count: 1, Block: -1})
+	f.add(worker.DeadLetterKey(p2), "type", "email.send", "error", "permanent: no")
+
+	// status --partitions shows every partition, the one not created yet
+	// as empty.
+	got := statusStreams(t, c.run(t, []string{"status", "--stream", logical, "--partitions", "3", "--json"}))
+	want := map[string][2]int64{p0: {3, 0}, p1: {0, 0}, p2: {0, 1}}
+	if len(got) != 3 || got[p0] != want[p0] || got[p1] != want[p1] || got[p2] != want[p2] {
+		t.Errorf("status --partitions 3 = %v, want %v", got, want)
+	}
+	r := c.run(t, []string{"status", "--stream", logical, "--partitions", "3"})
+	r.want(t, 0)
+	for _, p := range []string{p0, p1, p2} {
+		if !strings.Contains(r.stdout, p+"  ") {
+			t.Errorf("status table has no row for %s:\n%s", p, r.stdout)
+		}
+	}
+
+	// The logical name alone is not a stream: the error says how to name
+	// a partition.
+	hint := `"` + logical + `" looks partitioned (` + p0 + ` exists): name a partition, e.g. --stream '` + p0 + `'`
+	c.run(t, []string{"status", "--stream", logical}).want(t, 1, `streamctl: no such stream: "`+logical+`"; `+hint)
+	c.run(t, []string{"pending", "--stream", logical}).want(t, 1, hint)
+	r = c.run(t, []string{"dlq", "ls", "--stream", logical})
+	r.want(t, 0, "streamctl: "+hint)
+
+	// Partition names work as stream names.
+	r = c.run(t, []string{"pending", "--stream", p0})
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, "w1") {
+		t.Errorf("pending of %s:\n%s", p0, r.stdout)
+	}
+	r = c.run(t, []string{"dlq", "ls", "--stream", p2})
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, "permanent: no") {
+		t.Errorf("dlq ls of %s:\n%s", p2, r.stdout)
+	}
+}
+
+// streamctl connects to a Redis Cluster with REDIS_CLUSTER_ADDRS: status
+// without --stream lists the streams of every primary, and the DLQ replay
+// script runs in the stream's slot.
+func testCluster(t *testing.T, c *binary) {
+	cl := testredis.StartCluster(t)
+	cc := cl.Client(t)
+	ctx := context.Background()
+	env := "REDIS_CLUSTER_ADDRS=" + strings.Join(cl.Addrs(), ",")
+	add := func(stream string, fields ...string) {
+		t.Helper()
+		if err := cc.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("{orders}", "type", "order.created")
+	add(worker.DeadLetterKey("{orders}"), "type", "order.created", "error", "permanent: no", "attempts", "1")
+	parts := worker.PartitionStreams("pay", 6)
+	for _, p := range parts {
+		add(p, "type", "payment.charge")
+	}
+	primaries := map[string]bool{}
+	for _, p := range parts {
+		primaries[cl.PrimaryFor(t, p).Addr] = true
+	}
+	if len(primaries) < 2 {
+		t.Fatalf("the partitions of pay are all on one primary; the test needs them spread")
+	}
+
+	got := statusStreams(t, c.run(t, []string{"status", "--json"}, env))
+	if len(got) != 7 {
+		t.Errorf("status of every stream on a cluster = %v, want {orders} and the 6 partitions of pay from %d primaries", got, len(primaries))
+	}
+	got = statusStreams(t, c.run(t, []string{"status", "--stream", "pay", "--partitions", "6", "--json"}, env))
+	if len(got) != 6 || got[parts[5]] != [2]int64{1, 0} {
+		t.Errorf("status --partitions 6 = %v", got)
+	}
+	r := c.run(t, []string{"dlq", "replay", "--stream", "{orders}", "--all"}, env)
+	r.want(t, 0)
+	if n := cc.XLen(ctx, "{orders}").Val(); n != 2 || cc.XLen(ctx, worker.DeadLetterKey("{orders}")).Val() != 0 {
+		t.Errorf("after replay: {orders} has %d entries, want 2 and an empty DLQ (%s)", n, r.stdout)
+	}
+}
