@@ -50,7 +50,9 @@ func renderReport(res *Results, charts []string) string {
 	if len(res.Throughput) > 0 {
 		w("\n## Throughput\n\n")
 		w("%s messages of %d bytes, no-op handler, %d runs per system (interleaved); median (min–max). ", fmtInt(float64(o.Msgs)), o.Payload, o.Runs)
-		w("Produce: from an empty Redis. Consume: the backlog the produce left, until the system shows every message acknowledged.\n\n")
+		w("Produce: from an empty Redis. Consume: the backlog the produce left, until the system shows every message acknowledged. ")
+		w("Streamworker consumes with `WORKER_CONCURRENCY`=%d and `WORKER_FETCH_COUNT`=%d (a read never asks for more entries than there are free handler slots, so the concurrency bounds the batch a read brings; the concurrency sweep below shows the daemon's default, 64); the bare loop reads %d per XREADGROUP; asynq runs %d workers, Watermill %d subscribers.\n\n",
+			o.OursConcurrency, o.OursFetch, o.BareCount, o.AsynqConcurrency, o.WatermillSubscribers)
 		if slices.Contains(charts, "throughput.png") {
 			w("![produce and consume throughput](throughput.png)\n\n")
 		}
