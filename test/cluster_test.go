@@ -3,8 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,35 +33,13 @@ func TestPartitionedCluster(t *testing.T) {
 	if testing.Short() {
 		total, keys = 6000, 200
 	}
-	bin := buildPartitionWorker(t, t.TempDir())
+	bin := buildWorker(t, t.TempDir(), "partitionworker")
 	began := time.Now()
 	cl := testredis.StartCluster(t)
 	report := testredis.Start(t)
 	t.Logf("cluster of 6 nodes up in %s", time.Since(began).Round(time.Millisecond))
 	t.Run("ThreeWorkers", func(t *testing.T) { testPartitionedRun(t, bin, cl, report, total, keys, false) })
 	t.Run("PrimaryKilledMidRun", func(t *testing.T) { testPartitionedRun(t, bin, cl, report, total, keys, true) })
-}
-
-// buildPartitionWorker builds testdata/partitionworker into dir, under
-// -race when the tests run under it.
-func buildPartitionWorker(t *testing.T, dir string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go command is needed to build the worker under test: %v", err)
-	}
-	bin := filepath.Join(dir, "partitionworker")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "./testdata/partitionworker")
-	start := time.Now()
-	if out, err := exec.Command(goBin, args...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	t.Logf("built %s (race=%v) in %s", bin, raceEnabled, time.Since(start).Round(time.Millisecond))
-	return bin
 }
 
 func testPartitionedRun(t *testing.T, bin string, cl *testredis.Cluster, report *testredis.Server, total, keys int, failover bool) {

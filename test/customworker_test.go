@@ -8,7 +8,7 @@ import "testing"
 // in Redis. The binary is built once; the subtests run in parallel, each with
 // its own Redis.
 func TestCustomWorker(t *testing.T) {
-	bin := buildCustomWorker(t, t.TempDir())
+	bin := buildWorker(t, t.TempDir(), "customworker")
 	t.Run("MixedOutcomes", func(t *testing.T) { testMixedOutcomes(t, bin) })
 	t.Run("SIGTERMDrainsInFlight", func(t *testing.T) { testDrainOnSIGTERM(t, bin) })
 	t.Run("ShutdownDeadlineHandsOver", func(t *testing.T) { testHandOverAtDeadline(t, bin) })

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,7 +31,7 @@ const (
 // live handler's message never runs twice at once. The binary is built once;
 // the subtests run in parallel, each with its own redis-server.
 func TestFaults(t *testing.T) {
-	bin := buildFaultWorker(t, t.TempDir())
+	bin := buildWorker(t, t.TempDir(), "faultworker")
 	t.Run("SIGKILLMidBatch", func(t *testing.T) { testSIGKILLMidBatch(t, bin) })
 	t.Run("PoisonMessageKillsEveryWorker", func(t *testing.T) { testPoisonMessage(t, bin) })
 	t.Run("SlowHandlerKeepsItsLease", func(t *testing.T) { testSlowHandlerLease(t, bin) })
@@ -42,28 +40,6 @@ func TestFaults(t *testing.T) {
 	t.Run("RedisRestart", func(t *testing.T) { testRedisRestart(t, bin) })
 	t.Run("NetworkFaults", func(t *testing.T) { testNetworkFaults(t, bin) })
 	t.Run("StressRandomKills", func(t *testing.T) { testStressRandomKills(t, bin) })
-}
-
-// buildFaultWorker builds testdata/faultworker into dir, under -race when
-// the tests run under it.
-func buildFaultWorker(t *testing.T, dir string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go command is needed to build the worker under test: %v", err)
-	}
-	bin := filepath.Join(dir, "faultworker")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "./testdata/faultworker")
-	start := time.Now()
-	if out, err := exec.Command(goBin, args...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	t.Logf("built %s (race=%v) in %s", bin, raceEnabled, time.Since(start).Round(time.Millisecond))
-	return bin
 }
 
 // faultEnv is workerEnv with the fault tests' reclaim settings.

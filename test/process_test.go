@@ -29,20 +29,20 @@ import (
 // group is the consumer group every test's workers join.
 const group = "e2e"
 
-// buildCustomWorker builds testdata/customworker into dir, under -race when
-// the tests run under it.
-func buildCustomWorker(t *testing.T, dir string) string {
+// buildWorker builds the worker binary testdata/<name> into dir, under
+// -race when the tests run under it.
+func buildWorker(t *testing.T, dir, name string) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("the go command is needed to build the worker under test: %v", err)
 	}
-	bin := filepath.Join(dir, "customworker")
+	bin := filepath.Join(dir, name)
 	args := []string{"build", "-o", bin}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	args = append(args, "./testdata/customworker")
+	args = append(args, "./testdata/"+name)
 	start := time.Now()
 	if out, err := exec.Command(goBin, args...).CombinedOutput(); err != nil {
 		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)

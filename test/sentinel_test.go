@@ -26,7 +26,7 @@ import (
 // counted and logged, not failed: delivery is at-least-once.
 func TestSentinelFailover(t *testing.T) {
 	t.Parallel()
-	bin := buildCustomWorker(t, t.TempDir())
+	bin := buildWorker(t, t.TempDir(), "customworker")
 	st := testredis.StartSentinel(t)
 	ctx := context.Background()
 	const stream = "orders"

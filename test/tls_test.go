@@ -20,7 +20,7 @@ import (
 // connects with REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY, and refuses
 // every server it cannot verify and every plaintext connection.
 func TestTLS(t *testing.T) {
-	bin := buildCustomWorker(t, t.TempDir())
+	bin := buildWorker(t, t.TempDir(), "customworker")
 	certs := testcerts.Write(t, t.TempDir(), "127.0.0.1")
 	stranger := testcerts.Write(t, t.TempDir(), "127.0.0.1") // a CA that signed nothing of the server's
 	tlsAddr := freeAddr(t)
