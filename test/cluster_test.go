@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/worker"
 )
@@ -26,23 +27,34 @@ const clusterPartitions = 16
 // increasing (first deliveries; a redelivery after a failure is a duplicate,
 // counted and reported). The second run kills the primary that serves
 // partition 0 mid-run: its replica is promoted, and the same three workers
-// go on by themselves. The binary is built once; the runs share the cluster,
-// one after the other.
+// go on by themselves. The third moves partition 1's slot to another primary
+// mid-run (ASK redirects while it moves, MOVED after). The binary is built
+// once; the runs share the cluster, one after the other.
 func TestPartitionedCluster(t *testing.T) {
 	total, keys := 50000, 1000
 	if testing.Short() {
 		total, keys = 6000, 200
 	}
-	bin := buildWorker(t, t.TempDir(), "partitionworker")
+	bin := testbin.Build(t, t.TempDir(), "./testdata/partitionworker", "partitionworker", raceEnabled)
 	began := time.Now()
 	cl := testredis.StartCluster(t)
 	report := testredis.Start(t)
 	t.Logf("cluster of 6 nodes up in %s", time.Since(began).Round(time.Millisecond))
-	t.Run("ThreeWorkers", func(t *testing.T) { testPartitionedRun(t, bin, cl, report, total, keys, false) })
-	t.Run("PrimaryKilledMidRun", func(t *testing.T) { testPartitionedRun(t, bin, cl, report, total, keys, true) })
+	t.Run("ThreeWorkers", func(t *testing.T) { testPartitionedRun(t, bin, cl, report, total, keys, noDisruption) })
+	t.Run("PrimaryKilledMidRun", func(t *testing.T) { testPartitionedRun(t, bin, cl, report, total, keys, killPrimary) })
+	t.Run("SlotMovedMidRun", func(t *testing.T) { testPartitionedRun(t, bin, cl, report, total, keys, moveSlot) })
 }
 
-func testPartitionedRun(t *testing.T, bin string, cl *testredis.Cluster, report *testredis.Server, total, keys int, failover bool) {
+// What happens to the cluster mid-run.
+type disruption int
+
+const (
+	noDisruption disruption = iota
+	killPrimary             // the primary serving partition 0 is killed; its replica takes over
+	moveSlot                // partition 1's slot is resharded to another primary
+)
+
+func testPartitionedRun(t *testing.T, bin string, cl *testredis.Cluster, report *testredis.Server, total, keys int, mid disruption) {
 	ctx := context.Background()
 	cc := cl.Client(t)
 	rep := report.Client(t)
@@ -69,7 +81,7 @@ func testPartitionedRun(t *testing.T, bin string, cl *testredis.Cluster, report 
 	}
 
 	began := time.Now()
-	if failover {
+	if mid == killPrimary {
 		// Every event is in the stream, and on the replicas, before the
 		// kill: asynchronous replication may lose the last writes of a
 		// killed primary, and a lost event is not what this run is about.
@@ -89,11 +101,22 @@ func testPartitionedRun(t *testing.T, bin string, cl *testredis.Cluster, report 
 		return n
 	}
 	var failoverTook time.Duration
-	if failover {
+	if mid != noDisruption {
 		waitFor(t, 120*time.Second, nil, "a third of the events handled", func() (bool, string) {
 			n := handled()
 			return n >= int64(total/3), fmt.Sprintf("handled=%d", n)
 		})
+	}
+	if mid == moveSlot {
+		moving := time.Now()
+		from, to := cl.MoveSlot(t, worker.PartitionStream(stream, 1))
+		t.Logf("moved partition 1's slot from %s to %s in %s, after %d of %d events", from.Addr, to.Addr, time.Since(moving).Round(time.Millisecond), handled(), total)
+		cc.ReloadState(ctx)
+		if np := cl.PrimaryFor(t, worker.PartitionStream(stream, 1)); np != to {
+			t.Fatalf("partition 1 is served by %s, want %s after the move", np.Addr, to.Addr)
+		}
+	}
+	if mid == killPrimary {
 		victim := cl.PrimaryFor(t, worker.PartitionStream(stream, 0))
 		t.Logf("killing the primary %s (serves partition 0) after %d of %d events", victim.Addr, handled(), total)
 		killed := time.Now()
@@ -182,8 +205,21 @@ func testPartitionedRun(t *testing.T, bin string, cl *testredis.Cluster, report 
 	}
 	t.Logf("%d events over %d keys and %d partitions, 3 workers (partitions owned at the end: %v): all processed in %s; %d handler runs, %d duplicates (%.3f%%)",
 		total, keys, clusterPartitions, owned, took.Round(time.Millisecond), runs, dups, 100*float64(dups)/float64(total))
-	if failover {
+	switch mid {
+	case killPrimary:
 		t.Logf("primary killed mid-run: cluster healthy again %s after the kill; no worker restarted", failoverTook.Round(time.Millisecond))
+		return
+	case moveSlot:
+		errs := 0
+		for _, w := range workers {
+			for _, rec := range w.logLines() {
+				if rec["level"] == "ERROR" {
+					errs++
+					t.Logf("%s: %v", w.name, rec)
+				}
+			}
+		}
+		t.Logf("slot moved mid-run: no worker restarted; %d error lines logged while it moved", errs)
 		return
 	}
 	if dups != 0 {

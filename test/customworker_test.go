@@ -1,6 +1,10 @@
 package test
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/streamworker/streamworker/internal/testbin"
+)
 
 // TestCustomWorker runs a worker binary written as a user would write one
 // (testdata/customworker: own handlers on a worker.Mux, run by worker.Main)
@@ -8,7 +12,7 @@ import "testing"
 // in Redis. The binary is built once; the subtests run in parallel, each with
 // its own Redis.
 func TestCustomWorker(t *testing.T) {
-	bin := buildWorker(t, t.TempDir(), "customworker")
+	bin := testbin.Build(t, t.TempDir(), "./testdata/customworker", "customworker", raceEnabled)
 	t.Run("MixedOutcomes", func(t *testing.T) { testMixedOutcomes(t, bin) })
 	t.Run("SIGTERMDrainsInFlight", func(t *testing.T) { testDrainOnSIGTERM(t, bin) })
 	t.Run("ShutdownDeadlineHandsOver", func(t *testing.T) { testHandOverAtDeadline(t, bin) })

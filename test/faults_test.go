@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/producer"
 )
 
@@ -31,7 +32,7 @@ const (
 // live handler's message never runs twice at once. The binary is built once;
 // the subtests run in parallel, each with its own redis-server.
 func TestFaults(t *testing.T) {
-	bin := buildWorker(t, t.TempDir(), "faultworker")
+	bin := testbin.Build(t, t.TempDir(), "./testdata/faultworker", "faultworker", raceEnabled)
 	t.Run("SIGKILLMidBatch", func(t *testing.T) { testSIGKILLMidBatch(t, bin) })
 	t.Run("PoisonMessageKillsEveryWorker", func(t *testing.T) { testPoisonMessage(t, bin) })
 	t.Run("SlowHandlerKeepsItsLease", func(t *testing.T) { testSlowHandlerLease(t, bin) })

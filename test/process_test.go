@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,28 +27,6 @@ import (
 
 // group is the consumer group every test's workers join.
 const group = "e2e"
-
-// buildWorker builds the worker binary testdata/<name> into dir, under
-// -race when the tests run under it.
-func buildWorker(t *testing.T, dir, name string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go command is needed to build the worker under test: %v", err)
-	}
-	bin := filepath.Join(dir, name)
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "./testdata/"+name)
-	start := time.Now()
-	if out, err := exec.Command(goBin, args...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	t.Logf("built %s (race=%v) in %s", bin, raceEnabled, time.Since(start).Round(time.Millisecond))
-	return bin
-}
 
 // workerProc is one worker process under test.
 type workerProc struct {

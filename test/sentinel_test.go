@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/producer"
 )
@@ -26,7 +27,7 @@ import (
 // counted and logged, not failed: delivery is at-least-once.
 func TestSentinelFailover(t *testing.T) {
 	t.Parallel()
-	bin := buildWorker(t, t.TempDir(), "customworker")
+	bin := testbin.Build(t, t.TempDir(), "./testdata/customworker", "customworker", raceEnabled)
 	st := testredis.StartSentinel(t)
 	ctx := context.Background()
 	const stream = "orders"

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/internal/testcerts"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/producer"
@@ -20,7 +21,7 @@ import (
 // connects with REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY, and refuses
 // every server it cannot verify and every plaintext connection.
 func TestTLS(t *testing.T) {
-	bin := buildWorker(t, t.TempDir(), "customworker")
+	bin := testbin.Build(t, t.TempDir(), "./testdata/customworker", "customworker", raceEnabled)
 	certs := testcerts.Write(t, t.TempDir(), "127.0.0.1")
 	stranger := testcerts.Write(t, t.TempDir(), "127.0.0.1") // a CA that signed nothing of the server's
 	tlsAddr := freeAddr(t)

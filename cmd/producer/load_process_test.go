@@ -17,9 +17,9 @@ func testLoad(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "bench"
 	r := c.run(t, "", []string{"load", "--stream", stream, "--type", "load.test", "--count", "1050", "--size", "200", "--concurrency", "3", "--batch", "100"})
-	r.want(t, 0)
-	if !strings.HasPrefix(r.stdout, "sent 1050 events to stream \""+stream+"\" in ") || !strings.HasSuffix(r.stdout, " msg/s\n") {
-		t.Errorf("stdout = %q, want the count and the rate", r.stdout)
+	r.Want(t, 0)
+	if !strings.HasPrefix(r.Stdout, "sent 1050 events to stream \""+stream+"\" in ") || !strings.HasSuffix(r.Stdout, " msg/s\n") {
+		t.Errorf("stdout = %q, want the count and the rate", r.Stdout)
 	}
 	msgs := rc.XRange(context.Background(), stream, "-", "+").Val()
 	if len(msgs) != 1050 {
@@ -44,7 +44,7 @@ func testLoad(t *testing.T, c *binary) {
 	// A rate limit still sends everything (how fast is a benchmark's
 	// business, not a test's).
 	stream2 := testredis.Prefix(t) + "paced"
-	c.run(t, "", []string{"load", "--stream", stream2, "--type", "t", "--count", "40", "--rate", "2000", "--size", "1"}).want(t, 0)
+	c.run(t, "", []string{"load", "--stream", stream2, "--type", "t", "--count", "40", "--rate", "2000", "--size", "1"}).Want(t, 0)
 	if n := rc.XLen(context.Background(), stream2).Val(); n != 40 {
 		t.Errorf("paced stream has %d entries, want 40", n)
 	}

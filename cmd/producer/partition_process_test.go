@@ -36,10 +36,10 @@ func testSendPartitioned(t *testing.T, c *binary) {
 
 	t.Run("OneEvent", func(t *testing.T) {
 		r := c.run(t, "", []string{"send", "--stream", stream, "--partitions", "4", "--type", "order.paid", "--data", `{"n":1}`, "--key", "customer-3"})
-		r.want(t, 0)
-		got, id, _ := strings.Cut(strings.TrimSpace(r.stdout), " ")
+		r.Want(t, 0)
+		got, id, _ := strings.Cut(strings.TrimSpace(r.Stdout), " ")
 		if got != part("customer-3") {
-			t.Fatalf("stdout %q: want the partition %s, then the entry ID", r.stdout, part("customer-3"))
+			t.Fatalf("stdout %q: want the partition %s, then the entry ID", r.Stdout, part("customer-3"))
 		}
 		e := rc.XRange(ctx, got, id, id).Val()
 		if len(e) != 1 || e[0].Values[worker.FieldKey] != "customer-3" {
@@ -48,9 +48,9 @@ func testSendPartitioned(t *testing.T, c *binary) {
 	})
 	t.Run("Delayed", func(t *testing.T) {
 		r := c.run(t, "", []string{"send", "--stream", stream, "--partitions", "4", "--type", "t", "--id", "order-9", "--delay", "1h"})
-		r.want(t, 0)
-		if got, _, _ := strings.Cut(r.stdout, " "); got != part("order-9") {
-			t.Errorf("stdout %q: want the partition of the id, %s, then the due time", r.stdout, part("order-9"))
+		r.Want(t, 0)
+		if got, _, _ := strings.Cut(r.Stdout, " "); got != part("order-9") {
+			t.Errorf("stdout %q: want the partition of the id, %s, then the due time", r.Stdout, part("order-9"))
 		}
 		if n := rc.ZCard(ctx, worker.DelayedKey(part("order-9"))).Val(); n != 1 {
 			t.Errorf("%s holds %d, want the delayed event", worker.DelayedKey(part("order-9")), n)
@@ -59,9 +59,9 @@ func testSendPartitioned(t *testing.T, c *binary) {
 	t.Run("KeyWithoutPartitions", func(t *testing.T) {
 		plain := stream + "-plain"
 		r := c.run(t, "", []string{"send", "--stream", plain, "--type", "t", "--key", "k"})
-		r.want(t, 0)
-		if strings.Contains(r.stdout, " ") {
-			t.Errorf("stdout %q: want the entry ID alone", r.stdout)
+		r.Want(t, 0)
+		if strings.Contains(r.Stdout, " ") {
+			t.Errorf("stdout %q: want the entry ID alone", r.Stdout)
 		}
 		want := []map[string]any{{"type": "t", "data": "", "key": "k"}}
 		if got := entries(t, rc, plain); len(got) != 1 || fmt.Sprint(got) != fmt.Sprint(want) {
@@ -82,9 +82,9 @@ func testSendPartitioned(t *testing.T, c *binary) {
 			}
 		}
 		r := c.run(t, in.String(), []string{"send", "--stream", fs, "--partitions", "4", "--file", "-", "--batch", "7"})
-		r.want(t, 0)
-		if !strings.HasPrefix(r.stdout, fmt.Sprintf("sent 200, rejected 0 (200 lines, 0 delayed) to stream %q (4 partitions) in ", fs)) {
-			t.Errorf("stdout = %q", r.stdout)
+		r.Want(t, 0)
+		if !strings.HasPrefix(r.Stdout, fmt.Sprintf("sent 200, rejected 0 (200 lines, 0 delayed) to stream %q (4 partitions) in ", fs)) {
+			t.Errorf("stdout = %q", r.Stdout)
 		}
 		last := map[string]int{}
 		var total, roundRobin int
@@ -125,9 +125,9 @@ func testSendPartitioned(t *testing.T, c *binary) {
 	t.Run("Load", func(t *testing.T) {
 		ls := stream + "-load"
 		r := c.run(t, "", []string{"load", "--stream", ls, "--type", "t", "--count", "300", "--partitions", "3", "--batch", "7"})
-		r.want(t, 0)
-		if !strings.HasPrefix(r.stdout, fmt.Sprintf("sent 300 events to stream %q (3 partitions) in ", ls)) {
-			t.Errorf("stdout = %q", r.stdout)
+		r.Want(t, 0)
+		if !strings.HasPrefix(r.Stdout, fmt.Sprintf("sent 300 events to stream %q (3 partitions) in ", ls)) {
+			t.Errorf("stdout = %q", r.Stdout)
 		}
 		for i := range 3 {
 			if n := rc.XLen(ctx, worker.PartitionStream(ls, i)).Val(); n != 100 {
@@ -148,8 +148,8 @@ func testCluster(t *testing.T, c *binary) {
 	env := "REDIS_CLUSTER_ADDRS=" + strings.Join(cl.Addrs(), ",")
 
 	r := c.run(t, "", []string{"send", "--stream", "{orders}", "--type", "order.created", "--data", `{"n":1}`}, env)
-	r.want(t, 0)
-	id := strings.TrimSpace(r.stdout)
+	r.Want(t, 0)
+	id := strings.TrimSpace(r.Stdout)
 	if got := cc.XRange(ctx, "{orders}", id, id).Val(); len(got) != 1 {
 		t.Fatalf("entry %s not in the cluster's {orders}", id)
 	}
@@ -159,7 +159,7 @@ func testCluster(t *testing.T, c *binary) {
 		fmt.Fprintf(&in, `{"type":"t","data":%d,"key":"customer-%d"}`+"\n", i, i%12)
 	}
 	r = c.run(t, in.String(), []string{"send", "--stream", "orders", "--partitions", "6", "--file", "-", "--batch", "25"}, env)
-	r.want(t, 0)
+	r.Want(t, 0)
 	primaries := map[string]bool{}
 	total := 0
 	for i, msgs := range partitionEntries(t, cc, "orders", 6) {
@@ -171,7 +171,7 @@ func testCluster(t *testing.T, c *binary) {
 	}
 
 	r = c.run(t, "", []string{"load", "--stream", "bench", "--type", "t", "--count", "90", "--partitions", "3"}, env)
-	r.want(t, 0)
+	r.Want(t, 0)
 	for i := range 3 {
 		if n := cc.XLen(ctx, worker.PartitionStream("bench", i)).Val(); n != 30 {
 			t.Errorf("load: partition %d has %d events, want 30", i, n)
@@ -183,7 +183,7 @@ func testCluster(t *testing.T, c *binary) {
 
 	// A seed list of one live node is enough; a dead one is reported.
 	r = c.run(t, "", []string{"send", "--stream", "{orders}", "--type", "t"}, "REDIS_CLUSTER_ADDRS="+cl.Addrs()[1])
-	r.want(t, 0)
+	r.Want(t, 0)
 	r = c.run(t, "", []string{"send", "--stream", "{orders}", "--type", "t"}, "REDIS_CLUSTER_ADDRS=127.0.0.1:1")
-	r.want(t, 1, `producer: sending to stream "{orders}"`, "connection refused")
+	r.Want(t, 1, `producer: sending to stream "{orders}"`, "connection refused")
 }

@@ -53,24 +53,24 @@ func testSendOne(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	r := c.run(t, "", []string{"send", "--stream", stream, "--type", "order.created", "--data", `{"id":7}`, "--id", "order-7"})
-	r.want(t, 0)
-	id := strings.TrimSpace(r.stdout)
+	r.Want(t, 0)
+	id := strings.TrimSpace(r.Stdout)
 	got := rc.XRange(context.Background(), stream, id, id).Val()
 	if len(got) != 1 {
-		t.Fatalf("stdout %q is not the ID of the new entry; stream: %v", r.stdout, entries(t, rc, stream))
+		t.Fatalf("stdout %q is not the ID of the new entry; stream: %v", r.Stdout, entries(t, rc, stream))
 	}
 	want := map[string]any{"type": "order.created", "data": `{"id":7}`, "id": "order-7"}
 	if diff := cmp.Diff(want, got[0].Values); diff != "" {
 		t.Errorf("entry (-want +got):\n%s", diff)
 	}
-	if r.stderr != "" {
-		t.Errorf("stderr = %q, want nothing", r.stderr)
+	if r.Stderr != "" {
+		t.Errorf("stderr = %q, want nothing", r.Stderr)
 	}
 
 	// --maxlen trims approximately: whole nodes of 100 entries.
 	for range 3 {
 		lines := strings.Repeat(`{"type":"t"}`+"\n", 150)
-		c.run(t, lines, []string{"send", "--stream", stream, "--file", "-", "--maxlen", "10"}).want(t, 0)
+		c.run(t, lines, []string{"send", "--stream", stream, "--file", "-", "--maxlen", "10"}).Want(t, 0)
 	}
 	if n := rc.XLen(context.Background(), stream).Val(); n > 250 {
 		t.Errorf("stream length %d after 451 events with --maxlen 10: not trimmed", n)
@@ -83,10 +83,10 @@ func testSendDelayed(t *testing.T, c *binary) {
 	before := time.Now()
 	r := c.run(t, "", []string{"send", "--stream", stream, "--type", "reminder", "--data", `{"n":1}`, "--id", "k", "--delay", "30m"})
 	after := time.Now()
-	r.want(t, 0)
-	due, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(r.stdout))
+	r.Want(t, 0)
+	due, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(r.Stdout))
 	if err != nil {
-		t.Fatalf("stdout %q is not the due time: %v", r.stdout, err)
+		t.Fatalf("stdout %q is not the due time: %v", r.Stdout, err)
 	}
 	if due.Before(before.Add(30*time.Minute).Truncate(time.Millisecond)) || due.After(after.Add(30*time.Minute)) {
 		t.Errorf("due %s, want 30m after the run (%s..%s)", due, before, after)
@@ -141,14 +141,14 @@ func testSendFile(t *testing.T, c *binary) {
 	path := writeFile(t, "events.jsonl", in.String())
 
 	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path, "--max-payload", "100"})
-	r.want(t, 1)
-	if diff := cmp.Diff(strings.ReplaceAll(strings.Join(wantErr, "\n")+"\n", "%s", path), r.stderr); diff != "" {
+	r.Want(t, 1)
+	if diff := cmp.Diff(strings.ReplaceAll(strings.Join(wantErr, "\n")+"\n", "%s", path), r.Stderr); diff != "" {
 		t.Errorf("stderr (-want +got):\n%s", diff)
 	}
 	n := len(badLines)
 	wantSummary := fmt.Sprintf("sent 3, rejected %d (%d lines, 1 delayed) to stream %q in ", n, n+3, stream)
-	if !strings.HasPrefix(r.stdout, wantSummary) || strings.Count(r.stdout, "\n") != 1 {
-		t.Errorf("stdout = %q, want one line starting %q", r.stdout, wantSummary)
+	if !strings.HasPrefix(r.Stdout, wantSummary) || strings.Count(r.Stdout, "\n") != 1 {
+		t.Errorf("stdout = %q, want one line starting %q", r.Stdout, wantSummary)
 	}
 	want := []map[string]any{
 		{"type": "first", "data": `{"n":1}`, "id": "k1"},
@@ -175,9 +175,9 @@ func testSendFileAllValid(t *testing.T, c *binary) {
 	}
 	path := writeFile(t, "all.jsonl", in.String())
 	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path})
-	r.want(t, 0)
-	if !strings.HasPrefix(r.stdout, "sent 1234, rejected 0 (1234 lines, 0 delayed)") || r.stderr != "" {
-		t.Errorf("stdout %q, stderr %q", r.stdout, r.stderr)
+	r.Want(t, 0)
+	if !strings.HasPrefix(r.Stdout, "sent 1234, rejected 0 (1234 lines, 0 delayed)") || r.Stderr != "" {
+		t.Errorf("stdout %q, stderr %q", r.Stdout, r.Stderr)
 	}
 	got := entries(t, rc, stream)
 	if len(got) != 1234 {
@@ -194,9 +194,9 @@ func testSendStdin(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	r := c.run(t, `{"type":"a"}`+"\n"+`{"type":"b","data":[1,2]}`+"\n"+"nope\n", []string{"send", "--stream", stream, "--file", "-"})
-	r.want(t, 1, "stdin: line 3: invalid JSON at byte 2: invalid character 'o' in literal null (expecting 'u')")
-	if !strings.HasPrefix(r.stdout, "sent 2, rejected 1 (3 lines, 0 delayed)") {
-		t.Errorf("stdout = %q", r.stdout)
+	r.Want(t, 1, "stdin: line 3: invalid JSON at byte 2: invalid character 'o' in literal null (expecting 'u')")
+	if !strings.HasPrefix(r.Stdout, "sent 2, rejected 1 (3 lines, 0 delayed)") {
+		t.Errorf("stdout = %q", r.Stdout)
 	}
 	want := []map[string]any{{"type": "a", "data": ""}, {"type": "b", "data": "[1,2]"}}
 	if diff := cmp.Diff(want, entries(t, rc, stream)); diff != "" {
@@ -209,8 +209,8 @@ func testSendFileProgressLines(t *testing.T, c *binary) {
 	stream := testredis.Prefix(t) + "orders"
 	path := writeFile(t, "in.jsonl", strings.Repeat(`{"type":"t"}`+"\n", 50))
 	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path, "--batch", "10", "--progress-every", "1ns"})
-	r.want(t, 0)
-	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	r.Want(t, 0)
+	lines := strings.Split(strings.TrimSpace(r.Stderr), "\n")
 	// A batch is read while the one before is sent: after each batch sent,
 	// a line with the input read so far.
 	want := []string{
@@ -223,8 +223,8 @@ func testSendFileProgressLines(t *testing.T, c *binary) {
 	if diff := cmp.Diff(want, lines); diff != "" {
 		t.Errorf("progress lines (-want +got):\n%s", diff)
 	}
-	if strings.ContainsAny(r.stderr, "\r|█") {
-		t.Errorf("stderr has a progress bar without a terminal: %q", r.stderr)
+	if strings.ContainsAny(r.Stderr, "\r|█") {
+		t.Errorf("stderr has a progress bar without a terminal: %q", r.Stderr)
 	}
 }
 
@@ -235,10 +235,10 @@ func testSendFileRedisError(t *testing.T, c *binary) {
 	rc.Set(context.Background(), stream, "not a stream", 0)
 	path := writeFile(t, "in.jsonl", strings.Repeat(`{"type":"t"}`+"\n", 30))
 	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path, "--batch", "10"})
-	r.want(t, 1, fmt.Sprintf("producer: sending lines 1-10 to stream %q: 10 of 10 writes not confirmed (first: #0): WRONGTYPE", stream),
+	r.Want(t, 1, fmt.Sprintf("producer: sending lines 1-10 to stream %q: 10 of 10 writes not confirmed (first: #0): WRONGTYPE", stream),
 		"(sent so far: 0; writes Redis did not confirm may or may not have happened, and were not resent)")
-	if !strings.HasPrefix(r.stdout, "sent 0, rejected 0 (10 lines") {
-		t.Errorf("stdout = %q, want the counts up to the failure", r.stdout)
+	if !strings.HasPrefix(r.Stdout, "sent 0, rejected 0 (10 lines") {
+		t.Errorf("stdout = %q, want the counts up to the failure", r.Stdout)
 	}
 }
 
@@ -293,9 +293,9 @@ func testUsageErrors(t *testing.T, c *binary) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				r := c.run(t, "", tc.args)
-				r.want(t, 2, tc.want)
-				if r.stdout != "" {
-					t.Errorf("stdout = %q, want nothing", r.stdout)
+				r.Want(t, 2, tc.want)
+				if r.Stdout != "" {
+					t.Errorf("stdout = %q, want nothing", r.Stdout)
 				}
 			})
 		}
@@ -349,7 +349,7 @@ func testFailures(t *testing.T, c *binary) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				r := c.run(t, "", tc.args, tc.env...)
-				r.want(t, 1, tc.wants...)
+				r.Want(t, 1, tc.wants...)
 			})
 		}
 	})
@@ -414,9 +414,9 @@ func testConfigErrors(t *testing.T, c *binary) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := c.run(t, "", tc.args, tc.env...)
-			r.want(t, 2)
-			if r.stderr != tc.want || r.stdout != "" {
-				t.Errorf("stdout %q, stderr %q; want stderr %q", r.stdout, r.stderr, tc.want)
+			r.Want(t, 2)
+			if r.Stderr != tc.want || r.Stdout != "" {
+				t.Errorf("stdout %q, stderr %q; want stderr %q", r.Stdout, r.Stderr, tc.want)
 			}
 		})
 	}
@@ -426,7 +426,7 @@ func testRedisURLFlag(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
 	r := c.run(t, "", []string{"send", "--stream", stream, "--type", "t", "--redis-url", c.redisURL}, "REDIS_URL=redis://127.0.0.1:1/0")
-	r.want(t, 0)
+	r.Want(t, 0)
 	if n := rc.XLen(context.Background(), stream).Val(); n != 1 {
 		t.Errorf("stream length %d, want the event sent through --redis-url", n)
 	}
@@ -437,9 +437,9 @@ func testHelp(t *testing.T, c *binary) {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			t.Parallel()
 			r := c.run(t, "", args)
-			r.want(t, 0)
-			if !strings.Contains(r.stdout, "Usage:") || r.stderr != "" {
-				t.Errorf("producer %v: stdout %q, stderr %q; want usage on stdout", args, r.stdout, r.stderr)
+			r.Want(t, 0)
+			if !strings.Contains(r.Stdout, "Usage:") || r.Stderr != "" {
+				t.Errorf("producer %v: stdout %q, stderr %q; want usage on stdout", args, r.Stdout, r.Stderr)
 			}
 		})
 	}

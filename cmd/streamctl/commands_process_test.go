@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/worker"
 )
@@ -29,7 +30,7 @@ func testStatus(t *testing.T, c *binary) {
 	f.dead("email.send", "permanent: invalid email address")
 
 	r := c.run(t, []string{"status", "--stream", f.stream})
-	r.want(t, 0)
+	r.Want(t, 0)
 	s := f.stream
 	want := strings.Join([]string{
 		"STREAM" + pad(s, "STREAM") + "  LENGTH  DELAYED  DEAD  GROUPS",
@@ -44,18 +45,18 @@ func testStatus(t *testing.T, c *binary) {
 		s + "  workers  w2        1        D",
 		"",
 	}, "\n")
-	got := durations.ReplaceAllStringFunc(r.stdout, func(d string) string { return "D" + strings.Repeat(" ", len(d)-1) })
+	got := durations.ReplaceAllStringFunc(r.Stdout, func(d string) string { return "D" + strings.Repeat(" ", len(d)-1) })
 	// Re-align the replaced durations' padding for comparison.
 	got = regexp.MustCompile(`D +`).ReplaceAllString(got, "D")
 	want = regexp.MustCompile(`D +`).ReplaceAllString(want, "D")
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("stdout (-want +got):\n%s\nfull:\n%s", diff, r.stdout)
+		t.Errorf("stdout (-want +got):\n%s\nfull:\n%s", diff, r.Stdout)
 	}
-	for _, table := range strings.Split(r.stdout, "\n\n") {
+	for _, table := range strings.Split(r.Stdout, "\n\n") {
 		requireAligned(t, table)
 	}
-	if r.stderr != "" {
-		t.Errorf("stderr = %q", r.stderr)
+	if r.Stderr != "" {
+		t.Errorf("stderr = %q", r.Stderr)
 	}
 }
 
@@ -73,10 +74,10 @@ func testStatusJSON(t *testing.T, c *binary) {
 	f.c.XDel(f.ctx, f.stream, mid) // the lag of "lagless" becomes unknown
 
 	r := c.run(t, []string{"status", "--stream", f.stream, "--json"})
-	r.want(t, 0)
+	r.Want(t, 0)
 	var doc map[string]any
-	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
-		t.Fatalf("stdout is not JSON: %v\n%s", err, r.stdout)
+	if err := json.Unmarshal([]byte(r.Stdout), &doc); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, r.Stdout)
 	}
 	// Ages and idle times vary: check they are numbers, then fix them.
 	g := doc["streams"].([]any)[0].(map[string]any)["groups"].([]any)
@@ -103,7 +104,7 @@ func testStatusJSON(t *testing.T, c *binary) {
 		},
 	}}}
 	if diff := cmp.Diff(want, doc); diff != "" {
-		t.Errorf("JSON (-want +got):\n%s\nfull:\n%s", diff, r.stdout)
+		t.Errorf("JSON (-want +got):\n%s\nfull:\n%s", diff, r.Stdout)
 	}
 }
 
@@ -117,20 +118,20 @@ func testStatusOfEveryStream(t *testing.T, c *binary) {
 		rc.XAdd(t.Context(), &redis.XAddArgs{Stream: worker.DeadLetterKey(s), Values: []string{"type", "x"}})
 	}
 	rc.Set(t.Context(), "not-a-stream", "x", 0)
-	r := runBinary(t, c.bin, []string{"REDIS_URL=" + srv.URL()}, []string{"status"})
-	r.want(t, 0)
+	r := testbin.Run(t, c.bin, "", []string{"REDIS_URL=" + srv.URL()}, []string{"status"})
+	r.Want(t, 0)
 	want := "STREAM  LENGTH  DELAYED  DEAD  GROUPS\na       1       0        1     0\nb       1       0        1     0\n"
-	if r.stdout != want {
-		t.Errorf("stdout = %q, want %q", r.stdout, want)
+	if r.Stdout != want {
+		t.Errorf("stdout = %q, want %q", r.Stdout, want)
 	}
-	r = runBinary(t, c.bin, []string{"REDIS_URL=" + testredis.Start(t).URL()}, []string{"status"})
-	r.want(t, 0)
-	if r.stdout != "no streams\n" {
-		t.Errorf("empty database: stdout = %q", r.stdout)
+	r = testbin.Run(t, c.bin, "", []string{"REDIS_URL=" + testredis.Start(t).URL()}, []string{"status"})
+	r.Want(t, 0)
+	if r.Stdout != "no streams\n" {
+		t.Errorf("empty database: stdout = %q", r.Stdout)
 	}
-	r = runBinary(t, c.bin, []string{"REDIS_URL=" + testredis.Start(t).URL()}, []string{"status", "--json"})
-	if r.stdout != "{\n  \"streams\": []\n}\n" {
-		t.Errorf("empty database, JSON: stdout = %q", r.stdout)
+	r = testbin.Run(t, c.bin, "", []string{"REDIS_URL=" + testredis.Start(t).URL()}, []string{"status", "--json"})
+	if r.Stdout != "{\n  \"streams\": []\n}\n" {
+		t.Errorf("empty database, JSON: stdout = %q", r.Stdout)
 	}
 }
 
@@ -146,8 +147,8 @@ func testPending(t *testing.T, c *binary) {
 	f.c.XDel(f.ctx, f.stream, b)
 
 	r := c.run(t, []string{"pending", "--stream", f.stream})
-	r.want(t, 0)
-	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	r.Want(t, 0)
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
 	wantRows := [][]string{
 		{"GROUP", "ID", "CONSUMER", "IDLE", "DELIVERIES", "TYPE"},
 		{"workers", a, "w1", "D", "1", "order.created"},
@@ -163,24 +164,24 @@ func testPending(t *testing.T, c *binary) {
 		gotRows = append(gotRows, row)
 	}
 	if diff := cmp.Diff(wantRows, gotRows); diff != "" {
-		t.Errorf("table (-want +got):\n%s\n%s", diff, r.stdout)
+		t.Errorf("table (-want +got):\n%s\n%s", diff, r.Stdout)
 	}
-	requireAligned(t, r.stdout)
+	requireAligned(t, r.Stdout)
 
 	r = c.run(t, []string{"pending", "--stream", f.stream, "--group", "workers", "--limit", "1"})
-	r.want(t, 0, "streamctl: group workers: showing 1 of 3 pending entries (--limit 1)")
-	if strings.Count(r.stdout, "\n") != 2 {
-		t.Errorf("--limit 1: stdout = %q, want the header and one row", r.stdout)
+	r.Want(t, 0, "streamctl: group workers: showing 1 of 3 pending entries (--limit 1)")
+	if strings.Count(r.Stdout, "\n") != 2 {
+		t.Errorf("--limit 1: stdout = %q, want the header and one row", r.Stdout)
 	}
 
 	r = c.run(t, []string{"pending", "--stream", f.stream, "--group", "idle"})
-	r.want(t, 0)
-	if r.stdout != "nothing pending on stream \""+f.stream+"\"\n" {
-		t.Errorf("stdout = %q", r.stdout)
+	r.Want(t, 0)
+	if r.Stdout != "nothing pending on stream \""+f.stream+"\"\n" {
+		t.Errorf("stdout = %q", r.Stdout)
 	}
 
 	r = c.run(t, []string{"pending", "--stream", f.stream, "--group", "workers", "--json"})
-	r.want(t, 0)
+	r.Want(t, 0)
 	var doc struct {
 		Stream string `json:"stream"`
 		Groups []struct {
@@ -195,7 +196,7 @@ func testPending(t *testing.T, c *binary) {
 			} `json:"entries"`
 		} `json:"groups"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+	if err := json.Unmarshal([]byte(r.Stdout), &doc); err != nil {
 		t.Fatal(err)
 	}
 	if doc.Stream != f.stream || len(doc.Groups) != 1 || doc.Groups[0].Pending != 3 || len(doc.Groups[0].Entries) != 3 ||
@@ -204,9 +205,9 @@ func testPending(t *testing.T, c *binary) {
 	}
 
 	r = c.run(t, []string{"pending", "--stream", f.stream, "--group", "nope"})
-	r.want(t, 1, `streamctl: no such consumer group: stream "`+f.stream+`" has no group "nope" (it has: idle, workers)`)
+	r.Want(t, 1, `streamctl: no such consumer group: stream "`+f.stream+`" has no group "nope" (it has: idle, workers)`)
 	r = c.run(t, []string{"pending", "--stream", f.stream + "-none"})
-	r.want(t, 1, `streamctl: no such stream: "`+f.stream+`-none"`)
+	r.Want(t, 1, `streamctl: no such stream: "`+f.stream+`-none"`)
 }
 
 func testDLQList(t *testing.T, c *binary) {
@@ -214,24 +215,24 @@ func testDLQList(t *testing.T, c *binary) {
 	a := f.dead("email.send", "permanent: invalid email address")
 	b := f.dead("report.build", "panic: runtime error: index out of range [3] with length 3\n\ngoroutine 7 [running]:\nmain.build(...)")
 	r := c.run(t, []string{"dlq", "ls", "--stream", f.stream})
-	r.want(t, 0)
+	r.Want(t, 0)
 	want := "ID" + pad(a, "ID") + "  TYPE          ATTEMPTS  FAILED AT             ORIGIN ID        ERROR\n" +
 		a + "  email.send    2         2026-11-26T01:02:03Z  1700000000000-0  permanent: invalid email address\n" +
 		b + "  report.build  2         2026-11-26T01:02:03Z  1700000000000-0  panic: runtime error: index out of range [3] with length 3…\n"
-	if diff := cmp.Diff(want, r.stdout); diff != "" {
+	if diff := cmp.Diff(want, r.Stdout); diff != "" {
 		t.Errorf("table (-want +got):\n%s", diff)
 	}
 
 	r = c.run(t, []string{"dlq", "ls", "--stream", f.stream, "--limit", "1"})
-	r.want(t, 0, "streamctl: showing 1 of 2 dead letters (--limit 1)")
-	if strings.Count(r.stdout, "\n") != 2 {
-		t.Errorf("--limit 1: stdout = %q", r.stdout)
+	r.Want(t, 0, "streamctl: showing 1 of 2 dead letters (--limit 1)")
+	if strings.Count(r.Stdout, "\n") != 2 {
+		t.Errorf("--limit 1: stdout = %q", r.Stdout)
 	}
 
 	r = c.run(t, []string{"dlq", "ls", "--stream", f.stream, "--json", "--limit", "1"})
-	r.want(t, 0)
+	r.Want(t, 0)
 	var doc map[string]any
-	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+	if err := json.Unmarshal([]byte(r.Stdout), &doc); err != nil {
 		t.Fatal(err)
 	}
 	wantDoc := map[string]any{
@@ -247,9 +248,9 @@ func testDLQList(t *testing.T, c *binary) {
 	}
 
 	r = c.run(t, []string{"dlq", "ls", "--stream", f.stream + "-none"})
-	r.want(t, 0)
-	if r.stdout != "no dead letters in "+worker.DeadLetterKey(f.stream+"-none")+"\n" {
-		t.Errorf("empty DLQ: stdout = %q", r.stdout)
+	r.Want(t, 0)
+	if r.Stdout != "no dead letters in "+worker.DeadLetterKey(f.stream+"-none")+"\n" {
+		t.Errorf("empty DLQ: stdout = %q", r.Stdout)
 	}
 }
 
@@ -261,7 +262,7 @@ func testDLQReplayIDs(t *testing.T, c *binary) {
 	noType := f.add(worker.DeadLetterKey(f.stream), "error", "malformed delayed envelope", "envelope", "zz")
 
 	r := c.run(t, []string{"dlq", "replay", "--stream", f.stream, "--id", a + "," + b, "--id", "1-1", "--id", noType})
-	r.want(t, 1,
+	r.Want(t, 1,
 		"streamctl: 1-1: not in the dead-letter stream\n",
 		"streamctl: "+noType+": has no type field; left in the dead-letter stream\n")
 	got := f.c.XRange(f.ctx, f.stream, "-", "+").Val()
@@ -269,8 +270,8 @@ func testDLQReplayIDs(t *testing.T, c *binary) {
 		t.Fatalf("stream = %v, want the 2 replayed", got)
 	}
 	wantOut := "replayed " + a + " as " + got[0].ID + "\nreplayed " + b + " as " + got[1].ID + "\n"
-	if r.stdout != wantOut {
-		t.Errorf("stdout = %q, want %q", r.stdout, wantOut)
+	if r.Stdout != wantOut {
+		t.Errorf("stdout = %q, want %q", r.Stdout, wantOut)
 	}
 	want := map[string]any{"type": "email.send", "data": `{"to":"bob.example.com"}`, "id": "e-1", "origin_id": "1700000000000-0"}
 	if diff := cmp.Diff(want, got[0].Values); diff != "" {
@@ -288,9 +289,9 @@ func testDLQReplayAll(t *testing.T, c *binary) {
 		f.dead("email.send", "x")
 	}
 	r := c.run(t, []string{"dlq", "replay", "--stream", f.stream, "--all"})
-	r.want(t, 0)
-	if r.stdout != "replayed 120 dead letters from "+worker.DeadLetterKey(f.stream)+" into "+f.stream+"\n" {
-		t.Errorf("stdout = %q", r.stdout)
+	r.Want(t, 0)
+	if r.Stdout != "replayed 120 dead letters from "+worker.DeadLetterKey(f.stream)+" into "+f.stream+"\n" {
+		t.Errorf("stdout = %q", r.Stdout)
 	}
 	if n := f.c.XLen(f.ctx, f.stream).Val(); n != 120 {
 		t.Errorf("stream length %d, want 120", n)
@@ -298,10 +299,10 @@ func testDLQReplayAll(t *testing.T, c *binary) {
 	noType := f.add(worker.DeadLetterKey(f.stream), "error", "x")
 	f.dead("email.send", "x")
 	r = c.run(t, []string{"dlq", "replay", "--stream", f.stream, "--all"})
-	r.want(t, 1, "streamctl: 1 dead letter without a type field stay in "+worker.DeadLetterKey(f.stream)+
+	r.Want(t, 1, "streamctl: 1 dead letter without a type field stay in "+worker.DeadLetterKey(f.stream)+
 		" (the worker would dead-letter them again; purge them with --id): "+noType)
-	if r.stdout != "replayed 1 dead letter from "+worker.DeadLetterKey(f.stream)+" into "+f.stream+"\n" {
-		t.Errorf("stdout = %q", r.stdout)
+	if r.Stdout != "replayed 1 dead letter from "+worker.DeadLetterKey(f.stream)+" into "+f.stream+"\n" {
+		t.Errorf("stdout = %q", r.Stdout)
 	}
 }
 
@@ -313,24 +314,24 @@ func testDLQPurge(t *testing.T, c *binary) {
 	dlq := worker.DeadLetterKey(f.stream)
 
 	r := c.run(t, []string{"dlq", "purge", "--stream", f.stream, "--id", a})
-	r.want(t, 2, "streamctl: purge deletes dead letters for good: add --yes to confirm\nRun 'streamctl dlq purge --help' for usage.")
+	r.Want(t, 2, "streamctl: purge deletes dead letters for good: add --yes to confirm\nRun 'streamctl dlq purge --help' for usage.")
 	if n := f.c.XLen(f.ctx, dlq).Val(); n != 3 {
 		t.Fatalf("purge without --yes deleted something: DLQ length %d", n)
 	}
 
 	r = c.run(t, []string{"dlq", "purge", "--stream", f.stream, "--id", a, "--id", "1-1", "--yes"})
-	r.want(t, 1, "streamctl: 1-1: not in "+dlq)
-	if r.stdout != "purged 1 dead letter from "+dlq+"\n" {
-		t.Errorf("stdout = %q", r.stdout)
+	r.Want(t, 1, "streamctl: 1-1: not in "+dlq)
+	if r.Stdout != "purged 1 dead letter from "+dlq+"\n" {
+		t.Errorf("stdout = %q", r.Stdout)
 	}
 	if got := f.c.XRange(f.ctx, dlq, "-", "+").Val(); len(got) != 2 || got[0].ID != b {
 		t.Errorf("DLQ = %v", got)
 	}
 
 	r = c.run(t, []string{"dlq", "purge", "--stream", f.stream, "--all", "--yes"})
-	r.want(t, 0)
-	if r.stdout != "purged 2 dead letters from "+dlq+"\n" {
-		t.Errorf("stdout = %q", r.stdout)
+	r.Want(t, 0)
+	if r.Stdout != "purged 2 dead letters from "+dlq+"\n" {
+		t.Errorf("stdout = %q", r.Stdout)
 	}
 	if n := f.c.XLen(f.ctx, dlq).Val(); n != 0 {
 		t.Errorf("DLQ length %d after --all", n)
@@ -376,9 +377,9 @@ func testUsageErrors(t *testing.T, c *binary) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				r := c.run(t, tc.args)
-				r.want(t, 2)
-				if r.stderr != tc.want || r.stdout != "" {
-					t.Errorf("stdout %q, stderr %q; want stderr %q", r.stdout, r.stderr, tc.want)
+				r.Want(t, 2)
+				if r.Stderr != tc.want || r.Stdout != "" {
+					t.Errorf("stdout %q, stderr %q; want stderr %q", r.Stdout, r.Stderr, tc.want)
 				}
 			})
 		}
@@ -433,9 +434,9 @@ func testFailures(t *testing.T, c *binary) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := c.run(t, tc.args, tc.env...)
-			r.want(t, tc.code)
-			if r.stderr != tc.want || r.stdout != "" {
-				t.Errorf("stdout %q, stderr %q; want stderr %q", r.stdout, r.stderr, tc.want)
+			r.Want(t, tc.code)
+			if r.Stderr != tc.want || r.Stdout != "" {
+				t.Errorf("stdout %q, stderr %q; want stderr %q", r.Stdout, r.Stderr, tc.want)
 			}
 		})
 	}
@@ -444,7 +445,7 @@ func testFailures(t *testing.T, c *binary) {
 	other := f.stream + "-other"
 	f.add(other, "type", "a")
 	r := c.run(t, []string{"status", "--stream", other, "--redis-url", c.redisURL}, "REDIS_URL=redis://127.0.0.1:1/0")
-	r.want(t, 0)
+	r.Want(t, 0)
 }
 
 func testHelp(t *testing.T, c *binary) {
@@ -452,9 +453,9 @@ func testHelp(t *testing.T, c *binary) {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			t.Parallel()
 			r := c.run(t, args)
-			r.want(t, 0)
-			if !strings.Contains(r.stdout, "Usage:") || r.stderr != "" {
-				t.Errorf("streamctl %v: stdout %q, stderr %q; want usage on stdout", args, r.stdout, r.stderr)
+			r.Want(t, 0)
+			if !strings.Contains(r.Stdout, "Usage:") || r.Stderr != "" {
+				t.Errorf("streamctl %v: stdout %q, stderr %q; want usage on stdout", args, r.Stdout, r.Stderr)
 			}
 		})
 	}

@@ -15,10 +15,10 @@ import (
 // statusStreams runs status --json and returns stream -> length, dead.
 func statusStreams(t *testing.T, r result) map[string][2]int64 {
 	t.Helper()
-	r.want(t, 0)
+	r.Want(t, 0)
 	var doc statusDoc
-	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
-		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	if err := json.Unmarshal([]byte(r.Stdout), &doc); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, r.Stdout)
 	}
 	out := map[string][2]int64{}
 	for _, s := range doc.Streams {
@@ -46,31 +46,31 @@ func testPartitions(t *testing.T, c *binary) {
 		t.Errorf("status --partitions 3 = %v, want %v", got, want)
 	}
 	r := c.run(t, []string{"status", "--stream", logical, "--partitions", "3"})
-	r.want(t, 0)
+	r.Want(t, 0)
 	for _, p := range []string{p0, p1, p2} {
-		if !strings.Contains(r.stdout, p+"  ") {
-			t.Errorf("status table has no row for %s:\n%s", p, r.stdout)
+		if !strings.Contains(r.Stdout, p+"  ") {
+			t.Errorf("status table has no row for %s:\n%s", p, r.Stdout)
 		}
 	}
 
 	// The logical name alone is not a stream: the error says how to name
 	// a partition.
 	hint := `"` + logical + `" looks partitioned (` + p0 + ` exists): name a partition, e.g. --stream '` + p0 + `'`
-	c.run(t, []string{"status", "--stream", logical}).want(t, 1, `streamctl: no such stream: "`+logical+`"; `+hint)
-	c.run(t, []string{"pending", "--stream", logical}).want(t, 1, hint)
+	c.run(t, []string{"status", "--stream", logical}).Want(t, 1, `streamctl: no such stream: "`+logical+`"; `+hint)
+	c.run(t, []string{"pending", "--stream", logical}).Want(t, 1, hint)
 	r = c.run(t, []string{"dlq", "ls", "--stream", logical})
-	r.want(t, 0, "streamctl: "+hint)
+	r.Want(t, 0, "streamctl: "+hint)
 
 	// Partition names work as stream names.
 	r = c.run(t, []string{"pending", "--stream", p0})
-	r.want(t, 0)
-	if !strings.Contains(r.stdout, "w1") {
-		t.Errorf("pending of %s:\n%s", p0, r.stdout)
+	r.Want(t, 0)
+	if !strings.Contains(r.Stdout, "w1") {
+		t.Errorf("pending of %s:\n%s", p0, r.Stdout)
 	}
 	r = c.run(t, []string{"dlq", "ls", "--stream", p2})
-	r.want(t, 0)
-	if !strings.Contains(r.stdout, "permanent: no") {
-		t.Errorf("dlq ls of %s:\n%s", p2, r.stdout)
+	r.Want(t, 0)
+	if !strings.Contains(r.Stdout, "permanent: no") {
+		t.Errorf("dlq ls of %s:\n%s", p2, r.Stdout)
 	}
 }
 
@@ -111,8 +111,8 @@ func testCluster(t *testing.T, c *binary) {
 		t.Errorf("status --partitions 6 = %v", got)
 	}
 	r := c.run(t, []string{"dlq", "replay", "--stream", "{orders}", "--all"}, env)
-	r.want(t, 0)
+	r.Want(t, 0)
 	if n := cc.XLen(ctx, "{orders}").Val(); n != 2 || cc.XLen(ctx, worker.DeadLetterKey("{orders}")).Val() != 0 {
-		t.Errorf("after replay: {orders} has %d entries, want 2 and an empty DLQ (%s)", n, r.stdout)
+		t.Errorf("after replay: {orders} has %d entries, want 2 and an empty DLQ (%s)", n, r.Stdout)
 	}
 }

@@ -275,3 +275,98 @@ func OneNodeCluster(t testing.TB) (*Server, *redis.ClusterClient) {
 	}
 	return srv, cc
 }
+
+// MoveSlot migrates the slot of key, with every key in it, from the primary
+// serving it to another primary, the way redis-cli --cluster reshard does:
+// the slot is marked IMPORTING and MIGRATING, its keys are moved with
+// MIGRATE in batches, then every primary is told the slot's new node. While
+// it runs, clients get ASK redirects (and TRYAGAIN for a script whose keys
+// are split between the two nodes); after it, MOVED. It returns the two
+// primaries.
+func (c *Cluster) MoveSlot(t testing.TB, key string) (from, to *Server) {
+	t.Helper()
+	ctx := context.Background()
+	from = c.PrimaryFor(t, key)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	defer cc.Close()
+	slot, err := cc.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots, err := cc.ClusterSlots(ctx).Result() //nolint:staticcheck // see unhealthy
+	if err != nil {
+		t.Fatal(err)
+	}
+	var primaries []*Server
+	for _, s := range slots {
+		for _, n := range c.Nodes {
+			if n.Addr == s.Nodes[0].Addr && !containsServer(primaries, n) {
+				primaries = append(primaries, n)
+			}
+		}
+	}
+	for _, p := range primaries {
+		if p != from {
+			to = p
+			break
+		}
+	}
+	if to == nil {
+		t.Fatal("no other primary to move the slot to")
+	}
+	node := func(s *Server) *redis.Client { return redis.NewClient(&redis.Options{Addr: s.Addr}) }
+	src, dst := node(from), node(to)
+	defer src.Close()
+	defer dst.Close()
+	srcID, err := src.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstID, err := dst.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(c *redis.Client, args ...any) {
+		t.Helper()
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("%v on %s: %v", args, c.Options().Addr, err)
+		}
+	}
+	must(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID)
+	must(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID)
+	host, port, _ := net.SplitHostPort(to.Addr)
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, int(slot), 100).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(src, args...)
+	}
+	must(dst, "CLUSTER", "SETSLOT", slot, "NODE", dstID)
+	must(src, "CLUSTER", "SETSLOT", slot, "NODE", dstID)
+	for _, p := range primaries {
+		if p != from && p != to {
+			cl := node(p)
+			must(cl, "CLUSTER", "SETSLOT", slot, "NODE", dstID)
+			_ = cl.Close()
+		}
+	}
+	c.WaitHealthy(t)
+	return from, to
+}
+
+func containsServer(list []*Server, s *Server) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

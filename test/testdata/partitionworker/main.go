@@ -7,6 +7,7 @@
 //
 //	seen:<stream>:<key>  list of the key's seq, one per run, in run order
 //	handled:<stream>     counter of runs
+//
 // It connects to the stream Redis as the daemon does (REDIS_URL, or
 // REDIS_CLUSTER_ADDRS for a Redis Cluster).
 //
