@@ -30,7 +30,7 @@ func Build(t testing.TB, dir, pkg, name string, race bool) string {
 	}
 	args = append(args, pkg)
 	start := time.Now()
-	if out, err := exec.Command(goBin, args...).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(context.Background(), goBin, args...).CombinedOutput(); err != nil {
 		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	t.Logf("built %s (race=%v) in %s", name, race, time.Since(start).Round(time.Millisecond))
