@@ -103,6 +103,7 @@ func TestACL(t *testing.T) {
 	t.Run("TemplateRefusedUntilPasswordsSet", testACLTemplateRefused)
 	t.Run("GrantsMatchCode", testACLGrantsMatchCode)
 	t.Run("EndToEnd", testACLEndToEnd)
+	t.Run("Partitioned", testACLPartitioned)
 	t.Run("Denied", testACLDenied)
 }
 
@@ -311,6 +312,54 @@ func testACLEndToEnd(t *testing.T) {
 	if out := bad.output.String(); strings.Contains(out, wrong) || strings.Contains(out, srv.passwords["worker"]) {
 		t.Error("the worker's log contains a password")
 	}
+}
+
+// testACLPartitioned runs a partitioned stream as the worker and producer
+// users: partitions ({sw:…:i}), their owner keys and the group's members set
+// are all within the users' grants.
+func testACLPartitioned(t *testing.T) {
+	t.Parallel()
+	srv := startACLRedis(t)
+	admin := srv.Client(t)
+	bin := buildPackage(t, t.TempDir(), "../cmd/worker", "worker")
+	const partitions, events = 4, 40
+	stream := aclPrefix + "p-" + testredis.RandomID()
+	w := startWorker(t, bin, "worker", workerEnv(srv.url("worker"), stream, "pod-0", map[string]string{
+		"WORKER_PARTITIONS": strconv.Itoa(partitions),
+		"WORKER_PLUGINS":    "examples",
+	}))
+	pc, err := producer.NewClient(srv.url("producer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	p := producer.New(pc, producer.Options{Partitions: partitions})
+	batch := make([]producer.Event, events)
+	for i := range batch {
+		batch[i] = producer.Event{Type: "order.created", Data: []byte(`{}`), Key: "customer-" + strconv.Itoa(i%7)}
+	}
+	ctx := context.Background()
+	if _, err := p.PublishBatch(ctx, stream, batch); err != nil {
+		t.Fatalf("publishing to partitions as the producer user: %v", err)
+	}
+	waitFor(t, 60*time.Second, w, "every partition read and acknowledged", func() (bool, string) {
+		var stored int64
+		for i := range partitions {
+			key := worker.PartitionStream(stream, i)
+			n, _ := admin.XLen(ctx, key).Result()
+			stored += n
+			gs, err := admin.XInfoGroups(ctx, key).Result()
+			if err != nil || len(gs) == 0 {
+				return false, fmt.Sprintf("%s: groups %v, %v", key, gs, err)
+			}
+			if gs[0].Pending != 0 || gs[0].Lag != 0 {
+				return false, fmt.Sprintf("%s: pending %d, lag %d", key, gs[0].Pending, gs[0].Lag)
+			}
+		}
+		return stored == events, fmt.Sprintf("%d of %d stored", stored, events)
+	})
+	w.stop(30 * time.Second)
+	w.requireCleanLog()
 }
 
 // waitForOutcomes polls the worker's /metrics until the message outcomes on

@@ -153,6 +153,12 @@ func scanCommands(t *testing.T, root string, pkgs []string, deps bool, skip ...s
 					case strings.HasSuffix(recv, goRedis+".Script") && strings.HasPrefix(name, "Run"):
 						add(n.Pos(), "evalsha", "")
 						add(n.Pos(), "eval", "") // after NOSCRIPT
+					case strings.HasSuffix(recv, goRedis+".Script") && strings.HasPrefix(name, "Eval"): // Eval, EvalRO; EvalSha, EvalShaRO
+						if strings.HasPrefix(name, "EvalSha") {
+							add(n.Pos(), "evalsha", "")
+						} else {
+							add(n.Pos(), "eval", "")
+						}
 					case name == "Do":
 						if len(n.Args) > 1 {
 							if cmd, ok := upperLit(n.Args[1]); ok {
