@@ -53,7 +53,7 @@ endif
 demo: ## Run the worker demo on an embedded in-memory Redis (set REDIS_URL to use a real one)
 	$(GO) run ./cmd/worker --demo
 
-bench: ## Run each benchmark once per count, 3 counts (bench module; needs redis-server)
+bench: ## Compare streamworker with a bare go-redis loop, asynq and Watermill, then the micro-benchmarks (bench module; results in bench/results)
 	$(MAKE) -C bench bench
 
 build: ## Build every command into bin/
