@@ -69,13 +69,7 @@ func run(ctx context.Context, args []string, sio stdio) error {
 		Long: `Put events into streamworker streams: one from flags, many from a JSONL file
 or stdin in pipelined batches, or generated load.
 
-Connects to the worker's stream Redis with the worker's settings: REDIS_URL
-(default redis://127.0.0.1:6379/0) and, for rediss://, REDIS_TLS_CA,
-REDIS_TLS_CERT and REDIS_TLS_KEY; --redis-url overrides REDIS_URL. For a
-Redis Cluster set REDIS_CLUSTER_ADDRS (seed nodes, host:port,...); for
-Sentinel REDIS_SENTINEL_ADDRS and REDIS_SENTINEL_MASTER (and
-REDIS_SENTINEL_PASSWORD if the Sentinels have one). REDIS_URL then gives the
-user, password and TLS only, its host is not used.
+` + cli.ConnectionHelp + `
 
 A write whose reply is lost is reported, never resent: give events an id and
 let the worker's dedupe window absorb a resend.`,
@@ -84,17 +78,8 @@ let the worker's dedupe window absorb a resend.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		// "producer sned --stream x": the unknown command, not its flag.
-		if name := cli.SubcommandArg(cmd, args); name != "" {
-			return cli.UnknownCommand(cmd, []string{name})
-		}
-		return &cli.UsageError{Cmd: cmd.CommandPath(), Err: err}
-	})
-	root.PersistentFlags().StringVar(&a.redisURL, "redis-url", "", "Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379/0)")
+	cli.Root(root, args, &a.redisURL)
 	root.AddCommand(a.sendCommand(), a.loadCommand())
-	root.SetArgs(args)
 	root.SetIn(sio.in)
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)

@@ -44,11 +44,8 @@ func (a *app) dlqLsCommand() *cobra.Command {
   streamctl dlq ls --stream orders --json | jq -r '.entries[].fields.error'`,
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch {
-			case stream == "":
-				return cli.Usagef(cmd, "--stream is required")
-			case limit <= 0:
-				return cli.Usagef(cmd, "--limit %d: want a positive number", limit)
+			if err := checkStreamLimit(cmd, stream, limit); err != nil {
+				return err
 			}
 			admin, done, err := a.admin()
 			if err != nil {

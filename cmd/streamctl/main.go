@@ -105,13 +105,7 @@ func run(ctx context.Context, args []string, sio stdio) error {
 		Long: `Inspect and repair streamworker streams: status of streams, groups and
 consumers; pending entries; the dead-letter stream (list, replay, purge).
 
-Connects to the worker's stream Redis with the worker's settings: REDIS_URL
-(default redis://127.0.0.1:6379/0) and, for rediss://, REDIS_TLS_CA,
-REDIS_TLS_CERT and REDIS_TLS_KEY; --redis-url overrides REDIS_URL. For a
-Redis Cluster set REDIS_CLUSTER_ADDRS (seed nodes, host:port,...); for
-Sentinel REDIS_SENTINEL_ADDRS and REDIS_SENTINEL_MASTER (and
-REDIS_SENTINEL_PASSWORD if the Sentinels have one). REDIS_URL then gives the
-user, password and TLS only, its host is not used.
+` + cli.ConnectionHelp + `
 
 Exit status: 0 ok, 1 failure, 2 usage.`,
 		Args: cli.UnknownCommand,
@@ -121,17 +115,8 @@ Exit status: 0 ok, 1 failure, 2 usage.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		// "producer sned --stream x": the unknown command, not its flag.
-		if name := cli.SubcommandArg(cmd, args); name != "" {
-			return cli.UnknownCommand(cmd, []string{name})
-		}
-		return &cli.UsageError{Cmd: cmd.CommandPath(), Err: err}
-	})
-	root.PersistentFlags().StringVar(&a.redisURL, "redis-url", "", "Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379/0)")
+	cli.Root(root, args, &a.redisURL)
 	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand())
-	root.SetArgs(args)
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
 	return root.ExecuteContext(ctx)

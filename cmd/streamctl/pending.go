@@ -28,11 +28,8 @@ partition, such as {orders:3}; streamctl status --partitions N lists them.`,
   streamctl pending --stream orders --group workers --limit 1000 --json`,
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch {
-			case stream == "":
-				return cli.Usagef(cmd, "--stream is required")
-			case limit <= 0:
-				return cli.Usagef(cmd, "--limit %d: want a positive number", limit)
+			if err := checkStreamLimit(cmd, stream, limit); err != nil {
+				return err
 			}
 			admin, done, err := a.admin()
 			if err != nil {
@@ -117,4 +114,15 @@ func pendingJSON(stream string, groups []streamadmin.GroupPending) pendingDoc {
 		doc.Groups = append(doc.Groups, gd)
 	}
 	return doc
+}
+
+// checkStreamLimit refuses a missing --stream and a --limit below 1.
+func checkStreamLimit(cmd *cobra.Command, stream string, limit int64) error {
+	switch {
+	case stream == "":
+		return cli.Usagef(cmd, "--stream is required")
+	case limit <= 0:
+		return cli.Usagef(cmd, "--limit %d: want a positive number", limit)
+	}
+	return nil
 }

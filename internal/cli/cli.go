@@ -127,3 +127,28 @@ func CheckPartitions(cmd *cobra.Command, stream string, n int) error {
 	}
 	return nil
 }
+
+// ConnectionHelp is how the command-line tools reach Redis, for their help.
+const ConnectionHelp = `Connects to the worker's stream Redis with the worker's settings: REDIS_URL
+(default redis://127.0.0.1:6379/0) and, for rediss://, REDIS_TLS_CA,
+REDIS_TLS_CERT and REDIS_TLS_KEY; --redis-url overrides REDIS_URL. For a
+Redis Cluster set REDIS_CLUSTER_ADDRS (seed nodes, host:port,...); for
+Sentinel REDIS_SENTINEL_ADDRS and REDIS_SENTINEL_MASTER (and
+REDIS_SENTINEL_PASSWORD if the Sentinels have one). REDIS_URL then gives the
+user, password and TLS only, its host is not used.`
+
+// Root finishes a tool's root command the way every tool has it: no
+// completion command, a misspelt subcommand reported as unknown rather than
+// as a flag error of the root, the --redis-url flag into redisURL, and args.
+func Root(root *cobra.Command, args []string, redisURL *string) {
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		// "producer sned --stream x": the unknown command, not its flag.
+		if name := SubcommandArg(cmd, args); name != "" {
+			return UnknownCommand(cmd, []string{name})
+		}
+		return &UsageError{Cmd: cmd.CommandPath(), Err: err}
+	})
+	root.PersistentFlags().StringVar(redisURL, "redis-url", "", "Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379/0)")
+	root.SetArgs(args)
+}
