@@ -2,6 +2,7 @@ package leaderboard_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -55,4 +56,23 @@ func ExampleNewPeriodic() {
 	// Output:
 	// leaderboard:daily:2026-11-25 expires 2026-12-03
 	// leaderboard:weekly:2026-W48 expires 2026-12-30
+}
+
+// A score for a period whose board has gone (an event replayed late) is
+// refused with ErrExpired and written nowhere, so the caller can
+// dead-letter or count it instead of reporting a success that vanished.
+func ExampleErrExpired() {
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	ctx := context.Background()
+
+	tenDaysAgo := time.Now().AddDate(0, 0, -10)
+	daily := leaderboard.NewPeriodic(rdb, testredis.RandomID()+":leaderboard", leaderboard.Daily, tenDaysAgo, 7*24*time.Hour)
+	_, err := daily.Incr(ctx, "alice", 10)
+	fmt.Println("expired:", errors.Is(err, leaderboard.ErrExpired))
+	n, _ := daily.Len(ctx)
+	fmt.Println("members on the board:", n)
+	// Output:
+	// expired: true
+	// members on the board: 0
 }

@@ -18,6 +18,13 @@
 // without an expiry, or with an EXPIRE relative to each write that keeps a
 // busy board alive for ever (every write sets the same absolute EXPIREAT,
 // in the same transaction).
+//
+// A write to a periodic board whose retention has already passed (a late
+// event replayed days after its period) returns ErrExpired and writes
+// nothing: Redis would delete the board as the write set its expiry, so the
+// write would vanish without a word. The board checks its clock (WithClock)
+// before writing, and Redis's own clock decides in the same transaction, so
+// a clock skewed against Redis's cannot lose a write silently either.
 package leaderboard
 
 import (
@@ -32,6 +39,12 @@ import (
 
 // ErrNotFound is returned for a member that is not on the board.
 var ErrNotFound = errors.New("leaderboard: member not found")
+
+// ErrExpired is returned by a write to a periodic board whose retention has
+// passed: nothing was written. A score for that period can no longer be
+// kept; treat the event as permanently failed (or count and drop it), never
+// as a success.
+var ErrExpired = errors.New("leaderboard: board expired")
 
 // Entry is one member's place on a board.
 type Entry struct {
@@ -49,6 +62,16 @@ type Board struct {
 	rdb      redis.UniversalClient
 	key      string
 	expireAt time.Time // zero: never
+	now      func() time.Time
+}
+
+// Option configures a periodic board.
+type Option func(*Board)
+
+// WithClock makes the board read the time from now when it decides whether
+// its retention has passed. Default: time.Now
+func WithClock(now func() time.Time) Option {
+	return func(b *Board) { b.now = now }
 }
 
 // New returns the board stored under key, which never expires.
@@ -61,12 +84,15 @@ func New(rdb redis.UniversalClient, key string) *Board {
 // for base "leaderboard", Daily and a time on that day. The period is read
 // in t's location: pass t.UTC() for UTC days. Every write sets the board
 // to expire retain after its period ends, so old boards go away by
-// themselves; a write after that moment is dropped with the board (its
-// PEXPIREAT is in the past) rather than starting a board that never
-// expires.
-func NewPeriodic(rdb redis.UniversalClient, base string, p Period, t time.Time, retain time.Duration) *Board {
+// themselves; a write after that moment returns ErrExpired and writes
+// nothing, rather than starting a board that never expires.
+func NewPeriodic(rdb redis.UniversalClient, base string, p Period, t time.Time, retain time.Duration, opts ...Option) *Board {
 	_, end := p.Bounds(t)
-	return &Board{rdb: rdb, key: base + ":" + p.String() + ":" + p.Bucket(t), expireAt: end.Add(retain)}
+	b := &Board{rdb: rdb, key: base + ":" + p.String() + ":" + p.Bucket(t), expireAt: end.Add(retain), now: time.Now}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
 }
 
 // Key is the board's Redis key.
@@ -101,18 +127,32 @@ func (b *Board) Incr(ctx context.Context, member string, by float64) (float64, e
 }
 
 // write runs f, and on a periodic board sets its expiry in the same
-// transaction, so the board never exists without one.
+// transaction, so the board never exists without one. A board past its
+// expiry returns ErrExpired: by the board's clock before anything is sent,
+// or by Redis's when the board is gone at the end of the transaction (its
+// PEXPIREAT was in the past for Redis, which deleted it).
 func (b *Board) write(ctx context.Context, f func(redis.Pipeliner)) error {
 	if b.expireAt.IsZero() {
 		_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { f(p); return nil })
 		return err
 	}
+	if now := b.now(); !now.Before(b.expireAt) {
+		return fmt.Errorf("%w at %s (now %s)", ErrExpired, b.expireAt.Format(time.RFC3339), now.Format(time.RFC3339))
+	}
+	var exists *redis.IntCmd
 	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		f(p)
 		p.PExpireAt(ctx, b.key, b.expireAt)
+		exists = p.Exists(ctx, b.key)
 		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	if exists.Val() == 0 {
+		return fmt.Errorf("%w at %s by the Redis server's clock", ErrExpired, b.expireAt.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Remove takes members off the board.

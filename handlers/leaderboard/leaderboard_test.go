@@ -185,41 +185,120 @@ func TestRankAndScoreAreConsistent(t *testing.T) {
 	wg.Wait()
 }
 
+// clocks are the times the periodic tests run at: now, and one year from
+// now, so a test that only passes near the day it was written fails here
+// first. Redis runs on real time: the boards' own clocks are what move.
+var clocks = []struct {
+	name   string
+	offset time.Duration
+}{
+	{"Now", 0},
+	{"OneYearFromNow", 365 * 24 * time.Hour},
+}
+
 func TestPeriodicBoardKeyAndExpiry(t *testing.T) {
+	t.Parallel()
+	for _, clk := range clocks {
+		t.Run(clk.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := testredis.Shared(t).Client(t)
+			ctx := context.Background()
+			base := testredis.Prefix(t) + "leaderboard"
+			now := time.Now().Add(clk.offset).UTC()
+			clock := leaderboard.WithClock(func() time.Time { return now })
+
+			b := leaderboard.NewPeriodic(rdb, base, leaderboard.Daily, now, 7*24*time.Hour, clock)
+			if want := base + ":daily:" + now.Format(time.DateOnly); b.Key() != want {
+				t.Errorf("Key = %q, want %q", b.Key(), want)
+			}
+			y, m, d := now.Date()
+			wantExpiry := time.Date(y, m, d+8, 0, 0, 0, 0, time.UTC) // the day's end, plus a week
+			if !b.ExpireAt().Equal(wantExpiry) {
+				t.Errorf("ExpireAt = %v, want %v", b.ExpireAt(), wantExpiry)
+			}
+			if _, err := b.Incr(ctx, "alice", 10); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Set(ctx, "bob", 5); err != nil {
+				t.Fatal(err)
+			}
+			if got := rdb.PExpireTime(ctx, b.Key()).Val(); got != time.Duration(wantExpiry.UnixMilli())*time.Millisecond {
+				t.Errorf("PEXPIRETIME = %v, want %v (Unix ms)", got.Milliseconds(), wantExpiry.UnixMilli())
+			}
+			if top, err := b.Top(ctx, 2); err != nil || len(top) != 2 || top[0].Member != "alice" {
+				t.Errorf("Top(2) = %+v, %v; want alice then bob", top, err)
+			}
+		})
+	}
+	// A board without a period never expires.
+	rdb := testredis.Shared(t).Client(t)
+	a := leaderboard.New(rdb, testredis.Prefix(t)+"global")
+	if err := a.Set(context.Background(), "alice", 1); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := rdb.PTTL(context.Background(), a.Key()).Val(); ttl != -1 {
+		t.Errorf("PTTL of an all-time board = %v, want none (-1)", ttl)
+	}
+}
+
+// A board whose retention has passed refuses writes with ErrExpired and
+// writes nothing, rather than losing them without a word.
+func TestExpiredBoardRefusesWrites(t *testing.T) {
+	t.Parallel()
+	for _, clk := range clocks {
+		t.Run(clk.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := testredis.Shared(t).Client(t)
+			ctx := context.Background()
+			now := time.Now().Add(clk.offset)
+			late := now.AddDate(0, 0, -10) // a week's retention ended two days ago
+			b := leaderboard.NewPeriodic(rdb, testredis.Prefix(t)+"lb", leaderboard.Daily, late, 7*24*time.Hour,
+				leaderboard.WithClock(func() time.Time { return now }))
+			if _, err := b.Incr(ctx, "alice", 10); !errors.Is(err, leaderboard.ErrExpired) {
+				t.Errorf("Incr on an expired board = %v, want ErrExpired", err)
+			}
+			if err := b.Set(ctx, "alice", 10); !errors.Is(err, leaderboard.ErrExpired) {
+				t.Errorf("Set on an expired board = %v, want ErrExpired", err)
+			}
+			if n := rdb.Exists(ctx, b.Key()).Val(); n != 0 {
+				t.Errorf("EXISTS %s = %d, want nothing written", b.Key(), n)
+			}
+		})
+	}
+}
+
+// When the board's clock runs behind Redis's, Redis deletes the board as
+// the write sets an expiry Redis sees as past; the write still reports
+// ErrExpired instead of success.
+func TestExpiredByTheRedisClock(t *testing.T) {
 	t.Parallel()
 	rdb := testredis.Shared(t).Client(t)
 	ctx := context.Background()
-	base := testredis.Prefix(t) + "leaderboard"
+	lastHour := time.Now().Add(-time.Hour)
+	slow := leaderboard.WithClock(func() time.Time { return lastHour }) // an hour behind
+	b := leaderboard.NewPeriodic(rdb, testredis.Prefix(t)+"lb", leaderboard.Hourly, lastHour, 0, slow)
+	if _, err := b.Incr(ctx, "alice", 1); !errors.Is(err, leaderboard.ErrExpired) {
+		t.Errorf("Incr past Redis's expiry = %v, want ErrExpired", err)
+	}
+	if n := rdb.Exists(ctx, b.Key()).Val(); n != 0 {
+		t.Errorf("EXISTS %s = %d, want the board gone", b.Key(), n)
+	}
+}
 
-	day := time.Date(2026, 11, 25, 13, 45, 0, 0, time.UTC)
-	b := leaderboard.NewPeriodic(rdb, base, leaderboard.Daily, day, 7*24*time.Hour)
-	if want := base + ":daily:2026-11-25"; b.Key() != want {
-		t.Errorf("Key = %q, want %q", b.Key(), want)
-	}
-	wantExpiry := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC) // the day's end, plus a week
-	if !b.ExpireAt().Equal(wantExpiry) {
-		t.Errorf("ExpireAt = %v, want %v", b.ExpireAt(), wantExpiry)
-	}
-	if _, err := b.Incr(ctx, "alice", 10); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Set(ctx, "bob", 5); err != nil {
-		t.Fatal(err)
-	}
-	if got := rdb.PExpireTime(ctx, b.Key()).Val(); got != time.Duration(wantExpiry.UnixMilli())*time.Millisecond {
-		t.Errorf("PEXPIRETIME = %v, want %v (Unix ms)", got.Milliseconds(), wantExpiry.UnixMilli())
-	}
-
-	// The board of the hour that just ended, kept 300ms: it goes away by
-	// itself.
+// The board of the hour that just ended, kept two seconds more: it goes
+// away by itself.
+func TestPeriodicBoardExpiresByItself(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.Shared(t).Client(t)
+	ctx := context.Background()
 	lastHour := time.Now().Add(-time.Hour)
 	_, end := leaderboard.Hourly.Bounds(lastHour)
-	h := leaderboard.NewPeriodic(rdb, base, leaderboard.Hourly, lastHour, time.Since(end)+300*time.Millisecond)
+	h := leaderboard.NewPeriodic(rdb, testredis.Prefix(t)+"lb", leaderboard.Hourly, lastHour, time.Since(end)+2*time.Second)
 	if _, err := h.Incr(ctx, "alice", 1); err != nil {
 		t.Fatal(err)
 	}
-	if ttl := rdb.PTTL(ctx, h.Key()).Val(); ttl <= 0 || ttl > 300*time.Millisecond {
-		t.Fatalf("PTTL of the last hour's board = %v, want (0, 300ms]", ttl)
+	if ttl := rdb.PTTL(ctx, h.Key()).Val(); ttl <= 0 || ttl > 2*time.Second {
+		t.Fatalf("PTTL of the last hour's board = %v, want (0, 2s]", ttl)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for rdb.Exists(ctx, h.Key()).Val() != 0 {
@@ -227,12 +306,6 @@ func TestPeriodicBoardKeyAndExpiry(t *testing.T) {
 			t.Fatal("the last hour's board did not expire")
 		}
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
-	}
-	// A board without a period never expires.
-	a := leaderboard.New(rdb, base+":global")
-	_ = a.Set(ctx, "alice", 1)
-	if ttl := rdb.PTTL(ctx, a.Key()).Val(); ttl != -1 {
-		t.Errorf("PTTL of an all-time board = %v, want none (-1)", ttl)
 	}
 }
 

@@ -1,7 +1,13 @@
 // Package scores is the built-in score.submitted plugin: it adds a submitted
-// score to the member's total on today's leaderboard (a daily board that
+// score to the member's total on the leaderboard of the day it was achieved
+// (the submission's "at", or the day it is handled; a daily board that
 // expires by itself) and publishes a rank.changed notification when the
 // member's rank moved.
+//
+// A score for a day whose board has already expired (an event replayed or
+// delayed past Options.Retain) cannot be kept: it is dead-lettered with
+// leaderboard.ErrExpired as the reason, not acknowledged as if it counted.
+// So is a score dated more than MaxSkew in the future.
 //
 // Delivery is at-least-once and an increment is not idempotent: send score
 // events with an id and set WORKER_DEDUPE_WINDOW for exactly-once in
@@ -36,7 +42,14 @@ const Type = "score.submitted"
 type Submission struct {
 	User   string  `json:"user"`
 	Points float64 `json:"points"`
+	// At is when the score was achieved: it picks the day's board (UTC).
+	// Zero: the day the message is handled.
+	At time.Time `json:"at,omitzero"`
 }
+
+// MaxSkew is how far in the future a submission's At may be (producers'
+// clocks run ahead of the worker's) before it is refused.
+const MaxSkew = 5 * time.Minute
 
 // RankChanged is the notification published on the rank.changed channel.
 type RankChanged struct {
@@ -100,8 +113,11 @@ func (s *Scores) Register(mux *worker.Mux) { mux.HandleFunc(Type, s.handle) }
 func (s *Scores) Channel() string { return s.opt.Prefix + "rank.changed" }
 
 // Today is today's board.
-func (s *Scores) Today() *leaderboard.Board {
-	return leaderboard.NewPeriodic(s.rdb, s.opt.Prefix+"leaderboard", leaderboard.Daily, s.opt.Now().UTC(), s.opt.Retain)
+func (s *Scores) Today() *leaderboard.Board { return s.Day(s.opt.Now()) }
+
+// Day is the board of the UTC day containing t.
+func (s *Scores) Day(t time.Time) *leaderboard.Board {
+	return leaderboard.NewPeriodic(s.rdb, s.opt.Prefix+"leaderboard", leaderboard.Daily, t.UTC(), s.opt.Retain, leaderboard.WithClock(s.opt.Now))
 }
 
 // PublishFailures is how many rank.changed notifications could not be sent.
@@ -116,11 +132,20 @@ func (s *Scores) handle(ctx context.Context, m *worker.Message) error {
 		return worker.Permanent(fmt.Errorf("invalid score: user %q, points %v (want a user and positive points)", sub.User, sub.Points))
 	}
 	board := s.Today()
+	if !sub.At.IsZero() {
+		if now := s.opt.Now(); sub.At.After(now.Add(MaxSkew)) {
+			return worker.Permanent(fmt.Errorf("invalid score: at %s is more than %s after now (%s)",
+				sub.At.Format(time.RFC3339), MaxSkew, now.Format(time.RFC3339)))
+		}
+		board = s.Day(sub.At)
+	}
 	before, err := board.Rank(ctx, sub.User)
 	if err != nil && !errors.Is(err, leaderboard.ErrNotFound) {
 		return fmt.Errorf("reading rank: %w", err)
 	}
-	if _, err := board.Incr(ctx, sub.User, sub.Points); err != nil {
+	if _, err := board.Incr(ctx, sub.User, sub.Points); errors.Is(err, leaderboard.ErrExpired) {
+		return worker.Permanent(fmt.Errorf("score of %q too late for its day (retained %s): %w", sub.User, s.opt.Retain, err))
+	} else if err != nil {
 		return fmt.Errorf("adding score: %w", err) // nothing written: retrying is safe
 	}
 	// From here the score counts: nothing below returns an error, or a retry
