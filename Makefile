@@ -25,7 +25,8 @@ HAVE_DEPLOY := $(wildcard deploy/go.mod)
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-test: ## Vet and run every test with the race detector (needs redis-server on PATH, or Docker, or TEST_REDIS_URL)
+test: ## Install or start what the tests need when missing (scripts/test-deps.sh), then vet and run every test with the race detector
+	bash scripts/test-deps.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 ifneq ($(HAVE_BENCH),)

@@ -37,7 +37,7 @@ func postgresStore(t *testing.T) *users.Postgres {
 			pool.Close()
 		}
 		t.Fatalf("PostgreSQL is required and unreachable at %s: %v\n"+
-			"start one (bash .ci/run does: apt-get install postgresql, a trust-auth 'test' database on 127.0.0.1:5432) or set TEST_DATABASE_URL", url, err)
+			"run 'bash scripts/test-deps.sh' (make test does) to install and start one: a trust-auth 'test' database on 127.0.0.1:5432; or set TEST_DATABASE_URL", url, err)
 	}
 	schema := "users_test_" + testredis.RandomID()
 	t.Cleanup(func() {
