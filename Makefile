@@ -20,7 +20,10 @@ GOLANGCI_LINT := $(GOBIN)/golangci-lint
 HAVE_BENCH := $(wildcard bench/go.mod)
 HAVE_DEPLOY := $(wildcard deploy/go.mod)
 
-.PHONY: help test lint demo bench build clean
+# How long `make test` and `make fuzz` run each fuzz test.
+FUZZTIME ?= 10s
+
+.PHONY: help test fuzz lint demo bench build clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +32,7 @@ test: ## Install or start what the tests need when missing (scripts/test-deps.sh
 	bash scripts/test-deps.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 ifneq ($(HAVE_BENCH),)
 	cd bench && $(GO) vet ./...
 	cd bench && $(GO) test -count=1 -run . ./...
@@ -37,6 +41,9 @@ ifneq ($(HAVE_DEPLOY),)
 	cd deploy && $(GO) vet ./...
 	cd deploy && $(GO) test -count=1 ./...
 endif
+
+fuzz: ## Run every fuzz test for FUZZTIME each (default 10s; make test does too)
+	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 lint: ## Run golangci-lint v2 (installing the pinned version if needed) on the main and bench modules
 	@if ! "$(GOLANGCI_LINT)" version --short 2>/dev/null | grep -qx '$(GOLANGCI_LINT_VERSION:v%=%)'; then \
