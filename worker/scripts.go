@@ -1,11 +1,6 @@
 package worker
 
-import (
-	"strconv"
-	"strings"
-
-	"github.com/redis/go-redis/v9"
-)
+import "github.com/redis/go-redis/v9"
 
 // Each script acknowledges first and acts only when the acknowledgement
 // removed the entry from the group's pending list, so a script repeated after
@@ -18,7 +13,7 @@ import (
 // ARGV[1] -> group
 // ARGV[2] -> entry ID
 // ARGV[3] -> due time, unix ms
-// ARGV[4] -> envelope (see encodeEnvelope)
+// ARGV[4] -> envelope (see EncodeEnvelope)
 var retryScript = redis.NewScript(`
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
@@ -76,25 +71,6 @@ for _, m in ipairs(due) do
 end
 return #due
 `)
-
-// EncodeEnvelope encodes a delayed entry as a sorted-set member: a token that
-// makes the member unique (the origin entry ID for a retry, a random ID for a
-// producer's delayed event) followed by the field/value pairs, each as
-// <length>:<bytes>. It is binary safe, and the promote script decodes it.
-func EncodeEnvelope(token string, fields []string) string {
-	n := len(token) + 8
-	for _, f := range fields {
-		n += len(f) + 8
-	}
-	var b strings.Builder
-	b.Grow(n)
-	for _, s := range append([]string{token}, fields...) {
-		b.WriteString(strconv.Itoa(len(s)))
-		b.WriteByte(':')
-		b.WriteString(s)
-	}
-	return b.String()
-}
 
 // Partition ownership (partition.go). Each script touches one key, so each
 // runs in the slot of that key on a Redis Cluster.
