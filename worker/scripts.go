@@ -34,44 +34,6 @@ redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 return 1
 `)
 
-// promoteScript moves due envelopes from the delayed set into the stream. An
-// envelope that does not decode goes to the dead-letter stream, so one bad
-// member cannot block the set.
-//
-// KEYS[1] -> the stream's :delayed sorted set
-// KEYS[2] -> the stream
-// KEYS[3] -> the stream's :dlq stream
-// ARGV[1] -> now, unix ms
-// ARGV[2] -> most envelopes to move
-var promoteScript = redis.NewScript(`
-local function decode(s)
-  local out, pos, n = {}, 1, #s
-  while pos <= n do
-    local colon = string.find(s, ':', pos, true)
-    if not colon then return nil end
-    local len = tonumber(string.sub(s, pos, colon - 1))
-    if not len or colon + len > n then return nil end
-    out[#out + 1] = string.sub(s, colon + 1, colon + len)
-    pos = colon + len + 1
-  end
-  return out
-end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, m in ipairs(due) do
-  -- Remove first: a script that fails halfway is not rolled back, and an
-  -- XADD that ran before a failing ZREM would be repeated on every pass.
-  if redis.call('ZREM', KEYS[1], m) == 1 then
-    local f = decode(m)
-    if f == nil or #f < 3 or #f % 2 ~= 1 then
-      redis.call('XADD', KEYS[3], '*', 'error', 'malformed delayed envelope', 'envelope', m)
-    else
-      redis.call('XADD', KEYS[2], '*', unpack(f, 2))
-    end
-  end
-end
-return #due
-`)
-
 // Partition ownership (partition.go). Each script touches one key, so each
 // runs in the slot of that key on a Redis Cluster.
 
