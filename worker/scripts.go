@@ -2,38 +2,6 @@ package worker
 
 import "github.com/redis/go-redis/v9"
 
-// Each script acknowledges first and acts only when the acknowledgement
-// removed the entry from the group's pending list, so a script repeated after
-// a lost reply, or run by two consumers for one entry, acts once.
-
-// retryScript schedules a copy for later and acknowledges the original.
-//
-// KEYS[1] -> the stream
-// KEYS[2] -> the stream's :delayed sorted set
-// ARGV[1] -> group
-// ARGV[2] -> entry ID
-// ARGV[3] -> due time, unix ms
-// ARGV[4] -> envelope (see EncodeEnvelope)
-var retryScript = redis.NewScript(`
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-return 1
-`)
-
-// deadLetterScript appends a copy to the dead-letter stream and acknowledges
-// the original.
-//
-// KEYS[1] -> the stream
-// KEYS[2] -> the stream's :dlq stream
-// ARGV[1] -> group
-// ARGV[2] -> entry ID
-// ARGV[3..] -> field, value, field, value, ... of the dead-letter entry
-var deadLetterScript = redis.NewScript(`
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
-return 1
-`)
-
 // Partition ownership (partition.go). Each script touches one key, so each
 // runs in the slot of that key on a Redis Cluster.
 
