@@ -227,6 +227,7 @@ func (a *Admin) replay(ctx context.Context, stream string, ids []string) ([]Repl
 		return nil, fmt.Errorf("replaying %s: script returned %d results for %d IDs", key, len(reply), len(ids))
 	}
 	out := make([]ReplayResult, len(ids))
+	var whole []int // left to replayWhole, after the script's batch
 	for i, v := range reply {
 		out[i] = ReplayResult{ID: ids[i]}
 		switch v := v.(type) {
@@ -239,14 +240,26 @@ func (a *Admin) replay(ctx context.Context, stream string, ids []string) ([]Repl
 			case -1:
 				out[i].Outcome = NoType
 			case -2:
-				if out[i], err = a.replayWhole(ctx, stream, ids[i]); err != nil {
-					return out[:i], err
-				}
+				whole = append(whole, i)
 			default:
 				return nil, fmt.Errorf("replaying %s: unexpected script result %d", key, v)
 			}
 		default:
 			return nil, fmt.Errorf("replaying %s: unexpected script result %T", key, v)
+		}
+	}
+	for n, i := range whole {
+		if out[i], err = a.replayWhole(ctx, stream, ids[i]); err != nil {
+			// Report what was done: the script's results and the ones
+			// replayed whole so far.
+			left := whole[n:]
+			done := make([]ReplayResult, 0, len(out)-len(left))
+			for j, r := range out {
+				if !slices.Contains(left, j) {
+					done = append(done, r)
+				}
+			}
+			return done, err
 		}
 	}
 	return out, nil
