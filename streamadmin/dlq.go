@@ -2,7 +2,9 @@ package streamadmin
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -138,10 +140,83 @@ func (a *Admin) ReplayAll(ctx context.Context, stream string) (int, []string, er
 	}
 }
 
+// replayStrip are the fields a replayed copy leaves out: those the runtime
+// added when it dead-lettered the entry, and attempt, so the copy starts
+// again at attempt 1.
+var replayStrip = []string{
+	worker.FieldError, worker.FieldAttempts, worker.FieldFailedAt, worker.FieldGroup, worker.FieldConsumer,
+	worker.FieldAttempt,
+}
+
+// replayScript moves dead letters back into their stream. For each ID it
+// copies the entry to the stream without the fields in replayStrip; origin_id,
+// id, data and every other field are kept. The dead letter is deleted only
+// after its copy is in: a failed XADD stops the script before the XDEL. An
+// entry without a type is left alone, since the worker would dead-letter it
+// again at once. The script leaves to its caller (replayWhole) what it cannot
+// copy: a copy of more than ARGV[1] pairs, which unpack would refuse after
+// earlier entries were moved, and a dead letter that holds its entry whole
+// in an envelope field (it has no other field but the runtime's, type and
+// origin_id). Every loop is bounded by the length of a reply or of ARGV.
+//
+// KEYS[1] -> the stream's :dlq stream
+// KEYS[2] -> the stream
+// ARGV[1] -> most field/value pairs to copy (worker.MaxFields)
+// ARGV[2] -> the type field name
+// ARGV[3] -> the envelope field name
+// ARGV[4] -> the origin_id field name
+// ARGV[5] -> n, how many names follow to leave out (replayStrip)
+// ARGV[6..5+n] -> the names
+// ARGV[6+n..] -> dead-letter entry IDs
+// Returns per ID: the new entry ID, 0 when the ID is not in the dead-letter
+// stream, -1 when the entry has no type, or -2 when it is left to the caller.
+var replayScript = redis.NewScript(`
+local maxValues, n = 2 * tonumber(ARGV[1]), tonumber(ARGV[5])
+local strip = {}
+for i = 6, 5 + n do strip[ARGV[i]] = true end
+local out = {}
+for i = 6 + n, #ARGV do
+  local id = ARGV[i]
+  local e = redis.call('XRANGE', KEYS[1], id, id)
+  if #e == 0 then
+    out[#out + 1] = 0
+  else
+    local f, fields, typed, envelope, others = e[1][2], {}, false, false, 0
+    for j = 1, #f - 1, 2 do
+      local k = f[j]
+      if k == ARGV[2] then
+        if f[j + 1] ~= '' then typed = true end
+      elseif k == ARGV[3] then
+        envelope = true
+      elseif k ~= ARGV[4] and not strip[k] then
+        others = others + 1
+      end
+      if not strip[k] then
+        fields[#fields + 1] = k
+        fields[#fields + 1] = f[j + 1]
+      end
+    end
+    if (envelope and others == 0) or #fields > maxValues then
+      out[#out + 1] = -2
+    elseif typed then
+      out[#out + 1] = redis.call('XADD', KEYS[2], '*', unpack(fields))
+      redis.call('XDEL', KEYS[1], id)
+    else
+      out[#out + 1] = -1
+    end
+  end
+end
+return out
+`)
+
 func (a *Admin) replay(ctx context.Context, stream string, ids []string) ([]ReplayResult, error) {
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
+	args := make([]any, 0, 5+len(replayStrip)+len(ids))
+	args = append(args, worker.MaxFields, worker.FieldType, worker.FieldEnvelope, worker.FieldOriginID, len(replayStrip))
+	for _, f := range replayStrip {
+		args = append(args, f)
+	}
+	for _, id := range ids {
+		args = append(args, id)
 	}
 	key := worker.DeadLetterKey(stream)
 	reply, err := replayScript.Run(ctx, a.client, []string{key, stream}, args...).Slice()
@@ -152,21 +227,192 @@ func (a *Admin) replay(ctx context.Context, stream string, ids []string) ([]Repl
 		return nil, fmt.Errorf("replaying %s: script returned %d results for %d IDs", key, len(reply), len(ids))
 	}
 	out := make([]ReplayResult, len(ids))
+	var whole []int // left to replayWhole, after the script's batch
 	for i, v := range reply {
 		out[i] = ReplayResult{ID: ids[i]}
 		switch v := v.(type) {
 		case string:
 			out[i].Outcome, out[i].NewID = Replayed, v
 		case int64:
-			out[i].Outcome = NotFound
-			if v == -1 {
+			switch v {
+			case 0:
+				out[i].Outcome = NotFound
+			case -1:
 				out[i].Outcome = NoType
+			case -2:
+				whole = append(whole, i)
+			default:
+				return nil, fmt.Errorf("replaying %s: unexpected script result %d", key, v)
 			}
 		default:
 			return nil, fmt.Errorf("replaying %s: unexpected script result %T", key, v)
 		}
 	}
+	for n, i := range whole {
+		if out[i], err = a.replayWhole(ctx, stream, ids[i]); err != nil {
+			// Report what was done: the script's results and the ones
+			// replayed whole so far.
+			left := whole[n:]
+			done := make([]ReplayResult, 0, len(out)-len(left))
+			for j, r := range out {
+				if !slices.Contains(left, j) {
+					done = append(done, r)
+				}
+			}
+			return done, err
+		}
+	}
 	return out, nil
+}
+
+// replayGuardScript deletes a dead letter once its copy is in. It runs in
+// the transaction of replayWhole right after the XADD of the copy, where the
+// copy is the stream's newest entry (nothing runs in between), and deletes
+// the dead letter only when that entry holds exactly the copy's fields: an
+// XADD that failed inside the transaction, which does not stop it, leaves the
+// dead letter in place. The comparison is a loop, bounded by ARGV, where
+// unpack would be bounded by Lua's stack.
+//
+// KEYS[1] -> the stream
+// KEYS[2] -> the stream's :dlq stream
+// ARGV[1] -> dead-letter entry ID
+// ARGV[2..] -> the copy's fields: field, value, ...
+// Returns 1 when it deleted the dead letter, 0 when the copy is not there.
+var replayGuardScript = redis.NewScript(`
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last == 0 then return 0 end
+local f = last[1][2]
+if #f ~= #ARGV - 1 then return 0 end
+for i = 1, #f do
+  if f[i] ~= ARGV[i + 1] then return 0 end
+end
+return redis.call('XDEL', KEYS[2], ARGV[1])
+`)
+
+// replayWatchTries bounds how often replayWhole starts again because the
+// dead-letter stream changed under it.
+const replayWatchTries = 20
+
+// replayWhole replays one dead letter the script left to it (see
+// replayScript): it reads the entry, builds the copy in Go, where a field
+// list has no length limit, and writes the copy and deletes the dead letter
+// in one transaction, watched so that two replays of one entry copy it once.
+func (a *Admin) replayWhole(ctx context.Context, stream, id string) (ReplayResult, error) {
+	key := worker.DeadLetterKey(stream)
+	res := ReplayResult{ID: id}
+	txf := func(tx *redis.Tx) error {
+		res = ReplayResult{ID: id}
+		dead, found, err := rawEntry(ctx, tx, key, id)
+		if err != nil || !found {
+			res.Outcome = NotFound
+			return err
+		}
+		fields, ok := replayCopy(dead)
+		if !ok {
+			res.Outcome = NoType
+			return nil
+		}
+		guard := make([]any, 0, 1+len(fields))
+		guard = append(guard, id)
+		for _, f := range fields {
+			guard = append(guard, f)
+		}
+		var add *redis.StringCmd
+		var del *redis.Cmd
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			add = p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields})
+			// Eval, not EvalSha: a NOSCRIPT inside the transaction would
+			// leave the copy in with its dead letter.
+			del = replayGuardScript.Eval(ctx, p, []string{stream, key}, guard...)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if n, _ := del.Int(); n != 1 {
+			return fmt.Errorf("the copy of %s is not the newest entry of %s; the dead letter is kept", id, stream)
+		}
+		res.Outcome, res.NewID = Replayed, add.Val()
+		return nil
+	}
+	for range replayWatchTries {
+		err := a.client.Watch(ctx, txf, key)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		if err != nil {
+			return res, fmt.Errorf("replaying %s from %s into %s: %w", id, key, stream, err)
+		}
+		return res, nil
+	}
+	return res, fmt.Errorf("replaying %s from %s: the dead-letter stream kept changing; try again", id, key)
+}
+
+// rawEntry reads one entry's fields in their order, duplicates included
+// (go-redis's XMessage keeps them in a map).
+func rawEntry(ctx context.Context, tx *redis.Tx, key, id string) ([]string, bool, error) {
+	cmd := redis.NewSliceCmd(ctx, "XRANGE", key, id, id)
+	_ = tx.Process(ctx, cmd)
+	reply, err := cmd.Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("reading %s: %w", key, err)
+	}
+	if len(reply) == 0 {
+		return nil, false, nil
+	}
+	entry, ok := reply[0].([]any)
+	if !ok || len(entry) != 2 {
+		return nil, false, fmt.Errorf("reading %s: unexpected reply %T", key, reply[0])
+	}
+	raw, ok := entry[1].([]any)
+	if !ok {
+		return nil, false, fmt.Errorf("reading %s: unexpected fields %T", key, entry[1])
+	}
+	fields := make([]string, len(raw))
+	for i, v := range raw {
+		if fields[i], ok = v.(string); !ok {
+			return nil, false, fmt.Errorf("reading %s: unexpected field %T", key, v)
+		}
+	}
+	return fields, true, nil
+}
+
+// replayCopy returns the fields a dead letter is replayed with, by the rules
+// of replayScript: its own, or, for one that holds its entry whole in an
+// envelope field, the envelope's; either way without replayStrip. ok is false
+// when the copy would have no type, or the envelope does not decode (the
+// promote script's dead letter of a malformed member).
+func replayCopy(dead []string) (fields []string, ok bool) {
+	var envelope string
+	whole, others := false, 0
+	for i := 0; i+1 < len(dead); i += 2 {
+		switch k := dead[i]; {
+		case k == worker.FieldType:
+		case k == worker.FieldEnvelope:
+			whole, envelope = true, dead[i+1]
+		case k != worker.FieldOriginID && !slices.Contains(replayStrip, k):
+			others++
+		}
+	}
+	src := dead
+	if whole && others == 0 {
+		_, inner, err := worker.DecodeEnvelope(envelope)
+		if err != nil {
+			return nil, false
+		}
+		src = inner
+	}
+	fields = make([]string, 0, len(src))
+	for i := 0; i+1 < len(src); i += 2 {
+		if slices.Contains(replayStrip, src[i]) {
+			continue
+		}
+		if src[i] == worker.FieldType && src[i+1] != "" {
+			ok = true
+		}
+		fields = append(fields, src[i], src[i+1])
+	}
+	return fields, ok
 }
 
 // Purge deletes the dead letters with the given IDs from stream's DLQ for

@@ -2,6 +2,8 @@ package streamadmin
 
 import (
 	"errors"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -194,5 +196,96 @@ func TestPurgeAll(t *testing.T) {
 	}
 	if n, err := f.admin.PurgeAll(f.ctx, f.stream+"-none"); err != nil || n != 0 {
 		t.Errorf("PurgeAll of nothing = %d, %v", n, err)
+	}
+}
+
+// wideFields is type, data and n metadata pairs.
+func wideFields(n int) []string {
+	f := []string{"type", "wide", "data", "{}"}
+	for i := range n {
+		f = append(f, "m"+strconv.Itoa(i), "v"+strconv.Itoa(i))
+	}
+	return f
+}
+
+// rawStream reads a stream's entries' fields in order, duplicates included.
+func (f *fixture) rawStream(key string) [][]string {
+	f.t.Helper()
+	reply, err := f.c.Do(f.ctx, "XRANGE", key, "-", "+").Slice()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	out := make([][]string, len(reply))
+	for i, e := range reply {
+		for _, v := range e.([]any)[1].([]any) {
+			out[i] = append(out[i], v.(string))
+		}
+	}
+	return out
+}
+
+// Dead letters too wide for a script to copy (Lua's unpack stops near 8000
+// values) are replayed whole: as written field by field, as the runtime keeps
+// a wide entry (in an envelope), and as the promote script keeps a wide
+// delayed envelope.
+func TestReplayWideDeadLetters(t *testing.T) {
+	for _, n := range []int{5000, 20000} {
+		t.Run("Fields"+strconv.Itoa(n), func(t *testing.T) {
+			f := newFixture(t)
+			entry := wideFields(n)
+			runtime := []string{"error", "e", "attempts", "1", "origin_id", "1-0", "failed_at", "2026-01-02T03:04:05Z", "group", "g", "consumer", "c"}
+			flat := f.dead(append(slices.Clone(entry), append(runtime, "attempt", "3")...)...)
+			whole := f.dead(append([]string{"type", "wide", "envelope", worker.EncodeEnvelope("1-0", append(slices.Clone(entry), "attempt", "2", "origin_id", "1-0"))}, runtime...)...)
+			delayed := f.dead("error", "delayed envelope has more than 1000 field/value pairs", "envelope", worker.EncodeEnvelope("d-1", entry))
+			ok := f.dead(deadLetterFields("a", "2-0")...)
+			res, err := f.admin.Replay(f.ctx, f.stream, []string{flat, whole, ok, delayed})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range res {
+				got = append(got, r.ID+" "+r.Outcome.String())
+			}
+			want := []string{flat + " replayed", whole + " replayed", ok + " replayed", delayed + " replayed"}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("outcomes (-want +got):\n%s", diff)
+			}
+			// The script moves what it can in its call; the wide ones follow.
+			wantEntries := [][]string{
+				{"type", "a", "data", `{"to":"x"}`, "id", "key-1", "traceparent", "00-abc", "origin_id", "2-0"},
+				append(slices.Clone(entry), "origin_id", "1-0"),
+				append(slices.Clone(entry), "origin_id", "1-0"),
+				entry,
+			}
+			if diff := cmp.Diff(wantEntries, f.rawStream(f.stream)); diff != "" {
+				t.Errorf("stream (-want +got):\n%.2000s", diff)
+			}
+			if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 0 {
+				t.Errorf("DLQ length = %d, want every dead letter moved", n)
+			}
+		})
+	}
+}
+
+// A wide dead letter whose copy cannot be written stays where it is, and
+// ReplayAll moves wide ones too.
+func TestReplayWideKeepsDeadLetterWhenCopyFails(t *testing.T) {
+	f := newFixture(t)
+	id := f.dead(wideFields(5000)...)
+	f.c.Set(f.ctx, f.stream, "not a stream", 0)
+	_, err := f.admin.Replay(f.ctx, f.stream, []string{id})
+	if !redis.HasErrorPrefix(err, "WRONGTYPE") {
+		t.Fatalf("err = %v, want the XADD's WRONGTYPE", err)
+	}
+	if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 1 {
+		t.Errorf("DLQ length = %d, want the dead letter kept", n)
+	}
+	f.c.Del(f.ctx, f.stream)
+	n, skipped, err := f.admin.ReplayAll(f.ctx, f.stream)
+	if err != nil || n != 1 || len(skipped) != 0 {
+		t.Fatalf("ReplayAll = %d, %v, %v; want 1 replayed", n, skipped, err)
+	}
+	if diff := cmp.Diff([][]string{wideFields(5000)}, f.rawStream(f.stream)); diff != "" {
+		t.Errorf("stream (-want +got):\n%.2000s", diff)
 	}
 }

@@ -33,7 +33,9 @@ type Metrics struct {
 	// when the metric is read rather than updated per message.
 	InFlight prometheus.GaugeFunc
 	Promoted *prometheus.CounterVec
-	Reclaim  *reclaim.Metrics
+	// PromoteFailures counts, per stream, promotion passes that failed.
+	PromoteFailures *prometheus.CounterVec
+	Reclaim         *reclaim.Metrics
 
 	running atomic.Pointer[func() int] // the runtime's count of running handlers
 }
@@ -54,6 +56,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "streamworker_promoted_total",
 			Help: "Delayed and retry entries moved back into their stream.",
 		}, []string{"stream"}),
+		PromoteFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamworker_promote_failures_total",
+			Help: "Promotion passes that failed, by stream; the other streams are promoted all the same.",
+		}, []string{"stream"}),
 	}
 	m.InFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "streamworker_in_flight",
@@ -64,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted)
+	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted, m.PromoteFailures)
 	m.Reclaim = reclaim.NewMetrics(reg)
 	return m
 }

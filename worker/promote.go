@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,25 +39,27 @@ func NewPromoter(client redis.UniversalClient, streams []string, interval time.D
 	return p
 }
 
-// Run promotes every interval until ctx ends.
+// Run promotes every interval until ctx ends. A stream whose promotion fails
+// is logged when it starts failing and when it works again; the other
+// streams are promoted all the while.
 func (p *Promoter) Run(ctx context.Context) error {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
-	var failing bool
+	failing := map[string]bool{}
 	for {
 		p.beat.Beat()
-		moved, err := p.runOnce(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			if !failing {
-				p.logger.Error("promoting delayed entries failed; will retry", "error", err)
+		moved, failed := p.runOnce(ctx)
+		if ctx.Err() == nil {
+			for _, s := range p.streams {
+				err, bad := failed[s]
+				switch {
+				case bad && !failing[s]:
+					p.logger.Error("promoting delayed entries failed; will retry", "stream", s, "error", err)
+				case !bad && failing[s]:
+					p.logger.Info("promoting delayed entries works again", "stream", s)
+				}
+				failing[s] = bad
 			}
-			failing = true
-		case err == nil:
-			if failing {
-				p.logger.Info("promoting delayed entries works again")
-			}
-			failing = false
 			if moved > 0 {
 				p.logger.Debug("promoted delayed entries", "count", moved)
 			}
@@ -69,24 +73,125 @@ func (p *Promoter) Run(ctx context.Context) error {
 }
 
 // runOnce moves every due entry of every stream, a batch per script call.
-func (p *Promoter) runOnce(ctx context.Context) (int, error) {
-	total := 0
+// Each stream's failure is its own: it is counted and returned in failed,
+// keyed by stream, and the other streams are promoted all the same, so one
+// broken delayed key cannot hold up the rest.
+func (p *Promoter) runOnce(ctx context.Context) (moved int, failed map[string]error) {
 	for _, s := range p.streams {
-		for {
-			n, err := promoteScript.Run(ctx, p.client,
-				[]string{DelayedKey(s), s, DeadLetterKey(s)},
-				p.now().UnixMilli(), p.batch).Int()
-			if err != nil {
-				return total, err
-			}
-			total += n
-			if p.metrics != nil && n > 0 {
-				p.metrics.Promoted.WithLabelValues(s).Add(float64(n))
-			}
-			if n < p.batch {
-				break
-			}
+		n, err := p.promoteStream(ctx, s)
+		moved += n
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil { // shutting down: not the stream's failure
+			return moved, failed
+		}
+		if failed == nil {
+			failed = map[string]error{}
+		}
+		failed[s] = err
+		if p.metrics != nil {
+			p.metrics.PromoteFailures.WithLabelValues(s).Inc()
 		}
 	}
-	return total, nil
+	return moved, failed
+}
+
+// promoteStream moves every due entry of stream.
+func (p *Promoter) promoteStream(ctx context.Context, stream string) (int, error) {
+	total := 0
+	for {
+		n, dead, err := p.promoteBatch(ctx, stream)
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if dead > 0 {
+			p.logger.Warn("delayed entries that could not be promoted were dead-lettered as they were",
+				"stream", stream, "count", dead, "dlq", DeadLetterKey(stream))
+		}
+		if p.metrics != nil && n > dead {
+			p.metrics.Promoted.WithLabelValues(stream).Add(float64(n - dead))
+		}
+		if n < p.batch {
+			return total, nil
+		}
+	}
+}
+
+// promoteScript moves due envelopes from the delayed set into the stream.
+// Anyone allowed to ZADD the set can put any member there, so the script
+// validates each member before it writes anything for it: every length must
+// be a canonical decimal that fits in what is left, which also makes each
+// step of the decoder advance and bounds its loop by the member's length; the
+// pairs must be whole and at most ARGV[3]. A member that fails goes to the
+// dead-letter stream as it is, so one bad member cannot block the set. Each
+// copy is written before its member is removed: a failing XADD stops the
+// script with the member still in the set, and the ZREM of a member just read
+// cannot fail.
+//
+// KEYS[1] -> the stream's :delayed sorted set
+// KEYS[2] -> the stream
+// KEYS[3] -> the stream's :dlq stream
+// ARGV[1] -> now, unix ms
+// ARGV[2] -> most envelopes to move
+// ARGV[3] -> most field/value pairs of an envelope (MaxFields)
+// ARGV[4] -> the dead letter's error field name (FieldError)
+// ARGV[5] -> the dead letter's envelope field name (FieldEnvelope)
+// ARGV[6] -> error for a member that does not decode
+// ARGV[7] -> error for a member with more than ARGV[3] pairs
+// ARGV[8] -> most digits of a length (maxLenDigits)
+// Returns {members moved, of which dead-lettered}.
+var promoteScript = redis.NewScript(`
+local maxValues, maxDigits = 2 * tonumber(ARGV[3]), tonumber(ARGV[8])
+local function decode(s)
+  local out, pos, n = {}, 1, #s
+  while pos <= n do
+    local _, colon = string.find(s, '^[1-9][0-9]*:', pos)
+    if not colon then _, colon = string.find(s, '^0:', pos) end
+    if not colon or colon - pos > maxDigits then return nil, ARGV[6] end
+    local len = tonumber(string.sub(s, pos, colon - 1))
+    if colon + len > n then return nil, ARGV[6] end
+    if #out > maxValues then return nil, ARGV[7] end
+    out[#out + 1] = string.sub(s, colon + 1, colon + len)
+    pos = colon + len + 1
+  end
+  if #out < 3 or #out % 2 ~= 1 then return nil, ARGV[6] end
+  return out
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local dead = 0
+for _, m in ipairs(due) do
+  local f, why = decode(m)
+  if f then
+    redis.call('XADD', KEYS[2], '*', unpack(f, 2))
+  else
+    redis.call('XADD', KEYS[3], '*', ARGV[4], why, ARGV[5], m)
+    dead = dead + 1
+  end
+  redis.call('ZREM', KEYS[1], m)
+end
+return {#due, dead}
+`)
+
+// Errors of dead letters the promote script writes.
+var (
+	errNotEnvelope      = ErrMalformedEnvelope.Error()
+	errEnvelopeTooLarge = "delayed envelope has more than " + strconv.Itoa(MaxFields) + " field/value pairs (worker.MaxFields)"
+)
+
+// promoteBatch moves up to p.batch due entries of stream and returns how
+// many it moved and how many of those went to the dead-letter stream.
+func (p *Promoter) promoteBatch(ctx context.Context, stream string) (moved, dead int, err error) {
+	r, err := promoteScript.Run(ctx, p.client,
+		[]string{DelayedKey(stream), stream, DeadLetterKey(stream)},
+		p.now().UnixMilli(), p.batch, MaxFields, FieldError, FieldEnvelope,
+		errNotEnvelope, errEnvelopeTooLarge, maxLenDigits).Int64Slice()
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(r) != 2 {
+		return 0, 0, fmt.Errorf("promote script returned %d values, want 2", len(r))
+	}
+	return int(r[0]), int(r[1]), nil
 }

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
@@ -29,9 +32,9 @@ func TestPromoteMovesOnlyDueEntries(t *testing.T) {
 	p := NewPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = 2 // several script calls for one pass
 	p.now = func() time.Time { return now }
-	moved, err := p.runOnce(ctx)
-	if err != nil {
-		t.Fatal(err)
+	moved, failed := p.runOnce(ctx)
+	if failed != nil {
+		t.Fatal(failed)
 	}
 	if moved != 3 {
 		t.Errorf("moved %d, want 3 (two due, one malformed)", moved)
@@ -59,4 +62,156 @@ func TestBackoffGrowsWithJitterAndCap(t *testing.T) {
 			}
 		}
 	}
+}
+
+// promoteBounded runs one promotion pass on a server of the test's own that
+// answers BUSY after 50 ms of script: a pass that loops forever fails the
+// test within the bound instead of hanging it, and Redis must still answer.
+func promoteBounded(t testing.TB, c *redis.Client, streams ...string) (int, map[string]error) {
+	t.Helper()
+	p := NewPromoter(c, streams, time.Second, slog.New(slog.DiscardHandler), nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	moved, failed := p.runOnce(ctx)
+	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer pcancel()
+	if err := c.Ping(pctx).Err(); err != nil {
+		t.Fatalf("PING after a promotion pass = %v (the pass: %v)", err, failed)
+	}
+	return moved, failed
+}
+
+func boundedServer(t testing.TB) *redis.Client {
+	t.Helper()
+	return testredis.Start(t, "--busy-reply-threshold", "50").Client(t)
+}
+
+// rawEntries reads a stream's entries' fields in order, duplicates included.
+func rawEntries(t testing.TB, c *redis.Client, key string) [][]string {
+	t.Helper()
+	reply, err := c.Do(context.Background(), "XRANGE", key, "-", "+").Slice()
+	if err != nil {
+		t.Fatalf("XRANGE %s: %v", key, err)
+	}
+	out := make([][]string, len(reply))
+	for i, e := range reply {
+		raw := e.([]any)[1].([]any)
+		out[i] = make([]string, len(raw))
+		for j, v := range raw {
+			out[i][j] = v.(string)
+		}
+	}
+	return out
+}
+
+// Members anyone with ZADD on the delayed set can write: each must go to the
+// dead-letter stream as it is, without looping, failing the pass or blocking
+// Redis.
+func TestPromoteDeadLettersBadMembers(t *testing.T) {
+	t.Parallel()
+	c := boundedServer(t)
+	ctx := context.Background()
+	wide := func(pairs int) string {
+		f := make([]string, 0, 2*pairs)
+		for i := range pairs {
+			f = append(f, "f"+itoa(i), "v")
+		}
+		return EncodeEnvelope("t", f)
+	}
+	cases := map[string]string{}
+	for _, m := range envelopeSeeds() {
+		if _, f, err := DecodeEnvelope(m); err != nil {
+			cases[m] = errNotEnvelope
+		} else if len(f)/2 > MaxFields {
+			cases[m] = errEnvelopeTooLarge
+		}
+	}
+	cases[wide(5000)] = errEnvelopeTooLarge
+	cases[wide(20000)] = errEnvelopeTooLarge
+	for member, why := range cases {
+		stream := testredis.Prefix(t) + "s"
+		c.ZAdd(ctx, DelayedKey(stream), redis.Z{Score: 0, Member: member})
+		moved, failed := promoteBounded(t, c, stream)
+		if moved != 1 || failed != nil {
+			t.Errorf("member %.40q: moved %d, failed %v; want 1, none", member, moved, failed)
+		}
+		if n := c.ZCard(ctx, DelayedKey(stream)).Val(); n != 0 {
+			t.Errorf("member %.40q: still in the delayed set", member)
+		}
+		if n := c.XLen(ctx, stream).Val(); n != 0 {
+			t.Errorf("member %.40q: %d entries promoted, want none", member, n)
+		}
+		want := [][]string{{FieldError, why, FieldEnvelope, member}}
+		if got := rawEntries(t, c, DeadLetterKey(stream)); !cmp.Equal(want, got) {
+			t.Errorf("member %.40q: dlq = %.200q, want %.200q", member, got, want)
+		}
+	}
+}
+
+// One stream's broken delayed key is its own failure: counted and reported
+// by stream, while the other streams are promoted.
+func TestPromoteFailureStaysWithItsStream(t *testing.T) {
+	t.Parallel()
+	c := testredis.Shared(t).Client(t)
+	ctx := context.Background()
+	pre := testredis.Prefix(t)
+	bad1, good, bad2 := pre+"bad1", pre+"good", pre+"bad2"
+	c.Set(ctx, DelayedKey(bad1), "not a sorted set", 0)
+	c.Set(ctx, bad2, "not a stream", 0)
+	for _, s := range []string{good, bad2} {
+		c.ZAdd(ctx, DelayedKey(s), redis.Z{Score: 0, Member: EncodeEnvelope("a", []string{"type", "t"})})
+	}
+	metrics := NewMetrics(prometheus.NewRegistry())
+	p := NewPromoter(c, []string{bad1, good, bad2}, time.Second, slog.New(slog.DiscardHandler), metrics, nil)
+	moved, failed := p.runOnce(ctx)
+	if moved != 1 || c.XLen(ctx, good).Val() != 1 {
+		t.Errorf("moved %d, %s holds %d; want the good stream promoted", moved, good, c.XLen(ctx, good).Val())
+	}
+	if len(failed) != 2 || !redis.HasErrorPrefix(failed[bad1], "WRONGTYPE") || !redis.HasErrorPrefix(failed[bad2], "WRONGTYPE") {
+		t.Errorf("failed = %v, want WRONGTYPE for %s and %s", failed, bad1, bad2)
+	}
+	if n := c.ZCard(ctx, DelayedKey(bad2)).Val(); n != 1 {
+		t.Errorf("%s's delayed entry: %d left, want it kept when its copy fails", bad2, n)
+	}
+	for s, want := range map[string]float64{bad1: 1, good: 0, bad2: 1} {
+		if got := testutil.ToFloat64(metrics.PromoteFailures.WithLabelValues(s)); got != want {
+			t.Errorf("promote failures of %s = %v, want %v", s, got, want)
+		}
+	}
+}
+
+// FuzzPromoteEnvelope drives the promote script's decoder through a real
+// Redis of its own: whatever the member, the pass returns within its bound,
+// Redis answers, and the member leaves the delayed set for the stream, with
+// exactly the fields DecodeEnvelope finds, when DecodeEnvelope accepts it
+// within MaxFields, and for the dead-letter stream, as it is, otherwise.
+func FuzzPromoteEnvelope(f *testing.F) {
+	for _, s := range envelopeSeeds() {
+		f.Add(s)
+	}
+	c := boundedServer(f)
+	f.Fuzz(func(t *testing.T, member string) {
+		ctx := context.Background()
+		stream := testredis.Prefix(t) + "s"
+		defer c.Del(ctx, stream, DelayedKey(stream), DeadLetterKey(stream))
+		if err := c.ZAdd(ctx, DelayedKey(stream), redis.Z{Score: 0, Member: member}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, failed := promoteBounded(t, c, stream); failed != nil {
+			t.Fatalf("promoting %q: %v", member, failed)
+		}
+		if n := c.ZCard(ctx, DelayedKey(stream)).Val(); n != 0 {
+			t.Fatalf("%q is still in the delayed set", member)
+		}
+		got, dead := rawEntries(t, c, stream), rawEntries(t, c, DeadLetterKey(stream))
+		if _, fields, err := DecodeEnvelope(member); err == nil && len(fields)/2 <= MaxFields {
+			if len(dead) != 0 || !cmp.Equal([][]string{fields}, got) {
+				t.Fatalf("%q: stream %q, dlq %q; want the stream to hold %q", member, got, dead, fields)
+			}
+			return
+		}
+		if len(got) != 0 || len(dead) != 1 || len(dead[0]) != 4 || dead[0][2] != FieldEnvelope || dead[0][3] != member {
+			t.Fatalf("%q: stream %q, dlq %q; want it dead-lettered as it is", member, got, dead)
+		}
+	})
 }

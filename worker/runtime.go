@@ -350,7 +350,20 @@ func (r *Runtime) complete(m *Message, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	var de *DelayError
-	if IsPermanent(err) || (m.Attempt >= r.cfg.MaxAttempts && !errors.As(err, &de)) {
+	dead := IsPermanent(err) || (m.Attempt >= r.cfg.MaxAttempts && !errors.As(err, &de))
+	delay, next, outcome := backoff(m.Attempt, r.cfg.RetryBase, r.cfg.RetryMax), m.Attempt+1, OutcomeRetried
+	if errors.As(err, &de) {
+		delay, next, outcome = de.After, m.Attempt, OutcomeDelayed
+	}
+	var fields []string
+	if !dead {
+		fields = append(m.copyFields(FieldAttempt, FieldOriginID), FieldAttempt, itoa(next), FieldOriginID, m.OriginID)
+		if len(fields)/2 > MaxFields { // the copy could never be promoted (settle.go)
+			err = fmt.Errorf("not retried: a copy would have %d field/value pairs, more than worker.MaxFields (%d): %w", len(fields)/2, MaxFields, err)
+			dead = true
+		}
+	}
+	if dead {
 		if derr := r.deadLetter(ctx, m, err); derr != nil {
 			r.logger.Error("could not dead-letter message; it stays pending", "stream", m.Stream, "id", m.ID, "type", m.Type, "error", derr, "handler_error", err.Error())
 			r.count(m, OutcomeUnrecorded)
@@ -360,14 +373,7 @@ func (r *Runtime) complete(m *Message, err error) {
 		r.count(m, OutcomeDead)
 		return
 	}
-	delay, next, outcome := backoff(m.Attempt, r.cfg.RetryBase, r.cfg.RetryMax), m.Attempt+1, OutcomeRetried
-	if errors.As(err, &de) {
-		delay, next, outcome = de.After, m.Attempt, OutcomeDelayed
-	}
-	fields := append(m.copyFields(FieldAttempt, FieldOriginID), FieldAttempt, itoa(next), FieldOriginID, m.OriginID)
-	due := time.Now().Add(delay).UnixMilli()
-	if rerr := retryScript.Run(ctx, r.client, []string{m.Stream, DelayedKey(m.Stream)},
-		r.cfg.Group, m.ID, due, EncodeEnvelope(m.ID, fields)).Err(); rerr != nil {
+	if rerr := r.scheduleRetry(ctx, m, time.Now().Add(delay), fields); rerr != nil {
 		r.logger.Error("could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", m.Type, "error", rerr, "handler_error", err.Error())
 		r.count(m, OutcomeUnrecorded)
 		return
@@ -379,23 +385,6 @@ func (r *Runtime) complete(m *Message, err error) {
 			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
 	}
 	r.count(m, outcome)
-}
-
-func (r *Runtime) deadLetter(ctx context.Context, m *Message, cause error) error {
-	fields := m.copyFields(FieldError, FieldAttempts, FieldOriginID, FieldFailedAt, FieldGroup, FieldConsumer)
-	fields = append(fields,
-		FieldError, cause.Error(),
-		FieldAttempts, itoa(min(m.Attempt, r.cfg.MaxAttempts)),
-		FieldOriginID, m.OriginID,
-		FieldFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
-		FieldGroup, r.cfg.Group,
-		FieldConsumer, r.cfg.Consumer)
-	args := make([]any, 0, len(fields)+2)
-	args = append(args, r.cfg.Group, m.ID)
-	for _, f := range fields {
-		args = append(args, f)
-	}
-	return deadLetterScript.Run(ctx, r.client, []string{m.Stream, DeadLetterKey(m.Stream)}, args...).Err()
 }
 
 func (r *Runtime) count(m *Message, outcome string) {

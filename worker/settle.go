@@ -1,0 +1,91 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A failed message is settled by a script that writes its copy (a retry in
+// the delayed set, or a dead letter) and acknowledges the original in one
+// step. Each script acts only while the entry is pending in the group, so a
+// script repeated after a lost reply, or run by two consumers for one entry,
+// acts once: scripts run one at a time, and the first one's XACK ends the
+// entry's pending state. Each writes its copy before it acknowledges: a copy
+// that cannot be written stops the script with an error before the XACK, so
+// the entry stays pending and is never acknowledged without its copy.
+
+// retryScript schedules a copy for later and acknowledges the original.
+//
+// KEYS[1] -> the stream
+// KEYS[2] -> the stream's :delayed sorted set
+// ARGV[1] -> group
+// ARGV[2] -> entry ID
+// ARGV[3] -> due time, unix ms
+// ARGV[4] -> envelope (see EncodeEnvelope)
+// Returns 1 when it scheduled the copy, 0 when the entry was not pending.
+var retryScript = redis.NewScript(`
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`)
+
+// scheduleRetry puts a copy of m with fields (at most MaxFields pairs: the
+// promote script dead-letters larger envelopes) in the delayed set, due at
+// due, and acknowledges m.
+func (r *Runtime) scheduleRetry(ctx context.Context, m *Message, due time.Time, fields []string) error {
+	return retryScript.Run(ctx, r.client, []string{m.Stream, DelayedKey(m.Stream)},
+		r.cfg.Group, m.ID, due.UnixMilli(), EncodeEnvelope(m.ID, fields)).Err()
+}
+
+// deadLetterScript appends a copy to the dead-letter stream and acknowledges
+// the original.
+//
+// KEYS[1] -> the stream
+// KEYS[2] -> the stream's :dlq stream
+// ARGV[1] -> group
+// ARGV[2] -> entry ID
+// ARGV[3..] -> field, value, field, value, ... of the dead-letter entry (at
+// most MaxFields pairs: unpack refuses much more)
+// Returns 1 when it dead-lettered the entry, 0 when the entry was not pending.
+var deadLetterScript = redis.NewScript(`
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`)
+
+// deadLetter moves m to the dead-letter stream: its fields plus why, when and
+// where it failed. When that is more than MaxFields pairs, the entry's
+// fields are kept whole in one FieldEnvelope field instead, beside its type
+// and the runtime's fields, so nothing of it is lost.
+func (r *Runtime) deadLetter(ctx context.Context, m *Message, cause error) error {
+	added := []string{
+		FieldError, cause.Error(),
+		FieldAttempts, itoa(min(m.Attempt, r.cfg.MaxAttempts)),
+		FieldOriginID, m.OriginID,
+		FieldFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
+		FieldGroup, r.cfg.Group,
+		FieldConsumer, r.cfg.Consumer,
+	}
+	fields := m.copyFields(FieldError, FieldAttempts, FieldOriginID, FieldFailedAt, FieldGroup, FieldConsumer)
+	if (len(fields)+len(added))/2 > MaxFields {
+		entry := append(m.copyFields(FieldOriginID), FieldOriginID, m.OriginID)
+		fields = fields[:0]
+		if typ, ok := m.fields[FieldType].(string); ok {
+			fields = append(fields, FieldType, typ)
+		}
+		fields = append(fields, FieldEnvelope, EncodeEnvelope(m.ID, entry))
+	}
+	args := make([]any, 0, 2+len(fields)+len(added))
+	args = append(args, r.cfg.Group, m.ID)
+	for _, f := range fields {
+		args = append(args, f)
+	}
+	for _, f := range added {
+		args = append(args, f)
+	}
+	return deadLetterScript.Run(ctx, r.client, []string{m.Stream, DeadLetterKey(m.Stream)}, args...).Err()
+}
