@@ -30,19 +30,15 @@ var (
 type AccessError struct {
 	// Reason is ErrAuth, ErrNoPermission or ErrDatabase.
 	Reason error
-	// Setting names where the client's settings come from, for the advice
-	// in the message, e.g. `REDIS_URL="redis://app:xxxxx@redis:6379/0"`;
-	// never a password. Default: "the Redis URL".
-	Setting string
+	// Settings names where the client's settings come from, for the
+	// advice in the message: Options.Settings.
+	Settings string
 	// Err is the error Redis replied.
 	Err error
 }
 
 func (e *AccessError) Error() string {
-	setting := e.Setting
-	if setting == "" {
-		setting = "the Redis URL"
-	}
+	setting := e.Settings
 	var advice string
 	switch e.Reason {
 	case ErrAuth:
@@ -60,7 +56,7 @@ func (e *AccessError) Unwrap() []error { return []error{e.Reason, e.Err} }
 
 // classify returns err as an *AccessError when Redis refused a write for
 // the connection's sake, and err itself otherwise.
-func classify(err error) error {
+func (p *Producer) classify(err error) error {
 	var reason error
 	var aerr *AccessError
 	switch {
@@ -76,7 +72,7 @@ func classify(err error) error {
 	default:
 		return err
 	}
-	return &AccessError{Reason: reason, Err: err}
+	return &AccessError{Reason: reason, Settings: p.opts.Settings, Err: err}
 }
 
 // failUnread gives every command of an executed pipeline the pipeline's

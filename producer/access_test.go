@@ -140,3 +140,19 @@ func TestPublishRefusedConnection(t *testing.T) {
 		}
 	})
 }
+
+// The advice names the setting the caller says the credentials came from.
+func TestAccessErrorNamesSettings(t *testing.T) {
+	t.Parallel()
+	srv, _, _ := refusingRedis(t)
+	c, err := NewClient("redis://:wrong@" + srv.Addr + "/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := New(c, Options{Settings: `APP_REDIS="redis://:xxxxx@h/0"`})
+	_, err = p.PublishBatch(context.Background(), testredis.Prefix(t)+"s", []Event{{Type: "t"}})
+	if want := `authentication failed: check the user name and password in APP_REDIS="redis://:xxxxx@h/0", and that the user is enabled (Redis: WRONGPASS`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("err = %v, want it to say %q", err, want)
+	}
+}

@@ -68,6 +68,11 @@ type Options struct {
 	// Route). It must equal the worker's WORKER_PARTITIONS, or events land
 	// in partitions no worker reads. Default: 0, not partitioned.
 	Partitions int
+	// Settings names where the client's user, password and database come
+	// from, for the advice of an *AccessError: `REDIS_URL="…"`, say, with the
+	// password redacted (config.Redact). It must not hold a password.
+	// Default: "the Redis URL".
+	Settings string
 }
 
 // Producer publishes events with a Redis client. Create the client with
@@ -83,6 +88,9 @@ type Producer struct {
 func New(client redis.UniversalClient, opts Options) *Producer {
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = DefaultMaxPayload
+	}
+	if opts.Settings == "" {
+		opts.Settings = "the Redis URL"
 	}
 	return &Producer{client: client, opts: opts}
 }
@@ -175,7 +183,7 @@ func (p *Producer) Publish(ctx context.Context, stream string, e Event) (string,
 		return "", err
 	}
 	id, err := p.client.XAdd(ctx, p.args(key, e)).Result()
-	return id, classify(err)
+	return id, p.classify(err)
 }
 
 // PublishBatch appends events in one pipelined round trip and returns their
@@ -203,7 +211,7 @@ func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Eve
 	ids := make([]string, len(cmds))
 	var berr *BatchError
 	for i, c := range cmds {
-		if err := classify(c.Err()); err != nil {
+		if err := p.classify(c.Err()); err != nil {
 			berr = berr.add(i, len(cmds), err)
 			continue
 		}
@@ -225,7 +233,7 @@ func (p *Producer) PublishDelayed(ctx context.Context, stream string, e Event, d
 	if err != nil {
 		return err
 	}
-	return classify(p.client.ZAdd(ctx, worker.DelayedKey(key), delayed(e, due)).Err())
+	return p.classify(p.client.ZAdd(ctx, worker.DelayedKey(key), delayed(e, due)).Err())
 }
 
 // Item is one event of a mixed batch: appended now, or scheduled in the
@@ -281,7 +289,7 @@ func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item
 	var berr *BatchError
 	for i, c := range cmds {
 		res[i].Stream = keys[i]
-		if err := classify(c.Err()); err != nil {
+		if err := p.classify(c.Err()); err != nil {
 			res[i].Err = err
 			berr = berr.add(i, len(cmds), err)
 			continue
