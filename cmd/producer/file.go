@@ -386,7 +386,13 @@ func (s *fileSender) sendBatch(ctx context.Context, b *fileBatch, st *sendStats)
 			}
 		}
 	}
-	if err != nil {
+	var aerr *producer.AccessError
+	switch {
+	case errors.As(err, &aerr):
+		// Refused, not lost: those writes did not happen.
+		return fmt.Errorf("sending lines %d-%d to stream %q: %w (sent so far: %d)",
+			b.lineNos[0], b.lineNos[len(b.lineNos)-1], s.stream, err, st.sent)
+	case err != nil:
 		return fmt.Errorf("sending lines %d-%d to stream %q: %w (sent so far: %d; writes Redis did not confirm may or may not have happened, and were not resent)",
 			b.lineNos[0], b.lineNos[len(b.lineNos)-1], s.stream, err, st.sent)
 	}

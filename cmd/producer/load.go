@@ -86,7 +86,7 @@ func (a *app) load(cmd *cobra.Command, f *loadFlags) error {
 		return err
 	}
 	defer client.Close()
-	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions})
+	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions, Settings: a.urlSetting()})
 	prog := newProgress(a.io.err, a.io.isTerminal(a.io.err), f.count, false, f.progressEvery)
 	g := &loadGen{p: p, stream: f.stream, typ: f.typ, count: f.count, size: f.size, concurrency: f.concurrency, batch: f.batch, rate: f.rate}
 	g.onSent = func(sent int64) { prog.set(sent, fmt.Sprintf("sent %d of %d", sent, f.count)) }

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/producer"
 )
@@ -59,6 +61,19 @@ type app struct {
 // connect returns the client every subcommand uses.
 func (a *app) connect() (redis.UniversalClient, error) {
 	return producer.Connect(a.io.getenv, a.redisURL)
+}
+
+// urlSetting names the Redis URL in use and shows it without its password:
+// --redis-url="…", REDIS_URL="…", or the default when REDIS_URL is unset.
+// The user name, password and database come from it in every mode.
+func (a *app) urlSetting() string {
+	if a.redisURL != "" {
+		return fmt.Sprintf("--redis-url=%q", config.Redact(a.redisURL))
+	}
+	if u := a.io.getenv("REDIS_URL"); u != "" {
+		return fmt.Sprintf("REDIS_URL=%q", config.Redact(u))
+	}
+	return fmt.Sprintf("REDIS_URL (unset, so %s)", config.RedisEnv(a.io.getenv).RedisURL)
 }
 
 func run(ctx context.Context, args []string, sio stdio) error {

@@ -31,6 +31,7 @@ func TestProcess(t *testing.T) {
 		{"SendFileRedisError", testSendFileRedisError},
 		{"UsageErrors", testUsageErrors},
 		{"Failures", testFailures},
+		{"RefusedConnection", testRefusedConnection},
 		{"ConfigErrors", testConfigErrors},
 		{"RedisURLFlagOverridesEnvironment", testRedisURLFlag},
 		{"Help", testHelp},

@@ -109,7 +109,7 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 		return err
 	}
 	defer client.Close()
-	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions})
+	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions, Settings: a.urlSetting()})
 	out := a.io.out
 	ctx := cmd.Context()
 
