@@ -95,3 +95,35 @@ func testRefusedConnection(t *testing.T, c *binary) {
 		t.Errorf("refused commands left keys:\n%s", ks)
 	}
 }
+
+// testDialError: when Redis cannot be reached the error says which setting
+// gave the address, with its value but not its password.
+func testDialError(t *testing.T, c *binary) {
+	const url = "redis://app:s3cret-dial@127.0.0.1:1/0"
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"Send", []string{"send", "--stream", "s", "--type", "t"}, []string{"REDIS_URL=" + url},
+			`cannot reach Redis: check the host and port in REDIS_URL="redis://app:xxxxx@127.0.0.1:1/0" and that Redis is up there`},
+		{"SendFile", []string{"send", "--stream", "s", "--file", "-"}, []string{"REDIS_URL=" + url},
+			`cannot reach Redis: check the host and port in REDIS_URL="redis://app:xxxxx@127.0.0.1:1/0"`},
+		{"Load", []string{"load", "--stream", "s", "--type", "t", "--count", "5"}, []string{"REDIS_URL=" + url},
+			`cannot reach Redis: check the host and port in REDIS_URL="redis://app:xxxxx@127.0.0.1:1/0"`},
+		{"Flag", []string{"send", "--stream", "s", "--type", "t", "--redis-url", url}, nil,
+			`cannot reach Redis: check the host and port in --redis-url="redis://app:xxxxx@127.0.0.1:1/0"`},
+		{"Cluster", []string{"send", "--stream", "s", "--type", "t"}, []string{"REDIS_URL=" + url, "REDIS_CLUSTER_ADDRS=127.0.0.1:1"},
+			`cannot reach Redis: check REDIS_CLUSTER_ADDRS="127.0.0.1:1"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := c.run(t, `{"type":"t"}`+"\n", tc.args, tc.env...)
+			r.Want(t, 1, "connection refused", tc.want)
+			if strings.Contains(r.Stdout+r.Stderr, "s3cret") {
+				t.Errorf("the password is shown:\nstdout: %s\nstderr: %s", r.Stdout, r.Stderr)
+			}
+		})
+	}
+}

@@ -8,8 +8,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -63,6 +65,26 @@ func (a *app) connect() (redis.UniversalClient, error) {
 	return producer.Connect(a.io.getenv, a.redisURL)
 }
 
+// explain adds to a command's error the setting to check when Redis could
+// not be reached: go-redis's dial error names an address, not where the
+// command got it from. The setting is shown with its value, the password
+// redacted. (When Redis refuses the connection the producer's
+// *AccessError names the setting: Options.Settings.)
+func (a *app) explain(err error) error {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return err
+	}
+	r := config.RedisEnv(a.io.getenv)
+	switch r.RedisMode() {
+	case config.ModeCluster:
+		return fmt.Errorf("%w (cannot reach Redis: check REDIS_CLUSTER_ADDRS=%q)", err, r.RedisTarget())
+	case config.ModeSentinel:
+		return fmt.Errorf("%w (cannot reach Redis: check REDIS_SENTINEL_ADDRS and REDIS_SENTINEL_MASTER, %s)", err, r.RedisTarget())
+	}
+	return fmt.Errorf("%w (cannot reach Redis: check the host and port in %s and that Redis is up there)", err, a.urlSetting())
+}
+
 // urlSetting names the Redis URL in use and shows it without its password:
 // --redis-url="…", REDIS_URL="…", or the default when REDIS_URL is unset.
 // The user name, password and database come from it in every mode.
@@ -98,5 +120,5 @@ let the worker's dedupe window absorb a resend.`,
 	root.SetIn(sio.in)
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
-	return root.ExecuteContext(ctx)
+	return a.explain(root.ExecuteContext(ctx))
 }

@@ -32,6 +32,7 @@ func TestProcess(t *testing.T) {
 		{"UsageErrors", testUsageErrors},
 		{"Failures", testFailures},
 		{"RefusedConnection", testRefusedConnection},
+		{"DialError", testDialError},
 		{"ConfigErrors", testConfigErrors},
 		{"RedisURLFlagOverridesEnvironment", testRedisURLFlag},
 		{"Help", testHelp},
