@@ -116,6 +116,8 @@ func testDialError(t *testing.T, c *binary) {
 			`cannot reach Redis: check the host and port in --redis-url="redis://app:xxxxx@127.0.0.1:1/0"`},
 		{"Cluster", []string{"send", "--stream", "s", "--type", "t"}, []string{"REDIS_URL=" + url, "REDIS_CLUSTER_ADDRS=127.0.0.1:1"},
 			`cannot reach Redis: check REDIS_CLUSTER_ADDRS="127.0.0.1:1"`},
+		{"Sentinel", []string{"load", "--stream", "s", "--type", "t", "--count", "5"}, []string{"REDIS_URL=" + url, "REDIS_SENTINEL_ADDRS=127.0.0.1:1", "REDIS_SENTINEL_MASTER=mymaster"},
+			`cannot reach Redis: check REDIS_SENTINEL_ADDRS="127.0.0.1:1" and REDIS_SENTINEL_MASTER="mymaster"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
@@ -80,7 +81,8 @@ func (a *app) explain(err error) error {
 	case config.ModeCluster:
 		return fmt.Errorf("%w (cannot reach Redis: check REDIS_CLUSTER_ADDRS=%q)", err, r.RedisTarget())
 	case config.ModeSentinel:
-		return fmt.Errorf("%w (cannot reach Redis: check REDIS_SENTINEL_ADDRS and REDIS_SENTINEL_MASTER, %s)", err, r.RedisTarget())
+		return fmt.Errorf("%w (cannot reach Redis: check REDIS_SENTINEL_ADDRS=%q and REDIS_SENTINEL_MASTER=%q)",
+			err, strings.Join(r.RedisSentinelAddrs, ","), r.RedisSentinelMaster)
 	}
 	return fmt.Errorf("%w (cannot reach Redis: check the host and port in %s and that Redis is up there)", err, a.urlSetting())
 }
