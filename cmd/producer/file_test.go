@@ -62,6 +62,9 @@ func TestParseLine(t *testing.T) {
 		{"IDAndDelay", ` {"id":"k","delay":"1m30s","type":"a"} `, producer.Item{Event: producer.Event{Type: "a", ID: "k"}, Due: now.Add(90 * time.Second)}},
 		{"ZeroDelayIsNow", `{"type":"a","delay":"0s"}`, producer.Item{Event: producer.Event{Type: "a"}}},
 		{"Key", `{"type":"a","key":"customer-3","id":"k"}`, producer.Item{Event: producer.Event{Type: "a", ID: "k", Key: "customer-3"}}},
+		{"ReplacementCharacterAsWritten", `{"type":"a\ufffd�","id":"\uFFFD"}`, producer.Item{Event: producer.Event{Type: "a\uFFFD\uFFFD", ID: "\uFFFD"}}},
+		{"SurrogatePair", `{"type":"\ud83d\ude00","key":"\uD83D\uDE00"}`, producer.Item{Event: producer.Event{Type: "\U0001F600", Key: "\U0001F600"}}},
+		{"InvalidUTF8InDataIsKept", "{\"type\":\"a\",\"data\":\"\xff\"}", producer.Item{Event: producer.Event{Type: "a", Data: []byte("\"\xff\"")}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseLine([]byte(tc.line), p, now)

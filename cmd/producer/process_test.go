@@ -26,6 +26,7 @@ func TestProcess(t *testing.T) {
 		{"SendDelayed", testSendDelayed},
 		{"SendFile", testSendFile},
 		{"SendFileAllValid", testSendFileAllValid},
+		{"SendFileBOM", testSendFileBOM},
 		{"SendStdin", testSendStdin},
 		{"SendFileProgressLines", testSendFileProgressLines},
 		{"SendFileRedisError", testSendFileRedisError},
