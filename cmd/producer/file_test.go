@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"io"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,29 @@ func TestLoadData(t *testing.T) {
 		d := loadData(12345, size)
 		if want := max(size, len(`{"seq":12345,"pad":""}`)); len(d) != want {
 			t.Errorf("size %d: %d bytes, want %d", size, len(d), want)
+		}
+	}
+}
+
+// The due time of the n-th event grows with n and never wraps around into
+// the past, which would send the rest at once.
+func TestRateOffset(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		n    int64
+		rate float64
+		want time.Duration
+	}{
+		{0, 100, 0},
+		{1, 100, 10 * time.Millisecond},
+		{150, 100, 1500 * time.Millisecond},
+		{3, minRate, 3000 * time.Second},
+		{math.MaxInt64, minRate, math.MaxInt64},
+		{math.MaxInt64, 1, math.MaxInt64},
+		{1e6, maxRate, 100 * time.Millisecond},
+	} {
+		if got := rateOffset(tc.n, tc.rate); got != tc.want {
+			t.Errorf("rateOffset(%d, %g) = %s, want %s", tc.n, tc.rate, got, tc.want)
 		}
 	}
 }
