@@ -39,6 +39,9 @@ type AccessError struct {
 
 func (e *AccessError) Error() string {
 	setting := e.Settings
+	if setting == "" { // an AccessError not made by a Producer
+		setting = "the Redis URL"
+	}
 	var advice string
 	switch e.Reason {
 	case ErrAuth:

@@ -210,9 +210,9 @@ const (
 )
 
 // rateOffset is when event n (from 0) is due at rate events per second,
-// counted from the start.
-// Past what a Duration holds (292 years) it is the longest Duration:
-// converting a larger float64 to an integer wraps around, into the past.
+// counted from the start; past what a Duration holds (292 years), the
+// longest Duration, because converting a larger float64 to an integer
+// wraps around into the past and would send the rest at once.
 func rateOffset(n int64, rate float64) time.Duration {
 	d := float64(n) / rate * float64(time.Second)
 	if d >= math.MaxInt64 {
