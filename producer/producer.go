@@ -4,6 +4,11 @@
 // after an error, because a write whose reply was lost may have happened; give
 // events an idempotency key (Event.ID) and let the worker's dedupe window
 // absorb a resend instead.
+//
+// A write Redis refuses because of how the client connects (a wrong
+// password, a disabled user, an ACL that forbids it, a database the server
+// does not have) fails on every path with an *AccessError that says what to
+// check; it is never reported as sent.
 package producer
 
 import (
@@ -63,6 +68,11 @@ type Options struct {
 	// Route). It must equal the worker's WORKER_PARTITIONS, or events land
 	// in partitions no worker reads. Default: 0, not partitioned.
 	Partitions int
+	// Settings names where the client's user, password and database come
+	// from, for the advice of an *AccessError: `REDIS_URL="…"`, say, with the
+	// password redacted (config.Redact). It must not hold a password.
+	// Default: "the Redis URL".
+	Settings string
 }
 
 // Producer publishes events with a Redis client. Create the client with
@@ -78,6 +88,9 @@ type Producer struct {
 func New(client redis.UniversalClient, opts Options) *Producer {
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = DefaultMaxPayload
+	}
+	if opts.Settings == "" {
+		opts.Settings = "the Redis URL"
 	}
 	return &Producer{client: client, opts: opts}
 }
@@ -169,7 +182,8 @@ func (p *Producer) Publish(ctx context.Context, stream string, e Event) (string,
 	if err != nil {
 		return "", err
 	}
-	return p.client.XAdd(ctx, p.args(key, e)).Result()
+	id, err := p.client.XAdd(ctx, p.args(key, e)).Result()
+	return id, p.classify(err)
 }
 
 // PublishBatch appends events in one pipelined round trip and returns their
@@ -193,11 +207,11 @@ func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Eve
 	for i, e := range events {
 		cmds[i] = pipe.XAdd(ctx, p.args(keys[i], e))
 	}
-	_, _ = pipe.Exec(ctx) // each command keeps its own error, read below
+	failUnread(pipe.Exec(ctx)) // then each command has its own error, read below
 	ids := make([]string, len(cmds))
 	var berr *BatchError
 	for i, c := range cmds {
-		if err := c.Err(); err != nil {
+		if err := p.classify(c.Err()); err != nil {
 			berr = berr.add(i, len(cmds), err)
 			continue
 		}
@@ -219,7 +233,7 @@ func (p *Producer) PublishDelayed(ctx context.Context, stream string, e Event, d
 	if err != nil {
 		return err
 	}
-	return p.client.ZAdd(ctx, worker.DelayedKey(key), delayed(e, due)).Err()
+	return p.classify(p.client.ZAdd(ctx, worker.DelayedKey(key), delayed(e, due)).Err())
 }
 
 // Item is one event of a mixed batch: appended now, or scheduled in the
@@ -240,7 +254,9 @@ type Result struct {
 	// and for a failed write.
 	ID string
 	// Err is nil when Redis confirmed the write. A network error or timeout
-	// means the write may or may not have happened; it was not resent.
+	// means the write may or may not have happened; it was not resent. An
+	// *AccessError means Redis refused the connection or the command: the
+	// write did not happen.
 	Err error
 }
 
@@ -268,12 +284,12 @@ func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item
 			cmds[i] = pipe.ZAdd(ctx, worker.DelayedKey(keys[i]), delayed(it.Event, it.Due))
 		}
 	}
-	_, _ = pipe.Exec(ctx) // each command keeps its own error, read below
+	failUnread(pipe.Exec(ctx)) // then each command has its own error, read below
 	res := make([]Result, len(items))
 	var berr *BatchError
 	for i, c := range cmds {
 		res[i].Stream = keys[i]
-		if err := c.Err(); err != nil {
+		if err := p.classify(c.Err()); err != nil {
 			res[i].Err = err
 			berr = berr.add(i, len(cmds), err)
 			continue

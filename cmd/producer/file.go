@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/streamworker/streamworker/producer"
 )
@@ -58,10 +60,78 @@ func parseLine(line []byte, p *producer.Producer, now time.Time) (producer.Item,
 			it.Due = now.Add(d)
 		}
 	}
+	if err := checkStrings(line, l); err != nil {
+		return it, err
+	}
 	if err := p.Check(it.Event); err != nil {
 		return it, err
 	}
 	return it, nil
+}
+
+// checkStrings refuses a line whose type, id or key encoding/json decoded
+// with U+FFFD in place of invalid UTF-8 or of half a UTF-16 surrogate pair:
+// the event would go out with a type, id or key other than the one written,
+// and two different ids could become one. Only a decoded U+FFFD can be such
+// a replacement, so other lines pay nothing.
+func checkStrings(line []byte, l fileLine) error {
+	replaced := func(s *string) bool { return s != nil && strings.ContainsRune(*s, utf8.RuneError) }
+	if !replaced(l.Type) && !replaced(l.ID) && !replaced(l.Key) {
+		return nil
+	}
+	// The same decoder on the same line matches the same keys.
+	var raw struct {
+		Type json.RawMessage `json:"type"`
+		ID   json.RawMessage `json:"id"`
+		Key  json.RawMessage `json:"key"`
+	}
+	if err := json.Unmarshal(line, &raw); err != nil {
+		return describeJSONError(err)
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"type", raw.Type}, {"id", raw.ID}, {"key", raw.Key}} {
+		if err := checkJSONString(f.raw); err != nil {
+			return fmt.Errorf("%q is not %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+// checkJSONString checks that raw, a JSON string as written (quotes
+// included) or another JSON value, holds only valid UTF-8 and no half of a
+// UTF-16 surrogate pair escaped on its own.
+func checkJSONString(raw []byte) error {
+	if len(raw) < 2 || raw[0] != '"' {
+		return nil // null: no string
+	}
+	for i := 1; i < len(raw)-1; {
+		switch {
+		case raw[i] == '\\' && raw[i+1] == 'u':
+			r, _ := strconv.ParseUint(string(raw[i+2:i+6]), 16, 32)
+			switch {
+			case r >= 0xd800 && r < 0xdc00 && i+12 <= len(raw) && raw[i+6] == '\\' && raw[i+7] == 'u':
+				if lo, _ := strconv.ParseUint(string(raw[i+8:i+12]), 16, 32); lo >= 0xdc00 && lo < 0xe000 {
+					i += 12
+					continue
+				}
+				fallthrough
+			case r >= 0xd800 && r < 0xe000:
+				return fmt.Errorf("valid UTF-16: %s is half of a surrogate pair", raw[i:i+6])
+			}
+			i += 6
+		case raw[i] == '\\':
+			i += 2
+		default:
+			r, size := utf8.DecodeRune(raw[i:])
+			if r == utf8.RuneError && size == 1 {
+				return fmt.Errorf("valid UTF-8: byte %#x at byte %d of its value", raw[i], i)
+			}
+			i += size
+		}
+	}
+	return nil
 }
 
 // decodeLine decodes a line strictly: one JSON object (or null) with no
@@ -243,6 +313,9 @@ func (lr *lineReader) next() (line []byte, length int, err error) {
 	}
 }
 
+// byteOrderMark is U+FEFF in UTF-8.
+var byteOrderMark = []byte{0xef, 0xbb, 0xbf}
+
 // fileSender sends the lines of a JSONL input in pipelined batches.
 type fileSender struct {
 	p      *producer.Producer
@@ -322,6 +395,13 @@ func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 			_ = wait()
 			return st, fmt.Errorf("reading %s after line %d: %w", s.name, lr.no, err)
 		}
+		if lr.no == 1 {
+			// Some editors start a UTF-8 file with a byte order mark; it is
+			// no part of the first line's JSON.
+			if rest, ok := bytes.CutPrefix(line, byteOrderMark); ok {
+				line, n = rest, n-len(byteOrderMark)
+			}
+		}
 		if len(bytes.TrimSpace(line)) == 0 && n <= lr.max {
 			continue // blank lines are no events
 		}
@@ -330,6 +410,9 @@ func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 			err = fmt.Errorf("line is %d bytes: its data cannot be under the cap of %d bytes", n, s.p.MaxPayload())
 		} else {
 			it, err = parseLine(line, s.p, s.now())
+		}
+		if err != nil && bytes.HasPrefix(line, byteOrderMark) {
+			err = fmt.Errorf("%w (a byte order mark is allowed only at the start of the input)", err)
 		}
 		cur.lines++
 		if err != nil {
@@ -386,7 +469,13 @@ func (s *fileSender) sendBatch(ctx context.Context, b *fileBatch, st *sendStats)
 			}
 		}
 	}
-	if err != nil {
+	var aerr *producer.AccessError
+	switch {
+	case errors.As(err, &aerr):
+		// Refused, not lost: those writes did not happen.
+		return fmt.Errorf("sending lines %d-%d to stream %q: %w (sent so far: %d)",
+			b.lineNos[0], b.lineNos[len(b.lineNos)-1], s.stream, err, st.sent)
+	case err != nil:
 		return fmt.Errorf("sending lines %d-%d to stream %q: %w (sent so far: %d; writes Redis did not confirm may or may not have happened, and were not resent)",
 			b.lineNos[0], b.lineNos[len(b.lineNos)-1], s.stream, err, st.sent)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,7 @@ the partitions {S:0} … {S:P-1}.`,
 	fl.StringVar(&f.stream, "stream", "", "stream key to send to (required)")
 	fl.StringVar(&f.typ, "type", "", "event type (required)")
 	fl.Int64Var(&f.count, "count", 0, "how many events to send (required)")
-	fl.Float64Var(&f.rate, "rate", 0, "most events per second; 0 for no limit")
+	fl.Float64Var(&f.rate, "rate", 0, "most events per second, 0.001 to 1e7; 0 for no limit")
 	fl.IntVar(&f.size, "size", 100, "bytes of data per event (at least the JSON around the padding)")
 	fl.IntVar(&f.concurrency, "concurrency", 4, "senders at once, each with its own connection")
 	fl.IntVar(&f.batch, "batch", 100, "most events per pipelined round trip")
@@ -64,7 +65,9 @@ func (a *app) load(cmd *cobra.Command, f *loadFlags) error {
 	case f.count <= 0:
 		return cli.Usagef(cmd, "--count is required: want a positive number of events")
 	case f.rate < 0:
-		return cli.Usagef(cmd, "--rate %g is negative", f.rate)
+		return cli.Usagef(cmd, "--rate %g is negative: want 0 (no limit) or %g to %g events per second", f.rate, minRate, maxRate)
+	case f.rate != 0 && !(f.rate >= minRate && f.rate <= maxRate): // NaN too
+		return cli.Usagef(cmd, "--rate %g: want 0 (no limit) or %g to %g events per second", f.rate, minRate, maxRate)
 	case f.size < 0:
 		return cli.Usagef(cmd, "--size %d is negative", f.size)
 	case f.concurrency < 1 || f.concurrency > 1024:
@@ -86,7 +89,7 @@ func (a *app) load(cmd *cobra.Command, f *loadFlags) error {
 		return err
 	}
 	defer client.Close()
-	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions})
+	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions, Settings: a.urlSetting()})
 	prog := newProgress(a.io.err, a.io.isTerminal(a.io.err), f.count, false, f.progressEvery)
 	g := &loadGen{p: p, stream: f.stream, typ: f.typ, count: f.count, size: f.size, concurrency: f.concurrency, batch: f.batch, rate: f.rate}
 	g.onSent = func(sent int64) { prog.set(sent, fmt.Sprintf("sent %d of %d", sent, f.count)) }
@@ -141,7 +144,7 @@ func (g *loadGen) run(ctx context.Context) (int64, error) {
 				to := min(from+chunk, g.count)
 				if g.rate > 0 {
 					// The last event of the chunk is due at (to-1)/rate.
-					due := start.Add(time.Duration(float64(to-1) / g.rate * float64(time.Second)))
+					due := start.Add(rateOffset(to-1, g.rate))
 					if err := sleepUntil(ctx, due); err != nil {
 						return
 					}
@@ -196,4 +199,24 @@ func loadData(seq int64, size int) []byte {
 	head := fmt.Sprintf(`{"seq":%d,"pad":"`, seq)
 	pad := max(0, size-len(head)-2)
 	return []byte(head + strings.Repeat("x", pad) + `"}`)
+}
+
+// The range of --rate, in events per second, besides 0 (no limit): below
+// minRate the wait between two events is over a quarter of an hour, above
+// maxRate no Redis keeps up and it is no limit at all.
+const (
+	minRate = 0.001
+	maxRate = 1e7
+)
+
+// rateOffset is when event n (from 0) is due at rate events per second,
+// counted from the start; past what a Duration holds (292 years), the
+// longest Duration, because converting a larger float64 to an integer
+// wraps around into the past and would send the rest at once.
+func rateOffset(n int64, rate float64) time.Duration {
+	d := float64(n) / rate * float64(time.Second)
+	if d >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return time.Duration(d)
 }

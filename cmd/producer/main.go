@@ -8,15 +8,20 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/producer"
 )
@@ -61,6 +66,40 @@ func (a *app) connect() (redis.UniversalClient, error) {
 	return producer.Connect(a.io.getenv, a.redisURL)
 }
 
+// explain adds to a command's error the setting to check when Redis could
+// not be reached: go-redis's dial error names an address, not where the
+// command got it from. The setting is shown with its value, the password
+// redacted. (When Redis refuses the connection the producer's
+// *AccessError names the setting: Options.Settings.)
+func (a *app) explain(err error) error {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return err
+	}
+	r := config.RedisEnv(a.io.getenv)
+	switch r.RedisMode() {
+	case config.ModeCluster:
+		return fmt.Errorf("%w (cannot reach Redis: check REDIS_CLUSTER_ADDRS=%q)", err, r.RedisTarget())
+	case config.ModeSentinel:
+		return fmt.Errorf("%w (cannot reach Redis: check REDIS_SENTINEL_ADDRS=%q and REDIS_SENTINEL_MASTER=%q)",
+			err, strings.Join(r.RedisSentinelAddrs, ","), r.RedisSentinelMaster)
+	}
+	return fmt.Errorf("%w (cannot reach Redis: check the host and port in %s and that Redis is up there)", err, a.urlSetting())
+}
+
+// urlSetting names the Redis URL in use and shows it without its password:
+// --redis-url="…", REDIS_URL="…", or the default when REDIS_URL is unset.
+// The user name, password and database come from it in every mode.
+func (a *app) urlSetting() string {
+	if a.redisURL != "" {
+		return fmt.Sprintf("--redis-url=%q", config.Redact(a.redisURL))
+	}
+	if u := a.io.getenv("REDIS_URL"); u != "" {
+		return fmt.Sprintf("REDIS_URL=%q", config.Redact(u))
+	}
+	return fmt.Sprintf("REDIS_URL (unset, so %s)", config.RedisEnv(a.io.getenv).RedisURL)
+}
+
 func run(ctx context.Context, args []string, sio stdio) error {
 	a := &app{io: sio}
 	root := &cobra.Command{
@@ -83,5 +122,5 @@ let the worker's dedupe window absorb a resend.`,
 	root.SetIn(sio.in)
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
-	return root.ExecuteContext(ctx)
+	return a.explain(root.ExecuteContext(ctx))
 }

@@ -36,6 +36,8 @@ one JSON object per line:
 type is required; data is any JSON and is stored as its JSON text; id (an
 idempotency key), key (a partition key) and delay are optional. Lines are
 sent in pipelined batches.
+The input is UTF-8; a byte order mark at its start is skipped. A type, id or
+key that is not valid UTF-8 is refused, not sent altered.
 A line that cannot be sent (bad JSON, no type, data over the cap, a bad delay)
 is reported on stderr with its number and skipped; the rest are sent. The last
 line gives the counts; the exit status is 1 when any line was rejected.
@@ -109,7 +111,7 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 		return err
 	}
 	defer client.Close()
-	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions})
+	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions, Settings: a.urlSetting()})
 	out := a.io.out
 	ctx := cmd.Context()
 

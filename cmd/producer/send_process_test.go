@@ -123,6 +123,13 @@ var badLines = []struct{ line, reason string }{
 	{`{"type":"a"} {"type":"b"}`, "more than one JSON value on the line"},
 	{`{"type":"a","data":"` + strings.Repeat("x", 100) + `"}`, "event too large: data is 102 bytes, the cap is 100 bytes; store the payload elsewhere and send a reference"},
 	{`{"type":"a","data":"` + strings.Repeat("x", 70<<10) + `"}`, "line is 71702 bytes: its data cannot be under the cap of 100 bytes"},
+	// encoding/json would send these with U+FFFD in place of what was
+	// written; two ids could become one.
+	{"{\"type\":\"order.\xffcreated\"}", `"type" is not valid UTF-8: byte 0xff at byte 7 of its value`},
+	{"{\"type\":\"a\",\"id\":\"k\xc3\"}", `"id" is not valid UTF-8: byte 0xc3 at byte 2 of its value`},
+	{`{"type":"a","key":"\ud800x"}`, `"key" is not valid UTF-16: \ud800 is half of a surrogate pair`},
+	{`{"type":"\udc00"}`, `"type" is not valid UTF-16: \udc00 is half of a surrogate pair`},
+	{"\xef\xbb\xbf{\"type\":\"a\"}", "invalid JSON at byte 1: invalid character 'ï' looking for beginning of value (a byte order mark is allowed only at the start of the input)"},
 }
 
 func testSendFile(t *testing.T, c *binary) {
@@ -163,6 +170,30 @@ func testSendFile(t *testing.T, c *binary) {
 	}
 	if _, f := decodeEnvelope(t, zs[0]); f["type"] != "later" || f["data"] != `"x"` {
 		t.Errorf("delayed event = %v", f)
+	}
+}
+
+// A UTF-8 byte order mark, which some editors write, may start the input.
+func testSendFileBOM(t *testing.T, c *binary) {
+	rc := c.client(t)
+	const in = "\xef\xbb\xbf" + `{"type":"a","data":"\u00e4"}` + "\n" + `{"type":"b"}` + "\n"
+	for _, tc := range []struct{ name, stdin, file string }{
+		{"File", "", writeFile(t, "bom.jsonl", in)},
+		{"Stdin", in, "-"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			stream := testredis.Prefix(t) + "orders"
+			r := c.run(t, tc.stdin, []string{"send", "--stream", stream, "--file", tc.file})
+			r.Want(t, 0)
+			if !strings.HasPrefix(r.Stdout, "sent 2, rejected 0 (2 lines, 0 delayed)") || r.Stderr != "" {
+				t.Errorf("stdout %q, stderr %q", r.Stdout, r.Stderr)
+			}
+			want := []map[string]any{{"type": "a", "data": `"\u00e4"`}, {"type": "b", "data": ""}}
+			if diff := cmp.Diff(want, entries(t, rc, stream)); diff != "" {
+				t.Errorf("stream (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -285,6 +316,10 @@ func testUsageErrors(t *testing.T, c *binary) {
 			{"LoadMissingCount", append([]string{"load", "--type", "t"}, s...), "--count is required: want a positive number of events"},
 			{"LoadBadCount", append([]string{"load", "--type", "t", "--count", "abc"}, s...), `invalid argument "abc" for "--count" flag`},
 			{"LoadNegativeRate", append([]string{"load", "--type", "t", "--count", "1", "--rate", "-1"}, s...), "--rate -1 is negative"},
+			{"LoadNaNRate", append([]string{"load", "--type", "t", "--count", "1", "--rate", "NaN"}, s...), "--rate NaN: want 0 (no limit) or 0.001 to 1e+07 events per second"},
+			{"LoadInfiniteRate", append([]string{"load", "--type", "t", "--count", "1", "--rate", "+Inf"}, s...), "--rate +Inf: want 0 (no limit) or 0.001 to 1e+07 events per second"},
+			{"LoadTinyRate", append([]string{"load", "--type", "t", "--count", "2", "--rate", "1e-300"}, s...), "--rate 1e-300: want 0 (no limit) or 0.001 to 1e+07 events per second"},
+			{"LoadHugeRate", append([]string{"load", "--type", "t", "--count", "1", "--rate", "1e9"}, s...), "--rate 1e+09: want 0 (no limit) or 0.001 to 1e+07 events per second"},
 			{"LoadNegativeSize", append([]string{"load", "--type", "t", "--count", "1", "--size", "-1"}, s...), "--size -1 is negative"},
 			{"LoadZeroConcurrency", append([]string{"load", "--type", "t", "--count", "1", "--concurrency", "0"}, s...), "--concurrency 0: want 1 to 1024"},
 			{"LoadSizeOverCap", append([]string{"load", "--type", "t", "--count", "1", "--size", "2000", "--max-payload", "1000"}, s...), "--size 2000 is over the data cap of 1000 bytes (--max-payload)"},
