@@ -32,9 +32,10 @@ import (
 // round trip each, bounded by 5s), and the HTTP server closes (2s).
 const shutdownMargin = 10 * time.Second
 
-// overlays are the kustomizations a user applies, and what each expects to
-// find in its namespace rather than in git.
-var overlays = []struct {
+// overlay is one set of manifests a user applies — a kustomization, or the
+// Helm chart with a values file — and what it expects to find in its
+// namespace rather than in git.
+type overlay struct {
 	dir string
 	// external are the Secrets (and their keys) the operator creates.
 	external map[string][]string
@@ -42,7 +43,10 @@ var overlays = []struct {
 	redisURL string
 	keda     bool // has the KEDA component
 	monitor  bool // has a ServiceMonitor
-}{
+}
+
+// overlays are the kustomizations a user applies.
+var overlays = []overlay{
 	{dir: "k8s/base", external: map[string][]string{"streamworker-redis": {"url"}}, redisURL: "redis://worker:x@redis:6379/0"},
 	{dir: "k8s/overlays/dev", keda: true},
 	{
@@ -59,127 +63,130 @@ var overlays = []struct {
 
 func TestManifests(t *testing.T) {
 	for _, ov := range overlays {
-		t.Run(strings.ReplaceAll(ov.dir, "/", "_"), func(t *testing.T) {
-			m := render(t, ov.dir)
-			d, ok := m.Deployments["streamworker"]
-			if !ok {
-				t.Fatalf("%s renders no Deployment streamworker", ov.dir)
+		t.Run(strings.ReplaceAll(ov.dir, "/", "_"), func(t *testing.T) { checkManifests(t, render(t, ov.dir), ov) })
+	}
+}
+
+// checkManifests holds one rendering to what the README promises of the
+// manifests.
+func checkManifests(t *testing.T, m *manifests, ov overlay) {
+	d, ok := m.Deployments["streamworker"]
+	if !ok {
+		t.Fatalf("%s renders no Deployment streamworker", ov.dir)
+	}
+	pod := &d.Spec.Template.Spec
+	c := container(t, pod.Containers, "worker")
+	env := resolveEnv(t, m, ov.external, c)
+
+	t.Run("EnvVarsAreConfig", func(t *testing.T) {
+		known := configVars(t)
+		for name := range env {
+			if !known[name] {
+				t.Errorf("the worker container sets %s, which the config package does not read", name)
 			}
-			pod := &d.Spec.Template.Spec
-			c := container(t, pod.Containers, "worker")
-			env := resolveEnv(t, m, ov.external, c)
+		}
+		if src := env["WORKER_CONSUMER"]; src.fieldPath != "metadata.name" {
+			t.Errorf("WORKER_CONSUMER comes from %+v, want the pod name (fieldRef metadata.name)", src)
+		}
+		if src := env["REDIS_URL"]; src.secret == "" {
+			t.Errorf("REDIS_URL is not read from a Secret: %+v", src)
+		}
+	})
 
-			t.Run("EnvVarsAreConfig", func(t *testing.T) {
-				known := configVars(t)
-				for name := range env {
-					if !known[name] {
-						t.Errorf("the worker container sets %s, which the config package does not read", name)
-					}
-				}
-				if src := env["WORKER_CONSUMER"]; src.fieldPath != "metadata.name" {
-					t.Errorf("WORKER_CONSUMER comes from %+v, want the pod name (fieldRef metadata.name)", src)
-				}
-				if src := env["REDIS_URL"]; src.secret == "" {
-					t.Errorf("REDIS_URL is not read from a Secret: %+v", src)
-				}
-			})
+	cfg := loadConfig(t, m, ov.redisURL, pod, c, env)
 
-			cfg := loadConfig(t, m, ov.redisURL, pod, c, env)
-
-			t.Run("GracePeriodExceedsShutdownTimeout", func(t *testing.T) {
-				if pod.TerminationGracePeriodSeconds == nil {
-					t.Fatal("terminationGracePeriodSeconds is not set (the default 30s is not derived from WORKER_SHUTDOWN_TIMEOUT)")
-				}
-				grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
-				if grace < cfg.ShutdownTimeout+shutdownMargin {
-					t.Errorf("terminationGracePeriodSeconds is %s; WORKER_SHUTDOWN_TIMEOUT is %s, so it must be at least %s",
-						grace, cfg.ShutdownTimeout, cfg.ShutdownTimeout+shutdownMargin)
-				}
-			})
-			t.Run("ProbesHitRealPaths", func(t *testing.T) { checkProbes(t, cfg, c) })
-			t.Run("SecurityContext", func(t *testing.T) { checkSecurity(t, m) })
-			t.Run("Resources", func(t *testing.T) { checkResources(t, m) })
-			t.Run("ServiceAndPDB", func(t *testing.T) {
-				podLabels := d.Spec.Template.Labels
-				svc, ok := m.Services["streamworker-metrics"]
-				if !ok {
-					t.Fatal("no Service streamworker-metrics")
-				}
-				if !subset(svc.Spec.Selector, podLabels) {
-					t.Errorf("Service selector %v does not select the worker pods %v", svc.Spec.Selector, podLabels)
-				}
-				for _, p := range svc.Spec.Ports {
-					if p.TargetPort.String() != "http" || !hasPort(c, "http") {
-						t.Errorf("Service port %s targets %s, not the container's http port", p.Name, p.TargetPort.String())
-					}
-				}
-				pdb, ok := m.PDBs["streamworker"]
-				if !ok {
-					t.Fatal("no PodDisruptionBudget streamworker")
-				}
-				if !subset(pdb.Spec.Selector.MatchLabels, podLabels) {
-					t.Errorf("PDB selector %v does not select the worker pods", pdb.Spec.Selector.MatchLabels)
-				}
-				if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() < 1 {
-					t.Errorf("PDB maxUnavailable = %v; at least 1, or a node drain blocks on a single replica", pdb.Spec.MaxUnavailable)
-				}
-				if d.Spec.Strategy.RollingUpdate == nil || d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 0 {
-					t.Error("a rollout should add the new pod before draining an old one (maxUnavailable 0)")
-				}
-			})
-			t.Run("NetworkPolicy", func(t *testing.T) { checkNetworkPolicy(t, m, cfg, d.Spec.Template.Labels) })
-			t.Run("ACLPrefix", func(t *testing.T) {
-				prefix := aclKeyPattern(t, "worker")
-				for _, s := range cfg.Streams {
-					if ok, _ := path.Match(prefix, s); !ok {
-						t.Errorf("stream %q is outside the worker ACL user's keys %q (deploy/redis/users.acl)", s, prefix)
-					}
-				}
-				if u, err := url.Parse(cfg.RedisURL); err != nil || u.User.Username() != "worker" {
-					t.Errorf("REDIS_URL does not log in as the worker ACL user: %s", config.Redact(cfg.RedisURL))
-				}
-			})
-			t.Run("KEDA", func(t *testing.T) {
-				if !ov.keda {
-					if len(m.ScaledObjects) > 0 {
-						t.Error("unexpected ScaledObject")
-					}
-					return
-				}
-				checkKEDA(t, m, ov.external, cfg)
-			})
-			t.Run("ServiceMonitor", func(t *testing.T) {
-				if !ov.monitor {
-					return
-				}
-				sm, ok := m.ServiceMonitors["streamworker"]
-				if !ok {
-					t.Fatal("no ServiceMonitor streamworker")
-				}
-				svc := m.Services["streamworker-metrics"]
-				if !subset(sm.Spec.Selector.MatchLabels, svc.Labels) {
-					t.Errorf("ServiceMonitor selects %v; the metrics Service has labels %v", sm.Spec.Selector.MatchLabels, svc.Labels)
-				}
-				for _, e := range sm.Spec.Endpoints {
-					if e.Port != "http" || e.Path != "/metrics" {
-						t.Errorf("ServiceMonitor endpoint %s%s, want port http path /metrics", e.Port, e.Path)
-					}
-				}
-			})
-			t.Run("Image", func(t *testing.T) {
-				if strings.HasSuffix(c.Image, ":latest") || !strings.Contains(c.Image, ":") && !strings.Contains(c.Image, "@") {
-					if ov.dir != "k8s/base" {
-						t.Errorf("image %q is not pinned to a tag or digest", c.Image)
-					}
-				}
-				if len(c.Command) > 0 {
-					t.Errorf("command %v overrides the image's exec-form ENTRYPOINT", c.Command)
-				}
-			})
-			if ov.dir == "k8s/overlays/dev" {
-				t.Run("DevRedis", func(t *testing.T) { checkDevRedis(t, m, cfg) })
+	t.Run("GracePeriodExceedsShutdownTimeout", func(t *testing.T) {
+		if pod.TerminationGracePeriodSeconds == nil {
+			t.Fatal("terminationGracePeriodSeconds is not set (the default 30s is not derived from WORKER_SHUTDOWN_TIMEOUT)")
+		}
+		grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
+		if grace < cfg.ShutdownTimeout+shutdownMargin {
+			t.Errorf("terminationGracePeriodSeconds is %s; WORKER_SHUTDOWN_TIMEOUT is %s, so it must be at least %s",
+				grace, cfg.ShutdownTimeout, cfg.ShutdownTimeout+shutdownMargin)
+		}
+	})
+	t.Run("ProbesHitRealPaths", func(t *testing.T) { checkProbes(t, cfg, c) })
+	t.Run("SecurityContext", func(t *testing.T) { checkSecurity(t, m) })
+	t.Run("Resources", func(t *testing.T) { checkResources(t, m) })
+	t.Run("ServiceAndPDB", func(t *testing.T) {
+		podLabels := d.Spec.Template.Labels
+		svc, ok := m.Services["streamworker-metrics"]
+		if !ok {
+			t.Fatal("no Service streamworker-metrics")
+		}
+		if !subset(svc.Spec.Selector, podLabels) {
+			t.Errorf("Service selector %v does not select the worker pods %v", svc.Spec.Selector, podLabels)
+		}
+		for _, p := range svc.Spec.Ports {
+			if p.TargetPort.String() != "http" || !hasPort(c, "http") {
+				t.Errorf("Service port %s targets %s, not the container's http port", p.Name, p.TargetPort.String())
 			}
-		})
+		}
+		pdb, ok := m.PDBs["streamworker"]
+		if !ok {
+			t.Fatal("no PodDisruptionBudget streamworker")
+		}
+		if !subset(pdb.Spec.Selector.MatchLabels, podLabels) {
+			t.Errorf("PDB selector %v does not select the worker pods", pdb.Spec.Selector.MatchLabels)
+		}
+		if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() < 1 {
+			t.Errorf("PDB maxUnavailable = %v; at least 1, or a node drain blocks on a single replica", pdb.Spec.MaxUnavailable)
+		}
+		if d.Spec.Strategy.RollingUpdate == nil || d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 0 {
+			t.Error("a rollout should add the new pod before draining an old one (maxUnavailable 0)")
+		}
+	})
+	t.Run("NetworkPolicy", func(t *testing.T) { checkNetworkPolicy(t, m, cfg, d.Spec.Template.Labels) })
+	t.Run("ACLPrefix", func(t *testing.T) {
+		prefix := aclKeyPattern(t, "worker")
+		for _, s := range cfg.Streams {
+			if ok, _ := path.Match(prefix, s); !ok {
+				t.Errorf("stream %q is outside the worker ACL user's keys %q (deploy/redis/users.acl)", s, prefix)
+			}
+		}
+		if u, err := url.Parse(cfg.RedisURL); err != nil || u.User.Username() != "worker" {
+			t.Errorf("REDIS_URL does not log in as the worker ACL user: %s", config.Redact(cfg.RedisURL))
+		}
+	})
+	t.Run("KEDA", func(t *testing.T) {
+		if !ov.keda {
+			if len(m.ScaledObjects) > 0 {
+				t.Error("unexpected ScaledObject")
+			}
+			return
+		}
+		checkKEDA(t, m, ov.external, cfg)
+	})
+	t.Run("ServiceMonitor", func(t *testing.T) {
+		if !ov.monitor {
+			return
+		}
+		sm, ok := m.ServiceMonitors["streamworker"]
+		if !ok {
+			t.Fatal("no ServiceMonitor streamworker")
+		}
+		svc := m.Services["streamworker-metrics"]
+		if !subset(sm.Spec.Selector.MatchLabels, svc.Labels) {
+			t.Errorf("ServiceMonitor selects %v; the metrics Service has labels %v", sm.Spec.Selector.MatchLabels, svc.Labels)
+		}
+		for _, e := range sm.Spec.Endpoints {
+			if e.Port != "http" || e.Path != "/metrics" {
+				t.Errorf("ServiceMonitor endpoint %s%s, want port http path /metrics", e.Port, e.Path)
+			}
+		}
+	})
+	t.Run("Image", func(t *testing.T) {
+		if strings.HasSuffix(c.Image, ":latest") || !strings.Contains(c.Image, ":") && !strings.Contains(c.Image, "@") {
+			if ov.dir != "k8s/base" {
+				t.Errorf("image %q is not pinned to a tag or digest", c.Image)
+			}
+		}
+		if len(c.Command) > 0 {
+			t.Errorf("command %v overrides the image's exec-form ENTRYPOINT", c.Command)
+		}
+	})
+	if ov.dir == "k8s/overlays/dev" {
+		t.Run("DevRedis", func(t *testing.T) { checkDevRedis(t, m, cfg) })
 	}
 }
 
@@ -242,12 +249,16 @@ func secretValue(s *corev1.Secret, key string) (string, bool) {
 	return string(v), ok
 }
 
-// configVars are the environment variables the config package reads, as
-// envconfig itself names them.
+// configVars are the environment variables the config package reads (Config
+// and Plugins), as envconfig itself names them.
 func configVars(t *testing.T) map[string]bool {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := envconfig.Usagef("", &config.Config{}, &buf, "{{range .}}{{usage_key .}}\n{{end}}"); err != nil {
+		t.Fatal(err)
+	}
+	// cmd/worker's plugin settings are read apart from Config.
+	if err := envconfig.Usagef("", &config.Plugins{}, &buf, "{{range .}}{{usage_key .}}\n{{end}}"); err != nil {
 		t.Fatal(err)
 	}
 	vars := map[string]bool{}

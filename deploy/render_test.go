@@ -33,6 +33,7 @@ type manifests struct {
 	ScaledObjects   map[string]*scaledObject
 	TriggerAuths    map[string]*triggerAuthentication
 	ServiceMonitors map[string]*monitoringv1.ServiceMonitor
+	PrometheusRules map[string]*monitoringv1.PrometheusRule
 }
 
 // render builds the kustomization in dir with the kustomize API, as
@@ -46,7 +47,20 @@ func render(t *testing.T, dir string) *manifests {
 	if err != nil {
 		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
-	m := &manifests{
+	m := newManifests(dir)
+	for _, r := range rm.Resources() {
+		raw, err := r.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gvk := r.GetGvk()
+		m.add(t, gvk.ApiVersion(), gvk.Kind, r.GetNamespace(), r.GetName(), raw)
+	}
+	return m
+}
+
+func newManifests(dir string) *manifests {
+	return &manifests{
 		dir:         dir,
 		Deployments: map[string]*appsv1.Deployment{}, StatefulSets: map[string]*appsv1.StatefulSet{},
 		Services: map[string]*corev1.Service{}, ConfigMaps: map[string]*corev1.ConfigMap{},
@@ -54,45 +68,44 @@ func render(t *testing.T, dir string) *manifests {
 		Namespaces: map[string]*corev1.Namespace{}, PDBs: map[string]*policyv1.PodDisruptionBudget{},
 		NetworkPolicies: map[string]*networkingv1.NetworkPolicy{}, ScaledObjects: map[string]*scaledObject{},
 		TriggerAuths: map[string]*triggerAuthentication{}, ServiceMonitors: map[string]*monitoringv1.ServiceMonitor{},
+		PrometheusRules: map[string]*monitoringv1.PrometheusRule{},
 	}
-	for _, r := range rm.Resources() {
-		raw, err := r.MarshalJSON()
-		if err != nil {
-			t.Fatal(err)
-		}
-		gvk := r.GetGvk()
-		id := fmt.Sprintf("%s: %s %s/%s", dir, gvk.Kind, r.GetNamespace(), r.GetName())
-		name := r.GetName()
-		switch gvk.ApiVersion() + " " + gvk.Kind {
-		case "apps/v1 Deployment":
-			m.Deployments[name] = decodeStrict[appsv1.Deployment](t, id, raw)
-		case "apps/v1 StatefulSet":
-			m.StatefulSets[name] = decodeStrict[appsv1.StatefulSet](t, id, raw)
-		case "v1 Service":
-			m.Services[name] = decodeStrict[corev1.Service](t, id, raw)
-		case "v1 ConfigMap":
-			m.ConfigMaps[name] = decodeStrict[corev1.ConfigMap](t, id, raw)
-		case "v1 Secret":
-			m.Secrets[name] = decodeStrict[corev1.Secret](t, id, raw)
-		case "v1 ServiceAccount":
-			m.ServiceAccounts[name] = decodeStrict[corev1.ServiceAccount](t, id, raw)
-		case "v1 Namespace":
-			m.Namespaces[name] = decodeStrict[corev1.Namespace](t, id, raw)
-		case "policy/v1 PodDisruptionBudget":
-			m.PDBs[name] = decodeStrict[policyv1.PodDisruptionBudget](t, id, raw)
-		case "networking.k8s.io/v1 NetworkPolicy":
-			m.NetworkPolicies[name] = decodeStrict[networkingv1.NetworkPolicy](t, id, raw)
-		case "keda.sh/v1alpha1 ScaledObject":
-			m.ScaledObjects[name] = decodeStrict[scaledObject](t, id, raw)
-		case "keda.sh/v1alpha1 TriggerAuthentication":
-			m.TriggerAuths[name] = decodeStrict[triggerAuthentication](t, id, raw)
-		case "monitoring.coreos.com/v1 ServiceMonitor":
-			m.ServiceMonitors[name] = decodeStrict[monitoringv1.ServiceMonitor](t, id, raw)
-		default:
-			t.Errorf("%s: no Go type for %s in this test; add one so that it is checked", id, gvk)
-		}
+}
+
+// add decodes one object (JSON) into its Go type.
+func (m *manifests) add(t *testing.T, apiVersion, kind, namespace, name string, raw []byte) {
+	t.Helper()
+	id := fmt.Sprintf("%s: %s %s/%s", m.dir, kind, namespace, name)
+	switch apiVersion + " " + kind {
+	case "apps/v1 Deployment":
+		m.Deployments[name] = decodeStrict[appsv1.Deployment](t, id, raw)
+	case "apps/v1 StatefulSet":
+		m.StatefulSets[name] = decodeStrict[appsv1.StatefulSet](t, id, raw)
+	case "v1 Service":
+		m.Services[name] = decodeStrict[corev1.Service](t, id, raw)
+	case "v1 ConfigMap":
+		m.ConfigMaps[name] = decodeStrict[corev1.ConfigMap](t, id, raw)
+	case "v1 Secret":
+		m.Secrets[name] = decodeStrict[corev1.Secret](t, id, raw)
+	case "v1 ServiceAccount":
+		m.ServiceAccounts[name] = decodeStrict[corev1.ServiceAccount](t, id, raw)
+	case "v1 Namespace":
+		m.Namespaces[name] = decodeStrict[corev1.Namespace](t, id, raw)
+	case "policy/v1 PodDisruptionBudget":
+		m.PDBs[name] = decodeStrict[policyv1.PodDisruptionBudget](t, id, raw)
+	case "networking.k8s.io/v1 NetworkPolicy":
+		m.NetworkPolicies[name] = decodeStrict[networkingv1.NetworkPolicy](t, id, raw)
+	case "keda.sh/v1alpha1 ScaledObject":
+		m.ScaledObjects[name] = decodeStrict[scaledObject](t, id, raw)
+	case "keda.sh/v1alpha1 TriggerAuthentication":
+		m.TriggerAuths[name] = decodeStrict[triggerAuthentication](t, id, raw)
+	case "monitoring.coreos.com/v1 ServiceMonitor":
+		m.ServiceMonitors[name] = decodeStrict[monitoringv1.ServiceMonitor](t, id, raw)
+	case "monitoring.coreos.com/v1 PrometheusRule":
+		m.PrometheusRules[name] = decodeStrict[monitoringv1.PrometheusRule](t, id, raw)
+	default:
+		t.Errorf("%s: no Go type for %s %s in this test; add one so that it is checked", id, apiVersion, kind)
 	}
-	return m
 }
 
 func decodeStrict[T any](t *testing.T, id string, raw []byte) *T {
