@@ -192,7 +192,7 @@ func TestChart(t *testing.T) {
 }
 
 // checkPrometheusRule: every alert has an expression on metrics the worker
-// exports (README "Operating it") for the ServiceMonitor's targets, and a
+// exports (docs/operations.md) for the ServiceMonitor's targets, and a
 // severity.
 func checkPrometheusRule(t *testing.T, m *manifests) {
 	pr, ok := m.PrometheusRules["streamworker"]
@@ -212,7 +212,7 @@ func checkPrometheusRule(t *testing.T, m *manifests) {
 			}
 			for _, name := range regexp.MustCompile(`\bstreamworker_[a-z_]+`).FindAllString(expr, -1) {
 				if !documented[name] {
-					t.Errorf("%s: %s is not a metric the worker exports (README \"Operating it\")", r.Alert, name)
+					t.Errorf("%s: %s is not a metric the worker exports (docs/operations.md, \"Metrics\")", r.Alert, name)
 				}
 			}
 			if !strings.Contains(expr, job) {
@@ -228,15 +228,15 @@ func checkPrometheusRule(t *testing.T, m *manifests) {
 	}
 }
 
-// readmeMetrics are the metric names of the README's metrics table.
+// readmeMetrics are the metric names of the metrics table in docs/operations.md.
 func readmeMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `(streamworker_[a-z_]+)`").FindAllStringSubmatch(readText(t, "../README.md"), -1) {
+	for _, m := range regexp.MustCompile("(?m)^\\| `(streamworker_[a-z_]+)`").FindAllStringSubmatch(readText(t, "../docs/operations.md"), -1) {
 		out[m[1]] = true
 	}
 	if !out["streamworker_group_lag"] {
-		t.Fatalf("no metrics table in the README: %v", out)
+		t.Fatalf("no metrics table in docs/operations.md: %v", out)
 	}
 	return out
 }

@@ -67,7 +67,7 @@ func TestManifests(t *testing.T) {
 	}
 }
 
-// checkManifests holds one rendering to what the README promises of the
+// checkManifests holds one rendering to what docs/deploy.md promises of the
 // manifests.
 func checkManifests(t *testing.T, m *manifests, ov overlay) {
 	d, ok := m.Deployments["streamworker"]
