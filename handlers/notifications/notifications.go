@@ -18,7 +18,7 @@ import (
 
 	"github.com/streamworker/streamworker/handlers/notify"
 	"github.com/streamworker/streamworker/handlers/ratelimit"
-	"github.com/streamworker/streamworker/handlers/ratelimit/ratelimitmw"
+	"github.com/streamworker/streamworker/handlers/ratelimitmw"
 	"github.com/streamworker/streamworker/worker"
 )
 

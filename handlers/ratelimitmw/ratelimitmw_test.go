@@ -12,7 +12,7 @@ import (
 
 	"github.com/streamworker/streamworker/handlers/handlertest"
 	"github.com/streamworker/streamworker/handlers/ratelimit"
-	"github.com/streamworker/streamworker/handlers/ratelimit/ratelimitmw"
+	"github.com/streamworker/streamworker/handlers/ratelimitmw"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/worker"
 )
