@@ -17,10 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/blocks/notify"
+	"github.com/streamworker/streamworker/blocks/ratelimit"
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/handlers/notifications"
-	"github.com/streamworker/streamworker/handlers/notify"
-	"github.com/streamworker/streamworker/handlers/ratelimit"
 	"github.com/streamworker/streamworker/handlers/reports"
 	"github.com/streamworker/streamworker/handlers/scores"
 	"github.com/streamworker/streamworker/handlers/users"

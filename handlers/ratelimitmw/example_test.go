@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/handlers/ratelimit"
+	"github.com/streamworker/streamworker/blocks/ratelimit"
 	"github.com/streamworker/streamworker/handlers/ratelimitmw"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/worker"

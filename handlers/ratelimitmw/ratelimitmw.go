@@ -5,7 +5,8 @@
 // dead-letter a message whose only fault is arriving in a busy second;
 // sleeping in the handler would hold a handler slot and the message's lease.
 //
-// It lives apart from package ratelimit so that the limiters depend on
+// It lives with the handlers, apart from the ratelimit building block
+// (blocks/ratelimit), because it wraps worker.Handler: the limiters depend on
 // go-redis only.
 package ratelimitmw
 
@@ -15,7 +16,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/streamworker/streamworker/handlers/ratelimit"
+	"github.com/streamworker/streamworker/blocks/ratelimit"
 	"github.com/streamworker/streamworker/worker"
 )
 

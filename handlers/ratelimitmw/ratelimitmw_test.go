@@ -10,8 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/blocks/ratelimit"
 	"github.com/streamworker/streamworker/handlers/handlertest"
-	"github.com/streamworker/streamworker/handlers/ratelimit"
 	"github.com/streamworker/streamworker/handlers/ratelimitmw"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/worker"
