@@ -67,8 +67,8 @@ func runDemo(ctx context.Context, n int, getenv func(string) string, stdout, std
 		fmt.Fprintln(stdout, strings.Repeat("!", 78))
 	}
 
-	plugins := config.Plugins{Enabled: append([]string(nil), config.PluginNames...), DatabaseURL: getenv("DATABASE_URL")}
-	if err := plugins.Validate(true); err != nil {
+	plugins := pluginConfig{Enabled: append([]string(nil), pluginNames...), DatabaseURL: getenv("DATABASE_URL")}
+	if err := plugins.validate(true); err != nil {
 		return err
 	}
 	var store users.Store
