@@ -516,7 +516,7 @@ var dryRunArgs = func() map[string][][]any {
 		dedupe = s + ":dedupe:order-1" // worker/keys.go dedupeKey
 		alive  = reclaim.HeartbeatKey(s, "workers", "pod-0")
 
-		plugins = aclPrefix + "plugins:"                   // config.Plugins.Prefix
+		plugins = aclPrefix + "plugins:"                   // WORKER_PLUGINS_PREFIX (cmd/worker)
 		user    = plugins + "user:{u1}:profile"            // users (its cache)
 		pts     = plugins + "points:{balances}:u1"         // points
 		applied = plugins + "points:{balances}:applied:t1" // points
@@ -546,7 +546,7 @@ var dryRunArgs = func() map[string][][]any {
 		"eval":               {{"EVAL", "return 1", "1", s}},
 		"config|get":         {{"CONFIG", "GET", "maxmemory-policy"}},
 
-		// The built-in plugins, under config.Plugins.Prefix (sw:plugins:).
+		// The built-in plugins, under WORKER_PLUGINS_PREFIX (sw:plugins:).
 		"get":              {{"GET", user}, {"GET", pts}, {"GET", rl}, {"GET", rep}},
 		"set":              {{"SET", dedupe, "1", "PX", "60000"}, {"SET", alive, "1", "PX", "60000"}, {"SET", user, "v", "PX", "60000"}, {"SET", applied, "1", "PX", "60000"}, {"SET", rl, "1", "PX", "1000"}, {"SET", rep, "b"}},
 		"del":              {{"DEL", alive}, {"DEL", user}, {"DEL", sess}, {"DEL", lck}},

@@ -17,10 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/blocks/notify"
+	"github.com/streamworker/streamworker/blocks/ratelimit"
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/handlers/notifications"
-	"github.com/streamworker/streamworker/handlers/notify"
-	"github.com/streamworker/streamworker/handlers/ratelimit"
 	"github.com/streamworker/streamworker/handlers/reports"
 	"github.com/streamworker/streamworker/handlers/scores"
 	"github.com/streamworker/streamworker/handlers/users"
@@ -67,8 +67,8 @@ func runDemo(ctx context.Context, n int, getenv func(string) string, stdout, std
 		fmt.Fprintln(stdout, strings.Repeat("!", 78))
 	}
 
-	plugins := config.Plugins{Enabled: append([]string(nil), config.PluginNames...), DatabaseURL: getenv("DATABASE_URL")}
-	if err := plugins.Validate(true); err != nil {
+	plugins := pluginConfig{Enabled: append([]string(nil), pluginNames...), DatabaseURL: getenv("DATABASE_URL")}
+	if err := plugins.validate(true); err != nil {
 		return err
 	}
 	var store users.Store

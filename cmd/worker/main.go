@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	plugins, err := config.LoadPlugins()
+	plugins, err := loadPluginConfig()
 	if err != nil {
 		return err
 	}

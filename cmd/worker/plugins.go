@@ -43,9 +43,9 @@ type pluginOptions struct {
 // setup returns the runtime option that builds every enabled plugin with
 // the runtime's Redis client, logger and metrics registry and registers it
 // on mux. b is filled in as they are built; close it after Run returns.
-func (b *builtins) setup(p config.Plugins, mux *worker.Mux, po pluginOptions) worker.Option {
+func (b *builtins) setup(p pluginConfig, mux *worker.Mux, po pluginOptions) worker.Option {
 	return worker.WithSetup(func(ctx context.Context, d worker.Deps) error {
-		if p.On("users") {
+		if p.on("users") {
 			store := po.userStore
 			if store == nil {
 				pg, err := openPostgres(ctx, p.DatabaseURL)
@@ -67,18 +67,18 @@ func (b *builtins) setup(p config.Plugins, mux *worker.Mux, po pluginOptions) wo
 			svc.Register(mux)
 			b.users = svc
 		}
-		if p.On("examples") {
+		if p.on("examples") {
 			registerExamples(mux)
 		}
-		if p.On("points") {
+		if p.on("points") {
 			b.points = points.New(d.Redis, &points.Options{Prefix: p.Prefix})
 			b.points.Register(mux)
 		}
-		if p.On("scores") {
+		if p.on("scores") {
 			b.scores = scores.New(d.Redis, &scores.Options{Prefix: p.Prefix, Logger: d.Logger})
 			b.scores.Register(mux)
 		}
-		if p.On("notifications") {
+		if p.on("notifications") {
 			opt := notifications.Options{}
 			if po.notifications != nil {
 				opt = *po.notifications
@@ -87,11 +87,11 @@ func (b *builtins) setup(p config.Plugins, mux *worker.Mux, po pluginOptions) wo
 			b.notifs = notifications.New(d.Redis, &opt)
 			b.notifs.Register(mux)
 		}
-		if p.On("sessions") {
+		if p.on("sessions") {
 			b.session = sessions.New(d.Redis, &sessions.Options{Prefix: p.Prefix, Logger: d.Logger})
 			b.session.Register(mux)
 		}
-		if p.On("reports") {
+		if p.on("reports") {
 			opt := reports.Options{}
 			if po.reports != nil {
 				opt = *po.reports

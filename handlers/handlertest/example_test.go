@@ -9,8 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/blocks/keys"
 	"github.com/streamworker/streamworker/handlers/handlertest"
-	"github.com/streamworker/streamworker/handlers/keys"
 	"github.com/streamworker/streamworker/worker"
 )
 

@@ -16,9 +16,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/handlers/notify"
-	"github.com/streamworker/streamworker/handlers/ratelimit"
-	"github.com/streamworker/streamworker/handlers/ratelimit/ratelimitmw"
+	"github.com/streamworker/streamworker/blocks/notify"
+	"github.com/streamworker/streamworker/blocks/ratelimit"
+	"github.com/streamworker/streamworker/handlers/ratelimitmw"
 	"github.com/streamworker/streamworker/worker"
 )
 

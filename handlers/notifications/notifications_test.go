@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamworker/streamworker/blocks/notify"
+	"github.com/streamworker/streamworker/blocks/ratelimit"
 	"github.com/streamworker/streamworker/handlers/handlertest"
 	"github.com/streamworker/streamworker/handlers/notifications"
-	"github.com/streamworker/streamworker/handlers/notify"
-	"github.com/streamworker/streamworker/handlers/ratelimit"
 	"github.com/streamworker/streamworker/worker"
 )
 

@@ -18,8 +18,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/handlers/keys"
-	"github.com/streamworker/streamworker/handlers/txn"
+	"github.com/streamworker/streamworker/blocks/keys"
+	"github.com/streamworker/streamworker/blocks/txn"
 	"github.com/streamworker/streamworker/worker"
 )
 

@@ -20,8 +20,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/handlers/keys"
-	"github.com/streamworker/streamworker/handlers/lock"
+	"github.com/streamworker/streamworker/blocks/keys"
+	"github.com/streamworker/streamworker/blocks/lock"
 	"github.com/streamworker/streamworker/worker"
 )
 

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamworker/streamworker/blocks/lock"
 	"github.com/streamworker/streamworker/handlers/handlertest"
-	"github.com/streamworker/streamworker/handlers/lock"
 	"github.com/streamworker/streamworker/handlers/reports"
 	"github.com/streamworker/streamworker/worker"
 )

@@ -30,8 +30,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/handlers/leaderboard"
-	"github.com/streamworker/streamworker/handlers/notify"
+	"github.com/streamworker/streamworker/blocks/leaderboard"
+	"github.com/streamworker/streamworker/blocks/notify"
 	"github.com/streamworker/streamworker/worker"
 )
 

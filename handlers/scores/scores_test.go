@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/streamworker/streamworker/blocks/notify"
 	"github.com/streamworker/streamworker/handlers/handlertest"
-	"github.com/streamworker/streamworker/handlers/notify"
 	"github.com/streamworker/streamworker/handlers/scores"
 	"github.com/streamworker/streamworker/worker"
 )

@@ -16,7 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/handlers/session"
+	"github.com/streamworker/streamworker/blocks/session"
 	"github.com/streamworker/streamworker/worker"
 )
 

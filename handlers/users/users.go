@@ -24,8 +24,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/handlers/cache"
-	"github.com/streamworker/streamworker/handlers/keys"
+	"github.com/streamworker/streamworker/blocks/cache"
+	"github.com/streamworker/streamworker/blocks/keys"
 	"github.com/streamworker/streamworker/worker"
 )
 
