@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	yamlv3 "go.yaml.in/yaml/v3"
 
-	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/handlers/builtin"
 )
 
 const tlsDir = "/etc/streamworker/redis-tls"
@@ -200,8 +200,8 @@ func TestChartSchemaPlugins(t *testing.T) {
 		s, _ := v.(string)
 		got = append(got, s)
 	}
-	if d := cmp.Diff(config.PluginNames, got); d != "" {
-		t.Errorf("plugins.enabled enum (-config.PluginNames +schema):\n%s", d)
+	if d := cmp.Diff(builtin.Names, got); d != "" {
+		t.Errorf("plugins.enabled enum (-builtin.Names +schema):\n%s", d)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/handlers/builtin"
 	"github.com/streamworker/streamworker/internal/testcerts"
 	"github.com/streamworker/streamworker/worker"
 )
@@ -94,6 +95,13 @@ func checkManifests(t *testing.T, m *manifests, ov overlay) {
 	})
 
 	cfg := loadConfig(t, m, ov.redisURL, pod, c, env)
+	t.Run("Plugins", func(t *testing.T) {
+		// loadConfig has set the container's environment: the daemon's
+		// plugins must start with what the manifests give them.
+		if _, err := builtin.LoadConfig(); err != nil {
+			t.Errorf("cmd/worker would not start: %v", err)
+		}
+	})
 
 	t.Run("GracePeriodExceedsShutdownTimeout", func(t *testing.T) {
 		if pod.TerminationGracePeriodSeconds == nil {
@@ -258,7 +266,7 @@ func configVars(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	// cmd/worker's plugin settings are read apart from Config.
-	if err := envconfig.Usagef("", &config.Plugins{}, &buf, "{{range .}}{{usage_key .}}\n{{end}}"); err != nil {
+	if err := envconfig.Usagef("", &builtin.Config{}, &buf, "{{range .}}{{usage_key .}}\n{{end}}"); err != nil {
 		t.Fatal(err)
 	}
 	vars := map[string]bool{}

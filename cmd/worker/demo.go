@@ -20,6 +20,7 @@ import (
 	"github.com/streamworker/streamworker/blocks/notify"
 	"github.com/streamworker/streamworker/blocks/ratelimit"
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/handlers/builtin"
 	"github.com/streamworker/streamworker/handlers/notifications"
 	"github.com/streamworker/streamworker/handlers/reports"
 	"github.com/streamworker/streamworker/handlers/scores"
@@ -67,8 +68,8 @@ func runDemo(ctx context.Context, n int, getenv func(string) string, stdout, std
 		fmt.Fprintln(stdout, strings.Repeat("!", 78))
 	}
 
-	plugins := pluginConfig{Enabled: append([]string(nil), pluginNames...), DatabaseURL: getenv("DATABASE_URL")}
-	if err := plugins.validate(true); err != nil {
+	plugins := builtin.Config{Enabled: append([]string(nil), builtin.Names...), DatabaseURL: getenv("DATABASE_URL")}
+	if err := plugins.Validate(true); err != nil {
 		return err
 	}
 	var store users.Store

@@ -12,6 +12,7 @@ import (
 	"os"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/handlers/builtin"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -51,7 +52,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	plugins, err := loadPluginConfig()
+	plugins, err := builtin.LoadConfig()
 	if err != nil {
 		return err
 	}

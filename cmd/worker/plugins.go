@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/handlers/builtin"
 	"github.com/streamworker/streamworker/handlers/notifications"
 	"github.com/streamworker/streamworker/handlers/points"
 	"github.com/streamworker/streamworker/handlers/reports"
@@ -43,9 +44,9 @@ type pluginOptions struct {
 // setup returns the runtime option that builds every enabled plugin with
 // the runtime's Redis client, logger and metrics registry and registers it
 // on mux. b is filled in as they are built; close it after Run returns.
-func (b *builtins) setup(p pluginConfig, mux *worker.Mux, po pluginOptions) worker.Option {
+func (b *builtins) setup(p builtin.Config, mux *worker.Mux, po pluginOptions) worker.Option {
 	return worker.WithSetup(func(ctx context.Context, d worker.Deps) error {
-		if p.on("users") {
+		if p.On("users") {
 			store := po.userStore
 			if store == nil {
 				pg, err := openPostgres(ctx, p.DatabaseURL)
@@ -67,18 +68,18 @@ func (b *builtins) setup(p pluginConfig, mux *worker.Mux, po pluginOptions) work
 			svc.Register(mux)
 			b.users = svc
 		}
-		if p.on("examples") {
+		if p.On("examples") {
 			registerExamples(mux)
 		}
-		if p.on("points") {
+		if p.On("points") {
 			b.points = points.New(d.Redis, &points.Options{Prefix: p.Prefix})
 			b.points.Register(mux)
 		}
-		if p.on("scores") {
+		if p.On("scores") {
 			b.scores = scores.New(d.Redis, &scores.Options{Prefix: p.Prefix, Logger: d.Logger})
 			b.scores.Register(mux)
 		}
-		if p.on("notifications") {
+		if p.On("notifications") {
 			opt := notifications.Options{}
 			if po.notifications != nil {
 				opt = *po.notifications
@@ -87,11 +88,11 @@ func (b *builtins) setup(p pluginConfig, mux *worker.Mux, po pluginOptions) work
 			b.notifs = notifications.New(d.Redis, &opt)
 			b.notifs.Register(mux)
 		}
-		if p.on("sessions") {
+		if p.On("sessions") {
 			b.session = sessions.New(d.Redis, &sessions.Options{Prefix: p.Prefix, Logger: d.Logger})
 			b.session.Register(mux)
 		}
-		if p.on("reports") {
+		if p.On("reports") {
 			opt := reports.Options{}
 			if po.reports != nil {
 				opt = *po.reports

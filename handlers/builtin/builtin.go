@@ -1,4 +1,9 @@
-package main
+// Package builtin is the configuration of the daemon's built-in plugins
+// (WORKER_PLUGINS, DATABASE_URL, WORKER_PLUGINS_PREFIX), apart from
+// config.Config because a worker binary of one's own registers its own
+// handlers. cmd/worker reads it; deployment tests check manifests against
+// it.
+package builtin
 
 import (
 	"errors"
@@ -10,21 +15,21 @@ import (
 	"github.com/streamworker/streamworker/config"
 )
 
-// pluginNames are the built-in handler plugins the daemon can register, by
+// Names are the built-in handler plugins the daemon can register, by
 // the name WORKER_PLUGINS uses, and the message type each handles:
 // users (user.updated), points (points.transfer), scores (score.submitted),
 // notifications (notification.requested), sessions (session.touched),
 // reports (report.requested).
 // examples (order.created, payment.charge, email.send: acknowledged,
 // retried twice, dead-lettered; no Redis of their own) is off unless named.
-var pluginNames = []string{"users", "points", "scores", "notifications", "sessions", "reports", "examples"}
+var Names = []string{"users", "points", "scores", "notifications", "sessions", "reports", "examples"}
 
-// pluginConfig is the configuration of the daemon's built-in plugins, apart
+// Config is the configuration of the daemon's built-in plugins, apart
 // from config.Config because a worker binary of one's own registers its own
 // handlers.
-type pluginConfig struct {
+type Config struct {
 	// Enabled are the plugins to register, comma separated; "none" for
-	// none. Default: all of pluginNames but examples
+	// none. Default: all of Names but examples
 	Enabled []string `envconfig:"WORKER_PLUGINS" default:"users,points,scores,notifications,sessions,reports"`
 	// DatabaseURL is the PostgreSQL the users plugin writes to
 	// (postgres://user:pass@host:5432/db). Required when users is enabled,
@@ -38,24 +43,24 @@ type pluginConfig struct {
 	Prefix string `envconfig:"WORKER_PLUGINS_PREFIX" default:"sw:plugins:"`
 }
 
-// loadPluginConfig reads the plugin configuration from the environment and
+// LoadConfig reads the plugin configuration from the environment and
 // validates it. Its errors are *config.Error, like the runtime's.
-func loadPluginConfig() (pluginConfig, error) {
-	var p pluginConfig
+func LoadConfig() (Config, error) {
+	var p Config
 	if err := envconfig.Process("", &p); err != nil {
 		var pe *envconfig.ParseError
 		if errors.As(err, &pe) {
-			return pluginConfig{}, bad(pe.KeyName, pe.Value, "a value of type "+pe.TypeName)
+			return Config{}, bad(pe.KeyName, pe.Value, "a value of type "+pe.TypeName)
 		}
-		return pluginConfig{}, err
+		return Config{}, err
 	}
-	return p, p.validate(false)
+	return p, p.Validate(false)
 }
 
-// validate checks the names in Enabled and, unless demo, that DatabaseURL
+// Validate checks the names in Enabled and, unless demo, that DatabaseURL
 // is set when users is enabled.
-func (p *pluginConfig) validate(demo bool) error {
-	allowed := "a comma-separated list of " + strings.Join(pluginNames, ", ") + `, or "none"`
+func (p *Config) Validate(demo bool) error {
+	allowed := "a comma-separated list of " + strings.Join(Names, ", ") + `, or "none"`
 	if len(p.Enabled) == 1 && strings.TrimSpace(p.Enabled[0]) == "none" {
 		p.Enabled = nil
 		return nil
@@ -64,12 +69,12 @@ func (p *pluginConfig) validate(demo bool) error {
 	for i, n := range p.Enabled {
 		n = strings.TrimSpace(n)
 		p.Enabled[i] = n
-		if !slices.Contains(pluginNames, n) || seen[n] {
+		if !slices.Contains(Names, n) || seen[n] {
 			return bad("WORKER_PLUGINS", strings.Join(p.Enabled, ","), allowed+", each once")
 		}
 		seen[n] = true
 	}
-	if !demo && p.on("users") && p.DatabaseURL == "" {
+	if !demo && p.On("users") && p.DatabaseURL == "" {
 		return bad("DATABASE_URL", "", "a postgres:// URL when WORKER_PLUGINS includes users")
 	}
 	if p.DatabaseURL != "" && !strings.HasPrefix(p.DatabaseURL, "postgres://") && !strings.HasPrefix(p.DatabaseURL, "postgresql://") {
@@ -78,8 +83,8 @@ func (p *pluginConfig) validate(demo bool) error {
 	return nil
 }
 
-// on reports whether the plugin name is enabled.
-func (p pluginConfig) on(name string) bool { return slices.Contains(p.Enabled, name) }
+// On reports whether the plugin name is enabled.
+func (p Config) On(name string) bool { return slices.Contains(p.Enabled, name) }
 
 // bad reports a plugin configuration problem as a *config.Error, so main
 // maps it to exit code 2 like the runtime's own.
