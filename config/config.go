@@ -265,8 +265,9 @@ func (c Config) Validate() error {
 		return bad("WORKER_DEDUPE_WINDOW", c.DedupeWindow.String(), "0 (off) or a Go duration of at least 1ms")
 	}
 	if c.HTTPAddr != "off" {
-		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
-			return bad("WORKER_HTTP_ADDR", c.HTTPAddr, "host:port such as :8080 or 127.0.0.1:9090, or off")
+		// Port 0 would listen on a port nobody knows to probe or scrape.
+		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port) {
+			return bad("WORKER_HTTP_ADDR", c.HTTPAddr, "host:port such as :8080 (every interface) or 127.0.0.1:9090 (one), with a port from 1 to 65535, or off")
 		}
 	}
 	switch c.LogLevel {
@@ -291,6 +292,13 @@ func validateRedisURL(raw string) error {
 		}
 	}
 	return nil
+}
+
+// validPort reports whether port is a decimal TCP port from 1 to 65535 (not
+// a service name, which would depend on the image's /etc/services).
+func validPort(port string) bool {
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535 && port[0] != '+'
 }
 
 // MaxPartitions is the most partitions WORKER_PARTITIONS allows.
