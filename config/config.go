@@ -291,6 +291,9 @@ func validateRedisURL(raw string) error {
 			return bad("REDIS_URL", Redact(raw), "a database number after the host, such as /0")
 		}
 	}
+	if port := u.Port(); port != "" && !validPort(port) {
+		return bad("REDIS_URL", Redact(raw), "a port from 1 to 65535 after the host, such as redis://host:6379/0 (no port is 6379)")
+	}
 	return nil
 }
 
