@@ -33,6 +33,7 @@ func TestProcess(t *testing.T) {
 		{"DLQPurge", testDLQPurge},
 		{"UsageErrors", testUsageErrors},
 		{"Failures", testFailures},
+		{"Escapes", testEscapes},
 		{"Help", testHelp},
 		{"Partitions", testPartitions},
 		{"Cluster", testCluster},
