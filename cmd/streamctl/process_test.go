@@ -34,6 +34,7 @@ func TestProcess(t *testing.T) {
 		{"UsageErrors", testUsageErrors},
 		{"Failures", testFailures},
 		{"Escapes", testEscapes},
+		{"StatusPartial", testStatusPartial},
 		{"Help", testHelp},
 		{"Partitions", testPartitions},
 		{"Cluster", testCluster},

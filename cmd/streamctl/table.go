@@ -12,11 +12,14 @@ import (
 
 // table writes rows as aligned columns, two spaces apart.
 type table struct {
-	tw *tabwriter.Writer
+	tw  *tabwriter.Writer
+	buf strings.Builder
+	w   io.Writer
 }
 
 func newTable(w io.Writer, header ...string) *table {
-	t := &table{tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
+	t := &table{w: w}
+	t.tw = tabwriter.NewWriter(&t.buf, 0, 0, 2, ' ', 0)
 	t.row(header...)
 	return t
 }
@@ -30,7 +33,19 @@ func (t *table) row(cells ...string) {
 	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
 }
 
-func (t *table) flush() { _ = t.tw.Flush() }
+// flush writes the table, without the padding an empty last cell leaves
+// at the end of its line.
+func (t *table) flush() {
+	_ = t.tw.Flush()
+	lines := strings.SplitAfter(t.buf.String(), "\n")
+	for i, l := range lines {
+		if body, ok := strings.CutSuffix(l, "\n"); ok {
+			lines[i] = strings.TrimRight(body, " ") + "\n"
+		}
+	}
+	_, _ = io.WriteString(t.w, strings.Join(lines, ""))
+	t.buf.Reset()
+}
 
 // age formats a duration for a person: 850ms, 12.3s, 4m5s, 3h2m, 2d4h.
 func age(d time.Duration) string {

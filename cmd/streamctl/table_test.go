@@ -90,3 +90,15 @@ func TestTableEscapesControlCharactersInCells(t *testing.T) {
 		t.Errorf("table = %q, want %q", b.String(), want)
 	}
 }
+
+func TestTableLeavesNoTrailingSpaces(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	tb := newTable(&b, "A", "NOTE")
+	tb.row("x", "")
+	tb.row("yy", "gone")
+	tb.flush()
+	if want := "A   NOTE\nx\nyy  gone\n"; b.String() != want {
+		t.Errorf("table = %q, want %q", b.String(), want)
+	}
+}
