@@ -193,6 +193,10 @@ func (c Config) Validate() error {
 			return bad("WORKER_STREAMS", strings.Join(c.Streams, ","), "each stream at most once")
 		}
 		seen[s] = true
+		if what, of, ok := runtimeKey(s); ok {
+			return bad("WORKER_STREAMS", strings.Join(c.Streams, ","), "stream keys that are not the runtime's own: "+
+				strconv.Quote(s)+" is "+what+" "+strconv.Quote(of)+", kept by the worker beside that stream; name the stream itself")
+		}
 	}
 	if strings.TrimSpace(c.Group) == "" {
 		return bad("WORKER_GROUP", c.Group, "a non-empty group name")
@@ -265,8 +269,9 @@ func (c Config) Validate() error {
 		return bad("WORKER_DEDUPE_WINDOW", c.DedupeWindow.String(), "0 (off) or a Go duration of at least 1ms")
 	}
 	if c.HTTPAddr != "off" {
-		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
-			return bad("WORKER_HTTP_ADDR", c.HTTPAddr, "host:port such as :8080 or 127.0.0.1:9090, or off")
+		// Port 0 would listen on a port nobody knows to probe or scrape.
+		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port) {
+			return bad("WORKER_HTTP_ADDR", c.HTTPAddr, "host:port such as :8080 (every interface) or 127.0.0.1:9090 (one), with a port from 1 to 65535, or off")
 		}
 	}
 	switch c.LogLevel {
@@ -290,7 +295,65 @@ func validateRedisURL(raw string) error {
 			return bad("REDIS_URL", Redact(raw), "a database number after the host, such as /0")
 		}
 	}
+	if port := u.Port(); port != "" && !validPort(port) {
+		return bad("REDIS_URL", Redact(raw), "a port from 1 to 65535 after the host, such as redis://host:6379/0 (no port is 6379)")
+	}
 	return nil
+}
+
+// runtimeKeys are the shapes of the keys the runtime keeps beside a stream
+// S (built in worker/keys.go and reclaim/keys.go; a test there keeps this
+// list in step). Consumed as a stream, one of them would fail every read
+// with WRONGTYPE, or make a second consumer of the runtime's own entries.
+var runtimeKeys = []struct {
+	marker string // what follows S in the key
+	suffix bool   // the key ends with marker; otherwise something follows it
+	what   string
+}{
+	{":delayed", true, "the sorted set of delayed and retried entries of"}, // S:delayed
+	{":dlq", true, "the dead-letter stream of"},                            // S:dlq
+	{":dedupe:", false, "an idempotency mark of"},                          // S:dedupe:<id>
+	{":alive:", false, "a consumer heartbeat of"},                          // S:alive:<group>:<consumer>
+	{"}:owner:", false, "the owner of partition"},                          // {S:i}:owner:<group>
+	{"}:members:", false, "the partition members of"},                      // {S}:members:<group>
+}
+
+// runtimeKey reports whether key has the shape of one of the runtime's own
+// keys, what it is, and the stream it belongs to.
+func runtimeKey(key string) (what, stream string, ok bool) {
+	for _, k := range runtimeKeys {
+		var i int
+		if k.suffix {
+			if !strings.HasSuffix(key, k.marker) {
+				continue
+			}
+			i = len(key) - len(k.marker)
+		} else if i = strings.Index(key, k.marker); i < 0 || i+len(k.marker) == len(key) {
+			continue
+		}
+		stream = key[:i]
+		switch k.marker {
+		case "}:owner:": // the partition {S:i}, braces included
+			if !strings.HasPrefix(stream, "{") {
+				continue
+			}
+			stream += "}"
+		case "}:members:": // the logical stream S of {S}
+			if !strings.HasPrefix(stream, "{") {
+				continue
+			}
+			stream = stream[1:]
+		}
+		return k.what, stream, true
+	}
+	return "", "", false
+}
+
+// validPort reports whether port is a decimal TCP port from 1 to 65535 (not
+// a service name, which would depend on the image's /etc/services).
+func validPort(port string) bool {
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535 && port[0] != '+'
 }
 
 // MaxPartitions is the most partitions WORKER_PARTITIONS allows.

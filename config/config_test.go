@@ -88,8 +88,18 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"PasswordRedacted", "REDIS_URL", "http://u:hunter2@localhost", `REDIS_URL="http://u:xxxxx@localhost"`},
 		{"NoStreams", "WORKER_STREAMS", " , ", `WORKER_STREAMS="" is invalid: want a comma-separated list of one or more stream keys`},
 		{"DuplicateStream", "WORKER_STREAMS", "a,a", `WORKER_STREAMS="a,a" is invalid: want each stream at most once`},
+		{"DeadLetterStream", "WORKER_STREAMS", "orders,orders:dlq", `WORKER_STREAMS="orders,orders:dlq" is invalid: want stream keys that are not the runtime's own: "orders:dlq" is the dead-letter stream of "orders"`},
+		{"DelayedSet", "WORKER_STREAMS", "{orders}:delayed", `WORKER_STREAMS="{orders}:delayed" is invalid: want stream keys that are not the runtime's own: "{orders}:delayed" is the sorted set of delayed and retried entries of "{orders}"`},
+		{"DedupeMark", "WORKER_STREAMS", "orders:dedupe:42", `"orders:dedupe:42" is an idempotency mark of "orders"`},
+		{"Heartbeat", "WORKER_STREAMS", "orders:alive:workers:pod-1", `"orders:alive:workers:pod-1" is a consumer heartbeat of "orders"`},
+		{"PartitionOwner", "WORKER_STREAMS", "{orders:3}:owner:workers", `"{orders:3}:owner:workers" is the owner of partition "{orders:3}"`},
+		{"PartitionMembers", "WORKER_STREAMS", "{orders}:members:workers", `"{orders}:members:workers" is the partition members of "orders"`},
 		{"GroupStart", "WORKER_GROUP_START", "middle", `WORKER_GROUP_START="middle" is invalid: want earliest or latest`},
 		{"HTTPAddr", "WORKER_HTTP_ADDR", "8080", `WORKER_HTTP_ADDR="8080" is invalid: want host:port such as :8080`},
+		{"HTTPPortOutOfRange", "WORKER_HTTP_ADDR", ":99999", `WORKER_HTTP_ADDR=":99999" is invalid: want host:port such as :8080 (every interface) or 127.0.0.1:9090 (one), with a port from 1 to 65535, or off`},
+		{"HTTPPortZero", "WORKER_HTTP_ADDR", "127.0.0.1:0", `WORKER_HTTP_ADDR="127.0.0.1:0" is invalid: want host:port`},
+		{"HTTPPortName", "WORKER_HTTP_ADDR", "localhost:http", `WORKER_HTTP_ADDR="localhost:http" is invalid: want host:port`},
+		{"HTTPPortSigned", "WORKER_HTTP_ADDR", ":+80", `WORKER_HTTP_ADDR=":+80" is invalid: want host:port`},
 		{"LogLevel", "LOG_LEVEL", "verbose", `LOG_LEVEL="verbose" is invalid: want debug, info, warn or error`},
 		{"LogFormat", "LOG_FORMAT", "xml", `LOG_FORMAT="xml" is invalid: want json or text`},
 		{"BlockTooLong", "WORKER_BLOCK", "5m", `WORKER_BLOCK="5m0s" is invalid: want a Go duration from 1ms to 1m`},
@@ -184,5 +194,19 @@ func TestRedact(t *testing.T) {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestStreamNamesLikeRuntimeKeysButNotThem: only the exact shapes of the
+// runtime's keys are refused as stream names.
+func TestStreamNamesLikeRuntimeKeysButNotThem(t *testing.T) {
+	for _, streams := range []string{"dlq", "delayed", "orders:dlqs", "orders:dlq:archive", "orders:delayed-jobs", "orders:owner:eu", "{orders}:members"} {
+		t.Run(streams, func(t *testing.T) {
+			clearEnv(t)
+			t.Setenv("WORKER_STREAMS", streams)
+			if _, err := Load(); err != nil {
+				t.Errorf("rejected: %v", err)
+			}
+		})
 	}
 }

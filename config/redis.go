@@ -168,6 +168,14 @@ func (r Redis) Validate() error {
 	if err := r.validateURL(); err != nil {
 		return err
 	}
+	if _, err := redis.ParseURL(r.RedisURL); err != nil {
+		// An unknown query option or a bad option value: what go-redis
+		// would refuse when the client is built, refused here as the
+		// configuration error it is. The value may be the password.
+		return bad("REDIS_URL", redactPassword(Redact(r.RedisURL), r.RedisURL),
+			"query options go-redis knows, with valid values, such as ?dial_timeout=5s&pool_size=20 ("+
+				redactPassword(strings.TrimPrefix(err.Error(), "redis: "), r.RedisURL)+")")
+	}
 	u, _ := url.Parse(r.RedisURL) // validateURL parsed it
 	if u.Query().Has("skip_verify") {
 		return bad("REDIS_URL", Redact(r.RedisURL), "a URL without skip_verify: certificate verification cannot be turned off; set REDIS_TLS_CA to the CA that signed the server's certificate")

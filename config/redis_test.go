@@ -80,6 +80,32 @@ func TestRedisValidate(t *testing.T) {
 			name: "BadURLRedacted", r: config.Redis{RedisURL: "http://app:s3cret@x"},
 			wantVar: "REDIS_URL", want: []string{"http://app:xxxxx@x"},
 		},
+		{
+			name: "BadOptionValue", r: config.Redis{RedisURL: "redis://app:s3cret@127.0.0.1:6379/0?dial_timeout=banana"},
+			wantVar: "REDIS_URL", want: []string{"redis://app:xxxxx@127.0.0.1:6379/0?dial_timeout=banana", "dial_timeout", `"banana"`},
+		},
+		{
+			name: "OptionValueIsThePassword", r: config.Redis{RedisURL: "redis://app:s3cret@127.0.0.1:6379/0?read_timeout=s3cret"},
+			wantVar: "REDIS_URL", want: []string{"read_timeout"},
+		},
+		{
+			name: "UnknownOption", r: config.Redis{RedisURL: "redis://127.0.0.1:6379/0?dial_timout=1s"},
+			wantVar: "REDIS_URL", want: []string{"dial_timout", "unexpected option"},
+		},
+		{
+			name: "UnknownOptionInClusterMode", r: config.Redis{RedisURL: "redis://app:s3cret@/0?bogus=1", RedisClusterAddrs: []string{"127.0.0.1:7000"}},
+			wantVar: "REDIS_URL", want: []string{"bogus"},
+		},
+		{name: "KnownOptions", r: config.Redis{RedisURL: "redis://127.0.0.1:6379/0?dial_timeout=3s&pool_size=20&client_name=w"}},
+		{
+			name: "PortOutOfRange", r: config.Redis{RedisURL: "redis://app:s3cret@127.0.0.1:99999/0"},
+			wantVar: "REDIS_URL", want: []string{"redis://app:xxxxx@127.0.0.1:99999/0", "port from 1 to 65535"},
+		},
+		{
+			name: "PortZero", r: config.Redis{RedisURL: "redis://127.0.0.1:0/0"},
+			wantVar: "REDIS_URL", want: []string{"port from 1 to 65535"},
+		},
+		{name: "NoPortIs6379", r: config.Redis{RedisURL: "redis://redis.example/0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.r.Validate()

@@ -339,9 +339,13 @@ func checkSecretFile(t *testing.T, m *manifests, pod *corev1.PodSpec, c *corev1.
 // the worker serves (WORKER_HTTP_ADDR), and the worker's HTTP handler routes
 // both.
 func checkProbes(t *testing.T, cfg config.Config, c *corev1.Container) {
-	_, port, err := net.SplitHostPort(cfg.HTTPAddr)
+	host, port, err := net.SplitHostPort(cfg.HTTPAddr)
 	if err != nil {
 		t.Fatalf("WORKER_HTTP_ADDR=%q: the probes need the HTTP server", cfg.HTTPAddr)
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		// The kubelet probes and Prometheus connect to the pod IP.
+		t.Errorf("WORKER_HTTP_ADDR=%q: the probes and scrapes reach the pod on its IP; listen on every interface (:%s)", cfg.HTTPAddr, port)
 	}
 	rt := worker.NewRuntime(cfg, nil, worker.NewMux(), slog.New(slog.DiscardHandler), nil)
 	h := worker.NewHTTPHandler(rt, prometheus.NewRegistry())

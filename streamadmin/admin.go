@@ -6,6 +6,7 @@
 package streamadmin
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,12 @@ var (
 	ErrNoGroup = errors.New("no such consumer group")
 	// ErrBadID is returned for a string that is not a full stream entry ID.
 	ErrBadID = errors.New("not a stream entry ID")
+	// ErrNotStream is returned for a key that holds another type.
+	ErrNotStream = errors.New("not a stream")
+	// ErrDeleted marks, in StreamStatus.Missing, a stream deleted (or
+	// replaced by a key of another type) while Status or StatusAll read
+	// it. It is a state, not a failure: nothing returns it as an error.
+	ErrDeleted = errors.New("deleted while status ran")
 )
 
 // Admin inspects and repairs streams through one Redis client.
@@ -87,6 +94,12 @@ type StreamStatus struct {
 	Dead int64
 	// Groups are the stream's consumer groups, by name.
 	Groups []GroupStatus
+	// Missing, when not nil, is why Length and Groups are not known: the
+	// stream does not exist (ErrNoStream), the key holds another type
+	// (ErrNotStream), or the stream was deleted while it was read
+	// (ErrDeleted). The error names the key. Delayed and Dead are still
+	// the counts of the companions.
+	Missing error
 }
 
 // GroupStatus is the state of one consumer group.
@@ -108,6 +121,9 @@ type GroupStatus struct {
 	OldestPendingAge time.Duration
 	// Consumers are the group's consumers, by name.
 	Consumers []ConsumerStatus
+	// Deleted: the group was destroyed while Status read it, after its
+	// counts were read; its consumers and oldest pending entry are unknown.
+	Deleted bool
 }
 
 // ConsumerStatus is the state of one consumer of a group.
@@ -120,24 +136,50 @@ type ConsumerStatus struct {
 }
 
 // Status returns the state of each stream, in the order given, in a few
-// pipelined round trips. A stream that does not exist and has nothing
-// delayed or dead-lettered is an ErrNoStream error.
+// pipelined round trips: one row per stream, even with an error. A stream
+// that does not exist and has nothing delayed or dead-lettered (ErrNoStream),
+// or a key of another type (ErrNotStream), has its Missing set, and the
+// error joins those of every such stream. A stream or group deleted between
+// the round trips is marked in its row (Missing is ErrDeleted, or the
+// group's Deleted) and is no error: another client may delete at any time.
 func (a *Admin) Status(ctx context.Context, streams []string) ([]StreamStatus, error) {
-	return a.status(ctx, streams, false)
+	return a.status(ctx, streams, missingIsError)
+}
+
+// StatusAll returns the state of every stream Streams lists. A stream
+// deleted between the listing and its reading is marked ErrDeleted in its
+// row: it existed when listed.
+func (a *Admin) StatusAll(ctx context.Context) ([]StreamStatus, error) {
+	streams, err := a.Streams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return a.status(ctx, streams, missingIsDeleted)
 }
 
 // PartitionStatus returns the state of each of the n partitions of the
 // logical stream stream ({stream:0} … {stream:n-1}, worker.PartitionStream),
 // in order. A partition that does not exist yet (no event went there, and
-// no worker has read it) is shown empty, without groups.
+// no worker has read it) is shown empty, without groups; a key of another
+// type is an error, as in Status.
 func (a *Admin) PartitionStatus(ctx context.Context, stream string, n int) ([]StreamStatus, error) {
-	return a.status(ctx, worker.PartitionStreams(stream, n), true)
+	return a.status(ctx, worker.PartitionStreams(stream, n), missingIsEmpty)
 }
 
-// status is Status; with missingOK a stream that does not exist is empty
-// instead of an error.
-func (a *Admin) status(ctx context.Context, streams []string, missingOK bool) ([]StreamStatus, error) {
+// missing is what status makes of a stream that is not there when first read.
+type missing int
+
+const (
+	missingIsError   missing = iota // named by the caller: ErrNoStream, or ErrNotStream
+	missingIsDeleted                // listed a moment ago: ErrDeleted
+	missingIsEmpty                  // a partition no event has reached: empty
+)
+
+// status is Status, StatusAll and PartitionStatus; missing says what a
+// stream that is not there at the first round trip is.
+func (a *Admin) status(ctx context.Context, streams []string, miss missing) ([]StreamStatus, error) {
 	out := make([]StreamStatus, len(streams))
+	var problems []error
 	// Round 1: what each key is, and the companion counts.
 	pipe := a.client.Pipeline()
 	now := pipe.Time(ctx)
@@ -158,20 +200,33 @@ func (a *Admin) status(ctx context.Context, streams []string, missingOK bool) ([
 	groups := make([]*redis.XInfoGroupsCmd, len(streams))
 	for i, s := range streams {
 		out[i] = StreamStatus{Stream: s, Delayed: delayed[i].Val(), Dead: dead[i].Val()}
-		switch t := types[i].Val(); t {
-		case "stream":
+		switch t := types[i].Val(); {
+		case t == "stream":
 			lengths[i] = pipe.XLen(ctx, s)
 			groups[i] = pipe.XInfoGroups(ctx, s)
-		case "none":
-			if out[i].Delayed == 0 && out[i].Dead == 0 && !missingOK {
-				return nil, fmt.Errorf("%w: %q", ErrNoStream, s)
-			}
+		case miss == missingIsDeleted:
+			out[i].Missing = deleted(s)
+		case t == "none" && (miss == missingIsEmpty || out[i].Delayed > 0 || out[i].Dead > 0):
+		case t == "none":
+			out[i].Missing = fmt.Errorf("%w: %q", ErrNoStream, s)
+			problems = append(problems, out[i].Missing)
 		default:
-			return nil, fmt.Errorf("key %q is a %s, not a stream", s, t)
+			out[i].Missing = fmt.Errorf("key %q is a %s, %w", s, t, ErrNotStream)
+			problems = append(problems, out[i].Missing)
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("reading stream groups: %w", err)
+	_, _ = pipe.Exec(ctx) // each command's error is looked at below
+	for i, s := range streams {
+		if groups[i] == nil {
+			continue
+		}
+		err := cmp.Or(lengths[i].Err(), groups[i].Err())
+		switch {
+		case vanished(err):
+			out[i].Missing, groups[i] = deleted(s), nil
+		case err != nil:
+			return nil, fmt.Errorf("reading stream groups: %w", err)
+		}
 	}
 	// Round 3: consumers and the oldest pending entry of each group.
 	type groupCmds struct {
@@ -195,26 +250,50 @@ func (a *Admin) status(ctx context.Context, streams []string, missingOK bool) ([
 			})
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("reading consumer groups: %w", err)
-	}
+	_, _ = pipe.Exec(ctx) // each command's error is looked at below
 	for i := range out {
 		for j := range out[i].Groups {
-			g := &out[i].Groups[j]
-			for _, c := range cmds[i][j].consumers.Val() {
+			g, c := &out[i].Groups[j], cmds[i][j]
+			cerr, perr := c.consumers.Err(), c.pending.Err()
+			if errors.Is(perr, redis.Nil) {
+				perr = nil
+			}
+			switch err := cmp.Or(cerr, perr); {
+			case redis.HasErrorPrefix(cerr, "no such key"): // the stream
+				out[i].Missing = deleted(out[i].Stream)
+			case redis.HasErrorPrefix(err, "NOGROUP"): // the group
+				g.Deleted = true
+				continue
+			case err != nil:
+				return nil, fmt.Errorf("reading consumer groups: %w", err)
+			}
+			for _, c := range c.consumers.Val() {
 				g.Consumers = append(g.Consumers, ConsumerStatus{Consumer: c.Name, Pending: c.Pending, Idle: c.Idle})
 			}
 			slices.SortFunc(g.Consumers, func(x, y ConsumerStatus) int { return strings.Compare(x.Consumer, y.Consumer) })
-			if p := cmds[i][j].pending.Val(); p != nil && p.Count > 0 {
+			if p := c.pending.Val(); p != nil && p.Count > 0 {
 				g.OldestPendingID = p.Lower
 				if ms, ok := idMillis(p.Lower); ok {
 					g.OldestPendingAge = max(0, now.Val().Sub(time.UnixMilli(ms)))
 				}
 			}
 		}
+		if errors.Is(out[i].Missing, ErrDeleted) {
+			out[i].Length, out[i].Groups = 0, nil
+			continue
+		}
 		slices.SortFunc(out[i].Groups, func(x, y GroupStatus) int { return strings.Compare(x.Group, y.Group) })
 	}
-	return out, nil
+	return out, errors.Join(problems...)
+}
+
+// deleted is the Missing of a stream deleted while status read it.
+func deleted(stream string) error { return fmt.Errorf("%q: %w", stream, ErrDeleted) }
+
+// vanished reports whether err is what Redis answers for a stream deleted
+// (or replaced by another type) since it was seen to be a stream.
+func vanished(err error) bool {
+	return redis.HasErrorPrefix(err, "no such key") || redis.HasErrorPrefix(err, "WRONGTYPE")
 }
 
 // firstErr returns the error of the first failed command of a status round,

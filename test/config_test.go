@@ -30,6 +30,10 @@ func testBadConfiguration(t *testing.T, bin string) {
 		{name: "NegativeShutdownTimeout", key: "WORKER_SHUTDOWN_TIMEOUT", value: "-1s"},
 		{name: "UnknownGroupStart", key: "WORKER_GROUP_START", value: "middle"},
 		{name: "HTTPAddrWithoutPort", key: "WORKER_HTTP_ADDR", value: "localhost"},
+		{name: "StreamIsTheDelayedSet", key: "WORKER_STREAMS", value: "events:delayed"},
+		{name: "RedisURLBadOptionValue", key: "REDIS_URL", value: "redis://app:hunter2@127.0.0.1:1/0?dial_timeout=banana", shown: "redis://app:xxxxx@127.0.0.1:1/0?dial_timeout=banana", secret: "hunter2"},
+		{name: "RedisURLUnknownOption", key: "REDIS_URL", value: "redis://127.0.0.1:1/0?dial_timout=1s"},
+		{name: "RedisURLPortOutOfRange", key: "REDIS_URL", value: "redis://app:hunter2@127.0.0.1:99999/0", shown: "redis://app:xxxxx@127.0.0.1:99999/0", secret: "hunter2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

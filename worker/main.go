@@ -100,6 +100,17 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	if logger == nil {
 		logger = NewLogger(cfg, o.stdout)
 	}
+	// Listen first: a worker that cannot serve its probes must fail before
+	// it touches Redis. Every return before the run group starts below must
+	// release what was built up to it; nothing runs on its own until then.
+	l := o.listener
+	if l == nil && cfg.HTTPAddr != "off" {
+		var err error
+		if l, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("WORKER_HTTP_ADDR=%q: %w", cfg.HTTPAddr, err)
+		}
+		defer l.Close() // a return before Serve; after it, closing again is harmless
+	}
 	client := o.redis
 	if client == nil {
 		c, err := NewRedisClient(cfg)
@@ -134,28 +145,14 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { <-ctx.Done(); return nil }, func(error) { cancel() })
 	}
+	// rtDone closes when the fetch/dispatch actor returns, which it does
+	// whenever g.Run runs.
 	rtDone := make(chan struct{})
 	if o.signals { // SIGTERM or SIGINT starts the shutdown; a second one hurries it
 		sigs := make(chan os.Signal, 2)
 		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 		defer signal.Stop(sigs) // until Run returns: a second signal must not kill the drain
 		first := make(chan struct{})
-		watcherDone := make(chan struct{})
-		defer func() { <-watcherDone }()
-		go func() {
-			defer close(watcherDone)
-			select {
-			case <-first:
-			case <-rtDone:
-				return
-			}
-			select {
-			case s := <-sigs:
-				logger.Warn("second signal: handing over unfinished work now", "signal", s.String())
-				rt.Hurry()
-			case <-rtDone:
-			}
-		}()
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
 			select {
@@ -166,6 +163,22 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 				return nil
 			}
 		}, func(error) { cancel() })
+		// The second signal is watched through the drain, so this actor
+		// ignores its interrupt and ends with the runtime instead.
+		g.Add(func() error {
+			select {
+			case <-first:
+			case <-rtDone:
+				return nil
+			}
+			select {
+			case s := <-sigs:
+				logger.Warn("second signal: handing over unfinished work now", "signal", s.String())
+				rt.Hurry()
+			case <-rtDone:
+			}
+			return nil
+		}, func(error) {})
 	}
 	{ // fetch/dispatch
 		ctx, cancel := context.WithCancel(context.Background())
@@ -179,14 +192,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return p.Run(ctx) }, func(error) { cancel() })
 	}
-	if cfg.HTTPAddr != "off" || o.listener != nil { // health, readiness, metrics
-		l := o.listener
-		if l == nil {
-			var err error
-			if l, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr); err != nil {
-				return fmt.Errorf("WORKER_HTTP_ADDR=%q: %w", cfg.HTTPAddr, err)
-			}
-		}
+	if l != nil { // health, readiness, metrics
 		srv := &http.Server{Handler: NewHTTPHandler(rt, reg), ReadHeaderTimeout: 5 * time.Second}
 		g.Add(func() error {
 			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {

@@ -411,6 +411,20 @@ func testFailures(t *testing.T, c *binary) {
 			`streamctl: REDIS_URL="redis://u:xxxxx@h:1/x" is invalid: want a database number after the host, such as /0` + "\n",
 		},
 		{
+			"BadRedisURLOption",
+			[]string{"status"},
+			[]string{"REDIS_URL=redis://u:secret@h:1/0?dial_timeout=banana"},
+			2,
+			`streamctl: REDIS_URL="redis://u:xxxxx@h:1/0?dial_timeout=banana" is invalid: want query options go-redis knows, with valid values, such as ?dial_timeout=5s&pool_size=20 (invalid dial_timeout duration: time: invalid duration "banana")` + "\n",
+		},
+		{
+			"RedisURLPortOutOfRange",
+			[]string{"status"},
+			[]string{"REDIS_URL=redis://h:99999/0"},
+			2,
+			`streamctl: REDIS_URL="redis://h:99999/0" is invalid: want a port from 1 to 65535 after the host, such as redis://host:6379/0 (no port is 6379)` + "\n",
+		},
+		{
 			"ClusterAndSentinel",
 			[]string{"status"},
 			[]string{"REDIS_CLUSTER_ADDRS=127.0.0.1:7000", "REDIS_SENTINEL_MASTER=m"},

@@ -119,5 +119,8 @@ Exit status: 0 ok, 1 failure, 2 usage.`,
 	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand())
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
-	return root.ExecuteContext(ctx)
+	if err := root.ExecuteContext(ctx); err != nil {
+		return printableError{err}
+	}
+	return nil
 }

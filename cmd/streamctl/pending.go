@@ -77,7 +77,7 @@ func writePending(w, notes io.Writer, stream string, groups []streamadmin.GroupP
 	t.flush()
 	for _, g := range groups {
 		if int64(len(g.Entries)) < g.Total {
-			fmt.Fprintf(notes, "streamctl: group %s: showing %d of %d pending entries (--limit %d)\n", g.Group, len(g.Entries), g.Total, limit)
+			fmt.Fprintf(notes, "streamctl: group %s: showing %d of %d pending entries (--limit %d)\n", printable(g.Group), len(g.Entries), g.Total, limit)
 		}
 	}
 }

@@ -33,6 +33,8 @@ func TestProcess(t *testing.T) {
 		{"DLQPurge", testDLQPurge},
 		{"UsageErrors", testUsageErrors},
 		{"Failures", testFailures},
+		{"Escapes", testEscapes},
+		{"StatusPartial", testStatusPartial},
 		{"Help", testHelp},
 		{"Partitions", testPartitions},
 		{"Cluster", testCluster},

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -25,6 +27,11 @@ func (a *app) statusCommand() *cobra.Command {
 delivered), the age of its oldest pending entry and its consumers with their
 idle time and pending count. Without --stream, every stream in the database
 (on a Redis Cluster, of every primary).
+
+A stream named with --stream that does not exist, or a key that is not a
+stream, is shown as such (NOTE column) with the others, named on stderr, and
+makes the exit status 1. A stream or group deleted while status runs is shown
+as deleted, and is no error.
 
 With --partitions N each --stream S is a partitioned stream: its partitions
 {S:0} … {S:N-1} are shown, those no event has reached yet as empty.
@@ -53,28 +60,28 @@ With --partitions N each --stream S is a partitioned stream: its partitions
 			}
 			defer done()
 			ctx := cmd.Context()
-			if len(streams) == 0 {
-				if streams, err = admin.Streams(ctx); err != nil {
-					return err
-				}
-			}
+			// Each row says what was found; the errors of streams named
+			// that are not there are in the rows too (Missing).
 			var st []streamadmin.StreamStatus
-			if partitions > 1 {
+			switch {
+			case partitions > 1:
 				for _, s := range streams {
 					ps, err := admin.PartitionStatus(ctx, s, partitions)
-					if err != nil {
+					if ps == nil {
 						return err
 					}
 					st = append(st, ps...)
 				}
-			} else if st, err = admin.Status(ctx, streams); err != nil {
-				return a.partitionHint(ctx, err, streams...)
+			case len(streams) == 0:
+				if st, err = admin.StatusAll(ctx); err != nil {
+					return err
+				}
+			default:
+				if st, err = admin.Status(ctx, streams); st == nil {
+					return err
+				}
 			}
-			if asJSON {
-				return writeJSON(a.io.out, statusJSON(st))
-			}
-			writeStatus(a.io.out, st)
-			return nil
+			return a.showStatus(ctx, st, asJSON)
 		},
 	}
 	cmd.Flags().StringSliceVar(&streams, "stream", nil, "stream key; repeat or comma-separate for several (default: every stream)")
@@ -83,15 +90,72 @@ With --partitions N each --stream S is a partitioned stream: its partitions
 	return cmd
 }
 
+// showStatus prints st, and on stderr the streams named that are not there.
+// Those make the exit status 1: the rows of the others are printed first,
+// unless there are none to print. A stream or group deleted while status
+// ran is a state its row shows, and no error.
+func (a *app) showStatus(ctx context.Context, st []streamadmin.StreamStatus, asJSON bool) error {
+	var notThere []streamadmin.StreamStatus
+	for _, s := range st {
+		if s.Missing != nil && !errors.Is(s.Missing, streamadmin.ErrDeleted) {
+			notThere = append(notThere, s)
+		}
+	}
+	if len(notThere) == 0 || len(notThere) < len(st) {
+		if asJSON {
+			if err := writeJSON(a.io.out, statusJSON(st)); err != nil {
+				return err
+			}
+		} else {
+			writeStatus(a.io.out, st)
+		}
+	}
+	if len(notThere) == 0 {
+		return nil
+	}
+	for _, s := range notThere {
+		fmt.Fprintln(a.io.err, "streamctl: "+printable(a.partitionHint(ctx, s.Missing, s.Stream).Error()))
+	}
+	return &cli.ExitError{Code: 1}
+}
+
+// missingNote is the NOTE and the JSON "missing" of a stream whose length
+// and groups are not known.
+func missingNote(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, streamadmin.ErrDeleted):
+		return streamadmin.ErrDeleted.Error()
+	case errors.Is(err, streamadmin.ErrNoStream):
+		return streamadmin.ErrNoStream.Error()
+	case errors.Is(err, streamadmin.ErrNotStream):
+		return streamadmin.ErrNotStream.Error()
+	}
+	return err.Error()
+}
+
 func writeStatus(w io.Writer, st []streamadmin.StreamStatus) {
 	if len(st) == 0 {
 		fmt.Fprintln(w, "no streams")
 		return
 	}
-	t := newTable(w, "STREAM", "LENGTH", "DELAYED", "DEAD", "GROUPS")
+	// A NOTE column only when a row needs one: the usual table is unchanged.
+	var missing, deletedGroups bool
+	for _, s := range st {
+		missing = missing || s.Missing != nil
+		for _, g := range s.Groups {
+			deletedGroups = deletedGroups || g.Deleted
+		}
+	}
+	t := newTable(w, noted(missing, "NOTE", "STREAM", "LENGTH", "DELAYED", "DEAD", "GROUPS")...)
 	var groups, consumers int
 	for _, s := range st {
-		t.row(s.Stream, itoa(s.Length), itoa(s.Delayed), itoa(s.Dead), fmt.Sprint(len(s.Groups)))
+		length, ngroups := itoa(s.Length), fmt.Sprint(len(s.Groups))
+		if s.Missing != nil {
+			length, ngroups = "-", "-"
+		}
+		t.row(noted(missing, missingNote(s.Missing), s.Stream, length, itoa(s.Delayed), itoa(s.Dead), ngroups)...)
 		groups += len(s.Groups)
 		for _, g := range s.Groups {
 			consumers += len(g.Consumers)
@@ -102,17 +166,20 @@ func writeStatus(w io.Writer, st []streamadmin.StreamStatus) {
 		return
 	}
 	fmt.Fprintln(w)
-	t = newTable(w, "STREAM", "GROUP", "PENDING", "LAG", "OLDEST PENDING", "CONSUMERS")
+	t = newTable(w, noted(deletedGroups, "NOTE", "STREAM", "GROUP", "PENDING", "LAG", "OLDEST PENDING", "CONSUMERS")...)
 	for _, s := range st {
 		for _, g := range s.Groups {
-			lag, oldest := "?", "-"
+			lag, oldest, ncons, note := "?", "-", fmt.Sprint(len(g.Consumers)), ""
 			if g.Lag >= 0 {
 				lag = itoa(g.Lag)
 			}
 			if g.OldestPendingID != "" {
 				oldest = age(g.OldestPendingAge)
 			}
-			t.row(s.Stream, g.Group, itoa(g.Pending), lag, oldest, fmt.Sprint(len(g.Consumers)))
+			if g.Deleted {
+				oldest, ncons, note = "?", "?", streamadmin.ErrDeleted.Error()
+			}
+			t.row(noted(deletedGroups, note, s.Stream, g.Group, itoa(g.Pending), lag, oldest, ncons)...)
 		}
 	}
 	t.flush()
@@ -131,6 +198,14 @@ func writeStatus(w io.Writer, st []streamadmin.StreamStatus) {
 	t.flush()
 }
 
+// noted appends note to cells when the table has a NOTE column.
+func noted(has bool, note string, cells ...string) []string {
+	if has {
+		return append(cells, note)
+	}
+	return cells
+}
+
 // The JSON form of status. It is a documented interface (docs/cli.md):
 // fields are added, never renamed or removed.
 type (
@@ -143,6 +218,9 @@ type (
 		Delayed int64      `json:"delayed"`
 		Dead    int64      `json:"dead"`
 		Groups  []groupDoc `json:"groups"`
+		// Missing is set when length and groups are not known: "no such
+		// stream", "not a stream" or "deleted while status ran".
+		Missing string `json:"missing,omitempty"`
 	}
 	groupDoc struct {
 		Group           string        `json:"group"`
@@ -152,6 +230,7 @@ type (
 		OldestPendingID *string       `json:"oldest_pending_id"` // null: nothing pending
 		OldestPendingMS *int64        `json:"oldest_pending_age_ms"`
 		Consumers       []consumerDoc `json:"consumers"`
+		Deleted         bool          `json:"deleted,omitempty"` // destroyed while status ran: consumers and oldest pending unknown
 	}
 	consumerDoc struct {
 		Consumer string `json:"consumer"`
@@ -163,9 +242,9 @@ type (
 func statusJSON(st []streamadmin.StreamStatus) statusDoc {
 	doc := statusDoc{Streams: make([]streamDoc, 0, len(st))}
 	for _, s := range st {
-		sd := streamDoc{Stream: s.Stream, Length: s.Length, Delayed: s.Delayed, Dead: s.Dead, Groups: make([]groupDoc, 0, len(s.Groups))}
+		sd := streamDoc{Stream: s.Stream, Length: s.Length, Delayed: s.Delayed, Dead: s.Dead, Groups: make([]groupDoc, 0, len(s.Groups)), Missing: missingNote(s.Missing)}
 		for _, g := range s.Groups {
-			gd := groupDoc{Group: g.Group, Pending: g.Pending, LastDeliveredID: g.LastDeliveredID, Consumers: make([]consumerDoc, 0, len(g.Consumers))}
+			gd := groupDoc{Group: g.Group, Pending: g.Pending, LastDeliveredID: g.LastDeliveredID, Consumers: make([]consumerDoc, 0, len(g.Consumers)), Deleted: g.Deleted}
 			if g.Lag >= 0 {
 				gd.Lag = &g.Lag
 			}
