@@ -281,7 +281,7 @@ func (r *Runtime) claimedMessages(ctx context.Context, stream string, entries []
 			r.count(m, OutcomeUnrecorded)
 			continue
 		}
-		r.logger.Warn("message dead-lettered: it never finished in its attempts", "stream", stream, "id", m.ID, "type", m.Type, "attempts", m.Attempt-1)
+		r.logger.Warn("message dead-lettered: it never finished in its attempts", "stream", stream, "id", m.ID, "type", shownType(m.Type), "attempts", m.Attempt-1)
 		r.count(m, OutcomeDead)
 		r.metrics.Reclaim.Abandoned.WithLabelValues(stream).Inc()
 	}
