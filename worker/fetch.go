@@ -264,16 +264,17 @@ func (r *Runtime) claimedMessages(ctx context.Context, stream string, entries []
 	for _, e := range entries {
 		m := newMessage(stream, e.XMessage)
 		m.readAt = e.ClaimedAt
-		// This claim is one delivery; every earlier one was an attempt.
-		if e.Deliveries > 1 {
-			m.Attempt += int(e.Deliveries - 1)
-		}
+		// This claim is one delivery; every earlier one was an attempt. The
+		// count is Redis's, bounded like the attempt field, so no forged
+		// field can wrap the sum below the limit.
+		unfinished := max(0, min(e.Deliveries-1, maxAttempt))
+		m.Attempt = min(m.Attempt+int(unfinished), maxAttempt)
 		if m.Attempt <= r.cfg.MaxAttempts {
 			out = append(out, m)
 			continue
 		}
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-		cause := fmt.Errorf("abandoned: delivered %d times without finishing (the consumers handling it crashed or were killed)", m.Attempt-1)
+		cause := fmt.Errorf("abandoned: delivered %d times without finishing (the consumers handling it crashed or were killed)", unfinished)
 		err := r.deadLetter(dctx, m, cause)
 		cancel()
 		if err != nil {
@@ -281,7 +282,7 @@ func (r *Runtime) claimedMessages(ctx context.Context, stream string, entries []
 			r.count(m, OutcomeUnrecorded)
 			continue
 		}
-		r.logger.Warn("message dead-lettered: it never finished in its attempts", "stream", stream, "id", m.ID, "type", shownType(m.Type), "attempts", m.Attempt-1)
+		r.logger.Warn("message dead-lettered: it never finished in its attempts", "stream", stream, "id", m.ID, "type", shownType(m.Type), "deliveries", unfinished)
 		r.count(m, OutcomeDead)
 		r.metrics.Reclaim.Abandoned.WithLabelValues(stream).Inc()
 	}

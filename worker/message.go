@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 )
 
@@ -49,7 +48,12 @@ type Message struct {
 	OriginID string
 	// IdempotencyKey is the producer's id field, empty when none was set.
 	IdempotencyKey string
-	// Attempt is 1 on the first try and grows with each retry.
+	// Attempt is 1 on the first try and grows with each retry, up to
+	// 1,000,000. It comes from the entry's attempt field, which anyone who
+	// can write to the stream can set: a value that is not decimal digits,
+	// or is 0, counts as 1; one above 1,000,000 counts as 1,000,000, past
+	// any attempt limit. The crash-loop protection does not depend on it:
+	// deliveries that never finished are counted by Redis.
 	Attempt int
 	// Metadata holds every other field (traceparent included); nil when
 	// there are none.
@@ -124,9 +128,7 @@ func (m *Message) fill(stream string, e xEntry, buf *[]byte) {
 			case FieldOriginID:
 				m.OriginID = s
 			case FieldAttempt:
-				if n, err := strconv.Atoi(s); err == nil && n > 0 {
-					m.Attempt = n
-				}
+				m.Attempt = parseAttempt(s)
 			default:
 				if m.Metadata == nil {
 					m.Metadata = make(map[string]string, 2)
@@ -138,6 +140,26 @@ func (m *Message) fill(stream string, e xEntry, buf *[]byte) {
 	if m.OriginID == "" {
 		m.OriginID = m.ID
 	}
+}
+
+// maxAttempt bounds Message.Attempt, far above any WORKER_MAX_ATTEMPTS, so
+// that the arithmetic on attempts cannot overflow.
+const maxAttempt = 1_000_000
+
+// parseAttempt reads an attempt field, which is untrusted: decimal digits
+// above zero, capped at maxAttempt; anything else is the first attempt.
+func parseAttempt(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 1
+		}
+		if n <= maxAttempt { // past it, only the digits are checked
+			n = n*10 + int(c-'0')
+		}
+	}
+	return max(1, min(n, maxAttempt))
 }
 
 // copyFields returns the entry's fields as a flat field/value list with the
