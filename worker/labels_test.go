@@ -3,9 +3,11 @@ package worker
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/redis/go-redis/v9"
@@ -139,4 +141,29 @@ func TestMuxRefusesATypeThatIsNotUTF8(t *testing.T) {
 		}
 	}()
 	NewMux().HandleFunc("bad\xff", func(context.Context, *Message) error { return nil })
+}
+
+// A type in a log line is escaped and cut: a producer's bytes never reach
+// the log raw, nor 64 KB of them.
+func TestLoggingShowsAnEscapedBoundedType(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"json", "text"} {
+		t.Run(format, func(t *testing.T) {
+			var out bytes.Buffer
+			opts := &slog.HandlerOptions{Level: slog.LevelDebug}
+			var handler slog.Handler = slog.NewJSONHandler(&out, opts)
+			if format == "text" {
+				handler = slog.NewTextHandler(&out, opts)
+			}
+			h := Logging(slog.New(handler))(HandlerFunc(func(context.Context, *Message) error { return nil }))
+			for _, typ := range []string{"\xff\xfe\x1b[2J", strings.Repeat("\xff", 64<<10)} {
+				out.Reset()
+				_ = h.HandleMessage(context.Background(), &Message{Type: typ})
+				line := out.String()
+				if !utf8.ValidString(line) || strings.Contains(line, "\x1b") || strings.Contains(line, "\xff") || len(line) > 2048 {
+					t.Errorf("log line of %d bytes: %.300q", len(line), line)
+				}
+			}
+		})
+	}
 }
