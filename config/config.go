@@ -58,6 +58,14 @@ type Config struct {
 	// FetchCount caps the entries asked for in one XREADGROUP; a read never
 	// asks for more than the free handler slots either. Default: 256
 	FetchCount int `envconfig:"WORKER_FETCH_COUNT" default:"256"`
+	// MaxMessageBytes caps one entry: its field names and values together.
+	// A larger entry is dead-lettered without running its handler (see
+	// worker.ErrTooLarge), and reads ask for fewer entries while recent
+	// ones are large, so that one read brings about 16 MiB (or one entry of
+	// up to this size) rather than FetchCount large entries. Raise it with
+	// the producer's payload cap. Default: 4194304 (4 MiB; the producer caps
+	// data at 1 MiB)
+	MaxMessageBytes int `envconfig:"WORKER_MAX_MESSAGE_BYTES" default:"4194304"`
 	// Block is the BLOCK of one XREADGROUP. It is finite so that shutdown and
 	// Redis failures are noticed promptly. Default: 2s
 	Block time.Duration `envconfig:"WORKER_BLOCK" default:"2s"`
@@ -135,6 +143,7 @@ func Default() Config {
 		PartitionLease:    10 * time.Second,
 		Concurrency:       64,
 		FetchCount:        256,
+		MaxMessageBytes:   4 << 20,
 		Block:             2 * time.Second,
 		MaxAttempts:       5,
 		RetryBase:         time.Second,
@@ -214,6 +223,7 @@ func (c Config) Validate() error {
 	}{
 		{"WORKER_CONCURRENCY", c.Concurrency, 1, 100000},
 		{"WORKER_FETCH_COUNT", c.FetchCount, 1, 100000},
+		{"WORKER_MAX_MESSAGE_BYTES", c.MaxMessageBytes, 1024, 512 << 20},
 		{"WORKER_MAX_ATTEMPTS", c.MaxAttempts, 1, 1000},
 		{"WORKER_RECLAIM_COUNT", c.ReclaimCount, 1, 100000},
 		{"WORKER_PARTITIONS", c.Partitions, 1, MaxPartitions},

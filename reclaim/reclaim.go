@@ -84,6 +84,9 @@ type Metrics struct {
 	// too often without finishing; the runtime's dispatch path increments
 	// it.
 	Abandoned *prometheus.CounterVec
+	// Failures counts passes (claiming idle entries, or cleaning up gone
+	// consumers) that failed on a stream; the other streams' go on.
+	Failures *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -105,8 +108,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "streamworker_abandoned_total",
 			Help: "Entries dead-lettered because they reached the attempt limit in deliveries that never finished (crashed consumers).",
 		}, []string{"stream"}),
+		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamworker_reclaim_failures_total",
+			Help: "Reclaim passes (claiming idle entries, or cleaning up gone consumers) that failed on a stream; the other streams' go on.",
+		}, []string{"stream"}),
 	}
-	reg.MustRegister(m.Reclaimed, m.DeletedWhilePending, m.ConsumersRemoved, m.Abandoned)
+	reg.MustRegister(m.Reclaimed, m.DeletedWhilePending, m.ConsumersRemoved, m.Abandoned, m.Failures)
 	return m
 }
 
@@ -136,23 +143,28 @@ type Result struct {
 }
 
 // Run sends a heartbeat and claims idle entries every interval, and cleans
-// up gone consumers every tenth pass, until ctx ends.
+// up gone consumers every tenth pass, until ctx ends. A stream whose pass
+// fails (not a stream, say) is logged when its failure starts and when it
+// ends, and the other streams go on.
 func (r *Reclaimer) Run(ctx context.Context) error {
 	t := time.NewTicker(r.opts.Interval)
 	defer t.Stop()
-	var failing bool
+	var failing bool                 // the heartbeat, which every stream needs
+	streams := map[streamPass]bool{} // streams whose passes fail
 	for pass := 0; ; pass++ {
 		r.beat()
 		err := r.heartbeat(ctx)
 		if err == nil {
-			var res Result
-			if res, err = r.runOnce(ctx); err == nil && (res.Claimed > 0 || res.Deleted > 0) {
+			res, serr := r.runOnce(ctx)
+			r.noteStreams(streams, opClaim, serr)
+			if res.Claimed > 0 || res.Deleted > 0 {
 				r.logger.Info("reclaimed idle entries", "claimed", res.Claimed, "deleted_while_pending", res.Deleted)
 			}
 		}
 		if err == nil && pass%10 == 0 {
-			var removed int
-			if removed, err = r.cleanOnce(ctx); err == nil && removed > 0 {
+			removed, serr := r.cleanOnce(ctx)
+			r.noteStreams(streams, opClean, serr)
+			if removed > 0 {
 				r.logger.Info("removed gone consumers", "count", removed)
 			}
 		}
@@ -174,10 +186,83 @@ func (r *Reclaimer) Run(ctx context.Context) error {
 	}
 }
 
+// What a pass does on a stream, as its failures are logged.
+const (
+	opClaim = "claiming idle entries"
+	opClean = "cleaning up gone consumers"
+)
+
+type streamPass struct{ op, stream string }
+
+// streamErrors are the streams that failed in one pass, each on its own:
+// the pass went on with the others.
+type streamErrors []streamError
+
+type streamError struct {
+	streamPass
+	err error
+}
+
+func (e streamErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, se := range e {
+		msgs[i] = se.op + " on stream " + se.stream + ": " + se.err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e streamErrors) Unwrap() []error {
+	out := make([]error, len(e))
+	for i, se := range e {
+		out[i] = se.err
+	}
+	return out
+}
+
+// failed records that stream failed in op, unless ctx ended (shutdown is
+// not a failure), and counts it.
+func (r *Reclaimer) failed(ctx context.Context, errs *streamErrors, op, stream string, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	r.metrics.Failures.WithLabelValues(stream).Inc()
+	*errs = append(*errs, streamError{streamPass{op, stream}, err})
+}
+
+// orNil keeps an empty streamErrors from becoming a non-nil error.
+func (e streamErrors) orNil() error {
+	if len(e) == 0 {
+		return nil
+	}
+	return e
+}
+
+// noteStreams logs the streams whose op failed in this pass and had not
+// failed before, and those whose op failed before and did not now.
+func (r *Reclaimer) noteStreams(failing map[streamPass]bool, op string, err error) {
+	var now streamErrors
+	errors.As(err, &now)
+	seen := make(map[streamPass]bool, len(now))
+	for _, e := range now {
+		seen[e.streamPass] = true
+		if !failing[e.streamPass] {
+			r.logger.Error(op+" failed on a stream; the other streams go on", "stream", e.stream, "error", e.err)
+		}
+		failing[e.streamPass] = true
+	}
+	for k := range failing {
+		if k.op == op && !seen[k] {
+			r.logger.Info(op+" works again on a stream", "stream", k.stream)
+			delete(failing, k)
+		}
+	}
+}
+
 // runOnce claims, per stream, entries idle past MinIdle, scanning the
 // pending list from the start until the cursor wraps. It never claims more
 // than the free handler slots: when none are free the rest waits for a later
-// pass (or another consumer).
+// pass (or another consumer). A stream that fails is counted and returned in
+// the error, a streamErrors, and the others go on.
 //
 // XAUTOCLAIM takes the entries with JUSTID, which does not count a
 // delivery; Claim then counts one for each entry that runs now and leaves
@@ -187,50 +272,59 @@ func (r *Reclaimer) Run(ctx context.Context) error {
 // and the entries claimed beside it are not dead-lettered with it.
 func (r *Reclaimer) runOnce(ctx context.Context) (Result, error) {
 	var res Result
+	var errs streamErrors
 	streams := r.opts.Streams
 	if r.opts.Owned != nil {
 		streams = r.opts.Owned()
 	}
 	for _, s := range streams {
-		start := "0-0"
-		for {
-			n := r.sink.Reserve(ctx, r.opts.Count)
-			if n == 0 {
-				break
-			}
-			ids, next, deleted, err := r.autoclaim(ctx, s, start, n)
-			var claimed Claimed
-			if err == nil && len(ids) > 0 {
-				claimed, err = Claim(ctx, r.client, s, r.opts.Group, r.opts.Consumer, ids, 0, r.opts.IsolateAfter)
-			}
-			if err != nil {
-				r.sink.Release(n)
-				if strings.HasPrefix(err.Error(), "NOGROUP") {
-					break // the fetcher recreates it
-				}
-				return res, err
-			}
-			deleted = append(deleted, claimed.Deleted...)
-			if len(deleted) > 0 {
-				// Redis has already dropped these IDs from the pending list.
-				res.Deleted += len(deleted)
-				r.metrics.DeletedWhilePending.WithLabelValues(s).Add(float64(len(deleted)))
-				r.logger.Warn("pending entries were trimmed from the stream before they were processed",
-					"stream", s, "count", len(deleted), "ids", strings.Join(deleted, ","))
-			}
-			res.Claimed += len(claimed.Entries) + len(claimed.Isolated)
-			r.metrics.Reclaimed.WithLabelValues(s).Add(float64(len(claimed.Entries) + len(claimed.Isolated)))
-			if len(claimed.Isolated) > 0 {
-				r.sink.Isolate(s, claimed.Isolated)
-			}
-			r.sink.Deliver(ctx, s, claimed.Entries, n)
-			if next == "0-0" || next == "" {
-				break
-			}
-			start = next
+		if err := r.claimStream(ctx, s, &res); err != nil {
+			r.failed(ctx, &errs, opClaim, s, err)
 		}
 	}
-	return res, nil
+	return res, errs.orNil()
+}
+
+// claimStream is runOnce on one stream. A stream or group that does not
+// exist is not an error: the fetcher (re)creates it.
+func (r *Reclaimer) claimStream(ctx context.Context, s string, res *Result) error {
+	start := "0-0"
+	for {
+		n := r.sink.Reserve(ctx, r.opts.Count)
+		if n == 0 {
+			return nil
+		}
+		ids, next, deleted, err := r.autoclaim(ctx, s, start, n)
+		var claimed Claimed
+		if err == nil && len(ids) > 0 {
+			claimed, err = Claim(ctx, r.client, s, r.opts.Group, r.opts.Consumer, ids, 0, r.opts.IsolateAfter)
+		}
+		if err != nil {
+			r.sink.Release(n)
+			if redis.HasErrorPrefix(err, "NOGROUP") {
+				return nil
+			}
+			return err
+		}
+		deleted = append(deleted, claimed.Deleted...)
+		if len(deleted) > 0 {
+			// Redis has already dropped these IDs from the pending list.
+			res.Deleted += len(deleted)
+			r.metrics.DeletedWhilePending.WithLabelValues(s).Add(float64(len(deleted)))
+			r.logger.Warn("pending entries were trimmed from the stream before they were processed",
+				"stream", s, "count", len(deleted), "ids", strings.Join(deleted, ","))
+		}
+		res.Claimed += len(claimed.Entries) + len(claimed.Isolated)
+		r.metrics.Reclaimed.WithLabelValues(s).Add(float64(len(claimed.Entries) + len(claimed.Isolated)))
+		if len(claimed.Isolated) > 0 {
+			r.sink.Isolate(s, claimed.Isolated)
+		}
+		r.sink.Deliver(ctx, s, claimed.Entries, n)
+		if next == "0-0" || next == "" {
+			return nil
+		}
+		start = next
+	}
 }
 
 // autoclaim runs XAUTOCLAIM … JUSTID: it takes up to count entries idle past
@@ -340,32 +434,45 @@ func (r *Reclaimer) heartbeat(ctx context.Context) error {
 
 // cleanOnce deletes consumers idle past GoneAfter whose heartbeat expired
 // and that own no pending entries; the last two are checked atomically with
-// the delete, so a consumer that owns anything is never deleted.
+// the delete, so a consumer that owns anything is never deleted. A stream
+// that fails is counted and returned in the error, a streamErrors, and the
+// others go on.
 func (r *Reclaimer) cleanOnce(ctx context.Context) (int, error) {
 	removed := 0
+	var errs streamErrors
 	for _, s := range r.opts.Streams {
-		consumers, err := r.client.XInfoConsumers(ctx, s, r.opts.Group).Result()
+		n, err := r.cleanStream(ctx, s)
+		removed += n
 		if err != nil {
-			// No group, or no stream yet (a partition nobody has read).
-			if strings.HasPrefix(err.Error(), "NOGROUP") || errors.Is(err, redis.Nil) || strings.Contains(err.Error(), "no such key") {
-				continue
-			}
+			r.failed(ctx, &errs, opClean, s, err)
+		}
+	}
+	return removed, errs.orNil()
+}
+
+func (r *Reclaimer) cleanStream(ctx context.Context, s string) (int, error) {
+	consumers, err := r.client.XInfoConsumers(ctx, s, r.opts.Group).Result()
+	if err != nil {
+		// No group, or no stream yet (a partition nobody has read).
+		if redis.HasErrorPrefix(err, "NOGROUP") || errors.Is(err, redis.Nil) || strings.Contains(err.Error(), "no such key") {
+			return 0, nil
+		}
+		return 0, err
+	}
+	removed := 0
+	for _, c := range consumers {
+		if c.Name == r.opts.Consumer || c.Pending > 0 || c.Idle < r.opts.GoneAfter {
+			continue
+		}
+		n, err := removeConsumerScript.Run(ctx, r.client,
+			[]string{s, HeartbeatKey(s, r.opts.Group, c.Name)}, r.opts.Group, c.Name).Int()
+		if err != nil {
 			return removed, err
 		}
-		for _, c := range consumers {
-			if c.Name == r.opts.Consumer || c.Pending > 0 || c.Idle < r.opts.GoneAfter {
-				continue
-			}
-			n, err := removeConsumerScript.Run(ctx, r.client,
-				[]string{s, HeartbeatKey(s, r.opts.Group, c.Name)}, r.opts.Group, c.Name).Int()
-			if err != nil {
-				return removed, err
-			}
-			if n == 1 {
-				removed++
-				r.metrics.ConsumersRemoved.WithLabelValues(s).Inc()
-				r.logger.Info("removed a gone consumer", "stream", s, "consumer", c.Name, "idle", c.Idle.Round(time.Second))
-			}
+		if n == 1 {
+			removed++
+			r.metrics.ConsumersRemoved.WithLabelValues(s).Inc()
+			r.logger.Info("removed a gone consumer", "stream", s, "consumer", c.Name, "idle", c.Idle.Round(time.Second))
 		}
 	}
 	return removed, nil

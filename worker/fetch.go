@@ -17,7 +17,8 @@ import (
 // fetchLoop reads one stream for this consumer: first its own pending entries
 // (left by an earlier run of the same consumer), then new ones. A read never
 // asks for more entries than there are free handler slots, so nothing waits
-// in a local buffer while its idle time grows unseen.
+// in a local buffer while its idle time grows unseen, nor for more than
+// readSizer expects to fit in the read budget.
 func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 	log := r.logger.With("stream", s.name)
 	// Reads are not cancelled mid-flight: entries a cancelled read was given
@@ -30,6 +31,7 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 	}
 	cursor := "0" // our own pending entries first
 	idle := true  // the last read drained the stream
+	var sizes readSizer
 	var failures int
 	fail := func(what string, err error) {
 		failures++
@@ -57,7 +59,7 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 			start = "0" // a group recreated after its stream was deleted reads all of it
 			ok()
 		}
-		n := r.acquire(ctx, s.beat, !idle && cursor == ">")
+		n := r.acquireUpTo(ctx, s.beat, !idle && cursor == ">", sizes.count(r.cfg.FetchCount, r.readBudget()))
 		if n == 0 {
 			return
 		}
@@ -78,7 +80,7 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 				msgs, err := r.read(rctx, args, -1)
 				if err != nil || len(msgs) > 0 {
 					idle = len(msgs) < n
-					r.handle(ctx, s, msgs, sent, err, n, fail, ok)
+					r.handle(ctx, s, msgs, sent, err, n, fail, ok, &sizes)
 					continue
 				}
 				r.release(n - 1)
@@ -87,10 +89,10 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 			sent := time.Now()
 			msgs, err := r.read(rctx, args, r.cfg.Block)
 			idle = n == 1 || len(msgs) < n
-			r.handle(ctx, s, msgs, sent, err, n, fail, ok)
+			r.handle(ctx, s, msgs, sent, err, n, fail, ok, &sizes)
 			continue
 		}
-		r.replayOwn(ctx, rctx, s, n, fail, ok, &cursor)
+		r.replayOwn(ctx, rctx, s, n, fail, ok, &cursor, &sizes)
 	}
 }
 
@@ -110,7 +112,7 @@ func (r *Runtime) read(ctx context.Context, args *redis.XReadGroupArgs, block ti
 // handle dispatches one read's messages, read with a command sent at sent,
 // on the n slots reserved for it and releases the slots it did not use.
 func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMessage, sent time.Time, err error,
-	n int, fail func(string, error), ok func(),
+	n int, fail func(string, error), ok func(), sizes *readSizer,
 ) {
 	if err != nil {
 		r.release(n)
@@ -124,6 +126,7 @@ func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMess
 	}
 	ok()
 	batch := newMessages(s.name, msgs, sent)
+	sizes.observe(batchBytes(batch), len(batch))
 	r.dispatch(ctx, batch, n)
 }
 
@@ -134,7 +137,7 @@ func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMess
 // claimed entries do, so that suspects run one at a time and a crash loop is
 // charged to the entry that causes it.
 func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
-	fail func(string, error), ok func(), cursor *string,
+	fail func(string, error), ok func(), cursor *string, sizes *readSizer,
 ) {
 	start := "-"
 	if *cursor != "0" {
@@ -153,7 +156,7 @@ func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
 			time.Since(r.startedAt)+time.Millisecond, r.isolateAfter())
 	}
 	if err != nil {
-		r.handle(ctx, s, nil, time.Time{}, err, n, fail, ok)
+		r.handle(ctx, s, nil, time.Time{}, err, n, fail, ok, sizes)
 		return
 	}
 	ok()
@@ -170,7 +173,9 @@ func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
 	if len(claimed.Isolated) > 0 {
 		r.isolate(s.name, claimed.Isolated)
 	}
-	r.dispatch(ctx, r.claimedMessages(ctx, s.name, claimed.Entries), n)
+	batch := r.claimedMessages(ctx, s.name, claimed.Entries)
+	sizes.observe(batchBytes(batch), len(batch))
+	r.dispatch(ctx, batch, n)
 }
 
 // dispatch hands messages to the handler pool on the n slots reserved for
@@ -178,6 +183,7 @@ func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
 // over.
 func (r *Runtime) dispatch(ctx context.Context, batch []*Message, n int) int {
 	batch = r.confirmLate(batch)
+	batch = r.dropTooLarge(ctx, batch)
 	if r.cfg.DedupeWindow > 0 {
 		batch = r.dropDuplicates(ctx, batch)
 	}
@@ -264,16 +270,17 @@ func (r *Runtime) claimedMessages(ctx context.Context, stream string, entries []
 	for _, e := range entries {
 		m := newMessage(stream, e.XMessage)
 		m.readAt = e.ClaimedAt
-		// This claim is one delivery; every earlier one was an attempt.
-		if e.Deliveries > 1 {
-			m.Attempt += int(e.Deliveries - 1)
-		}
+		// This claim is one delivery; every earlier one was an attempt. The
+		// count is Redis's, bounded like the attempt field, so no forged
+		// field can wrap the sum below the limit.
+		unfinished := max(0, min(e.Deliveries-1, maxAttempt))
+		m.Attempt = min(m.Attempt+int(unfinished), maxAttempt)
 		if m.Attempt <= r.cfg.MaxAttempts {
 			out = append(out, m)
 			continue
 		}
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-		cause := fmt.Errorf("abandoned: delivered %d times without finishing (the consumers handling it crashed or were killed)", m.Attempt-1)
+		cause := fmt.Errorf("abandoned: delivered %d times without finishing (the consumers handling it crashed or were killed)", unfinished)
 		err := r.deadLetter(dctx, m, cause)
 		cancel()
 		if err != nil {
@@ -281,11 +288,96 @@ func (r *Runtime) claimedMessages(ctx context.Context, stream string, entries []
 			r.count(m, OutcomeUnrecorded)
 			continue
 		}
-		r.logger.Warn("message dead-lettered: it never finished in its attempts", "stream", stream, "id", m.ID, "type", m.Type, "attempts", m.Attempt-1)
+		r.logger.Warn("message dead-lettered: it never finished in its attempts", "stream", stream, "id", m.ID, "type", shownType(m.Type), "deliveries", unfinished)
 		r.count(m, OutcomeDead)
 		r.metrics.Reclaim.Abandoned.WithLabelValues(stream).Inc()
 	}
 	return out
+}
+
+// dropTooLarge dead-letters, without running them, the messages larger
+// than WORKER_MAX_MESSAGE_BYTES, and returns the others.
+func (r *Runtime) dropTooLarge(ctx context.Context, batch []*Message) []*Message {
+	limit := r.cfg.MaxMessageBytes
+	i := 0
+	for i < len(batch) && (limit <= 0 || batch[i].size <= limit) {
+		i++
+	}
+	if i == len(batch) {
+		return batch
+	}
+	out := batch[:i]
+	for _, m := range batch[i:] {
+		if m.size <= limit {
+			out = append(out, m)
+			continue
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		cause := fmt.Errorf("%w: its fields take %d bytes, more than WORKER_MAX_MESSAGE_BYTES (%d)", ErrTooLarge, m.size, limit)
+		err := r.deadLetter(dctx, m, cause)
+		cancel()
+		if err != nil {
+			r.logger.Error("could not dead-letter a message too large to run; it stays pending", "stream", m.Stream, "id", m.ID, "error", err)
+			r.count(m, OutcomeUnrecorded)
+			continue
+		}
+		r.logger.Warn("message dead-lettered unrun: too large", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
+			"bytes", m.size, "max_bytes", limit)
+		r.count(m, OutcomeDead)
+	}
+	return out
+}
+
+// readBudget is about how many bytes one read may bring: reads ask for
+// fewer entries when recent entries were large (readSizer).
+func (r *Runtime) readBudget() int { return max(minReadBudget, r.cfg.MaxMessageBytes) }
+
+// minReadBudget is the read budget unless one entry may be larger.
+const minReadBudget = 16 << 20
+
+// readSizer bounds a read in bytes as well as in entries. Redis has no
+// byte limit on XREADGROUP, so it estimates the bytes of an entry from
+// recent reads — at once up to a read whose entries were larger on average,
+// and down by a quarter of the difference per read after — and a read asks
+// for as many entries as the budget holds at that size, at least one.
+//
+// The memory of one stream's reads is thus about the budget: a read's
+// messages stay alive together until the last of them is done, and each
+// read's entries are held once (Message.Data is the reply's own bytes).
+// What it cannot bound is the first read after entries grow: that one
+// brings as many as it asked for, whatever their size; entries over
+// WORKER_MAX_MESSAGE_BYTES are then dead-lettered unrun and let go. Across
+// reads, at most WORKER_CONCURRENCY messages are held (one per handler
+// slot), each at most WORKER_MAX_MESSAGE_BYTES once it runs.
+type readSizer struct{ perEntry int }
+
+// observe takes a read of so many bytes and entries into the estimate.
+func (z *readSizer) observe(bytes, entries int) {
+	if z == nil || entries == 0 {
+		return
+	}
+	avg := bytes / entries
+	if avg >= z.perEntry {
+		z.perEntry = avg
+	} else {
+		z.perEntry -= (z.perEntry - avg + 3) / 4
+	}
+}
+
+func batchBytes(batch []*Message) int {
+	n := 0
+	for _, m := range batch {
+		n += m.size
+	}
+	return n
+}
+
+// count is how many of n entries one read may ask for.
+func (z *readSizer) count(n, budget int) int {
+	if z.perEntry <= 0 {
+		return n
+	}
+	return max(1, min(n, budget/z.perEntry))
 }
 
 // dropDuplicates acknowledges, without running them, messages whose
@@ -335,13 +427,19 @@ func (r *Runtime) dropDuplicates(ctx context.Context, batch []*Message) []*Messa
 // in large batches rather than a few entries per round trip. It returns 0
 // when ctx ends first.
 func (r *Runtime) acquire(ctx context.Context, beat *Beat, backlog bool) int {
+	return r.acquireUpTo(ctx, beat, backlog, r.cfg.FetchCount)
+}
+
+// acquireUpTo is acquire taking up to most slots (fewer than FetchCount
+// while entries are large).
+func (r *Runtime) acquireUpTo(ctx context.Context, beat *Beat, backlog bool, most int) int {
 	if backlog {
-		low := max(1, min(r.cfg.FetchCount, r.cfg.Concurrency)/2)
-		if n := r.sem.acquire(ctx, low, r.cfg.FetchCount, 2*time.Millisecond, beat.Beat); n > 0 || ctx.Err() != nil {
+		low := max(1, min(most, r.cfg.Concurrency)/2)
+		if n := r.sem.acquire(ctx, low, most, 2*time.Millisecond, beat.Beat); n > 0 || ctx.Err() != nil {
 			return n
 		}
 	}
-	return r.sem.acquire(ctx, 1, r.cfg.FetchCount, 0, beat.Beat)
+	return r.sem.acquire(ctx, 1, most, 0, beat.Beat)
 }
 
 func (r *Runtime) release(n int) { r.sem.release(n) }
@@ -350,15 +448,13 @@ func (r *Runtime) release(n int) { r.sem.release(n) }
 // is fine.
 func ensureGroup(ctx context.Context, c redis.UniversalClient, stream, group, start string) error {
 	err := c.XGroupCreateMkStream(ctx, stream, group, start).Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return err
 	}
 	return nil
 }
 
-func isNoGroup(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOGROUP")
-}
+func isNoGroup(err error) bool { return redis.HasErrorPrefix(err, "NOGROUP") }
 
 // checkEviction warns loudly when the stream Redis may evict keys: an evicted
 // stream or pending list is lost work.

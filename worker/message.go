@@ -9,8 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
+	"unsafe"
 )
 
 // Reserved stream entry fields. Every other field reaches the handler as
@@ -42,20 +42,30 @@ type Message struct {
 	Stream string
 	// Type is the routing key (the type field).
 	Type string
-	// Data is the payload (the data field), opaque bytes.
+	// Data is the payload (the data field), opaque bytes; empty, not nil,
+	// when the field is there but empty. It shares memory with the entry
+	// as read, which retries and dead letters copy: read it, and copy it
+	// before changing it (its capacity is its length, so an append
+	// copies).
 	Data []byte
 	// OriginID is the entry ID the message had when it was first added; a
 	// retried copy has a new ID but keeps its OriginID.
 	OriginID string
 	// IdempotencyKey is the producer's id field, empty when none was set.
 	IdempotencyKey string
-	// Attempt is 1 on the first try and grows with each retry.
+	// Attempt is 1 on the first try and grows with each retry, up to
+	// 1,000,000. It comes from the entry's attempt field, which anyone who
+	// can write to the stream can set: a value that is not decimal digits,
+	// or is 0, counts as 1; one above 1,000,000 counts as 1,000,000, past
+	// any attempt limit. The crash-loop protection does not depend on it:
+	// deliveries that never finished are counted by Redis.
 	Attempt int
 	// Metadata holds every other field (traceparent included); nil when
 	// there are none.
 	Metadata map[string]string
 
 	fields  map[string]any // the entry as read, for retry and DLQ copies
+	size    int            // bytes of the entry's field names and values
 	settle  bool           // a suspect (see isolate.go): acknowledged before the next one runs
 	readAt  time.Time      // when the read or claim that delivered it (or its last lease renewal) was sent
 	started time.Time      // when its handler was called, if the runtime called it
@@ -65,58 +75,50 @@ type Message struct {
 // newMessage builds a Message from an entry as go-redis returns it.
 func newMessage(stream string, e xEntry) *Message {
 	m := &Message{}
-	m.fill(stream, e, nil)
+	m.fill(stream, e)
 	return m
 }
 
 // newMessages builds the Messages of one read with two allocations, not two
-// per message: the Messages share one array and their Data one buffer (each
-// capped at its own length, so an append by a handler copies). They stay
-// alive together, which a read's worth of small messages can afford.
+// per message: the Messages share one array. They stay alive together,
+// which is why a read is bounded in bytes as well as in entries (see
+// readSizer).
 func newMessages(stream string, entries []xEntry, readAt time.Time) []*Message {
-	size := 0
-	for _, e := range entries {
-		if s, ok := e.Values[FieldData].(string); ok {
-			size += len(s)
-		}
-	}
-	data := make([]byte, 0, size)
 	ms := make([]Message, len(entries))
 	out := make([]*Message, len(entries))
 	for i, e := range entries {
 		m := &ms[i]
-		m.fill(stream, e, &data)
+		m.fill(stream, e)
 		m.readAt = readAt
 		out[i] = m
 	}
 	return out
 }
 
-// fill sets m from the entry; with buf, Data is appended there rather than
-// allocated on its own.
-func (m *Message) fill(stream string, e xEntry, buf *[]byte) {
+// fill sets m from the entry. Data is the data field's own bytes, not a
+// copy: go-redis reads each value into a buffer of its own, so a read's
+// payloads are held once, not twice, while its messages run.
+func (m *Message) fill(stream string, e xEntry) {
 	m.ID, m.Stream, m.Attempt, m.fields = e.ID, stream, 1, e.Values
 	// type and data are looked up; the loop over the map (slow next to two
 	// lookups) runs only for entries with more fields than those.
-	known := 0
+	known, size := 0, 0
 	if v, ok := e.Values[FieldType]; ok {
 		m.Type, _ = v.(string)
 		known++
+		size += len(FieldType) + len(m.Type)
 	}
 	if v, ok := e.Values[FieldData]; ok {
 		s, _ := v.(string)
-		if buf == nil {
-			m.Data = []byte(s)
-		} else {
-			start := len(*buf)
-			*buf = append(*buf, s...)
-			m.Data = (*buf)[start:len(*buf):len(*buf)]
-		}
+		m.Data = bytesOf(s)
 		known++
+		size += len(FieldData) + len(s)
 	}
 	if len(e.Values) > known {
+		size = 0
 		for k, v := range e.Values {
 			s, _ := v.(string)
+			size += len(k) + len(s)
 			switch k {
 			case FieldType, FieldData:
 			case FieldID:
@@ -124,9 +126,7 @@ func (m *Message) fill(stream string, e xEntry, buf *[]byte) {
 			case FieldOriginID:
 				m.OriginID = s
 			case FieldAttempt:
-				if n, err := strconv.Atoi(s); err == nil && n > 0 {
-					m.Attempt = n
-				}
+				m.Attempt = parseAttempt(s)
 			default:
 				if m.Metadata == nil {
 					m.Metadata = make(map[string]string, 2)
@@ -135,9 +135,39 @@ func (m *Message) fill(stream string, e xEntry, buf *[]byte) {
 			}
 		}
 	}
+	m.size = size
 	if m.OriginID == "" {
 		m.OriginID = m.ID
 	}
+}
+
+// maxAttempt bounds Message.Attempt, far above any WORKER_MAX_ATTEMPTS, so
+// that the arithmetic on attempts cannot overflow.
+const maxAttempt = 1_000_000
+
+// parseAttempt reads an attempt field, which is untrusted: decimal digits
+// above zero, capped at maxAttempt; anything else is the first attempt.
+func parseAttempt(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 1
+		}
+		if n <= maxAttempt { // past it, only the digits are checked
+			n = n*10 + int(c-'0')
+		}
+	}
+	return max(1, min(n, maxAttempt))
+}
+
+// bytesOf returns the bytes of s without copying them. The runtime only
+// reads them, and handlers are told not to write them (Message.Data).
+func bytesOf(s string) []byte {
+	if s == "" {
+		return []byte{}
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
 // copyFields returns the entry's fields as a flat field/value list with the
@@ -147,7 +177,7 @@ func (m *Message) copyFields(skip ...string) []string {
 	// type and data first: they are what a reader of the DLQ looks for.
 	for _, k := range []string{FieldType, FieldData} {
 		if v, ok := m.fields[k]; ok {
-			out = append(out, k, v.(string))
+			out = append(out, k, fieldString(v))
 		}
 	}
 next:
@@ -160,9 +190,18 @@ next:
 				continue next
 			}
 		}
-		out = append(out, k, fmt.Sprint(v))
+		out = append(out, k, fieldString(v))
 	}
 	return out
+}
+
+// fieldString is a field value as a string: go-redis returns strings, and
+// anything else is printed rather than trusted.
+func fieldString(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return fmt.Sprint(v)
 }
 
 // Handler processes one message. A nil error acknowledges it; an error
@@ -187,6 +226,10 @@ var (
 	ErrNoType = errors.New("message has no type field")
 	// ErrNoHandler is returned for a type nobody handles; it is permanent.
 	ErrNoHandler = errors.New("no handler for message type")
+	// ErrTooLarge is the reason an entry larger than
+	// WORKER_MAX_MESSAGE_BYTES is dead-lettered without running its
+	// handler; it is permanent.
+	ErrTooLarge = errors.New("message is too large")
 )
 
 // PermanentError marks an error that retrying cannot fix.
@@ -231,5 +274,5 @@ func Delay(d time.Duration, reason error) error {
 // IsPermanent reports whether err, or an error it wraps, is permanent.
 func IsPermanent(err error) bool {
 	var p *PermanentError
-	return errors.As(err, &p) || errors.Is(err, ErrNoType) || errors.Is(err, ErrNoHandler)
+	return errors.As(err, &p) || errors.Is(err, ErrNoType) || errors.Is(err, ErrNoHandler) || errors.Is(err, ErrTooLarge)
 }

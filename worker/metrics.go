@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -25,6 +26,19 @@ const (
 	OutcomeLeaseLost  = "lease_lost"  // another consumer took it over while it ran; its outcome is that consumer's
 )
 
+// Type label values that are not a message type. The type label of
+// streamworker_messages_total and streamworker_handler_duration_seconds is
+// the message's type only when that type is registered on the runtime's Mux:
+// types come from producers, and each value would be a series of its own
+// (or, not being UTF-8, a panic in the Prometheus client). Every other type
+// — unknown, not UTF-8, of any length, or any type at all when the handler
+// is not a *Mux — is counted as TypeLabelOther, and a missing one as
+// TypeLabelNone. The series are then bounded by the registered types.
+const (
+	TypeLabelNone  = "(none)"
+	TypeLabelOther = "(other)"
+)
+
 // Metrics are the runtime's Prometheus metrics.
 type Metrics struct {
 	Messages *prometheus.CounterVec
@@ -37,30 +51,40 @@ type Metrics struct {
 	PromoteFailures *prometheus.CounterVec
 	Reclaim         *reclaim.Metrics
 
-	running atomic.Pointer[func() int] // the runtime's count of running handlers
+	running atomic.Pointer[func() int]          // the runtime's count of running handlers
+	types   atomic.Pointer[map[string]struct{}] // the types labelled by name; replaced, never changed
 }
 
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+	m := &Metrics{}
+	// The constraint maps every type label value, whoever passes it, so that
+	// no call site can add a series per producer-chosen type.
+	typeLabel := prometheus.ConstrainedLabel{Name: "type", Constraint: m.typeLabel}
+	m.Messages = prometheus.V2.NewCounterVec(prometheus.CounterVecOpts{
+		CounterOpts: prometheus.CounterOpts{
 			Name: "streamworker_messages_total",
-			Help: "Messages finished, by stream, type and outcome (acked, retried, dead, duplicate, handed_over, unrecorded).",
-		}, []string{"stream", "type", "outcome"}),
-		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Help: "Messages finished, by stream, type and outcome (acked, retried, dead, duplicate, handed_over, unrecorded). " +
+				"Types not registered on the Mux are counted as " + TypeLabelOther + ", a missing type as " + TypeLabelNone + ".",
+		},
+		VariableLabels: prometheus.ConstrainedLabels{{Name: "stream"}, typeLabel, {Name: "outcome"}},
+	})
+	m.Duration = prometheus.V2.NewHistogramVec(prometheus.HistogramVecOpts{
+		HistogramOpts: prometheus.HistogramOpts{
 			Name:    "streamworker_handler_duration_seconds",
-			Help:    "Time spent in handlers, by stream and type.",
+			Help:    "Time spent in handlers, by stream and type (as in streamworker_messages_total).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"stream", "type"}),
-		Promoted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "streamworker_promoted_total",
-			Help: "Delayed and retry entries moved back into their stream.",
-		}, []string{"stream"}),
-		PromoteFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "streamworker_promote_failures_total",
-			Help: "Promotion passes that failed, by stream; the other streams are promoted all the same.",
-		}, []string{"stream"}),
-	}
+		},
+		VariableLabels: prometheus.ConstrainedLabels{{Name: "stream"}, typeLabel},
+	})
+	m.Promoted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "streamworker_promoted_total",
+		Help: "Delayed and retry entries moved back into their stream.",
+	}, []string{"stream"})
+	m.PromoteFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "streamworker_promote_failures_total",
+		Help: "Promotion passes that failed, by stream; the other streams are promoted all the same.",
+	}, []string{"stream"})
 	m.InFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "streamworker_in_flight",
 		Help: "Handlers running now.",
@@ -75,11 +99,45 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// labelTypes adds the types h routes by name (a *Mux's registered types) to
+// those labelled by name. NewRuntime calls it; a Metrics shared by several
+// runtimes labels the types of each.
+func (mt *Metrics) labelTypes(h Handler) {
+	x, ok := h.(*Mux)
+	if !ok {
+		return
+	}
+	next := map[string]struct{}{}
+	if old := mt.types.Load(); old != nil {
+		next = maps.Clone(*old)
+	}
+	for _, t := range x.Types() {
+		if utf8.ValidString(t) { // Mux.Handle refuses others; a label must be UTF-8
+			next[t] = struct{}{}
+		}
+	}
+	mt.types.Store(&next)
+}
+
+// typeLabel is the type label value of a message of type typ. It maps its
+// own results to themselves, as a label constraint must.
+func (mt *Metrics) typeLabel(typ string) string {
+	if typ == "" || typ == TypeLabelNone {
+		return TypeLabelNone
+	}
+	if known := mt.types.Load(); known != nil {
+		if _, ok := (*known)[typ]; ok {
+			return typ
+		}
+	}
+	return TypeLabelOther
+}
+
 // Instrument records handler duration. The histogram of each stream and
 // type is looked up once, not per message.
 func (mt *Metrics) Instrument() Middleware {
 	return func(next Handler) Handler {
-		var obs observerCache
+		obs := observerCache{label: mt.typeLabel}
 		return HandlerFunc(func(ctx context.Context, m *Message) error {
 			start := m.started // the runtime's clock reading, if it called the chain
 			if start.IsZero() {
@@ -93,28 +151,36 @@ func (mt *Metrics) Instrument() Middleware {
 }
 
 // observerCache remembers the child of a histogram vector per stream and
-// type: WithLabelValues hashes and validates its labels on every call. A
-// lookup takes no lock: the map is replaced, never changed, when a pair is
-// added.
+// type label: WithLabelValues hashes and validates its labels on every call.
+// A lookup takes no lock: the map is replaced, never changed, when a pair is
+// added. A type labelled by name is its own key; any other type is looked up
+// by its label, so producers' types do not grow the map.
 type observerCache struct {
-	m  atomic.Pointer[map[labelPair]prometheus.Observer]
-	mu sync.Mutex // serialises additions
+	label func(typ string) string
+	m     atomic.Pointer[map[labelPair]prometheus.Observer]
+	mu    sync.Mutex // serialises additions
 }
 
 type labelPair struct{ stream, typ string }
 
 func (c *observerCache) get(vec *prometheus.HistogramVec, stream, typ string) prometheus.Observer {
-	k := labelPair{stream, typ}
-	if m := c.m.Load(); m != nil {
+	m := c.m.Load()
+	if m != nil {
+		if o, ok := (*m)[labelPair{stream, typ}]; ok {
+			return o
+		}
+	}
+	k := labelPair{stream, c.label(typ)}
+	if m != nil && k.typ != typ {
 		if o, ok := (*m)[k]; ok {
 			return o
 		}
 	}
-	o := vec.WithLabelValues(stream, typ)
+	o := vec.WithLabelValues(k.stream, k.typ)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.m.Load()
-	if old != nil && len(*old) >= maxCachedLabels { // types come from producers: do not grow without bound
+	if old != nil && len(*old) >= maxCachedLabels { // streams come from callers of the middleware too
 		return o
 	}
 	next := map[labelPair]prometheus.Observer{}
@@ -185,9 +251,10 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Outcomes reads streamworker_messages_total from g and sums it by message
-// type and outcome (type "" for messages without one), for tests, demos and
-// tools that watch a runtime in the same process.
+// Outcomes reads streamworker_messages_total from g and sums it by type
+// label and outcome (TypeLabelNone for messages without a type,
+// TypeLabelOther for those of a type not registered on the Mux), for tests,
+// demos and tools that watch a runtime in the same process.
 func Outcomes(g prometheus.Gatherer) map[string]map[string]int {
 	out := map[string]map[string]int{}
 	mfs, err := g.Gather()

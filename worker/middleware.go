@@ -60,7 +60,7 @@ func Logging(logger *slog.Logger) Middleware {
 			start := time.Now()
 			err := next.HandleMessage(ctx, m)
 			logger.LogAttrs(ctx, slog.LevelDebug, "handled message",
-				slog.String("stream", m.Stream), slog.String("id", m.ID), slog.String("type", m.Type),
+				slog.String("stream", m.Stream), slog.String("id", m.ID), slog.String("type", shownType(m.Type)),
 				slog.Int("attempt", m.Attempt), slog.Duration("duration", time.Since(start)),
 				slog.Any("error", err))
 			return err

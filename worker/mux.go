@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // Mux routes a message to the handler registered for its type. Register every
@@ -24,8 +26,9 @@ type Mux struct {
 func NewMux() *Mux { return &Mux{routes: make(map[string]Handler)} }
 
 // Handle registers h for messages whose type field is typ. It panics on an
-// empty type, a nil handler, a type registered twice or a Mux already in use,
-// as http.ServeMux does: each is a programming error.
+// empty type, one that is not UTF-8 (it names a metrics series), a nil
+// handler, a type registered twice or a Mux already in use, as http.ServeMux
+// does: each is a programming error.
 func (x *Mux) Handle(typ string, h Handler) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -34,6 +37,8 @@ func (x *Mux) Handle(typ string, h Handler) {
 		panic("worker: Mux.Handle(" + typ + ") after the runtime started")
 	case typ == "":
 		panic("worker: Mux.Handle with an empty type")
+	case !utf8.ValidString(typ):
+		panic(fmt.Sprintf("worker: Mux.Handle(%q) with a type that is not UTF-8", typ))
 	case h == nil:
 		panic("worker: Mux.Handle(" + typ + ") with a nil handler")
 	}
@@ -100,7 +105,27 @@ func (x *Mux) HandleMessage(ctx context.Context, m *Message) error {
 	}
 	h, ok := x.chained[m.Type]
 	if !ok {
-		return fmt.Errorf("%w %q", ErrNoHandler, m.Type)
+		return fmt.Errorf("%w %s", ErrNoHandler, quoteType(m.Type))
 	}
 	return h.HandleMessage(ctx, m)
 }
+
+// maxShownType is how many bytes of a type an error or log line shows: a
+// type is whatever a producer sent, of any length.
+const maxShownType = 128
+
+// shownType is typ cut to maxShownType bytes, at a character boundary, and
+// marked with its full length when cut.
+func shownType(typ string) string {
+	if len(typ) <= maxShownType {
+		return typ
+	}
+	i := maxShownType
+	for i > maxShownType-utf8.UTFMax && !utf8.RuneStart(typ[i]) {
+		i--
+	}
+	return typ[:i] + "…(" + itoa(len(typ)) + " bytes)"
+}
+
+// quoteType is shownType quoted, with bytes that are not UTF-8 escaped.
+func quoteType(typ string) string { return strconv.Quote(shownType(typ)) }

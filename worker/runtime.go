@@ -94,6 +94,7 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	if mux, ok := h.(*Mux); ok {
 		mux.freeze()
 	}
+	metrics.labelTypes(h) // only the Mux's types are labelled by name
 	// Recover is innermost so that logs and metrics see a panic as an error.
 	h = Recover()(h)
 	// The handler timeout is the deadline of each handler goroutine's
