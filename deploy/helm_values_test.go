@@ -42,6 +42,7 @@ var chartSettings = []struct {
 	{"WORKER_FETCH_COUNT", "worker: {fetchCount: 1000}", envSource{value: "1000"}},
 	{"WORKER_BLOCK", "worker: {block: 5s}", envSource{value: "5s"}},
 	{"WORKER_MAX_ATTEMPTS", "worker: {maxAttempts: 9}", envSource{value: "9"}},
+	{"WORKER_MAX_MESSAGE_BYTES", "worker: {maxMessageBytes: 1048576}", envSource{value: "1048576"}},
 	{"WORKER_RETRY_BASE", "worker: {retryBase: 500ms}", envSource{value: "500ms"}},
 	{"WORKER_RETRY_MAX", "worker: {retryMax: 1h}", envSource{value: "1h"}},
 	{"WORKER_HANDLER_TIMEOUT", "worker: {handlerTimeout: 1m30s}", envSource{value: "1m30s"}},

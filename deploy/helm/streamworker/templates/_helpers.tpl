@@ -144,6 +144,7 @@ uses its own defaults: values key -> variable.
   "partitionLease" "WORKER_PARTITION_LEASE"
   "fetchCount" "WORKER_FETCH_COUNT"
   "block" "WORKER_BLOCK"
+  "maxMessageBytes" "WORKER_MAX_MESSAGE_BYTES"
   "maxAttempts" "WORKER_MAX_ATTEMPTS"
   "retryBase" "WORKER_RETRY_BASE"
   "retryMax" "WORKER_RETRY_MAX"
