@@ -222,6 +222,14 @@ func TestOwnPendingEntriesFirstAfterRestart(t *testing.T) {
 	// One of them was trimmed away meanwhile.
 	c.XDel(ctx, stream, old[2])
 	c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "t", "data", "new"}})
+	// The restarted worker resumes only entries idle since before it
+	// started, to the millisecond: a restart within the read's own
+	// millisecond would leave them to the reclaimer. A real restart is never
+	// that quick; wait until Redis counts them idle.
+	eventually(t, "old entries idle", func() bool {
+		p, err := c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: cfg.Group, Start: "-", End: "+", Count: 10}).Result()
+		return err == nil && len(p) == 3 && p[0].Idle >= 3*time.Millisecond && p[1].Idle >= 3*time.Millisecond
+	})
 
 	var order []string
 	done := make(chan struct{})
