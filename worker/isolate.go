@@ -124,7 +124,7 @@ func (r *Runtime) runSuspect(ctx context.Context, s suspect) {
 		return
 	}
 	m := msgs[0]
-	r.logger.Info("running a suspect message on its own", "stream", s.stream, "id", m.ID, "type", m.Type, "attempt", m.Attempt)
+	r.logger.Info("running a suspect message on its own", "stream", s.stream, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt)
 	start := time.Now()
 	select {
 	case <-m.done:

@@ -198,5 +198,5 @@ func (r *Runtime) loseLease(w *workerState, m *Message, why string) {
 	}
 	w.lost = true
 	w.ctx.cancel(cancelled)
-	r.logger.Warn("lease lost; cancelling the handler", "stream", m.Stream, "id", m.ID, "type", m.Type, "reason", why)
+	r.logger.Warn("lease lost; cancelling the handler", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "reason", why)
 }

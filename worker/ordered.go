@@ -243,7 +243,7 @@ func (g *orderGate) renewOne(m *Message) bool {
 	}
 	if len(lost)+len(trimmed)+len(gone) > 0 {
 		g.r.logger.Warn("a failed message is no longer this consumer's to retry (claimed by another, trimmed or acknowledged)",
-			"stream", m.Stream, "id", m.ID, "type", m.Type)
+			"stream", m.Stream, "id", m.ID, "type", shownType(m.Type))
 		return false
 	}
 	g.mu.Lock()
@@ -303,9 +303,9 @@ func (g *orderGate) hold(m *Message, err error) bool {
 	t.held, t.retryIn, t.attempt = true, delay, next
 	g.mu.Unlock()
 	if outcome == OutcomeDelayed {
-		g.r.logger.Debug("message delayed in place", "stream", m.Stream, "id", m.ID, "type", m.Type, "run_in", delay.Round(time.Millisecond), "reason", err.Error())
+		g.r.logger.Debug("message delayed in place", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "run_in", delay.Round(time.Millisecond), "reason", err.Error())
 	} else {
-		g.r.logger.Info("message failed; retrying in place, its key waits", "stream", m.Stream, "id", m.ID, "type", m.Type,
+		g.r.logger.Info("message failed; retrying in place, its key waits", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
 			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
 	}
 	g.r.count(m, outcome)

@@ -366,23 +366,23 @@ func (r *Runtime) complete(m *Message, err error) {
 	}
 	if dead {
 		if derr := r.deadLetter(ctx, m, err); derr != nil {
-			r.logger.Error("could not dead-letter message; it stays pending", "stream", m.Stream, "id", m.ID, "type", m.Type, "error", derr, "handler_error", err.Error())
+			r.logger.Error("could not dead-letter message; it stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", derr, "handler_error", err.Error())
 			r.count(m, OutcomeUnrecorded)
 			return
 		}
-		r.logger.Warn("message dead-lettered", "stream", m.Stream, "id", m.ID, "type", m.Type, "attempt", m.Attempt, "error", err.Error())
+		r.logger.Warn("message dead-lettered", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt, "error", err.Error())
 		r.count(m, OutcomeDead)
 		return
 	}
 	if rerr := r.scheduleRetry(ctx, m, time.Now().Add(delay), fields); rerr != nil {
-		r.logger.Error("could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", m.Type, "error", rerr, "handler_error", err.Error())
+		r.logger.Error("could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", rerr, "handler_error", err.Error())
 		r.count(m, OutcomeUnrecorded)
 		return
 	}
 	if outcome == OutcomeDelayed {
-		r.logger.Debug("message delayed", "stream", m.Stream, "id", m.ID, "type", m.Type, "run_in", delay.Round(time.Millisecond), "reason", err.Error())
+		r.logger.Debug("message delayed", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "run_in", delay.Round(time.Millisecond), "reason", err.Error())
 	} else {
-		r.logger.Info("message failed; retry scheduled", "stream", m.Stream, "id", m.ID, "type", m.Type,
+		r.logger.Info("message failed; retry scheduled", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
 			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
 	}
 	r.count(m, outcome)

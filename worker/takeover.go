@@ -121,7 +121,7 @@ func (r *Runtime) takePending(ctx context.Context, s *streamState, pend []redis.
 	}
 	if r.dispatch(ctx, msgs, 1) > 0 {
 		m := msgs[0]
-		r.logger.Info("running a suspect message on its own", "stream", s.name, "id", m.ID, "type", m.Type, "attempt", m.Attempt)
+		r.logger.Info("running a suspect message on its own", "stream", s.name, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt)
 		select {
 		case <-m.done:
 		case <-ctx.Done():
