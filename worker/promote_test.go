@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/internal/wiretest"
 )
 
 func TestPromoteMovesOnlyDueEntries(t *testing.T) {
@@ -119,7 +120,7 @@ func TestPromoteDeadLettersBadMembers(t *testing.T) {
 		return EncodeEnvelope("t", f)
 	}
 	cases := map[string]string{}
-	for _, m := range envelopeSeeds() {
+	for _, m := range wiretest.EnvelopeSeeds() {
 		if _, f, err := DecodeEnvelope(m); err != nil {
 			cases[m] = errNotEnvelope
 		} else if len(f)/2 > MaxFields {
@@ -186,7 +187,7 @@ func TestPromoteFailureStaysWithItsStream(t *testing.T) {
 // exactly the fields DecodeEnvelope finds, when DecodeEnvelope accepts it
 // within MaxFields, and for the dead-letter stream, as it is, otherwise.
 func FuzzPromoteEnvelope(f *testing.F) {
-	for _, s := range envelopeSeeds() {
+	for _, s := range wiretest.EnvelopeSeeds() {
 		f.Add(s)
 	}
 	c := boundedServer(f)
