@@ -7,7 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/reclaim"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // ErrCrossSlot is returned by CheckSlots for a stream whose keys a Redis
@@ -45,7 +45,7 @@ func CheckSlots(client redis.UniversalClient, streams []string, group, consumer 
 // slotKeys are the keys the runtime uses with stream s in one multi-key
 // command, the stream first. The dedupe mark stands for every id.
 func slotKeys(s, group, consumer string) []string {
-	return []string{s, DelayedKey(s), DeadLetterKey(s), dedupeKey(s, "id"), reclaim.HeartbeatKey(s, group, consumer)}
+	return []string{s, DelayedKey(s), DeadLetterKey(s), dedupeKey(s, "id"), wire.HeartbeatKey(s, group, consumer)}
 }
 
 // tagged is s made a hash tag, the name CheckSlots suggests.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/reclaim"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // keySlot must agree with the server's own CLUSTER KEYSLOT, hash tags and
@@ -23,7 +23,7 @@ func TestKeySlotMatchesServer(t *testing.T) {
 	for _, k := range []string{
 		"", "123456789", "orders", "orders:delayed", "{orders}", "{orders}:dlq", "{orders:3}", "{orders:3}:dedupe:x",
 		"{user1000}.following", "foo{}{bar}", "foo{{bar}}zap", "foo{bar}{zap}", "{}", "}{", "a{b", "ключ{заказы}",
-		reclaim.HeartbeatKey("{orders}", "workers", "pod-{0}"), "\x00\xff",
+		wire.HeartbeatKey("{orders}", "workers", "pod-{0}"), "\x00\xff",
 	} {
 		want, err := cc.ClusterKeySlot(ctx, k).Result()
 		if err != nil {

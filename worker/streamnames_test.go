@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/streamworker/streamworker/config"
-	"github.com/streamworker/streamworker/reclaim"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // TestConfigRefusesTheRuntimesKeysAsStreams keeps config's list of the
@@ -26,7 +26,7 @@ func TestConfigRefusesTheRuntimesKeysAsStreams(t *testing.T) {
 		DelayedKey("orders"), DelayedKey("{orders}"), DelayedKey(partition),
 		DeadLetterKey("orders"), DeadLetterKey("{orders}"), DeadLetterKey(partition),
 		dedupeKey("orders", "42"), dedupeKey(partition, "42"),
-		reclaim.HeartbeatKey("orders", "workers", "pod-1"), reclaim.HeartbeatKey(partition, "workers", "pod-1"),
+		wire.HeartbeatKey("orders", "workers", "pod-1"), wire.HeartbeatKey(partition, "workers", "pod-1"),
 		partitionOwnerKey(partition, "workers"),
 		partitionMembersKey("orders", "workers"),
 	} {
