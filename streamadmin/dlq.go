@@ -162,9 +162,9 @@ var replayStrip = []string{
 // KEYS[1] -> the stream's :dlq stream
 // KEYS[2] -> the stream
 // ARGV[1] -> most field/value pairs to copy (wire.MaxFields)
-// ARGV[2] -> the type field name
-// ARGV[3] -> the envelope field name
-// ARGV[4] -> the origin_id field name
+// ARGV[2] -> the type field name (wire.FieldType)
+// ARGV[3] -> the envelope field name (wire.FieldEnvelope)
+// ARGV[4] -> the origin_id field name (wire.FieldOriginID)
 // ARGV[5] -> n, how many names follow to leave out (replayStrip)
 // ARGV[6..5+n] -> the names
 // ARGV[6+n..] -> dead-letter entry IDs
