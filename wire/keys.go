@@ -72,6 +72,7 @@ const (
 	KeyPartitionMembers                    // PartitionMembersKey
 )
 
+// String names the kind, e.g. "delayed" or "partition owner".
 func (k KeyKind) String() string {
 	for _, c := range companions {
 		if c.kind == k {
