@@ -12,8 +12,10 @@ import (
 // key it was built from; a stream itself is none of them.
 func TestParseCompanion(t *testing.T) {
 	partition := wire.PartitionStream("orders", 3)
-	for _, s := range []string{"orders", "{orders}", partition, "dlq", "delayed", "orders:dlqs", "orders:dlq:archive",
-		"orders:delayed-jobs", "orders:owner:eu", "{orders}:members", "orders:dedupe:", "orders:alive:"} {
+	for _, s := range []string{
+		"orders", "{orders}", partition, "dlq", "delayed", "orders:dlqs", "orders:dlq:archive",
+		"orders:delayed-jobs", "orders:owner:eu", "{orders}:members", "orders:dedupe:", "orders:alive:",
+	} {
 		if kind, of, ok := wire.ParseCompanion(s); ok {
 			t.Errorf("ParseCompanion(%q) = %v of %q, want no companion", s, kind, of)
 		}
