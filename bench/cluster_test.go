@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -95,8 +96,8 @@ func runPartitioned(b *testing.B, n int, servers []*benchRedis, newClient func()
 	for i := range n {
 		key := "k" + strconv.Itoa(i%1000)
 		pipe.XAdd(ctx, &redis.XAddArgs{
-			Stream: worker.PartitionStream(stream, worker.PartitionFor(key, parts)),
-			Values: []any{worker.FieldType, msgType, worker.FieldKey, key, worker.FieldData, payload},
+			Stream: wire.PartitionStream(stream, wire.PartitionFor(key, parts)),
+			Values: []any{wire.FieldType, msgType, wire.FieldKey, key, wire.FieldData, payload},
 		})
 		if pipe.Len() == 1000 || i == n-1 {
 			if _, err := pipe.Exec(ctx); err != nil {
@@ -150,7 +151,7 @@ func runPartitioned(b *testing.B, n int, servers []*benchRedis, newClient func()
 		b.Fatal(err)
 	}
 	dpipe := admin.Pipeline()
-	for _, s := range worker.PartitionStreams(stream, parts) {
+	for _, s := range wire.PartitionStreams(stream, parts) {
 		dpipe.Unlink(ctx, s)
 	}
 	_, _ = dpipe.Exec(ctx)
@@ -166,7 +167,7 @@ func waitConsumed(ctx context.Context, c redis.UniversalClient, stream string, p
 		pipe := c.Pipeline()
 		cmds := make([]*redis.XInfoGroupsCmd, parts)
 		for i := range parts {
-			cmds[i] = pipe.XInfoGroups(ctx, worker.PartitionStream(stream, i))
+			cmds[i] = pipe.XInfoGroups(ctx, wire.PartitionStream(stream, i))
 		}
 		_, _ = pipe.Exec(ctx)
 		var read, pending int64

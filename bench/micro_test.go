@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -16,10 +17,10 @@ import (
 
 // BenchmarkEncodeEnvelope encodes a retry envelope of a 100-byte message.
 func BenchmarkEncodeEnvelope(b *testing.B) {
-	fields := []string{worker.FieldType, msgType, worker.FieldData, string(payload), worker.FieldAttempt, "2"}
+	fields := []string{wire.FieldType, msgType, wire.FieldData, string(payload), wire.FieldAttempt, "2"}
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = worker.EncodeEnvelope("1700000000000-0", fields)
+		_ = wire.EncodeEnvelope("1700000000000-0", fields)
 	}
 }
 

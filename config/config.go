@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/streamworker/streamworker/wire"
 )
 
 // Config is everything the worker daemon reads from the environment. Each field
@@ -311,52 +313,30 @@ func validateRedisURL(raw string) error {
 	return nil
 }
 
-// runtimeKeys are the shapes of the keys the runtime keeps beside a stream
-// S (built in worker/keys.go and reclaim/keys.go; a test there keeps this
-// list in step). Consumed as a stream, one of them would fail every read
-// with WRONGTYPE, or make a second consumer of the runtime's own entries.
-var runtimeKeys = []struct {
-	marker string // what follows S in the key
-	suffix bool   // the key ends with marker; otherwise something follows it
-	what   string
-}{
-	{":delayed", true, "the sorted set of delayed and retried entries of"}, // S:delayed
-	{":dlq", true, "the dead-letter stream of"},                            // S:dlq
-	{":dedupe:", false, "an idempotency mark of"},                          // S:dedupe:<id>
-	{":alive:", false, "a consumer heartbeat of"},                          // S:alive:<group>:<consumer>
-	{"}:owner:", false, "the owner of partition"},                          // {S:i}:owner:<group>
-	{"}:members:", false, "the partition members of"},                      // {S}:members:<group>
+// runtimeKeyWhat says what each of the runtime's own keys beside a stream
+// is, for the error that refuses it as a stream (wire.ParseCompanion tells
+// them apart). Consumed as a stream, one of them would fail every read with
+// WRONGTYPE, or make a second consumer of the runtime's own entries.
+var runtimeKeyWhat = map[wire.KeyKind]string{
+	wire.KeyDelayed:          "the sorted set of delayed and retried entries of",
+	wire.KeyDeadLetter:       "the dead-letter stream of",
+	wire.KeyDedupe:           "an idempotency mark of",
+	wire.KeyHeartbeat:        "a consumer heartbeat of",
+	wire.KeyPartitionOwner:   "the owner of partition",
+	wire.KeyPartitionMembers: "the partition members of",
 }
 
 // runtimeKey reports whether key has the shape of one of the runtime's own
 // keys, what it is, and the stream it belongs to.
 func runtimeKey(key string) (what, stream string, ok bool) {
-	for _, k := range runtimeKeys {
-		var i int
-		if k.suffix {
-			if !strings.HasSuffix(key, k.marker) {
-				continue
-			}
-			i = len(key) - len(k.marker)
-		} else if i = strings.Index(key, k.marker); i < 0 || i+len(k.marker) == len(key) {
-			continue
-		}
-		stream = key[:i]
-		switch k.marker {
-		case "}:owner:": // the partition {S:i}, braces included
-			if !strings.HasPrefix(stream, "{") {
-				continue
-			}
-			stream += "}"
-		case "}:members:": // the logical stream S of {S}
-			if !strings.HasPrefix(stream, "{") {
-				continue
-			}
-			stream = stream[1:]
-		}
-		return k.what, stream, true
+	kind, stream, ok := wire.ParseCompanion(key)
+	if !ok {
+		return "", "", false
 	}
-	return "", "", false
+	if what, ok = runtimeKeyWhat[kind]; !ok {
+		what = "the " + kind.String() + " key of"
+	}
+	return what, stream, true
 }
 
 // validPort reports whether port is a decimal TCP port from 1 to 65535 (not

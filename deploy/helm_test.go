@@ -20,7 +20,7 @@ import (
 	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
 	"sigs.k8s.io/yaml"
 
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 const (
@@ -338,7 +338,7 @@ keda: {enabled: true}
 `}})
 	var want []string
 	for _, s := range []string{"sw:orders", "sw:mail"} {
-		for _, p := range worker.PartitionStreams(s, 3) {
+		for _, p := range wire.PartitionStreams(s, 3) {
 			want = append(want, p+" lag", p+" pending")
 		}
 	}

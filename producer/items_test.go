@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -36,7 +37,7 @@ func TestPublishItemsMixesAppendsAndDelays(t *testing.T) {
 	if entries[0].Values["type"] != "a" || entries[1].Values["type"] != "c" {
 		t.Errorf("stream = %v, want a then c", entries)
 	}
-	zs := c.ZRangeWithScores(ctx, worker.DelayedKey(stream), 0, -1).Val()
+	zs := c.ZRangeWithScores(ctx, wire.DelayedKey(stream), 0, -1).Val()
 	if len(zs) != 1 || int64(zs[0].Score) != due.UnixMilli() || !strings.Contains(zs[0].Member.(string), "4:type1:b4:data1:22:id1:k") {
 		t.Errorf("delayed set = %v", zs)
 	}
@@ -56,7 +57,7 @@ func TestPublishItemsChecksEverythingFirst(t *testing.T) {
 	if _, err := p.PublishItems(ctx, stream, []Item{{Event: Event{Data: []byte("x")}}}); !errors.Is(err, ErrNoType) {
 		t.Errorf("err = %v, want ErrNoType", err)
 	}
-	if n := c.Exists(ctx, stream, worker.DelayedKey(stream)).Val(); n != 0 {
+	if n := c.Exists(ctx, stream, wire.DelayedKey(stream)).Val(); n != 0 {
 		t.Errorf("a refused batch wrote %d keys", n)
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // ErrPartitioning is returned for partitioning that cannot work: a negative
@@ -14,12 +14,12 @@ var ErrPartitioning = errors.New("bad partitioning")
 
 // Route returns the stream key e goes to on stream. Without partitioning
 // (Options.Partitions 0 or 1) that is stream itself. With n partitions it is
-// worker.PartitionStream(stream, i) ({stream:i}), where i is chosen by
+// wire.PartitionStream(stream, i) ({stream:i}), where i is chosen by
 //
-//  1. the event's partition key (Event.Key), worker.PartitionFor(key, n):
+//  1. the event's partition key (Event.Key), wire.PartitionFor(key, n):
 //     events with one key go to one partition, in the order sent, and the
 //     worker runs them one at a time, in that order;
-//  2. else its ID, worker.PartitionFor(id, n), so that a resend of an event
+//  2. else its ID, wire.PartitionFor(id, n), so that a resend of an event
 //     lands where the first went and the worker's dedupe window sees it;
 //  3. else round-robin over the partitions, in the order Route is called.
 //
@@ -34,16 +34,16 @@ func (p *Producer) Route(stream string, e Event) (string, error) {
 		return stream, nil
 	case strings.ContainsAny(stream, "{}"):
 		return "", fmt.Errorf("%w: stream %q: a partitioned stream is named without braces; its %d partitions are %s … %s, each a hash tag of its own",
-			ErrPartitioning, stream, n, worker.PartitionStream(stream, 0), worker.PartitionStream(stream, n-1))
+			ErrPartitioning, stream, n, wire.PartitionStream(stream, 0), wire.PartitionStream(stream, n-1))
 	}
 	if key := e.partitionKey(); key != "" {
-		return worker.PartitionStream(stream, worker.PartitionFor(key, n)), nil
+		return wire.PartitionStream(stream, wire.PartitionFor(key, n)), nil
 	}
 	if e.ID != "" {
-		return worker.PartitionStream(stream, worker.PartitionFor(e.ID, n)), nil
+		return wire.PartitionStream(stream, wire.PartitionFor(e.ID, n)), nil
 	}
 	i := (p.next.Add(1) - 1) % uint64(n)
-	return worker.PartitionStream(stream, int(i)), nil
+	return wire.PartitionStream(stream, int(i)), nil
 }
 
 // partitionKey is the event's partition key: Key, or a key field set as
@@ -52,7 +52,7 @@ func (e Event) partitionKey() string {
 	if e.Key != "" {
 		return e.Key
 	}
-	return e.Metadata[worker.FieldKey]
+	return e.Metadata[wire.FieldKey]
 }
 
 // routes returns the stream key of each event, or the first routing error;

@@ -13,12 +13,12 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 func TestRoute(t *testing.T) {
 	p4 := New(nil, Options{Partitions: 4})
-	part := func(key string) string { return worker.PartitionStream("orders", worker.PartitionFor(key, 4)) }
+	part := func(key string) string { return wire.PartitionStream("orders", wire.PartitionFor(key, 4)) }
 	for _, tc := range []struct {
 		name   string
 		p      *Producer
@@ -108,17 +108,17 @@ func TestPublishPartitioned(t *testing.T) {
 	perPartition := map[string]int{}
 	total := 0
 	for i := range n {
-		part := worker.PartitionStream(stream, i)
+		part := wire.PartitionStream(stream, i)
 		msgs, err := c.XRange(ctx, part, "-", "+").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range msgs {
-			k, _ := m.Values[worker.FieldKey].(string)
-			if want := worker.PartitionStream(stream, worker.PartitionFor(k, n)); want != part {
+			k, _ := m.Values[wire.FieldKey].(string)
+			if want := wire.PartitionStream(stream, wire.PartitionFor(k, n)); want != part {
 				t.Fatalf("event of key %q in %s, want %s", k, part, want)
 			}
-			s, _ := strconv.Atoi(m.Values[worker.FieldData].(string))
+			s, _ := strconv.Atoi(m.Values[wire.FieldData].(string))
 			if s <= seen[k] {
 				t.Fatalf("key %q: seq %d after %d in %s: order lost", k, s, seen[k], part)
 			}
@@ -145,10 +145,10 @@ func TestPublishPartitioned(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range n {
-		if got := c.XLen(ctx, worker.PartitionStream(rr, i)).Val(); got != 4 {
+		if got := c.XLen(ctx, wire.PartitionStream(rr, i)).Val(); got != 4 {
 			t.Errorf("round-robin partition %d has %d events, want 4", i, got)
 		}
-		if got := c.XRange(ctx, worker.PartitionStream(rr, i), "-", "+").Val(); len(got) > 0 && got[0].Values[worker.FieldKey] != nil {
+		if got := c.XRange(ctx, wire.PartitionStream(rr, i), "-", "+").Val(); len(got) > 0 && got[0].Values[wire.FieldKey] != nil {
 			t.Errorf("a key field without a key: %v", got[0].Values)
 		}
 	}
@@ -158,16 +158,16 @@ func TestPublishPartitioned(t *testing.T) {
 	if err := p.PublishDelayed(ctx, stream, Event{Type: "t", ID: "order-1"}, due); err != nil {
 		t.Fatal(err)
 	}
-	byID := worker.PartitionStream(stream, worker.PartitionFor("order-1", n))
-	if got := c.ZCard(ctx, worker.DelayedKey(byID)).Val(); got != 1 {
-		t.Errorf("%s holds %d, want the delayed event routed by its ID", worker.DelayedKey(byID), got)
+	byID := wire.PartitionStream(stream, wire.PartitionFor("order-1", n))
+	if got := c.ZCard(ctx, wire.DelayedKey(byID)).Val(); got != 1 {
+		t.Errorf("%s holds %d, want the delayed event routed by its ID", wire.DelayedKey(byID), got)
 	}
 	res, err := p.PublishItems(ctx, stream, []Item{{Event: Event{Type: "t", Key: "alice"}}, {Event: Event{Type: "t", Key: "bob"}, Due: due}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, k := range []string{"alice", "bob"} {
-		if want := worker.PartitionStream(stream, worker.PartitionFor(k, n)); res[i].Stream != want {
+		if want := wire.PartitionStream(stream, wire.PartitionFor(k, n)); res[i].Stream != want {
 			t.Errorf("item %d went to %q, want %q", i, res[i].Stream, want)
 		}
 	}
@@ -232,7 +232,7 @@ func TestPublishPartitionedOnCluster(t *testing.T) {
 	}
 	slots := map[int64]bool{}
 	var total int64
-	for _, s := range worker.PartitionStreams("orders", 8) {
+	for _, s := range wire.PartitionStreams("orders", 8) {
 		total += cc.XLen(ctx, s).Val()
 		slots[cc.ClusterKeySlot(ctx, s).Val()] = true
 	}

@@ -23,7 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // DefaultMaxPayload is the default cap on an event's data.
@@ -64,7 +64,7 @@ type Options struct {
 	MaxLen int64
 	// Partitions, when more than 1, splits every stream this producer sends
 	// to into that many partition streams, {S:0} … {S:n-1}
-	// (worker.PartitionStream), and each event goes to one of them (see
+	// (wire.PartitionStream), and each event goes to one of them (see
 	// Route). It must equal the worker's WORKER_PARTITIONS, or events land
 	// in partitions no worker reads. Default: 0, not partitioned.
 	Partitions int
@@ -124,7 +124,7 @@ func (p *Producer) Check(e Event) error {
 // fields are e's field/value pairs as strings, for a delayed envelope.
 func (e Event) fields() []string {
 	f := make([]string, 0, 8+2*len(e.Metadata))
-	f = append(f, worker.FieldType, e.Type, worker.FieldData, string(e.Data))
+	f = append(f, wire.FieldType, e.Type, wire.FieldData, string(e.Data))
 	e.eachExtra(func(k, v string) { f = append(f, k, v) })
 	return f
 }
@@ -133,7 +133,7 @@ func (e Event) fields() []string {
 // as it is, without copying it into a string, and boxes no value twice.
 func (e Event) values() []any {
 	f := make([]any, 0, 8+2*len(e.Metadata))
-	f = append(f, worker.FieldType, e.Type, worker.FieldData, e.Data)
+	f = append(f, wire.FieldType, e.Type, wire.FieldData, e.Data)
 	e.eachExtra(func(k, v string) { f = append(f, k, v) })
 	return f
 }
@@ -142,13 +142,13 @@ func (e Event) values() []any {
 // metadata.
 func (e Event) eachExtra(add func(k, v string)) {
 	if e.ID != "" {
-		add(worker.FieldID, e.ID)
+		add(wire.FieldID, e.ID)
 	}
 	if e.Key != "" {
-		add(worker.FieldKey, e.Key)
+		add(wire.FieldKey, e.Key)
 	}
 	for k, v := range e.Metadata {
-		if k == worker.FieldKey && e.Key != "" {
+		if k == wire.FieldKey && e.Key != "" {
 			continue // Key wins
 		}
 		add(k, v)
@@ -168,7 +168,7 @@ func (p *Producer) args(stream string, e Event) *redis.XAddArgs {
 func delayed(e Event, due time.Time) redis.Z {
 	var tok [8]byte
 	_, _ = rand.Read(tok[:])
-	member := worker.EncodeEnvelope("d-"+hex.EncodeToString(tok[:]), e.fields())
+	member := wire.EncodeEnvelope("d-"+hex.EncodeToString(tok[:]), e.fields())
 	return redis.Z{Score: float64(due.UnixMilli()), Member: member}
 }
 
@@ -233,7 +233,7 @@ func (p *Producer) PublishDelayed(ctx context.Context, stream string, e Event, d
 	if err != nil {
 		return err
 	}
-	return p.classify(p.client.ZAdd(ctx, worker.DelayedKey(key), delayed(e, due)).Err())
+	return p.classify(p.client.ZAdd(ctx, wire.DelayedKey(key), delayed(e, due)).Err())
 }
 
 // Item is one event of a mixed batch: appended now, or scheduled in the
@@ -281,7 +281,7 @@ func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item
 		if it.Due.IsZero() {
 			cmds[i] = pipe.XAdd(ctx, p.args(keys[i], it.Event))
 		} else {
-			cmds[i] = pipe.ZAdd(ctx, worker.DelayedKey(keys[i]), delayed(it.Event, it.Due))
+			cmds[i] = pipe.ZAdd(ctx, wire.DelayedKey(keys[i]), delayed(it.Event, it.Due))
 		}
 	}
 	failUnread(pipe.Exec(ctx)) // then each command has its own error, read below

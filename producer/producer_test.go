@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 func TestMain(m *testing.M) { testredis.Main(m) }
@@ -92,7 +92,7 @@ func TestPublishDelayedSchedulesUniqueEnvelopes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	zs, _ := c.ZRangeWithScores(ctx, worker.DelayedKey(stream), 0, -1).Result()
+	zs, _ := c.ZRangeWithScores(ctx, wire.DelayedKey(stream), 0, -1).Result()
 	if len(zs) != 2 || int64(zs[0].Score) != due.UnixMilli() {
 		t.Errorf("delayed set = %v, want 2 members scored %d", zs, due.UnixMilli())
 	}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/wire"
 )
 
 // Options configure a Reclaimer. Every field but Owned is required; config.Config
@@ -426,7 +428,7 @@ func replyStrings(v any) []string {
 func (r *Reclaimer) heartbeat(ctx context.Context) error {
 	pipe := r.client.Pipeline()
 	for _, s := range r.opts.Streams {
-		pipe.Set(ctx, HeartbeatKey(s, r.opts.Group, r.opts.Consumer), "1", r.opts.GoneAfter)
+		pipe.Set(ctx, wire.HeartbeatKey(s, r.opts.Group, r.opts.Consumer), "1", r.opts.GoneAfter)
 	}
 	_, err := pipe.Exec(ctx)
 	return err
@@ -465,7 +467,7 @@ func (r *Reclaimer) cleanStream(ctx context.Context, s string) (int, error) {
 			continue
 		}
 		n, err := removeConsumerScript.Run(ctx, r.client,
-			[]string{s, HeartbeatKey(s, r.opts.Group, c.Name)}, r.opts.Group, c.Name).Int()
+			[]string{s, wire.HeartbeatKey(s, r.opts.Group, c.Name)}, r.opts.Group, c.Name).Int()
 		if err != nil {
 			return removed, err
 		}
@@ -483,7 +485,7 @@ func (r *Reclaimer) cleanStream(ctx context.Context, s string) (int, error) {
 // the last acknowledgement of a clean shutdown.
 func (r *Reclaimer) Leave(ctx context.Context) {
 	for _, s := range r.opts.Streams {
-		hb := HeartbeatKey(s, r.opts.Group, r.opts.Consumer)
+		hb := wire.HeartbeatKey(s, r.opts.Group, r.opts.Consumer)
 		if err := r.client.Del(ctx, hb).Err(); err != nil {
 			return
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // slotSink stands in for the runtime's dispatch path: a number of free
@@ -203,7 +204,7 @@ func TestCleanUpRemovesOnlyGoneConsumersThatOwnNothing(t *testing.T) {
 	}
 	f.deliverTo("crashed", 2) // gone but owns entries
 	f.c.XGroupCreateConsumer(ctx, f.stream, "g", "quiet")
-	f.c.Set(ctx, HeartbeatKey(f.stream, "g", "quiet"), "1", time.Minute) // alive, blocked on an empty stream
+	f.c.Set(ctx, wire.HeartbeatKey(f.stream, "g", "quiet"), "1", time.Minute) // alive, blocked on an empty stream
 	f.c.XGroupCreateConsumer(ctx, f.stream, "g", "me")
 	deadline := time.Now().Add(10 * time.Second)
 	for { // until every consumer looks idle past GoneAfter
@@ -277,7 +278,7 @@ func TestLeaveRemovesOnlyAnIdleSelf(t *testing.T) {
 	if n := len(f.c.XInfoConsumers(ctx, f.stream, "g").Val()); n != 1 {
 		t.Errorf("a consumer that owns an entry left the group")
 	}
-	if f.c.Exists(ctx, HeartbeatKey(f.stream, "g", "me")).Val() != 0 {
+	if f.c.Exists(ctx, wire.HeartbeatKey(f.stream, "g", "me")).Val() != 0 {
 		t.Error("heartbeat left behind")
 	}
 	p := f.c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: f.stream, Group: "g", Start: "-", End: "+", Count: 10}).Val()

@@ -19,7 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 var (
@@ -61,7 +61,7 @@ func (a *Admin) Streams(ctx context.Context) ([]string, error) {
 		iter := c.ScanType(ctx, 0, "*", 1000, "stream").Iterator()
 		for iter.Next(ctx) {
 			k := iter.Val()
-			if strings.HasSuffix(k, worker.DeadLetterKey("")) {
+			if strings.HasSuffix(k, wire.DeadLetterKey("")) {
 				continue
 			}
 			mu.Lock()
@@ -158,12 +158,12 @@ func (a *Admin) StatusAll(ctx context.Context) ([]StreamStatus, error) {
 }
 
 // PartitionStatus returns the state of each of the n partitions of the
-// logical stream stream ({stream:0} … {stream:n-1}, worker.PartitionStream),
+// logical stream stream ({stream:0} … {stream:n-1}, wire.PartitionStream),
 // in order. A partition that does not exist yet (no event went there, and
 // no worker has read it) is shown empty, without groups; a key of another
 // type is an error, as in Status.
 func (a *Admin) PartitionStatus(ctx context.Context, stream string, n int) ([]StreamStatus, error) {
-	return a.status(ctx, worker.PartitionStreams(stream, n), missingIsEmpty)
+	return a.status(ctx, wire.PartitionStreams(stream, n), missingIsEmpty)
 }
 
 // missing is what status makes of a stream that is not there when first read.
@@ -188,8 +188,8 @@ func (a *Admin) status(ctx context.Context, streams []string, miss missing) ([]S
 	dead := make([]*redis.IntCmd, len(streams))
 	for i, s := range streams {
 		types[i] = pipe.Type(ctx, s)
-		delayed[i] = pipe.ZCard(ctx, worker.DelayedKey(s))
-		dead[i] = pipe.XLen(ctx, worker.DeadLetterKey(s))
+		delayed[i] = pipe.ZCard(ctx, wire.DelayedKey(s))
+		dead[i] = pipe.XLen(ctx, wire.DeadLetterKey(s))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("reading stream status: %w", firstErr(err, streams, types, delayed, dead))
@@ -304,10 +304,10 @@ func firstErr(err error, streams []string, types []*redis.StatusCmd, delayed, de
 			return e
 		}
 		if e := delayed[i].Err(); e != nil {
-			return fmt.Errorf("%s: %w", worker.DelayedKey(s), e)
+			return fmt.Errorf("%s: %w", wire.DelayedKey(s), e)
 		}
 		if e := dead[i].Err(); e != nil {
-			return fmt.Errorf("%s: %w", worker.DeadLetterKey(s), e)
+			return fmt.Errorf("%s: %w", wire.DeadLetterKey(s), e)
 		}
 	}
 	return err

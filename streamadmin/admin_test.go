@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // fixture is a stream on the shared server with an Admin and a plain client.
@@ -65,7 +65,7 @@ func (f *fixture) read(group, consumer string, n int64) []string {
 
 func (f *fixture) dead(fields ...string) string {
 	f.t.Helper()
-	id, err := f.c.XAdd(f.ctx, &redis.XAddArgs{Stream: worker.DeadLetterKey(f.stream), Values: fields}).Result()
+	id, err := f.c.XAdd(f.ctx, &redis.XAddArgs{Stream: wire.DeadLetterKey(f.stream), Values: fields}).Result()
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestStatus(t *testing.T) {
 	f.group("audit")
 	f.read("workers", "w1", 2)
 	f.read("workers", "w2", 1)
-	f.c.ZAdd(f.ctx, worker.DelayedKey(f.stream), redis.Z{Score: 1, Member: "m1"}, redis.Z{Score: 2, Member: "m2"})
+	f.c.ZAdd(f.ctx, wire.DelayedKey(f.stream), redis.Z{Score: 1, Member: "m1"}, redis.Z{Score: 2, Member: "m2"})
 	f.dead("type", "a", "error", "boom")
 
 	got, err := f.admin.Status(f.ctx, []string{f.stream})

@@ -10,11 +10,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // DeadLetter is one entry of a dead-letter stream: the original fields plus
-// those the runtime adds (worker.FieldError, FieldAttempts, FieldOriginID,
+// those the runtime adds (wire.FieldError, FieldAttempts, FieldOriginID,
 // FieldFailedAt, FieldGroup, FieldConsumer).
 type DeadLetter struct {
 	ID     string
@@ -24,7 +24,7 @@ type DeadLetter struct {
 // DeadLetters returns up to limit entries of stream's dead-letter stream,
 // oldest first, and its length.
 func (a *Admin) DeadLetters(ctx context.Context, stream string, limit int64) ([]DeadLetter, int64, error) {
-	key := worker.DeadLetterKey(stream)
+	key := wire.DeadLetterKey(stream)
 	pipe := a.client.Pipeline()
 	n := pipe.XLen(ctx, key)
 	r := pipe.XRangeN(ctx, key, "-", "+", limit)
@@ -104,7 +104,7 @@ func (a *Admin) Replay(ctx context.Context, stream string, ids []string) ([]Repl
 // again, stay for another run. It returns how many were replayed and the IDs
 // left behind for having no type.
 func (a *Admin) ReplayAll(ctx context.Context, stream string) (int, []string, error) {
-	key := worker.DeadLetterKey(stream)
+	key := wire.DeadLetterKey(stream)
 	last, err := a.lastID(ctx, key)
 	if err != nil || last == "" {
 		return 0, nil, err
@@ -144,8 +144,8 @@ func (a *Admin) ReplayAll(ctx context.Context, stream string) (int, []string, er
 // added when it dead-lettered the entry, and attempt, so the copy starts
 // again at attempt 1.
 var replayStrip = []string{
-	worker.FieldError, worker.FieldAttempts, worker.FieldFailedAt, worker.FieldGroup, worker.FieldConsumer,
-	worker.FieldAttempt,
+	wire.FieldError, wire.FieldAttempts, wire.FieldFailedAt, wire.FieldGroup, wire.FieldConsumer,
+	wire.FieldAttempt,
 }
 
 // replayScript moves dead letters back into their stream. For each ID it
@@ -161,10 +161,10 @@ var replayStrip = []string{
 //
 // KEYS[1] -> the stream's :dlq stream
 // KEYS[2] -> the stream
-// ARGV[1] -> most field/value pairs to copy (worker.MaxFields)
-// ARGV[2] -> the type field name
-// ARGV[3] -> the envelope field name
-// ARGV[4] -> the origin_id field name
+// ARGV[1] -> most field/value pairs to copy (wire.MaxFields)
+// ARGV[2] -> the type field name (wire.FieldType)
+// ARGV[3] -> the envelope field name (wire.FieldEnvelope)
+// ARGV[4] -> the origin_id field name (wire.FieldOriginID)
 // ARGV[5] -> n, how many names follow to leave out (replayStrip)
 // ARGV[6..5+n] -> the names
 // ARGV[6+n..] -> dead-letter entry IDs
@@ -211,14 +211,14 @@ return out
 
 func (a *Admin) replay(ctx context.Context, stream string, ids []string) ([]ReplayResult, error) {
 	args := make([]any, 0, 5+len(replayStrip)+len(ids))
-	args = append(args, worker.MaxFields, worker.FieldType, worker.FieldEnvelope, worker.FieldOriginID, len(replayStrip))
+	args = append(args, wire.MaxFields, wire.FieldType, wire.FieldEnvelope, wire.FieldOriginID, len(replayStrip))
 	for _, f := range replayStrip {
 		args = append(args, f)
 	}
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	key := worker.DeadLetterKey(stream)
+	key := wire.DeadLetterKey(stream)
 	reply, err := replayScript.Run(ctx, a.client, []string{key, stream}, args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("replaying %s into %s: %w", key, stream, err)
@@ -298,7 +298,7 @@ const replayWatchTries = 20
 // list has no length limit, and writes the copy and deletes the dead letter
 // in one transaction, watched so that two replays of one entry copy it once.
 func (a *Admin) replayWhole(ctx context.Context, stream, id string) (ReplayResult, error) {
-	key := worker.DeadLetterKey(stream)
+	key := wire.DeadLetterKey(stream)
 	res := ReplayResult{ID: id}
 	txf := func(tx *redis.Tx) error {
 		res = ReplayResult{ID: id}
@@ -387,16 +387,16 @@ func replayCopy(dead []string) (fields []string, ok bool) {
 	whole, others := false, 0
 	for i := 0; i+1 < len(dead); i += 2 {
 		switch k := dead[i]; {
-		case k == worker.FieldType:
-		case k == worker.FieldEnvelope:
+		case k == wire.FieldType:
+		case k == wire.FieldEnvelope:
 			whole, envelope = true, dead[i+1]
-		case k != worker.FieldOriginID && !slices.Contains(replayStrip, k):
+		case k != wire.FieldOriginID && !slices.Contains(replayStrip, k):
 			others++
 		}
 	}
 	src := dead
 	if whole && others == 0 {
-		_, inner, err := worker.DecodeEnvelope(envelope)
+		_, inner, err := wire.DecodeEnvelope(envelope)
 		if err != nil {
 			return nil, false
 		}
@@ -407,7 +407,7 @@ func replayCopy(dead []string) (fields []string, ok bool) {
 		if slices.Contains(replayStrip, src[i]) {
 			continue
 		}
-		if src[i] == worker.FieldType && src[i+1] != "" {
+		if src[i] == wire.FieldType && src[i+1] != "" {
 			ok = true
 		}
 		fields = append(fields, src[i], src[i+1])
@@ -424,7 +424,7 @@ func (a *Admin) Purge(ctx context.Context, stream string, ids []string) (deleted
 			return 0, nil, err
 		}
 	}
-	key := worker.DeadLetterKey(stream)
+	key := wire.DeadLetterKey(stream)
 	pipe := a.client.Pipeline()
 	cmds := make([]*redis.IntCmd, len(ids))
 	for i, id := range ids {
@@ -445,7 +445,7 @@ func (a *Admin) Purge(ctx context.Context, stream string, ids []string) (deleted
 // PurgeAll deletes every dead letter of stream that is there when it starts
 // (entries dead-lettered meanwhile stay) and returns how many it deleted.
 func (a *Admin) PurgeAll(ctx context.Context, stream string) (int64, error) {
-	key := worker.DeadLetterKey(stream)
+	key := wire.DeadLetterKey(stream)
 	last, err := a.lastID(ctx, key)
 	if err != nil || last == "" {
 		return 0, err

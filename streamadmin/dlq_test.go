@@ -10,7 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // deadLetterFields is an entry as the runtime dead-letters it.
@@ -61,7 +61,7 @@ func TestReplayStripsRuntimeFieldsAndResetsAttempt(t *testing.T) {
 	if diff := cmp.Diff(want, entries[0].Values); diff != "" {
 		t.Errorf("replayed entry (-want +got):\n%s", diff)
 	}
-	if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 0 {
+	if n := f.c.XLen(f.ctx, wire.DeadLetterKey(f.stream)).Val(); n != 0 {
 		t.Errorf("DLQ length = %d, want the entry removed", n)
 	}
 }
@@ -92,7 +92,7 @@ func TestReplayOutcomes(t *testing.T) {
 	if n := f.c.XLen(f.ctx, f.stream).Val(); n != 1 {
 		t.Errorf("stream length = %d, want 1", n)
 	}
-	if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 2 {
+	if n := f.c.XLen(f.ctx, wire.DeadLetterKey(f.stream)).Val(); n != 2 {
 		t.Errorf("DLQ length = %d, want the 2 typeless entries kept", n)
 	}
 }
@@ -104,7 +104,7 @@ func TestReplayRefusesBadIDsBeforeAnything(t *testing.T) {
 	if !errors.Is(err, ErrBadID) || !strings.Contains(err.Error(), `"1700000000000"`) {
 		t.Errorf("err = %v, want ErrBadID naming the ID", err)
 	}
-	if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 1 {
+	if n := f.c.XLen(f.ctx, wire.DeadLetterKey(f.stream)).Val(); n != 1 {
 		t.Errorf("DLQ length = %d, want nothing replayed", n)
 	}
 }
@@ -118,14 +118,14 @@ func TestReplayKeepsDeadLetterWhenCopyFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
 		t.Fatalf("err = %v, want the XADD's WRONGTYPE", err)
 	}
-	if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 1 {
+	if n := f.c.XLen(f.ctx, wire.DeadLetterKey(f.stream)).Val(); n != 1 {
 		t.Errorf("DLQ length = %d, want the dead letter kept", n)
 	}
 	_, _, err = f.admin.ReplayAll(f.ctx, f.stream)
 	if err == nil {
 		t.Error("ReplayAll into a string key succeeded")
 	}
-	if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 1 {
+	if n := f.c.XLen(f.ctx, wire.DeadLetterKey(f.stream)).Val(); n != 1 {
 		t.Errorf("DLQ length after ReplayAll = %d, want the dead letter kept", n)
 	}
 }
@@ -164,7 +164,7 @@ func TestPurge(t *testing.T) {
 	if deleted != 2 || len(missing) != 1 || missing[0] != "1-1" {
 		t.Errorf("Purge = %d, %v", deleted, missing)
 	}
-	left := f.c.XRange(f.ctx, worker.DeadLetterKey(f.stream), "-", "+").Val()
+	left := f.c.XRange(f.ctx, wire.DeadLetterKey(f.stream), "-", "+").Val()
 	if len(left) != 1 || left[0].ID != b {
 		t.Errorf("DLQ = %v, want only %s", left, b)
 	}
@@ -182,13 +182,13 @@ func TestPurgeAll(t *testing.T) {
 	if err != nil || n != 5 {
 		t.Errorf("PurgeAll = %d, %v; want 5", n, err)
 	}
-	if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 0 {
+	if n := f.c.XLen(f.ctx, wire.DeadLetterKey(f.stream)).Val(); n != 0 {
 		t.Errorf("DLQ length = %d", n)
 	}
 	// An entry with the highest ID of its millisecond: the trim bound rolls
 	// over to the next millisecond.
 	edge := f.stream + "-edge"
-	if err := f.c.XAdd(f.ctx, &redis.XAddArgs{Stream: worker.DeadLetterKey(edge), ID: "5-18446744073709551615", Values: []string{"type", "a"}}).Err(); err != nil {
+	if err := f.c.XAdd(f.ctx, &redis.XAddArgs{Stream: wire.DeadLetterKey(edge), ID: "5-18446744073709551615", Values: []string{"type", "a"}}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := f.admin.PurgeAll(f.ctx, edge); err != nil || n != 1 {
@@ -235,8 +235,8 @@ func TestReplayWideDeadLetters(t *testing.T) {
 			entry := wideFields(n)
 			runtime := []string{"error", "e", "attempts", "1", "origin_id", "1-0", "failed_at", "2026-01-02T03:04:05Z", "group", "g", "consumer", "c"}
 			flat := f.dead(append(slices.Clone(entry), append(runtime, "attempt", "3")...)...)
-			whole := f.dead(append([]string{"type", "wide", "envelope", worker.EncodeEnvelope("1-0", append(slices.Clone(entry), "attempt", "2", "origin_id", "1-0"))}, runtime...)...)
-			delayed := f.dead("error", "delayed envelope has more than 1000 field/value pairs", "envelope", worker.EncodeEnvelope("d-1", entry))
+			whole := f.dead(append([]string{"type", "wide", "envelope", wire.EncodeEnvelope("1-0", append(slices.Clone(entry), "attempt", "2", "origin_id", "1-0"))}, runtime...)...)
+			delayed := f.dead("error", "delayed envelope has more than 1000 field/value pairs", "envelope", wire.EncodeEnvelope("d-1", entry))
 			ok := f.dead(deadLetterFields("a", "2-0")...)
 			res, err := f.admin.Replay(f.ctx, f.stream, []string{flat, whole, ok, delayed})
 			if err != nil {
@@ -260,7 +260,7 @@ func TestReplayWideDeadLetters(t *testing.T) {
 			if diff := cmp.Diff(wantEntries, f.rawStream(f.stream)); diff != "" {
 				t.Errorf("stream (-want +got):\n%.2000s", diff)
 			}
-			if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 0 {
+			if n := f.c.XLen(f.ctx, wire.DeadLetterKey(f.stream)).Val(); n != 0 {
 				t.Errorf("DLQ length = %d, want every dead letter moved", n)
 			}
 		})
@@ -277,7 +277,7 @@ func TestReplayWideKeepsDeadLetterWhenCopyFails(t *testing.T) {
 	if !redis.HasErrorPrefix(err, "WRONGTYPE") {
 		t.Fatalf("err = %v, want the XADD's WRONGTYPE", err)
 	}
-	if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 1 {
+	if n := f.c.XLen(f.ctx, wire.DeadLetterKey(f.stream)).Val(); n != 1 {
 		t.Errorf("DLQ length = %d, want the dead letter kept", n)
 	}
 	f.c.Del(f.ctx, f.stream)

@@ -8,7 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // PartitionStatus shows every partition, those not created yet as empty,
@@ -16,12 +16,12 @@ import (
 func TestPartitionStatus(t *testing.T) {
 	f := newFixture(t)
 	logical := f.stream
-	p1 := worker.PartitionStream(logical, 1)
+	p1 := wire.PartitionStream(logical, 1)
 	for range 3 {
 		f.c.XAdd(f.ctx, &redis.XAddArgs{Stream: p1, Values: []string{"type", "t"}})
 	}
 	f.c.XGroupCreate(f.ctx, p1, "workers", "0")
-	f.c.XAdd(f.ctx, &redis.XAddArgs{Stream: worker.DeadLetterKey(worker.PartitionStream(logical, 2)), Values: []string{"type", "t"}})
+	f.c.XAdd(f.ctx, &redis.XAddArgs{Stream: wire.DeadLetterKey(wire.PartitionStream(logical, 2)), Values: []string{"type", "t"}})
 
 	st, err := f.admin.PartitionStatus(f.ctx, logical, 3)
 	if err != nil {
@@ -35,11 +35,11 @@ func TestPartitionStatus(t *testing.T) {
 		groups       int
 	}{{0, 0, 0}, {3, 0, 1}, {0, 1, 0}} {
 		s := st[i]
-		if s.Stream != worker.PartitionStream(logical, i) || s.Length != want.length || s.Dead != want.dead || len(s.Groups) != want.groups {
+		if s.Stream != wire.PartitionStream(logical, i) || s.Length != want.length || s.Dead != want.dead || len(s.Groups) != want.groups {
 			t.Errorf("partition %d = %+v, want length %d, dead %d, %d groups", i, s, want.length, want.dead, want.groups)
 		}
 	}
-	if _, err := f.admin.Status(f.ctx, worker.PartitionStreams(logical, 3)); !errors.Is(err, ErrNoStream) {
+	if _, err := f.admin.Status(f.ctx, wire.PartitionStreams(logical, 3)); !errors.Is(err, ErrNoStream) {
 		t.Errorf("Status of a missing partition = %v, want ErrNoStream", err)
 	}
 }

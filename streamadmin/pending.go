@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // PendingEntry is one entry delivered to a consumer and not acknowledged.
@@ -99,7 +99,7 @@ func (a *Admin) fillTypes(ctx context.Context, stream string, groups []GroupPend
 				e.Deleted = true
 				continue
 			}
-			e.Type, _ = msgs[0].Values[worker.FieldType].(string)
+			e.Type, _ = msgs[0].Values[wire.FieldType].(string)
 		}
 	}
 	return nil

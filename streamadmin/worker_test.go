@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -61,7 +62,7 @@ func TestReplayedDeadLetterRunsAgainInTheRuntime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dlq := worker.DeadLetterKey(stream)
+	dlq := wire.DeadLetterKey(stream)
 	deadline := time.Now().Add(10 * time.Second)
 	for c.XLen(ctx, dlq).Val() == 0 {
 		if time.Now().After(deadline) {
@@ -126,7 +127,7 @@ func TestWideDeadLetterRunsAgainInTheRuntime(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dlq := worker.DeadLetterKey(stream)
+			dlq := wire.DeadLetterKey(stream)
 			deadline := time.Now().Add(10 * time.Second)
 			for c.XLen(ctx, dlq).Val() == 0 {
 				if time.Now().After(deadline) {

@@ -21,8 +21,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/producer"
-	"github.com/streamworker/streamworker/reclaim"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // The shipped ACL file (deploy/redis/users.acl) and what it grants: the
@@ -345,7 +344,7 @@ func testACLPartitioned(t *testing.T) {
 	waitFor(t, 60*time.Second, w, "every partition read and acknowledged", func() (bool, string) {
 		var stored int64
 		for i := range partitions {
-			key := worker.PartitionStream(stream, i)
+			key := wire.PartitionStream(stream, i)
 			n, _ := admin.XLen(ctx, key).Result()
 			stored += n
 			gs, err := admin.XInfoGroups(ctx, key).Result()
@@ -511,10 +510,10 @@ func isNoPerm(err error) bool {
 var dryRunArgs = func() map[string][][]any {
 	const s = aclPrefix + "dry:orders"
 	var (
-		dlq    = worker.DeadLetterKey(s)
-		dlay   = worker.DelayedKey(s)
-		dedupe = s + ":dedupe:order-1" // worker/keys.go dedupeKey
-		alive  = reclaim.HeartbeatKey(s, "workers", "pod-0")
+		dlq    = wire.DeadLetterKey(s)
+		dlay   = wire.DelayedKey(s)
+		dedupe = wire.DedupeKey(s, "order-1")
+		alive  = wire.HeartbeatKey(s, "workers", "pod-0")
 
 		plugins = aclPrefix + "plugins:"                   // WORKER_PLUGINS_PREFIX (cmd/worker)
 		user    = plugins + "user:{u1}:profile"            // users (its cache)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // clusterPartitions is how many partitions the cluster tests split their
@@ -109,22 +109,22 @@ func testPartitionedRun(t *testing.T, bin string, cl *testredis.Cluster, report 
 	}
 	if mid == moveSlot {
 		moving := time.Now()
-		from, to := cl.MoveSlot(t, worker.PartitionStream(stream, 1))
+		from, to := cl.MoveSlot(t, wire.PartitionStream(stream, 1))
 		t.Logf("moved partition 1's slot from %s to %s in %s, after %d of %d events", from.Addr, to.Addr, time.Since(moving).Round(time.Millisecond), handled(), total)
 		cc.ReloadState(ctx)
-		if np := cl.PrimaryFor(t, worker.PartitionStream(stream, 1)); np != to {
+		if np := cl.PrimaryFor(t, wire.PartitionStream(stream, 1)); np != to {
 			t.Fatalf("partition 1 is served by %s, want %s after the move", np.Addr, to.Addr)
 		}
 	}
 	if mid == killPrimary {
-		victim := cl.PrimaryFor(t, worker.PartitionStream(stream, 0))
+		victim := cl.PrimaryFor(t, wire.PartitionStream(stream, 0))
 		t.Logf("killing the primary %s (serves partition 0) after %d of %d events", victim.Addr, handled(), total)
 		killed := time.Now()
 		victim.Kill(t)
 		cl.WaitHealthy(t)
 		failoverTook = time.Since(killed)
 		cc.ReloadState(ctx) // the test's own client, as the workers' do by themselves
-		if np := cl.PrimaryFor(t, worker.PartitionStream(stream, 0)); np == victim {
+		if np := cl.PrimaryFor(t, wire.PartitionStream(stream, 0)); np == victim {
 			t.Fatal("the killed primary still serves partition 0")
 		}
 	}
@@ -154,7 +154,7 @@ func testPartitionedRun(t *testing.T, bin string, cl *testredis.Cluster, report 
 	}
 	owned := map[string]int{}
 	for i := range clusterPartitions {
-		v, _ := cc.Get(ctx, worker.PartitionStream(stream, i)+":owner:"+group).Result()
+		v, _ := cc.Get(ctx, wire.PartitionStream(stream, i)+":owner:"+group).Result()
 		owned[v]++
 	}
 	for _, w := range workers {
@@ -240,8 +240,8 @@ func produceKeyed(t *testing.T, cc *redis.ClusterClient, stream string, total, k
 	for i := range total {
 		key := "k" + strconv.Itoa(i%keys)
 		pipe.XAdd(ctx, &redis.XAddArgs{
-			Stream: worker.PartitionStream(stream, worker.PartitionFor(key, clusterPartitions)),
-			Values: []string{worker.FieldType, "ordered", worker.FieldKey, key, worker.FieldData, strconv.Itoa(i/keys + 1)},
+			Stream: wire.PartitionStream(stream, wire.PartitionFor(key, clusterPartitions)),
+			Values: []string{wire.FieldType, "ordered", wire.FieldKey, key, wire.FieldData, strconv.Itoa(i/keys + 1)},
 		})
 		if pipe.Len() == 2000 || i == total-1 {
 			if _, err := pipe.Exec(ctx); err != nil {
@@ -294,7 +294,7 @@ func pendingPartitions(t *testing.T, cc *redis.ClusterClient, stream string) int
 	t.Helper()
 	var sum int64
 	for i := range clusterPartitions {
-		p, err := cc.XPending(context.Background(), worker.PartitionStream(stream, i), group).Result()
+		p, err := cc.XPending(context.Background(), wire.PartitionStream(stream, i), group).Result()
 		if err != nil {
 			cc.ReloadState(context.Background())
 			return -1

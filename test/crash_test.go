@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // testSIGKILLMidBatch SIGKILLs one of three workers while it runs a full
@@ -109,7 +109,7 @@ func seqsByID(t *testing.T, c *redis.Client, stream string) map[string]int {
 	}
 	out := make(map[string]int, len(entries))
 	for _, e := range entries {
-		data, _ := e.Values[worker.FieldData].(string)
+		data, _ := e.Values[wire.FieldData].(string)
 		out[e.ID] = seqOf(t, data)
 	}
 	return out
@@ -175,23 +175,23 @@ func testPoisonMessage(t *testing.T, bin string) {
 	if ran != maxAttempts || crashes != maxAttempts {
 		t.Errorf("the poison message ran %d times and crashed %d workers, want %d (WORKER_MAX_ATTEMPTS)", ran, crashes, maxAttempts)
 	}
-	dlq, err := c.XRange(ctx, worker.DeadLetterKey(stream), "-", "+").Result()
+	dlq, err := c.XRange(ctx, wire.DeadLetterKey(stream), "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var dead []int
 	for _, e := range dlq {
-		data, _ := e.Values[worker.FieldData].(string)
+		data, _ := e.Values[wire.FieldData].(string)
 		seq := seqOf(t, data)
 		dead = append(dead, seq)
 		if seq != poison {
 			t.Errorf("seq %d was dead-lettered: %v", seq, e.Values)
 			continue
 		}
-		if msg, _ := e.Values[worker.FieldError].(string); !strings.Contains(msg, "abandoned") || !strings.Contains(msg, "crashed") {
+		if msg, _ := e.Values[wire.FieldError].(string); !strings.Contains(msg, "abandoned") || !strings.Contains(msg, "crashed") {
 			t.Errorf("dead letter error %q, want it to say the message was abandoned by crashed consumers", msg)
 		}
-		if n, _ := e.Values[worker.FieldAttempts].(string); n != strconv.Itoa(maxAttempts) {
+		if n, _ := e.Values[wire.FieldAttempts].(string); n != strconv.Itoa(maxAttempts) {
 			t.Errorf("dead letter attempts %q, want %d", n, maxAttempts)
 		}
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // TestForgedFields runs a worker process on entries whose fields anyone
@@ -66,14 +66,14 @@ func TestForgedFields(t *testing.T) {
 	if ran, _ := c.HGet(ctx, stream+":crashes", strconv.Itoa(crash)).Int(); ran != 1 || crashes != 1 {
 		t.Errorf("the crash message ran %d times and killed %d workers, want once: its attempt field is past the limit", ran, crashes)
 	}
-	dlq, err := c.XRange(ctx, worker.DeadLetterKey(stream), "-", "+").Result()
+	dlq, err := c.XRange(ctx, wire.DeadLetterKey(stream), "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	reasons := map[int]string{}
 	for _, e := range dlq {
-		data, _ := e.Values[worker.FieldData].(string)
-		reasons[seqOf(t, data)], _ = e.Values[worker.FieldError].(string)
+		data, _ := e.Values[wire.FieldData].(string)
+		reasons[seqOf(t, data)], _ = e.Values[wire.FieldError].(string)
 	}
 	if r := reasons[crash]; !strings.Contains(r, "abandoned: delivered 1 times") {
 		t.Errorf("the crash message's dead letter says %q, want it abandoned after 1 delivery", r)

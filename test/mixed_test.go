@@ -13,6 +13,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/producer"
+	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -91,7 +92,7 @@ func publishMixed(t *testing.T, prod *producer.Producer, c *redis.Client, stream
 		o := outcomeOf(seq)
 		if o == noType {
 			untyped[seq] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{
-				worker.FieldData, string(payload(seq, 0)), worker.FieldID, "evt-" + strconv.Itoa(seq), "tenant", "acme",
+				wire.FieldData, string(payload(seq, 0)), wire.FieldID, "evt-" + strconv.Itoa(seq), "tenant", "acme",
 			}})
 			continue
 		}
@@ -230,7 +231,7 @@ func testMixedOutcomes(t *testing.T, bin string) {
 	})
 
 	t.Run("FailingDeadLetteredOnce", func(t *testing.T) {
-		entries, err := c.XRange(ctx, worker.DeadLetterKey(stream), "-", "+").Result()
+		entries, err := c.XRange(ctx, wire.DeadLetterKey(stream), "-", "+").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,7 +243,7 @@ func testMixedOutcomes(t *testing.T, bin string) {
 				s, _ := v.(string)
 				return s, ok
 			}
-			data, _ := field(worker.FieldData)
+			data, _ := field(wire.FieldData)
 			seq := seqOf(t, data)
 			seen[seq]++
 			o, ok := wantDead[seq]
@@ -253,24 +254,24 @@ func testMixedOutcomes(t *testing.T, bin string) {
 			if data != string(payload(seq, 0)) {
 				t.Errorf("seq %d: dead letter data %q, want the original %q", seq, data, payload(seq, 0))
 			}
-			typ, hasType := field(worker.FieldType)
+			typ, hasType := field(wire.FieldType)
 			if o == noType && hasType {
 				t.Errorf("seq %d: dead letter of an untyped entry has type %q", seq, typ)
 			}
 			if o != noType && typ != o.typeOf() {
 				t.Errorf("seq %d: dead letter type %q, want %q", seq, typ, o.typeOf())
 			}
-			if id, _ := field(worker.FieldID); id != "evt-"+strconv.Itoa(seq) {
+			if id, _ := field(wire.FieldID); id != "evt-"+strconv.Itoa(seq) {
 				t.Errorf("seq %d: dead letter lost the id field: %q", seq, id)
 			}
 			if tenant, _ := field("tenant"); tenant != "acme" {
 				t.Errorf("seq %d: dead letter lost the tenant metadata: %q", seq, tenant)
 			}
 
-			if g, _ := field(worker.FieldGroup); g != group {
+			if g, _ := field(wire.FieldGroup); g != group {
 				t.Errorf("seq %d: dead letter group %q, want %q", seq, g, group)
 			}
-			if cons, _ := field(worker.FieldConsumer); cons != "w1" {
+			if cons, _ := field(wire.FieldConsumer); cons != "w1" {
 				t.Errorf("seq %d: dead letter consumer %q, want w1", seq, cons)
 			}
 
@@ -285,17 +286,17 @@ func testMixedOutcomes(t *testing.T, bin string) {
 			case unknownType:
 				wantErr = fmt.Sprintf("%s %q", worker.ErrNoHandler, o.typeOf())
 			}
-			if got, _ := field(worker.FieldError); !strings.Contains(got, wantErr) {
+			if got, _ := field(wire.FieldError); !strings.Contains(got, wantErr) {
 				t.Errorf("seq %d (%s): error %q, want it to contain %q", seq, o, tail(got, 200), wantErr)
 			}
-			if got, _ := field(worker.FieldAttempts); got != strconv.Itoa(wantAttempts) {
+			if got, _ := field(wire.FieldAttempts); got != strconv.Itoa(wantAttempts) {
 				t.Errorf("seq %d (%s): attempts %q, want %d", seq, o, got, wantAttempts)
 			}
-			failedAt, _ := field(worker.FieldFailedAt)
+			failedAt, _ := field(wire.FieldFailedAt)
 			if at, err := time.Parse(time.RFC3339Nano, failedAt); err != nil || at.Before(testStart.Add(-time.Second)) || at.After(time.Now().Add(time.Second)) {
 				t.Errorf("seq %d: failed_at %q is not a time during the test (%v)", seq, failedAt, err)
 			}
-			origin, _ := field(worker.FieldOriginID)
+			origin, _ := field(wire.FieldOriginID)
 			if wantAttempts == 1 {
 				if origin != ids[seq] {
 					t.Errorf("seq %d: origin_id %q, want the published entry %s", seq, origin, ids[seq])
@@ -308,7 +309,7 @@ func testMixedOutcomes(t *testing.T, bin string) {
 				retriedOrigins++
 			}
 			copies, err := c.XRange(ctx, stream, origin, origin).Result()
-			if err != nil || len(copies) != 1 || copies[0].Values[worker.FieldData] != data {
+			if err != nil || len(copies) != 1 || copies[0].Values[wire.FieldData] != data {
 				t.Errorf("seq %d: origin_id %q is not an entry of %s with the same data: %v %v", seq, origin, stream, copies, err)
 			}
 		}
@@ -332,7 +333,7 @@ func testMixedOutcomes(t *testing.T, bin string) {
 		}
 		g := readGroup(t, c, stream)
 		if g.delayed != 0 {
-			t.Errorf("%s holds %d entries, want none", worker.DelayedKey(stream), g.delayed)
+			t.Errorf("%s holds %d entries, want none", wire.DelayedKey(stream), g.delayed)
 		}
 		n, err := c.XLen(ctx, stream).Result()
 		if err != nil {

@@ -22,7 +22,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/producer"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // group is the consumer group every test's workers join.
@@ -280,10 +280,10 @@ func readGroup(t *testing.T, c *redis.Client, stream string) groupState {
 			g.pending, g.lag, g.entriesRead, g.lastDelivered = x.Pending, x.Lag, x.EntriesRead, x.LastDeliveredID
 		}
 	}
-	if g.delayed, err = c.ZCard(ctx, worker.DelayedKey(stream)).Result(); err != nil {
+	if g.delayed, err = c.ZCard(ctx, wire.DelayedKey(stream)).Result(); err != nil {
 		t.Fatal(err)
 	}
-	if g.dead, err = c.XLen(ctx, worker.DeadLetterKey(stream)).Result(); err != nil {
+	if g.dead, err = c.XLen(ctx, wire.DeadLetterKey(stream)).Result(); err != nil {
 		t.Fatal(err)
 	}
 	return g

@@ -13,7 +13,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/producer"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // publishSeqs publishes one event of typ per seq 1..n and returns the entry
@@ -46,7 +46,7 @@ func undelivered(t *testing.T, c *redis.Client, stream string) []int {
 	}
 	out := make([]int, 0, len(entries))
 	for _, e := range entries {
-		data, _ := e.Values[worker.FieldData].(string)
+		data, _ := e.Values[wire.FieldData].(string)
 		out = append(out, seqOf(t, data))
 	}
 	slices.Sort(out)

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // The attempt field is the producer's (or anyone's) to write. However it is
@@ -62,10 +63,10 @@ func TestForgedAttemptCannotDefeatTheCrashLoopProtection(t *testing.T) {
 				t.Errorf("the handler ran %d times after %d deliveries, want 0", n, cfg.MaxAttempts)
 			}
 			dead := h.dlq()[0]
-			if msg, _ := dead.Values[FieldError].(string); !strings.Contains(msg, "abandoned: delivered 3 times") {
+			if msg, _ := dead.Values[wire.FieldError].(string); !strings.Contains(msg, "abandoned: delivered 3 times") {
 				t.Errorf("dead letter error %q, want it abandoned after 3 deliveries", msg)
 			}
-			if got := dead.Values[FieldAttempts]; got != "3" {
+			if got := dead.Values[wire.FieldAttempts]; got != "3" {
 				t.Errorf("dead letter attempts = %v, want 3", got)
 			}
 			if p := h.pending(); p != 0 {
@@ -100,7 +101,7 @@ func TestAttemptFieldIsParsedWithBounds(t *testing.T) {
 		{"9223372036854775807", maxAttempt},
 		{"99999999999999999999999", maxAttempt},
 	} {
-		m := newMessage("s", xEntry{ID: "1-0", Values: map[string]any{FieldType: "t", FieldAttempt: tc.field}})
+		m := newMessage("s", xEntry{ID: "1-0", Values: map[string]any{wire.FieldType: "t", wire.FieldAttempt: tc.field}})
 		if m.Attempt != tc.want {
 			t.Errorf("attempt field %q: Attempt = %d, want %d", tc.field, m.Attempt, tc.want)
 		}

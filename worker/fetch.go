@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/reclaim"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // fetchLoop reads one stream for this consumer: first its own pending entries
@@ -397,7 +398,7 @@ func (r *Runtime) dropDuplicates(ctx context.Context, batch []*Message) []*Messa
 	pipe := r.client.Pipeline()
 	cmds := make([]*redis.IntCmd, len(keyed))
 	for i, m := range keyed {
-		cmds[i] = pipe.Exists(context.WithoutCancel(ctx), dedupeKey(m.Stream, m.IdempotencyKey))
+		cmds[i] = pipe.Exists(context.WithoutCancel(ctx), wire.DedupeKey(m.Stream, m.IdempotencyKey))
 	}
 	if _, err := pipe.Exec(context.WithoutCancel(ctx)); err != nil {
 		r.logger.Warn("dedupe check failed; running the batch", "error", err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // testConfig is a fast configuration on srv with a stream of the test's own.
@@ -96,7 +97,7 @@ func (h *harness) pending() int64 {
 
 func (h *harness) dlq() []redis.XMessage {
 	h.t.Helper()
-	msgs, err := h.client.XRange(context.Background(), DeadLetterKey(h.stream), "-", "+").Result()
+	msgs, err := h.client.XRange(context.Background(), wire.DeadLetterKey(h.stream), "-", "+").Result()
 	if err != nil {
 		h.t.Fatalf("XRANGE dlq: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // Micro-benchmarks of the runtime's per-message path, without Redis: what
@@ -21,7 +22,7 @@ func benchEntries(n int) []redis.XMessage {
 	data := string(make([]byte, 100))
 	out := make([]redis.XMessage, n)
 	for i := range out {
-		out[i] = redis.XMessage{ID: "1700000000000-" + strconv.Itoa(i), Values: map[string]any{FieldType: "t", FieldData: data}}
+		out[i] = redis.XMessage{ID: "1700000000000-" + strconv.Itoa(i), Values: map[string]any{wire.FieldType: "t", wire.FieldData: data}}
 	}
 	return out
 }

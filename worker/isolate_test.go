@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // deliverTimes adds one entry per value of data, and delivers them all to
@@ -114,7 +115,7 @@ func TestSuspectsRunOneAtATimeAndAreChargedOnlyWhenTheyRun(t *testing.T) {
 		t.Error("the poison message ran again")
 	}
 	dlq := h.dlq()
-	if len(dlq) != 1 || dlq[0].Values[FieldOriginID] != poison || !strings.Contains(dlq[0].Values[FieldError].(string), "abandoned") {
+	if len(dlq) != 1 || dlq[0].Values[wire.FieldOriginID] != poison || !strings.Contains(dlq[0].Values[wire.FieldError].(string), "abandoned") {
 		t.Errorf("dead letters = %v, want only the poison message, abandoned", dlq)
 	}
 	if got := h.metric("streamworker_abandoned_total"); got != 1 {

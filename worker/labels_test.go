@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // A type that is not valid UTF-8 is dead-lettered like any unknown type.
@@ -31,7 +32,7 @@ func TestInvalidUTF8TypeIsDeadLettered(t *testing.T) {
 	eventually(t, "the invalid type dead-lettered and the known one acked", func() bool {
 		return len(h.dlq()) == 1 && h.outcome("known", OutcomeAcked) == 1
 	})
-	if got := h.dlq()[0].Values[FieldType]; got != "\xff\xfe" {
+	if got := h.dlq()[0].Values[wire.FieldType]; got != "\xff\xfe" {
 		t.Errorf("dead letter type = %q, want the bytes as sent", got)
 	}
 	if got := h.outcome(TypeLabelOther, OutcomeDead); got != 1 {

@@ -11,30 +11,13 @@ import (
 	"fmt"
 	"time"
 	"unsafe"
+
+	"github.com/streamworker/streamworker/wire"
 )
 
-// Reserved stream entry fields. Every other field reaches the handler as
-// Metadata.
-const (
-	FieldType        = "type"
-	FieldData        = "data"
-	FieldID          = "id"
-	FieldAttempt     = "attempt"
-	FieldOriginID    = "origin_id" // on retried copies and dead letters: the first entry ID
-	FieldTraceparent = "traceparent"
-	FieldKey         = "key" // the partition key: messages with the same key on a partitioned stream run one at a time, in order
-)
-
-// Fields the runtime adds to a dead-lettered entry.
-const (
-	FieldError    = "error"
-	FieldAttempts = "attempts"
-	FieldFailedAt = "failed_at"
-	FieldGroup    = "group"
-	FieldConsumer = "consumer"
-)
-
-// Message is one stream entry handed to a handler.
+// Message is one stream entry handed to a handler. The entry's fields, and
+// what the runtime adds to its retried copies and dead letters, are those of
+// package wire.
 type Message struct {
 	// ID is the stream entry ID, e.g. 1700000000000-0.
 	ID string
@@ -103,16 +86,16 @@ func (m *Message) fill(stream string, e xEntry) {
 	// type and data are looked up; the loop over the map (slow next to two
 	// lookups) runs only for entries with more fields than those.
 	known, size := 0, 0
-	if v, ok := e.Values[FieldType]; ok {
+	if v, ok := e.Values[wire.FieldType]; ok {
 		m.Type, _ = v.(string)
 		known++
-		size += len(FieldType) + len(m.Type)
+		size += len(wire.FieldType) + len(m.Type)
 	}
-	if v, ok := e.Values[FieldData]; ok {
+	if v, ok := e.Values[wire.FieldData]; ok {
 		s, _ := v.(string)
 		m.Data = bytesOf(s)
 		known++
-		size += len(FieldData) + len(s)
+		size += len(wire.FieldData) + len(s)
 	}
 	if len(e.Values) > known {
 		size = 0
@@ -120,12 +103,12 @@ func (m *Message) fill(stream string, e xEntry) {
 			s, _ := v.(string)
 			size += len(k) + len(s)
 			switch k {
-			case FieldType, FieldData:
-			case FieldID:
+			case wire.FieldType, wire.FieldData:
+			case wire.FieldID:
 				m.IdempotencyKey = s
-			case FieldOriginID:
+			case wire.FieldOriginID:
 				m.OriginID = s
-			case FieldAttempt:
+			case wire.FieldAttempt:
 				m.Attempt = parseAttempt(s)
 			default:
 				if m.Metadata == nil {
@@ -175,14 +158,14 @@ func bytesOf(s string) []byte {
 func (m *Message) copyFields(skip ...string) []string {
 	out := make([]string, 0, 2*len(m.fields)+8)
 	// type and data first: they are what a reader of the DLQ looks for.
-	for _, k := range []string{FieldType, FieldData} {
+	for _, k := range []string{wire.FieldType, wire.FieldData} {
 		if v, ok := m.fields[k]; ok {
 			out = append(out, k, fieldString(v))
 		}
 	}
 next:
 	for k, v := range m.fields {
-		if k == FieldType || k == FieldData {
+		if k == wire.FieldType || k == wire.FieldData {
 			continue
 		}
 		for _, s := range skip {

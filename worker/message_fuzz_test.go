@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamworker/streamworker/wire"
 )
 
 // FuzzNewMessage turns arbitrary fields into a Message, as a read or a
@@ -58,15 +60,15 @@ func FuzzNewMessage(f *testing.F) {
 			t.Fatalf("newMessages and newMessage disagree: %+v, %+v", m, one)
 		}
 
-		typ, _ := fields[FieldType].(string)
-		data, hasData := fields[FieldData].(string)
+		typ, _ := fields[wire.FieldType].(string)
+		data, hasData := fields[wire.FieldData].(string)
 		if m.Type != typ || string(m.Data) != data || (hasData && m.Data == nil) {
 			t.Fatalf("Type %q Data %q, want the fields %q %q", m.Type, m.Data, typ, data)
 		}
 		if m.Attempt < 1 || m.Attempt > maxAttempt {
 			t.Fatalf("Attempt = %d, want it in [1, %d]", m.Attempt, maxAttempt)
 		}
-		if a, ok := fields[FieldAttempt].(string); ok {
+		if a, ok := fields[wire.FieldAttempt].(string); ok {
 			n, err := strconv.ParseUint(a, 10, 64)
 			switch {
 			case err == nil && n >= 1 && n <= maxAttempt:
@@ -85,7 +87,7 @@ func FuzzNewMessage(f *testing.F) {
 		for k, v := range fields {
 			size += len(k) + len(v.(string))
 			switch k {
-			case FieldType, FieldData, FieldID, FieldOriginID, FieldAttempt:
+			case wire.FieldType, wire.FieldData, wire.FieldID, wire.FieldOriginID, wire.FieldAttempt:
 			default:
 				meta++
 				if got, ok := m.Metadata[k]; !ok || got != v {
@@ -96,7 +98,7 @@ func FuzzNewMessage(f *testing.F) {
 		if m.size != size || len(m.Metadata) != meta {
 			t.Fatalf("size %d metadata %d, want %d and %d", m.size, len(m.Metadata), size, meta)
 		}
-		if o, _ := fields[FieldOriginID].(string); (o != "" && m.OriginID != o) || (o == "" && m.OriginID != id) {
+		if o, _ := fields[wire.FieldOriginID].(string); (o != "" && m.OriginID != o) || (o == "" && m.OriginID != id) {
 			t.Fatalf("OriginID = %q, want %q or the ID", m.OriginID, o)
 		}
 
@@ -128,7 +130,7 @@ func FuzzNewMessage(f *testing.F) {
 		}
 		mt.Messages.WithLabelValues(m.Stream, m.Type, OutcomeDead).Inc()
 
-		copied := m.copyFields(FieldAttempt)
+		copied := m.copyFields(wire.FieldAttempt)
 		if len(copied)%2 != 0 {
 			t.Fatalf("copyFields gave an odd list of %d", len(copied))
 		}
@@ -137,7 +139,7 @@ func FuzzNewMessage(f *testing.F) {
 			back[copied[i]] = copied[i+1]
 		}
 		for k, v := range fields {
-			if k == FieldAttempt {
+			if k == wire.FieldAttempt {
 				if _, ok := back[k]; ok {
 					t.Fatalf("copyFields kept the skipped field")
 				}

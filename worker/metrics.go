@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/reclaim"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // Outcomes of a message, the outcome label of streamworker_messages_total.
@@ -228,8 +229,8 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range c.streams {
 		pipe := c.client.Pipeline()
 		groups := pipe.XInfoGroups(ctx, s)
-		delayed := pipe.ZCard(ctx, DelayedKey(s))
-		dead := pipe.XLen(ctx, DeadLetterKey(s))
+		delayed := pipe.ZCard(ctx, wire.DelayedKey(s))
+		dead := pipe.XLen(ctx, wire.DeadLetterKey(s))
 		_, _ = pipe.Exec(ctx)
 		if gs, err := groups.Result(); err == nil {
 			for _, g := range gs {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/streamworker/streamworker/reclaim"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // Per-key order on partitioned streams. A partition is read by one consumer
@@ -78,7 +79,7 @@ func newOrderGate(r *Runtime, partitions []string) *orderGate {
 }
 
 // partitionKey is the message's partition key, "" for none.
-func partitionKey(m *Message) string { return m.Metadata[FieldKey] }
+func partitionKey(m *Message) string { return m.Metadata[wire.FieldKey] }
 
 // admit filters a read's messages, in place, down to those that may run now.
 // The others wait behind the running message of their key, holding their

@@ -12,13 +12,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // Partitioned streams (WORKER_PARTITIONS above 1). Each stream S of
 // WORKER_STREAMS is N streams {S:0} … {S:N-1}, each its own hash tag, so
 // that on a Redis Cluster they spread over the nodes. A producer routes an
-// event by its partition key to PartitionFor(key, N), so the events of a key
-// are in one partition, in order.
+// event by its partition key to wire.PartitionFor(key, N), so the events of
+// a key are in one partition, in order.
 //
 // Each partition is read by one consumer of the group at a time, as Kafka
 // assigns partitions: that is what keeps a key's messages in order across
@@ -61,7 +62,7 @@ func streamKeys(cfg config.Config) []string {
 	}
 	out := make([]string, 0, len(cfg.Streams)*cfg.Partitions)
 	for _, s := range cfg.Streams {
-		out = append(out, PartitionStreams(s, cfg.Partitions)...)
+		out = append(out, wire.PartitionStreams(s, cfg.Partitions)...)
 	}
 	return out
 }
@@ -146,11 +147,11 @@ func newPartitions(r *Runtime) *partitions {
 	}
 	p.drainCtx, p.drainCancel = context.WithCancel(context.Background())
 	for _, s := range cfg.Streams {
-		g := &partGroup{stream: s, members: partitionMembersKey(s, cfg.Group)}
-		for i, name := range PartitionStreams(s, cfg.Partitions) {
+		g := &partGroup{stream: s, members: wire.PartitionMembersKey(s, cfg.Group)}
+		for i, name := range wire.PartitionStreams(s, cfg.Partitions) {
 			// A partition's fetcher beats only while it is owned; the
 			// partitions loop reports on them all to /healthz.
-			pt := &partition{g: g, idx: i, s: &streamState{name: name, beat: &Beat{}}, owner: partitionOwnerKey(name, cfg.Group)}
+			pt := &partition{g: g, idx: i, s: &streamState{name: name, beat: &Beat{}}, owner: wire.PartitionOwnerKey(name, cfg.Group)}
 			pt.s.beat.Beat()
 			g.parts = append(g.parts, pt)
 			p.all = append(p.all, pt)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // partitionedConfig is testConfig with its stream split into n partitions,
@@ -39,8 +40,8 @@ func partitionedConfig(t *testing.T, srv *testredis.Server, n int, consumer stri
 func publishKeyed(t *testing.T, c redis.Cmdable, stream string, partitions int, typ, key string, seq int) string {
 	t.Helper()
 	id, err := c.XAdd(context.Background(), &redis.XAddArgs{
-		Stream: PartitionStream(stream, PartitionFor(key, partitions)),
-		Values: []string{FieldType, typ, FieldKey, key, FieldData, strconv.Itoa(seq)},
+		Stream: wire.PartitionStream(stream, wire.PartitionFor(key, partitions)),
+		Values: []string{wire.FieldType, typ, wire.FieldKey, key, wire.FieldData, strconv.Itoa(seq)},
 	}).Result()
 	if err != nil {
 		t.Fatalf("XADD: %v", err)
@@ -121,7 +122,7 @@ func (l *keyLog) check(t *testing.T, keys []string, perKey int) {
 func keyedMux(l *keyLog, consumer string) *Mux {
 	mux := NewMux()
 	mux.HandleFunc("keyed", func(ctx context.Context, m *Message) error {
-		key := m.Metadata[FieldKey]
+		key := m.Metadata[wire.FieldKey]
 		seq, _ := strconv.Atoi(string(m.Data))
 		l.begin(key, seq, m.Attempt, consumer)
 		defer l.end(key)
@@ -148,7 +149,7 @@ func owners(t *testing.T, c *redis.Client, stream, group string, n int) []string
 	t.Helper()
 	out := make([]string, n)
 	for i := range out {
-		v, err := c.Get(context.Background(), partitionOwnerKey(PartitionStream(stream, i), group)).Result()
+		v, err := c.Get(context.Background(), wire.PartitionOwnerKey(wire.PartitionStream(stream, i), group)).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			t.Fatal(err)
 		}
@@ -172,7 +173,7 @@ func pendingIn(t *testing.T, c *redis.Client, stream, group string, n int) int64
 	t.Helper()
 	var sum int64
 	for i := range n {
-		p, err := c.XPending(context.Background(), PartitionStream(stream, i), group).Result()
+		p, err := c.XPending(context.Background(), wire.PartitionStream(stream, i), group).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +206,7 @@ func TestPartitionedKeysRunInOrder(t *testing.T) {
 	h := startWorker(t, srv, cfg, mux)
 	for i := range 20 {
 		if _, err := c.XAdd(context.Background(), &redis.XAddArgs{
-			Stream: PartitionStream(stream, i%cfg.Partitions), Values: []string{FieldType, "plain", FieldData, strconv.Itoa(i)},
+			Stream: wire.PartitionStream(stream, i%cfg.Partitions), Values: []string{wire.FieldType, "plain", wire.FieldData, strconv.Itoa(i)},
 		}).Result(); err != nil {
 			t.Fatal(err)
 		}
@@ -299,7 +300,7 @@ func TestPartitionsRebalanceBetweenRuntimes(t *testing.T) {
 	if byB == 0 {
 		t.Error("b handled nothing while it owned partitions")
 	}
-	if members := c.ZRange(context.Background(), partitionMembersKey(stream, cfgA.Group), 0, -1).Val(); !slices.Equal(members, []string{"a"}) {
+	if members := c.ZRange(context.Background(), wire.PartitionMembersKey(stream, cfgA.Group), 0, -1).Val(); !slices.Equal(members, []string{"a"}) {
 		t.Errorf("members = %v, want [a] after b left", members)
 	}
 	_ = a
@@ -318,7 +319,7 @@ func TestPartitionTakeOverRunsPendingFirst(t *testing.T) {
 	stream := cfg.Streams[0]
 	const perKey = 10
 	keys := keyNames(12)
-	for _, p := range PartitionStreams(stream, cfg.Partitions) {
+	for _, p := range wire.PartitionStreams(stream, cfg.Partitions) {
 		if err := c.XGroupCreateMkStream(ctx, p, cfg.Group, "0").Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -332,7 +333,7 @@ func TestPartitionTakeOverRunsPendingFirst(t *testing.T) {
 	// never finished them; one it was given twice.
 	left := map[string]bool{}
 	var twice string
-	for _, p := range PartitionStreams(stream, cfg.Partitions) {
+	for _, p := range wire.PartitionStreams(stream, cfg.Partitions) {
 		res, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: cfg.Group, Consumer: "gone", Streams: []string{p, ">"}, Count: 5}).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -346,7 +347,7 @@ func TestPartitionTakeOverRunsPendingFirst(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := c.Set(ctx, partitionOwnerKey(p, cfg.Group), "gone", time.Second).Err(); err != nil {
+		if err := c.Set(ctx, wire.PartitionOwnerKey(p, cfg.Group), "gone", time.Second).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -356,7 +357,7 @@ func TestPartitionTakeOverRunsPendingFirst(t *testing.T) {
 	attempts := map[string]int{}
 	mux := NewMux()
 	mux.HandleFunc("keyed", func(ctx context.Context, m *Message) error {
-		key := m.Metadata[FieldKey]
+		key := m.Metadata[wire.FieldKey]
 		seq, _ := strconv.Atoi(string(m.Data))
 		l.begin(key, seq, m.Attempt, "heir")
 		defer l.end(key)
@@ -403,7 +404,7 @@ func TestPartitionRetryInPlaceKeepsKeyOrder(t *testing.T) {
 	var plainTries, delays int
 	mux := NewMux()
 	mux.HandleFunc("keyed", func(ctx context.Context, m *Message) error {
-		key, seq := m.Metadata[FieldKey], string(m.Data)
+		key, seq := m.Metadata[wire.FieldKey], string(m.Data)
 		mu.Lock()
 		runs = append(runs, fmt.Sprintf("%s:%s@%d", key, seq, m.Attempt))
 		mu.Unlock()
@@ -444,8 +445,8 @@ func TestPartitionRetryInPlaceKeepsKeyOrder(t *testing.T) {
 		publishKeyed(t, c, stream, cfg.Partitions, "keyed", "j", seq)
 		publishKeyed(t, c, stream, cfg.Partitions, "keyed", "d", seq)
 	}
-	plainStream := PartitionStream(stream, 0)
-	if err := c.XAdd(ctx, &redis.XAddArgs{Stream: plainStream, Values: []string{FieldType, "plain", FieldData, "p"}}).Err(); err != nil {
+	plainStream := wire.PartitionStream(stream, 0)
+	if err := c.XAdd(ctx, &redis.XAddArgs{Stream: plainStream, Values: []string{wire.FieldType, "plain", wire.FieldData, "p"}}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "every message settled", func() bool {
@@ -470,16 +471,16 @@ func TestPartitionRetryInPlaceKeepsKeyOrder(t *testing.T) {
 	}
 	// Dead letters land in the partition's own dead-letter stream.
 	for key, seq := range map[string]string{"k": "4", "j": "1"} {
-		p := PartitionStream(stream, PartitionFor(key, cfg.Partitions))
-		dead := c.XRange(ctx, DeadLetterKey(p), "-", "+").Val()
+		p := wire.PartitionStream(stream, wire.PartitionFor(key, cfg.Partitions))
+		dead := c.XRange(ctx, wire.DeadLetterKey(p), "-", "+").Val()
 		found := false
 		for _, d := range dead {
-			if d.Values[FieldKey] == key && d.Values[FieldData] == seq {
+			if d.Values[wire.FieldKey] == key && d.Values[wire.FieldData] == seq {
 				found = true
 			}
 		}
 		if !found {
-			t.Errorf("%s:%s is not in %s: %v", key, seq, DeadLetterKey(p), dead)
+			t.Errorf("%s:%s is not in %s: %v", key, seq, wire.DeadLetterKey(p), dead)
 		}
 	}
 	if got := outcomeSum(h, "keyed", OutcomeRetried); got != 4 {
@@ -488,9 +489,9 @@ func TestPartitionRetryInPlaceKeepsKeyOrder(t *testing.T) {
 	if got := outcomeSum(h, "plain", OutcomeRetried); got != 1 {
 		t.Errorf("plain retried = %d, want 1 (through the delayed set)", got)
 	}
-	for _, p := range PartitionStreams(stream, cfg.Partitions) {
-		if n := c.ZCard(ctx, DelayedKey(p)).Val(); n != 0 {
-			t.Errorf("%s holds %d, want 0", DelayedKey(p), n)
+	for _, p := range wire.PartitionStreams(stream, cfg.Partitions) {
+		if n := c.ZCard(ctx, wire.DelayedKey(p)).Val(); n != 0 {
+			t.Errorf("%s holds %d, want 0", wire.DelayedKey(p), n)
 		}
 	}
 	// Only the plain message went through a delayed set: keyed retries add
@@ -535,19 +536,19 @@ func TestPartitionedOnClusterClient(t *testing.T) {
 		case 7:
 			data = "perm"
 		}
-		vals := []string{FieldType, "keyed", FieldData, data}
+		vals := []string{wire.FieldType, "keyed", wire.FieldData, data}
 		key := "k" + strconv.Itoa(i%13)
 		if i%5 == 0 {
 			key = "" // no key: the usual retry path
 		}
 		if key != "" {
-			vals = append(vals, FieldKey, key)
+			vals = append(vals, wire.FieldKey, key)
 		}
 		part := i % cfg.Partitions
 		if key != "" {
-			part = PartitionFor(key, cfg.Partitions)
+			part = wire.PartitionFor(key, cfg.Partitions)
 		}
-		if err := cc.XAdd(context.Background(), &redis.XAddArgs{Stream: PartitionStream(stream, part), Values: vals}).Err(); err != nil {
+		if err := cc.XAdd(context.Background(), &redis.XAddArgs{Stream: wire.PartitionStream(stream, part), Values: vals}).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -575,11 +576,11 @@ func TestPartitionLostToAnotherConsumer(t *testing.T) {
 		return count(owners(t, c, stream, cfg.Group, 2), "c1") == 2
 	})
 	key := "k0"
-	part := PartitionStream(stream, PartitionFor(key, 2))
+	part := wire.PartitionStream(stream, wire.PartitionFor(key, 2))
 	publishKeyed(t, c, stream, 2, "keyed", key, 1)
 	eventually(t, "seq 1 handled", func() bool { return l.total() == 1 })
 
-	if err := c.Set(ctx, partitionOwnerKey(part, cfg.Group), "thief", time.Minute).Err(); err != nil {
+	if err := c.Set(ctx, wire.PartitionOwnerKey(part, cfg.Group), "thief", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// Its fetching stops, and what it read settles. (A real owner takes a
@@ -598,7 +599,7 @@ func TestPartitionLostToAnotherConsumer(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // observing an absence, with a deadline
 	}
-	if err := c.Del(ctx, partitionOwnerKey(part, cfg.Group)).Err(); err != nil {
+	if err := c.Del(ctx, wire.PartitionOwnerKey(part, cfg.Group)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "c1 takes the partition back and handles seq 2", func() bool { return l.total() == 2 })

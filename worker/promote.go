@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/wire"
 )
 
 // Promoter moves due entries from each stream's delayed set (retries and the
@@ -108,7 +110,7 @@ func (p *Promoter) promoteStream(ctx context.Context, stream string) (int, error
 		total += n
 		if dead > 0 {
 			p.logger.Warn("delayed entries that could not be promoted were dead-lettered as they were",
-				"stream", stream, "count", dead, "dlq", DeadLetterKey(stream))
+				"stream", stream, "count", dead, "dlq", wire.DeadLetterKey(stream))
 		}
 		if p.metrics != nil && n > dead {
 			p.metrics.Promoted.WithLabelValues(stream).Add(float64(n - dead))
@@ -135,12 +137,12 @@ func (p *Promoter) promoteStream(ctx context.Context, stream string) (int, error
 // KEYS[3] -> the stream's :dlq stream
 // ARGV[1] -> now, unix ms
 // ARGV[2] -> most envelopes to move
-// ARGV[3] -> most field/value pairs of an envelope (MaxFields)
-// ARGV[4] -> the dead letter's error field name (FieldError)
-// ARGV[5] -> the dead letter's envelope field name (FieldEnvelope)
+// ARGV[3] -> most field/value pairs of an envelope (wire.MaxFields)
+// ARGV[4] -> the dead letter's error field name (wire.FieldError)
+// ARGV[5] -> the dead letter's envelope field name (wire.FieldEnvelope)
 // ARGV[6] -> error for a member that does not decode
 // ARGV[7] -> error for a member with more than ARGV[3] pairs
-// ARGV[8] -> most digits of a length (maxLenDigits)
+// ARGV[8] -> most digits of a length (wire.MaxLengthDigits)
 // Returns {members moved, of which dead-lettered}.
 var promoteScript = redis.NewScript(`
 local maxValues, maxDigits = 2 * tonumber(ARGV[3]), tonumber(ARGV[8])
@@ -176,17 +178,17 @@ return {#due, dead}
 
 // Errors of dead letters the promote script writes.
 var (
-	errNotEnvelope      = ErrMalformedEnvelope.Error()
-	errEnvelopeTooLarge = "delayed envelope has more than " + strconv.Itoa(MaxFields) + " field/value pairs (worker.MaxFields)"
+	errNotEnvelope      = wire.ErrMalformedEnvelope.Error()
+	errEnvelopeTooLarge = "delayed envelope has more than " + strconv.Itoa(wire.MaxFields) + " field/value pairs (wire.MaxFields)"
 )
 
 // promoteBatch moves up to p.batch due entries of stream and returns how
 // many it moved and how many of those went to the dead-letter stream.
 func (p *Promoter) promoteBatch(ctx context.Context, stream string) (moved, dead int, err error) {
 	r, err := promoteScript.Run(ctx, p.client,
-		[]string{DelayedKey(stream), stream, DeadLetterKey(stream)},
-		p.now().UnixMilli(), p.batch, MaxFields, FieldError, FieldEnvelope,
-		errNotEnvelope, errEnvelopeTooLarge, maxLenDigits).Int64Slice()
+		[]string{wire.DelayedKey(stream), stream, wire.DeadLetterKey(stream)},
+		p.now().UnixMilli(), p.batch, wire.MaxFields, wire.FieldError, wire.FieldEnvelope,
+		errNotEnvelope, errEnvelopeTooLarge, wire.MaxLengthDigits).Int64Slice()
 	if err != nil {
 		return 0, 0, err
 	}

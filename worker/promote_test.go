@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/internal/wiretest"
+	"github.com/streamworker/streamworker/wire"
 )
 
 func TestPromoteMovesOnlyDueEntries(t *testing.T) {
@@ -22,12 +24,12 @@ func TestPromoteMovesOnlyDueEntries(t *testing.T) {
 	stream := testredis.Prefix(t) + "s"
 	now := time.UnixMilli(1_700_000_000_000)
 	add := func(token string, due time.Time, fields ...string) {
-		c.ZAdd(ctx, DelayedKey(stream), redis.Z{Score: float64(due.UnixMilli()), Member: EncodeEnvelope(token, fields)})
+		c.ZAdd(ctx, wire.DelayedKey(stream), redis.Z{Score: float64(due.UnixMilli()), Member: wire.EncodeEnvelope(token, fields)})
 	}
 	add("a", now.Add(-time.Second), "type", "t", "data", "bin\x00ary:with:colons")
 	add("b", now, "type", "t", "data", "")
 	add("c", now.Add(time.Second), "type", "t", "data", "later")
-	c.ZAdd(ctx, DelayedKey(stream), redis.Z{Score: 0, Member: "garbage"})
+	c.ZAdd(ctx, wire.DelayedKey(stream), redis.Z{Score: 0, Member: "garbage"})
 
 	p := NewPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = 2 // several script calls for one pass
@@ -43,10 +45,10 @@ func TestPromoteMovesOnlyDueEntries(t *testing.T) {
 	if len(got) != 2 || got[0].Values["data"] != "bin\x00ary:with:colons" || got[1].Values["data"] != "" {
 		t.Errorf("stream = %v, want the two due entries, bytes intact", got)
 	}
-	if left := c.ZRange(ctx, DelayedKey(stream), 0, -1).Val(); len(left) != 1 {
+	if left := c.ZRange(ctx, wire.DelayedKey(stream), 0, -1).Val(); len(left) != 1 {
 		t.Errorf("delayed set = %q, want only the future entry", left)
 	}
-	dead, _ := c.XRange(ctx, DeadLetterKey(stream), "-", "+").Result()
+	dead, _ := c.XRange(ctx, wire.DeadLetterKey(stream), "-", "+").Result()
 	if len(dead) != 1 || dead[0].Values["envelope"] != "garbage" {
 		t.Errorf("dlq = %v, want the malformed envelope", dead)
 	}
@@ -116,13 +118,13 @@ func TestPromoteDeadLettersBadMembers(t *testing.T) {
 		for i := range pairs {
 			f = append(f, "f"+itoa(i), "v")
 		}
-		return EncodeEnvelope("t", f)
+		return wire.EncodeEnvelope("t", f)
 	}
 	cases := map[string]string{}
-	for _, m := range envelopeSeeds() {
-		if _, f, err := DecodeEnvelope(m); err != nil {
+	for _, m := range wiretest.EnvelopeSeeds() {
+		if _, f, err := wire.DecodeEnvelope(m); err != nil {
 			cases[m] = errNotEnvelope
-		} else if len(f)/2 > MaxFields {
+		} else if len(f)/2 > wire.MaxFields {
 			cases[m] = errEnvelopeTooLarge
 		}
 	}
@@ -130,19 +132,19 @@ func TestPromoteDeadLettersBadMembers(t *testing.T) {
 	cases[wide(20000)] = errEnvelopeTooLarge
 	for member, why := range cases {
 		stream := testredis.Prefix(t) + "s"
-		c.ZAdd(ctx, DelayedKey(stream), redis.Z{Score: 0, Member: member})
+		c.ZAdd(ctx, wire.DelayedKey(stream), redis.Z{Score: 0, Member: member})
 		moved, failed := promoteBounded(t, c, stream)
 		if moved != 1 || failed != nil {
 			t.Errorf("member %.40q: moved %d, failed %v; want 1, none", member, moved, failed)
 		}
-		if n := c.ZCard(ctx, DelayedKey(stream)).Val(); n != 0 {
+		if n := c.ZCard(ctx, wire.DelayedKey(stream)).Val(); n != 0 {
 			t.Errorf("member %.40q: still in the delayed set", member)
 		}
 		if n := c.XLen(ctx, stream).Val(); n != 0 {
 			t.Errorf("member %.40q: %d entries promoted, want none", member, n)
 		}
-		want := [][]string{{FieldError, why, FieldEnvelope, member}}
-		if got := rawEntries(t, c, DeadLetterKey(stream)); !cmp.Equal(want, got) {
+		want := [][]string{{wire.FieldError, why, wire.FieldEnvelope, member}}
+		if got := rawEntries(t, c, wire.DeadLetterKey(stream)); !cmp.Equal(want, got) {
 			t.Errorf("member %.40q: dlq = %.200q, want %.200q", member, got, want)
 		}
 	}
@@ -156,10 +158,10 @@ func TestPromoteFailureStaysWithItsStream(t *testing.T) {
 	ctx := context.Background()
 	pre := testredis.Prefix(t)
 	bad1, good, bad2 := pre+"bad1", pre+"good", pre+"bad2"
-	c.Set(ctx, DelayedKey(bad1), "not a sorted set", 0)
+	c.Set(ctx, wire.DelayedKey(bad1), "not a sorted set", 0)
 	c.Set(ctx, bad2, "not a stream", 0)
 	for _, s := range []string{good, bad2} {
-		c.ZAdd(ctx, DelayedKey(s), redis.Z{Score: 0, Member: EncodeEnvelope("a", []string{"type", "t"})})
+		c.ZAdd(ctx, wire.DelayedKey(s), redis.Z{Score: 0, Member: wire.EncodeEnvelope("a", []string{"type", "t"})})
 	}
 	metrics := NewMetrics(prometheus.NewRegistry())
 	p := NewPromoter(c, []string{bad1, good, bad2}, time.Second, slog.New(slog.DiscardHandler), metrics, nil)
@@ -170,7 +172,7 @@ func TestPromoteFailureStaysWithItsStream(t *testing.T) {
 	if len(failed) != 2 || !redis.HasErrorPrefix(failed[bad1], "WRONGTYPE") || !redis.HasErrorPrefix(failed[bad2], "WRONGTYPE") {
 		t.Errorf("failed = %v, want WRONGTYPE for %s and %s", failed, bad1, bad2)
 	}
-	if n := c.ZCard(ctx, DelayedKey(bad2)).Val(); n != 1 {
+	if n := c.ZCard(ctx, wire.DelayedKey(bad2)).Val(); n != 1 {
 		t.Errorf("%s's delayed entry: %d left, want it kept when its copy fails", bad2, n)
 	}
 	for s, want := range map[string]float64{bad1: 1, good: 0, bad2: 1} {
@@ -183,34 +185,34 @@ func TestPromoteFailureStaysWithItsStream(t *testing.T) {
 // FuzzPromoteEnvelope drives the promote script's decoder through a real
 // Redis of its own: whatever the member, the pass returns within its bound,
 // Redis answers, and the member leaves the delayed set for the stream, with
-// exactly the fields DecodeEnvelope finds, when DecodeEnvelope accepts it
-// within MaxFields, and for the dead-letter stream, as it is, otherwise.
+// exactly the fields wire.DecodeEnvelope finds, when it accepts it within
+// wire.MaxFields, and for the dead-letter stream, as it is, otherwise.
 func FuzzPromoteEnvelope(f *testing.F) {
-	for _, s := range envelopeSeeds() {
+	for _, s := range wiretest.EnvelopeSeeds() {
 		f.Add(s)
 	}
 	c := boundedServer(f)
 	f.Fuzz(func(t *testing.T, member string) {
 		ctx := context.Background()
 		stream := testredis.Prefix(t) + "s"
-		defer c.Del(ctx, stream, DelayedKey(stream), DeadLetterKey(stream))
-		if err := c.ZAdd(ctx, DelayedKey(stream), redis.Z{Score: 0, Member: member}).Err(); err != nil {
+		defer c.Del(ctx, stream, wire.DelayedKey(stream), wire.DeadLetterKey(stream))
+		if err := c.ZAdd(ctx, wire.DelayedKey(stream), redis.Z{Score: 0, Member: member}).Err(); err != nil {
 			t.Fatal(err)
 		}
 		if _, failed := promoteBounded(t, c, stream); failed != nil {
 			t.Fatalf("promoting %q: %v", member, failed)
 		}
-		if n := c.ZCard(ctx, DelayedKey(stream)).Val(); n != 0 {
+		if n := c.ZCard(ctx, wire.DelayedKey(stream)).Val(); n != 0 {
 			t.Fatalf("%q is still in the delayed set", member)
 		}
-		got, dead := rawEntries(t, c, stream), rawEntries(t, c, DeadLetterKey(stream))
-		if _, fields, err := DecodeEnvelope(member); err == nil && len(fields)/2 <= MaxFields {
+		got, dead := rawEntries(t, c, stream), rawEntries(t, c, wire.DeadLetterKey(stream))
+		if _, fields, err := wire.DecodeEnvelope(member); err == nil && len(fields)/2 <= wire.MaxFields {
 			if len(dead) != 0 || !cmp.Equal([][]string{fields}, got) {
 				t.Fatalf("%q: stream %q, dlq %q; want the stream to hold %q", member, got, dead, fields)
 			}
 			return
 		}
-		if len(got) != 0 || len(dead) != 1 || len(dead[0]) != 4 || dead[0][2] != FieldEnvelope || dead[0][3] != member {
+		if len(got) != 0 || len(dead) != 1 || len(dead[0]) != 4 || dead[0][2] != wire.FieldEnvelope || dead[0][3] != member {
 			t.Fatalf("%q: stream %q, dlq %q; want it dead-lettered as it is", member, got, dead)
 		}
 	})

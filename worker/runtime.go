@@ -16,6 +16,7 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/reclaim"
+	"github.com/streamworker/streamworker/wire"
 )
 
 type xEntry = redis.XMessage
@@ -330,7 +331,7 @@ func (r *Runtime) complete(m *Message, err error) {
 	if err == nil {
 		var dk string
 		if r.cfg.DedupeWindow > 0 && m.IdempotencyKey != "" {
-			dk = dedupeKey(m.Stream, m.IdempotencyKey)
+			dk = wire.DedupeKey(m.Stream, m.IdempotencyKey)
 		}
 		a := ackReq{stream: m.Stream, id: m.ID, typ: m.Type, dedupe: dk, outcome: OutcomeAcked}
 		if m.settle {
@@ -358,9 +359,9 @@ func (r *Runtime) complete(m *Message, err error) {
 	}
 	var fields []string
 	if !dead {
-		fields = append(m.copyFields(FieldAttempt, FieldOriginID), FieldAttempt, itoa(next), FieldOriginID, m.OriginID)
-		if len(fields)/2 > MaxFields { // the copy could never be promoted (settle.go)
-			err = fmt.Errorf("not retried: a copy would have %d field/value pairs, more than worker.MaxFields (%d): %w", len(fields)/2, MaxFields, err)
+		fields = append(m.copyFields(wire.FieldAttempt, wire.FieldOriginID), wire.FieldAttempt, itoa(next), wire.FieldOriginID, m.OriginID)
+		if len(fields)/2 > wire.MaxFields { // the copy could never be promoted (settle.go)
+			err = fmt.Errorf("not retried: a copy would have %d field/value pairs, more than wire.MaxFields (%d): %w", len(fields)/2, wire.MaxFields, err)
 			dead = true
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 func TestSuccessIsAckedInBatches(t *testing.T) {
@@ -72,7 +73,7 @@ func TestRetrySucceedsOnThirdAttempt(t *testing.T) {
 	if p := h.pending(); p != 0 {
 		t.Errorf("pending = %d, want 0", p)
 	}
-	if n := h.client.ZCard(context.Background(), DelayedKey(h.stream)).Val(); n != 0 {
+	if n := h.client.ZCard(context.Background(), wire.DelayedKey(h.stream)).Val(); n != 0 {
 		t.Errorf("delayed set holds %d, want 0", n)
 	}
 	if d := h.dlq(); len(d) != 0 {
@@ -112,7 +113,7 @@ func TestFailuresEndInDeadLetterStream(t *testing.T) {
 	}
 	byOrigin := map[string]redis.XMessage{}
 	for _, d := range h.dlq() {
-		byOrigin[d.Values[FieldOriginID].(string)] = d
+		byOrigin[d.Values[wire.FieldOriginID].(string)] = d
 	}
 	for name, id := range ids {
 		t.Run("Type="+name, func(t *testing.T) {
@@ -121,16 +122,16 @@ func TestFailuresEndInDeadLetterStream(t *testing.T) {
 				t.Fatalf("no dead letter with origin_id %s (the ID the producer's entry got)", id)
 			}
 			w := want[name]
-			if got := d.Values[FieldAttempts]; got != w.attempts {
+			if got := d.Values[wire.FieldAttempts]; got != w.attempts {
 				t.Errorf("attempts = %v, want %s", got, w.attempts)
 			}
-			if got := d.Values[FieldError].(string); !strings.Contains(got, w.errText) {
+			if got := d.Values[wire.FieldError].(string); !strings.Contains(got, w.errText) {
 				t.Errorf("error = %q, want it to contain %q", got, w.errText)
 			}
-			if name == "panics" && !strings.Contains(d.Values[FieldError].(string), "goroutine") {
-				t.Errorf("panic error carries no stack: %q", d.Values[FieldError])
+			if name == "panics" && !strings.Contains(d.Values[wire.FieldError].(string), "goroutine") {
+				t.Errorf("panic error carries no stack: %q", d.Values[wire.FieldError])
 			}
-			if _, err := time.Parse(time.RFC3339Nano, d.Values[FieldFailedAt].(string)); err != nil {
+			if _, err := time.Parse(time.RFC3339Nano, d.Values[wire.FieldFailedAt].(string)); err != nil {
 				t.Errorf("failed_at: %v", err)
 			}
 			wantType := name
@@ -177,7 +178,7 @@ func TestDedupeWindowSkipsProcessedIDs(t *testing.T) {
 	if n := runs.get(""); n != 2 {
 		t.Errorf("messages without id ran %d times, want 2", n)
 	}
-	if ttl := h.client.PTTL(context.Background(), dedupeKey(h.stream, "order-1")).Val(); ttl <= 0 || ttl > time.Minute {
+	if ttl := h.client.PTTL(context.Background(), wire.DedupeKey(h.stream, "order-1")).Val(); ttl <= 0 || ttl > time.Minute {
 		t.Errorf("dedupe mark TTL = %s, want within the 1m window", ttl)
 	}
 	if p := h.pending(); p != 0 {
@@ -342,7 +343,7 @@ func TestCrashLoopingOwnPendingEntryIsDeadLettered(t *testing.T) {
 		t.Errorf("ran %v, want only %s: the poison message must not run again", ran, fine)
 	}
 	d := h.dlq()[0]
-	if d.Values[FieldOriginID] != poison || d.Values[FieldAttempts] != "3" || !strings.Contains(d.Values[FieldError].(string), "abandoned: delivered 3 times") {
+	if d.Values[wire.FieldOriginID] != poison || d.Values[wire.FieldAttempts] != "3" || !strings.Contains(d.Values[wire.FieldError].(string), "abandoned: delivered 3 times") {
 		t.Errorf("dead letter = %v", d.Values)
 	}
 	if p := h.pending(); p != 0 {

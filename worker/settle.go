@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/wire"
 )
 
 // A failed message is settled by a script that writes its copy (a retry in
@@ -23,7 +25,7 @@ import (
 // ARGV[1] -> group
 // ARGV[2] -> entry ID
 // ARGV[3] -> due time, unix ms
-// ARGV[4] -> envelope (see EncodeEnvelope)
+// ARGV[4] -> envelope (see wire.EncodeEnvelope)
 // Returns 1 when it scheduled the copy, 0 when the entry was not pending.
 var retryScript = redis.NewScript(`
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
@@ -32,12 +34,12 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 1
 `)
 
-// scheduleRetry puts a copy of m with fields (at most MaxFields pairs: the
+// scheduleRetry puts a copy of m with fields (at most wire.MaxFields pairs: the
 // promote script dead-letters larger envelopes) in the delayed set, due at
 // due, and acknowledges m.
 func (r *Runtime) scheduleRetry(ctx context.Context, m *Message, due time.Time, fields []string) error {
-	return retryScript.Run(ctx, r.client, []string{m.Stream, DelayedKey(m.Stream)},
-		r.cfg.Group, m.ID, due.UnixMilli(), EncodeEnvelope(m.ID, fields)).Err()
+	return retryScript.Run(ctx, r.client, []string{m.Stream, wire.DelayedKey(m.Stream)},
+		r.cfg.Group, m.ID, due.UnixMilli(), wire.EncodeEnvelope(m.ID, fields)).Err()
 }
 
 // deadLetterScript appends a copy to the dead-letter stream and acknowledges
@@ -48,7 +50,7 @@ func (r *Runtime) scheduleRetry(ctx context.Context, m *Message, due time.Time, 
 // ARGV[1] -> group
 // ARGV[2] -> entry ID
 // ARGV[3..] -> field, value, field, value, ... of the dead-letter entry (at
-// most MaxFields pairs: unpack refuses much more)
+// most wire.MaxFields pairs: unpack refuses much more)
 // Returns 1 when it dead-lettered the entry, 0 when the entry was not pending.
 var deadLetterScript = redis.NewScript(`
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
@@ -58,26 +60,26 @@ return 1
 `)
 
 // deadLetter moves m to the dead-letter stream: its fields plus why, when and
-// where it failed. When that is more than MaxFields pairs, the entry's
-// fields are kept whole in one FieldEnvelope field instead, beside its type
+// where it failed. When that is more than wire.MaxFields pairs, the entry's
+// fields are kept whole in one wire.FieldEnvelope field instead, beside its type
 // and the runtime's fields, so nothing of it is lost.
 func (r *Runtime) deadLetter(ctx context.Context, m *Message, cause error) error {
 	added := []string{
-		FieldError, cause.Error(),
-		FieldAttempts, itoa(min(m.Attempt, r.cfg.MaxAttempts)),
-		FieldOriginID, m.OriginID,
-		FieldFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
-		FieldGroup, r.cfg.Group,
-		FieldConsumer, r.cfg.Consumer,
+		wire.FieldError, cause.Error(),
+		wire.FieldAttempts, itoa(min(m.Attempt, r.cfg.MaxAttempts)),
+		wire.FieldOriginID, m.OriginID,
+		wire.FieldFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
+		wire.FieldGroup, r.cfg.Group,
+		wire.FieldConsumer, r.cfg.Consumer,
 	}
-	fields := m.copyFields(FieldError, FieldAttempts, FieldOriginID, FieldFailedAt, FieldGroup, FieldConsumer)
-	if (len(fields)+len(added))/2 > MaxFields {
-		entry := append(m.copyFields(FieldOriginID), FieldOriginID, m.OriginID)
+	fields := m.copyFields(wire.FieldError, wire.FieldAttempts, wire.FieldOriginID, wire.FieldFailedAt, wire.FieldGroup, wire.FieldConsumer)
+	if (len(fields)+len(added))/2 > wire.MaxFields {
+		entry := append(m.copyFields(wire.FieldOriginID), wire.FieldOriginID, m.OriginID)
 		fields = fields[:0]
-		if typ, ok := m.fields[FieldType].(string); ok {
-			fields = append(fields, FieldType, typ)
+		if typ, ok := m.fields[wire.FieldType].(string); ok {
+			fields = append(fields, wire.FieldType, typ)
 		}
-		fields = append(fields, FieldEnvelope, EncodeEnvelope(m.ID, entry))
+		fields = append(fields, wire.FieldEnvelope, wire.EncodeEnvelope(m.ID, entry))
 	}
 	args := make([]any, 0, 2+len(fields)+len(added))
 	args = append(args, r.cfg.Group, m.ID)
@@ -87,5 +89,5 @@ func (r *Runtime) deadLetter(ctx context.Context, m *Message, cause error) error
 	for _, f := range added {
 		args = append(args, f)
 	}
-	return deadLetterScript.Run(ctx, r.client, []string{m.Stream, DeadLetterKey(m.Stream)}, args...).Err()
+	return deadLetterScript.Run(ctx, r.client, []string{m.Stream, wire.DeadLetterKey(m.Stream)}, args...).Err()
 }

@@ -10,11 +10,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // wideEntry is an entry with n metadata fields besides type and data.
 func wideEntry(typ string, n int) []string {
-	f := []string{FieldType, typ, FieldData, "payload"}
+	f := []string{wire.FieldType, typ, wire.FieldData, "payload"}
 	for i := range n {
 		f = append(f, "m"+strconv.Itoa(i), "v"+strconv.Itoa(i))
 	}
@@ -61,22 +62,22 @@ func TestWideEntryIsDeadLetteredWhole(t *testing.T) {
 					t.Fatalf("dlq holds %d entries, want 1", len(dead))
 				}
 				d := dead[0].Values
-				if d[FieldType] != "wide" || d[FieldOriginID] != id || d[FieldGroup] != cfg.Group {
-					t.Errorf("dead letter = type %v, origin_id %v, group %v", d[FieldType], d[FieldOriginID], d[FieldGroup])
+				if d[wire.FieldType] != "wide" || d[wire.FieldOriginID] != id || d[wire.FieldGroup] != cfg.Group {
+					t.Errorf("dead letter = type %v, origin_id %v, group %v", d[wire.FieldType], d[wire.FieldOriginID], d[wire.FieldGroup])
 				}
-				if e, _ := d[FieldError].(string); !strings.Contains(e, map[bool]string{false: "not retried", true: "refused"}[permanent]) {
+				if e, _ := d[wire.FieldError].(string); !strings.Contains(e, map[bool]string{false: "not retried", true: "refused"}[permanent]) {
 					t.Errorf("error = %q", e)
 				}
-				env, _ := d[FieldEnvelope].(string)
-				token, got, err := DecodeEnvelope(env)
+				env, _ := d[wire.FieldEnvelope].(string)
+				token, got, err := wire.DecodeEnvelope(env)
 				if err != nil {
 					t.Fatalf("envelope: %v", err)
 				}
-				want := pairs(append(entry, FieldOriginID, id))
+				want := pairs(append(entry, wire.FieldOriginID, id))
 				if diff := cmp.Diff(want, pairs(got)); token != id || diff != "" {
 					t.Errorf("envelope token %q (want %s), fields (-want +got):\n%s", token, id, diff)
 				}
-				if z := h.client.ZCard(context.Background(), DelayedKey(h.stream)).Val(); z != 0 {
+				if z := h.client.ZCard(context.Background(), wire.DelayedKey(h.stream)).Val(); z != 0 {
 					t.Errorf("delayed set holds %d, want 0", z)
 				}
 			})
@@ -94,8 +95,8 @@ func TestFailedCopyLeavesEntryPending(t *testing.T) {
 		err           error
 		broken        func(stream string) string
 	}{
-		{"DeadLetter", OutcomeUnrecorded, Permanent(errors.New("refused")), DeadLetterKey},
-		{"Retry", OutcomeUnrecorded, errors.New("try later"), DelayedKey},
+		{"DeadLetter", OutcomeUnrecorded, Permanent(errors.New("refused")), wire.DeadLetterKey},
+		{"Retry", OutcomeUnrecorded, errors.New("try later"), wire.DelayedKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 func TestShutdownDrainsRunningHandlers(t *testing.T) {
@@ -105,7 +106,7 @@ func TestShutdownDeadlineHandsOverUnfinishedWork(t *testing.T) {
 			t.Errorf("entry %s idle %s, want >= min-idle %s so others reclaim it at once", e.ID, e.Idle, cfg.ReclaimMinIdle)
 		}
 	}
-	if n := h.client.ZCard(context.Background(), DelayedKey(h.stream)).Val(); n != 0 {
+	if n := h.client.ZCard(context.Background(), wire.DelayedKey(h.stream)).Val(); n != 0 {
 		t.Errorf("a shutdown scheduled %d retries, want 0", n)
 	}
 	if got := h.outcome("stuck", OutcomeHandedOver); got != 2 {

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // An entry larger than WORKER_MAX_MESSAGE_BYTES, counting every field, is
@@ -58,15 +59,15 @@ func TestOversizedEntryIsDeadLetteredUnrun(t *testing.T) {
 		t.Fatalf("dead letters = %d, want 2", len(dlq))
 	}
 	for i, d := range dlq {
-		if got := d.Values[FieldOriginID]; got != bigIDs[i] {
+		if got := d.Values[wire.FieldOriginID]; got != bigIDs[i] {
 			t.Errorf("dead letter %d origin_id = %v, want %s", i, got, bigIDs[i])
 		}
-		msg, _ := d.Values[FieldError].(string)
+		msg, _ := d.Values[wire.FieldError].(string)
 		if !strings.Contains(msg, ErrTooLarge.Error()) || !strings.Contains(msg, "WORKER_MAX_MESSAGE_BYTES") {
 			t.Errorf("dead letter error %q, want it to say the entry is too large and what limits it", msg)
 		}
 	}
-	if dlq[0].Values[FieldData] != big || dlq[1].Values["note"] != big {
+	if dlq[0].Values[wire.FieldData] != big || dlq[1].Values["note"] != big {
 		t.Errorf("the dead letters lost their fields")
 	}
 	if p := h.pending(); p != 0 {
@@ -150,7 +151,7 @@ func TestReadsOfLargeEntriesStayNearTheBudget(t *testing.T) {
 	ctx := context.Background()
 	c := srv.Client(t)
 	stream := cfg.Streams[0]
-	t.Cleanup(func() { c.Del(context.Background(), stream, DeadLetterKey(stream)) })
+	t.Cleanup(func() { c.Del(context.Background(), stream, wire.DeadLetterKey(stream)) })
 	data := strings.Repeat("x", 1<<20)
 	var mu sync.Mutex
 	reads := map[time.Time]int{} // messages per read, by when the read was sent

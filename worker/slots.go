@@ -7,7 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/reclaim"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // ErrCrossSlot is returned by CheckSlots for a stream whose keys a Redis
@@ -29,12 +29,12 @@ func CheckSlots(client redis.UniversalClient, streams []string, group, consumer 
 	var errs []error
 	for _, s := range streams {
 		keys := slotKeys(s, group, consumer)
-		want := keySlot(keys[0])
+		want := wire.Slot(keys[0])
 		for _, k := range keys[1:] {
-			if got := keySlot(k); got != want {
+			if got := wire.Slot(k); got != want {
 				fix := tagged(s)
 				errs = append(errs, fmt.Errorf("stream %q: %w: %q is in slot %d and %q in slot %d, and on Redis Cluster the keys the worker uses together must share one; name the stream with a hash tag, e.g. WORKER_STREAMS=%s, so that %s, %s and %s share a slot",
-					s, ErrCrossSlot, keys[0], want, k, got, fix, fix, DelayedKey(fix), DeadLetterKey(fix)))
+					s, ErrCrossSlot, keys[0], want, k, got, fix, fix, wire.DelayedKey(fix), wire.DeadLetterKey(fix)))
 				break
 			}
 		}
@@ -45,7 +45,7 @@ func CheckSlots(client redis.UniversalClient, streams []string, group, consumer 
 // slotKeys are the keys the runtime uses with stream s in one multi-key
 // command, the stream first. The dedupe mark stands for every id.
 func slotKeys(s, group, consumer string) []string {
-	return []string{s, DelayedKey(s), DeadLetterKey(s), dedupeKey(s, "id"), reclaim.HeartbeatKey(s, group, consumer)}
+	return []string{s, wire.DelayedKey(s), wire.DeadLetterKey(s), wire.DedupeKey(s, "id"), wire.HeartbeatKey(s, group, consumer)}
 }
 
 // tagged is s made a hash tag, the name CheckSlots suggests.
@@ -55,34 +55,4 @@ func tagged(s string) string {
 		s = "events"
 	}
 	return "{" + s + "}"
-}
-
-// keySlot is the Redis Cluster hash slot of key, as CLUSTER KEYSLOT
-// computes it: CRC16 of the key's hash tag (the text between its first '{'
-// and the first '}' after it, when not empty), or of the whole key, modulo
-// 16384.
-func keySlot(key string) int {
-	if s := strings.IndexByte(key, '{'); s >= 0 {
-		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
-			key = key[s+1 : s+1+e]
-		}
-	}
-	return int(crc16(key) % 16384)
-}
-
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the checksum
-// of the cluster specification. It runs at start only: bit by bit is enough.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := range len(s) {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
 }

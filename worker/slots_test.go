@@ -11,36 +11,15 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/reclaim"
+	"github.com/streamworker/streamworker/wire"
 )
-
-// keySlot must agree with the server's own CLUSTER KEYSLOT, hash tags and
-// their corner cases included.
-func TestKeySlotMatchesServer(t *testing.T) {
-	t.Parallel()
-	_, cc := testredis.OneNodeCluster(t)
-	ctx := context.Background()
-	for _, k := range []string{
-		"", "123456789", "orders", "orders:delayed", "{orders}", "{orders}:dlq", "{orders:3}", "{orders:3}:dedupe:x",
-		"{user1000}.following", "foo{}{bar}", "foo{{bar}}zap", "foo{bar}{zap}", "{}", "}{", "a{b", "ключ{заказы}",
-		reclaim.HeartbeatKey("{orders}", "workers", "pod-{0}"), "\x00\xff",
-	} {
-		want, err := cc.ClusterKeySlot(ctx, k).Result()
-		if err != nil {
-			t.Fatalf("CLUSTER KEYSLOT %q: %v", k, err)
-		}
-		if got := keySlot(k); int64(got) != want {
-			t.Errorf("keySlot(%q) = %d; CLUSTER KEYSLOT says %d", k, got, want)
-		}
-	}
-}
 
 func TestCheckSlots(t *testing.T) {
 	t.Parallel()
 	_, cc := testredis.OneNodeCluster(t)
 	ctx := context.Background()
 	// Why the check exists: the runtime's scripts fail on such a name.
-	err := retryScript.Run(ctx, cc, []string{"orders", DelayedKey("orders")}, "g", "0-1", 0, "x").Err()
+	err := retryScript.Run(ctx, cc, []string{"orders", wire.DelayedKey("orders")}, "g", "0-1", 0, "x").Err()
 	if err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
 		t.Fatalf("retry script on an untagged stream = %v, want CROSSSLOT", err)
 	}
@@ -51,7 +30,7 @@ func TestCheckSlots(t *testing.T) {
 		want    []string // "" parts of the error; none for nil
 	}{
 		{"Tagged", []string{"{orders}", "{payments}"}, nil},
-		{"Partitions", PartitionStreams("orders", 4), nil},
+		{"Partitions", wire.PartitionStreams("orders", 4), nil},
 		{"TagInside", []string{"shop:{orders}:v2"}, nil},
 		{"Untagged", []string{"orders"}, []string{
 			`stream "orders": its keys are in different hash slots: "orders" is in slot 105 and "orders:delayed" in slot 582, and on Redis Cluster the keys the worker uses together must share one; ` +

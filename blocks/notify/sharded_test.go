@@ -10,6 +10,7 @@ import (
 
 	"github.com/streamworker/streamworker/blocks/notify"
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // Sharded pub/sub on a single node (Redis 7 has SPUBLISH and SSUBSCRIBE
@@ -101,21 +102,5 @@ func testSharded(t *testing.T, rdb redis.UniversalClient, chans []string) *subsc
 }
 
 // keySlot is the slot CLUSTER KEYSLOT gives, computed here so that the
-// single-node test needs no cluster.
-func keySlot(key string) int64 { return int64(notify.Slot(key)) }
-
-// The slot computed for splitting SSUBSCRIBE matches the server's.
-func TestSlotMatchesRedis(t *testing.T) {
-	t.Parallel()
-	srv, _ := testredis.OneNodeCluster(t)
-	admin := srv.Client(t)
-	for _, key := range []string{
-		"", "a", "foo", "users", "123456789", "{orders}.created", "{orders}.paid", "x{orders}y",
-		"{}orders", "{orders", "orders}", "{a}{b}", "{{a}}", "ünïcode", "{user:1000}:followers",
-	} {
-		want := admin.ClusterKeySlot(context.Background(), key).Val()
-		if got := keySlot(key); got != want {
-			t.Errorf("slot(%q) = %d, CLUSTER KEYSLOT = %d", key, got, want)
-		}
-	}
-}
+// single-node test needs no cluster (wire's tests hold it to the server's).
+func keySlot(key string) int64 { return int64(wire.Slot(key)) }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/producer"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // benchLines is the size of the input of BenchmarkSendFile.
@@ -89,7 +89,7 @@ func BenchmarkSendFile(b *testing.B) {
 				if n := admin.XLen(ctx, stream).Val(); n != benchLines {
 					b.Fatalf("stream has %d entries, want %d", n, benchLines)
 				}
-				admin.Del(ctx, stream, worker.DelayedKey(stream))
+				admin.Del(ctx, stream, wire.DelayedKey(stream))
 			}
 			b.ReportMetric(float64(benchLines*b.N)/total.Seconds(), "events/s")
 		})

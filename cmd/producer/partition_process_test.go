@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // partitionEntries reads every partition of stream: partition index ->
@@ -19,7 +19,7 @@ func partitionEntries(t *testing.T, c redis.Cmdable, stream string, n int) [][]r
 	t.Helper()
 	out := make([][]redis.XMessage, n)
 	for i := range n {
-		msgs, err := c.XRange(context.Background(), worker.PartitionStream(stream, i), "-", "+").Result()
+		msgs, err := c.XRange(context.Background(), wire.PartitionStream(stream, i), "-", "+").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -32,7 +32,7 @@ func testSendPartitioned(t *testing.T, c *binary) {
 	rc := c.client(t)
 	ctx := context.Background()
 	stream := testredis.Prefix(t) + "orders"
-	part := func(key string) string { return worker.PartitionStream(stream, worker.PartitionFor(key, 4)) }
+	part := func(key string) string { return wire.PartitionStream(stream, wire.PartitionFor(key, 4)) }
 
 	t.Run("OneEvent", func(t *testing.T) {
 		r := c.run(t, "", []string{"send", "--stream", stream, "--partitions", "4", "--type", "order.paid", "--data", `{"n":1}`, "--key", "customer-3"})
@@ -42,7 +42,7 @@ func testSendPartitioned(t *testing.T, c *binary) {
 			t.Fatalf("stdout %q: want the partition %s, then the entry ID", r.Stdout, part("customer-3"))
 		}
 		e := rc.XRange(ctx, got, id, id).Val()
-		if len(e) != 1 || e[0].Values[worker.FieldKey] != "customer-3" {
+		if len(e) != 1 || e[0].Values[wire.FieldKey] != "customer-3" {
 			t.Errorf("entry %s in %s = %v, want one with the key field", id, got, e)
 		}
 	})
@@ -52,8 +52,8 @@ func testSendPartitioned(t *testing.T, c *binary) {
 		if got, _, _ := strings.Cut(r.Stdout, " "); got != part("order-9") {
 			t.Errorf("stdout %q: want the partition of the id, %s, then the due time", r.Stdout, part("order-9"))
 		}
-		if n := rc.ZCard(ctx, worker.DelayedKey(part("order-9"))).Val(); n != 1 {
-			t.Errorf("%s holds %d, want the delayed event", worker.DelayedKey(part("order-9")), n)
+		if n := rc.ZCard(ctx, wire.DelayedKey(part("order-9"))).Val(); n != 1 {
+			t.Errorf("%s holds %d, want the delayed event", wire.DelayedKey(part("order-9")), n)
 		}
 	})
 	t.Run("KeyWithoutPartitions", func(t *testing.T) {
@@ -89,16 +89,16 @@ func testSendPartitioned(t *testing.T, c *binary) {
 		last := map[string]int{}
 		var total, roundRobin int
 		for i, msgs := range partitionEntries(t, rc, fs, 4) {
-			p := worker.PartitionStream(fs, i)
+			p := wire.PartitionStream(fs, i)
 			unkeyed := 0
 			for _, m := range msgs {
 				total++
 				seq, _ := strconv.Atoi(m.Values["data"].(string))
-				k, keyed := m.Values[worker.FieldKey].(string)
-				id, byID := m.Values[worker.FieldID].(string)
+				k, keyed := m.Values[wire.FieldKey].(string)
+				id, byID := m.Values[wire.FieldID].(string)
 				switch {
 				case keyed:
-					if want := worker.PartitionStream(fs, worker.PartitionFor(k, 4)); want != p {
+					if want := wire.PartitionStream(fs, wire.PartitionFor(k, 4)); want != p {
 						t.Errorf("key %q in %s, want %s", k, p, want)
 					}
 					if s, ok := last[k]; ok && seq <= s {
@@ -106,7 +106,7 @@ func testSendPartitioned(t *testing.T, c *binary) {
 					}
 					last[k] = seq
 				case byID:
-					if want := worker.PartitionStream(fs, worker.PartitionFor(id, 4)); want != p {
+					if want := wire.PartitionStream(fs, wire.PartitionFor(id, 4)); want != p {
 						t.Errorf("id %q in %s, want %s", id, p, want)
 					}
 				default:
@@ -130,7 +130,7 @@ func testSendPartitioned(t *testing.T, c *binary) {
 			t.Errorf("stdout = %q", r.Stdout)
 		}
 		for i := range 3 {
-			if n := rc.XLen(ctx, worker.PartitionStream(ls, i)).Val(); n != 100 {
+			if n := rc.XLen(ctx, wire.PartitionStream(ls, i)).Val(); n != 100 {
 				t.Errorf("partition %d has %d events, want 100", i, n)
 			}
 		}
@@ -164,7 +164,7 @@ func testCluster(t *testing.T, c *binary) {
 	total := 0
 	for i, msgs := range partitionEntries(t, cc, "orders", 6) {
 		total += len(msgs)
-		primaries[cl.PrimaryFor(t, worker.PartitionStream("orders", i)).Addr] = true
+		primaries[cl.PrimaryFor(t, wire.PartitionStream("orders", i)).Addr] = true
 	}
 	if total != 120 || len(primaries) < 2 {
 		t.Errorf("%d events over %d primaries, want 120 over more than one", total, len(primaries))
@@ -173,11 +173,11 @@ func testCluster(t *testing.T, c *binary) {
 	r = c.run(t, "", []string{"load", "--stream", "bench", "--type", "t", "--count", "90", "--partitions", "3"}, env)
 	r.Want(t, 0)
 	for i := range 3 {
-		if n := cc.XLen(ctx, worker.PartitionStream("bench", i)).Val(); n != 30 {
+		if n := cc.XLen(ctx, wire.PartitionStream("bench", i)).Val(); n != 30 {
 			t.Errorf("load: partition %d has %d events, want 30", i, n)
 		}
 	}
-	if n := c.client(t).Exists(ctx, "{orders}", worker.PartitionStream("orders", 0), worker.PartitionStream("bench", 0)).Val(); n != 0 {
+	if n := c.client(t).Exists(ctx, "{orders}", wire.PartitionStream("orders", 0), wire.PartitionStream("bench", 0)).Val(); n != 0 {
 		t.Errorf("%d keys landed on REDIS_URL's server in cluster mode", n)
 	}
 

@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // entries returns the stream's entries as field maps, oldest first.
@@ -29,7 +29,7 @@ func entries(t *testing.T, c *redis.Client, stream string) []map[string]any {
 	return out
 }
 
-// decodeEnvelope decodes a delayed-set member (worker.EncodeEnvelope) into
+// decodeEnvelope decodes a delayed-set member (wire.EncodeEnvelope) into
 // its token and fields.
 func decodeEnvelope(t *testing.T, s string) (string, map[string]string) {
 	t.Helper()
@@ -94,7 +94,7 @@ func testSendDelayed(t *testing.T, c *binary) {
 	if n := rc.Exists(context.Background(), stream).Val(); n != 0 {
 		t.Error("a delayed event went into the stream at once")
 	}
-	zs := rc.ZRangeWithScores(context.Background(), worker.DelayedKey(stream), 0, -1).Val()
+	zs := rc.ZRangeWithScores(context.Background(), wire.DelayedKey(stream), 0, -1).Val()
 	if len(zs) != 1 || int64(zs[0].Score) != due.UnixMilli() {
 		t.Fatalf("delayed set = %v, want one member scored %d", zs, due.UnixMilli())
 	}
@@ -164,7 +164,7 @@ func testSendFile(t *testing.T, c *binary) {
 	if diff := cmp.Diff(want, entries(t, rc, stream)); diff != "" {
 		t.Errorf("stream (-want +got):\n%s", diff)
 	}
-	zs := rc.ZRange(context.Background(), worker.DelayedKey(stream), 0, -1).Val()
+	zs := rc.ZRange(context.Background(), wire.DelayedKey(stream), 0, -1).Val()
 	if len(zs) != 1 {
 		t.Fatalf("delayed set = %v, want the one delayed line", zs)
 	}
@@ -335,7 +335,7 @@ func testUsageErrors(t *testing.T, c *binary) {
 			})
 		}
 	})
-	if n := rc.Exists(context.Background(), stream, worker.DelayedKey(stream)).Val(); n != 0 {
+	if n := rc.Exists(context.Background(), stream, wire.DelayedKey(stream)).Val(); n != 0 {
 		t.Errorf("a refused command line wrote to Redis")
 	}
 }
@@ -388,7 +388,7 @@ func testFailures(t *testing.T, c *binary) {
 			})
 		}
 	})
-	if n := rc.Exists(context.Background(), stream, worker.DelayedKey(stream)).Val(); n != 0 {
+	if n := rc.Exists(context.Background(), stream, wire.DelayedKey(stream)).Val(); n != 0 {
 		t.Errorf("a failed command wrote to Redis")
 	}
 }

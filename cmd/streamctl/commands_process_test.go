@@ -11,7 +11,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // durations in human output vary from run to run.
@@ -26,7 +26,7 @@ func testStatus(t *testing.T, c *binary) {
 	f.group("audit")
 	f.read("workers", "w1", 2)
 	f.read("workers", "w2", 1)
-	f.c.ZAdd(f.ctx, worker.DelayedKey(f.stream), redis.Z{Score: 1, Member: "m"})
+	f.c.ZAdd(f.ctx, wire.DelayedKey(f.stream), redis.Z{Score: 1, Member: "m"})
 	f.dead("email.send", "permanent: invalid email address")
 
 	r := c.run(t, []string{"status", "--stream", f.stream})
@@ -115,7 +115,7 @@ func testStatusOfEveryStream(t *testing.T, c *binary) {
 	rc := srv.Client(t)
 	for _, s := range []string{"b", "a"} {
 		rc.XAdd(t.Context(), &redis.XAddArgs{Stream: s, Values: []string{"type", "x"}})
-		rc.XAdd(t.Context(), &redis.XAddArgs{Stream: worker.DeadLetterKey(s), Values: []string{"type", "x"}})
+		rc.XAdd(t.Context(), &redis.XAddArgs{Stream: wire.DeadLetterKey(s), Values: []string{"type", "x"}})
 	}
 	rc.Set(t.Context(), "not-a-stream", "x", 0)
 	r := testbin.Run(t, c.bin, "", []string{"REDIS_URL=" + srv.URL()}, []string{"status"})
@@ -236,7 +236,7 @@ func testDLQList(t *testing.T, c *binary) {
 		t.Fatal(err)
 	}
 	wantDoc := map[string]any{
-		"stream": f.stream, "dlq": worker.DeadLetterKey(f.stream), "length": 2.0,
+		"stream": f.stream, "dlq": wire.DeadLetterKey(f.stream), "length": 2.0,
 		"entries": []any{map[string]any{"id": a, "fields": map[string]any{
 			"type": "email.send", "data": `{"to":"bob.example.com"}`, "id": "e-1", "attempt": "2",
 			"error": "permanent: invalid email address", "attempts": "2", "origin_id": "1700000000000-0",
@@ -249,7 +249,7 @@ func testDLQList(t *testing.T, c *binary) {
 
 	r = c.run(t, []string{"dlq", "ls", "--stream", f.stream + "-none"})
 	r.Want(t, 0)
-	if r.Stdout != "no dead letters in "+worker.DeadLetterKey(f.stream+"-none")+"\n" {
+	if r.Stdout != "no dead letters in "+wire.DeadLetterKey(f.stream+"-none")+"\n" {
 		t.Errorf("empty DLQ: stdout = %q", r.Stdout)
 	}
 }
@@ -259,7 +259,7 @@ func testDLQReplayIDs(t *testing.T, c *binary) {
 	a := f.dead("email.send", "x")
 	b := f.dead("email.send", "y")
 	keep := f.dead("email.send", "z")
-	noType := f.add(worker.DeadLetterKey(f.stream), "error", "malformed delayed envelope", "envelope", "zz")
+	noType := f.add(wire.DeadLetterKey(f.stream), "error", "malformed delayed envelope", "envelope", "zz")
 
 	r := c.run(t, []string{"dlq", "replay", "--stream", f.stream, "--id", a + "," + b, "--id", "1-1", "--id", noType})
 	r.Want(t, 1,
@@ -277,7 +277,7 @@ func testDLQReplayIDs(t *testing.T, c *binary) {
 	if diff := cmp.Diff(want, got[0].Values); diff != "" {
 		t.Errorf("replayed entry (-want +got):\n%s", diff)
 	}
-	left := f.c.XRange(f.ctx, worker.DeadLetterKey(f.stream), "-", "+").Val()
+	left := f.c.XRange(f.ctx, wire.DeadLetterKey(f.stream), "-", "+").Val()
 	if len(left) != 2 || left[0].ID != keep || left[1].ID != noType {
 		t.Errorf("DLQ = %v, want %s and %s left", left, keep, noType)
 	}
@@ -290,18 +290,18 @@ func testDLQReplayAll(t *testing.T, c *binary) {
 	}
 	r := c.run(t, []string{"dlq", "replay", "--stream", f.stream, "--all"})
 	r.Want(t, 0)
-	if r.Stdout != "replayed 120 dead letters from "+worker.DeadLetterKey(f.stream)+" into "+f.stream+"\n" {
+	if r.Stdout != "replayed 120 dead letters from "+wire.DeadLetterKey(f.stream)+" into "+f.stream+"\n" {
 		t.Errorf("stdout = %q", r.Stdout)
 	}
 	if n := f.c.XLen(f.ctx, f.stream).Val(); n != 120 {
 		t.Errorf("stream length %d, want 120", n)
 	}
-	noType := f.add(worker.DeadLetterKey(f.stream), "error", "x")
+	noType := f.add(wire.DeadLetterKey(f.stream), "error", "x")
 	f.dead("email.send", "x")
 	r = c.run(t, []string{"dlq", "replay", "--stream", f.stream, "--all"})
-	r.Want(t, 1, "streamctl: 1 dead letter without a type field stay in "+worker.DeadLetterKey(f.stream)+
+	r.Want(t, 1, "streamctl: 1 dead letter without a type field stay in "+wire.DeadLetterKey(f.stream)+
 		" (the worker would dead-letter them again; purge them with --id): "+noType)
-	if r.Stdout != "replayed 1 dead letter from "+worker.DeadLetterKey(f.stream)+" into "+f.stream+"\n" {
+	if r.Stdout != "replayed 1 dead letter from "+wire.DeadLetterKey(f.stream)+" into "+f.stream+"\n" {
 		t.Errorf("stdout = %q", r.Stdout)
 	}
 }
@@ -311,7 +311,7 @@ func testDLQPurge(t *testing.T, c *binary) {
 	a := f.dead("a", "x")
 	b := f.dead("b", "x")
 	f.dead("c", "x")
-	dlq := worker.DeadLetterKey(f.stream)
+	dlq := wire.DeadLetterKey(f.stream)
 
 	r := c.run(t, []string{"dlq", "purge", "--stream", f.stream, "--id", a})
 	r.Want(t, 2, "streamctl: purge deletes dead letters for good: add --yes to confirm\nRun 'streamctl dlq purge --help' for usage.")
@@ -384,7 +384,7 @@ func testUsageErrors(t *testing.T, c *binary) {
 			})
 		}
 	})
-	if n := f.c.XLen(f.ctx, worker.DeadLetterKey(f.stream)).Val(); n != 1 || f.c.Exists(f.ctx, f.stream).Val() != 0 {
+	if n := f.c.XLen(f.ctx, wire.DeadLetterKey(f.stream)).Val(); n != 1 || f.c.Exists(f.ctx, f.stream).Val() != 0 {
 		t.Errorf("a refused command line changed Redis")
 	}
 }

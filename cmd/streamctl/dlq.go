@@ -10,7 +10,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/streamadmin"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 func (a *app) dlqCommand() *cobra.Command {
@@ -74,7 +74,7 @@ func (a *app) dlqLsCommand() *cobra.Command {
 }
 
 func writeDLQ(w, notes io.Writer, stream string, entries []streamadmin.DeadLetter, total, limit int64) {
-	key := worker.DeadLetterKey(stream)
+	key := wire.DeadLetterKey(stream)
 	if len(entries) == 0 {
 		fmt.Fprintf(w, "no dead letters in %s\n", key)
 		return
@@ -82,11 +82,11 @@ func writeDLQ(w, notes io.Writer, stream string, entries []streamadmin.DeadLette
 	t := newTable(w, "ID", "TYPE", "ATTEMPTS", "FAILED AT", "ORIGIN ID", "ERROR")
 	for _, e := range entries {
 		f := e.Fields
-		failed := f[worker.FieldFailedAt]
+		failed := f[wire.FieldFailedAt]
 		if ts, err := time.Parse(time.RFC3339Nano, failed); err == nil {
 			failed = ts.UTC().Format(time.RFC3339)
 		}
-		t.row(e.ID, orDash(f[worker.FieldType]), orDash(f[worker.FieldAttempts]), orDash(failed), orDash(f[worker.FieldOriginID]), clip(orDash(f[worker.FieldError]), 72))
+		t.row(e.ID, orDash(f[wire.FieldType]), orDash(f[wire.FieldAttempts]), orDash(failed), orDash(f[wire.FieldOriginID]), clip(orDash(f[wire.FieldError]), 72))
 	}
 	t.flush()
 	if int64(len(entries)) < total {
@@ -115,7 +115,7 @@ type (
 )
 
 func dlqJSON(stream string, entries []streamadmin.DeadLetter, total int64) dlqDoc {
-	doc := dlqDoc{Stream: stream, DLQ: worker.DeadLetterKey(stream), Length: total, Entries: make([]deadLetterDoc, 0, len(entries))}
+	doc := dlqDoc{Stream: stream, DLQ: wire.DeadLetterKey(stream), Length: total, Entries: make([]deadLetterDoc, 0, len(entries))}
 	for _, e := range entries {
 		doc.Entries = append(doc.Entries, deadLetterDoc{ID: e.ID, Fields: e.Fields})
 	}
@@ -185,7 +185,7 @@ do IDs that are not in the dead-letter stream.`,
 }
 
 func (a *app) replay(cmd *cobra.Command, admin *streamadmin.Admin, sel selection) error {
-	ctx, out, key := cmd.Context(), a.io.out, worker.DeadLetterKey(sel.stream)
+	ctx, out, key := cmd.Context(), a.io.out, wire.DeadLetterKey(sel.stream)
 	if sel.all {
 		n, noType, err := admin.ReplayAll(ctx, sel.stream)
 		fmt.Fprintf(out, "replayed %s from %s into %s\n", deadLetters(n), key, sel.stream)
@@ -243,7 +243,7 @@ IDs that are not in the dead-letter stream make the exit status 1.`,
 				return err
 			}
 			defer done()
-			ctx, key := cmd.Context(), worker.DeadLetterKey(sel.stream)
+			ctx, key := cmd.Context(), wire.DeadLetterKey(sel.stream)
 			if sel.all {
 				n, err := admin.PurgeAll(ctx, sel.stream)
 				if err != nil {

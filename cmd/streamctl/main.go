@@ -22,7 +22,7 @@ import (
 	"github.com/streamworker/streamworker/internal/cli"
 	"github.com/streamworker/streamworker/producer"
 	"github.com/streamworker/streamworker/streamadmin"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 func main() {
@@ -70,8 +70,8 @@ func (a *app) partitioned(ctx context.Context, stream string) (string, bool) {
 	if a.client == nil || strings.ContainsAny(stream, "{}") {
 		return "", false
 	}
-	p := worker.PartitionStream(stream, 0)
-	n, err := a.client.Exists(ctx, p, worker.DeadLetterKey(p)).Result()
+	p := wire.PartitionStream(stream, 0)
+	n, err := a.client.Exists(ctx, p, wire.DeadLetterKey(p)).Result()
 	return p, err == nil && n > 0
 }
 

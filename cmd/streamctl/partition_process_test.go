@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // statusStreams runs status --json and returns stream -> length, dead.
@@ -30,13 +30,13 @@ func statusStreams(t *testing.T, r result) map[string][2]int64 {
 func testPartitions(t *testing.T, c *binary) {
 	f := c.fixture(t)
 	logical := f.stream
-	p0, p1, p2 := worker.PartitionStream(logical, 0), worker.PartitionStream(logical, 1), worker.PartitionStream(logical, 2)
+	p0, p1, p2 := wire.PartitionStream(logical, 0), wire.PartitionStream(logical, 1), wire.PartitionStream(logical, 2)
 	for range 3 {
 		f.add(p0, "type", "order.created", "key", "customer-1")
 	}
 	f.c.XGroupCreate(f.ctx, p0, "workers", "0")
 	f.c.XReadGroup(f.ctx, &redis.XReadGroupArgs{Group: "workers", Consumer: "w1", Streams: []string{p0, ">"}, Count: 1, Block: -1})
-	f.add(worker.DeadLetterKey(p2), "type", "email.send", "error", "permanent: no")
+	f.add(wire.DeadLetterKey(p2), "type", "email.send", "error", "permanent: no")
 
 	// status --partitions shows every partition, the one not created yet
 	// as empty.
@@ -89,8 +89,8 @@ func testCluster(t *testing.T, c *binary) {
 		}
 	}
 	add("{orders}", "type", "order.created")
-	add(worker.DeadLetterKey("{orders}"), "type", "order.created", "error", "permanent: no", "attempts", "1")
-	parts := worker.PartitionStreams("pay", 6)
+	add(wire.DeadLetterKey("{orders}"), "type", "order.created", "error", "permanent: no", "attempts", "1")
+	parts := wire.PartitionStreams("pay", 6)
 	for _, p := range parts {
 		add(p, "type", "payment.charge")
 	}
@@ -112,7 +112,7 @@ func testCluster(t *testing.T, c *binary) {
 	}
 	r := c.run(t, []string{"dlq", "replay", "--stream", "{orders}", "--all"}, env)
 	r.Want(t, 0)
-	if n := cc.XLen(ctx, "{orders}").Val(); n != 2 || cc.XLen(ctx, worker.DeadLetterKey("{orders}")).Val() != 0 {
+	if n := cc.XLen(ctx, "{orders}").Val(); n != 2 || cc.XLen(ctx, wire.DeadLetterKey("{orders}")).Val() != 0 {
 		t.Errorf("after replay: {orders} has %d entries, want 2 and an empty DLQ (%s)", n, r.Stdout)
 	}
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/internal/testredis"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // TestProcess builds the streamctl binary once and runs every whole-process
@@ -103,7 +103,7 @@ func (f *fixture) read(group, consumer string, n int64) {
 // dead appends a dead letter as the runtime writes it.
 func (f *fixture) dead(typ, errText string) string {
 	f.t.Helper()
-	return f.add(worker.DeadLetterKey(f.stream),
+	return f.add(wire.DeadLetterKey(f.stream),
 		"type", typ, "data", `{"to":"bob.example.com"}`, "id", "e-1", "attempt", "2",
 		"error", errText, "attempts", "2", "origin_id", "1700000000000-0",
 		"failed_at", "2026-11-26T01:02:03.456789Z", "group", "workers", "consumer", "w1")

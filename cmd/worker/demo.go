@@ -26,6 +26,7 @@ import (
 	"github.com/streamworker/streamworker/handlers/scores"
 	"github.com/streamworker/streamworker/handlers/users"
 	"github.com/streamworker/streamworker/producer"
+	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -106,7 +107,7 @@ func runDemo(ctx context.Context, n int, getenv func(string) string, stdout, std
 	}
 	defer client.Close()
 	// A demo against a real Redis starts from clean keys.
-	if err := client.Del(ctx, demoStream, worker.DelayedKey(demoStream), worker.DeadLetterKey(demoStream)).Err(); err != nil {
+	if err := client.Del(ctx, demoStream, wire.DelayedKey(demoStream), wire.DeadLetterKey(demoStream)).Err(); err != nil {
 		return fmt.Errorf("connecting to redis: %w", err)
 	}
 

@@ -18,7 +18,7 @@ import (
 	"github.com/streamworker/streamworker/handlers/sessions"
 	"github.com/streamworker/streamworker/handlers/users"
 	"github.com/streamworker/streamworker/producer"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 const demoAccounts = 10
@@ -144,7 +144,7 @@ func demoReport(ctx context.Context, w io.Writer, rdb redis.UniversalClient, b *
 			fmt.Fprintf(w, "  report r0: %s (stale writes refused: %d)\n", body, b.reports.StaleWrites())
 		}
 	}
-	dead, err := rdb.XRangeN(ctx, worker.DeadLetterKey(demoStream), "-", "+", 3).Result()
+	dead, err := rdb.XRangeN(ctx, wire.DeadLetterKey(demoStream), "-", "+", 3).Result()
 	if err == nil {
 		for _, e := range dead {
 			fmt.Fprintf(w, "  dead letter %s: type=%q error=%q attempts=%v\n", e.ID, e.Values["type"], e.Values["error"], e.Values["attempts"])

@@ -30,6 +30,7 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -200,7 +201,7 @@ func (h *Harness) Send(typ string, data any, fields ...string) string {
 		}
 		payload = string(b)
 	}
-	values := append([]string{worker.FieldType, typ, worker.FieldData, payload}, fields...)
+	values := append([]string{wire.FieldType, typ, wire.FieldData, payload}, fields...)
 	id, err := h.Redis.XAdd(context.Background(), &redis.XAddArgs{Stream: h.Stream, Values: values}).Result()
 	if err != nil {
 		h.t.Fatalf("handlertest: XADD: %v", err)
@@ -256,12 +257,12 @@ func (h *Harness) DeadLettered(id string) Result {
 }
 
 func (h *Harness) deadLetter(id string) map[string]any {
-	msgs, err := h.Redis.XRange(context.Background(), worker.DeadLetterKey(h.Stream), "-", "+").Result()
+	msgs, err := h.Redis.XRange(context.Background(), wire.DeadLetterKey(h.Stream), "-", "+").Result()
 	if err != nil {
 		h.t.Fatalf("handlertest: reading the dead-letter stream: %v", err)
 	}
 	for _, m := range msgs {
-		if m.Values[worker.FieldOriginID] == id || m.ID == id {
+		if m.Values[wire.FieldOriginID] == id || m.ID == id {
 			return m.Values
 		}
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/streamworker/streamworker/config"
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // UsageError is a command line that cannot run as given: exit status 2.
@@ -123,7 +123,7 @@ func CheckPartitions(cmd *cobra.Command, stream string, n int) error {
 		return Usagef(cmd, "--partitions %d: want 1 to %d (1: the stream is not partitioned)", n, config.MaxPartitions)
 	case n > 1 && strings.ContainsAny(stream, "{}"):
 		return Usagef(cmd, "--stream %q with --partitions %d: a partitioned stream is named without braces, its partitions are %s … %s",
-			stream, n, worker.PartitionStream(stream, 0), worker.PartitionStream(stream, n-1))
+			stream, n, wire.PartitionStream(stream, 0), wire.PartitionStream(stream, n-1))
 	}
 	return nil
 }

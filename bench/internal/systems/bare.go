@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // bare is the least a Go program can do per message with go-redis: XADDs
@@ -32,7 +32,7 @@ func newBare(cfg Config) *bare {
 }
 
 func (b *bare) args(data string) *redis.XAddArgs {
-	a := &redis.XAddArgs{Stream: b.key, Values: []string{worker.FieldType, MsgType, worker.FieldData, data}}
+	a := &redis.XAddArgs{Stream: b.key, Values: []string{wire.FieldType, MsgType, wire.FieldData, data}}
 	if b.cfg.MaxLen > 0 {
 		a.MaxLen, a.Approx = b.cfg.MaxLen, true
 	}
@@ -90,7 +90,7 @@ func (b *bare) loop(ctx context.Context, handle Handler) error {
 		for _, e := range res[0].Messages {
 			// The handler reads the field in place: no copy, as a loop
 			// written for speed would do.
-			data, _ := e.Values[worker.FieldData].(string)
+			data, _ := e.Values[wire.FieldData].(string)
 			handle(unsafe.Slice(unsafe.StringData(data), len(data)))
 			b.count.add()
 			ids = append(ids, e.ID)

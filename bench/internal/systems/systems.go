@@ -18,7 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/worker"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // The systems, by the names the harness and its flags use.
@@ -348,7 +348,7 @@ func (s stream) createGroup(ctx context.Context) error {
 func (s stream) Delete(ctx context.Context) error {
 	c := redis.NewClient(s.cfg.options())
 	defer c.Close()
-	return c.Unlink(ctx, s.key, worker.DelayedKey(s.key), worker.DeadLetterKey(s.key)).Err()
+	return c.Unlink(ctx, s.key, wire.DelayedKey(s.key), wire.DeadLetterKey(s.key)).Err()
 }
 
 // closeClient closes c, taking a client already closed as closed.

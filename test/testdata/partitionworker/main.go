@@ -22,6 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -39,7 +40,7 @@ func main() {
 			logical = logical[:i]
 		}
 		pipe := rc.Pipeline()
-		pipe.RPush(ctx, "seen:"+logical+":"+m.Metadata[worker.FieldKey], m.Data)
+		pipe.RPush(ctx, "seen:"+logical+":"+m.Metadata[wire.FieldKey], m.Data)
 		pipe.Incr(ctx, "handled:"+logical)
 		_, err := pipe.Exec(ctx)
 		return err

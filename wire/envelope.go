@@ -1,4 +1,4 @@
-package worker
+package wire
 
 import (
 	"errors"
@@ -19,25 +19,19 @@ import (
 // without its copy.
 const MaxFields = 1000
 
-// FieldEnvelope, on a dead letter, holds an entry that could not be copied
-// field by field, encoded as a delayed envelope (see EncodeEnvelope): a
-// delayed envelope that did not decode, had more than MaxFields pairs, or an
-// entry with more than MaxFields pairs that failed.
-const FieldEnvelope = "envelope"
+// MaxLengthDigits bounds the digits of a length in an envelope: 10 cover any
+// member Redis can hold (512 MB), and stay exact as a Lua number (a double).
+const MaxLengthDigits = 10
 
 // ErrMalformedEnvelope is returned by DecodeEnvelope for a member that is
 // not an envelope EncodeEnvelope could have written.
 var ErrMalformedEnvelope = errors.New("malformed delayed envelope")
 
-// maxLenDigits bounds an envelope length's digits: 10 cover any member Redis
-// can hold (512 MB), and stay exact as a Lua number (a double).
-const maxLenDigits = 10
-
 // EncodeEnvelope encodes a delayed entry as a sorted-set member: a token that
 // makes the member unique (the origin entry ID for a retry, a random ID for a
 // producer's delayed event) followed by the field/value pairs, each as
 // <length>:<bytes>, the length in decimal without sign or leading zeros. It is
-// binary safe; DecodeEnvelope and the promote script decode it.
+// binary safe; DecodeEnvelope and the runtime's promote script decode it.
 func EncodeEnvelope(token string, fields []string) string {
 	n := len(token) + 8
 	for _, f := range fields {
@@ -69,7 +63,7 @@ func DecodeEnvelope(member string) (token string, fields []string, err error) {
 		switch {
 		case digits == 0:
 			return "", nil, fmt.Errorf("%w: no length at byte %d", ErrMalformedEnvelope, pos)
-		case digits > maxLenDigits:
+		case digits > MaxLengthDigits:
 			return "", nil, fmt.Errorf("%w: length of %d digits at byte %d", ErrMalformedEnvelope, digits, pos)
 		case digits > 1 && member[pos] == '0':
 			return "", nil, fmt.Errorf("%w: length with a leading zero at byte %d", ErrMalformedEnvelope, pos)

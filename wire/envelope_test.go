@@ -1,4 +1,4 @@
-package worker
+package wire_test
 
 import (
 	"errors"
@@ -6,30 +6,10 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-)
 
-// envelopeSeeds are members the fuzzers start from: good envelopes and every
-// kind of bad one, including those that once sent the promote script into an
-// endless loop ("-3:") or past unpack's limit.
-func envelopeSeeds() []string {
-	wide := func(pairs int) string {
-		f := make([]string, 0, 2*pairs)
-		for range pairs {
-			f = append(f, "k", "v")
-		}
-		return EncodeEnvelope("t", f)
-	}
-	return []string{
-		EncodeEnvelope("1700000000000-0", []string{"type", "t", "data", "bin\x00ary:with:1:colons"}),
-		EncodeEnvelope("", []string{"", ""}),
-		EncodeEnvelope("d-00", []string{"type", "t", "type", "dup"}),
-		wide(MaxFields), wide(MaxFields + 1),
-		"-3:", "-3:abc", "-1:x1:a1:b", "3:ab", "1:", "1:a1:b", "1:a1:b1:c1:d", "1:a1:b1:c1", "1:a1:b1:c:",
-		"99999999999999999999:", "9999999999:x", "2147483648:x", "4294967296:x", "18446744073709551616:x",
-		"0:", "0:0:0:", "00:1:a1:b", "01:a1:b1:c", "0x1:a1:b1:c", " 1:a1:b1:c", "+1:a1:b1:c", "1e0:a1:b1:c",
-		"1.0:a1:b1:c", "nan:", "inf:", "-0:1:a1:b", ":", "", "garbage", "1:a1:b1:c\x00",
-	}
-}
+	"github.com/streamworker/streamworker/internal/wiretest"
+	"github.com/streamworker/streamworker/wire"
+)
 
 func TestDecodeEnvelope(t *testing.T) {
 	for _, tc := range []struct {
@@ -38,7 +18,7 @@ func TestDecodeEnvelope(t *testing.T) {
 		err                 string // part of the error; "" for none
 	}{
 		{"Retry", "6:1700-01:a1:b", "1700-0", []string{"a", "b"}, ""},
-		{"Binary", EncodeEnvelope("t", []string{"d", "x\x00:9:y"}), "t", []string{"d", "x\x00:9:y"}, ""},
+		{"Binary", wire.EncodeEnvelope("t", []string{"d", "x\x00:9:y"}), "t", []string{"d", "x\x00:9:y"}, ""},
 		{"Empties", "0:0:0:", "", []string{"", ""}, ""},
 		{"Duplicates", "1:t1:a1:b1:a1:c", "t", []string{"a", "b", "a", "c"}, ""},
 		{"Negative", "-3:", "", nil, "no length at byte 0"},
@@ -58,9 +38,9 @@ func TestDecodeEnvelope(t *testing.T) {
 		{"OddCountLonger", "1:t1:a1:b1:c", "", nil, "a field without a value (3 strings after the token)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			token, fields, err := DecodeEnvelope(tc.member)
+			token, fields, err := wire.DecodeEnvelope(tc.member)
 			if tc.err != "" {
-				if !errors.Is(err, ErrMalformedEnvelope) || !strings.Contains(err.Error(), tc.err) {
+				if !errors.Is(err, wire.ErrMalformedEnvelope) || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("DecodeEnvelope(%q) = %q, %q, %v; want an ErrMalformedEnvelope with %q", tc.member, token, fields, err, tc.err)
 				}
 				return
@@ -79,21 +59,21 @@ func TestDecodeEnvelope(t *testing.T) {
 // what EncodeEnvelope writes (so it accepts nothing loosely); what it refuses
 // is an ErrMalformedEnvelope; and any token and fields round-trip.
 func FuzzDecodeEnvelope(f *testing.F) {
-	for _, s := range envelopeSeeds() {
+	for _, s := range wiretest.EnvelopeSeeds() {
 		f.Add(s, "1700000000000-0", "type", "t")
 	}
 	f.Fuzz(func(t *testing.T, member, token, field, value string) {
-		tok, fields, err := DecodeEnvelope(member)
+		tok, fields, err := wire.DecodeEnvelope(member)
 		switch {
-		case err != nil && !errors.Is(err, ErrMalformedEnvelope):
+		case err != nil && !errors.Is(err, wire.ErrMalformedEnvelope):
 			t.Fatalf("DecodeEnvelope(%q) = %v, want an ErrMalformedEnvelope", member, err)
 		case err == nil && (len(fields) < 2 || len(fields)%2 != 0):
 			t.Fatalf("DecodeEnvelope(%q) accepted %d fields, want whole pairs", member, len(fields))
-		case err == nil && EncodeEnvelope(tok, fields) != member:
-			t.Fatalf("DecodeEnvelope(%q) = %q, %q, which encodes to %q", member, tok, fields, EncodeEnvelope(tok, fields))
+		case err == nil && wire.EncodeEnvelope(tok, fields) != member:
+			t.Fatalf("DecodeEnvelope(%q) = %q, %q, which encodes to %q", member, tok, fields, wire.EncodeEnvelope(tok, fields))
 		}
 		in := []string{field, value, member, token}
-		gotTok, got, err := DecodeEnvelope(EncodeEnvelope(token, in))
+		gotTok, got, err := wire.DecodeEnvelope(wire.EncodeEnvelope(token, in))
 		if err != nil || gotTok != token || !cmp.Equal(got, in) {
 			t.Fatalf("round trip of %q, %q = %q, %q, %v", token, in, gotTok, got, err)
 		}

@@ -1,4 +1,0 @@
-package notify
-
-// Slot exposes slot to the tests.
-var Slot = slot
