@@ -35,6 +35,11 @@ var ErrTooLarge = errors.New("event too large")
 // ErrNoType is returned for an event without a type.
 var ErrNoType = errors.New("event has no type")
 
+// ErrTooManyFields is returned for an event of more than wire.MaxFields
+// field/value pairs: no retry copy of it could be made field by field, so
+// the worker would dead-letter it at its first failure.
+var ErrTooManyFields = errors.New("event has too many fields")
+
 // Event is one message to publish.
 type Event struct {
 	// Type routes the event to a handler. Required.
@@ -118,7 +123,17 @@ func (p *Producer) Check(e Event) error {
 	if len(e.Data) > p.opts.MaxPayload {
 		return fmt.Errorf("%w: data is %d bytes, the cap is %d bytes; store the payload elsewhere and send a reference", ErrTooLarge, len(e.Data), p.opts.MaxPayload)
 	}
+	if n := e.pairs(); n > wire.MaxFields {
+		return fmt.Errorf("%w: %d field/value pairs (type, data, id, key and %d metadata), the most is %d", ErrTooManyFields, n, len(e.Metadata), wire.MaxFields)
+	}
 	return nil
+}
+
+// pairs is how many field/value pairs e is sent as.
+func (e Event) pairs() int {
+	n := 0
+	e.eachExtra(func(string, string) { n++ })
+	return 2 + n
 }
 
 // fields are e's field/value pairs as strings, for a delayed envelope.

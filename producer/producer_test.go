@@ -3,6 +3,7 @@ package producer
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,18 @@ func TestRefusesBadEvents(t *testing.T) {
 	if _, err := p.Publish(ctx, stream, Event{Data: []byte("x")}); !errors.Is(err, ErrNoType) {
 		t.Errorf("no type: err = %v, want ErrNoType", err)
 	}
+	wide := Event{Type: "t", ID: "i", Metadata: map[string]string{}}
+	for i := range wire.MaxFields - 3 { // type, data and id make it MaxFields
+		wide.Metadata["m"+strconv.Itoa(i)] = "v"
+	}
+	if _, err := p.Publish(ctx, stream, wide); err != nil {
+		t.Errorf("%d pairs: err = %v, want it sent", wire.MaxFields, err)
+	}
+	wide.Key = "k"
+	if _, err := p.Publish(ctx, stream, wide); !errors.Is(err, ErrTooManyFields) || !strings.Contains(err.Error(), "1001 field/value pairs") {
+		t.Errorf("%d pairs: err = %v, want ErrTooManyFields naming the count", wire.MaxFields+1, err)
+	}
+	c.Del(ctx, stream)
 	_, err = p.PublishBatch(ctx, stream, []Event{{Type: "ok"}, {Type: "t", Data: make([]byte, 11)}})
 	if !errors.Is(err, ErrTooLarge) || !strings.HasPrefix(err.Error(), "event 1:") {
 		t.Errorf("batch: err = %v, want event 1 named", err)
