@@ -138,7 +138,7 @@ func TestFlags(t *testing.T) {
 		{`redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]); return redis.call('DEL', KEYS[2])`, []string{"allow-oom"}},
 		{`redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])`, []string{"allow-oom"}},
 		{`redis.call('ZADD', KEYS[1], 1, 'm'); redis.call('XACK', KEYS[2], 'g', '1-0')`, nil},
-		{`return redis.call(ARGV[1], KEYS[1])`, nil},           // not a literal
+		{`return redis.call(ARGV[1], KEYS[1])`, nil},          // not a literal
 		{`return redis.call('OBJECT', 'FREQ', KEYS[1])`, nil}, // not in the table
 	} {
 		if got := scriptfn.Build(tc.src).Flags; !slices.Equal(got, tc.want) {
