@@ -73,7 +73,8 @@ func State(ctx context.Context, client redis.UniversalClient, libs []Library) ([
 }
 
 // Check returns an error unless every primary has every library of libs as
-// built, naming what is missing where and how to load it.
+// built: a *MissingError (errors.Is ErrNotLoaded) naming what is missing
+// where and how to load it, or the error that kept it from listing them.
 func Check(ctx context.Context, client redis.UniversalClient, libs []Library) error {
 	nodes, err := State(ctx, client, libs)
 	if err != nil {
@@ -85,11 +86,29 @@ func Check(ctx context.Context, client redis.UniversalClient, libs []Library) er
 		}
 		return err
 	}
-	var bad []string
+	var bad []NodeState
 	for _, n := range nodes {
-		if n.Complete() {
-			continue
+		if !n.Complete() {
+			bad = append(bad, n)
 		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return &MissingError{Nodes: bad, Libraries: len(libs)}
+}
+
+// MissingError is Check's error when libraries are missing or differ.
+type MissingError struct {
+	// Nodes are the primaries that lack a library as built.
+	Nodes []NodeState
+	// Libraries is how many libraries were checked.
+	Libraries int
+}
+
+func (e *MissingError) Error() string {
+	var bad []string
+	for _, n := range e.Nodes {
 		where := "this Redis"
 		if n.Addr != "" {
 			where = "primary " + n.Addr
@@ -101,15 +120,15 @@ func Check(ctx context.Context, client redis.UniversalClient, libs []Library) er
 		if len(n.Differ) > 0 {
 			what = append(what, fmt.Sprintf("%d with other code (%s)", len(n.Differ), abbreviate(n.Differ)))
 		}
-		bad = append(bad, fmt.Sprintf("%s: %d script libraries, %s", where, len(libs), strings.Join(what, ", ")))
+		bad = append(bad, fmt.Sprintf("%s: %d script libraries, %s", where, e.Libraries, strings.Join(what, ", ")))
 	}
-	if len(bad) == 0 {
-		return nil
-	}
-	return fmt.Errorf("REDIS_SCRIPTS=functions, and the scripts are not all loaded as functions: %s. "+
-		"Run `streamctl scripts load` once, with the same REDIS_* settings and REDIS_URL naming a user allowed FUNCTION LOAD "+
-		"(the scripts user of deploy/redis/users.acl), then start again", strings.Join(bad, "; "))
+	return "REDIS_SCRIPTS=functions, and the scripts are not all loaded as functions: " + strings.Join(bad, "; ") + ". " +
+		"Run `streamctl scripts load` once, with the same REDIS_* settings and REDIS_URL naming a user allowed FUNCTION LOAD " +
+		"(the scripts user of deploy/redis/users.acl), then start again"
 }
+
+// Is makes errors.Is(err, ErrNotLoaded) true.
+func (e *MissingError) Is(target error) bool { return target == ErrNotLoaded }
 
 // abbreviate lists names, at most three of them.
 func abbreviate(names []string) string {
