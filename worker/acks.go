@@ -181,7 +181,7 @@ func (r *Runtime) flushAcks(ctx context.Context, batch []ackReq, ids map[string]
 	}
 	for _, a := range batch {
 		if a.dedupe != "" {
-			pipe.Set(ctx, a.dedupe, "1", r.cfg.DedupeWindow)
+			pipe.Set(ctx, a.dedupe, dedupeMark, r.cfg.DedupeWindow)
 		}
 		ids[a.stream] = append(ids[a.stream], a.id)
 	}

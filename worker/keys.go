@@ -19,6 +19,12 @@ func DeadLetterKey(stream string) string { return stream + ":dlq" }
 // dedupeKey marks an idempotency key as processed on stream.
 func dedupeKey(stream, id string) string { return stream + ":dedupe:" + id }
 
+// dedupeMark is the value of a dedupe mark. The check reads it (GET) rather
+// than asking whether the key exists: a producer may write under the
+// stream's prefix, and a key it put there (a stream it XADDed, say) must not
+// pass for a mark and suppress the event.
+const dedupeMark = "1"
+
 // PartitionStream is the stream key of partition i of the logical stream
 // stream: {stream:i}. The braces make the whole name its hash tag, so each
 // partition, with its :delayed, :dlq and :dedupe companions, lives in a slot
