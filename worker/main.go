@@ -269,23 +269,24 @@ func NewRedisClient(cfg config.Config) (redis.UniversalClient, error) {
 // checkScripts makes sure, with REDIS_SCRIPTS=functions, that every primary
 // has the function libraries before anything runs, rather than failing
 // message by message: it returns the error that names what is missing and
-// how to load it, or the server's refusal (NOPERM, a Redis without
-// functions). While Redis cannot be reached it tries again, as the runtime
-// does with its first reads, until ctx ends.
+// how to load it, or the refusal that no retry changes (NOPERM, a Redis
+// without functions). While Redis cannot be reached, or answers what passes
+// (LOADING, CLUSTERDOWN, a password not yet in the ACL), it tries again, as
+// the runtime does with its reads, until ctx ends; nothing has been read
+// then, so a SIGTERM meanwhile ends the process with nothing to hand over.
 func checkScripts(ctx context.Context, client redis.UniversalClient, logger *slog.Logger) error {
 	libs := scriptfn.Libraries()
 	for n := 1; ; n++ {
 		err := scriptfn.Check(ctx, client, libs)
-		var reply redis.Error
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, scriptfn.ErrNotLoaded), errors.As(err, &reply):
+		case errors.Is(err, scriptfn.ErrNotLoaded), redis.HasErrorPrefix(err, "NOPERM"), redis.HasErrorPrefix(err, "unknown command"):
 			return err
 		case ctx.Err() != nil:
-			return nil // stopped before the start: nothing to shut down
+			return nil // stopped before the start: the run group ends at once
 		}
-		logger.Warn("cannot reach Redis to check the script libraries (REDIS_SCRIPTS=functions); trying again", "error", err)
+		logger.Warn("could not check the script libraries (REDIS_SCRIPTS=functions); trying again", "error", err)
 		sleepCtx(ctx, retryWait(n))
 	}
 }
