@@ -109,6 +109,8 @@ func TestACL(t *testing.T) {
 	t.Run("EndToEnd", testACLEndToEnd)
 	t.Run("Partitioned", testACLPartitioned)
 	t.Run("Denied", testACLDenied)
+	t.Run("ProducerLimits", testACLProducerLimits)
+	t.Run("ProducerPerStream", testACLProducerPerStream)
 }
 
 // testACLTemplateRefused: the shipped file, its placeholders unreplaced,
@@ -719,4 +721,138 @@ func sortedKeys(m map[string][]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// testACLProducerLimits holds deploy/redis/README.md's "What the producer
+// user can still do" to the server: XADD's own arguments trim a stream,
+// the dead-letter stream included, and an explicit maximum ID ends every
+// later XADD * to that stream, which the documented repair undoes without
+// losing the group or its pending entries.
+func testACLProducerLimits(t *testing.T) {
+	t.Parallel()
+	srv := startACLRedis(t)
+	admin := srv.Client(t)
+	p := srv.client(t, "producer")
+	ctx := context.Background()
+	stream := aclPrefix + "limits-" + testredis.RandomID()
+	dlq := worker.DeadLetterKey(stream)
+	for range 3 {
+		if err := admin.XAdd(ctx, &redis.XAddArgs{Stream: dlq, Values: []string{"type", "t"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// ACLs cannot refuse an argument: XADD … MAXLEN 0 trims what it may write.
+	if err := p.Do(ctx, "XADD", dlq, "MAXLEN", "0", "*", "type", "t").Err(); err != nil {
+		t.Fatalf("XADD MAXLEN 0 as the producer: %v (if Redis now refuses it, update the README)", err)
+	}
+	if n := admin.XLen(ctx, dlq).Val(); n != 0 {
+		t.Errorf("after XADD MAXLEN 0 the dead-letter stream has %d entries, want 0 as the README says", n)
+	}
+	if err := p.Do(ctx, "XTRIM", dlq, "MAXLEN", "0").Err(); err == nil || !isNoPerm(err) {
+		t.Errorf("XTRIM as the producer = %v, want NOPERM", err)
+	}
+
+	// The maximum ID: every later XADD * fails with the error the README quotes.
+	if err := admin.XGroupCreateMkStream(ctx, stream, group, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "t"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const maxID = "18446744073709551615-18446744073709551615"
+	if err := p.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: maxID, Values: []string{"type", "t"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	err = p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "t"}}).Err()
+	if err == nil || !strings.Contains(err.Error(), "The stream has exhausted the last possible ID") {
+		t.Fatalf("XADD * after the maximum ID = %v, want the README's error", err)
+	}
+	// A worker read both: the group's last delivered ID is the maximum too.
+	if err := admin.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "c", Streams: []string{stream, ">"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The repair, as the README gives it (an administrator's commands).
+	for _, cmd := range [][]any{
+		{"XDEL", stream, maxID},
+		{"XSETID", stream, first},
+		{"XGROUP", "SETID", stream, group, first},
+	} {
+		if err := admin.Do(ctx, cmd...).Err(); err != nil {
+			t.Fatalf("%v: %v", cmd, err)
+		}
+	}
+	next, err := p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "t"}}).Result()
+	if err != nil {
+		t.Fatalf("XADD * after the repair: %v", err)
+	}
+	got, err := admin.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "c", Streams: []string{stream, ">"}}).Result()
+	if err != nil || len(got) != 1 || len(got[0].Messages) != 1 || got[0].Messages[0].ID != next {
+		t.Errorf("after the repair the group reads %v, %v; want the new entry %s", got, err, next)
+	}
+	if pend := admin.XPending(ctx, stream, group).Val(); pend.Count != 3 {
+		t.Errorf("after the repair %d entries are pending, want 3 (the first, the deleted one and the new one)", pend.Count)
+	}
+}
+
+// testACLProducerPerStream: the tighter grant deploy/redis/README.md offers
+// instead of ~sw:* — exact keys of one stream and its delayed set, plain
+// and with a Cluster hash tag — lets the producer package send and schedule
+// to that stream and nothing else: not the dead-letter stream, a dedupe
+// mark, a stream at the delayed key, or another stream.
+func testACLProducerPerStream(t *testing.T) {
+	t.Parallel()
+	srv := startACLRedis(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	for _, stream := range []string{aclPrefix + "orders", aclPrefix + "{orders}"} {
+		user := "producer-" + testredis.RandomID()
+		// The README's rule, with this stream's name.
+		rule := []any{"ACL", "SETUSER", user, "reset", "on", ">pw", "~" + stream, "resetchannels", "-@all", "+ping", "+select", "+xadd",
+			"(~" + worker.DelayedKey(stream) + " resetchannels -@all +zadd)"}
+		if err := admin.Do(ctx, rule...).Err(); err != nil {
+			t.Fatalf("%v: %v", rule, err)
+		}
+		dry := func(args ...any) error { // ACL DRYRUN answers OK or why not
+			res, err := admin.Do(ctx, append([]any{"ACL", "DRYRUN", user}, args...)...).Text()
+			if err == nil && res != "OK" {
+				err = errors.New(res)
+			}
+			return err
+		}
+		for _, ok := range [][]any{
+			{"XADD", stream, "*", "type", "t"},
+			{"ZADD", worker.DelayedKey(stream), "1", "m"},
+		} {
+			if err := dry(ok...); err != nil {
+				t.Errorf("%s: %v refused: %v", stream, ok, err)
+			}
+		}
+		for _, no := range [][]any{
+			{"XADD", worker.DeadLetterKey(stream), "*", "type", "t"},
+			{"XADD", stream + ":dedupe:order-1", "*", "type", "t"},
+			{"XADD", worker.DelayedKey(stream), "*", "type", "t"},
+			{"XADD", stream + ":alive:workers:pod-0", "*", "type", "t"},
+			{"XADD", aclPrefix + "payments", "*", "type", "t"},
+			{"ZADD", worker.DeadLetterKey(stream), "1", "m"},
+			{"XTRIM", stream, "MAXLEN", "0"},
+		} {
+			if err := dry(no...); err == nil {
+				t.Errorf("%s: %v allowed; the per-stream grant must refuse it", stream, no)
+			}
+		}
+		// The producer package works with it, sending and scheduling.
+		c, err := producer.NewClient("redis://" + user + ":pw@" + srv.Addr + "/0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr := producer.New(c, producer.Options{})
+		if _, err := pr.Publish(ctx, stream, producer.Event{Type: "order.created", Data: []byte(`{}`)}); err != nil {
+			t.Errorf("%s: Publish as the per-stream user: %v", stream, err)
+		}
+		if err := pr.PublishDelayed(ctx, stream, producer.Event{Type: "order.created", Data: []byte(`{}`)}, time.Now().Add(time.Hour)); err != nil {
+			t.Errorf("%s: PublishDelayed as the per-stream user: %v", stream, err)
+		}
+		_ = c.Close()
+	}
 }
