@@ -808,8 +808,10 @@ func testACLProducerPerStream(t *testing.T) {
 	for _, stream := range []string{aclPrefix + "orders", aclPrefix + "{orders}"} {
 		user := "producer-" + testredis.RandomID()
 		// The README's rule, with this stream's name.
-		rule := []any{"ACL", "SETUSER", user, "reset", "on", ">pw", "~" + stream, "resetchannels", "-@all", "+ping", "+select", "+xadd",
-			"(~" + worker.DelayedKey(stream) + " resetchannels -@all +zadd)"}
+		rule := []any{
+			"ACL", "SETUSER", user, "reset", "on", ">pw", "~" + stream, "resetchannels", "-@all", "+ping", "+select", "+xadd",
+			"(~" + worker.DelayedKey(stream) + " resetchannels -@all +zadd)",
+		}
 		if err := admin.Do(ctx, rule...).Err(); err != nil {
 			t.Fatalf("%v: %v", rule, err)
 		}

@@ -21,7 +21,7 @@ func TestGeneratedCurrent(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("internal/scriptfn/scripts_gen.go is stale: a redis.NewScript source changed, or one was added or removed, in the packages of %v.\n"+
-			"Regenerate it and commit the result:\n\n\tgo generate ./internal/scriptfn\n\n"+
+			"Regenerate it and commit the result:\n\n\tgo generate ./internal/scriptfn    (or: make generate)\n\n"+
 			"then load the new libraries where REDIS_SCRIPTS=functions runs: streamctl scripts load", roots)
 	}
 }
