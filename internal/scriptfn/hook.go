@@ -25,7 +25,8 @@ type NotLoadedError struct {
 func (e *NotLoadedError) Error() string {
 	return fmt.Sprintf("script %s is not loaded as a function (%s) on this Redis, and REDIS_SCRIPTS=functions runs scripts only as functions: "+
 		"run `streamctl scripts load` once, with the same REDIS_* settings and REDIS_URL naming a user allowed FUNCTION LOAD "+
-		"(the scripts user of deploy/redis/users.acl), after every upgrade that changes scripts and after adding a Cluster primary",
+		"(the scripts user of deploy/redis/users.acl), after every upgrade that changes scripts and after adding a Cluster primary; "+
+		"a script of your own is not among the ones it loads: load it as a function yourself, or use REDIS_SCRIPTS=eval",
 		e.SHA, Name(e.SHA))
 }
 
