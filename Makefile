@@ -23,7 +23,7 @@ HAVE_DEPLOY := $(wildcard deploy/go.mod)
 # How long `make test` and `make fuzz` run each fuzz test.
 FUZZTIME ?= 10s
 
-.PHONY: help test fuzz lint demo bench build clean
+.PHONY: generate help test fuzz lint demo bench build clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,9 @@ demo: ## Run the worker demo on an embedded in-memory Redis (set REDIS_URL to us
 
 bench: ## Compare streamworker with a bare go-redis loop, asynq and Watermill, then the micro-benchmarks (bench module; results in bench/results)
 	$(MAKE) -C bench bench
+
+generate: ## Regenerate internal/scriptfn/scripts_gen.go after changing a Lua script (its test fails while it is stale)
+	$(GO) generate ./internal/scriptfn
 
 build: ## Build every command into bin/
 	$(GO) build -o bin/ ./cmd/...

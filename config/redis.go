@@ -13,6 +13,8 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/internal/scriptfn"
 )
 
 // Redis is how to reach the stream Redis: a single server, a Redis Cluster
@@ -68,6 +70,32 @@ type Redis struct {
 	// RedisSentinelPassword is the Sentinels' own password (requirepass in
 	// sentinel.conf), when they have one; it is never logged. Default: none
 	RedisSentinelPassword string `envconfig:"REDIS_SENTINEL_PASSWORD"`
+
+	// RedisScripts is how the Lua scripts run. eval: EVALSHA, and EVAL of
+	// the source after a NOSCRIPT, so the ACL user needs +evalsha +eval,
+	// which let it run any Lua. functions: FCALL of the functions that
+	// `streamctl scripts load` put on the server beforehand (one per script,
+	// named sw_<sha1>), never EVAL, so the user needs +fcall (and
+	// +function|list for the worker's check at start) and runs nothing
+	// else: what deploy/redis/users.acl grants; Redis 7.0 or later. Empty
+	// is eval. Default: eval
+	RedisScripts string `envconfig:"REDIS_SCRIPTS"`
+}
+
+// The ways scripts run, for REDIS_SCRIPTS (Redis.ScriptsMode).
+const (
+	ScriptsEval      = "eval"      // EVALSHA, EVAL after NOSCRIPT
+	ScriptsFunctions = "functions" // FCALL of the loaded functions
+)
+
+// ScriptsMode is REDIS_SCRIPTS, lower-cased, with the default filled in:
+// ScriptsEval or ScriptsFunctions (or what Validate refuses).
+func (r Redis) ScriptsMode() string {
+	m := strings.ToLower(strings.TrimSpace(r.RedisScripts))
+	if m == "" {
+		return ScriptsEval
+	}
+	return m
 }
 
 // The connection modes RedisMode reports.
@@ -79,8 +107,8 @@ const (
 
 // LoadRedis reads only the connection settings (REDIS_URL, REDIS_TLS_CA,
 // REDIS_TLS_CERT, REDIS_TLS_KEY, REDIS_CLUSTER_ADDRS, REDIS_SENTINEL_ADDRS,
-// REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD) from the environment and
-// validates them.
+// REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD, REDIS_SCRIPTS) from the
+// environment and validates them.
 func LoadRedis() (Redis, error) {
 	var r Redis
 	if err := envconfig.Process("", &r); err != nil {
@@ -102,6 +130,7 @@ func RedisEnv(getenv func(string) string) Redis {
 		RedisSentinelAddrs:    splitList(getenv("REDIS_SENTINEL_ADDRS")),
 		RedisSentinelMaster:   getenv("REDIS_SENTINEL_MASTER"),
 		RedisSentinelPassword: getenv("REDIS_SENTINEL_PASSWORD"),
+		RedisScripts:          getenv("REDIS_SCRIPTS"),
 	}
 	if r.RedisURL == "" {
 		r.RedisURL = "redis://127.0.0.1:6379/0"
@@ -164,6 +193,10 @@ func (r Redis) RedisTarget() string {
 func (r Redis) Validate() error {
 	if err := r.validateMode(); err != nil {
 		return err
+	}
+	if m := r.ScriptsMode(); m != ScriptsEval && m != ScriptsFunctions {
+		return bad("REDIS_SCRIPTS", r.RedisScripts, "eval (EVALSHA and EVAL: the Redis user needs +evalsha +eval) or functions "+
+			"(FCALL of the functions `streamctl scripts load` loaded: the user needs +fcall +function|list, as the worker user of deploy/redis/users.acl; Redis 7.0 or later)")
 	}
 	if err := r.validateURL(); err != nil {
 		return err
@@ -308,27 +341,35 @@ func tune(opts []ClientOption) tuning {
 // NewClient validates the settings and returns a client for the mode: a
 // *redis.Client for one server, a *redis.ClusterClient for a Redis Cluster,
 // a failover *redis.Client (which asks the Sentinels for the primary) for
-// Sentinel. It does not connect: the first command does.
+// Sentinel. With REDIS_SCRIPTS=functions its scripts run as FCALL of their
+// functions (a hook of internal/scriptfn). It does not connect: the first
+// command does.
 func (r Redis) NewClient(opts ...ClientOption) (redis.UniversalClient, error) {
 	o, err := r.urlOptions()
 	if err != nil {
 		return nil, err
 	}
 	t := tune(opts)
+	var c redis.UniversalClient
 	switch r.RedisMode() {
 	case ModeCluster:
-		return redis.NewClusterClient(r.clusterOptions(o, t)), nil
+		c = redis.NewClusterClient(r.clusterOptions(o, t))
 	case ModeSentinel:
-		return redis.NewFailoverClient(r.failoverOptions(o, t)), nil
+		c = redis.NewFailoverClient(r.failoverOptions(o, t))
 	default:
 		t.apply(o)
-		return redis.NewClient(o), nil
+		c = redis.NewClient(o)
 	}
+	if r.ScriptsMode() == ScriptsFunctions {
+		c.AddHook(scriptfn.Hook())
+	}
+	return c, nil
 }
 
 // Options validates the settings and returns the go-redis options NewClient
 // uses in single mode, for a caller that needs a *redis.Client of its own.
-// In Cluster and Sentinel mode there is no one server to name: it returns an
+// In Cluster and Sentinel mode there is no one server to name, and with
+// REDIS_SCRIPTS=functions a client needs more than options: it returns an
 // error; use NewClient.
 func (r Redis) Options(opts ...ClientOption) (*redis.Options, error) {
 	o, err := r.urlOptions()
@@ -337,6 +378,9 @@ func (r Redis) Options(opts ...ClientOption) (*redis.Options, error) {
 	}
 	if mode := r.RedisMode(); mode != ModeSingle {
 		return nil, fmt.Errorf("config: the options of one server are not those of %s mode; build the client with Redis.NewClient", mode)
+	}
+	if r.ScriptsMode() == ScriptsFunctions {
+		return nil, errors.New("config: REDIS_SCRIPTS=functions runs scripts through a client hook that options cannot carry; build the client with Redis.NewClient")
 	}
 	tune(opts).apply(o)
 	return o, nil

@@ -19,7 +19,7 @@ import (
 // redisVars are every variable config.Redis reads.
 var redisVars = []string{
 	"REDIS_URL", "REDIS_TLS_CA", "REDIS_TLS_CERT", "REDIS_TLS_KEY",
-	"REDIS_CLUSTER_ADDRS", "REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD",
+	"REDIS_CLUSTER_ADDRS", "REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_SCRIPTS",
 }
 
 // Bad Cluster and Sentinel settings: each error names the variable, the

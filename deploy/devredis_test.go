@@ -106,7 +106,8 @@ func checkDevRedis(t *testing.T, m *manifests, cfg config.Config) {
 	}
 	workerPW, _ := u.User.Password()
 	kedaPW, _ := secretValue(m.Secrets["streamworker-keda-redis"], "password")
-	for user, pw := range map[string]string{"worker": workerPW, "keda": kedaPW} {
+	scriptsPW := checkScriptsJob(t, m, args["--port"])
+	for user, pw := range map[string]string{"worker": workerPW, "keda": kedaPW, "scripts": scriptsPW} {
 		if !strings.Contains(aclLine(t, string(rendered), user), " #"+sha256Hex(pw)+" ") {
 			t.Errorf("the rendered ACL file does not give %s the password its client uses", user)
 		}
@@ -119,4 +120,30 @@ func checkDevRedis(t *testing.T, m *manifests, cfg config.Config) {
 	if want := "redis." + ss.Namespace + ".svc:" + args["--port"]; addr != want {
 		t.Errorf("KEDA's address %q, want %q", addr, want)
 	}
+}
+
+// checkScriptsJob: the dev overlay loads the scripts as functions (the
+// worker runs with REDIS_SCRIPTS=functions) with a Job that runs streamctl
+// scripts load as the scripts ACL user, on the Redis Service; it returns
+// that user's password.
+func checkScriptsJob(t *testing.T, m *manifests, port string) string {
+	t.Helper()
+	job, ok := m.Jobs["streamworker-scripts"]
+	if !ok {
+		t.Fatal("the dev overlay has no Job streamworker-scripts to load the scripts as functions")
+	}
+	c := container(t, job.Spec.Template.Spec.Containers, "scripts")
+	if want := []string{"/usr/local/bin/streamctl", "scripts", "load"}; !slices.Equal(c.Command, want) {
+		t.Errorf("the scripts Job runs %v, want %v", c.Command, want)
+	}
+	if d := m.Deployments["streamworker"]; d == nil || c.Image != container(t, d.Spec.Template.Spec.Containers, "worker").Image {
+		t.Errorf("the scripts Job's image %s is not the worker's: the libraries are the worker version's scripts", c.Image)
+	}
+	env := resolveEnv(t, m, nil, c)
+	u, err := url.Parse(env["REDIS_URL"].value)
+	if err != nil || u.User.Username() != "scripts" || u.Hostname() != "redis" || u.Port() != port {
+		t.Fatalf("the scripts Job's REDIS_URL %q: want the scripts user on the Redis Service", config.Redact(env["REDIS_URL"].value))
+	}
+	pw, _ := u.User.Password()
+	return pw
 }

@@ -32,6 +32,7 @@ var chartSettings = []struct {
 	{"REDIS_SENTINEL_ADDRS", "redis: {sentinel: {addrs: [s-0:26379, s-1:26379], master: main}}", envSource{value: "s-0:26379,s-1:26379"}},
 	{"REDIS_SENTINEL_MASTER", "redis: {sentinel: {addrs: [s-0:26379], master: main}}", envSource{value: "main"}},
 	{"REDIS_SENTINEL_PASSWORD", "redis: {sentinel: {addrs: [s-0:26379], master: main, password: {secretName: sentinel, key: pw}}}", envSource{secret: "sentinel", secretKey: "pw"}},
+	{"REDIS_SCRIPTS", "redis: {scripts: eval}", envSource{value: "eval"}},
 	{"WORKER_STREAMS", "worker: {streams: [sw:orders, sw:mail]}", envSource{value: "sw:orders,sw:mail"}},
 	{"WORKER_GROUP", "worker: {group: billing}", envSource{value: "billing"}},
 	{"WORKER_CONSUMER", "", envSource{fieldPath: "metadata.name"}},
@@ -232,6 +233,7 @@ func TestChartRefuses(t *testing.T) {
 		{"cert-without-key", "redis.tls.cert and redis.tls.key go together"},
 		{"pending-above-concurrency", "keda.pendingEntriesCount=64 is above worker.concurrency=32"},
 		{"no-redis-egress", "networkPolicy: set redisPodLabels (in-cluster Redis pods) or redisCIDRs"},
+		{"unknown-scripts-mode", "at '/redis/scripts': value must be one of 'eval', 'functions'"},
 	}
 	var inTable []string
 	for _, tc := range cases {

@@ -155,6 +155,10 @@ func checkManifests(t *testing.T, m *manifests, ov overlay) {
 		if u, err := url.Parse(cfg.RedisURL); err != nil || u.User.Username() != "worker" {
 			t.Errorf("REDIS_URL does not log in as the worker ACL user: %s", config.Redact(cfg.RedisURL))
 		}
+		// The worker user may FCALL the loaded functions and not EVAL.
+		if cfg.ScriptsMode() != config.ScriptsFunctions {
+			t.Errorf("REDIS_SCRIPTS=%q with the worker ACL user, which may not EVAL: want functions", cfg.RedisScripts)
+		}
 	})
 	t.Run("KEDA", func(t *testing.T) {
 		if !ov.keda {
@@ -526,6 +530,9 @@ func pods(m *manifests) map[string]*corev1.PodSpec {
 	}
 	for n, s := range m.StatefulSets {
 		out["StatefulSet/"+n] = &s.Spec.Template.Spec
+	}
+	for n, j := range m.Jobs {
+		out["Job/"+n] = &j.Spec.Template.Spec
 	}
 	return out
 }

@@ -9,6 +9,7 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -23,6 +24,7 @@ type manifests struct {
 	dir             string
 	Deployments     map[string]*appsv1.Deployment
 	StatefulSets    map[string]*appsv1.StatefulSet
+	Jobs            map[string]*batchv1.Job
 	Services        map[string]*corev1.Service
 	ConfigMaps      map[string]*corev1.ConfigMap
 	Secrets         map[string]*corev1.Secret
@@ -62,7 +64,7 @@ func render(t *testing.T, dir string) *manifests {
 func newManifests(dir string) *manifests {
 	return &manifests{
 		dir:         dir,
-		Deployments: map[string]*appsv1.Deployment{}, StatefulSets: map[string]*appsv1.StatefulSet{},
+		Deployments: map[string]*appsv1.Deployment{}, StatefulSets: map[string]*appsv1.StatefulSet{}, Jobs: map[string]*batchv1.Job{},
 		Services: map[string]*corev1.Service{}, ConfigMaps: map[string]*corev1.ConfigMap{},
 		Secrets: map[string]*corev1.Secret{}, ServiceAccounts: map[string]*corev1.ServiceAccount{},
 		Namespaces: map[string]*corev1.Namespace{}, PDBs: map[string]*policyv1.PodDisruptionBudget{},
@@ -81,6 +83,8 @@ func (m *manifests) add(t *testing.T, apiVersion, kind, namespace, name string, 
 		m.Deployments[name] = decodeStrict[appsv1.Deployment](t, id, raw)
 	case "apps/v1 StatefulSet":
 		m.StatefulSets[name] = decodeStrict[appsv1.StatefulSet](t, id, raw)
+	case "batch/v1 Job":
+		m.Jobs[name] = decodeStrict[batchv1.Job](t, id, raw)
 	case "v1 Service":
 		m.Services[name] = decodeStrict[corev1.Service](t, id, raw)
 	case "v1 ConfigMap":

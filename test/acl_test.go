@@ -19,8 +19,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/internal/scriptfn"
+	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/producer"
+	"github.com/streamworker/streamworker/streamadmin"
 	"github.com/streamworker/streamworker/wire"
 )
 
@@ -104,6 +108,8 @@ func TestACL(t *testing.T) {
 	t.Run("EndToEnd", testACLEndToEnd)
 	t.Run("Partitioned", testACLPartitioned)
 	t.Run("Denied", testACLDenied)
+	t.Run("ProducerLimits", testACLProducerLimits)
+	t.Run("ProducerPerStream", testACLProducerPerStream)
 }
 
 // testACLTemplateRefused: the shipped file, its placeholders unreplaced,
@@ -148,7 +154,10 @@ func testACLGrantsMatchCode(t *testing.T) {
 	// The daemon: the runtime and every package of this module it imports,
 	// and cmd/worker's own files except the demo (which runs on a Redis of
 	// its own, as the default user).
-	workerUses := scanCommands(t, root, []string{"./worker", "./cmd/worker"}, true, "demo.go", "demo_events.go")
+	// internal/scriptfn's generated copy of the scripts is left out too:
+	// its scripts are scanned where they are defined, and the worker user
+	// may call the others (streamctl's) only to be refused inside.
+	workerUses := scanCommands(t, root, []string{"./worker", "./cmd/worker"}, true, "demo.go", "demo_events.go", "scripts_gen.go")
 	// The producer: its package and cmd/producer, not their imports (the
 	// producer borrows the worker's key and envelope helpers, not its
 	// commands).
@@ -212,15 +221,32 @@ func testACLEndToEnd(t *testing.T) {
 	t.Parallel()
 	srv := startACLRedis(t)
 	admin := srv.Client(t)
-	bin := buildPackage(t, t.TempDir(), "../cmd/worker", "worker")
+	dir := t.TempDir()
+	bin := buildPackage(t, dir, "../cmd/worker", "worker")
+	streamctl := buildPackage(t, dir, "../cmd/streamctl", "streamctl")
 	stream := aclPrefix + "e2e-" + testredis.RandomID() + ":orders"
 	httpAddr := freeAddr(t)
-	w := startWorker(t, bin, "worker", workerEnv(srv.url("worker"), stream, "pod-0", map[string]string{
+	env := workerEnv(srv.url("worker"), stream, "pod-0", map[string]string{
 		"WORKER_HTTP_ADDR":        httpAddr,
 		"WORKER_DEDUPE_WINDOW":    "1m",
 		"WORKER_RECLAIM_INTERVAL": "50ms",
-		"WORKER_PLUGINS":          "examples", // handlers that ack, retry and dead-letter, and need no database
-	}))
+		"WORKER_PLUGINS":          "examples",  // handlers that ack, retry and dead-letter, and need no database
+		"REDIS_SCRIPTS":           "functions", // the worker user may FCALL, not EVAL
+	})
+
+	// Before the scripts are loaded as functions the worker refuses to
+	// start, saying how to load them; the scripts user loads them.
+	early := startWorker(t, bin, "worker-before-scripts-load", env)
+	if code := early.wait(30 * time.Second); code != 1 || !strings.Contains(early.output.String(), "streamctl scripts load") {
+		t.Fatalf("worker before the scripts are loaded: exit %d, want 1 with a message naming streamctl scripts load:\n%s", code, early.output.String())
+	}
+	load := testbin.Run(t, streamctl, "", []string{"REDIS_URL=" + srv.url("scripts")}, []string{"scripts", "load"})
+	load.Want(t, 0)
+	if !strings.Contains(load.Stdout, " loaded, 0 already there, 0 replaced") {
+		t.Errorf("streamctl scripts load printed %q", load.Stdout)
+	}
+
+	w := startWorker(t, bin, "worker", env)
 
 	pc, err := producer.NewClient(srv.url("producer"))
 	if err != nil {
@@ -295,6 +321,11 @@ func testACLEndToEnd(t *testing.T) {
 	if !evictionCheck {
 		t.Error("the worker did not log that CONFIG GET maxmemory-policy was refused (NOPERM) and go on")
 	}
+	// Every script ran as a function: the worker user cannot EVAL.
+	stats := admin.Info(context.Background(), "commandstats").Val()
+	if !strings.Contains(stats, "cmdstat_fcall:") || strings.Contains(stats, "cmdstat_eval") {
+		t.Errorf("commandstats: want FCALL and no EVAL or EVALSHA (not even refused):\n%s", stats)
+	}
 	if strings.Contains(w.output.String(), srv.passwords["worker"]) {
 		t.Error("the worker's log contains its Redis password")
 	}
@@ -323,9 +354,18 @@ func testACLPartitioned(t *testing.T) {
 	bin := buildPackage(t, t.TempDir(), "../cmd/worker", "worker")
 	const partitions, events = 4, 40
 	stream := aclPrefix + "p-" + testredis.RandomID()
+	loader, err := config.Redis{RedisURL: srv.url("scripts")}.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loader.Close()
+	if _, err := streamadmin.New(loader).LoadScripts(context.Background()); err != nil {
+		t.Fatalf("loading the scripts as the scripts user: %v", err)
+	}
 	w := startWorker(t, bin, "worker", workerEnv(srv.url("worker"), stream, "pod-0", map[string]string{
 		"WORKER_PARTITIONS": strconv.Itoa(partitions),
 		"WORKER_PLUGINS":    "examples",
+		"REDIS_SCRIPTS":     "functions",
 	}))
 	pc, err := producer.NewClient(srv.url("producer"))
 	if err != nil {
@@ -399,6 +439,30 @@ func testACLDenied(t *testing.T) {
 	if err := admin.Set(ctx, "other:key", "1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// Functions an administrator loaded (not the worker's, whose commands
+	// the worker may run), and streamctl's replay script, which the
+	// worker's libraries include and the worker user can call but not get
+	// anywhere with.
+	var fn struct{ lib, flushall, del, get string }
+	fn.lib = "acltest_" + testredis.RandomID()
+	fn.flushall, fn.del, fn.get = fn.lib+"_flushall", fn.lib+"_del", fn.lib+"_get"
+	if err := admin.FunctionLoad(ctx, "#!lua name="+fn.lib+"\n"+
+		"redis.register_function('"+fn.flushall+"', function() return redis.call('FLUSHALL') end)\n"+
+		"redis.register_function('"+fn.del+"', function(keys) return redis.call('DEL', keys[1]) end)\n"+
+		"redis.register_function('"+fn.get+"', function(keys) return redis.call('GET', keys[1]) end)\n").Err(); err != nil {
+		t.Fatal(err)
+	}
+	replayIdx := slices.IndexFunc(scriptfn.Sources(), func(src string) bool { return strings.Contains(src, "redis.call('XDEL', KEYS[1], id)") })
+	if replayIdx < 0 {
+		t.Fatal("no replay script among the libraries' sources")
+	}
+	replay := scriptfn.Build(scriptfn.Sources()[replayIdx])
+	if err := admin.FunctionLoad(ctx, replay.Code).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.XAdd(ctx, &redis.XAddArgs{Stream: wire.DeadLetterKey(stream), ID: "1-0", Values: []string{"type", "t"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
 	type call struct {
 		name string
 		args []any
@@ -424,9 +488,22 @@ func testACLDenied(t *testing.T) {
 			{"ACL LIST", []any{"ACL", "LIST"}},
 			{"SCRIPT FLUSH", []any{"SCRIPT", "FLUSH"}},
 			{"PUBLISH", []any{"PUBLISH", aclPrefix + "chan", "x"}},
-			{"script calling FLUSHALL", []any{"EVAL", "return redis.call('FLUSHALL')", "0"}},
-			{"script deleting a stream", []any{"EVAL", "return redis.call('DEL', KEYS[1])", "1", stream}},
-			{"script touching another key", []any{"EVAL", "return redis.call('GET', KEYS[1])", "1", "other:key"}},
+			// Scripts: FCALL of the loaded functions only (REDIS_SCRIPTS=functions),
+			// never Lua of its own, nor loading or removing functions.
+			{"EVAL of any script", []any{"EVAL", "return 1", "0"}},
+			{"EVALSHA", []any{"EVALSHA", strings.Repeat("0", 40), "0"}},
+			{"EVAL_RO", []any{"EVAL_RO", "return 1", "0"}},
+			{"SCRIPT LOAD", []any{"SCRIPT", "LOAD", "return 1"}},
+			{"FUNCTION LOAD", []any{"FUNCTION", "LOAD", "#!lua name=mine\nredis.register_function('mine', function() return 1 end)"}},
+			{"FUNCTION DELETE", []any{"FUNCTION", "DELETE", fn.lib}},
+			{"FUNCTION FLUSH", []any{"FUNCTION", "FLUSH"}},
+			{"FUNCTION RESTORE", []any{"FUNCTION", "RESTORE", "x"}},
+			{"FUNCTION KILL", []any{"FUNCTION", "KILL"}},
+			// A function runs with its caller's permissions, as an EVAL script did.
+			{"function calling FLUSHALL", []any{"FCALL", fn.flushall, "0"}},
+			{"function deleting a stream", []any{"FCALL", fn.del, "1", stream}},
+			{"function touching another key", []any{"FCALL", fn.get, "1", "other:key"}},
+			{"streamctl's replay function", []any{"FCALL", replay.Name, "2", wire.DeadLetterKey(stream), stream, "100", "type", "envelope", "origin_id", "0", "1-0"}},
 		},
 		"producer": {
 			{"FLUSHALL", []any{"FLUSHALL"}},
@@ -438,6 +515,19 @@ func testACLDenied(t *testing.T) {
 			{"ZADD on a stream", []any{"ZADD", stream, "1", "m"}},
 			{"XADD outside the prefix", []any{"XADD", "other:stream", "*", "f", "v"}},
 			{"EVAL", []any{"EVAL", "return 1", "0"}},
+			{"FCALL", []any{"FCALL", fn.get, "1", stream}},
+			{"FUNCTION LOAD", []any{"FUNCTION", "LOAD", "#!lua name=mine\nredis.register_function('mine', function() return 1 end)"}},
+		},
+		"scripts": { // loads functions and touches no data
+			{"GET", []any{"GET", "other:key"}},
+			{"XADD", []any{"XADD", stream, "*", "f", "v"}},
+			{"XRANGE", []any{"XRANGE", stream, "-", "+"}},
+			{"FCALL", []any{"FCALL", fn.get, "1", stream}},
+			{"EVAL", []any{"EVAL", "return 1", "0"}},
+			{"FUNCTION DELETE", []any{"FUNCTION", "DELETE", fn.lib}},
+			{"FUNCTION FLUSH", []any{"FUNCTION", "FLUSH"}},
+			{"FLUSHALL", []any{"FLUSHALL"}},
+			{"KEYS", []any{"KEYS", "*"}},
 		},
 		"keda": {
 			{"XADD", []any{"XADD", stream, "*", "f", "v"}},
@@ -461,13 +551,20 @@ func testACLDenied(t *testing.T) {
 		"worker":   {"XINFO", "GROUPS", stream},
 		"producer": {"XADD", stream, "*", "type", "t"},
 		"keda":     {"XPENDING", stream, group},
+		"scripts":  {"FUNCTION", "LIST", "LIBRARYNAME", fn.lib},
 	} {
 		if err := srv.client(t, user).Do(ctx, args...).Err(); err != nil {
 			t.Errorf("%s: %v = %v, want it allowed", user, args, err)
 		}
 	}
-	if n, err := admin.Exists(ctx, stream, "other:key").Result(); err != nil || n != 2 {
-		t.Errorf("after the refused commands, %d of 2 keys exist (%v)", n, err)
+	if n, err := admin.Exists(ctx, stream, "other:key", wire.DeadLetterKey(stream)).Result(); err != nil || n != 3 {
+		t.Errorf("after the refused commands, %d of 3 keys exist (%v)", n, err)
+	}
+	if n, err := admin.XLen(ctx, wire.DeadLetterKey(stream)).Result(); err != nil || n != 1 {
+		t.Errorf("after the refused replay, the dead-letter stream has %d entries (%v), want 1", n, err)
+	}
+	if libs, err := admin.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: fn.lib}).Result(); err != nil || len(libs) != 1 {
+		t.Errorf("after the refused FUNCTION DELETE and FLUSH: libraries %v, %v", libs, err)
 	}
 
 	// Last, load the shipped default-user line: a connection without
@@ -541,17 +638,17 @@ var dryRunArgs = func() map[string][][]any {
 		"zrangebyscore":      {{"ZRANGEBYSCORE", dlay, "-inf", "1", "LIMIT", "0", "10"}},
 		"zrem":               {{"ZREM", dlay, "m"}},
 		"zcard":              {{"ZCARD", dlay}},
-		"evalsha":            {{"EVALSHA", strings.Repeat("0", 40), "1", s}},
-		"eval":               {{"EVAL", "return 1", "1", s}},
+		"fcall":              {{"FCALL", scriptfn.Name(strings.Repeat("0", 40)), "1", s}, {"FCALL", scriptfn.Name(strings.Repeat("0", 40)), "2", s, dlay}},
+		"function|list":      {{"FUNCTION", "LIST", "LIBRARYNAME", scriptfn.Prefix + "*", "WITHCODE"}},
 		"config|get":         {{"CONFIG", "GET", "maxmemory-policy"}},
 
 		// The built-in plugins, under WORKER_PLUGINS_PREFIX (sw:plugins:).
-		"get":              {{"GET", user}, {"GET", pts}, {"GET", rl}, {"GET", rep}},
+		"get":              {{"GET", dedupe}, {"GET", user}, {"GET", pts}, {"GET", rl}, {"GET", rep}},
 		"set":              {{"SET", dedupe, "1", "PX", "60000"}, {"SET", alive, "1", "PX", "60000"}, {"SET", user, "v", "PX", "60000"}, {"SET", applied, "1", "PX", "60000"}, {"SET", rl, "1", "PX", "1000"}, {"SET", rep, "b"}},
 		"del":              {{"DEL", alive}, {"DEL", user}, {"DEL", sess}, {"DEL", lck}},
 		"pexpire":          {{"PEXPIRE", user, "1000"}, {"PEXPIRE", rl, "1000"}, {"PEXPIRE", sess, "1000"}, {"PEXPIRE", lck, "1000"}},
 		"pttl":             {{"PTTL", sess}, {"PTTL", lck}},
-		"exists":           {{"EXISTS", dedupe}, {"EXISTS", alive}, {"EXISTS", applied}, {"EXISTS", sess}},
+		"exists":           {{"EXISTS", alive}, {"EXISTS", applied}, {"EXISTS", sess}},
 		"incr":             {{"INCR", rep + ":fence"}},
 		"incrby":           {{"INCRBY", pts, "5"}},
 		"decrby":           {{"DECRBY", pts, "5"}},
@@ -623,4 +720,140 @@ func sortedKeys(m map[string][]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// testACLProducerLimits holds deploy/redis/README.md's "What the producer
+// user can still do" to the server: XADD's own arguments trim a stream,
+// the dead-letter stream included, and an explicit maximum ID ends every
+// later XADD * to that stream, which the documented repair undoes without
+// losing the group or its pending entries.
+func testACLProducerLimits(t *testing.T) {
+	t.Parallel()
+	srv := startACLRedis(t)
+	admin := srv.Client(t)
+	p := srv.client(t, "producer")
+	ctx := context.Background()
+	stream := aclPrefix + "limits-" + testredis.RandomID()
+	dlq := wire.DeadLetterKey(stream)
+	for range 3 {
+		if err := admin.XAdd(ctx, &redis.XAddArgs{Stream: dlq, Values: []string{"type", "t"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// ACLs cannot refuse an argument: XADD … MAXLEN 0 trims what it may write.
+	if err := p.Do(ctx, "XADD", dlq, "MAXLEN", "0", "*", "type", "t").Err(); err != nil {
+		t.Fatalf("XADD MAXLEN 0 as the producer: %v (if Redis now refuses it, update the README)", err)
+	}
+	if n := admin.XLen(ctx, dlq).Val(); n != 0 {
+		t.Errorf("after XADD MAXLEN 0 the dead-letter stream has %d entries, want 0 as the README says", n)
+	}
+	if err := p.Do(ctx, "XTRIM", dlq, "MAXLEN", "0").Err(); err == nil || !isNoPerm(err) {
+		t.Errorf("XTRIM as the producer = %v, want NOPERM", err)
+	}
+
+	// The maximum ID: every later XADD * fails with the error the README quotes.
+	if err := admin.XGroupCreateMkStream(ctx, stream, group, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "t"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const maxID = "18446744073709551615-18446744073709551615"
+	if err := p.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: maxID, Values: []string{"type", "t"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	err = p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "t"}}).Err()
+	if err == nil || !strings.Contains(err.Error(), "The stream has exhausted the last possible ID") {
+		t.Fatalf("XADD * after the maximum ID = %v, want the README's error", err)
+	}
+	// A worker read both: the group's last delivered ID is the maximum too.
+	if err := admin.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "c", Streams: []string{stream, ">"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The repair, as the README gives it (an administrator's commands).
+	for _, cmd := range [][]any{
+		{"XDEL", stream, maxID},
+		{"XSETID", stream, first},
+		{"XGROUP", "SETID", stream, group, first},
+	} {
+		if err := admin.Do(ctx, cmd...).Err(); err != nil {
+			t.Fatalf("%v: %v", cmd, err)
+		}
+	}
+	next, err := p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "t"}}).Result()
+	if err != nil {
+		t.Fatalf("XADD * after the repair: %v", err)
+	}
+	got, err := admin.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "c", Streams: []string{stream, ">"}}).Result()
+	if err != nil || len(got) != 1 || len(got[0].Messages) != 1 || got[0].Messages[0].ID != next {
+		t.Errorf("after the repair the group reads %v, %v; want the new entry %s", got, err, next)
+	}
+	if pend := admin.XPending(ctx, stream, group).Val(); pend.Count != 3 {
+		t.Errorf("after the repair %d entries are pending, want 3 (the first, the deleted one and the new one)", pend.Count)
+	}
+}
+
+// testACLProducerPerStream: the tighter grant deploy/redis/README.md offers
+// instead of ~sw:* — exact keys of one stream and its delayed set, plain
+// and with a Cluster hash tag — lets the producer package send and schedule
+// to that stream and nothing else: not the dead-letter stream, a dedupe
+// mark, a stream at the delayed key, or another stream.
+func testACLProducerPerStream(t *testing.T) {
+	t.Parallel()
+	srv := startACLRedis(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	for _, stream := range []string{aclPrefix + "orders", aclPrefix + "{orders}"} {
+		user := "producer-" + testredis.RandomID()
+		// The README's rule, with this stream's name.
+		rule := []any{
+			"ACL", "SETUSER", user, "reset", "on", ">pw", "~" + stream, "resetchannels", "-@all", "+ping", "+select", "+xadd",
+			"(~" + wire.DelayedKey(stream) + " resetchannels -@all +zadd)",
+		}
+		if err := admin.Do(ctx, rule...).Err(); err != nil {
+			t.Fatalf("%v: %v", rule, err)
+		}
+		dry := func(args ...any) error { // ACL DRYRUN answers OK or why not
+			res, err := admin.Do(ctx, append([]any{"ACL", "DRYRUN", user}, args...)...).Text()
+			if err == nil && res != "OK" {
+				err = errors.New(res)
+			}
+			return err
+		}
+		for _, ok := range [][]any{
+			{"XADD", stream, "*", "type", "t"},
+			{"ZADD", wire.DelayedKey(stream), "1", "m"},
+		} {
+			if err := dry(ok...); err != nil {
+				t.Errorf("%s: %v refused: %v", stream, ok, err)
+			}
+		}
+		for _, no := range [][]any{
+			{"XADD", wire.DeadLetterKey(stream), "*", "type", "t"},
+			{"XADD", stream + ":dedupe:order-1", "*", "type", "t"},
+			{"XADD", wire.DelayedKey(stream), "*", "type", "t"},
+			{"XADD", stream + ":alive:workers:pod-0", "*", "type", "t"},
+			{"XADD", aclPrefix + "payments", "*", "type", "t"},
+			{"ZADD", wire.DeadLetterKey(stream), "1", "m"},
+			{"XTRIM", stream, "MAXLEN", "0"},
+		} {
+			if err := dry(no...); err == nil {
+				t.Errorf("%s: %v allowed; the per-stream grant must refuse it", stream, no)
+			}
+		}
+		// The producer package works with it, sending and scheduling.
+		c, err := producer.NewClient("redis://" + user + ":pw@" + srv.Addr + "/0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr := producer.New(c, producer.Options{})
+		if _, err := pr.Publish(ctx, stream, producer.Event{Type: "order.created", Data: []byte(`{}`)}); err != nil {
+			t.Errorf("%s: Publish as the per-stream user: %v", stream, err)
+		}
+		if err := pr.PublishDelayed(ctx, stream, producer.Event{Type: "order.created", Data: []byte(`{}`)}, time.Now().Add(time.Hour)); err != nil {
+			t.Errorf("%s: PublishDelayed as the per-stream user: %v", stream, err)
+		}
+		_ = c.Close()
+	}
 }

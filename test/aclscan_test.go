@@ -24,7 +24,9 @@ import (
 // The Redis commands a package sends, found by type-checking its source
 // against the compiled export data of its imports (go list -export): every
 // call of a go-redis client method, every Do with a literal command, every
-// script's Run, and every redis.call() in a Lua script.
+// script's Run (an FCALL: REDIS_SCRIPTS=functions), and every redis.call()
+// in a Lua script, which Redis checks against the caller's ACL whether the
+// script runs by EVAL or as a function.
 
 const goRedis = "github.com/redis/go-redis/v9"
 
@@ -51,6 +53,8 @@ var goRedisCommands = map[string]string{
 	"HGet": "hget", "HMGet": "hmget", "HGetAll": "hgetall",
 	"ZIncrBy": "zincrby", "ZRank": "zrank", "ZScore": "zscore", "ZRangeWithScores": "zrange",
 	"SPublish": "spublish",
+	// internal/scriptfn: the worker's check of the function libraries.
+	"FunctionList": "function|list", "FunctionLoad": "function|load", "FunctionLoadReplace": "function|load",
 }
 
 // subcommands are the commands whose ACL name includes their first
@@ -150,14 +154,15 @@ func scanCommands(t *testing.T, root string, pkgs []string, deps bool, skip ...s
 					name := sel.Obj().Name()
 					recv := types.TypeString(sel.Recv(), nil)
 					switch {
-					case strings.HasSuffix(recv, goRedis+".Script") && strings.HasPrefix(name, "Run"):
-						add(n.Pos(), "evalsha", "")
-						add(n.Pos(), "eval", "") // after NOSCRIPT
-					case strings.HasSuffix(recv, goRedis+".Script") && strings.HasPrefix(name, "Eval"): // Eval, EvalRO; EvalSha, EvalShaRO
-						if strings.HasPrefix(name, "EvalSha") {
-							add(n.Pos(), "evalsha", "")
+					case strings.HasSuffix(recv, goRedis+".Script") && (strings.HasPrefix(name, "Run") || strings.HasPrefix(name, "Eval")):
+						// Run, RunRO, Eval, EvalRO, EvalSha, EvalShaRO: with
+						// REDIS_SCRIPTS=functions, for which the ACL file is
+						// written, config's hook sends each as FCALL (FCALL_RO)
+						// of the script's function, never EVAL or EVALSHA.
+						if strings.HasSuffix(name, "RO") {
+							add(n.Pos(), "fcall_ro", "")
 						} else {
-							add(n.Pos(), "eval", "")
+							add(n.Pos(), "fcall", "")
 						}
 					case name == "Do":
 						if len(n.Args) > 1 {

@@ -22,6 +22,12 @@ func DeadLetterKey(stream string) string { return stream + ":dlq" }
 // the dedupe window as its TTL.
 func DedupeKey(stream, id string) string { return stream + ":dedupe:" + id }
 
+// DedupeMark is the value of a dedupe mark. The runtime reads it (GET)
+// rather than asking whether the key exists: a producer may write under the
+// stream's prefix, and a key it put there (a stream it XADDed, say) must not
+// pass for a mark and suppress the event.
+const DedupeMark = "1"
+
 // HeartbeatKey marks consumer of group alive on stream while it exists: SET
 // with a TTL of the consumer gone-after age.
 func HeartbeatKey(stream, group, consumer string) string {

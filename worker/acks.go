@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/streamworker/streamworker/wire"
 )
 
 // Acknowledgements are written by one loop in batches. Handlers append to a
@@ -181,7 +183,7 @@ func (r *Runtime) flushAcks(ctx context.Context, batch []ackReq, ids map[string]
 	}
 	for _, a := range batch {
 		if a.dedupe != "" {
-			pipe.Set(ctx, a.dedupe, "1", r.cfg.DedupeWindow)
+			pipe.Set(ctx, a.dedupe, wire.DedupeMark, r.cfg.DedupeWindow)
 		}
 		ids[a.stream] = append(ids[a.stream], a.id)
 	}

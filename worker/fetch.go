@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
@@ -396,18 +397,25 @@ func (r *Runtime) dropDuplicates(ctx context.Context, batch []*Message) []*Messa
 		return batch
 	}
 	pipe := r.client.Pipeline()
-	cmds := make([]*redis.IntCmd, len(keyed))
+	cmds := make([]*redis.StringCmd, len(keyed))
 	for i, m := range keyed {
-		cmds[i] = pipe.Exists(context.WithoutCancel(ctx), wire.DedupeKey(m.Stream, m.IdempotencyKey))
+		cmds[i] = pipe.Get(context.WithoutCancel(ctx), wire.DedupeKey(m.Stream, m.IdempotencyKey))
 	}
-	if _, err := pipe.Exec(context.WithoutCancel(ctx)); err != nil {
-		r.logger.Warn("dedupe check failed; running the batch", "error", err)
-		return batch
-	}
+	_, _ = pipe.Exec(context.WithoutCancel(ctx)) // each command's reply is read below
 	seen := make(map[*Message]bool, len(keyed))
 	for i, m := range keyed {
-		if cmds[i].Val() > 0 {
+		v, err := cmds[i].Result()
+		switch {
+		case err == nil && v == wire.DedupeMark:
 			seen[m] = true
+		case errors.Is(err, redis.Nil):
+		case err == nil || redis.HasErrorPrefix(err, "WRONGTYPE"):
+			// Not the runtime's mark (wire.DedupeMark): the message runs,
+			// and its mark then replaces the key.
+			r.logger.Warn("a key the runtime did not write sits at a dedupe mark; the message runs", "key", strconv.Quote(cmds[i].Args()[1].(string)), "stream", m.Stream, "id", m.ID)
+		default:
+			r.logger.Warn("dedupe check failed; running the batch", "error", err)
+			return batch
 		}
 	}
 	out := batch[:0]

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/internal/scriptfn"
 )
 
 // Deps are what the runtime built and hands to a setup function, so handlers
@@ -57,7 +58,8 @@ func WithSetup(f func(ctx context.Context, d Deps) error) Option {
 }
 
 // WithRedis uses client instead of connecting to REDIS_URL. Run does not
-// close it.
+// close it. With REDIS_SCRIPTS=functions, build it with cfg.NewClient, which
+// makes its scripts FCALLs.
 func WithRedis(client redis.UniversalClient) Option { return func(o *options) { o.redis = client } }
 
 // WithLogger uses logger instead of one built from LOG_LEVEL and LOG_FORMAT.
@@ -123,6 +125,11 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	if err := CheckSlots(client, streamKeys(cfg), cfg.Group, cfg.Consumer); err != nil {
 		return err
 	}
+	if cfg.ScriptsMode() == config.ScriptsFunctions {
+		if err := checkScripts(ctx, client, logger); err != nil {
+			return err
+		}
+	}
 	reg := o.registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -137,7 +144,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	metrics := NewMetrics(reg)
 	reg.MustRegister(newStreamCollector(client, streamKeys(cfg), cfg.Group))
 	rt := NewRuntime(cfg, client, mux, logger, metrics)
-	logger.Info("starting", "redis", cfg.RedisTarget(), "redis_mode", cfg.RedisMode(), "streams", cfg.Streams, "partitions", cfg.Partitions, "group", cfg.Group,
+	logger.Info("starting", "redis", cfg.RedisTarget(), "redis_mode", cfg.RedisMode(), "scripts", cfg.ScriptsMode(), "streams", cfg.Streams, "partitions", cfg.Partitions, "group", cfg.Group,
 		"consumer", cfg.Consumer, "concurrency", cfg.Concurrency, "types", mux.Types(), "gc_percent", gcPercent())
 
 	var g run.Group
@@ -257,6 +264,31 @@ func NewLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // fetchers and the background loops.
 func NewRedisClient(cfg config.Config) (redis.UniversalClient, error) {
 	return cfg.NewClient(config.MinPoolSize(cfg.Concurrency + len(streamKeys(cfg)) + 8)) // config.Redis.NewClient
+}
+
+// checkScripts makes sure, with REDIS_SCRIPTS=functions, that every primary
+// has the function libraries before anything runs, rather than failing
+// message by message: it returns the error that names what is missing and
+// how to load it, or the refusal that no retry changes (NOPERM, a Redis
+// without functions). While Redis cannot be reached, or answers what passes
+// (LOADING, CLUSTERDOWN, a password not yet in the ACL), it tries again, as
+// the runtime does with its reads, until ctx ends; nothing has been read
+// then, so a SIGTERM meanwhile ends the process with nothing to hand over.
+func checkScripts(ctx context.Context, client redis.UniversalClient, logger *slog.Logger) error {
+	libs := scriptfn.Libraries()
+	for n := 1; ; n++ {
+		err := scriptfn.Check(ctx, client, libs)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, scriptfn.ErrNotLoaded), redis.HasErrorPrefix(err, "NOPERM"), redis.HasErrorPrefix(err, "unknown command"):
+			return err
+		case ctx.Err() != nil:
+			return nil // stopped before the start: the run group ends at once
+		}
+		logger.Warn("could not check the script libraries (REDIS_SCRIPTS=functions); trying again", "error", err)
+		sleepCtx(ctx, retryWait(n))
+	}
 }
 
 // WithSignals makes Run stop on SIGTERM or SIGINT as Main does.

@@ -379,3 +379,36 @@ func TestDelayReschedulesWithoutCountingAnAttempt(t *testing.T) {
 		t.Errorf("dlq = %v", d)
 	}
 }
+
+// A key at a message's dedupe mark that the runtime did not write — a
+// stream a producer XADDed there, or a string of another value — does not
+// make the message a duplicate: only the runtime's own mark counts.
+func TestDedupeIgnoresForgedMarks(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	cfg.DedupeWindow = time.Minute
+	var runs counter
+	mux := NewMux()
+	mux.HandleFunc("pay", func(ctx context.Context, m *Message) error {
+		runs.inc(m.IdempotencyKey)
+		return nil
+	})
+	h := startWorker(t, srv, cfg, mux)
+	ctx := context.Background()
+	if err := h.client.XAdd(ctx, &redis.XAddArgs{Stream: wire.DedupeKey(h.stream, "order-1"), Values: []string{"type", "forged"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.client.Set(ctx, wire.DedupeKey(h.stream, "order-2"), "forged", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.publish("type", "pay", "id", "order-1")
+	h.publish("type", "pay", "id", "order-2")
+	eventually(t, "both acked", func() bool { return h.outcome("pay", OutcomeAcked) == 2 })
+	if runs.get("order-1") != 1 || runs.get("order-2") != 1 || h.outcome("pay", OutcomeDuplicate) != 0 {
+		t.Errorf("runs %v, duplicates %d: want each real event run once and none skipped", runs.n, h.outcome("pay", OutcomeDuplicate))
+	}
+	// The runtime's marks replaced the forged keys: a resend is a duplicate.
+	h.publish("type", "pay", "id", "order-1")
+	eventually(t, "the resend skipped", func() bool { return h.outcome("pay", OutcomeDuplicate) == 1 })
+}

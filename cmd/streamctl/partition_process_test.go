@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/internal/scriptfn"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/wire"
 )
@@ -114,5 +117,43 @@ func testCluster(t *testing.T, c *binary) {
 	r.Want(t, 0)
 	if n := cc.XLen(ctx, "{orders}").Val(); n != 2 || cc.XLen(ctx, wire.DeadLetterKey("{orders}")).Val() != 0 {
 		t.Errorf("after replay: {orders} has %d entries, want 2 and an empty DLQ (%s)", n, r.Stdout)
+	}
+
+	// The script libraries go on every primary (replicas follow theirs),
+	// and REDIS_SCRIPTS=functions then replays with them.
+	libs := scriptfn.Libraries()
+	r = c.run(t, []string{"scripts", "load"}, env)
+	r.Want(t, 0)
+	if lines := strings.Split(strings.TrimSpace(r.Stdout), "\n"); len(lines) != 3 || !strings.HasSuffix(lines[0], fmt.Sprintf(": %d script libraries: %d loaded, 0 already there, 0 replaced", len(libs), len(libs))) {
+		t.Errorf("scripts load on a 3-primary cluster printed:\n%s", r.Stdout)
+	}
+	var first *redis.Client
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		have, err := n.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: scriptfn.Prefix + "*"}).Result()
+		if err == nil && len(have) != len(libs) {
+			err = fmt.Errorf("%d libraries, want %d", len(have), len(libs))
+		}
+		if n.Options().Addr == cl.PrimaryFor(t, "{orders}").Addr {
+			first = n
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("after scripts load: %v", err)
+	}
+	// A primary that lacks them (one added after the load) is named.
+	if err := first.FunctionDelete(ctx, libs[0].Name).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r = c.run(t, []string{"scripts", "status"}, env)
+	r.Want(t, 1, "streamctl scripts load")
+	if !strings.Contains(r.Stdout, first.Options().Addr+": "+strconv.Itoa(len(libs)-1)+" of "+strconv.Itoa(len(libs))+" script libraries loaded; missing: "+libs[0].Name) {
+		t.Errorf("scripts status with one library deleted on %s:\n%s", first.Options().Addr, r.Stdout)
+	}
+	c.run(t, []string{"scripts", "load"}, env).Want(t, 0)
+	add(wire.DeadLetterKey("{orders}"), "type", "order.created", "error", "permanent: no", "attempts", "1")
+	c.run(t, []string{"dlq", "replay", "--stream", "{orders}", "--all"}, env, "REDIS_SCRIPTS=functions").Want(t, 0)
+	if n := cc.XLen(ctx, "{orders}").Val(); n != 3 {
+		t.Errorf("after replay with functions: {orders} has %d entries, want 3", n)
 	}
 }

@@ -38,6 +38,7 @@ func TestProcess(t *testing.T) {
 		{"Help", testHelp},
 		{"Partitions", testPartitions},
 		{"Cluster", testCluster},
+		{"Scripts", testScripts},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -195,6 +195,7 @@ REDIS_CLUSTER_ADDRS: {{ join "," . | quote }}
 REDIS_SENTINEL_ADDRS: {{ join "," . | quote }}
 REDIS_SENTINEL_MASTER: {{ $r.sentinel.master | quote }}
 {{- end }}
+REDIS_SCRIPTS: {{ $r.scripts | quote }}
 WORKER_PLUGINS: {{ .Values.plugins.enabled | default (list "none") | join "," | quote }}
 {{- if hasKey .Values.plugins "prefix" }}
 WORKER_PLUGINS_PREFIX: {{ .Values.plugins.prefix | quote }}
