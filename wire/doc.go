@@ -78,7 +78,9 @@
 //	                           scored by its due time in unix milliseconds.
 //	S:dlq                      DeadLetterKey: the dead-letter stream.
 //	S:dedupe:<id>              DedupeKey: the idempotency key id processed on S
-//	                           (SET to "1" with the dedupe window as TTL).
+//	                           (SET to DedupeMark, "1", with the dedupe window as TTL;
+//	                           only that value counts: any other key there is
+//	                           not a mark).
 //	S:alive:<group>:<consumer> HeartbeatKey: a consumer's heartbeat (SET to
 //	                           "1" with the consumer gone-after age as TTL).
 //
