@@ -71,13 +71,9 @@ func (a *Admin) LoadScripts(ctx context.Context) ([]ScriptsLoaded, error) {
 		out []ScriptsLoaded
 	)
 	err := scriptfn.EachPrimary(ctx, a.client, func(ctx context.Context, addr string, c redis.Cmdable) error {
-		have, err := c.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: scriptfn.Prefix + "*", WithCode: true}).Result()
+		code, err := scriptfn.Loaded(ctx, c)
 		if err != nil {
 			return err
-		}
-		code := make(map[string]string, len(have))
-		for _, l := range have {
-			code[l.Name] = l.Code
 		}
 		res := ScriptsLoaded{Addr: addr}
 		for _, l := range libs {

@@ -36,13 +36,9 @@ func State(ctx context.Context, client redis.UniversalClient, libs []Library) ([
 		out []NodeState
 	)
 	err := EachPrimary(ctx, client, func(ctx context.Context, addr string, c redis.Cmdable) error {
-		have, err := c.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: Prefix + "*", WithCode: true}).Result()
+		code, err := Loaded(ctx, c)
 		if err != nil {
 			return err
-		}
-		code := make(map[string]string, len(have))
-		for _, l := range have {
-			code[l.Name] = l.Code
 		}
 		n := NodeState{Addr: addr}
 		for _, l := range libs {
@@ -153,4 +149,18 @@ func EachPrimary(ctx context.Context, client redis.UniversalClient, fn func(ctx 
 		}
 		return nil
 	})
+}
+
+// Loaded returns the code of every library of ours (named Prefix…) that one
+// node has, by library name.
+func Loaded(ctx context.Context, c redis.Cmdable) (map[string]string, error) {
+	have, err := c.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: Prefix + "*", WithCode: true}).Result()
+	if err != nil {
+		return nil, err
+	}
+	code := make(map[string]string, len(have))
+	for _, l := range have {
+		code[l.Name] = l.Code
+	}
+	return code, nil
 }
