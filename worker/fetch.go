@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -170,7 +169,7 @@ func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
 	if len(claimed.Entries)+len(claimed.Isolated) > 0 {
 		r.logger.Info("resuming own pending entries", "stream", s.name, "count", len(claimed.Entries), "suspects", len(claimed.Isolated))
 	}
-	r.trimmedWhilePending(s.name, claimed.Deleted)
+	r.metrics.Reclaim.Trimmed(r.logger, s.name, claimed.Deleted, false)
 	if len(claimed.Isolated) > 0 {
 		r.isolate(s.name, claimed.Isolated)
 	}
@@ -229,9 +228,7 @@ func (r *Runtime) confirmLate(batch []*Message) []*Message {
 	for _, id := range append(append(lost, trimmed...), gone...) {
 		drop[id] = true
 	}
-	if len(trimmed) > 0 {
-		r.trimmedWhilePending(stream, trimmed)
-	}
+	r.metrics.Reclaim.Trimmed(r.logger, stream, trimmed, false)
 	if len(lost)+len(gone) > 0 {
 		r.logger.Warn("a read answered late with entries other consumers have taken over meanwhile; skipped them",
 			"stream", stream, "count", len(lost)+len(gone), "ids", strings.Join(append(lost, gone...), ","))
@@ -248,17 +245,6 @@ func (r *Runtime) confirmLate(batch []*Message) []*Message {
 		}
 	}
 	return out
-}
-
-// trimmedWhilePending counts and logs pending IDs whose entries were
-// trimmed from the stream; reclaim.Claim has already dropped them from the
-// pending list.
-func (r *Runtime) trimmedWhilePending(stream string, ids []string) {
-	if len(ids) == 0 {
-		return
-	}
-	r.metrics.Reclaim.DeletedWhilePending.WithLabelValues(stream).Add(float64(len(ids)))
-	r.logger.Warn("pending entries were trimmed from the stream before they were processed", "stream", stream, "count", len(ids), "ids", strings.Join(ids, ","))
 }
 
 // claimedMessages builds the messages of claimed entries, setting Attempt
@@ -481,14 +467,7 @@ func checkEviction(ctx context.Context, c redis.UniversalClient, log *slog.Logge
 // retryWait is the pause after the n-th consecutive Redis failure: 100ms
 // doubling to 5s, with jitter, so an outage is neither a hot loop nor slow to
 // recover from.
-func retryWait(n int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 1; i < n && d < 5*time.Second; i++ {
-		d *= 2
-	}
-	d = min(d, 5*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
+func retryWait(n int) time.Duration { return backoff(n, 100*time.Millisecond, 5*time.Second) }
 
 // sleepCtx waits for d or until ctx ends.
 func sleepCtx(ctx context.Context, d time.Duration) {

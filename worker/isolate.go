@@ -112,7 +112,7 @@ func (r *Runtime) runSuspect(ctx context.Context, s suspect) {
 		r.logger.Warn("claiming a suspect entry to run it failed", "stream", s.stream, "id", s.id, "error", err)
 		return
 	}
-	r.trimmedWhilePending(s.stream, claimed.Deleted)
+	r.metrics.Reclaim.Trimmed(r.logger, s.stream, claimed.Deleted, false)
 	msgs := r.claimedMessages(ctx, s.stream, claimed.Entries)
 	for _, m := range msgs {
 		m.settle, m.done = true, make(chan struct{})

@@ -118,13 +118,9 @@ func (r *Runtime) leaseOnce() {
 				x.w.leasedAt.Store(now.UnixNano())
 			}
 		}
-		if len(trimmed) > 0 {
-			// Renewing took these out of the pending list (XCLAIM drops
-			// entries trimmed from the stream), so they are counted here.
-			r.metrics.Reclaim.DeletedWhilePending.WithLabelValues(stream).Add(float64(len(trimmed)))
-			r.logger.Warn("running messages were trimmed from the stream; their handlers go on, but a failure can no longer be retried",
-				"stream", stream, "count", len(trimmed), "ids", strings.Join(trimmed, ","))
-		}
+		// Renewing took these out of the pending list (XCLAIM drops entries
+		// trimmed from the stream), so they are counted here.
+		r.metrics.Reclaim.Trimmed(r.logger, stream, trimmed, true)
 		if len(gone) > 0 {
 			r.logger.Info("running messages are no longer pending (acknowledged elsewhere, or trimmed from the stream); their handlers go on",
 				"stream", stream, "count", len(gone), "ids", strings.Join(gone, ","))

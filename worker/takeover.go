@@ -162,6 +162,6 @@ func (r *Runtime) claimPending(ctx context.Context, stream string, pend []redis.
 		}
 	}
 	// XCLAIM drops from the pending list the entries trimmed from the stream.
-	r.trimmedWhilePending(stream, trimmed)
+	r.metrics.Reclaim.Trimmed(r.logger, stream, trimmed, false)
 	return r.claimedMessages(ctx, stream, entries), nil
 }
