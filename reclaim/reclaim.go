@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -152,6 +153,10 @@ func New(client redis.UniversalClient, opts Options, sink Sink, logger *slog.Log
 		beat = func() {}
 	}
 	return &Reclaimer{client: client, opts: opts, sink: sink, logger: logger.With("component", "reclaim"), metrics: metrics, beat: beat}
+}
+
+func (r *Reclaimer) consumer() Consumer {
+	return Consumer{Client: r.client, Group: r.opts.Group, Name: r.opts.Consumer}
 }
 
 // Result is what one claim pass did.
@@ -315,7 +320,7 @@ func (r *Reclaimer) claimStream(ctx context.Context, s string, res *Result) erro
 		ids, next, deleted, err := r.autoclaim(ctx, s, start, n)
 		var claimed Claimed
 		if err == nil && len(ids) > 0 {
-			claimed, err = Claim(ctx, r.client, s, r.opts.Group, r.opts.Consumer, ids, 0, r.opts.IsolateAfter)
+			claimed, err = r.consumer().Claim(ctx, s, ids, 0, r.opts.IsolateAfter)
 		}
 		if err != nil {
 			r.sink.Release(n)
@@ -359,6 +364,15 @@ func (r *Reclaimer) autoclaim(ctx context.Context, stream, start string, count i
 		deleted = replyStrings(res[2])
 	}
 	return ids, next, deleted, nil
+}
+
+// Consumer is one consumer of a group, as the claims and leases of its own
+// pending entries see it. The same group and consumer name serve every
+// stream (and partition) it reads.
+type Consumer struct {
+	Client redis.UniversalClient
+	Group  string
+	Name   string
 }
 
 // Claimed is what Claim did with the entries it was given.
@@ -415,14 +429,14 @@ return {entries, counts, isolated, deleted}
 // entries delivered isolateAfter times or more without finishing as they
 // are (0: none), returning only their IDs. Entries idle less than minIdle,
 // owned by another consumer or no longer pending are skipped.
-func Claim(ctx context.Context, c redis.UniversalClient, stream, group, consumer string, ids []string, minIdle time.Duration, isolateAfter int) (Claimed, error) {
+func (c Consumer) Claim(ctx context.Context, stream string, ids []string, minIdle time.Duration, isolateAfter int) (Claimed, error) {
 	args := make([]any, 0, len(ids)+4)
-	args = append(args, group, consumer, minIdle.Milliseconds(), isolateAfter)
+	args = append(args, c.Group, c.Name, minIdle.Milliseconds(), isolateAfter)
 	for _, id := range ids {
 		args = append(args, id)
 	}
 	sent := time.Now()
-	res, err := claimScript.Run(ctx, c, []string{stream}, args...).Slice()
+	res, err := claimScript.Run(ctx, c.Client, []string{stream}, args...).Slice()
 	if err != nil {
 		return Claimed{}, fmt.Errorf("claiming pending entries: %w", err)
 	}
@@ -593,26 +607,54 @@ end
 return {lost, trimmed, gone}
 `)
 
+// Leased is what Lease found of the entries it was given. Nobody else can
+// be running an entry Trimmed or Gone, so their handlers can go on; they
+// need no lease any more.
+type Leased struct {
+	Lost    []string // another consumer owns them now (claimed after an outage): their handlers should stop
+	Trimmed []string // found trimmed from the stream, and dropped from the pending list by this renewal
+	Gone    []string // no longer pending at all: acknowledged elsewhere, or trimmed and dropped by someone's XAUTOCLAIM
+}
+
+// LeaseState is what a renewal found of one entry.
+type LeaseState int
+
+// The states of an entry after Lease.
+const (
+	Renewed LeaseState = iota // still this consumer's: its idle time was reset
+	Lost
+	Trimmed
+	Gone
+)
+
+// State returns what the renewal found of id, one of the IDs given.
+func (l Leased) State(id string) LeaseState {
+	switch {
+	case slices.Contains(l.Lost, id):
+		return Lost
+	case slices.Contains(l.Trimmed, id):
+		return Trimmed
+	case slices.Contains(l.Gone, id):
+		return Gone
+	}
+	return Renewed
+}
+
 // Lease resets the idle time of entries this consumer is still working on,
-// so that no other consumer claims them while a slow handler runs. It
-// returns the IDs another consumer owns now (claimed after an outage):
-// their handlers should stop; the IDs it found trimmed from the stream,
-// which it dropped from the pending list; and the IDs no longer pending at
-// all (acknowledged elsewhere, or trimmed and dropped by someone's
-// XAUTOCLAIM). Nobody else can be running an entry of the last two kinds,
-// so their handlers can go on; they need no lease any more.
-func Lease(ctx context.Context, c redis.UniversalClient, stream, group, consumer string, ids []string) (lost, trimmed, gone []string, err error) {
+// so that no other consumer claims them while a slow handler runs, and
+// reports those it could not renew (Leased).
+func (c Consumer) Lease(ctx context.Context, stream string, ids []string) (Leased, error) {
 	args := make([]any, 0, len(ids)+2)
-	args = append(args, group, consumer)
+	args = append(args, c.Group, c.Name)
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	res, err := leaseScript.Run(ctx, c, []string{stream}, args...).Slice()
+	res, err := leaseScript.Run(ctx, c.Client, []string{stream}, args...).Slice()
 	if err != nil {
-		return nil, nil, nil, err
+		return Leased{}, err
 	}
 	if len(res) != 3 {
-		return nil, nil, nil, fmt.Errorf("renewing leases: unexpected reply %v", res)
+		return Leased{}, fmt.Errorf("renewing leases: unexpected reply %v", res)
 	}
-	return replyStrings(res[0]), replyStrings(res[1]), replyStrings(res[2]), nil
+	return Leased{Lost: replyStrings(res[0]), Trimmed: replyStrings(res[1]), Gone: replyStrings(res[2])}, nil
 }

@@ -133,7 +133,7 @@ func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMess
 // replayOwn takes the next entries of this consumer's own pending list,
 // left by an earlier run under the same name, after cursor: as many as the
 // n slots reserved, and only those idle since before this run started (the
-// reclaimer may have taken some already). They go through reclaim.Claim as
+// reclaimer may have taken some already). They go through reclaim.Consumer.Claim as
 // claimed entries do, so that suspects run one at a time and a crash loop is
 // charged to the entry that causes it.
 func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
@@ -152,8 +152,7 @@ func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
 		for i, p := range pend {
 			ids[i] = p.ID
 		}
-		claimed, err = reclaim.Claim(rctx, r.client, s.name, r.cfg.Group, r.cfg.Consumer, ids,
-			time.Since(r.startedAt)+time.Millisecond, r.isolateAfter())
+		claimed, err = r.consumer.Claim(rctx, s.name, ids, time.Since(r.startedAt)+time.Millisecond, r.isolateAfter())
 	}
 	if err != nil {
 		r.handle(ctx, s, nil, time.Time{}, err, n, fail, ok, sizes)
@@ -214,30 +213,22 @@ func (r *Runtime) confirmLate(batch []*Message) []*Message {
 	stream := batch[0].Stream
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	lost, trimmed, gone, err := reclaim.Lease(ctx, r.client, stream, r.cfg.Group, r.cfg.Consumer, late)
+	leased, err := r.consumer.Lease(ctx, stream, late)
 	if err != nil {
 		r.logger.Warn("a read answered late and its entries could not be confirmed as ours; they stay pending for a reclaim pass",
 			"stream", stream, "count", len(late), "took", now.Sub(batch[0].readAt).Round(time.Millisecond), "error", err)
 	}
-	drop := make(map[string]bool, len(late))
-	if err != nil {
-		for _, id := range late {
-			drop[id] = true
-		}
-	}
-	for _, id := range append(append(lost, trimmed...), gone...) {
-		drop[id] = true
-	}
-	r.metrics.Reclaim.Trimmed(r.logger, stream, trimmed, false)
-	if len(lost)+len(gone) > 0 {
+	r.metrics.Reclaim.Trimmed(r.logger, stream, leased.Trimmed, false)
+	if taken := append(leased.Lost, leased.Gone...); len(taken) > 0 {
 		r.logger.Warn("a read answered late with entries other consumers have taken over meanwhile; skipped them",
-			"stream", stream, "count", len(lost)+len(gone), "ids", strings.Join(append(lost, gone...), ","))
+			"stream", stream, "count", len(taken), "ids", strings.Join(taken, ","))
 	}
+	drop := func(m *Message) bool { return err != nil || leased.State(m.ID) != reclaim.Renewed }
 	out := batch[:0]
 	for _, m := range batch {
-		switch {
-		case drop[m.ID]:
-		case now.Sub(m.readAt) >= r.leaseEvery():
+		switch late := now.Sub(m.readAt) >= r.leaseEvery(); {
+		case late && drop(m):
+		case late:
 			m.readAt = now // renewed by the call sent now
 			out = append(out, m)
 		default:

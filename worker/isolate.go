@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/streamworker/streamworker/reclaim"
 )
 
 // A crash charges a delivery to every entry the process had read and not
@@ -104,7 +102,7 @@ func (r *Runtime) runSuspect(ctx context.Context, s suspect) {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
-	claimed, err := reclaim.Claim(cctx, r.client, s.stream, r.cfg.Group, r.cfg.Consumer, []string{s.id}, 0, 0)
+	claimed, err := r.consumer.Claim(cctx, s.stream, []string{s.id}, 0, 0)
 	cancel()
 	if err != nil {
 		r.release(1)

@@ -237,12 +237,12 @@ func (g *orderGate) renewOne(m *Message) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	sent := time.Now()
-	lost, trimmed, gone, err := reclaim.Lease(ctx, g.r.client, m.Stream, g.r.cfg.Group, g.r.cfg.Consumer, []string{m.ID})
+	leased, err := g.r.consumer.Lease(ctx, m.Stream, []string{m.ID})
 	if err != nil {
 		g.r.logger.Warn("renewing the lease of a message to retry failed", "stream", m.Stream, "id", m.ID, "error", err)
 		return true
 	}
-	if len(lost)+len(trimmed)+len(gone) > 0 {
+	if leased.State(m.ID) != reclaim.Renewed {
 		g.r.logger.Warn("a failed message is no longer this consumer's to retry (claimed by another, trimmed or acknowledged)",
 			"stream", m.Stream, "id", m.ID, "type", shownType(m.Type))
 		return false
@@ -343,31 +343,23 @@ func (g *orderGate) renewLeases() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		sent := time.Now()
-		lost, trimmed, gone, err := reclaim.Lease(ctx, g.r.client, stream, g.r.cfg.Group, g.r.cfg.Consumer, ids)
+		leased, err := g.r.consumer.Lease(ctx, stream, ids)
 		cancel()
 		if err != nil {
 			g.r.logger.Warn("renewing the leases of waiting messages failed", "stream", stream, "count", len(ids), "error", err)
 			continue
 		}
-		isLost := make(map[string]bool, len(lost))
-		for _, id := range lost {
-			isLost[id] = true
-		}
-		notPending := make(map[string]bool, len(trimmed)+len(gone))
-		for _, id := range append(trimmed, gone...) {
-			notPending[id] = true
-		}
 		var dropped []*Message
 		g.mu.Lock()
 		for _, m := range ms {
-			switch {
-			case isLost[m.ID]:
+			switch leased.State(m.ID) {
+			case reclaim.Lost:
 				if g.unqueueLocked(m) {
 					dropped = append(dropped, m)
 				} else if t := g.keys[gateKey{m.Stream, partitionKey(m)}]; t != nil && t.sleeping == m {
 					t.sleepLost = true
 				}
-			case notPending[m.ID]:
+			case reclaim.Trimmed, reclaim.Gone:
 				g.unleased[m] = true
 			default:
 				m.readAt = sent

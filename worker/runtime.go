@@ -28,13 +28,14 @@ const opTimeout = 5 * time.Second
 // it with NewRuntime and run it with Run; Run is what worker.Run adds to its
 // run group as the fetch/dispatch actor.
 type Runtime struct {
-	cfg     config.Config
-	client  redis.UniversalClient
-	handler Handler
-	logger  *slog.Logger // with component=runtime
-	base    *slog.Logger
-	metrics *Metrics
-	live    *Liveness
+	cfg      config.Config
+	client   redis.UniversalClient
+	consumer reclaim.Consumer // this consumer's claims and leases
+	handler  Handler
+	logger   *slog.Logger // with component=runtime
+	base     *slog.Logger
+	metrics  *Metrics
+	live     *Liveness
 
 	streams []*streamState
 	sem     *semaphore // free handler slots: one per running or dispatched message
@@ -103,7 +104,8 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	h = Logging(logger)(h)
 	h = metrics.Instrument()(h)
 	r := &Runtime{
-		cfg: cfg, client: client, handler: h, logger: logger, base: base, metrics: metrics,
+		cfg: cfg, client: client, handler: h,
+		consumer: reclaim.Consumer{Client: client, Group: cfg.Group, Name: cfg.Consumer}, logger: logger, base: base, metrics: metrics,
 		live:      NewLiveness(),
 		sem:       newSemaphore(cfg.Concurrency),
 		jobs:      newJobQueue(cfg.Concurrency),
