@@ -14,52 +14,91 @@ import (
 	"github.com/streamworker/streamworker/wire"
 )
 
+// fetcher reads one stream for this consumer. It keeps what one pass over
+// the stream needs between reads: where a group created now starts, the
+// consecutive Redis failures, the replay cursor and the read sizes. The
+// fetch loop and a partition's take-over each run one.
+type fetcher struct {
+	r     *Runtime
+	s     *streamState
+	log   *slog.Logger
+	level slog.Level // of a failure's log line
+	start string     // where a group created now starts reading
+
+	failures int       // consecutive Redis failures
+	cursor   string    // "0" … an ID: replaying own pending entries; ">": reading new ones
+	idle     bool      // the last read drained the stream
+	sizes    readSizer // the bytes of recent reads' entries
+}
+
+func (r *Runtime) newFetcher(s *streamState, level slog.Level) *fetcher {
+	start := "0"
+	if r.cfg.GroupStart == "latest" {
+		start = "$"
+	}
+	return &fetcher{r: r, s: s, log: r.logger.With("stream", s.name), level: level, start: start, cursor: "0", idle: true}
+}
+
+// fail records a failed Redis call and waits before the next try, longer
+// after each failure in a row.
+func (f *fetcher) fail(ctx context.Context, what string, err error) {
+	f.failures++
+	f.s.redisOK.Store(false)
+	f.r.cluster.failed(err) // cluster.go: a dead primary's slots move to its replica
+	wait := retryWait(f.failures)
+	f.log.Log(ctx, f.level, what, "error", err, "failures", f.failures, "retry_in", wait.Round(time.Millisecond))
+	sleepCtx(ctx, wait)
+}
+
+// ok records that Redis answered.
+func (f *fetcher) ok() {
+	if f.failures > 0 {
+		f.log.Info("redis reachable again", "after_failures", f.failures)
+	}
+	f.failures = 0
+	f.s.redisOK.Store(true)
+}
+
+// ensureGroup creates the group (and the stream) with a command sent under
+// cctx unless it is known to exist, and reports whether it exists now; a
+// failure has been waited out, or ctx ended.
+func (f *fetcher) ensureGroup(ctx, cctx context.Context) bool {
+	if f.s.groupReady.Load() {
+		return true
+	}
+	if err := ensureGroup(cctx, f.r.client, f.s.name, f.r.cfg.Group, f.start); err != nil {
+		f.fail(ctx, "creating consumer group", err)
+		return false
+	}
+	f.s.groupReady.Store(true)
+	return true
+}
+
 // fetchLoop reads one stream for this consumer: first its own pending entries
 // (left by an earlier run of the same consumer), then new ones. A read never
 // asks for more entries than there are free handler slots, so nothing waits
 // in a local buffer while its idle time grows unseen, nor for more than
 // readSizer expects to fit in the read budget.
 func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
-	log := r.logger.With("stream", s.name)
+	r.newFetcher(s, slog.LevelError).run(ctx)
+}
+
+func (f *fetcher) run(ctx context.Context) {
+	r := f.r
 	// Reads are not cancelled mid-flight: entries a cancelled read was given
 	// would sit in our pending list unseen. BLOCK is finite, so the loop
 	// notices ctx within one block period.
 	rctx := context.WithoutCancel(ctx)
-	start := "0"
-	if r.cfg.GroupStart == "latest" {
-		start = "$"
-	}
-	cursor := "0" // our own pending entries first
-	idle := true  // the last read drained the stream
-	var sizes readSizer
-	var failures int
-	fail := func(what string, err error) {
-		failures++
-		s.redisOK.Store(false)
-		r.cluster.failed(err) // cluster.go: a dead primary's slots move to its replica
-		wait := retryWait(failures)
-		log.Error(what, "error", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
-		sleepCtx(ctx, wait)
-	}
-	ok := func() {
-		if failures > 0 {
-			log.Info("redis reachable again", "after_failures", failures)
-		}
-		failures = 0
-		s.redisOK.Store(true)
-	}
 	for ctx.Err() == nil {
-		s.beat.Beat()
-		if !s.groupReady.Load() {
-			if err := ensureGroup(rctx, r.client, s.name, r.cfg.Group, start); err != nil {
-				fail("creating consumer group", err)
+		f.s.beat.Beat()
+		if !f.s.groupReady.Load() {
+			if !f.ensureGroup(ctx, rctx) {
 				continue
 			}
-			s.groupReady.Store(true)
-			start = "0" // a group recreated after its stream was deleted reads all of it
-			ok()
+			f.start = "0" // a group recreated after its stream was deleted reads all of it
+			f.ok()
 		}
-		n := r.acquireUpTo(ctx, s.beat, !idle && cursor == ">", sizes.count(r.cfg.FetchCount, r.readBudget()))
+		n := r.acquireUpTo(ctx, f.s.beat, !f.idle && f.cursor == ">", f.sizes.count(r.cfg.FetchCount, r.readBudget()))
 		if n == 0 {
 			return
 		}
@@ -67,33 +106,39 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 			r.release(n)
 			return
 		}
-		args := &redis.XReadGroupArgs{
-			Group: r.cfg.Group, Consumer: r.cfg.Consumer,
-			Streams: []string{s.name, cursor}, Count: int64(n), Block: -1,
-		}
-		if cursor == ">" {
-			if idle {
-				// Take what is there with every free slot; when nothing is,
-				// wait for the next entry holding one slot, not all of them,
-				// so that the reclaimer and other streams can use the rest.
-				sent := time.Now()
-				msgs, err := r.read(rctx, args, -1)
-				if err != nil || len(msgs) > 0 {
-					idle = len(msgs) < n
-					r.handle(ctx, s, msgs, sent, err, n, fail, ok, &sizes)
-					continue
-				}
-				r.release(n - 1)
-				n, args.Count = 1, 1
-			}
-			sent := time.Now()
-			msgs, err := r.read(rctx, args, r.cfg.Block)
-			idle = n == 1 || len(msgs) < n
-			r.handle(ctx, s, msgs, sent, err, n, fail, ok, &sizes)
+		if f.cursor != ">" {
+			f.replayOwn(ctx, rctx, n)
 			continue
 		}
-		r.replayOwn(ctx, rctx, s, n, fail, ok, &cursor, &sizes)
+		f.readNew(ctx, rctx, n)
 	}
+}
+
+// readNew reads new entries on the n slots reserved: what is there with
+// every free slot; when nothing is, it waits for the next entry holding one
+// slot, not all of them, so that the reclaimer and other streams can use the
+// rest.
+func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
+	r := f.r
+	args := &redis.XReadGroupArgs{
+		Group: r.cfg.Group, Consumer: r.cfg.Consumer,
+		Streams: []string{f.s.name, ">"}, Count: int64(n), Block: -1,
+	}
+	if f.idle {
+		sent := time.Now()
+		msgs, err := r.read(rctx, args, -1)
+		if err != nil || len(msgs) > 0 {
+			f.idle = len(msgs) < n
+			f.handle(ctx, msgs, sent, err, n)
+			return
+		}
+		r.release(n - 1)
+		n, args.Count = 1, 1
+	}
+	sent := time.Now()
+	msgs, err := r.read(rctx, args, r.cfg.Block)
+	f.idle = n == 1 || len(msgs) < n
+	f.handle(ctx, msgs, sent, err, n)
 }
 
 func (r *Runtime) read(ctx context.Context, args *redis.XReadGroupArgs, block time.Duration) ([]redis.XMessage, error) {
@@ -111,37 +156,35 @@ func (r *Runtime) read(ctx context.Context, args *redis.XReadGroupArgs, block ti
 
 // handle dispatches one read's messages, read with a command sent at sent,
 // on the n slots reserved for it and releases the slots it did not use.
-func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMessage, sent time.Time, err error,
-	n int, fail func(string, error), ok func(), sizes *readSizer,
-) {
+func (f *fetcher) handle(ctx context.Context, msgs []redis.XMessage, sent time.Time, err error, n int) {
+	r := f.r
 	if err != nil {
 		r.release(n)
 		if isNoGroup(err) {
-			s.groupReady.Store(false)
-			r.logger.Warn("stream or group is gone; recreating it", "stream", s.name, "group", r.cfg.Group, "error", err)
+			f.s.groupReady.Store(false)
+			r.logger.Warn("stream or group is gone; recreating it", "stream", f.s.name, "group", r.cfg.Group, "error", err)
 			return
 		}
-		fail("reading stream", err)
+		f.fail(ctx, "reading stream", err)
 		return
 	}
-	ok()
-	batch := newMessages(s.name, msgs, sent)
-	sizes.observe(batchBytes(batch), len(batch))
+	f.ok()
+	batch := newMessages(f.s.name, msgs, sent)
+	f.sizes.observe(batchBytes(batch), len(batch))
 	r.dispatch(ctx, batch, n)
 }
 
 // replayOwn takes the next entries of this consumer's own pending list,
-// left by an earlier run under the same name, after cursor: as many as the
-// n slots reserved, and only those idle since before this run started (the
-// reclaimer may have taken some already). They go through reclaim.Consumer.Claim as
-// claimed entries do, so that suspects run one at a time and a crash loop is
-// charged to the entry that causes it.
-func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
-	fail func(string, error), ok func(), cursor *string, sizes *readSizer,
-) {
+// left by an earlier run under the same name, after the cursor: as many as
+// the n slots reserved, and only those idle since before this run started
+// (the reclaimer may have taken some already). They go through
+// reclaim.Consumer.Claim as claimed entries do, so that suspects run one at
+// a time and a crash loop is charged to the entry that causes it.
+func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
+	r, s := f.r, f.s
 	start := "-"
-	if *cursor != "0" {
-		start = "(" + *cursor
+	if f.cursor != "0" {
+		start = "(" + f.cursor
 	}
 	pend, err := r.client.XPendingExt(rctx, &redis.XPendingExtArgs{
 		Stream: s.name, Group: r.cfg.Group, Consumer: r.cfg.Consumer, Start: start, End: "+", Count: int64(n),
@@ -155,16 +198,16 @@ func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
 		claimed, err = r.consumer.Claim(rctx, s.name, ids, time.Since(r.startedAt)+time.Millisecond, r.isolateAfter())
 	}
 	if err != nil {
-		r.handle(ctx, s, nil, time.Time{}, err, n, fail, ok, sizes)
+		f.handle(ctx, nil, time.Time{}, err, n)
 		return
 	}
-	ok()
+	f.ok()
 	if len(pend) == 0 {
-		*cursor = ">"
+		f.cursor = ">"
 		r.release(n)
 		return
 	}
-	*cursor = pend[len(pend)-1].ID
+	f.cursor = pend[len(pend)-1].ID
 	if len(claimed.Entries)+len(claimed.Isolated) > 0 {
 		r.logger.Info("resuming own pending entries", "stream", s.name, "count", len(claimed.Entries), "suspects", len(claimed.Isolated))
 	}
@@ -173,7 +216,7 @@ func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
 		r.isolate(s.name, claimed.Isolated)
 	}
 	batch := r.claimedMessages(ctx, s.name, claimed.Entries)
-	sizes.observe(batchBytes(batch), len(batch))
+	f.sizes.observe(batchBytes(batch), len(batch))
 	r.dispatch(ctx, batch, n)
 }
 
