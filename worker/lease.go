@@ -11,25 +11,6 @@ import (
 	"github.com/streamworker/streamworker/reclaim"
 )
 
-// sink is the runtime as reclaim sees it: claimed entries enter the same
-// dispatch path as fetched ones and take handler slots the same way.
-type sink struct{ r *Runtime }
-
-// Reserve waits up to a second for a first free slot (waiters are served in
-// order, so a busy fetcher cannot starve the reclaimer), then takes up to n of
-// those free.
-func (s sink) Reserve(ctx context.Context, n int) int {
-	return s.r.sem.acquire(ctx, 1, n, time.Second, nil)
-}
-
-func (s sink) Release(n int) { s.r.release(n) }
-
-func (s sink) Deliver(ctx context.Context, stream string, entries []reclaim.Entry, reserved int) {
-	s.r.dispatch(ctx, s.r.claimedMessages(ctx, stream, entries), reserved)
-}
-
-func (s sink) Isolate(stream string, ids []string) { s.r.isolate(stream, ids) }
-
 // leaseEvery is how often running entries get their idle time reset: well
 // inside the min-idle, so that a slow handler's entry never looks abandoned.
 func (r *Runtime) leaseEvery() time.Duration {
