@@ -44,7 +44,11 @@ func (r *Runtime) dispatch(ctx context.Context, batch []*Message, n int) int {
 	if r.cfg.DedupeWindow > 0 {
 		batch = r.dropDuplicates(ctx, batch)
 	}
-	r.jobs.push(r.order.admit(batch)...) // ordered.go: a message whose key runs waits behind it, on its slot
+	run := batch
+	if r.order != nil {
+		run = r.order.admit(batch) // ordered.go: a message whose key runs waits behind it, on its slot
+	}
+	r.jobs.push(run...)
 	r.release(n - len(batch))
 	return len(batch)
 }

@@ -86,9 +86,6 @@ func partitionKey(m *Message) string { return m.Metadata[wire.FieldKey] }
 // slots, and run after it on its goroutine (done); those of a blocked key are
 // left pending and their slots released. On a nil gate it returns batch.
 func (g *orderGate) admit(batch []*Message) []*Message {
-	if g == nil {
-		return batch
-	}
 	var dropped []*Message
 	out := batch[:0]
 	g.mu.Lock()
@@ -125,9 +122,6 @@ func (g *orderGate) admit(batch []*Message) []*Message {
 // next message of m's key, which holds a slot of its own; or, with again
 // set, m's retry in place after its backoff, which holds m's slot.
 func (g *orderGate) done(m *Message) (next *Message, again bool) {
-	if g == nil {
-		return nil, false
-	}
 	key := partitionKey(m)
 	if key == "" {
 		return nil, false
@@ -260,9 +254,6 @@ func (g *orderGate) renewOne(m *Message) bool {
 // partition's dead-letter stream). While the partition is being handed
 // over, or at shutdown, the message is left pending for the next owner.
 func (g *orderGate) hold(m *Message, err error) bool {
-	if g == nil {
-		return false
-	}
 	key := partitionKey(m)
 	if key == "" {
 		return false
@@ -319,9 +310,6 @@ func (g *orderGate) hold(m *Message, err error) bool {
 // pending (trimmed, or acknowledged elsewhere) runs unleased, as a running
 // handler of such an entry goes on.
 func (g *orderGate) renewLeases() {
-	if g == nil {
-		return
-	}
 	due := time.Now().Add(-g.r.leaseEvery())
 	byStream := map[string][]*Message{}
 	g.mu.Lock()
@@ -396,9 +384,6 @@ func (g *orderGate) unqueueLocked(m *Message) bool {
 // one waiting for its retry; those running finish. Their IDs are returned by
 // abandoned until the partition is taken again (reset).
 func (g *orderGate) abandon(partition string) {
-	if g == nil {
-		return
-	}
 	var dropped []*Message
 	g.mu.Lock()
 	p := g.parts[partition]
@@ -435,9 +420,6 @@ func (g *orderGate) abandoned(partition, id string) bool {
 // before that message finished) keeps its turn, so that the take-over's
 // messages of the key run after it.
 func (g *orderGate) reset(partition string) {
-	if g == nil {
-		return
-	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for k, t := range g.keys {
@@ -462,9 +444,6 @@ func (g *orderGate) reset(partition string) {
 
 // shutdown makes retries in place give up: the process is stopping.
 func (g *orderGate) shutdown() {
-	if g == nil {
-		return
-	}
 	g.stopOnce.Do(func() { close(g.stop) })
 }
 

@@ -171,9 +171,6 @@ func newPartitions(r *Runtime) *partitions {
 // fetching has stopped. Ownership is kept (renewed) until leave, so that
 // nobody takes a partition while its last messages here finish.
 func (p *partitions) run(ctx context.Context) {
-	if p == nil {
-		return
-	}
 	p.started.Store(true)
 	go p.loop(ctx)
 	go p.leaseLoop()
@@ -201,7 +198,7 @@ func (p *partitions) leaseLoop() {
 // calls it once the acknowledgements are written. Safe when run never ran,
 // and twice.
 func (p *partitions) leave() {
-	if p == nil || !p.started.Load() {
+	if !p.started.Load() {
 		return
 	}
 	p.leaveOnce.Do(func() { close(p.leaveCh) })
@@ -212,9 +209,6 @@ func (p *partitions) leave() {
 // ownedFunc returns what reclaim passes may claim in: the partitions taken
 // over and read now. Nil when the streams are not partitioned.
 func (p *partitions) ownedFunc() func() []string {
-	if p == nil {
-		return nil
-	}
 	return func() []string {
 		var out []string
 		for _, pt := range p.all {
@@ -229,9 +223,6 @@ func (p *partitions) ownedFunc() func() []string {
 // ready reports, for /readyz, whether the membership is kept and every
 // partition read now has its group and answers reads.
 func (p *partitions) ready() error {
-	if p == nil {
-		return nil
-	}
 	if !p.membersOK.Load() {
 		return errors.New("redis is not answering the partition membership updates")
 	}
