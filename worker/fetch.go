@@ -88,7 +88,7 @@ func (f *fetcher) run(ctx context.Context) {
 	// notices ctx within one block period.
 	rctx := context.WithoutCancel(ctx)
 	for ctx.Err() == nil {
-		f.s.beat.Beat()
+		f.s.beat.beat()
 		if !f.s.groupReady.Load() {
 			if !f.ensureGroup(ctx, rctx) {
 				continue
@@ -275,20 +275,20 @@ func (z *readSizer) count(n, budget int) int {
 // first waits a moment for half a read's worth, so that a busy stream is read
 // in large batches rather than a few entries per round trip. It returns 0
 // when ctx ends first.
-func (r *Runtime) acquire(ctx context.Context, beat *Beat, backlog bool) int {
+func (r *Runtime) acquire(ctx context.Context, beat *beat, backlog bool) int {
 	return r.acquireUpTo(ctx, beat, backlog, r.cfg.FetchCount)
 }
 
 // acquireUpTo is acquire taking up to most slots (fewer than FetchCount
 // while entries are large).
-func (r *Runtime) acquireUpTo(ctx context.Context, beat *Beat, backlog bool, most int) int {
+func (r *Runtime) acquireUpTo(ctx context.Context, beat *beat, backlog bool, most int) int {
 	if backlog {
 		low := max(1, min(most, r.cfg.Concurrency)/2)
-		if n := r.sem.acquire(ctx, low, most, 2*time.Millisecond, beat.Beat); n > 0 || ctx.Err() != nil {
+		if n := r.sem.acquire(ctx, low, most, 2*time.Millisecond, beat.beat); n > 0 || ctx.Err() != nil {
 			return n
 		}
 	}
-	return r.sem.acquire(ctx, 1, most, 0, beat.Beat)
+	return r.sem.acquire(ctx, 1, most, 0, beat.beat)
 }
 
 func (r *Runtime) release(n int) { r.sem.release(n) }

@@ -85,7 +85,7 @@ type partitions struct {
 	every  time.Duration // how often the membership is renewed and the shares balanced; owner keys twice as often
 	groups []*partGroup
 	all    []*partition
-	beat   *Beat
+	beat   *beat
 
 	membersOK atomic.Bool // the last membership update worked
 
@@ -151,8 +151,8 @@ func newPartitions(r *Runtime) *partitions {
 		for i, name := range wire.PartitionStreams(s, cfg.Partitions) {
 			// A partition's fetcher beats only while it is owned; the
 			// partitions loop reports on them all to /healthz.
-			pt := &partition{g: g, idx: i, s: &streamState{name: name, beat: &Beat{}}, owner: wire.PartitionOwnerKey(name, cfg.Group)}
-			pt.s.beat.Beat()
+			pt := &partition{g: g, idx: i, s: &streamState{name: name, beat: &beat{}}, owner: wire.PartitionOwnerKey(name, cfg.Group)}
+			pt.s.beat.beat()
 			g.parts = append(g.parts, pt)
 			p.all = append(p.all, pt)
 			r.renewing[name] = &atomic.Bool{}
@@ -297,7 +297,7 @@ func (p *partitions) renewPass(stopping bool) bool {
 func (p *partitions) balancePass(ctx context.Context, stopping, healthy bool) {
 	if !healthy {
 		p.membersOK.Store(false)
-		p.beat.Beat() // alive: waiting for Redis is not stuck
+		p.beat.beat() // alive: waiting for Redis is not stuck
 		return
 	}
 	ok := true
@@ -321,7 +321,7 @@ func (p *partitions) balancePass(ctx context.Context, stopping, healthy bool) {
 			return
 		}
 	}
-	p.beat.Beat()
+	p.beat.beat()
 }
 
 // readable is how long after a renewal was sent a partition may still be
@@ -536,7 +536,7 @@ func (p *partitions) balance(ctx context.Context, g *partGroup, live []string) {
 // start reads a partition just taken: the take-over first, then fetching.
 func (p *partitions) start(ctx context.Context, pt *partition, taken time.Time) {
 	pt.state, pt.renewedAt = partOwned, taken
-	pt.s.beat.Beat()
+	pt.s.beat.beat()
 	p.r.order.reset(pt.s.name)
 	fctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

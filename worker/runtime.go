@@ -35,7 +35,7 @@ type Runtime struct {
 	logger   *slog.Logger // with component=runtime
 	base     *slog.Logger
 	metrics  *Metrics
-	live     *Liveness
+	live     *liveness
 
 	streams []*streamState
 	sem     *semaphore // free handler slots: one per running or dispatched message
@@ -68,7 +68,7 @@ type streamState struct {
 	name       string
 	groupReady atomic.Bool
 	redisOK    atomic.Bool
-	beat       *Beat
+	beat       *beat
 }
 
 // workerState is one handler goroutine. Its context is cancelled only when
@@ -106,7 +106,7 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	r := &Runtime{
 		cfg: cfg, client: client, handler: h,
 		consumer: reclaim.Consumer{Client: client, Group: cfg.Group, Name: cfg.Consumer}, logger: logger, base: base, metrics: metrics,
-		live:      NewLiveness(),
+		live:      newLiveness(),
 		sem:       newSemaphore(cfg.Concurrency),
 		jobs:      newJobQueue(cfg.Concurrency),
 		acks:      newAckBuffer(),
@@ -143,8 +143,8 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	return r
 }
 
-// Liveness reports on the runtime's loops, for /healthz.
-func (r *Runtime) Liveness() *Liveness { return r.live }
+// liveness reports on the runtime's loops, for /healthz.
+func (r *Runtime) liveness() *liveness { return r.live }
 
 // Ready returns nil when the runtime can take work: every group exists, Redis
 // answered the last read, and shutdown has not begun.
@@ -272,7 +272,7 @@ func (r *Runtime) newReclaimer() *reclaim.Reclaimer {
 	if r.parts != nil {
 		opts.Owned = r.parts.ownedFunc() // partition.go: only the partitions this consumer reads
 	}
-	return reclaim.New(r.client, opts, sink{r}, r.base, r.metrics.Reclaim, r.live.Register("reclaim").Beat)
+	return reclaim.New(r.client, opts, sink{r}, r.base, r.metrics.Reclaim, r.live.Register("reclaim").beat)
 }
 
 // startFeeders starts what hands work to the pool, each until ctx ends: a

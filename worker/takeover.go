@@ -31,7 +31,7 @@ func (r *Runtime) takeOver(ctx context.Context, s *streamState) bool {
 	f := r.newFetcher(s, slog.LevelWarn)
 	cursor, taken := "-", 0
 	for ctx.Err() == nil {
-		s.beat.Beat()
+		s.beat.beat()
 		if !f.ensureGroup(ctx, ctx) {
 			continue
 		}
