@@ -40,7 +40,7 @@ func TestClaimCountsADeliveryOnlyForWhatRunsNow(t *testing.T) {
 	f.c.XDel(ctx, f.stream, ids[5])
 	f.c.XClaim(ctx, &redis.XClaimArgs{Stream: f.stream, Group: "g", Consumer: "other", Messages: ids[2:3]})
 
-	got, err := Claim(ctx, f.c, f.stream, "g", "me", ids, 0, 2)
+	got, err := (Consumer{Client: f.c, Group: "g", Name: "me"}).Claim(ctx, f.stream, ids, 0, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestClaimCountsADeliveryOnlyForWhatRunsNow(t *testing.T) {
 	}
 
 	// A suspect claimed on its own turn (isolateAfter 0) counts a delivery.
-	alone, err := Claim(ctx, f.c, f.stream, "g", "me", ids[3:4], 0, 0)
+	alone, err := (Consumer{Client: f.c, Group: "g", Name: "me"}).Claim(ctx, f.stream, ids[3:4], 0, 0)
 	if err != nil || len(alone.Entries) != 1 || alone.Entries[0].Deliveries != 3 {
 		t.Errorf("claiming a suspect alone: %+v %v, want it with 3 deliveries", alone, err)
 	}
@@ -79,7 +79,7 @@ func TestClaimSkipsEntriesIdleLessThanMinIdle(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ids := f.deliverTo("me", 2)
-	got, err := Claim(context.Background(), f.c, f.stream, "g", "me", ids, time.Hour, 2)
+	got, err := (Consumer{Client: f.c, Group: "g", Name: "me"}).Claim(context.Background(), f.stream, ids, time.Hour, 2)
 	if err != nil || len(got.Entries)+len(got.Isolated)+len(got.Deleted) != 0 {
 		t.Errorf("Claim with an hour's min-idle took %+v (%v), want nothing", got, err)
 	}
@@ -121,7 +121,8 @@ func TestLeaseTellsTrimmedAndGoneFromLost(t *testing.T) {
 	f.c.XClaim(ctx, &redis.XClaimArgs{Stream: f.stream, Group: "g", Consumer: "other", Messages: ids[1:2]})
 	f.c.XDel(ctx, f.stream, ids[2])      // trimmed while running here
 	f.c.XAck(ctx, f.stream, "g", ids[3]) // acknowledged elsewhere
-	lost, trimmed, gone, err := Lease(ctx, f.c, f.stream, "g", "me", ids)
+	leased, err := (Consumer{Client: f.c, Group: "g", Name: "me"}).Lease(ctx, f.stream, ids)
+	lost, trimmed, gone := leased.Lost, leased.Trimmed, leased.Gone
 	if err != nil {
 		t.Fatal(err)
 	}

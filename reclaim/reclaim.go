@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,6 +120,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Trimmed counts and logs pending IDs whose entries were found trimmed from
+// the stream; the command that found them (XAUTOCLAIM, XCLAIM, Claim or
+// Lease) has already dropped them from the pending list. running says their
+// handlers run now: they go on, but a failure can no longer be retried.
+func (m *Metrics) Trimmed(logger *slog.Logger, stream string, ids []string, running bool) {
+	if len(ids) == 0 {
+		return
+	}
+	m.DeletedWhilePending.WithLabelValues(stream).Add(float64(len(ids)))
+	msg := "pending entries were trimmed from the stream before they were processed"
+	if running {
+		msg = "running messages were trimmed from the stream; their handlers go on, but a failure can no longer be retried"
+	}
+	logger.Warn(msg, "stream", stream, "count", len(ids), "ids", strings.Join(ids, ","))
+}
+
 // Reclaimer runs the claim, heartbeat and clean-up passes of one consumer.
 type Reclaimer struct {
 	client  redis.UniversalClient
@@ -136,6 +153,10 @@ func New(client redis.UniversalClient, opts Options, sink Sink, logger *slog.Log
 		beat = func() {}
 	}
 	return &Reclaimer{client: client, opts: opts, sink: sink, logger: logger.With("component", "reclaim"), metrics: metrics, beat: beat}
+}
+
+func (r *Reclaimer) consumer() Consumer {
+	return Consumer{Client: r.client, Group: r.opts.Group, Name: r.opts.Consumer}
 }
 
 // Result is what one claim pass did.
@@ -299,7 +320,7 @@ func (r *Reclaimer) claimStream(ctx context.Context, s string, res *Result) erro
 		ids, next, deleted, err := r.autoclaim(ctx, s, start, n)
 		var claimed Claimed
 		if err == nil && len(ids) > 0 {
-			claimed, err = Claim(ctx, r.client, s, r.opts.Group, r.opts.Consumer, ids, 0, r.opts.IsolateAfter)
+			claimed, err = r.consumer().Claim(ctx, s, ids, 0, r.opts.IsolateAfter)
 		}
 		if err != nil {
 			r.sink.Release(n)
@@ -309,13 +330,8 @@ func (r *Reclaimer) claimStream(ctx context.Context, s string, res *Result) erro
 			return err
 		}
 		deleted = append(deleted, claimed.Deleted...)
-		if len(deleted) > 0 {
-			// Redis has already dropped these IDs from the pending list.
-			res.Deleted += len(deleted)
-			r.metrics.DeletedWhilePending.WithLabelValues(s).Add(float64(len(deleted)))
-			r.logger.Warn("pending entries were trimmed from the stream before they were processed",
-				"stream", s, "count", len(deleted), "ids", strings.Join(deleted, ","))
-		}
+		res.Deleted += len(deleted)
+		r.metrics.Trimmed(r.logger, s, deleted, false)
 		res.Claimed += len(claimed.Entries) + len(claimed.Isolated)
 		r.metrics.Reclaimed.WithLabelValues(s).Add(float64(len(claimed.Entries) + len(claimed.Isolated)))
 		if len(claimed.Isolated) > 0 {
@@ -350,6 +366,15 @@ func (r *Reclaimer) autoclaim(ctx context.Context, stream, start string, count i
 	return ids, next, deleted, nil
 }
 
+// Consumer is one consumer of a group, as the claims and leases of its own
+// pending entries see it. The same group and consumer name serve every
+// stream (and partition) it reads.
+type Consumer struct {
+	Client redis.UniversalClient
+	Group  string
+	Name   string
+}
+
 // Claimed is what Claim did with the entries it was given.
 type Claimed struct {
 	Entries  []Entry  // counted as delivered to this consumer now: run them
@@ -357,19 +382,61 @@ type Claimed struct {
 	Deleted  []string // trimmed from the stream while pending; now out of the pending list
 }
 
+// claimScript takes pending entries of this consumer as a new delivery
+// (XCLAIM, which counts one and returns the entry) — except those that were
+// delivered isolateAfter times or more without finishing: they are left as
+// they are, uncounted, for the caller to run one at a time. Counting a
+// delivery only when the entry is about to run keeps a crash from being
+// charged to entries that were merely read beside the one that caused it.
+// Entries idle less than min-idle (just taken by another path of this
+// consumer), owned by another consumer or no longer pending are skipped; one
+// trimmed from the stream is dropped from the pending list by XCLAIM and
+// reported.
+//
+// KEYS[1] -> the stream
+// ARGV[1] -> group
+// ARGV[2] -> this consumer
+// ARGV[3] -> min-idle, ms
+// ARGV[4] -> isolateAfter: earlier deliveries from which an entry is only
+// reported (0: claim every entry)
+// ARGV[5..] -> entry IDs
+// Returns {entries, delivery counts (this delivery included), isolated IDs,
+// deleted IDs}.
+var claimScript = redis.NewScript(`
+local entries, counts, isolated, deleted = {}, {}, {}, {}
+local minIdle, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 5, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] and p[1][3] >= minIdle then
+    if limit > 0 and p[1][4] >= limit then
+      isolated[#isolated + 1] = ARGV[i]
+    else
+      local r = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i])
+      if #r == 0 or not r[1] then
+        deleted[#deleted + 1] = ARGV[i]
+      else
+        entries[#entries + 1] = r[1]
+        counts[#counts + 1] = p[1][4] + 1
+      end
+    end
+  end
+end
+return {entries, counts, isolated, deleted}
+`)
+
 // Claim takes entries of this consumer's pending list as a delivery, which
 // counts one, and returns them with their delivery counts — but leaves the
 // entries delivered isolateAfter times or more without finishing as they
 // are (0: none), returning only their IDs. Entries idle less than minIdle,
 // owned by another consumer or no longer pending are skipped.
-func Claim(ctx context.Context, c redis.UniversalClient, stream, group, consumer string, ids []string, minIdle time.Duration, isolateAfter int) (Claimed, error) {
+func (c Consumer) Claim(ctx context.Context, stream string, ids []string, minIdle time.Duration, isolateAfter int) (Claimed, error) {
 	args := make([]any, 0, len(ids)+4)
-	args = append(args, group, consumer, minIdle.Milliseconds(), isolateAfter)
+	args = append(args, c.Group, c.Name, minIdle.Milliseconds(), isolateAfter)
 	for _, id := range ids {
 		args = append(args, id)
 	}
 	sent := time.Now()
-	res, err := claimScript.Run(ctx, c, []string{stream}, args...).Slice()
+	res, err := claimScript.Run(ctx, c.Client, []string{stream}, args...).Slice()
 	if err != nil {
 		return Claimed{}, fmt.Errorf("claiming pending entries: %w", err)
 	}
@@ -452,11 +519,27 @@ func (r *Reclaimer) cleanOnce(ctx context.Context) (int, error) {
 	return removed, errs.orNil()
 }
 
+// removeConsumerScript deletes a consumer only if it sent no heartbeat
+// lately and owns no pending entry, atomically: DELCONSUMER would drop a
+// consumer's pending entries from the group for good.
+//
+// KEYS[1] -> the stream
+// KEYS[2] -> the consumer's heartbeat key
+// ARGV[1] -> group
+// ARGV[2] -> consumer
+// Returns 1 when the consumer was deleted.
+var removeConsumerScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`)
+
 func (r *Reclaimer) cleanStream(ctx context.Context, s string) (int, error) {
 	consumers, err := r.client.XInfoConsumers(ctx, s, r.opts.Group).Result()
 	if err != nil {
 		// No group, or no stream yet (a partition nobody has read).
-		if redis.HasErrorPrefix(err, "NOGROUP") || errors.Is(err, redis.Nil) || strings.Contains(err.Error(), "no such key") {
+		if redis.HasErrorPrefix(err, "NOGROUP") || errors.Is(err, redis.Nil) || redis.HasErrorPrefix(err, "no such key") {
 			return 0, nil
 		}
 		return 0, err
@@ -493,26 +576,85 @@ func (r *Reclaimer) Leave(ctx context.Context) {
 	}
 }
 
+// leaseScript renews this consumer's claim on entries it still owns: XCLAIM
+// to itself resets the idle time (JUSTID leaves the delivery count alone).
+// An entry owned by someone else is not taken back. An entry that is no
+// longer pending at all was acknowledged elsewhere, or trimmed from the
+// stream and dropped from the pending list by an XAUTOCLAIM (which does so
+// whatever the idle time and owner): nobody runs it now but its handler
+// here. XCLAIM itself drops an entry trimmed from the stream out of the
+// pending list and does not return it.
+//
+// KEYS[1] -> the stream
+// ARGV[1] -> group
+// ARGV[2] -> this consumer
+// ARGV[3..] -> entry IDs
+// Returns {IDs another consumer owns, IDs this renewal found trimmed (and
+// dropped), IDs no longer pending}.
+var leaseScript = redis.NewScript(`
+local lost, trimmed, gone = {}, {}, {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 0 then
+    gone[#gone + 1] = ARGV[i]
+  elseif p[1][2] ~= ARGV[2] then
+    lost[#lost + 1] = ARGV[i]
+  else
+    local r = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    if #r == 0 then trimmed[#trimmed + 1] = ARGV[i] end
+  end
+end
+return {lost, trimmed, gone}
+`)
+
+// Leased is what Lease found of the entries it was given. Nobody else can
+// be running an entry Trimmed or Gone, so their handlers can go on; they
+// need no lease any more.
+type Leased struct {
+	Lost    []string // another consumer owns them now (claimed after an outage): their handlers should stop
+	Trimmed []string // found trimmed from the stream, and dropped from the pending list by this renewal
+	Gone    []string // no longer pending at all: acknowledged elsewhere, or trimmed and dropped by someone's XAUTOCLAIM
+}
+
+// LeaseState is what a renewal found of one entry.
+type LeaseState int
+
+// The states of an entry after Lease.
+const (
+	Renewed LeaseState = iota // still this consumer's: its idle time was reset
+	Lost
+	Trimmed
+	Gone
+)
+
+// State returns what the renewal found of id, one of the IDs given.
+func (l Leased) State(id string) LeaseState {
+	switch {
+	case slices.Contains(l.Lost, id):
+		return Lost
+	case slices.Contains(l.Trimmed, id):
+		return Trimmed
+	case slices.Contains(l.Gone, id):
+		return Gone
+	}
+	return Renewed
+}
+
 // Lease resets the idle time of entries this consumer is still working on,
-// so that no other consumer claims them while a slow handler runs. It
-// returns the IDs another consumer owns now (claimed after an outage):
-// their handlers should stop; the IDs it found trimmed from the stream,
-// which it dropped from the pending list; and the IDs no longer pending at
-// all (acknowledged elsewhere, or trimmed and dropped by someone's
-// XAUTOCLAIM). Nobody else can be running an entry of the last two kinds,
-// so their handlers can go on; they need no lease any more.
-func Lease(ctx context.Context, c redis.UniversalClient, stream, group, consumer string, ids []string) (lost, trimmed, gone []string, err error) {
+// so that no other consumer claims them while a slow handler runs, and
+// reports those it could not renew (Leased).
+func (c Consumer) Lease(ctx context.Context, stream string, ids []string) (Leased, error) {
 	args := make([]any, 0, len(ids)+2)
-	args = append(args, group, consumer)
+	args = append(args, c.Group, c.Name)
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	res, err := leaseScript.Run(ctx, c, []string{stream}, args...).Slice()
+	res, err := leaseScript.Run(ctx, c.Client, []string{stream}, args...).Slice()
 	if err != nil {
-		return nil, nil, nil, err
+		return Leased{}, err
 	}
 	if len(res) != 3 {
-		return nil, nil, nil, fmt.Errorf("renewing leases: unexpected reply %v", res)
+		return Leased{}, fmt.Errorf("renewing leases: unexpected reply %v", res)
 	}
-	return replyStrings(res[0]), replyStrings(res[1]), replyStrings(res[2]), nil
+	return Leased{Lost: replyStrings(res[0]), Trimmed: replyStrings(res[1]), Gone: replyStrings(res[2])}, nil
 }

@@ -247,7 +247,8 @@ func TestLeaseRenewsOwnEntriesAndReportsLostOnes(t *testing.T) {
 	f.waitIdle(30 * time.Millisecond)
 	// Another consumer took the second one over.
 	f.c.XClaim(ctx, &redis.XClaimArgs{Stream: f.stream, Group: "g", Consumer: "other", MinIdle: 0, Messages: ids[1:2]})
-	lost, trimmed, gone, err := Lease(ctx, f.c, f.stream, "g", "me", ids)
+	leased, err := (Consumer{Client: f.c, Group: "g", Name: "me"}).Lease(ctx, f.stream, ids)
+	lost, trimmed, gone := leased.Lost, leased.Trimmed, leased.Gone
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -317,7 +317,7 @@ func firstErr(err error, streams []string, types []*redis.StatusCmd, delayed, de
 func (a *Admin) groupNames(ctx context.Context, stream string) ([]string, error) {
 	gs, err := a.client.XInfoGroups(ctx, stream).Result()
 	if err != nil {
-		if strings.Contains(err.Error(), "no such key") {
+		if redis.HasErrorPrefix(err, "no such key") {
 			return nil, fmt.Errorf("%w: %q", ErrNoStream, stream)
 		}
 		return nil, fmt.Errorf("reading groups of %q: %w", stream, err)

@@ -107,7 +107,7 @@ func (a *Admin) fillTypes(ctx context.Context, stream string, groups []GroupPend
 
 // groupErr turns a NOGROUP reply into ErrNoGroup naming the groups there are.
 func (a *Admin) groupErr(ctx context.Context, stream, group string, err error) error {
-	if !strings.HasPrefix(err.Error(), "NOGROUP") && !errors.Is(err, redis.Nil) {
+	if !redis.HasErrorPrefix(err, "NOGROUP") && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("reading pending entries of %q group %q: %w", stream, group, err)
 	}
 	names, gerr := a.groupNames(ctx, stream)

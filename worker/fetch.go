@@ -3,18 +3,74 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/reclaim"
-	"github.com/streamworker/streamworker/wire"
 )
+
+// fetcher reads one stream for this consumer. It keeps what one pass over
+// the stream needs between reads: where a group created now starts, the
+// consecutive Redis failures, the replay cursor and the read sizes. The
+// fetch loop and a partition's take-over each run one.
+type fetcher struct {
+	r     *Runtime
+	s     *streamState
+	log   *slog.Logger
+	level slog.Level // of a failure's log line
+	start string     // where a group created now starts reading
+
+	failures int       // consecutive Redis failures
+	cursor   string    // "0" … an ID: replaying own pending entries; ">": reading new ones
+	idle     bool      // the last read drained the stream
+	sizes    readSizer // the bytes of recent reads' entries
+}
+
+func (r *Runtime) newFetcher(s *streamState, level slog.Level) *fetcher {
+	start := "0"
+	if r.cfg.GroupStart == "latest" {
+		start = "$"
+	}
+	return &fetcher{r: r, s: s, log: r.logger.With("stream", s.name), level: level, start: start, cursor: "0", idle: true}
+}
+
+// fail records a failed Redis call and waits before the next try, longer
+// after each failure in a row.
+func (f *fetcher) fail(ctx context.Context, what string, err error) {
+	f.failures++
+	f.s.redisOK.Store(false)
+	f.r.cluster.failed(err) // cluster.go: a dead primary's slots move to its replica
+	wait := retryWait(f.failures)
+	f.log.Log(ctx, f.level, what, "error", err, "failures", f.failures, "retry_in", wait.Round(time.Millisecond))
+	sleepCtx(ctx, wait)
+}
+
+// ok records that Redis answered.
+func (f *fetcher) ok() {
+	if f.failures > 0 {
+		f.log.Info("redis reachable again", "after_failures", f.failures)
+	}
+	f.failures = 0
+	f.s.redisOK.Store(true)
+}
+
+// ensureGroup creates the group (and the stream) with a command sent under
+// cctx unless it is known to exist, and reports whether it exists now; a
+// failure has been waited out, or ctx ended.
+func (f *fetcher) ensureGroup(ctx, cctx context.Context) bool {
+	if f.s.groupReady.Load() {
+		return true
+	}
+	if err := ensureGroup(cctx, f.r.client, f.s.name, f.r.cfg.Group, f.start); err != nil {
+		f.fail(ctx, "creating consumer group", err)
+		return false
+	}
+	f.s.groupReady.Store(true)
+	return true
+}
 
 // fetchLoop reads one stream for this consumer: first its own pending entries
 // (left by an earlier run of the same consumer), then new ones. A read never
@@ -22,46 +78,25 @@ import (
 // in a local buffer while its idle time grows unseen, nor for more than
 // readSizer expects to fit in the read budget.
 func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
-	log := r.logger.With("stream", s.name)
+	r.newFetcher(s, slog.LevelError).run(ctx)
+}
+
+func (f *fetcher) run(ctx context.Context) {
+	r := f.r
 	// Reads are not cancelled mid-flight: entries a cancelled read was given
 	// would sit in our pending list unseen. BLOCK is finite, so the loop
 	// notices ctx within one block period.
 	rctx := context.WithoutCancel(ctx)
-	start := "0"
-	if r.cfg.GroupStart == "latest" {
-		start = "$"
-	}
-	cursor := "0" // our own pending entries first
-	idle := true  // the last read drained the stream
-	var sizes readSizer
-	var failures int
-	fail := func(what string, err error) {
-		failures++
-		s.redisOK.Store(false)
-		r.cluster.failed(err) // cluster.go: a dead primary's slots move to its replica
-		wait := retryWait(failures)
-		log.Error(what, "error", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
-		sleepCtx(ctx, wait)
-	}
-	ok := func() {
-		if failures > 0 {
-			log.Info("redis reachable again", "after_failures", failures)
-		}
-		failures = 0
-		s.redisOK.Store(true)
-	}
 	for ctx.Err() == nil {
-		s.beat.Beat()
-		if !s.groupReady.Load() {
-			if err := ensureGroup(rctx, r.client, s.name, r.cfg.Group, start); err != nil {
-				fail("creating consumer group", err)
+		f.s.beat.beat()
+		if !f.s.groupReady.Load() {
+			if !f.ensureGroup(ctx, rctx) {
 				continue
 			}
-			s.groupReady.Store(true)
-			start = "0" // a group recreated after its stream was deleted reads all of it
-			ok()
+			f.start = "0" // a group recreated after its stream was deleted reads all of it
+			f.ok()
 		}
-		n := r.acquireUpTo(ctx, s.beat, !idle && cursor == ">", sizes.count(r.cfg.FetchCount, r.readBudget()))
+		n := r.acquireUpTo(ctx, f.s.beat, !f.idle && f.cursor == ">", f.sizes.count(r.cfg.FetchCount, r.readBudget()))
 		if n == 0 {
 			return
 		}
@@ -69,33 +104,39 @@ func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
 			r.release(n)
 			return
 		}
-		args := &redis.XReadGroupArgs{
-			Group: r.cfg.Group, Consumer: r.cfg.Consumer,
-			Streams: []string{s.name, cursor}, Count: int64(n), Block: -1,
-		}
-		if cursor == ">" {
-			if idle {
-				// Take what is there with every free slot; when nothing is,
-				// wait for the next entry holding one slot, not all of them,
-				// so that the reclaimer and other streams can use the rest.
-				sent := time.Now()
-				msgs, err := r.read(rctx, args, -1)
-				if err != nil || len(msgs) > 0 {
-					idle = len(msgs) < n
-					r.handle(ctx, s, msgs, sent, err, n, fail, ok, &sizes)
-					continue
-				}
-				r.release(n - 1)
-				n, args.Count = 1, 1
-			}
-			sent := time.Now()
-			msgs, err := r.read(rctx, args, r.cfg.Block)
-			idle = n == 1 || len(msgs) < n
-			r.handle(ctx, s, msgs, sent, err, n, fail, ok, &sizes)
+		if f.cursor != ">" {
+			f.replayOwn(ctx, rctx, n)
 			continue
 		}
-		r.replayOwn(ctx, rctx, s, n, fail, ok, &cursor, &sizes)
+		f.readNew(ctx, rctx, n)
 	}
+}
+
+// readNew reads new entries on the n slots reserved: what is there with
+// every free slot; when nothing is, it waits for the next entry holding one
+// slot, not all of them, so that the reclaimer and other streams can use the
+// rest.
+func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
+	r := f.r
+	args := &redis.XReadGroupArgs{
+		Group: r.cfg.Group, Consumer: r.cfg.Consumer,
+		Streams: []string{f.s.name, ">"}, Count: int64(n), Block: -1,
+	}
+	if f.idle {
+		sent := time.Now()
+		msgs, err := r.read(rctx, args, -1)
+		if err != nil || len(msgs) > 0 {
+			f.idle = len(msgs) < n
+			f.handle(ctx, msgs, sent, err, n)
+			return
+		}
+		r.release(n - 1)
+		n, args.Count = 1, 1
+	}
+	sent := time.Now()
+	msgs, err := r.read(rctx, args, r.cfg.Block)
+	f.idle = n == 1 || len(msgs) < n
+	f.handle(ctx, msgs, sent, err, n)
 }
 
 func (r *Runtime) read(ctx context.Context, args *redis.XReadGroupArgs, block time.Duration) ([]redis.XMessage, error) {
@@ -113,37 +154,35 @@ func (r *Runtime) read(ctx context.Context, args *redis.XReadGroupArgs, block ti
 
 // handle dispatches one read's messages, read with a command sent at sent,
 // on the n slots reserved for it and releases the slots it did not use.
-func (r *Runtime) handle(ctx context.Context, s *streamState, msgs []redis.XMessage, sent time.Time, err error,
-	n int, fail func(string, error), ok func(), sizes *readSizer,
-) {
+func (f *fetcher) handle(ctx context.Context, msgs []redis.XMessage, sent time.Time, err error, n int) {
+	r := f.r
 	if err != nil {
 		r.release(n)
 		if isNoGroup(err) {
-			s.groupReady.Store(false)
-			r.logger.Warn("stream or group is gone; recreating it", "stream", s.name, "group", r.cfg.Group, "error", err)
+			f.s.groupReady.Store(false)
+			r.logger.Warn("stream or group is gone; recreating it", "stream", f.s.name, "group", r.cfg.Group, "error", err)
 			return
 		}
-		fail("reading stream", err)
+		f.fail(ctx, "reading stream", err)
 		return
 	}
-	ok()
-	batch := newMessages(s.name, msgs, sent)
-	sizes.observe(batchBytes(batch), len(batch))
+	f.ok()
+	batch := newMessages(f.s.name, msgs, sent)
+	f.sizes.observe(batchBytes(batch), len(batch))
 	r.dispatch(ctx, batch, n)
 }
 
 // replayOwn takes the next entries of this consumer's own pending list,
-// left by an earlier run under the same name, after cursor: as many as the
-// n slots reserved, and only those idle since before this run started (the
-// reclaimer may have taken some already). They go through reclaim.Claim as
-// claimed entries do, so that suspects run one at a time and a crash loop is
-// charged to the entry that causes it.
-func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
-	fail func(string, error), ok func(), cursor *string, sizes *readSizer,
-) {
+// left by an earlier run under the same name, after the cursor: as many as
+// the n slots reserved, and only those idle since before this run started
+// (the reclaimer may have taken some already). They go through
+// reclaim.Consumer.Claim as claimed entries do, so that suspects run one at
+// a time and a crash loop is charged to the entry that causes it.
+func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
+	r, s := f.r, f.s
 	start := "-"
-	if *cursor != "0" {
-		start = "(" + *cursor
+	if f.cursor != "0" {
+		start = "(" + f.cursor
 	}
 	pend, err := r.client.XPendingExt(rctx, &redis.XPendingExtArgs{
 		Stream: s.name, Group: r.cfg.Group, Consumer: r.cfg.Consumer, Start: start, End: "+", Count: int64(n),
@@ -154,180 +193,29 @@ func (r *Runtime) replayOwn(ctx, rctx context.Context, s *streamState, n int,
 		for i, p := range pend {
 			ids[i] = p.ID
 		}
-		claimed, err = reclaim.Claim(rctx, r.client, s.name, r.cfg.Group, r.cfg.Consumer, ids,
-			time.Since(r.startedAt)+time.Millisecond, r.isolateAfter())
+		claimed, err = r.consumer.Claim(rctx, s.name, ids, time.Since(r.startedAt)+time.Millisecond, r.isolateAfter())
 	}
 	if err != nil {
-		r.handle(ctx, s, nil, time.Time{}, err, n, fail, ok, sizes)
+		f.handle(ctx, nil, time.Time{}, err, n)
 		return
 	}
-	ok()
+	f.ok()
 	if len(pend) == 0 {
-		*cursor = ">"
+		f.cursor = ">"
 		r.release(n)
 		return
 	}
-	*cursor = pend[len(pend)-1].ID
+	f.cursor = pend[len(pend)-1].ID
 	if len(claimed.Entries)+len(claimed.Isolated) > 0 {
 		r.logger.Info("resuming own pending entries", "stream", s.name, "count", len(claimed.Entries), "suspects", len(claimed.Isolated))
 	}
-	r.trimmedWhilePending(s.name, claimed.Deleted)
+	r.metrics.Reclaim.Trimmed(r.logger, s.name, claimed.Deleted, false)
 	if len(claimed.Isolated) > 0 {
 		r.isolate(s.name, claimed.Isolated)
 	}
 	batch := r.claimedMessages(ctx, s.name, claimed.Entries)
-	sizes.observe(batchBytes(batch), len(batch))
+	f.sizes.observe(batchBytes(batch), len(batch))
 	r.dispatch(ctx, batch, n)
-}
-
-// dispatch hands messages to the handler pool on the n slots reserved for
-// them, releases the slots it does not use and returns how many it handed
-// over.
-func (r *Runtime) dispatch(ctx context.Context, batch []*Message, n int) int {
-	batch = r.confirmLate(batch)
-	batch = r.dropTooLarge(ctx, batch)
-	if r.cfg.DedupeWindow > 0 {
-		batch = r.dropDuplicates(ctx, batch)
-	}
-	r.jobs.push(r.order.admit(batch)...) // ordered.go: a message whose key runs waits behind it, on its slot
-	r.release(n - len(batch))
-	return len(batch)
-}
-
-// confirmLate renews the lease of messages whose read (or claim) took a
-// lease period or more to answer, before they run, and drops those this
-// consumer no longer owns. An entry's idle time runs from its delivery, not
-// from when the reply arrives: a reply held up by a slow network may bring
-// entries that other consumers have claimed meanwhile and are running.
-// Normally replies take far less than a lease period and nothing is sent.
-// When the renewal fails, the late messages are not run: they stay pending,
-// and a reclaim pass finds them again.
-func (r *Runtime) confirmLate(batch []*Message) []*Message {
-	now := time.Now()
-	var late []string
-	for _, m := range batch {
-		if now.Sub(m.readAt) >= r.leaseEvery() {
-			late = append(late, m.ID)
-		}
-	}
-	if len(late) == 0 {
-		return batch
-	}
-	stream := batch[0].Stream
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	lost, trimmed, gone, err := reclaim.Lease(ctx, r.client, stream, r.cfg.Group, r.cfg.Consumer, late)
-	if err != nil {
-		r.logger.Warn("a read answered late and its entries could not be confirmed as ours; they stay pending for a reclaim pass",
-			"stream", stream, "count", len(late), "took", now.Sub(batch[0].readAt).Round(time.Millisecond), "error", err)
-	}
-	drop := make(map[string]bool, len(late))
-	if err != nil {
-		for _, id := range late {
-			drop[id] = true
-		}
-	}
-	for _, id := range append(append(lost, trimmed...), gone...) {
-		drop[id] = true
-	}
-	if len(trimmed) > 0 {
-		r.trimmedWhilePending(stream, trimmed)
-	}
-	if len(lost)+len(gone) > 0 {
-		r.logger.Warn("a read answered late with entries other consumers have taken over meanwhile; skipped them",
-			"stream", stream, "count", len(lost)+len(gone), "ids", strings.Join(append(lost, gone...), ","))
-	}
-	out := batch[:0]
-	for _, m := range batch {
-		switch {
-		case drop[m.ID]:
-		case now.Sub(m.readAt) >= r.leaseEvery():
-			m.readAt = now // renewed by the call sent now
-			out = append(out, m)
-		default:
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// trimmedWhilePending counts and logs pending IDs whose entries were
-// trimmed from the stream; reclaim.Claim has already dropped them from the
-// pending list.
-func (r *Runtime) trimmedWhilePending(stream string, ids []string) {
-	if len(ids) == 0 {
-		return
-	}
-	r.metrics.Reclaim.DeletedWhilePending.WithLabelValues(stream).Add(float64(len(ids)))
-	r.logger.Warn("pending entries were trimmed from the stream before they were processed", "stream", stream, "count", len(ids), "ids", strings.Join(ids, ","))
-}
-
-// claimedMessages builds the messages of claimed entries, setting Attempt
-// from their delivery counts: each earlier delivery was an attempt that did
-// not finish, most likely because it crashed the process. An entry past the
-// attempt limit goes to the dead-letter stream instead of running again, so a
-// message that kills every worker that touches it cannot crash-loop one.
-func (r *Runtime) claimedMessages(ctx context.Context, stream string, entries []reclaim.Entry) []*Message {
-	out := make([]*Message, 0, len(entries))
-	for _, e := range entries {
-		m := newMessage(stream, e.XMessage)
-		m.readAt = e.ClaimedAt
-		// This claim is one delivery; every earlier one was an attempt. The
-		// count is Redis's, bounded like the attempt field, so no forged
-		// field can wrap the sum below the limit.
-		unfinished := max(0, min(e.Deliveries-1, maxAttempt))
-		m.Attempt = min(m.Attempt+int(unfinished), maxAttempt)
-		if m.Attempt <= r.cfg.MaxAttempts {
-			out = append(out, m)
-			continue
-		}
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-		cause := fmt.Errorf("abandoned: delivered %d times without finishing (the consumers handling it crashed or were killed)", unfinished)
-		err := r.deadLetter(dctx, m, cause)
-		cancel()
-		if err != nil {
-			r.logger.Error("could not dead-letter an abandoned message; it stays pending", "stream", stream, "id", m.ID, "error", err)
-			r.count(m, OutcomeUnrecorded)
-			continue
-		}
-		r.logger.Warn("message dead-lettered: it never finished in its attempts", "stream", stream, "id", m.ID, "type", shownType(m.Type), "deliveries", unfinished)
-		r.count(m, OutcomeDead)
-		r.metrics.Reclaim.Abandoned.WithLabelValues(stream).Inc()
-	}
-	return out
-}
-
-// dropTooLarge dead-letters, without running them, the messages larger
-// than WORKER_MAX_MESSAGE_BYTES, and returns the others.
-func (r *Runtime) dropTooLarge(ctx context.Context, batch []*Message) []*Message {
-	limit := r.cfg.MaxMessageBytes
-	i := 0
-	for i < len(batch) && (limit <= 0 || batch[i].size <= limit) {
-		i++
-	}
-	if i == len(batch) {
-		return batch
-	}
-	out := batch[:i]
-	for _, m := range batch[i:] {
-		if m.size <= limit {
-			out = append(out, m)
-			continue
-		}
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-		cause := fmt.Errorf("%w: its fields take %d bytes, more than WORKER_MAX_MESSAGE_BYTES (%d)", ErrTooLarge, m.size, limit)
-		err := r.deadLetter(dctx, m, cause)
-		cancel()
-		if err != nil {
-			r.logger.Error("could not dead-letter a message too large to run; it stays pending", "stream", m.Stream, "id", m.ID, "error", err)
-			r.count(m, OutcomeUnrecorded)
-			continue
-		}
-		r.logger.Warn("message dead-lettered unrun: too large", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
-			"bytes", m.size, "max_bytes", limit)
-		r.count(m, OutcomeDead)
-	}
-	return out
 }
 
 // readBudget is about how many bytes one read may bring: reads ask for
@@ -382,73 +270,25 @@ func (z *readSizer) count(n, budget int) int {
 	return max(1, min(n, budget/z.perEntry))
 }
 
-// dropDuplicates acknowledges, without running them, messages whose
-// idempotency key was processed inside the dedupe window, checking the whole
-// batch in one round trip. On a Redis error every message runs (at-least-once
-// wins over skipping).
-func (r *Runtime) dropDuplicates(ctx context.Context, batch []*Message) []*Message {
-	var keyed []*Message
-	for _, m := range batch {
-		if m.IdempotencyKey != "" {
-			keyed = append(keyed, m)
-		}
-	}
-	if len(keyed) == 0 {
-		return batch
-	}
-	pipe := r.client.Pipeline()
-	cmds := make([]*redis.StringCmd, len(keyed))
-	for i, m := range keyed {
-		cmds[i] = pipe.Get(context.WithoutCancel(ctx), wire.DedupeKey(m.Stream, m.IdempotencyKey))
-	}
-	_, _ = pipe.Exec(context.WithoutCancel(ctx)) // each command's reply is read below
-	seen := make(map[*Message]bool, len(keyed))
-	for i, m := range keyed {
-		v, err := cmds[i].Result()
-		switch {
-		case err == nil && v == wire.DedupeMark:
-			seen[m] = true
-		case errors.Is(err, redis.Nil):
-		case err == nil || redis.HasErrorPrefix(err, "WRONGTYPE"):
-			// Not the runtime's mark (wire.DedupeMark): the message runs,
-			// and its mark then replaces the key.
-			r.logger.Warn("a key the runtime did not write sits at a dedupe mark; the message runs", "key", strconv.Quote(cmds[i].Args()[1].(string)), "stream", m.Stream, "id", m.ID)
-		default:
-			r.logger.Warn("dedupe check failed; running the batch", "error", err)
-			return batch
-		}
-	}
-	out := batch[:0]
-	for _, m := range batch {
-		if seen[m] {
-			r.logger.Debug("duplicate skipped", "stream", m.Stream, "id", m.ID, "idempotency_key", m.IdempotencyKey)
-			r.ack(ackReq{stream: m.Stream, id: m.ID, typ: m.Type, outcome: OutcomeDuplicate})
-			continue
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 // acquire waits for at least one free handler slot and takes up to
 // FetchCount of those free. With backlog set (the last read was full), it
 // first waits a moment for half a read's worth, so that a busy stream is read
 // in large batches rather than a few entries per round trip. It returns 0
 // when ctx ends first.
-func (r *Runtime) acquire(ctx context.Context, beat *Beat, backlog bool) int {
+func (r *Runtime) acquire(ctx context.Context, beat *beat, backlog bool) int {
 	return r.acquireUpTo(ctx, beat, backlog, r.cfg.FetchCount)
 }
 
 // acquireUpTo is acquire taking up to most slots (fewer than FetchCount
 // while entries are large).
-func (r *Runtime) acquireUpTo(ctx context.Context, beat *Beat, backlog bool, most int) int {
+func (r *Runtime) acquireUpTo(ctx context.Context, beat *beat, backlog bool, most int) int {
 	if backlog {
 		low := max(1, min(most, r.cfg.Concurrency)/2)
-		if n := r.sem.acquire(ctx, low, most, 2*time.Millisecond, beat.Beat); n > 0 || ctx.Err() != nil {
+		if n := r.sem.acquire(ctx, low, most, 2*time.Millisecond, beat.beat); n > 0 || ctx.Err() != nil {
 			return n
 		}
 	}
-	return r.sem.acquire(ctx, 1, most, 0, beat.Beat)
+	return r.sem.acquire(ctx, 1, most, 0, beat.beat)
 }
 
 func (r *Runtime) release(n int) { r.sem.release(n) }
@@ -489,14 +329,7 @@ func checkEviction(ctx context.Context, c redis.UniversalClient, log *slog.Logge
 // retryWait is the pause after the n-th consecutive Redis failure: 100ms
 // doubling to 5s, with jitter, so an outage is neither a hot loop nor slow to
 // recover from.
-func retryWait(n int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 1; i < n && d < 5*time.Second; i++ {
-		d *= 2
-	}
-	d = min(d, 5*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
+func retryWait(n int) time.Duration { return backoff(n, 100*time.Millisecond, 5*time.Second) }
 
 // sleepCtx waits for d or until ctx ends.
 func sleepCtx(ctx context.Context, d time.Duration) {

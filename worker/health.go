@@ -9,34 +9,34 @@ import (
 	"time"
 )
 
-// Liveness tracks the runtime's loops for /healthz: each loop beats at least
+// liveness tracks the runtime's loops for /healthz: each loop beats at least
 // every few seconds while it runs; one that stops beating is stuck.
-type Liveness struct {
+type liveness struct {
 	mu    sync.Mutex
-	beats map[string]*Beat
+	beats map[string]*beat
 }
 
-// Beat is one loop's heartbeat.
-type Beat struct{ last atomic.Int64 }
+// beat is one loop's heartbeat.
+type beat struct{ last atomic.Int64 }
 
-// Beat records that the loop is alive now.
-func (b *Beat) Beat() { b.last.Store(time.Now().UnixNano()) }
+// beat records that the loop is alive now.
+func (b *beat) beat() { b.last.Store(time.Now().UnixNano()) }
 
-// NewLiveness returns an empty Liveness.
-func NewLiveness() *Liveness { return &Liveness{beats: map[string]*Beat{}} }
+// newLiveness returns an empty liveness.
+func newLiveness() *liveness { return &liveness{beats: map[string]*beat{}} }
 
 // Register adds a loop, alive from now on.
-func (l *Liveness) Register(name string) *Beat {
+func (l *liveness) Register(name string) *beat {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := &Beat{}
-	b.Beat()
+	b := &beat{}
+	b.beat()
 	l.beats[name] = b
 	return b
 }
 
 // Check returns an error naming every loop silent for longer than stale.
-func (l *Liveness) Check(stale time.Duration) error {
+func (l *liveness) Check(stale time.Duration) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var stuck []string

@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/streamworker/streamworker/reclaim"
 )
 
 // A crash charges a delivery to every entry the process had read and not
@@ -104,7 +102,7 @@ func (r *Runtime) runSuspect(ctx context.Context, s suspect) {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
-	claimed, err := reclaim.Claim(cctx, r.client, s.stream, r.cfg.Group, r.cfg.Consumer, []string{s.id}, 0, 0)
+	claimed, err := r.consumer.Claim(cctx, s.stream, []string{s.id}, 0, 0)
 	cancel()
 	if err != nil {
 		r.release(1)
@@ -112,7 +110,7 @@ func (r *Runtime) runSuspect(ctx context.Context, s suspect) {
 		r.logger.Warn("claiming a suspect entry to run it failed", "stream", s.stream, "id", s.id, "error", err)
 		return
 	}
-	r.trimmedWhilePending(s.stream, claimed.Deleted)
+	r.metrics.Reclaim.Trimmed(r.logger, s.stream, claimed.Deleted, false)
 	msgs := r.claimedMessages(ctx, s.stream, claimed.Entries)
 	for _, m := range msgs {
 		m.settle, m.done = true, make(chan struct{})

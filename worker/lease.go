@@ -11,25 +11,6 @@ import (
 	"github.com/streamworker/streamworker/reclaim"
 )
 
-// sink is the runtime as reclaim sees it: claimed entries enter the same
-// dispatch path as fetched ones and take handler slots the same way.
-type sink struct{ r *Runtime }
-
-// Reserve waits up to a second for a first free slot (waiters are served in
-// order, so a busy fetcher cannot starve the reclaimer), then takes up to n of
-// those free.
-func (s sink) Reserve(ctx context.Context, n int) int {
-	return s.r.sem.acquire(ctx, 1, n, time.Second, nil)
-}
-
-func (s sink) Release(n int) { s.r.release(n) }
-
-func (s sink) Deliver(ctx context.Context, stream string, entries []reclaim.Entry, reserved int) {
-	s.r.dispatch(ctx, s.r.claimedMessages(ctx, stream, entries), reserved)
-}
-
-func (s sink) Isolate(stream string, ids []string) { s.r.isolate(stream, ids) }
-
 // leaseEvery is how often running entries get their idle time reset: well
 // inside the min-idle, so that a slow handler's entry never looks abandoned.
 func (r *Runtime) leaseEvery() time.Duration {
@@ -96,7 +77,7 @@ func (r *Runtime) leaseOnce() {
 				deadline = e
 			}
 		}
-		lost, trimmed, gone, err := r.renew(stream, ids, deadline)
+		leased, err := r.renew(stream, ids, deadline)
 		if err != nil && !errors.Is(err, redis.Nil) {
 			r.logger.Warn("renewing leases failed", "stream", stream, "count", len(ids), "error", err)
 			after := time.Now()
@@ -107,37 +88,27 @@ func (r *Runtime) leaseOnce() {
 			}
 			continue
 		}
-		isLost := make(map[string]bool, len(lost))
-		for _, id := range lost {
-			isLost[id] = true
+		// Renewing took these out of the pending list (XCLAIM drops entries
+		// trimmed from the stream), so they are counted here.
+		r.metrics.Reclaim.Trimmed(r.logger, stream, leased.Trimmed, true)
+		if len(leased.Gone) > 0 {
+			r.logger.Info("running messages are no longer pending (acknowledged elsewhere, or trimmed from the stream); their handlers go on",
+				"stream", stream, "count", len(leased.Gone), "ids", strings.Join(leased.Gone, ","))
 		}
 		for _, x := range rs {
-			if isLost[x.m.ID] {
+			state := leased.State(x.m.ID)
+			if state == reclaim.Lost {
 				r.loseLease(x.w, x.m, "another consumer owns it now")
-			} else if x.w.cur.Load() == x.m {
+				continue
+			}
+			if x.w.cur.Load() == x.m {
 				x.w.leasedAt.Store(now.UnixNano())
 			}
-		}
-		if len(trimmed) > 0 {
-			// Renewing took these out of the pending list (XCLAIM drops
-			// entries trimmed from the stream), so they are counted here.
-			r.metrics.Reclaim.DeletedWhilePending.WithLabelValues(stream).Add(float64(len(trimmed)))
-			r.logger.Warn("running messages were trimmed from the stream; their handlers go on, but a failure can no longer be retried",
-				"stream", stream, "count", len(trimmed), "ids", strings.Join(trimmed, ","))
-		}
-		if len(gone) > 0 {
-			r.logger.Info("running messages are no longer pending (acknowledged elsewhere, or trimmed from the stream); their handlers go on",
-				"stream", stream, "count", len(gone), "ids", strings.Join(gone, ","))
-		}
-		// Their handlers go on, unleased: nobody else can be running an
-		// entry that is not pending, and a failure can no longer schedule a
-		// retry, as there is no pending entry left to settle.
-		unleased := make(map[string]bool, len(trimmed)+len(gone))
-		for _, id := range append(trimmed, gone...) {
-			unleased[id] = true
-		}
-		for _, x := range rs {
-			if unleased[x.m.ID] {
+			if state == reclaim.Trimmed || state == reclaim.Gone {
+				// Its handler goes on, unleased: nobody else can be running
+				// an entry that is not pending, and a failure can no longer
+				// schedule a retry, as there is no pending entry left to
+				// settle.
 				x.w.unleased.Store(x.m)
 			}
 		}
@@ -148,18 +119,18 @@ func (r *Runtime) leaseOnce() {
 // the stream has not finished yet.
 var errRenewing = errors.New("the last renewal has not finished")
 
-// renew runs reclaim.Lease for ids, waiting for it until deadline at most.
-func (r *Runtime) renew(stream string, ids []string, deadline time.Time) (lost, trimmed, gone []string, err error) {
+// renew runs a lease renewal (reclaim.Consumer.Lease) of ids, waiting for it until deadline at most.
+func (r *Runtime) renew(stream string, ids []string, deadline time.Time) (reclaim.Leased, error) {
 	if !time.Now().Before(deadline) {
-		return nil, nil, nil, context.DeadlineExceeded
+		return reclaim.Leased{}, context.DeadlineExceeded
 	}
 	busy := r.renewing[stream]
 	if !busy.CompareAndSwap(false, true) {
-		return nil, nil, nil, errRenewing
+		return reclaim.Leased{}, errRenewing
 	}
 	type result struct {
-		lost, trimmed, gone []string
-		err                 error
+		leased reclaim.Leased
+		err    error
 	}
 	done := make(chan result, 1)
 	r.renewals.Add(1)
@@ -168,16 +139,16 @@ func (r *Runtime) renew(stream string, ids []string, deadline time.Time) (lost, 
 		defer busy.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
-		lost, trimmed, gone, err := reclaim.Lease(ctx, r.client, stream, r.cfg.Group, r.cfg.Consumer, ids)
-		done <- result{lost, trimmed, gone, err}
+		leased, err := r.consumer.Lease(ctx, stream, ids)
+		done <- result{leased, err}
 	}()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case res := <-done:
-		return res.lost, res.trimmed, res.gone, res.err
+		return res.leased, res.err
 	case <-t.C:
-		return nil, nil, nil, context.DeadlineExceeded
+		return reclaim.Leased{}, context.DeadlineExceeded
 	}
 }
 

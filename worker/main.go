@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		defer c.Close()
 		client = c
 	}
-	if err := CheckSlots(client, streamKeys(cfg), cfg.Group, cfg.Consumer); err != nil {
+	if err := checkSlots(client, streamKeys(cfg), cfg.Group, cfg.Consumer); err != nil {
 		return err
 	}
 	if cfg.ScriptsMode() == config.ScriptsFunctions {
@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		}, func(error) { cancel() })
 	}
 	{ // promote
-		p := NewPromoter(client, streamKeys(cfg), cfg.PromoteInterval, logger, metrics, rt.Liveness())
+		p := newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, logger, metrics, rt.liveness())
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return p.Run(ctx) }, func(error) { cancel() })
 	}
@@ -231,7 +231,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 func NewHTTPHandler(rt *Runtime, gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := rt.Liveness().Check(rt.cfg.Block + 30*time.Second); err != nil {
+		if err := rt.liveness().Check(rt.cfg.Block + 30*time.Second); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -1,8 +1,3 @@
-// Package worker is the consumer-group runtime: it reads stream entries with
-// XREADGROUP, routes each by its type field to a Handler through a Mux, runs
-// handlers in a bounded pool, acknowledges successes in batches, schedules
-// retries with backoff, dead-letters what cannot succeed and shuts down
-// without losing or double-acknowledging work.
 package worker
 
 import (

@@ -86,9 +86,6 @@ func partitionKey(m *Message) string { return m.Metadata[wire.FieldKey] }
 // slots, and run after it on its goroutine (done); those of a blocked key are
 // left pending and their slots released. On a nil gate it returns batch.
 func (g *orderGate) admit(batch []*Message) []*Message {
-	if g == nil {
-		return batch
-	}
 	var dropped []*Message
 	out := batch[:0]
 	g.mu.Lock()
@@ -125,9 +122,6 @@ func (g *orderGate) admit(batch []*Message) []*Message {
 // next message of m's key, which holds a slot of its own; or, with again
 // set, m's retry in place after its backoff, which holds m's slot.
 func (g *orderGate) done(m *Message) (next *Message, again bool) {
-	if g == nil {
-		return nil, false
-	}
 	key := partitionKey(m)
 	if key == "" {
 		return nil, false
@@ -237,12 +231,12 @@ func (g *orderGate) renewOne(m *Message) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	sent := time.Now()
-	lost, trimmed, gone, err := reclaim.Lease(ctx, g.r.client, m.Stream, g.r.cfg.Group, g.r.cfg.Consumer, []string{m.ID})
+	leased, err := g.r.consumer.Lease(ctx, m.Stream, []string{m.ID})
 	if err != nil {
 		g.r.logger.Warn("renewing the lease of a message to retry failed", "stream", m.Stream, "id", m.ID, "error", err)
 		return true
 	}
-	if len(lost)+len(trimmed)+len(gone) > 0 {
+	if leased.State(m.ID) != reclaim.Renewed {
 		g.r.logger.Warn("a failed message is no longer this consumer's to retry (claimed by another, trimmed or acknowledged)",
 			"stream", m.Stream, "id", m.ID, "type", shownType(m.Type))
 		return false
@@ -260,9 +254,6 @@ func (g *orderGate) renewOne(m *Message) bool {
 // partition's dead-letter stream). While the partition is being handed
 // over, or at shutdown, the message is left pending for the next owner.
 func (g *orderGate) hold(m *Message, err error) bool {
-	if g == nil {
-		return false
-	}
 	key := partitionKey(m)
 	if key == "" {
 		return false
@@ -319,9 +310,6 @@ func (g *orderGate) hold(m *Message, err error) bool {
 // pending (trimmed, or acknowledged elsewhere) runs unleased, as a running
 // handler of such an entry goes on.
 func (g *orderGate) renewLeases() {
-	if g == nil {
-		return
-	}
 	due := time.Now().Add(-g.r.leaseEvery())
 	byStream := map[string][]*Message{}
 	g.mu.Lock()
@@ -343,31 +331,23 @@ func (g *orderGate) renewLeases() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		sent := time.Now()
-		lost, trimmed, gone, err := reclaim.Lease(ctx, g.r.client, stream, g.r.cfg.Group, g.r.cfg.Consumer, ids)
+		leased, err := g.r.consumer.Lease(ctx, stream, ids)
 		cancel()
 		if err != nil {
 			g.r.logger.Warn("renewing the leases of waiting messages failed", "stream", stream, "count", len(ids), "error", err)
 			continue
 		}
-		isLost := make(map[string]bool, len(lost))
-		for _, id := range lost {
-			isLost[id] = true
-		}
-		notPending := make(map[string]bool, len(trimmed)+len(gone))
-		for _, id := range append(trimmed, gone...) {
-			notPending[id] = true
-		}
 		var dropped []*Message
 		g.mu.Lock()
 		for _, m := range ms {
-			switch {
-			case isLost[m.ID]:
+			switch leased.State(m.ID) {
+			case reclaim.Lost:
 				if g.unqueueLocked(m) {
 					dropped = append(dropped, m)
 				} else if t := g.keys[gateKey{m.Stream, partitionKey(m)}]; t != nil && t.sleeping == m {
 					t.sleepLost = true
 				}
-			case notPending[m.ID]:
+			case reclaim.Trimmed, reclaim.Gone:
 				g.unleased[m] = true
 			default:
 				m.readAt = sent
@@ -404,9 +384,6 @@ func (g *orderGate) unqueueLocked(m *Message) bool {
 // one waiting for its retry; those running finish. Their IDs are returned by
 // abandoned until the partition is taken again (reset).
 func (g *orderGate) abandon(partition string) {
-	if g == nil {
-		return
-	}
 	var dropped []*Message
 	g.mu.Lock()
 	p := g.parts[partition]
@@ -443,9 +420,6 @@ func (g *orderGate) abandoned(partition, id string) bool {
 // before that message finished) keeps its turn, so that the take-over's
 // messages of the key run after it.
 func (g *orderGate) reset(partition string) {
-	if g == nil {
-		return
-	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for k, t := range g.keys {
@@ -470,9 +444,6 @@ func (g *orderGate) reset(partition string) {
 
 // shutdown makes retries in place give up: the process is stopping.
 func (g *orderGate) shutdown() {
-	if g == nil {
-		return
-	}
 	g.stopOnce.Do(func() { close(g.stop) })
 }
 

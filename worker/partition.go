@@ -85,7 +85,7 @@ type partitions struct {
 	every  time.Duration // how often the membership is renewed and the shares balanced; owner keys twice as often
 	groups []*partGroup
 	all    []*partition
-	beat   *Beat
+	beat   *beat
 
 	membersOK atomic.Bool // the last membership update worked
 
@@ -151,8 +151,8 @@ func newPartitions(r *Runtime) *partitions {
 		for i, name := range wire.PartitionStreams(s, cfg.Partitions) {
 			// A partition's fetcher beats only while it is owned; the
 			// partitions loop reports on them all to /healthz.
-			pt := &partition{g: g, idx: i, s: &streamState{name: name, beat: &Beat{}}, owner: wire.PartitionOwnerKey(name, cfg.Group)}
-			pt.s.beat.Beat()
+			pt := &partition{g: g, idx: i, s: &streamState{name: name, beat: &beat{}}, owner: wire.PartitionOwnerKey(name, cfg.Group)}
+			pt.s.beat.beat()
 			g.parts = append(g.parts, pt)
 			p.all = append(p.all, pt)
 			r.renewing[name] = &atomic.Bool{}
@@ -171,9 +171,6 @@ func newPartitions(r *Runtime) *partitions {
 // fetching has stopped. Ownership is kept (renewed) until leave, so that
 // nobody takes a partition while its last messages here finish.
 func (p *partitions) run(ctx context.Context) {
-	if p == nil {
-		return
-	}
 	p.started.Store(true)
 	go p.loop(ctx)
 	go p.leaseLoop()
@@ -201,7 +198,7 @@ func (p *partitions) leaseLoop() {
 // calls it once the acknowledgements are written. Safe when run never ran,
 // and twice.
 func (p *partitions) leave() {
-	if p == nil || !p.started.Load() {
+	if !p.started.Load() {
 		return
 	}
 	p.leaveOnce.Do(func() { close(p.leaveCh) })
@@ -212,9 +209,6 @@ func (p *partitions) leave() {
 // ownedFunc returns what reclaim passes may claim in: the partitions taken
 // over and read now. Nil when the streams are not partitioned.
 func (p *partitions) ownedFunc() func() []string {
-	if p == nil {
-		return nil
-	}
 	return func() []string {
 		var out []string
 		for _, pt := range p.all {
@@ -229,9 +223,6 @@ func (p *partitions) ownedFunc() func() []string {
 // ready reports, for /readyz, whether the membership is kept and every
 // partition read now has its group and answers reads.
 func (p *partitions) ready() error {
-	if p == nil {
-		return nil
-	}
 	if !p.membersOK.Load() {
 		return errors.New("redis is not answering the partition membership updates")
 	}
@@ -306,7 +297,7 @@ func (p *partitions) renewPass(stopping bool) bool {
 func (p *partitions) balancePass(ctx context.Context, stopping, healthy bool) {
 	if !healthy {
 		p.membersOK.Store(false)
-		p.beat.Beat() // alive: waiting for Redis is not stuck
+		p.beat.beat() // alive: waiting for Redis is not stuck
 		return
 	}
 	ok := true
@@ -330,7 +321,7 @@ func (p *partitions) balancePass(ctx context.Context, stopping, healthy bool) {
 			return
 		}
 	}
-	p.beat.Beat()
+	p.beat.beat()
 }
 
 // readable is how long after a renewal was sent a partition may still be
@@ -346,6 +337,27 @@ func (p *partitions) opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), min(opTimeout, max(p.every/4, 100*time.Millisecond)))
 }
 
+// The partition scripts each touch one key, so each runs in the slot of
+// that key on a Redis Cluster.
+//
+// membersScript records this consumer as a live member of a partitioned
+// stream's group until now+lease, forgets the members whose time ran out and
+// returns the live ones. The time is Redis's, so workers' clocks need not
+// agree.
+//
+// KEYS[1] -> the members sorted set
+// ARGV[1] -> this consumer
+// ARGV[2] -> lease, ms
+var membersScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 3 * lease)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`)
+
 // members records this consumer in g's membership and returns the live
 // members, sorted.
 func (p *partitions) members(g *partGroup) ([]string, error) {
@@ -358,6 +370,28 @@ func (p *partitions) members(g *partGroup) ([]string, error) {
 	slices.Sort(live)
 	return live, nil
 }
+
+// acquireScript takes a partition that nobody owns, or keeps one this
+// consumer owns: it renews the ownership, and takes back one whose key ran
+// out while nobody else took it (a stalled process), or one owned before a
+// restart under the same name.
+//
+// KEYS[1] -> the partition's owner key
+// ARGV[1] -> this consumer
+// ARGV[2] -> lease, ms
+// Returns 1 when this consumer owns the partition now.
+var acquireScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
 
 // renew extends the owner key of every partition this consumer holds, in
 // one pipeline. A key that ran out meanwhile (a stalled process) is set
@@ -502,7 +536,7 @@ func (p *partitions) balance(ctx context.Context, g *partGroup, live []string) {
 // start reads a partition just taken: the take-over first, then fetching.
 func (p *partitions) start(ctx context.Context, pt *partition, taken time.Time) {
 	pt.state, pt.renewedAt = partOwned, taken
-	pt.s.beat.Beat()
+	pt.s.beat.beat()
 	p.r.order.reset(pt.s.name)
 	fctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -92,6 +92,17 @@ func (p *partitions) unsettled(pt *partition) (int, error) {
 	}
 }
 
+// releaseOwnerScript gives a partition up, if this consumer still owns it.
+//
+// KEYS[1] -> the partition's owner key
+// ARGV[1] -> this consumer
+var releaseOwnerScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
 // settled finishes giving a partition up.
 func (p *partitions) settled(pt *partition) {
 	if pt.state != partReleasing {

@@ -12,31 +12,31 @@ import (
 	"github.com/streamworker/streamworker/wire"
 )
 
-// Promoter moves due entries from each stream's delayed set (retries and the
+// promoter moves due entries from each stream's delayed set (retries and the
 // producer's delayed events) back into the stream, atomically and in bounded
 // batches.
-type Promoter struct {
+type promoter struct {
 	client   redis.UniversalClient
 	streams  []string
 	interval time.Duration
 	batch    int
 	logger   *slog.Logger
 	metrics  *Metrics
-	beat     *Beat
+	beat     *beat
 	now      func() time.Time
 }
 
-// NewPromoter returns a promoter for streams that runs every interval.
+// newPromoter returns a promoter for streams that runs every interval.
 // metrics and live may be nil.
-func NewPromoter(client redis.UniversalClient, streams []string, interval time.Duration, logger *slog.Logger, metrics *Metrics, live *Liveness) *Promoter {
-	p := &Promoter{
+func newPromoter(client redis.UniversalClient, streams []string, interval time.Duration, logger *slog.Logger, metrics *Metrics, live *liveness) *promoter {
+	p := &promoter{
 		client: client, streams: streams, interval: interval, batch: 500,
 		logger: logger.With("component", "promote"), metrics: metrics, now: time.Now,
 	}
 	if live != nil {
 		p.beat = live.Register("promote")
 	} else {
-		p.beat = &Beat{}
+		p.beat = &beat{}
 	}
 	return p
 }
@@ -44,12 +44,12 @@ func NewPromoter(client redis.UniversalClient, streams []string, interval time.D
 // Run promotes every interval until ctx ends. A stream whose promotion fails
 // is logged when it starts failing and when it works again; the other
 // streams are promoted all the while.
-func (p *Promoter) Run(ctx context.Context) error {
+func (p *promoter) Run(ctx context.Context) error {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
 	failing := map[string]bool{}
 	for {
-		p.beat.Beat()
+		p.beat.beat()
 		moved, failed := p.runOnce(ctx)
 		if ctx.Err() == nil {
 			for _, s := range p.streams {
@@ -78,7 +78,7 @@ func (p *Promoter) Run(ctx context.Context) error {
 // Each stream's failure is its own: it is counted and returned in failed,
 // keyed by stream, and the other streams are promoted all the same, so one
 // broken delayed key cannot hold up the rest.
-func (p *Promoter) runOnce(ctx context.Context) (moved int, failed map[string]error) {
+func (p *promoter) runOnce(ctx context.Context) (moved int, failed map[string]error) {
 	for _, s := range p.streams {
 		n, err := p.promoteStream(ctx, s)
 		moved += n
@@ -100,7 +100,7 @@ func (p *Promoter) runOnce(ctx context.Context) (moved int, failed map[string]er
 }
 
 // promoteStream moves every due entry of stream.
-func (p *Promoter) promoteStream(ctx context.Context, stream string) (int, error) {
+func (p *promoter) promoteStream(ctx context.Context, stream string) (int, error) {
 	total := 0
 	for {
 		n, dead, err := p.promoteBatch(ctx, stream)
@@ -184,7 +184,7 @@ var (
 
 // promoteBatch moves up to p.batch due entries of stream and returns how
 // many it moved and how many of those went to the dead-letter stream.
-func (p *Promoter) promoteBatch(ctx context.Context, stream string) (moved, dead int, err error) {
+func (p *promoter) promoteBatch(ctx context.Context, stream string) (moved, dead int, err error) {
 	r, err := promoteScript.Run(ctx, p.client,
 		[]string{wire.DelayedKey(stream), stream, wire.DeadLetterKey(stream)},
 		p.now().UnixMilli(), p.batch, wire.MaxFields, wire.FieldError, wire.FieldEnvelope,

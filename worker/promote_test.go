@@ -31,7 +31,7 @@ func TestPromoteMovesOnlyDueEntries(t *testing.T) {
 	add("c", now.Add(time.Second), "type", "t", "data", "later")
 	c.ZAdd(ctx, wire.DelayedKey(stream), redis.Z{Score: 0, Member: "garbage"})
 
-	p := NewPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
+	p := newPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = 2 // several script calls for one pass
 	p.now = func() time.Time { return now }
 	moved, failed := p.runOnce(ctx)
@@ -71,7 +71,7 @@ func TestBackoffGrowsWithJitterAndCap(t *testing.T) {
 // test within the bound instead of hanging it, and Redis must still answer.
 func promoteBounded(t testing.TB, c *redis.Client, streams ...string) (int, map[string]error) {
 	t.Helper()
-	p := NewPromoter(c, streams, time.Second, slog.New(slog.DiscardHandler), nil, nil)
+	p := newPromoter(c, streams, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	moved, failed := p.runOnce(ctx)
@@ -164,7 +164,7 @@ func TestPromoteFailureStaysWithItsStream(t *testing.T) {
 		c.ZAdd(ctx, wire.DelayedKey(s), redis.Z{Score: 0, Member: wire.EncodeEnvelope("a", []string{"type", "t"})})
 	}
 	metrics := NewMetrics(prometheus.NewRegistry())
-	p := NewPromoter(c, []string{bad1, good, bad2}, time.Second, slog.New(slog.DiscardHandler), metrics, nil)
+	p := newPromoter(c, []string{bad1, good, bad2}, time.Second, slog.New(slog.DiscardHandler), metrics, nil)
 	moved, failed := p.runOnce(ctx)
 	if moved != 1 || c.XLen(ctx, good).Val() != 1 {
 		t.Errorf("moved %d, %s holds %d; want the good stream promoted", moved, good, c.XLen(ctx, good).Val())

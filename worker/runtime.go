@@ -28,13 +28,14 @@ const opTimeout = 5 * time.Second
 // it with NewRuntime and run it with Run; Run is what worker.Run adds to its
 // run group as the fetch/dispatch actor.
 type Runtime struct {
-	cfg     config.Config
-	client  redis.UniversalClient
-	handler Handler
-	logger  *slog.Logger // with component=runtime
-	base    *slog.Logger
-	metrics *Metrics
-	live    *Liveness
+	cfg      config.Config
+	client   redis.UniversalClient
+	consumer reclaim.Consumer // this consumer's claims and leases
+	handler  Handler
+	logger   *slog.Logger // with component=runtime
+	base     *slog.Logger
+	metrics  *Metrics
+	live     *liveness
 
 	streams []*streamState
 	sem     *semaphore // free handler slots: one per running or dispatched message
@@ -67,7 +68,7 @@ type streamState struct {
 	name       string
 	groupReady atomic.Bool
 	redisOK    atomic.Bool
-	beat       *Beat
+	beat       *beat
 }
 
 // workerState is one handler goroutine. Its context is cancelled only when
@@ -103,8 +104,9 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	h = Logging(logger)(h)
 	h = metrics.Instrument()(h)
 	r := &Runtime{
-		cfg: cfg, client: client, handler: h, logger: logger, base: base, metrics: metrics,
-		live:      NewLiveness(),
+		cfg: cfg, client: client, handler: h,
+		consumer: reclaim.Consumer{Client: client, Group: cfg.Group, Name: cfg.Consumer}, logger: logger, base: base, metrics: metrics,
+		live:      newLiveness(),
 		sem:       newSemaphore(cfg.Concurrency),
 		jobs:      newJobQueue(cfg.Concurrency),
 		acks:      newAckBuffer(),
@@ -141,8 +143,8 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	return r
 }
 
-// Liveness reports on the runtime's loops, for /healthz.
-func (r *Runtime) Liveness() *Liveness { return r.live }
+// liveness reports on the runtime's loops, for /healthz.
+func (r *Runtime) liveness() *liveness { return r.live }
 
 // Ready returns nil when the runtime can take work: every group exists, Redis
 // answered the last read, and shutdown has not begun.
@@ -158,7 +160,10 @@ func (r *Runtime) Ready() error {
 			return fmt.Errorf("redis is not answering reads of stream %q", s.name)
 		}
 	}
-	return r.parts.ready() // partition.go
+	if r.parts != nil {
+		return r.parts.ready() // partition.go
+	}
+	return nil
 }
 
 // Run consumes until ctx ends, then shuts down: fetching stops, running
@@ -173,105 +178,154 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.startedAt = time.Now()
 	checkEviction(ctx, r.client, r.logger)
 
+	// Start, consumers of work before its producers: the handler pool, then
+	// the loops that serve running handlers (acknowledgements, leases), then
+	// the feeders that fill the pool.
+	workersDone := r.startWorkers()
+	ackStop := make(chan struct{})
+	go r.ackLoop(ackStop) // closes r.ackerDone
+	leaseDone := make(chan struct{})
+	go func() { defer close(leaseDone); r.leaseLoop(workersDone) }()
+	rc := r.newReclaimer()
+	feeders := r.startFeeders(ctx, rc)
+
+	<-ctx.Done()
+	shutdownStart := time.Now()
+	r.stopping.Store(true)
+	r.logger.Info("shutting down: fetching stopped, waiting for running handlers", "timeout", r.cfg.ShutdownTimeout)
+
+	// Stop, in this order:
+	//  1. the feeders (their contexts ended with ctx), then the job queue:
+	//     nothing new is handed to the pool;
+	//  2. the drain: running handlers finish, or at the deadline (or Hurry)
+	//     their messages are handed over and the handlers cancelled;
+	//  3. the leases, once no handler runs (or the work was handed over),
+	//     and the renewals still in flight, so that none lands after step 4;
+	//  4. the acknowledgements, flushed last of what handlers produced;
+	//  5. the partitions, given up only once their acknowledgements are
+	//     written, so that the next owner does not run them again;
+	//  6. the consumer's heartbeat and, if it owns nothing, the consumer.
+	feeders.Wait()
+	r.jobs.close()
+	r.drain(shutdownStart, workersDone)
+	<-leaseDone
+	r.renewals.Wait() // bounded by the client's read timeout
+	close(ackStop)
+	<-r.ackerDone
+	if r.parts != nil {
+		r.parts.leave() // partition.go
+	}
+	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 2*time.Second)
+	rc.Leave(leaveCtx)
+	cancelLeave()
+	r.logger.Info("shutdown complete", "took", time.Since(shutdownStart).Round(time.Millisecond))
+	return nil
+}
+
+// startWorkers starts the handler goroutines, which run jobs until the job
+// queue is closed and empty; the channel returned closes when all are done.
+func (r *Runtime) startWorkers() <-chan struct{} {
 	var workers sync.WaitGroup
 	for _, w := range r.workers {
 		w.ctx = newMsgContext(r.handlerCtx)
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			defer func() { w.mu.Lock(); w.ctx.release(); w.mu.Unlock() }()
-			for {
-				m, ok := r.jobs.pop()
-				if !ok {
-					return
-				}
-				for m != nil { // ordered.go: the next message of m's key, or m's retry in place, runs here after m
-					r.process(w, m)
-					var again bool
-					if m, again = r.order.done(m); !again { // a retry in place keeps m's slot
-						r.sem.release(1)
-					}
-				}
+			r.work(w)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { workers.Wait(); close(done) }()
+	return done
+}
+
+// work runs jobs on w until the job queue is closed and empty.
+func (r *Runtime) work(w *workerState) {
+	defer func() { w.mu.Lock(); w.ctx.release(); w.mu.Unlock() }()
+	for {
+		m, ok := r.jobs.pop()
+		if !ok {
+			return
+		}
+		for m != nil {
+			r.process(w, m)
+			var next *Message
+			var again bool
+			if r.order != nil { // ordered.go: the next message of m's key, or m's retry in place, runs here after m
+				next, again = r.order.done(m)
 			}
-		}()
-	}
-	workersDone := make(chan struct{})
-	go func() { workers.Wait(); close(workersDone) }()
-	ackStop := make(chan struct{})
-	go r.ackLoop(ackStop)
-	leaseDone := make(chan struct{})
-	go func() { defer close(leaseDone); r.leaseLoop(workersDone) }()
-
-	// Fetchers and the reclaimer feed the pool; both stop before it closes.
-	var feeders sync.WaitGroup
-	for _, s := range r.streams {
-		feeders.Add(1)
-		go func() {
-			defer feeders.Done()
-			r.fetchLoop(ctx, s)
-		}()
-	}
-	feeders.Add(1)
-	go func() {
-		defer feeders.Done()
-		r.parts.run(ctx) // partition.go: takes, reads and gives up partitions until ctx ends
-	}()
-	rc := reclaim.New(r.client, reclaim.Options{
-		Streams: streamKeys(r.cfg), Owned: r.parts.ownedFunc(), Group: r.cfg.Group, Consumer: r.cfg.Consumer,
-		MinIdle: r.cfg.ReclaimMinIdle, Interval: r.cfg.ReclaimInterval, Count: r.cfg.ReclaimCount,
-		GoneAfter: r.cfg.ConsumerGoneAfter, IsolateAfter: r.isolateAfter(),
-	}, sink{r}, r.base, r.metrics.Reclaim, r.live.Register("reclaim").Beat)
-	feeders.Add(2)
-	go func() {
-		defer feeders.Done()
-		_ = rc.Run(ctx)
-	}()
-	go func() {
-		defer feeders.Done()
-		r.isolateLoop(ctx)
-	}()
-
-	<-ctx.Done()
-	shutdownStart := time.Now()
-	r.stopping.Store(true)
-	r.logger.Info("shutting down: fetching stopped, waiting for running handlers", "timeout", r.cfg.ShutdownTimeout)
-	feeders.Wait()
-	r.jobs.close()
-
-	deadline := time.NewTimer(r.cfg.ShutdownTimeout - time.Since(shutdownStart))
-	defer deadline.Stop()
-	var hurried bool
-	select {
-	case <-workersDone:
-	case <-r.hurry:
-		hurried = true
-	case <-deadline.C:
-		hurried = true
-	}
-	if hurried {
-		r.leaseMu.Lock()
-		r.abandoned.Store(true)
-		r.handOverInFlight()
-		r.leaseMu.Unlock()
-		r.cancelHandlers()
-		grace := time.NewTimer(2 * time.Second)
-		defer grace.Stop()
-		select {
-		case <-workersDone:
-		case <-grace.C:
-			r.logger.Error("handlers ignored cancellation at the shutdown deadline; exiting without them")
+			if !again { // a retry in place keeps m's slot
+				r.sem.release(1)
+			}
+			m = next
 		}
 	}
-	<-leaseDone
-	r.renewals.Wait() // bounded by the client's read timeout
-	close(ackStop)
-	<-r.ackerDone
-	r.parts.leave() // partition.go: acknowledgements are written; give the partitions up
-	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 2*time.Second)
-	rc.Leave(leaveCtx)
-	cancelLeave()
-	r.logger.Info("shutdown complete", "took", time.Since(shutdownStart).Round(time.Millisecond))
-	return nil
+}
+
+// newReclaimer builds the reclaimer of this consumer's streams.
+func (r *Runtime) newReclaimer() *reclaim.Reclaimer {
+	opts := reclaim.Options{
+		Streams: streamKeys(r.cfg), Group: r.cfg.Group, Consumer: r.cfg.Consumer,
+		MinIdle: r.cfg.ReclaimMinIdle, Interval: r.cfg.ReclaimInterval, Count: r.cfg.ReclaimCount,
+		GoneAfter: r.cfg.ConsumerGoneAfter, IsolateAfter: r.isolateAfter(),
+	}
+	if r.parts != nil {
+		opts.Owned = r.parts.ownedFunc() // partition.go: only the partitions this consumer reads
+	}
+	return reclaim.New(r.client, opts, sink{r}, r.base, r.metrics.Reclaim, r.live.Register("reclaim").beat)
+}
+
+// startFeeders starts what hands work to the pool, each until ctx ends: a
+// fetcher per stream, the partitions (which run a fetcher per partition
+// owned), the reclaimer and the suspects' one-at-a-time loop. Wait on the
+// group returned before closing the job queue.
+func (r *Runtime) startFeeders(ctx context.Context, rc *reclaim.Reclaimer) *sync.WaitGroup {
+	var feeders []func(context.Context)
+	for _, s := range r.streams {
+		feeders = append(feeders, func(ctx context.Context) { r.fetchLoop(ctx, s) })
+	}
+	if r.parts != nil {
+		feeders = append(feeders, r.parts.run) // partition.go: takes, reads and gives up partitions
+	}
+	feeders = append(feeders,
+		func(ctx context.Context) { _ = rc.Run(ctx) },
+		r.isolateLoop,
+	)
+	var wg sync.WaitGroup
+	for _, run := range feeders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run(ctx)
+		}()
+	}
+	return &wg
+}
+
+// drain waits for the running handlers until the shutdown timeout, counted
+// from start, or Hurry. Then it hands the unfinished messages over to the
+// other consumers, cancels their handlers and gives them a short grace.
+func (r *Runtime) drain(start time.Time, workersDone <-chan struct{}) {
+	deadline := time.NewTimer(r.cfg.ShutdownTimeout - time.Since(start))
+	defer deadline.Stop()
+	select {
+	case <-workersDone:
+		return
+	case <-r.hurry:
+	case <-deadline.C:
+	}
+	r.leaseMu.Lock()
+	r.abandoned.Store(true)
+	r.handOverInFlight()
+	r.leaseMu.Unlock()
+	r.cancelHandlers()
+	grace := time.NewTimer(2 * time.Second)
+	defer grace.Stop()
+	select {
+	case <-workersDone:
+	case <-grace.C:
+		r.logger.Error("handlers ignored cancellation at the shutdown deadline; exiting without them")
+	}
 }
 
 // Hurry ends a running shutdown's drain now, as if the deadline had passed:
@@ -346,7 +400,7 @@ func (r *Runtime) complete(m *Message, err error) {
 		r.count(m, OutcomeHandedOver)
 		return
 	}
-	if r.order.hold(m, err) { // ordered.go: a keyed message on a partitioned stream is retried in place
+	if r.order != nil && r.order.hold(m, err) { // ordered.go: a keyed message on a partitioned stream is retried in place
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)

@@ -40,14 +40,14 @@ func TestCheckSlots(t *testing.T) {
 		{"EveryBadStreamNamed", []string{"{ok}", "orders", "payments"}, []string{`stream "orders"`, `stream "payments"`, "WORKER_STREAMS={payments}"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := CheckSlots(cc, tc.streams, "workers", "pod-0")
+			err := checkSlots(cc, tc.streams, "workers", "pod-0")
 			if len(tc.want) == 0 {
 				if err != nil {
 					t.Fatalf("CheckSlots(%q) = %v, want nil", tc.streams, err)
 				}
 				return
 			}
-			if !errors.Is(err, ErrCrossSlot) {
+			if !errors.Is(err, errCrossSlot) {
 				t.Fatalf("CheckSlots(%q) = %v, want ErrCrossSlot", tc.streams, err)
 			}
 			for _, w := range tc.want {
@@ -60,15 +60,15 @@ func TestCheckSlots(t *testing.T) {
 	t.Run("HeartbeatKeyOutOfSlot", func(t *testing.T) {
 		// A tagged group name moves the heartbeat key of an untagged
 		// stream; the stream's tag is what keeps them together.
-		if err := CheckSlots(cc, []string{"{orders}"}, "{g}", "c"); err != nil {
+		if err := checkSlots(cc, []string{"{orders}"}, "{g}", "c"); err != nil {
 			t.Errorf("tagged stream, tagged group: %v", err)
 		}
-		if err := CheckSlots(cc, []string{"orders"}, "{g}", "c"); !errors.Is(err, ErrCrossSlot) {
+		if err := checkSlots(cc, []string{"orders"}, "{g}", "c"); !errors.Is(err, errCrossSlot) {
 			t.Errorf("untagged stream: %v, want ErrCrossSlot", err)
 		}
 	})
 	t.Run("SingleServer", func(t *testing.T) {
-		if err := CheckSlots(testredis.Shared(t).Client(t), []string{"orders"}, "workers", "pod-0"); err != nil {
+		if err := checkSlots(testredis.Shared(t).Client(t), []string{"orders"}, "workers", "pod-0"); err != nil {
 			t.Errorf("CheckSlots on a single server = %v, want nil: it has no slots", err)
 		}
 	})
@@ -83,7 +83,7 @@ func TestRunRefusesCrossSlotStreams(t *testing.T) {
 	cfg := config.Default()
 	cfg.Streams, cfg.Consumer, cfg.HTTPAddr = []string{"{ok}", "orders"}, "c1", "off"
 	err := Run(ctx, cfg, NewMux(), WithRedis(cc), WithLogger(slog.New(slog.DiscardHandler)), WithRegistry(prometheus.NewRegistry()))
-	if !errors.Is(err, ErrCrossSlot) || !strings.Contains(err.Error(), "WORKER_STREAMS={orders}") {
+	if !errors.Is(err, errCrossSlot) || !strings.Contains(err.Error(), "WORKER_STREAMS={orders}") {
 		t.Fatalf("Run = %v, want ErrCrossSlot naming the fix", err)
 	}
 	if n := cc.Exists(ctx, "{ok}", "orders").Val(); n != 0 {

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,29 +28,12 @@ import (
 //
 // It reports whether s may now be read, false when ctx ended first.
 func (r *Runtime) takeOver(ctx context.Context, s *streamState) bool {
-	log := r.logger.With("stream", s.name)
-	var failures int
-	fail := func(what string, err error) {
-		failures++
-		s.redisOK.Store(false)
-		r.cluster.failed(err)
-		wait := retryWait(failures)
-		log.Warn(what, "error", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
-		sleepCtx(ctx, wait)
-	}
-	start := "0"
-	if r.cfg.GroupStart == "latest" {
-		start = "$"
-	}
+	f := r.newFetcher(s, slog.LevelWarn)
 	cursor, taken := "-", 0
 	for ctx.Err() == nil {
-		s.beat.Beat()
-		if !s.groupReady.Load() {
-			if err := ensureGroup(ctx, r.client, s.name, r.cfg.Group, start); err != nil {
-				fail("creating consumer group", err)
-				continue
-			}
-			s.groupReady.Store(true)
+		s.beat.beat()
+		if !f.ensureGroup(ctx, ctx) {
+			continue
 		}
 		n := r.acquire(ctx, s.beat, false)
 		if n == 0 {
@@ -68,23 +52,23 @@ func (r *Runtime) takeOver(ctx context.Context, s *streamState) bool {
 				s.groupReady.Store(false)
 				continue
 			}
-			fail("reading the pending entries of a partition taken over", err)
+			f.fail(ctx, "reading the pending entries of a partition taken over", err)
 			continue
 		}
 		if len(pend) == 0 {
 			r.release(n)
 			s.redisOK.Store(true)
 			if taken > 0 {
-				log.Info("partition taken over: ran the entries its earlier owners left pending first", "count", taken)
+				f.log.Info("partition taken over: ran the entries its earlier owners left pending first", "count", taken)
 			}
 			return true
 		}
 		last, k, err := r.takePending(ctx, s, pend, n)
 		if err != nil {
-			fail("claiming the pending entries of a partition taken over", err)
+			f.fail(ctx, "claiming the pending entries of a partition taken over", err)
 			continue
 		}
-		failures = 0
+		f.failures = 0
 		cursor, taken = "("+last, taken+k
 	}
 	return false
@@ -162,6 +146,6 @@ func (r *Runtime) claimPending(ctx context.Context, stream string, pend []redis.
 		}
 	}
 	// XCLAIM drops from the pending list the entries trimmed from the stream.
-	r.trimmedWhilePending(stream, trimmed)
+	r.metrics.Reclaim.Trimmed(r.logger, stream, trimmed, false)
 	return r.claimedMessages(ctx, stream, entries), nil
 }

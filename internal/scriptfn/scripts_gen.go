@@ -43,7 +43,7 @@ return 0
 `,
 		// blocks/cache/scripts.go unlockScript
 		// blocks/lock/lock.go releaseScript
-		// worker/scripts.go releaseOwnerScript
+		// worker/partition_release.go releaseOwnerScript
 		`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -182,30 +182,7 @@ else
 end
 return 1
 `,
-		// reclaim/scripts.go leaseScript
-		`
-local lost, trimmed, gone = {}, {}, {}
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 0 then
-    gone[#gone + 1] = ARGV[i]
-  elseif p[1][2] ~= ARGV[2] then
-    lost[#lost + 1] = ARGV[i]
-  else
-    local r = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    if #r == 0 then trimmed[#trimmed + 1] = ARGV[i] end
-  end
-end
-return {lost, trimmed, gone}
-`,
-		// reclaim/scripts.go removeConsumerScript
-		`
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return 1
-`,
-		// reclaim/scripts.go claimScript
+		// reclaim/reclaim.go claimScript
 		`
 local entries, counts, isolated, deleted = {}, {}, {}, {}
 local minIdle, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -226,6 +203,29 @@ for i = 5, #ARGV do
   end
 end
 return {entries, counts, isolated, deleted}
+`,
+		// reclaim/reclaim.go removeConsumerScript
+		`
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`,
+		// reclaim/reclaim.go leaseScript
+		`
+local lost, trimmed, gone = {}, {}, {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 0 then
+    gone[#gone + 1] = ARGV[i]
+  elseif p[1][2] ~= ARGV[2] then
+    lost[#lost + 1] = ARGV[i]
+  else
+    local r = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    if #r == 0 then trimmed[#trimmed + 1] = ARGV[i] end
+  end
+end
+return {lost, trimmed, gone}
 `,
 		// streamadmin/dlq.go replayScript
 		`
@@ -277,6 +277,29 @@ for i = 1, #f do
 end
 return redis.call('XDEL', KEYS[2], ARGV[1])
 `,
+		// worker/partition.go membersScript
+		`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 3 * lease)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`,
+		// worker/partition.go acquireScript
+		`
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`,
 		// worker/promote.go promoteScript
 		`
 local maxValues, maxDigits = 2 * tonumber(ARGV[3]), tonumber(ARGV[8])
@@ -308,29 +331,6 @@ for _, m in ipairs(due) do
   redis.call('ZREM', KEYS[1], m)
 end
 return {#due, dead}
-`,
-		// worker/scripts.go membersScript
-		`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 3 * lease)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-`,
-		// worker/scripts.go acquireScript
-		`
-local v = redis.call('GET', KEYS[1])
-if v == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
 `,
 		// worker/settle.go retryScript
 		`

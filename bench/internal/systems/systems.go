@@ -339,7 +339,7 @@ func (s stream) reading(ctx context.Context) error {
 
 func (s stream) createGroup(ctx context.Context) error {
 	err := s.admin.XGroupCreateMkStream(ctx, s.key, s.group, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return fmt.Errorf("creating group %q on %q: %w", s.group, s.key, err)
 	}
 	return nil

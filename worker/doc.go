@@ -1,0 +1,23 @@
+// Package worker is the consumer-group runtime: it reads stream entries with
+// XREADGROUP, routes each by its type field to a Handler through a Mux, runs
+// handlers in a bounded pool, acknowledges successes in batches, schedules
+// retries with backoff, dead-letters what cannot succeed and shuts down
+// without losing or double-acknowledging work.
+//
+// A user's binary builds a Mux and calls Main (or Run, to own the process).
+// The files, by what they hold:
+//
+//	message.go, mux.go, middleware.go   the handler API: Message, Handler, Mux, middleware
+//	main.go                              Main and Run: config, Redis, the run group, HTTP
+//	runtime.go                           Runtime.Run: start list, drain, stop list; process, complete
+//	fetch.go                             a fetcher per stream: reads, replays own pending entries
+//	dispatch.go                          the dispatch path every delivery enters
+//	queue.go, semaphore.go, msgctx.go    the pool's job queue, handler slots, per-worker contexts
+//	acks.go, settle.go                   batched acknowledgements; retries and dead letters
+//	lease.go, isolate.go                 leases on running entries; suspects one at a time
+//	partition*.go, takeover.go, ordered.go  partitioned streams: ownership, take-over, per-key order
+//	promote.go                           the delayed sets' promoter
+//	cluster.go, slots.go                 Redis Cluster: slot map reloads, the one-slot check
+//	health.go, metrics.go, gc.go         liveness, Prometheus metrics, GC default
+//	backoff.go                           retry and Redis-failure backoff
+package worker
