@@ -262,7 +262,7 @@ func (h *Harness) deadLetter(id string) map[string]any {
 		h.t.Fatalf("handlertest: reading the dead-letter stream: %v", err)
 	}
 	for _, m := range msgs {
-		if m.Values[wire.FieldOriginID] == id || m.ID == id {
+		if m.Values[wire.FieldOriginID] == id {
 			return m.Values
 		}
 	}
