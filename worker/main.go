@@ -90,8 +90,8 @@ func Main(mux *Mux, opts ...Option) {
 	os.Exit(0)
 }
 
-// Run runs everything Main runs — fetch/dispatch, promote and the HTTP
-// server, as one run group — until ctx ends, then shuts down gracefully and
+// Run runs everything Main runs — the runtime (fetch/dispatch, reclaim,
+// promote) and the HTTP server, as one run group — until ctx ends, then shuts down gracefully and
 // returns nil. It returns an error when a component fails to start.
 func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error {
 	o := options{stdout: os.Stderr}
@@ -193,11 +193,6 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 			defer close(rtDone)
 			return rt.Run(ctx)
 		}, func(error) { cancel() })
-	}
-	{ // promote
-		p := newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, logger, metrics, rt.liveness())
-		ctx, cancel := context.WithCancel(context.Background())
-		g.Add(func() error { return p.Run(ctx) }, func(error) { cancel() })
 	}
 	if l != nil { // health, readiness, metrics
 		srv := &http.Server{Handler: NewHTTPHandler(rt, reg), ReadHeaderTimeout: 5 * time.Second}

@@ -24,9 +24,10 @@ type xEntry = redis.XMessage
 // opTimeout bounds one Redis write that records an outcome.
 const opTimeout = 5 * time.Second
 
-// Runtime consumes the configured streams as one consumer of one group. Build
-// it with NewRuntime and run it with Run; Run is what worker.Run adds to its
-// run group as the fetch/dispatch actor.
+// Runtime consumes the configured streams as one consumer of one group and
+// promotes their due retries and delayed events. Build it with NewRuntime and
+// run it with Run; Run is what worker.Run adds to its run group as the
+// fetch/dispatch actor.
 type Runtime struct {
 	cfg      config.Config
 	client   redis.UniversalClient
@@ -62,6 +63,8 @@ type Runtime struct {
 	parts   *partitions    // partition ownership (partition.go)
 	order   *orderGate     // per-key order on partitioned streams (ordered.go)
 	cluster *clusterRoutes // slot map reloads after node failures (cluster.go)
+
+	promote *promoter // moves due retries and delayed events into the streams (promote.go)
 }
 
 type streamState struct {
@@ -135,6 +138,7 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 		r.renewing[s] = &atomic.Bool{}
 	}
 	r.cluster = newClusterRoutes(client)
+	r.promote = newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, base, metrics, r.live)
 	if cfg.Partitions > 1 { // partition.go, ordered.go
 		r.parts = newPartitions(r)
 		r.order = newOrderGate(r, streamKeys(cfg))
@@ -277,8 +281,9 @@ func (r *Runtime) newReclaimer() *reclaim.Reclaimer {
 
 // startFeeders starts what hands work to the pool, each until ctx ends: a
 // fetcher per stream, the partitions (which run a fetcher per partition
-// owned), the reclaimer and the suspects' one-at-a-time loop. Wait on the
-// group returned before closing the job queue.
+// owned), the reclaimer, the suspects' one-at-a-time loop and the promoter,
+// which moves due retries back into the streams. Wait on the group returned
+// before closing the job queue.
 func (r *Runtime) startFeeders(ctx context.Context, rc *reclaim.Reclaimer) *sync.WaitGroup {
 	var feeders []func(context.Context)
 	for _, s := range r.streams {
@@ -290,6 +295,7 @@ func (r *Runtime) startFeeders(ctx context.Context, rc *reclaim.Reclaimer) *sync
 	feeders = append(feeders,
 		func(ctx context.Context) { _ = rc.Run(ctx) },
 		r.isolateLoop,
+		func(ctx context.Context) { _ = r.promote.Run(ctx) },
 	)
 	var wg sync.WaitGroup
 	for _, run := range feeders {
