@@ -166,15 +166,17 @@ func newPartitions(r *Runtime) *partitions {
 	return p
 }
 
-// run reads the partitions this consumer owns, taking and giving them up as
+// Run reads the partitions this consumer owns, taking and giving them up as
 // the group's members come and go, until ctx ends; it returns once their
 // fetching has stopped. Ownership is kept (renewed) until leave, so that
-// nobody takes a partition while its last messages here finish.
-func (p *partitions) run(ctx context.Context) {
+// nobody takes a partition while its last messages here finish: the loops
+// it starts end in leave.
+func (p *partitions) Run(ctx context.Context) error {
 	p.started.Store(true)
 	go p.loop(ctx)
 	go p.leaseLoop()
 	<-p.fetchersStopped
+	return nil
 }
 
 // leaseLoop renews the leases of the messages waiting behind their keys
