@@ -133,13 +133,21 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	metrics.running.Store(&running)
 	for _, s := range fetchedStreams(cfg) { // partition.go: the partitions are read while owned
 		r.streams = append(r.streams, &streamState{name: s, beat: r.live.Register("fetch " + s)})
+	}
+	for _, s := range streamKeys(cfg) {
 		r.renewing[s] = &atomic.Bool{}
 	}
 	r.cluster = newClusterRoutes(client)
 	r.promote = newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, base, metrics, r.live)
 	if cfg.Partitions > 1 { // partition.go, ordered.go
-		r.parts = newPartitions(r)
-		r.order = newOrderGate(r, streamKeys(cfg))
+		r.order = newOrderGate(gateDeps{
+			consumer: r.consumer, logger: logger, count: r.count, freeSlots: r.release, leaseEvery: r.leaseEvery(),
+			maxAttempts: cfg.MaxAttempts, retryBase: cfg.RetryBase, retryMax: cfg.RetryMax,
+		}, streamKeys(cfg))
+		r.parts = newPartitions(partitionDeps{
+			cfg: cfg, client: client, logger: base, live: r.live, order: r.order, cluster: r.cluster, leaseEvery: r.leaseEvery(),
+			takeOver: r.takeOver, fetchLoop: r.fetchLoop,
+		})
 	}
 	r.handlerCtx, r.cancelHandlers = context.WithCancel(context.Background())
 	return r
