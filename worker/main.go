@@ -143,8 +143,9 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	if o.signals { // SIGTERM or SIGINT starts the shutdown; a second one hurries it
 		defer addSignals(ctx, &g, rt, rtDone, logger)() // until Run returns: a second signal must not kill the drain
 	}
-	addRuntime(&g, rt, rtDone) // fetch/dispatch, reclaim, promote
-	if l != nil {              // health, readiness, metrics
+	// fetch/dispatch, reclaim, promote
+	addRuntime(&g, rt, rtDone)
+	if l != nil { // health, readiness, metrics
 		addHTTP(&g, l, NewHTTPHandler(rt, reg), rtDone, cfg.ShutdownTimeout)
 	}
 	err := g.Run()
