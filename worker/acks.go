@@ -102,10 +102,10 @@ func (r *Runtime) ackNow(a ackReq) {
 	}
 }
 
-// ackLoop writes acknowledgements in batches until stop, then flushes what
-// is left.
-func (r *Runtime) ackLoop(stop <-chan struct{}) {
-	defer close(r.ackerDone)
+// ackLoop writes acknowledgements in batches until ctx ends, then flushes
+// what is left.
+func (r *Runtime) ackLoop(ctx context.Context) error {
+	stop := ctx.Done()
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	var batch, spare []ackReq
@@ -116,7 +116,7 @@ func (r *Runtime) ackLoop(stop <-chan struct{}) {
 			if rest := r.acks.end(); len(rest) > 0 {
 				r.flushFinal(rest)
 			}
-			return
+			return nil
 		}
 		if r.acks.len() < ackFlushAt {
 			linger.Reset(ackLinger)

@@ -77,20 +77,20 @@ func (r *Runtime) nextSuspect() (suspect, bool) {
 // isolateLoop runs the queued suspects one at a time until ctx ends. What is
 // still queued then stays pending and is claimed again by this consumer's
 // next run or, after the min-idle, by another consumer.
-func (r *Runtime) isolateLoop(ctx context.Context) {
+func (r *Runtime) isolateLoop(ctx context.Context) error {
 	for {
 		s, ok := r.nextSuspect()
 		if !ok {
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-r.suspects.wake:
 				continue
 			}
 		}
 		r.runSuspect(ctx, s)
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 	}
 }

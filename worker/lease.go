@@ -17,21 +17,22 @@ func (r *Runtime) leaseEvery() time.Duration {
 	return max(r.cfg.ReclaimMinIdle/4, 10*time.Millisecond)
 }
 
-// leaseLoop keeps the lease on every running message until the handlers are
-// done, and stops leasing once shutdown has handed the unfinished work over.
-func (r *Runtime) leaseLoop(workersDone <-chan struct{}) {
+// leaseLoop keeps the lease on every running message until ctx ends, which
+// Runtime.Run does once the handlers are done, and stops leasing once
+// shutdown has handed the unfinished work over.
+func (r *Runtime) leaseLoop(ctx context.Context) error {
 	t := time.NewTicker(r.leaseEvery())
 	defer t.Stop()
 	for {
 		select {
-		case <-workersDone:
-			return
+		case <-ctx.Done():
+			return nil
 		case <-t.C:
 		}
 		r.leaseMu.Lock()
 		if r.abandoned.Load() {
 			r.leaseMu.Unlock()
-			return
+			return nil
 		}
 		r.leaseOnce()
 		r.leaseMu.Unlock()

@@ -90,18 +90,12 @@ func Main(mux *Mux, opts ...Option) {
 	os.Exit(0)
 }
 
-// Run runs everything Main runs — fetch/dispatch, promote and the HTTP
-// server, as one run group — until ctx ends, then shuts down gracefully and
+// Run runs everything Main runs — the runtime (fetch/dispatch, reclaim,
+// promote) and the HTTP server, as one run group — until ctx ends, then shuts down gracefully and
 // returns nil. It returns an error when a component fails to start.
 func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error {
-	o := options{stdout: os.Stderr}
-	for _, f := range opts {
-		f(&o)
-	}
+	o := newOptions(cfg, opts)
 	logger := o.logger
-	if logger == nil {
-		logger = NewLogger(cfg, o.stdout)
-	}
 	// Listen first: a worker that cannot serve its probes must fail before
 	// it touches Redis. Every return before the run group starts below must
 	// release what was built up to it; nothing runs on its own until then.
@@ -122,24 +116,15 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		defer c.Close()
 		client = c
 	}
-	if err := checkSlots(client, streamKeys(cfg), cfg.Group, cfg.Consumer); err != nil {
+	if err := checkStart(ctx, cfg, client, logger); err != nil {
 		return err
-	}
-	if cfg.ScriptsMode() == config.ScriptsFunctions {
-		if err := checkScripts(ctx, client, logger); err != nil {
-			return err
-		}
 	}
 	reg := o.registry
 	if reg == nil {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg = newRegistry()
 	}
-	deps := Deps{Redis: client, Logger: logger, Config: cfg, Registerer: reg}
-	for _, f := range o.setup {
-		if err := f(ctx, deps); err != nil {
-			return fmt.Errorf("setup: %w", err)
-		}
+	if err := setup(ctx, o.setup, Deps{Redis: client, Logger: logger, Config: cfg, Registerer: reg}); err != nil {
+		return err
 	}
 	metrics := NewMetrics(reg)
 	reg.MustRegister(newStreamCollector(client, streamKeys(cfg), cfg.Group))
@@ -156,67 +141,12 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	// whenever g.Run runs.
 	rtDone := make(chan struct{})
 	if o.signals { // SIGTERM or SIGINT starts the shutdown; a second one hurries it
-		sigs := make(chan os.Signal, 2)
-		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-		defer signal.Stop(sigs) // until Run returns: a second signal must not kill the drain
-		first := make(chan struct{})
-		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error {
-			select {
-			case s := <-sigs:
-				close(first)
-				return run.SignalError{Signal: s}
-			case <-ctx.Done():
-				return nil
-			}
-		}, func(error) { cancel() })
-		// The second signal is watched through the drain, so this actor
-		// ignores its interrupt and ends with the runtime instead.
-		g.Add(func() error {
-			select {
-			case <-first:
-			case <-rtDone:
-				return nil
-			}
-			select {
-			case s := <-sigs:
-				logger.Warn("second signal: handing over unfinished work now", "signal", s.String())
-				rt.Hurry()
-			case <-rtDone:
-			}
-			return nil
-		}, func(error) {})
+		defer addSignals(ctx, &g, rt, rtDone, logger)() // until Run returns: a second signal must not kill the drain
 	}
-	{ // fetch/dispatch
-		ctx, cancel := context.WithCancel(context.Background())
-		g.Add(func() error {
-			defer close(rtDone)
-			return rt.Run(ctx)
-		}, func(error) { cancel() })
-	}
-	{ // promote
-		p := newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, logger, metrics, rt.liveness())
-		ctx, cancel := context.WithCancel(context.Background())
-		g.Add(func() error { return p.Run(ctx) }, func(error) { cancel() })
-	}
+	// fetch/dispatch, reclaim, promote
+	addRuntime(&g, rt, rtDone)
 	if l != nil { // health, readiness, metrics
-		srv := &http.Server{Handler: NewHTTPHandler(rt, reg), ReadHeaderTimeout: 5 * time.Second}
-		g.Add(func() error {
-			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("http server: %w", err)
-			}
-			return nil
-		}, func(error) {
-			// Keep answering probes and scrapes (readyz says not ready) until
-			// the runtime has drained.
-			select {
-			case <-rtDone:
-			case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(ctx)
-		})
+		addHTTP(&g, l, NewHTTPHandler(rt, reg), rtDone, cfg.ShutdownTimeout)
 	}
 	err := g.Run()
 	if errors.Is(err, run.ErrSignal) {
@@ -224,6 +154,117 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		return nil
 	}
 	return err
+}
+
+// newOptions applies opts over the defaults: logs to stderr, with a logger
+// built from LOG_LEVEL and LOG_FORMAT.
+func newOptions(cfg config.Config, opts []Option) options {
+	o := options{stdout: os.Stderr}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.logger == nil {
+		o.logger = NewLogger(cfg, o.stdout)
+	}
+	return o
+}
+
+// addRuntime adds rt to g as the fetch/dispatch actor; rtDone closes when
+// rt.Run returns, which it does whenever g.Run runs.
+func addRuntime(g *run.Group, rt *Runtime, rtDone chan<- struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	g.Add(func() error {
+		defer close(rtDone)
+		return rt.Run(ctx)
+	}, func(error) { cancel() })
+}
+
+// checkStart refuses to start on a stream layout Redis Cluster cannot serve
+// and, with REDIS_SCRIPTS=functions, without the function libraries.
+func checkStart(ctx context.Context, cfg config.Config, client redis.UniversalClient, logger *slog.Logger) error {
+	if err := checkSlots(client, streamKeys(cfg), cfg.Group, cfg.Consumer); err != nil {
+		return err
+	}
+	if cfg.ScriptsMode() == config.ScriptsFunctions {
+		return checkScripts(ctx, client, logger)
+	}
+	return nil
+}
+
+// newRegistry is the metrics registry when the caller brings none: the
+// runtime's metrics, the Go runtime's and the process's.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// setup runs the caller's setup functions in order; the first error stops
+// the start.
+func setup(ctx context.Context, fs []func(context.Context, Deps) error, deps Deps) error {
+	for _, f := range fs {
+		if err := f(ctx, deps); err != nil {
+			return fmt.Errorf("setup: %w", err)
+		}
+	}
+	return nil
+}
+
+// addSignals adds the signal actors to g: the first SIGTERM or SIGINT ends
+// the group, a second one hurries rt's drain. The func returned stops the
+// signal delivery; call it once g.Run has returned.
+func addSignals(ctx context.Context, g *run.Group, rt *Runtime, rtDone <-chan struct{}, logger *slog.Logger) (stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	first := make(chan struct{})
+	ctx, cancel := context.WithCancel(ctx)
+	g.Add(func() error {
+		select {
+		case s := <-sigs:
+			close(first)
+			return run.SignalError{Signal: s}
+		case <-ctx.Done():
+			return nil
+		}
+	}, func(error) { cancel() })
+	// The second signal is watched through the drain, so this actor
+	// ignores its interrupt and ends with the runtime instead.
+	g.Add(func() error {
+		select {
+		case <-first:
+		case <-rtDone:
+			return nil
+		}
+		select {
+		case s := <-sigs:
+			logger.Warn("second signal: handing over unfinished work now", "signal", s.String())
+			rt.Hurry()
+		case <-rtDone:
+		}
+		return nil
+	}, func(error) {})
+	return func() { signal.Stop(sigs) }
+}
+
+// addHTTP adds the HTTP server on l to g. Interrupted, it keeps answering
+// probes and scrapes (readyz says not ready) until the runtime has drained
+// (rtDone), or a little past the shutdown timeout.
+func addHTTP(g *run.Group, l net.Listener, h http.Handler, rtDone <-chan struct{}, shutdownTimeout time.Duration) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	g.Add(func() error {
+		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	}, func(error) {
+		select {
+		case <-rtDone:
+		case <-time.After(shutdownTimeout + 5*time.Second):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
 }
 
 // NewHTTPHandler serves /healthz (the loops are alive), /readyz (Redis

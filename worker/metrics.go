@@ -255,7 +255,9 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 // Outcomes reads streamworker_messages_total from g and sums it by type
 // label and outcome (TypeLabelNone for messages without a type,
 // TypeLabelOther for those of a type not registered on the Mux), for tests,
-// demos and tools that watch a runtime in the same process.
+// demos and tools that watch a runtime in the same process. It stays here,
+// beside the metric it reads, rather than in handlers/handlertest: the demo
+// of cmd/worker uses it, and the daemon must not link the test kit.
 func Outcomes(g prometheus.Gatherer) map[string]map[string]int {
 	out := map[string]map[string]int{}
 	mfs, err := g.Gather()

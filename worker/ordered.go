@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -31,9 +32,20 @@ import (
 // run, so that the next owner, which runs the pending entries first, runs
 // them in order.
 
+// gateDeps are what the gate needs of the runtime.
+type gateDeps struct {
+	consumer            reclaim.Consumer                 // leases of the messages waiting or held for a retry
+	logger              *slog.Logger                     // the runtime's
+	count               func(m *Message, outcome string) // counts an outcome
+	freeSlots           func(n int)                      // releases handler slots
+	leaseEvery          time.Duration                    // how often a waiting message's lease is renewed
+	maxAttempts         int                              // WORKER_MAX_ATTEMPTS
+	retryBase, retryMax time.Duration                    // the retry backoff
+}
+
 // orderGate serialises the messages of each key of the partitioned streams.
 type orderGate struct {
-	r *Runtime
+	gateDeps
 
 	mu       sync.Mutex
 	keys     map[gateKey]*keyTurn // keys with a message running, or held for a retry
@@ -67,9 +79,9 @@ type gatePart struct {
 	taken     int             // how many times the partition was taken (reset)
 }
 
-func newOrderGate(r *Runtime, partitions []string) *orderGate {
+func newOrderGate(d gateDeps, partitions []string) *orderGate {
 	g := &orderGate{
-		r: r, keys: map[gateKey]*keyTurn{}, parts: make(map[string]*gatePart, len(partitions)),
+		gateDeps: d, keys: map[gateKey]*keyTurn{}, parts: make(map[string]*gatePart, len(partitions)),
 		unleased: map[*Message]bool{}, stop: make(chan struct{}),
 	}
 	for _, p := range partitions {
@@ -205,7 +217,7 @@ func (g *orderGate) retry(k gateKey, t *keyTurn, m *Message) (*Message, bool) {
 	case p.taken != taken:
 		// The partition was given up and taken again meanwhile: its take-over
 		// claimed m again, and that copy waits behind it.
-		g.r.count(m, OutcomeHandedOver)
+		g.count(m, OutcomeHandedOver)
 		return g.nextLocked(k, t), false
 	case ours && !stopped && !t.blocked:
 		again := *m
@@ -214,13 +226,13 @@ func (g *orderGate) retry(k gateKey, t *keyTurn, m *Message) (*Message, bool) {
 		g.mu.Unlock()
 		return &again, true
 	case !ours && !stopped && !t.blocked:
-		g.r.count(m, OutcomeLeaseLost)
+		g.count(m, OutcomeLeaseLost)
 		return g.nextLocked(k, t), false
 	}
 	// Given up: m stays pending, and so do the key's later messages.
 	t.blocked = true
 	g.abandonLocked(m)
-	g.r.count(m, OutcomeHandedOver)
+	g.count(m, OutcomeHandedOver)
 	return g.nextLocked(k, t), false
 }
 
@@ -231,13 +243,13 @@ func (g *orderGate) renewOne(m *Message) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	sent := time.Now()
-	leased, err := g.r.consumer.Lease(ctx, m.Stream, []string{m.ID})
+	leased, err := g.consumer.Lease(ctx, m.Stream, []string{m.ID})
 	if err != nil {
-		g.r.logger.Warn("renewing the lease of a message to retry failed", "stream", m.Stream, "id", m.ID, "error", err)
+		g.logger.Warn("renewing the lease of a message to retry failed", "stream", m.Stream, "id", m.ID, "error", err)
 		return true
 	}
 	if leased.State(m.ID) != reclaim.Renewed {
-		g.r.logger.Warn("a failed message is no longer this consumer's to retry (claimed by another, trimmed or acknowledged)",
+		g.logger.Warn("a failed message is no longer this consumer's to retry (claimed by another, trimmed or acknowledged)",
 			"stream", m.Stream, "id", m.ID, "type", shownType(m.Type))
 		return false
 	}
@@ -260,10 +272,10 @@ func (g *orderGate) hold(m *Message, err error) bool {
 	}
 	var de *DelayError
 	isDelay := errors.As(err, &de)
-	if IsPermanent(err) || (m.Attempt >= g.r.cfg.MaxAttempts && !isDelay) {
+	if IsPermanent(err) || (m.Attempt >= g.maxAttempts && !isDelay) {
 		return false
 	}
-	delay, next, outcome := backoff(m.Attempt, g.r.cfg.RetryBase, g.r.cfg.RetryMax), m.Attempt+1, OutcomeRetried
+	delay, next, outcome := backoff(m.Attempt, g.retryBase, g.retryMax), m.Attempt+1, OutcomeRetried
 	if isDelay {
 		delay, next, outcome = de.After, m.Attempt, OutcomeDelayed
 	}
@@ -289,18 +301,18 @@ func (g *orderGate) hold(m *Message, err error) bool {
 		}
 		g.abandonLocked(m)
 		g.mu.Unlock()
-		g.r.count(m, OutcomeHandedOver)
+		g.count(m, OutcomeHandedOver)
 		return true
 	}
 	t.held, t.retryIn, t.attempt = true, delay, next
 	g.mu.Unlock()
 	if outcome == OutcomeDelayed {
-		g.r.logger.Debug("message delayed in place", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "run_in", delay.Round(time.Millisecond), "reason", err.Error())
+		g.logger.Debug("message delayed in place", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "run_in", delay.Round(time.Millisecond), "reason", err.Error())
 	} else {
-		g.r.logger.Info("message failed; retrying in place, its key waits", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
+		g.logger.Info("message failed; retrying in place, its key waits", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
 			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
 	}
-	g.r.count(m, outcome)
+	g.count(m, outcome)
 	return true
 }
 
@@ -310,7 +322,7 @@ func (g *orderGate) hold(m *Message, err error) bool {
 // pending (trimmed, or acknowledged elsewhere) runs unleased, as a running
 // handler of such an entry goes on.
 func (g *orderGate) renewLeases() {
-	due := time.Now().Add(-g.r.leaseEvery())
+	due := time.Now().Add(-g.leaseEvery)
 	byStream := map[string][]*Message{}
 	g.mu.Lock()
 	for _, t := range g.keys {
@@ -331,10 +343,10 @@ func (g *orderGate) renewLeases() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		sent := time.Now()
-		leased, err := g.r.consumer.Lease(ctx, stream, ids)
+		leased, err := g.consumer.Lease(ctx, stream, ids)
 		cancel()
 		if err != nil {
-			g.r.logger.Warn("renewing the leases of waiting messages failed", "stream", stream, "count", len(ids), "error", err)
+			g.logger.Warn("renewing the leases of waiting messages failed", "stream", stream, "count", len(ids), "error", err)
 			continue
 		}
 		var dropped []*Message
@@ -355,9 +367,9 @@ func (g *orderGate) renewLeases() {
 		}
 		g.mu.Unlock()
 		if len(dropped) > 0 {
-			g.r.logger.Warn("waiting messages were claimed by another consumer; not running them", "stream", stream, "count", len(dropped))
+			g.logger.Warn("waiting messages were claimed by another consumer; not running them", "stream", stream, "count", len(dropped))
 			for _, m := range dropped {
-				g.r.count(m, OutcomeLeaseLost)
+				g.count(m, OutcomeLeaseLost)
 			}
 			g.release(dropped)
 		}
@@ -461,7 +473,7 @@ func (g *orderGate) drop(ms []*Message) {
 		return
 	}
 	for _, m := range ms {
-		g.r.count(m, OutcomeHandedOver)
+		g.count(m, OutcomeHandedOver)
 	}
 	g.release(ms)
 }
@@ -474,7 +486,7 @@ func (g *orderGate) release(ms []*Message) {
 			close(m.done)
 		}
 	}
-	g.r.release(len(ms))
+	g.freeSlots(len(ms))
 }
 
 func (g *orderGate) newTurn() *keyTurn {

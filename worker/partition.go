@@ -77,9 +77,22 @@ func fetchedStreams(cfg config.Config) []string {
 	return cfg.Streams
 }
 
+// partitionDeps are what the partitions need of the runtime.
+type partitionDeps struct {
+	cfg        config.Config
+	client     redis.UniversalClient
+	logger     *slog.Logger                                   // the process logger
+	live       *liveness                                      // for the partitions loop's beat
+	order      *orderGate                                     // per-key order in the partitions read
+	cluster    *clusterRoutes                                 // told of failures that may mean a changed slot map
+	leaseEvery time.Duration                                  // how often the messages waiting behind their keys are leased
+	takeOver   func(ctx context.Context, s *streamState) bool // claims and runs what others left pending (takeover.go)
+	fetchLoop  func(ctx context.Context, s *streamState)      // reads a partition until ctx ends (fetch.go)
+}
+
 // partitions takes, reads and gives up the partitions of this consumer.
 type partitions struct {
-	r      *Runtime
+	partitionDeps
 	log    *slog.Logger
 	lease  time.Duration // an owner key's TTL, and a membership's
 	every  time.Duration // how often the membership is renewed and the shares balanced; owner keys twice as often
@@ -134,14 +147,13 @@ type partition struct {
 	fetching atomic.Bool // taken over and read now: reclaim passes may claim in it
 }
 
-// newPartitions prepares the partitions of cfg's streams. It registers a
-// lease-renewal flag per partition with r, so it runs before r runs.
-func newPartitions(r *Runtime) *partitions {
-	cfg := r.cfg
+// newPartitions prepares the partitions of the configured streams.
+func newPartitions(d partitionDeps) *partitions {
+	cfg := d.cfg
 	p := &partitions{
-		r: r, log: r.base.With("component", "partitions"),
+		partitionDeps: d, log: d.logger.With("component", "partitions"),
 		lease: cfg.PartitionLease, every: cfg.PartitionLease / 3,
-		beat:    r.live.Register("partitions"),
+		beat:    d.live.Register("partitions"),
 		drained: make(chan *partition), fetchersStopped: make(chan struct{}),
 		leaveCh: make(chan struct{}), loopDone: make(chan struct{}), leasesDone: make(chan struct{}),
 	}
@@ -155,7 +167,6 @@ func newPartitions(r *Runtime) *partitions {
 			pt.s.beat.beat()
 			g.parts = append(g.parts, pt)
 			p.all = append(p.all, pt)
-			r.renewing[name] = &atomic.Bool{}
 		}
 		p.groups = append(p.groups, g)
 	}
@@ -166,15 +177,17 @@ func newPartitions(r *Runtime) *partitions {
 	return p
 }
 
-// run reads the partitions this consumer owns, taking and giving them up as
+// Run reads the partitions this consumer owns, taking and giving them up as
 // the group's members come and go, until ctx ends; it returns once their
 // fetching has stopped. Ownership is kept (renewed) until leave, so that
-// nobody takes a partition while its last messages here finish.
-func (p *partitions) run(ctx context.Context) {
+// nobody takes a partition while its last messages here finish: the loops
+// it starts end in leave.
+func (p *partitions) Run(ctx context.Context) error {
 	p.started.Store(true)
 	go p.loop(ctx)
 	go p.leaseLoop()
 	<-p.fetchersStopped
+	return nil
 }
 
 // leaseLoop renews the leases of the messages waiting behind their keys
@@ -182,14 +195,14 @@ func (p *partitions) run(ctx context.Context) {
 // failover) never holds up the renewal of the owner keys.
 func (p *partitions) leaseLoop() {
 	defer close(p.leasesDone)
-	t := time.NewTicker(p.r.leaseEvery())
+	t := time.NewTicker(p.leaseEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-p.leaveCh:
 			return
 		case <-t.C:
-			p.r.order.renewLeases()
+			p.order.renewLeases()
 		}
 	}
 }
@@ -305,7 +318,7 @@ func (p *partitions) balancePass(ctx context.Context, stopping, healthy bool) {
 		live, err := p.members(g)
 		if err != nil {
 			ok = false
-			p.r.cluster.failed(err)
+			p.cluster.failed(err)
 			p.log.Warn("updating the partition membership failed", "stream", g.stream, "error", err)
 			continue
 		}
@@ -315,7 +328,7 @@ func (p *partitions) balancePass(ctx context.Context, stopping, healthy bool) {
 	}
 	p.membersOK.Store(ok)
 	// Alive when every partition read now was read lately.
-	stale := time.Now().Add(-(p.r.cfg.Block + 30*time.Second)).UnixNano()
+	stale := time.Now().Add(-(p.cfg.Block + 30*time.Second)).UnixNano()
 	for _, pt := range p.all {
 		if pt.fetching.Load() && pt.s.beat.last.Load() < stale {
 			return
@@ -363,7 +376,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 func (p *partitions) members(g *partGroup) ([]string, error) {
 	ctx, cancel := p.opCtx()
 	defer cancel()
-	live, err := membersScript.Run(ctx, p.r.client, []string{g.members}, p.r.cfg.Consumer, p.lease.Milliseconds()).StringSlice()
+	live, err := membersScript.Run(ctx, p.client, []string{g.members}, p.cfg.Consumer, p.lease.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, err
 	}
@@ -410,10 +423,10 @@ func (p *partitions) renew() bool {
 	}
 	ctx, cancel := p.opCtx()
 	defer cancel()
-	pipe := p.r.client.Pipeline()
+	pipe := p.client.Pipeline()
 	cmds := make([]*redis.Cmd, len(mine))
 	for i, pt := range mine {
-		cmds[i] = acquireScript.Eval(ctx, pipe, []string{pt.owner}, p.r.cfg.Consumer, p.lease.Milliseconds())
+		cmds[i] = acquireScript.Eval(ctx, pipe, []string{pt.owner}, p.cfg.Consumer, p.lease.Milliseconds())
 	}
 	sent := time.Now()
 	_, _ = pipe.Exec(ctx) // each command's error is looked at below
@@ -438,7 +451,7 @@ func (p *partitions) renew() bool {
 			if failed++; firstErr == nil {
 				firstErr = err
 			}
-			p.r.cluster.failed(err)
+			p.cluster.failed(err)
 			if pt.state == partOwned && time.Since(pt.renewedAt) > p.readable() {
 				p.log.Warn("partition lease could not be renewed before it ran out; stopped reading it",
 					"partition", pt.s.name, "error", err)
@@ -456,7 +469,7 @@ func (p *partitions) renew() bool {
 // live members, or gives up those above it. Members prefer partitions from
 // different starting points, so that the shares settle without contention.
 func (p *partitions) balance(ctx context.Context, g *partGroup, live []string) {
-	me := p.r.cfg.Consumer
+	me := p.cfg.Consumer
 	idx, found := slices.BinarySearch(live, me)
 	if !found {
 		return
@@ -495,7 +508,7 @@ func (p *partitions) balance(ctx context.Context, g *partGroup, live []string) {
 	// Which are free in Redis too (or still ours from an earlier run).
 	octx, cancel := p.opCtx()
 	defer cancel()
-	pipe := p.r.client.Pipeline()
+	pipe := p.client.Pipeline()
 	gets := make([]*redis.StringCmd, len(free))
 	for i, pt := range free {
 		gets[i] = pipe.Get(octx, pt.owner)
@@ -508,7 +521,7 @@ func (p *partitions) balance(ctx context.Context, g *partGroup, live []string) {
 		case errors.Is(err, redis.Nil) || (err == nil && v == me):
 			want = append(want, pt)
 		case err != nil:
-			p.r.cluster.failed(err)
+			p.cluster.failed(err)
 		}
 		if len(want) == need {
 			break
@@ -517,7 +530,7 @@ func (p *partitions) balance(ctx context.Context, g *partGroup, live []string) {
 	if len(want) == 0 {
 		return
 	}
-	pipe = p.r.client.Pipeline()
+	pipe = p.client.Pipeline()
 	takes := make([]*redis.Cmd, len(want))
 	for i, pt := range want {
 		takes[i] = acquireScript.Eval(octx, pipe, []string{pt.owner}, me, p.lease.Milliseconds())
@@ -528,7 +541,7 @@ func (p *partitions) balance(ctx context.Context, g *partGroup, live []string) {
 		if n, err := takes[i].Int(); err == nil && n == 1 {
 			p.start(ctx, pt, sent)
 		} else if err != nil {
-			p.r.cluster.failed(err)
+			p.cluster.failed(err)
 		}
 	}
 }
@@ -537,7 +550,7 @@ func (p *partitions) balance(ctx context.Context, g *partGroup, live []string) {
 func (p *partitions) start(ctx context.Context, pt *partition, taken time.Time) {
 	pt.state, pt.renewedAt = partOwned, taken
 	pt.s.beat.beat()
-	p.r.order.reset(pt.s.name)
+	p.order.reset(pt.s.name)
 	fctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	pt.cancel, pt.fetchDone = cancel, done
@@ -549,9 +562,9 @@ func (p *partitions) start(ctx context.Context, pt *partition, taken time.Time) 
 	go func() {
 		defer p.fetchers.Done()
 		defer close(done)
-		if p.r.takeOver(fctx, pt.s) && fctx.Err() == nil {
+		if p.takeOver(fctx, pt.s) && fctx.Err() == nil {
 			pt.fetching.Store(true)
-			p.r.fetchLoop(fctx, pt.s)
+			p.fetchLoop(fctx, pt.s)
 		}
 		pt.fetching.Store(false)
 	}()

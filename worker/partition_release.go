@@ -32,7 +32,7 @@ func (p *partitions) release(pt *partition) {
 		case <-p.drainCtx.Done():
 			return
 		}
-		p.r.order.abandon(pt.s.name)
+		p.order.abandon(pt.s.name)
 		p.waitSettled(pt)
 		select {
 		case p.drained <- pt:
@@ -46,7 +46,7 @@ func (p *partitions) release(pt *partition) {
 // retried or dead-lettered). It gives up after a handler timeout and a
 // lease, for an entry whose outcome could not be written.
 func (p *partitions) waitSettled(pt *partition) {
-	deadline := time.Now().Add(p.r.cfg.HandlerTimeout + p.lease)
+	deadline := time.Now().Add(p.cfg.HandlerTimeout + p.lease)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -74,14 +74,14 @@ func (p *partitions) unsettled(pt *partition) (int, error) {
 	defer cancel()
 	left, start := 0, "-"
 	for {
-		pend, err := p.r.client.XPendingExt(ctx, &redis.XPendingExtArgs{
-			Stream: pt.s.name, Group: p.r.cfg.Group, Consumer: p.r.cfg.Consumer, Start: start, End: "+", Count: 1000,
+		pend, err := p.client.XPendingExt(ctx, &redis.XPendingExtArgs{
+			Stream: pt.s.name, Group: p.cfg.Group, Consumer: p.cfg.Consumer, Start: start, End: "+", Count: 1000,
 		}).Result()
 		if err != nil {
 			return -1, err
 		}
 		for _, e := range pend {
-			if !p.r.order.abandoned(pt.s.name, e.ID) {
+			if !p.order.abandoned(pt.s.name, e.ID) {
 				left++
 			}
 		}
@@ -111,8 +111,8 @@ func (p *partitions) settled(pt *partition) {
 	pt.state = partFree
 	ctx, cancel := p.opCtx()
 	defer cancel()
-	if err := releaseOwnerScript.Run(ctx, p.r.client, []string{pt.owner}, p.r.cfg.Consumer).Err(); err != nil {
-		p.r.cluster.failed(err)
+	if err := releaseOwnerScript.Run(ctx, p.client, []string{pt.owner}, p.cfg.Consumer).Err(); err != nil {
+		p.cluster.failed(err)
 		p.log.Warn("could not delete a partition's owner key; another consumer takes the partition when the lease runs out",
 			"partition", pt.s.name, "lease", p.lease, "error", err)
 		return
@@ -131,7 +131,7 @@ func (p *partitions) stopFetching() {
 	}
 	p.fetchers.Wait()
 	close(p.fetchersStopped)
-	p.r.order.shutdown()
+	p.order.shutdown()
 }
 
 // releaseAll deletes every owner key this consumer holds, and its
@@ -139,20 +139,20 @@ func (p *partitions) stopFetching() {
 func (p *partitions) releaseAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	pipe := p.r.client.Pipeline()
+	pipe := p.client.Pipeline()
 	n := 0
 	for _, pt := range p.all {
 		if pt.expiry != nil {
 			pt.expiry.Stop()
 		}
 		if pt.state != partFree {
-			releaseOwnerScript.Eval(ctx, pipe, []string{pt.owner}, p.r.cfg.Consumer)
+			releaseOwnerScript.Eval(ctx, pipe, []string{pt.owner}, p.cfg.Consumer)
 			pt.state = partFree
 			n++
 		}
 	}
 	for _, g := range p.groups {
-		pipe.ZRem(ctx, g.members, p.r.cfg.Consumer)
+		pipe.ZRem(ctx, g.members, p.cfg.Consumer)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		p.log.Warn("could not give the partitions up at shutdown; the others take them when the lease runs out",

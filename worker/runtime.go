@@ -24,9 +24,10 @@ type xEntry = redis.XMessage
 // opTimeout bounds one Redis write that records an outcome.
 const opTimeout = 5 * time.Second
 
-// Runtime consumes the configured streams as one consumer of one group. Build
-// it with NewRuntime and run it with Run; Run is what worker.Run adds to its
-// run group as the fetch/dispatch actor.
+// Runtime consumes the configured streams as one consumer of one group and
+// promotes their due retries and delayed events. Build it with NewRuntime and
+// run it with Run; Run is what worker.Run adds to its run group as the
+// fetch/dispatch actor.
 type Runtime struct {
 	cfg      config.Config
 	client   redis.UniversalClient
@@ -48,7 +49,6 @@ type Runtime struct {
 	cancelHandlers context.CancelFunc
 	stopping       atomic.Bool // SIGTERM seen: not ready, fetching stops
 	abandoned      atomic.Bool // shutdown deadline passed: unfinished work is handed over
-	ackerDone      chan struct{}
 	started        atomic.Bool
 	hurry          chan struct{} // closed by Hurry: the shutdown deadline is now
 	hurryOnce      sync.Once
@@ -62,6 +62,8 @@ type Runtime struct {
 	parts   *partitions    // partition ownership (partition.go)
 	order   *orderGate     // per-key order on partitioned streams (ordered.go)
 	cluster *clusterRoutes // slot map reloads after node failures (cluster.go)
+
+	promote *promoter // moves due retries and delayed events into the streams (promote.go)
 }
 
 type streamState struct {
@@ -106,16 +108,15 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	r := &Runtime{
 		cfg: cfg, client: client, handler: h,
 		consumer: reclaim.Consumer{Client: client, Group: cfg.Group, Name: cfg.Consumer}, logger: logger, base: base, metrics: metrics,
-		live:      newLiveness(),
-		sem:       newSemaphore(cfg.Concurrency),
-		jobs:      newJobQueue(cfg.Concurrency),
-		acks:      newAckBuffer(),
-		ackIDs:    map[string][]string{},
-		workers:   make([]*workerState, cfg.Concurrency),
-		ackerDone: make(chan struct{}),
-		hurry:     make(chan struct{}),
-		suspects:  suspects{wake: make(chan struct{}, 1), queued: map[suspect]bool{}},
-		renewing:  map[string]*atomic.Bool{},
+		live:     newLiveness(),
+		sem:      newSemaphore(cfg.Concurrency),
+		jobs:     newJobQueue(cfg.Concurrency),
+		acks:     newAckBuffer(),
+		ackIDs:   map[string][]string{},
+		workers:  make([]*workerState, cfg.Concurrency),
+		hurry:    make(chan struct{}),
+		suspects: suspects{wake: make(chan struct{}, 1), queued: map[suspect]bool{}},
+		renewing: map[string]*atomic.Bool{},
 	}
 	for i := range r.workers {
 		r.workers[i] = &workerState{}
@@ -132,12 +133,21 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	metrics.running.Store(&running)
 	for _, s := range fetchedStreams(cfg) { // partition.go: the partitions are read while owned
 		r.streams = append(r.streams, &streamState{name: s, beat: r.live.Register("fetch " + s)})
+	}
+	for _, s := range streamKeys(cfg) {
 		r.renewing[s] = &atomic.Bool{}
 	}
 	r.cluster = newClusterRoutes(client)
+	r.promote = newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, base, metrics, r.live)
 	if cfg.Partitions > 1 { // partition.go, ordered.go
-		r.parts = newPartitions(r)
-		r.order = newOrderGate(r, streamKeys(cfg))
+		r.order = newOrderGate(gateDeps{
+			consumer: r.consumer, logger: logger, count: r.count, freeSlots: r.release, leaseEvery: r.leaseEvery(),
+			maxAttempts: cfg.MaxAttempts, retryBase: cfg.RetryBase, retryMax: cfg.RetryMax,
+		}, streamKeys(cfg))
+		r.parts = newPartitions(partitionDeps{
+			cfg: cfg, client: client, logger: base, live: r.live, order: r.order, cluster: r.cluster, leaseEvery: r.leaseEvery(),
+			takeOver: r.takeOver, fetchLoop: r.fetchLoop,
+		})
 	}
 	r.handlerCtx, r.cancelHandlers = context.WithCancel(context.Background())
 	return r
@@ -180,14 +190,14 @@ func (r *Runtime) Run(ctx context.Context) error {
 
 	// Start, consumers of work before its producers: the handler pool, then
 	// the loops that serve running handlers (acknowledgements, leases), then
-	// the feeders that fill the pool.
+	// the feeders that fill the pool and the promoter. Every background loop
+	// is a component (component.go); the first two outlive ctx, and the stop
+	// list below ends them.
 	workersDone := r.startWorkers()
-	ackStop := make(chan struct{})
-	go r.ackLoop(ackStop) // closes r.ackerDone
-	leaseDone := make(chan struct{})
-	go func() { defer close(leaseDone); r.leaseLoop(workersDone) }()
+	acks := start(context.Background(), r.logger, componentFunc(r.ackLoop))
+	leases := start(context.Background(), r.logger, componentFunc(r.leaseLoop))
 	rc := r.newReclaimer()
-	feeders := r.startFeeders(ctx, rc)
+	feeders := start(ctx, r.logger, r.feeders(rc)...)
 
 	<-ctx.Done()
 	shutdownStart := time.Now()
@@ -195,8 +205,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.logger.Info("shutting down: fetching stopped, waiting for running handlers", "timeout", r.cfg.ShutdownTimeout)
 
 	// Stop, in this order:
-	//  1. the feeders (their contexts ended with ctx), then the job queue:
-	//     nothing new is handed to the pool;
+	//  1. the feeders and the promoter (their contexts ended with ctx), then
+	//     the job queue: nothing new is handed to the pool;
 	//  2. the drain: running handlers finish, or at the deadline (or Hurry)
 	//     their messages are handed over and the handlers cancelled;
 	//  3. the leases, once no handler runs (or the work was handed over),
@@ -205,13 +215,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 	//  5. the partitions, given up only once their acknowledgements are
 	//     written, so that the next owner does not run them again;
 	//  6. the consumer's heartbeat and, if it owns nothing, the consumer.
-	feeders.Wait()
+	feeders.stop()
 	r.jobs.close()
 	r.drain(shutdownStart, workersDone)
-	<-leaseDone
+	leases.stop()
 	r.renewals.Wait() // bounded by the client's read timeout
-	close(ackStop)
-	<-r.ackerDone
+	acks.stop()
 	if r.parts != nil {
 		r.parts.leave() // partition.go
 	}
@@ -275,31 +284,19 @@ func (r *Runtime) newReclaimer() *reclaim.Reclaimer {
 	return reclaim.New(r.client, opts, sink{r}, r.base, r.metrics.Reclaim, r.live.Register("reclaim").beat)
 }
 
-// startFeeders starts what hands work to the pool, each until ctx ends: a
-// fetcher per stream, the partitions (which run a fetcher per partition
-// owned), the reclaimer and the suspects' one-at-a-time loop. Wait on the
-// group returned before closing the job queue.
-func (r *Runtime) startFeeders(ctx context.Context, rc *reclaim.Reclaimer) *sync.WaitGroup {
-	var feeders []func(context.Context)
+// feeders are the components that hand work to the pool, each until its
+// context ends: a fetcher per stream, the partitions (which run a fetcher per
+// partition owned), the reclaimer and the suspects' one-at-a-time loop; and
+// the promoter, which moves due retries back into the streams.
+func (r *Runtime) feeders(rc *reclaim.Reclaimer) []component {
+	var cs []component
 	for _, s := range r.streams {
-		feeders = append(feeders, func(ctx context.Context) { r.fetchLoop(ctx, s) })
+		cs = append(cs, componentFunc(func(ctx context.Context) error { r.fetchLoop(ctx, s); return nil }))
 	}
 	if r.parts != nil {
-		feeders = append(feeders, r.parts.run) // partition.go: takes, reads and gives up partitions
+		cs = append(cs, r.parts) // partition.go: takes, reads and gives up partitions
 	}
-	feeders = append(feeders,
-		func(ctx context.Context) { _ = rc.Run(ctx) },
-		r.isolateLoop,
-	)
-	var wg sync.WaitGroup
-	for _, run := range feeders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			run(ctx)
-		}()
-	}
-	return &wg
+	return append(cs, rc, componentFunc(r.isolateLoop), r.promote)
 }
 
 // drain waits for the running handlers until the shutdown timeout, counted
