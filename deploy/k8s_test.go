@@ -2,10 +2,11 @@ package deploy
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path"
@@ -24,6 +25,7 @@ import (
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/handlers/builtin"
 	"github.com/streamworker/streamworker/internal/testcerts"
+	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -351,8 +353,7 @@ func checkProbes(t *testing.T, cfg config.Config, c *corev1.Container) {
 		// The kubelet probes and Prometheus connect to the pod IP.
 		t.Errorf("WORKER_HTTP_ADDR=%q: the probes and scrapes reach the pod on its IP; listen on every interface (:%s)", cfg.HTTPAddr, port)
 	}
-	rt := worker.NewRuntime(cfg, nil, worker.NewMux(), slog.New(slog.DiscardHandler), nil)
-	h := worker.NewHTTPHandler(rt, prometheus.NewRegistry())
+	base := serveWorker(t, cfg)
 	for _, p := range []struct {
 		name  string
 		probe *corev1.Probe
@@ -369,15 +370,46 @@ func checkProbes(t *testing.T, cfg config.Config, c *corev1.Container) {
 		if n := containerPort(c, g.Port); strconv.Itoa(int(n)) != port {
 			t.Errorf("%s probe port %s is container port %d; the worker listens on %s", p.name, g.Port.String(), n, cfg.HTTPAddr)
 		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, g.Path, nil))
-		if rec.Code == http.StatusNotFound || rec.Code == http.StatusMethodNotAllowed {
-			t.Errorf("%s probe: GET %s = %d: the worker does not serve it", p.name, g.Path, rec.Code)
+		resp, err := http.Get(base + g.Path)
+		if err != nil {
+			t.Errorf("%s probe: GET %s: %v", p.name, g.Path, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+			t.Errorf("%s probe: GET %s = %d: the worker does not serve it", p.name, g.Path, resp.StatusCode)
 		}
 		if p.probe.TimeoutSeconds < 1 || p.probe.PeriodSeconds < 1 {
 			t.Errorf("%s probe: set timeoutSeconds and periodSeconds", p.name)
 		}
 	}
+}
+
+// serveWorker runs the worker as the manifests configure it (worker.Run),
+// on a redis-server of the test's own instead of the manifests' Redis, and
+// returns the base URL of its HTTP server; it stops when the test ends.
+func serveWorker(t *testing.T, cfg config.Config) string {
+	t.Helper()
+	srv := testredis.Start(t)
+	cfg.Redis = config.Redis{RedisURL: srv.URL()}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := worker.NewMux()
+	mux.HandleFunc("probe.test", func(context.Context, *worker.Message) error { return nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- worker.Run(ctx, cfg, mux, worker.WithListener(l), worker.WithLogger(slog.New(slog.DiscardHandler)), worker.WithRegistry(prometheus.NewRegistry()))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("worker.Run: %v", err)
+		}
+	})
+	return "http://" + l.Addr().String()
 }
 
 // checkSecurity holds every pod in the output to the restricted Pod

@@ -90,11 +90,11 @@ func (b *ackBuffer) end() []ackReq {
 }
 
 // ack queues an acknowledgement for the ack loop.
-func (r *Runtime) ack(a ackReq) { r.acks.add(a) }
+func (r *engine) ack(a ackReq) { r.acks.add(a) }
 
 // ackNow writes one acknowledgement at once, for a message that must be
 // settled before the next one runs; on a Redis error it is queued instead.
-func (r *Runtime) ackNow(a ackReq) {
+func (r *engine) ackNow(a ackReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if err := r.flushAcks(ctx, []ackReq{a}, nil); err != nil {
@@ -104,7 +104,7 @@ func (r *Runtime) ackNow(a ackReq) {
 
 // ackLoop writes acknowledgements in batches until ctx ends, then flushes
 // what is left.
-func (r *Runtime) ackLoop(ctx context.Context) error {
+func (r *engine) ackLoop(ctx context.Context) error {
 	stop := ctx.Done()
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
@@ -136,7 +136,7 @@ func (r *Runtime) ackLoop(ctx context.Context) error {
 
 // flushRetrying writes a batch, retrying with backoff while Redis fails,
 // until it succeeds or shutdown turns it into a final flush.
-func (r *Runtime) flushRetrying(batch []ackReq, stop <-chan struct{}) {
+func (r *engine) flushRetrying(batch []ackReq, stop <-chan struct{}) {
 	for failures := 1; ; failures++ {
 		err := r.flushAcks(context.Background(), batch, r.ackIDs)
 		if err == nil {
@@ -154,7 +154,7 @@ func (r *Runtime) flushRetrying(batch []ackReq, stop <-chan struct{}) {
 }
 
 // flushFinal makes a last few attempts at shutdown with fresh contexts.
-func (r *Runtime) flushFinal(batch []ackReq) {
+func (r *engine) flushFinal(batch []ackReq) {
 	var err error
 	for i := range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
@@ -173,7 +173,7 @@ func (r *Runtime) flushFinal(batch []ackReq) {
 // per stream with every ID. The outcome counters are bumped once per run of
 // equal labels, not once per message. ids, when not nil, is the ack loop's
 // scratch space for the IDs per stream, reused from batch to batch.
-func (r *Runtime) flushAcks(ctx context.Context, batch []ackReq, ids map[string][]string) error {
+func (r *engine) flushAcks(ctx context.Context, batch []ackReq, ids map[string][]string) error {
 	pipe := r.client.Pipeline()
 	if ids == nil {
 		ids = make(map[string][]string, 1)

@@ -20,7 +20,7 @@ import (
 
 // sink is the runtime as reclaim sees it: claimed entries enter the same
 // dispatch path as fetched ones and take handler slots the same way.
-type sink struct{ r *Runtime }
+type sink struct{ r *engine }
 
 // Reserve waits up to a second for a first free slot (waiters are served in
 // order, so a busy fetcher cannot starve the reclaimer), then takes up to n of
@@ -40,7 +40,7 @@ func (s sink) Isolate(stream string, ids []string) { s.r.isolate(stream, ids) }
 // dispatch hands messages to the handler pool on the n slots reserved for
 // them, releases the slots it does not use and returns how many it handed
 // over.
-func (r *Runtime) dispatch(ctx context.Context, batch []*Message, n int) int {
+func (r *engine) dispatch(ctx context.Context, batch []*Message, n int) int {
 	batch = r.confirmLate(batch)
 	batch = r.dropTooLarge(ctx, batch)
 	if r.cfg.DedupeWindow > 0 {
@@ -63,7 +63,7 @@ func (r *Runtime) dispatch(ctx context.Context, batch []*Message, n int) int {
 // Normally replies take far less than a lease period and nothing is sent.
 // When the renewal fails, the late messages are not run: they stay pending,
 // and a reclaim pass finds them again.
-func (r *Runtime) confirmLate(batch []*Message) []*Message {
+func (r *engine) confirmLate(batch []*Message) []*Message {
 	now := time.Now()
 	var late []string
 	for _, m := range batch {
@@ -107,7 +107,7 @@ func (r *Runtime) confirmLate(batch []*Message) []*Message {
 // not finish, most likely because it crashed the process. An entry past the
 // attempt limit goes to the dead-letter stream instead of running again, so a
 // message that kills every worker that touches it cannot crash-loop one.
-func (r *Runtime) claimedMessages(ctx context.Context, stream string, entries []reclaim.Entry) []*Message {
+func (r *engine) claimedMessages(ctx context.Context, stream string, entries []reclaim.Entry) []*Message {
 	out := make([]*Message, 0, len(entries))
 	for _, e := range entries {
 		m := newMessage(stream, e.XMessage)
@@ -139,7 +139,7 @@ func (r *Runtime) claimedMessages(ctx context.Context, stream string, entries []
 
 // dropTooLarge dead-letters, without running them, the messages larger
 // than WORKER_MAX_MESSAGE_BYTES, and returns the others.
-func (r *Runtime) dropTooLarge(ctx context.Context, batch []*Message) []*Message {
+func (r *engine) dropTooLarge(ctx context.Context, batch []*Message) []*Message {
 	limit := r.cfg.MaxMessageBytes
 	i := 0
 	for i < len(batch) && (limit <= 0 || batch[i].size <= limit) {
@@ -174,7 +174,7 @@ func (r *Runtime) dropTooLarge(ctx context.Context, batch []*Message) []*Message
 // idempotency key was processed inside the dedupe window, checking the whole
 // batch in one round trip. On a Redis error every message runs (at-least-once
 // wins over skipping).
-func (r *Runtime) dropDuplicates(ctx context.Context, batch []*Message) []*Message {
+func (r *engine) dropDuplicates(ctx context.Context, batch []*Message) []*Message {
 	var keyed []*Message
 	for _, m := range batch {
 		if m.IdempotencyKey != "" {

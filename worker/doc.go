@@ -9,7 +9,7 @@
 //
 //	message.go, mux.go, middleware.go   the handler API: Message, Handler, Mux, middleware
 //	main.go                              Main and Run: config, Redis, the run group, HTTP
-//	runtime.go                           Runtime.Run: start list, drain, stop list; process, complete
+//	runtime.go                           engine.Run: start list, drain, stop list; process, complete
 //	component.go                         the one way a background loop is started and stopped
 //	fetch.go                             a fetcher per stream: reads, replays own pending entries
 //	dispatch.go                          the dispatch path every delivery enters

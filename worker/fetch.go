@@ -17,7 +17,7 @@ import (
 // consecutive Redis failures, the replay cursor and the read sizes. The
 // fetch loop and a partition's take-over each run one.
 type fetcher struct {
-	r     *Runtime
+	r     *engine
 	s     *streamState
 	log   *slog.Logger
 	level slog.Level // of a failure's log line
@@ -29,7 +29,7 @@ type fetcher struct {
 	sizes    readSizer // the bytes of recent reads' entries
 }
 
-func (r *Runtime) newFetcher(s *streamState, level slog.Level) *fetcher {
+func (r *engine) newFetcher(s *streamState, level slog.Level) *fetcher {
 	start := "0"
 	if r.cfg.GroupStart == "latest" {
 		start = "$"
@@ -77,7 +77,7 @@ func (f *fetcher) ensureGroup(ctx, cctx context.Context) bool {
 // asks for more entries than there are free handler slots, so nothing waits
 // in a local buffer while its idle time grows unseen, nor for more than
 // readSizer expects to fit in the read budget.
-func (r *Runtime) fetchLoop(ctx context.Context, s *streamState) {
+func (r *engine) fetchLoop(ctx context.Context, s *streamState) {
 	r.newFetcher(s, slog.LevelError).run(ctx)
 }
 
@@ -139,7 +139,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	f.handle(ctx, msgs, sent, err, n)
 }
 
-func (r *Runtime) read(ctx context.Context, args *redis.XReadGroupArgs, block time.Duration) ([]redis.XMessage, error) {
+func (r *engine) read(ctx context.Context, args *redis.XReadGroupArgs, block time.Duration) ([]redis.XMessage, error) {
 	a := *args
 	a.Block = block
 	res, err := r.client.XReadGroup(ctx, &a).Result()
@@ -220,7 +220,7 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 
 // readBudget is about how many bytes one read may bring: reads ask for
 // fewer entries when recent entries were large (readSizer).
-func (r *Runtime) readBudget() int { return max(minReadBudget, r.cfg.MaxMessageBytes) }
+func (r *engine) readBudget() int { return max(minReadBudget, r.cfg.MaxMessageBytes) }
 
 // minReadBudget is the read budget unless one entry may be larger.
 const minReadBudget = 16 << 20
@@ -275,13 +275,13 @@ func (z *readSizer) count(n, budget int) int {
 // first waits a moment for half a read's worth, so that a busy stream is read
 // in large batches rather than a few entries per round trip. It returns 0
 // when ctx ends first.
-func (r *Runtime) acquire(ctx context.Context, beat *beat, backlog bool) int {
+func (r *engine) acquire(ctx context.Context, beat *beat, backlog bool) int {
 	return r.acquireUpTo(ctx, beat, backlog, r.cfg.FetchCount)
 }
 
 // acquireUpTo is acquire taking up to most slots (fewer than FetchCount
 // while entries are large).
-func (r *Runtime) acquireUpTo(ctx context.Context, beat *beat, backlog bool, most int) int {
+func (r *engine) acquireUpTo(ctx context.Context, beat *beat, backlog bool, most int) int {
 	if backlog {
 		low := max(1, min(most, r.cfg.Concurrency)/2)
 		if n := r.sem.acquire(ctx, low, most, 2*time.Millisecond, beat.beat); n > 0 || ctx.Err() != nil {
@@ -291,7 +291,7 @@ func (r *Runtime) acquireUpTo(ctx context.Context, beat *beat, backlog bool, mos
 	return r.sem.acquire(ctx, 1, most, 0, beat.beat)
 }
 
-func (r *Runtime) release(n int) { r.sem.release(n) }
+func (r *engine) release(n int) { r.sem.release(n) }
 
 // ensureGroup creates the group, and the stream with it; an existing group
 // is fine.

@@ -39,14 +39,14 @@ func BenchmarkNewMessages(b *testing.B) {
 }
 
 // BenchmarkProcess runs one message through a handler goroutine's whole
-// path: its context, the middleware NewRuntime adds (metrics, logging,
+// path: its context, the middleware newEngine adds (metrics, logging,
 // recover), the Mux, and the queued acknowledgement.
 func BenchmarkProcess(b *testing.B) {
 	cfg := config.Default()
 	cfg.Streams = []string{"events"}
 	mux := NewMux()
 	mux.HandleFunc("t", func(context.Context, *Message) error { return nil })
-	r := NewRuntime(cfg, nil, mux, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
+	r := newEngine(cfg, nil, mux, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
 	w := r.workers[0]
 	w.ctx = newMsgContext(r.handlerCtx)
 	defer w.ctx.release()

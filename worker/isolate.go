@@ -28,7 +28,7 @@ import (
 // two, or fewer when the attempt limit would otherwise be reached first.
 // With one attempt allowed there is nothing to isolate: a redelivered entry
 // is dead-lettered.
-func (r *Runtime) isolateAfter() int {
+func (r *engine) isolateAfter() int {
 	return max(0, min(2, r.cfg.MaxAttempts-1))
 }
 
@@ -44,7 +44,7 @@ type suspects struct {
 }
 
 // isolate queues suspects of this consumer's pending list.
-func (r *Runtime) isolate(stream string, ids []string) {
+func (r *engine) isolate(stream string, ids []string) {
 	q := &r.suspects
 	q.mu.Lock()
 	for _, id := range ids {
@@ -61,7 +61,7 @@ func (r *Runtime) isolate(stream string, ids []string) {
 	}
 }
 
-func (r *Runtime) nextSuspect() (suspect, bool) {
+func (r *engine) nextSuspect() (suspect, bool) {
 	q := &r.suspects
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -77,7 +77,7 @@ func (r *Runtime) nextSuspect() (suspect, bool) {
 // isolateLoop runs the queued suspects one at a time until ctx ends. What is
 // still queued then stays pending and is claimed again by this consumer's
 // next run or, after the min-idle, by another consumer.
-func (r *Runtime) isolateLoop(ctx context.Context) error {
+func (r *engine) isolateLoop(ctx context.Context) error {
 	for {
 		s, ok := r.nextSuspect()
 		if !ok {
@@ -97,7 +97,7 @@ func (r *Runtime) isolateLoop(ctx context.Context) error {
 
 // runSuspect takes a handler slot, claims the suspect (counting its
 // delivery) and runs it, waiting until its outcome is recorded.
-func (r *Runtime) runSuspect(ctx context.Context, s suspect) {
+func (r *engine) runSuspect(ctx context.Context, s suspect) {
 	if r.sem.acquire(ctx, 1, 1, 0, nil) == 0 {
 		return
 	}

@@ -13,14 +13,14 @@ import (
 
 // leaseEvery is how often running entries get their idle time reset: well
 // inside the min-idle, so that a slow handler's entry never looks abandoned.
-func (r *Runtime) leaseEvery() time.Duration {
+func (r *engine) leaseEvery() time.Duration {
 	return max(r.cfg.ReclaimMinIdle/4, 10*time.Millisecond)
 }
 
 // leaseLoop keeps the lease on every running message until ctx ends, which
-// Runtime.Run does once the handlers are done, and stops leasing once
+// engine.Run does once the handlers are done, and stops leasing once
 // shutdown has handed the unfinished work over.
-func (r *Runtime) leaseLoop(ctx context.Context) error {
+func (r *engine) leaseLoop(ctx context.Context) error {
 	t := time.NewTicker(r.leaseEvery())
 	defer t.Stop()
 	for {
@@ -50,7 +50,7 @@ func (r *Runtime) leaseLoop(ctx context.Context) error {
 // handler must be cancelled before its entry can be claimed, not when a
 // slow or cut-off connection gives up. A renewal given up on finishes in the
 // background (r.renewing), and no other is sent for its stream meanwhile.
-func (r *Runtime) leaseOnce() {
+func (r *engine) leaseOnce() {
 	now := time.Now()
 	every := r.leaseEvery()
 	due := now.Add(-every).UnixNano()
@@ -121,7 +121,7 @@ func (r *Runtime) leaseOnce() {
 var errRenewing = errors.New("the last renewal has not finished")
 
 // renew runs a lease renewal (reclaim.Consumer.Lease) of ids, waiting for it until deadline at most.
-func (r *Runtime) renew(stream string, ids []string, deadline time.Time) (reclaim.Leased, error) {
+func (r *engine) renew(stream string, ids []string, deadline time.Time) (reclaim.Leased, error) {
 	if !time.Now().Before(deadline) {
 		return reclaim.Leased{}, context.DeadlineExceeded
 	}
@@ -162,7 +162,7 @@ func (w *workerState) leaseLost() bool {
 }
 
 // loseLease cancels w's handler if it still runs m.
-func (r *Runtime) loseLease(w *workerState, m *Message, why string) {
+func (r *engine) loseLease(w *workerState, m *Message, why string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.cur.Load() != m || w.lost {

@@ -128,7 +128,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	}
 	metrics := NewMetrics(reg)
 	reg.MustRegister(newStreamCollector(client, streamKeys(cfg), cfg.Group))
-	rt := NewRuntime(cfg, client, mux, logger, metrics)
+	rt := newEngine(cfg, client, mux, logger, metrics)
 	logger.Info("starting", "redis", cfg.RedisTarget(), "redis_mode", cfg.RedisMode(), "scripts", cfg.ScriptsMode(), "streams", cfg.Streams, "partitions", cfg.Partitions, "group", cfg.Group,
 		"consumer", cfg.Consumer, "concurrency", cfg.Concurrency, "types", mux.Types(), "gc_percent", gcPercent())
 
@@ -146,7 +146,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	// fetch/dispatch, reclaim, promote
 	addRuntime(&g, rt, rtDone)
 	if l != nil { // health, readiness, metrics
-		addHTTP(&g, l, NewHTTPHandler(rt, reg), rtDone, cfg.ShutdownTimeout)
+		addHTTP(&g, l, newHTTPHandler(rt, reg), rtDone, cfg.ShutdownTimeout)
 	}
 	err := g.Run()
 	if errors.Is(err, run.ErrSignal) {
@@ -171,7 +171,7 @@ func newOptions(cfg config.Config, opts []Option) options {
 
 // addRuntime adds rt to g as the fetch/dispatch actor; rtDone closes when
 // rt.Run returns, which it does whenever g.Run runs.
-func addRuntime(g *run.Group, rt *Runtime, rtDone chan<- struct{}) {
+func addRuntime(g *run.Group, rt *engine, rtDone chan<- struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.Add(func() error {
 		defer close(rtDone)
@@ -213,7 +213,7 @@ func setup(ctx context.Context, fs []func(context.Context, Deps) error, deps Dep
 // addSignals adds the signal actors to g: the first SIGTERM or SIGINT ends
 // the group, a second one hurries rt's drain. The func returned stops the
 // signal delivery; call it once g.Run has returned.
-func addSignals(ctx context.Context, g *run.Group, rt *Runtime, rtDone <-chan struct{}, logger *slog.Logger) (stop func()) {
+func addSignals(ctx context.Context, g *run.Group, rt *engine, rtDone <-chan struct{}, logger *slog.Logger) (stop func()) {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	first := make(chan struct{})
@@ -267,9 +267,9 @@ func addHTTP(g *run.Group, l net.Listener, h http.Handler, rtDone <-chan struct{
 	})
 }
 
-// NewHTTPHandler serves /healthz (the loops are alive), /readyz (Redis
+// newHTTPHandler serves /healthz (the loops are alive), /readyz (Redis
 // reachable, groups ready, not shutting down) and /metrics.
-func NewHTTPHandler(rt *Runtime, gatherer prometheus.Gatherer) http.Handler {
+func newHTTPHandler(rt *engine, gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := rt.liveness().Check(rt.cfg.Block + 30*time.Second); err != nil {

@@ -101,7 +101,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // labelTypes adds the types h routes by name (a *Mux's registered types) to
-// those labelled by name. NewRuntime calls it; a Metrics shared by several
+// those labelled by name. newEngine calls it; a Metrics shared by several
 // runtimes labels the types of each.
 func (mt *Metrics) labelTypes(h Handler) {
 	x, ok := h.(*Mux)

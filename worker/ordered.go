@@ -16,7 +16,7 @@ import (
 // stream order. The gate keeps that order through the handler pool: while a
 // message of a key runs, the later ones of the key wait here, each on the
 // handler slot it was read with, and the handler goroutine that finishes one
-// runs the next (Runtime.Run). Messages without a key, and every message on
+// runs the next (engine.Run). Messages without a key, and every message on
 // an unpartitioned stream, pass straight through: the gate is nil then.
 //
 // A keyed message that fails is retried in place: it stays pending (its

@@ -207,7 +207,7 @@ func (p *partitions) leaseLoop() {
 	}
 }
 
-// leave gives up every partition and the group membership; Runtime.Run
+// leave gives up every partition and the group membership; engine.Run
 // calls it once the acknowledgements are written. Safe when run never ran,
 // and twice.
 func (p *partitions) leave() {

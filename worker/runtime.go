@@ -24,11 +24,11 @@ type xEntry = redis.XMessage
 // opTimeout bounds one Redis write that records an outcome.
 const opTimeout = 5 * time.Second
 
-// Runtime consumes the configured streams as one consumer of one group and
-// promotes their due retries and delayed events. Build it with NewRuntime and
-// run it with Run; Run is what worker.Run adds to its run group as the
-// fetch/dispatch actor.
-type Runtime struct {
+// engine is the runtime: it consumes the configured streams as one consumer
+// of one group and promotes their due retries and delayed events. Build it
+// with newEngine and run it with Run; Run is what worker.Run adds to its
+// run group as the fetch/dispatch actor.
+type engine struct {
 	cfg      config.Config
 	client   redis.UniversalClient
 	consumer reclaim.Consumer // this consumer's claims and leases
@@ -86,10 +86,10 @@ type workerState struct {
 	lost bool // cur's lease was lost: its outcome must not be recorded
 }
 
-// NewRuntime builds a runtime for cfg that reads with client and hands every
+// newEngine builds a runtime for cfg that reads with client and hands every
 // message to h, normally a *Mux. Recover, Timeout, Logging and the metrics
 // middleware are added around h here. metrics may be nil.
-func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logger *slog.Logger, metrics *Metrics) *Runtime {
+func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logger *slog.Logger, metrics *Metrics) *engine {
 	if metrics == nil {
 		metrics = NewMetrics(prometheus.NewRegistry())
 	}
@@ -105,7 +105,7 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 	// msgContext (process), cheaper than the Timeout middleware's context.
 	h = Logging(logger)(h)
 	h = metrics.Instrument()(h)
-	r := &Runtime{
+	r := &engine{
 		cfg: cfg, client: client, handler: h,
 		consumer: reclaim.Consumer{Client: client, Group: cfg.Group, Name: cfg.Consumer}, logger: logger, base: base, metrics: metrics,
 		live:     newLiveness(),
@@ -154,11 +154,11 @@ func NewRuntime(cfg config.Config, client redis.UniversalClient, h Handler, logg
 }
 
 // liveness reports on the runtime's loops, for /healthz.
-func (r *Runtime) liveness() *liveness { return r.live }
+func (r *engine) liveness() *liveness { return r.live }
 
 // Ready returns nil when the runtime can take work: every group exists, Redis
 // answered the last read, and shutdown has not begun.
-func (r *Runtime) Ready() error {
+func (r *engine) Ready() error {
 	if r.stopping.Load() {
 		return errors.New("shutting down")
 	}
@@ -179,10 +179,10 @@ func (r *Runtime) Ready() error {
 // Run consumes until ctx ends, then shuts down: fetching stops, running
 // handlers get up to the shutdown timeout, acknowledgements are flushed, and
 // what is still unfinished is handed over to the other consumers at once. It
-// returns nil after a clean shutdown. A Runtime runs once.
-func (r *Runtime) Run(ctx context.Context) error {
+// returns nil after a clean shutdown. An engine runs once.
+func (r *engine) Run(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
-		return errors.New("worker: Runtime.Run called twice")
+		return errors.New("worker: engine.Run called twice")
 	}
 	defer r.cancelHandlers()
 	r.startedAt = time.Now()
@@ -233,7 +233,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 
 // startWorkers starts the handler goroutines, which run jobs until the job
 // queue is closed and empty; the channel returned closes when all are done.
-func (r *Runtime) startWorkers() <-chan struct{} {
+func (r *engine) startWorkers() <-chan struct{} {
 	var workers sync.WaitGroup
 	for _, w := range r.workers {
 		w.ctx = newMsgContext(r.handlerCtx)
@@ -249,7 +249,7 @@ func (r *Runtime) startWorkers() <-chan struct{} {
 }
 
 // work runs jobs on w until the job queue is closed and empty.
-func (r *Runtime) work(w *workerState) {
+func (r *engine) work(w *workerState) {
 	defer func() { w.mu.Lock(); w.ctx.release(); w.mu.Unlock() }()
 	for {
 		m, ok := r.jobs.pop()
@@ -272,7 +272,7 @@ func (r *Runtime) work(w *workerState) {
 }
 
 // newReclaimer builds the reclaimer of this consumer's streams.
-func (r *Runtime) newReclaimer() *reclaim.Reclaimer {
+func (r *engine) newReclaimer() *reclaim.Reclaimer {
 	opts := reclaim.Options{
 		Streams: streamKeys(r.cfg), Group: r.cfg.Group, Consumer: r.cfg.Consumer,
 		MinIdle: r.cfg.ReclaimMinIdle, Interval: r.cfg.ReclaimInterval, Count: r.cfg.ReclaimCount,
@@ -288,7 +288,7 @@ func (r *Runtime) newReclaimer() *reclaim.Reclaimer {
 // context ends: a fetcher per stream, the partitions (which run a fetcher per
 // partition owned), the reclaimer and the suspects' one-at-a-time loop; and
 // the promoter, which moves due retries back into the streams.
-func (r *Runtime) feeders(rc *reclaim.Reclaimer) []component {
+func (r *engine) feeders(rc *reclaim.Reclaimer) []component {
 	var cs []component
 	for _, s := range r.streams {
 		cs = append(cs, componentFunc(func(ctx context.Context) error { r.fetchLoop(ctx, s); return nil }))
@@ -302,7 +302,7 @@ func (r *Runtime) feeders(rc *reclaim.Reclaimer) []component {
 // drain waits for the running handlers until the shutdown timeout, counted
 // from start, or Hurry. Then it hands the unfinished messages over to the
 // other consumers, cancels their handlers and gives them a short grace.
-func (r *Runtime) drain(start time.Time, workersDone <-chan struct{}) {
+func (r *engine) drain(start time.Time, workersDone <-chan struct{}) {
 	deadline := time.NewTimer(r.cfg.ShutdownTimeout - time.Since(start))
 	defer deadline.Stop()
 	select {
@@ -328,10 +328,10 @@ func (r *Runtime) drain(start time.Time, workersDone <-chan struct{}) {
 // Hurry ends a running shutdown's drain now, as if the deadline had passed:
 // unfinished work is handed over and its handlers are cancelled. A second
 // SIGTERM does this.
-func (r *Runtime) Hurry() { r.hurryOnce.Do(func() { close(r.hurry) }) }
+func (r *engine) Hurry() { r.hurryOnce.Do(func() { close(r.hurry) }) }
 
 // process runs one message on worker w and records its outcome.
-func (r *Runtime) process(w *workerState, m *Message) {
+func (r *engine) process(w *workerState, m *Message) {
 	if m.done != nil {
 		defer close(m.done)
 	}
@@ -378,7 +378,7 @@ func (r *Runtime) process(w *workerState, m *Message) {
 
 // complete acknowledges a success, or records a failure as a retry or a dead
 // letter, each atomically with the acknowledgement.
-func (r *Runtime) complete(m *Message, err error) {
+func (r *engine) complete(m *Message, err error) {
 	if err == nil {
 		var dk string
 		if r.cfg.DedupeWindow > 0 && m.IdempotencyKey != "" {
@@ -440,13 +440,13 @@ func (r *Runtime) complete(m *Message, err error) {
 	r.count(m, outcome)
 }
 
-func (r *Runtime) count(m *Message, outcome string) {
+func (r *engine) count(m *Message, outcome string) {
 	r.metrics.Messages.WithLabelValues(m.Stream, m.Type, outcome).Inc()
 }
 
 // handOverInFlight makes every message still running claimable by the other
 // consumers at once, by setting its idle time past the reclaim min-idle.
-func (r *Runtime) handOverInFlight() {
+func (r *engine) handOverInFlight() {
 	byStream := map[string][]string{}
 	for _, w := range r.workers {
 		if m := w.cur.Load(); m != nil {
@@ -458,7 +458,7 @@ func (r *Runtime) handOverInFlight() {
 	}
 }
 
-func (r *Runtime) handOver(stream string, ids []string) {
+func (r *engine) handOver(stream string, ids []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	idle := (r.cfg.ReclaimMinIdle + 24*time.Hour).Milliseconds()

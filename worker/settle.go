@@ -37,7 +37,7 @@ return 1
 // scheduleRetry puts a copy of m with fields (at most wire.MaxFields pairs: the
 // promote script dead-letters larger envelopes) in the delayed set, due at
 // due, and acknowledges m.
-func (r *Runtime) scheduleRetry(ctx context.Context, m *Message, due time.Time, fields []string) error {
+func (r *engine) scheduleRetry(ctx context.Context, m *Message, due time.Time, fields []string) error {
 	return retryScript.Run(ctx, r.client, []string{m.Stream, wire.DelayedKey(m.Stream)},
 		r.cfg.Group, m.ID, due.UnixMilli(), wire.EncodeEnvelope(m.ID, fields)).Err()
 }
@@ -63,7 +63,7 @@ return 1
 // where it failed. When that is more than wire.MaxFields pairs, the entry's
 // fields are kept whole in one wire.FieldEnvelope field instead, beside its type
 // and the runtime's fields, so nothing of it is lost.
-func (r *Runtime) deadLetter(ctx context.Context, m *Message, cause error) error {
+func (r *engine) deadLetter(ctx context.Context, m *Message, cause error) error {
 	added := []string{
 		wire.FieldError, cause.Error(),
 		wire.FieldAttempts, itoa(min(m.Attempt, r.cfg.MaxAttempts)),

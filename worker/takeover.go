@@ -27,7 +27,7 @@ import (
 // earlier messages run before it, its later ones after.
 //
 // It reports whether s may now be read, false when ctx ended first.
-func (r *Runtime) takeOver(ctx context.Context, s *streamState) bool {
+func (r *engine) takeOver(ctx context.Context, s *streamState) bool {
 	f := r.newFetcher(s, slog.LevelWarn)
 	cursor, taken := "-", 0
 	for ctx.Err() == nil {
@@ -78,7 +78,7 @@ func (r *Runtime) takeOver(ctx context.Context, s *streamState) bool {
 // on the n slots reserved for them, releasing the rest: the entries up to
 // the first suspect, or that suspect alone, run and waited for. It returns
 // the last ID handled and how many.
-func (r *Runtime) takePending(ctx context.Context, s *streamState, pend []redis.XPendingExt, n int) (string, int, error) {
+func (r *engine) takePending(ctx context.Context, s *streamState, pend []redis.XPendingExt, n int) (string, int, error) {
 	limit := int64(r.isolateAfter())
 	i := 0
 	for i < len(pend) && (limit == 0 || pend[i].RetryCount < limit) {
@@ -116,7 +116,7 @@ func (r *Runtime) takePending(ctx context.Context, s *streamState, pend []redis.
 
 // claimPending claims entries of any consumer, counting a delivery, and
 // builds their messages.
-func (r *Runtime) claimPending(ctx context.Context, stream string, pend []redis.XPendingExt) ([]*Message, error) {
+func (r *engine) claimPending(ctx context.Context, stream string, pend []redis.XPendingExt) ([]*Message, error) {
 	ids := make([]string, len(pend))
 	deliveries := make(map[string]int64, len(pend))
 	for i, e := range pend {
