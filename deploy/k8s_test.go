@@ -44,6 +44,9 @@ type overlay struct {
 	redisURL string
 	keda     bool // has the KEDA component
 	monitor  bool // has a ServiceMonitor
+	// rules is the selector of the alert rules' metrics when there is a
+	// PrometheusRule: the rules file's, or the chart's with its namespace.
+	rules string
 }
 
 // overlays are the kustomizations a user applies.
@@ -58,7 +61,7 @@ var overlays = []overlay{
 			"streamworker-keda-redis": {"address", "username", "password", "tls", "ca"},
 		},
 		redisURL: "rediss://worker:x@redis.example.com:6380/0",
-		keda:     true, monitor: true,
+		keda:     true, monitor: true, rules: rulesJob,
 	},
 }
 
@@ -186,6 +189,15 @@ func checkManifests(t *testing.T, m *manifests, ov overlay) {
 				t.Errorf("ServiceMonitor endpoint %s%s, want port http path /metrics", e.Port, e.Path)
 			}
 		}
+	})
+	t.Run("PrometheusRule", func(t *testing.T) {
+		if ov.rules == "" {
+			if len(m.PrometheusRules) > 0 {
+				t.Error("unexpected PrometheusRule")
+			}
+			return
+		}
+		checkPrometheusRule(t, m, ov.rules)
 	})
 	t.Run("Image", func(t *testing.T) {
 		if strings.HasSuffix(c.Image, ":latest") || !strings.Contains(c.Image, ":") && !strings.Contains(c.Image, "@") {
