@@ -3,7 +3,6 @@ package deploy
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -46,6 +44,9 @@ type overlay struct {
 	redisURL string
 	keda     bool // has the KEDA component
 	monitor  bool // has a ServiceMonitor
+	// rules is the selector of the alert rules' metrics when there is a
+	// PrometheusRule: the rules file's, or the chart's with its namespace.
+	rules string
 }
 
 // overlays are the kustomizations a user applies.
@@ -60,7 +61,7 @@ var overlays = []overlay{
 			"streamworker-keda-redis": {"address", "username", "password", "tls", "ca"},
 		},
 		redisURL: "rediss://worker:x@redis.example.com:6380/0",
-		keda:     true, monitor: true,
+		keda:     true, monitor: true, rules: rulesJob,
 	},
 }
 
@@ -188,6 +189,15 @@ func checkManifests(t *testing.T, m *manifests, ov overlay) {
 				t.Errorf("ServiceMonitor endpoint %s%s, want port http path /metrics", e.Port, e.Path)
 			}
 		}
+	})
+	t.Run("PrometheusRule", func(t *testing.T) {
+		if ov.rules == "" {
+			if len(m.PrometheusRules) > 0 {
+				t.Error("unexpected PrometheusRule")
+			}
+			return
+		}
+		checkPrometheusRule(t, m, ov.rules)
 	})
 	t.Run("Image", func(t *testing.T) {
 		if strings.HasSuffix(c.Image, ":latest") || !strings.Contains(c.Image, ":") && !strings.Contains(c.Image, "@") {
@@ -353,7 +363,7 @@ func checkProbes(t *testing.T, cfg config.Config, c *corev1.Container) {
 		// The kubelet probes and Prometheus connect to the pod IP.
 		t.Errorf("WORKER_HTTP_ADDR=%q: the probes and scrapes reach the pod on its IP; listen on every interface (:%s)", cfg.HTTPAddr, port)
 	}
-	base := serveWorker(t, cfg)
+	base := serveWorker(t, cfg, testredis.Start(t))
 	for _, p := range []struct {
 		name  string
 		probe *corev1.Probe
@@ -385,28 +395,26 @@ func checkProbes(t *testing.T, cfg config.Config, c *corev1.Container) {
 	}
 }
 
-// serveWorker runs the worker as the manifests configure it (worker.Run),
-// on a redis-server of the test's own instead of the manifests' Redis, and
-// returns the base URL of its HTTP server; it stops when the test ends.
-func serveWorker(t *testing.T, cfg config.Config) string {
+// serveWorker runs the worker with cfg (worker.Run, as cmd/worker does, with
+// an HTTP server and a registry of its own) on srv instead of the Redis cfg
+// names, and returns the base URL of its HTTP server; it stops when the test
+// ends.
+func serveWorker(t *testing.T, cfg config.Config, srv *testredis.Server) string {
 	t.Helper()
-	srv := testredis.Start(t)
 	cfg.Redis = config.Redis{RedisURL: srv.URL()}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := worker.NewMux()
-	mux.HandleFunc("probe.test", func(context.Context, *worker.Message) error { return nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- worker.Run(ctx, cfg, mux, worker.WithListener(l), worker.WithLogger(slog.New(slog.DiscardHandler)), worker.WithRegistry(prometheus.NewRegistry()))
+		done <- worker.Run(ctx, cfg, worker.NewMux(), worker.WithListener(l), worker.WithLogger(slog.New(slog.DiscardHandler)))
 	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("worker.Run: %v", err)
+		if err := <-done; err != nil {
+			t.Errorf("worker.Run = %v", err)
 		}
 	})
 	return "http://" + l.Addr().String()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Gets this machine ready for `make test` (which runs it first): the tests
-# need a redis-server on PATH (or TEST_REDIS_URL, or Docker) and a PostgreSQL
-# for handlers/users (TEST_DATABASE_URL, or one at 127.0.0.1:5432 with trust
-# auth and a `test` database). What is missing is installed with apt-get and
+# need a redis-server on PATH (or TEST_REDIS_URL, or Docker), promtool on
+# PATH for the deploy module, and a PostgreSQL for handlers/users
+# (TEST_DATABASE_URL, or one at 127.0.0.1:5432 with trust auth and a `test`
+# database). What is missing is installed with apt-get and
 # started when this runs as root or with password-less sudo, saying each step
 # on stderr; otherwise it says exactly what is missing and how to get it, and
 # exits 1. It never touches a PostgreSQL that already answers.
@@ -52,6 +53,17 @@ if [[ -z ${TEST_REDIS_URL:-} ]] && ! command -v redis-server >/dev/null; then
 		else
 			missing+=("redis-server on PATH: 'sudo apt-get install redis-server' (or set TEST_REDIS_URL to a Redis the tests may flush, or run Docker)")
 		fi
+	fi
+fi
+
+# promtool: the deploy module's tests check the alert rules and run their
+# unit tests (deploy/prometheus) with it. Debian ships it in the prometheus
+# package, whose postinst also starts a Prometheus server on :9090 where an
+# init system runs (not in a container whose policy-rc.d forbids it); the
+# tests use no port of it.
+if ! command -v promtool >/dev/null; then
+	if ! apt_install prometheus; then
+		missing+=("promtool on PATH: 'sudo apt-get install --no-install-recommends prometheus' (or a release from https://prometheus.io/download/)")
 	fi
 fi
 
