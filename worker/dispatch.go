@@ -189,7 +189,14 @@ func (r *engine) dropDuplicates(ctx context.Context, batch []*Message) []*Messag
 	for i, m := range keyed {
 		cmds[i] = pipe.Get(context.WithoutCancel(ctx), wire.DedupeKey(m.Stream, m.IdempotencyKey))
 	}
-	_, _ = pipe.Exec(context.WithoutCancel(ctx)) // each command's reply is read below
+	// Exec reports the first command's error: a miss (redis.Nil) or a key of
+	// another type is read per command below; anything else (the connection,
+	// a refused handshake, which leaves the commands without an error of
+	// their own) runs the batch.
+	if _, err := pipe.Exec(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "WRONGTYPE") {
+		r.logger.Warn("dedupe check failed; running the batch", "error", err)
+		return batch
+	}
 	seen := make(map[*Message]bool, len(keyed))
 	for i, m := range keyed {
 		v, err := cmds[i].Result()
