@@ -109,6 +109,10 @@ type Config struct {
 	// HTTPAddr serves /healthz, /readyz and /metrics; "off" disables it.
 	// Default: :8080
 	HTTPAddr string `envconfig:"WORKER_HTTP_ADDR" default:":8080"`
+	// PProf serves net/http/pprof's profiles under /debug/pprof/ on the
+	// HTTP server of HTTPAddr. Off by default: the server is unauthenticated,
+	// and a profile can be large and slow to take. Default: false
+	PProf bool `envconfig:"WORKER_PPROF" default:"false"`
 
 	// LogLevel is debug, info, warn or error. Default: info
 	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`

@@ -17,7 +17,7 @@ func clearEnv(t *testing.T) {
 		"WORKER_RETRY_BASE", "WORKER_RETRY_MAX", "WORKER_HANDLER_TIMEOUT", "WORKER_SHUTDOWN_TIMEOUT",
 		"WORKER_PROMOTE_INTERVAL", "WORKER_RECLAIM_MIN_IDLE", "WORKER_DEDUPE_WINDOW",
 		"WORKER_RECLAIM_INTERVAL", "WORKER_RECLAIM_COUNT", "WORKER_CONSUMER_GONE_AFTER",
-		"WORKER_HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT", "WORKER_PARTITIONS", "WORKER_PARTITION_LEASE",
+		"WORKER_HTTP_ADDR", "WORKER_PPROF", "LOG_LEVEL", "LOG_FORMAT", "WORKER_PARTITIONS", "WORKER_PARTITION_LEASE",
 		"REDIS_TLS_CA", "REDIS_TLS_CERT", "REDIS_TLS_KEY", "REDIS_CLUSTER_ADDRS",
 		"REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_SCRIPTS",
 	} {
@@ -56,6 +56,7 @@ func TestLoadValues(t *testing.T) {
 	t.Setenv("WORKER_GROUP_START", "latest")
 	t.Setenv("WORKER_PARTITIONS", "16")
 	t.Setenv("WORKER_PARTITION_LEASE", "30s")
+	t.Setenv("WORKER_PPROF", "true")
 	got, err := Load()
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func TestLoadValues(t *testing.T) {
 	}
 	if got.Consumer != "pod-7" || got.Concurrency != 16 || got.RetryBase != 250*time.Millisecond ||
 		got.DedupeWindow != time.Hour || got.LogFormat != "text" || got.GroupStart != "latest" ||
-		got.Partitions != 16 || got.PartitionLease != 30*time.Second {
+		got.Partitions != 16 || got.PartitionLease != 30*time.Second || !got.PProf {
 		t.Errorf("got %+v", got)
 	}
 }

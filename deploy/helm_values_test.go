@@ -55,6 +55,7 @@ var chartSettings = []struct {
 	{"WORKER_CONSUMER_GONE_AFTER", "worker: {consumerGoneAfter: 2h}", envSource{value: "2h"}},
 	{"WORKER_DEDUPE_WINDOW", "worker: {dedupeWindow: 10m}", envSource{value: "10m"}},
 	{"WORKER_HTTP_ADDR", "worker: {httpPort: 9090}", envSource{value: ":9090"}},
+	{"WORKER_PPROF", "worker: {pprof: true}", envSource{value: "true"}},
 	{"LOG_LEVEL", "log: {level: debug}", envSource{value: "debug"}},
 	{"LOG_FORMAT", "log: {format: text}", envSource{value: "text"}},
 	{"WORKER_PLUGINS", "plugins: {enabled: [points, examples]}", envSource{value: "points,examples"}},

@@ -165,10 +165,12 @@ func TestMetricsDocumented(t *testing.T) {
 	}
 }
 
-// TestStreamGaugesNeedRedis: a worker that cannot read Redis still answers
-// scrapes but reports none of the stream gauges, which is what
-// StreamworkerRedisUnreachable watches; one that can reports the
-// dead-letter gauge of every stream, even without dead letters.
+// TestStreamGaugesNeedRedis: a worker that reads Redis is ready
+// (streamworker_ready, which StreamworkerNotReady watches) and reports the
+// dead-letter gauge of every stream, even without dead letters; one that
+// cannot still answers scrapes, reports itself not ready, counts its failed
+// reads (streamworker_redis_errors_total{op="fetch"}, which
+// StreamworkerRedisErrors watches) and reports none of the stream gauges.
 func TestStreamGaugesNeedRedis(t *testing.T) {
 	t.Run("Up", func(t *testing.T) {
 		page := scrapeWorker(t, false)
@@ -184,6 +186,9 @@ func TestStreamGaugesNeedRedis(t *testing.T) {
 		if d := cmp.Diff([]string{"sw:a", "sw:b"}, streams); d != "" {
 			t.Errorf("streamworker_dead_letters streams (-want +got):\n%s", d)
 		}
+		if v := value(page, "streamworker_ready", ""); v != 1 {
+			t.Errorf("streamworker_ready = %v while /readyz answers %d, want 1", v, page.ready)
+		}
 	})
 	t.Run("RedisDown", func(t *testing.T) {
 		page := scrapeWorker(t, true)
@@ -191,6 +196,12 @@ func TestStreamGaugesNeedRedis(t *testing.T) {
 			if mf, ok := page.families[name]; ok {
 				t.Errorf("with Redis down the worker still reports %s: %v", name, mf.GetMetric())
 			}
+		}
+		if v := value(page, "streamworker_ready", ""); v != 0 {
+			t.Errorf("streamworker_ready = %v while /readyz answers %d, want 0", v, page.ready)
+		}
+		if v := value(page, "streamworker_redis_errors_total", "fetch"); v == 0 {
+			t.Error(`with Redis down streamworker_redis_errors_total{op="fetch"} = 0, want the failed reads counted`)
 		}
 		if _, ok := page.families["streamworker_in_flight"]; !ok {
 			t.Error("with Redis down the worker serves no metrics of its own")
@@ -272,4 +283,21 @@ func checkServed(t *testing.T, what, expr string) {
 		}
 		t.Errorf("%s: %s is not a metric the worker serves (%s)", what, name, expr)
 	}
+}
+
+// value is the value of the series of name on page, the one whose op label
+// is op ("" for a metric without labels); 0 when there is none.
+func value(page workerPage, name, op string) float64 {
+	for _, m := range page.families[name].GetMetric() {
+		have := ""
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "op" {
+				have = l.GetValue()
+			}
+		}
+		if have == op {
+			return m.GetGauge().GetValue() + m.GetCounter().GetValue() + m.GetUntyped().GetValue()
+		}
+	}
+	return 0
 }

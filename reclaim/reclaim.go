@@ -90,6 +90,9 @@ type Metrics struct {
 	// Failures counts passes (claiming idle entries, or cleaning up gone
 	// consumers) that failed on a stream; the other streams' go on.
 	Failures *prometheus.CounterVec
+	// RedisErrors, when not nil, is counted with Failures: the runtime's
+	// count of failed Redis calls for reclaiming (not registered here).
+	RedisErrors prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -249,6 +252,9 @@ func (r *Reclaimer) failed(ctx context.Context, errs *streamErrors, op, stream s
 		return
 	}
 	r.metrics.Failures.WithLabelValues(stream).Inc()
+	if r.metrics.RedisErrors != nil {
+		r.metrics.RedisErrors.Inc()
+	}
 	*errs = append(*errs, streamError{streamPass{op, stream}, err})
 }
 

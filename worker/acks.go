@@ -142,6 +142,7 @@ func (r *engine) flushRetrying(batch []ackReq, stop <-chan struct{}) {
 		if err == nil {
 			return
 		}
+		r.metrics.redisError(OpAck)
 		wait := retryWait(failures)
 		r.logger.Error("acknowledging messages failed; retrying", "count", len(batch), "error", err, "retry_in", wait.Round(time.Millisecond))
 		select {
@@ -163,6 +164,7 @@ func (r *engine) flushFinal(batch []ackReq) {
 		if err == nil {
 			return
 		}
+		r.metrics.redisError(OpAck)
 		sleepCtx(context.Background(), retryWait(i+1))
 	}
 	r.logger.Error("acknowledgements lost at shutdown; those messages stay pending and will be delivered again",

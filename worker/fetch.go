@@ -41,6 +41,9 @@ func (r *engine) newFetcher(s *streamState, level slog.Level) *fetcher {
 // after each failure in a row.
 func (f *fetcher) fail(ctx context.Context, what string, err error) {
 	f.failures++
+	if ctx.Err() == nil { // a read cut short by shutdown is not a failure
+		f.r.metrics.redisError(OpFetch)
+	}
 	f.s.redisOK.Store(false)
 	f.r.cluster.failed(err) // cluster.go: a dead primary's slots move to its replica
 	wait := retryWait(f.failures)

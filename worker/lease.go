@@ -80,6 +80,9 @@ func (r *engine) leaseOnce() {
 		}
 		leased, err := r.renew(stream, ids, deadline)
 		if err != nil && !errors.Is(err, redis.Nil) {
+			if !errors.Is(err, errRenewing) { // that one sent nothing
+				r.metrics.redisError(OpLease)
+			}
 			r.logger.Warn("renewing leases failed", "stream", stream, "count", len(ids), "error", err)
 			after := time.Now()
 			for _, x := range rs {

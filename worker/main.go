@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -268,7 +269,8 @@ func addHTTP(g *run.Group, l net.Listener, h http.Handler, rtDone <-chan struct{
 }
 
 // newHTTPHandler serves /healthz (the loops are alive), /readyz (Redis
-// reachable, groups ready, not shutting down) and /metrics.
+// reachable, groups ready, not shutting down), /metrics and, with
+// WORKER_PPROF=true, /debug/pprof/.
 func newHTTPHandler(rt *engine, gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -286,7 +288,20 @@ func newHTTPHandler(rt *engine, gatherer prometheus.Gatherer) http.Handler {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	if rt.cfg.PProf {
+		addPProf(mux)
+	}
 	return mux
+}
+
+// addPProf serves net/http/pprof's handlers under /debug/pprof/ on mux
+// (not on http.DefaultServeMux, where importing the package puts them).
+func addPProf(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // also the named profiles: heap, goroutine, block, …
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 // NewLogger builds the process logger from LOG_LEVEL and LOG_FORMAT.

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,21 @@ const (
 	OutcomeLeaseLost  = "lease_lost"  // another consumer took it over while it ran; its outcome is that consumer's
 )
 
+// Operations, the op label of streamworker_redis_errors_total: a fixed
+// set, so the series are bounded whatever the error.
+const (
+	OpFetch   = "fetch"   // creating the group, reading the stream, taking over a partition's pending entries
+	OpAck     = "ack"     // acknowledging a batch of successes
+	OpSettle  = "settle"  // scheduling a retry or dead-lettering a failure
+	OpPromote = "promote" // moving due entries from S:delayed into S
+	OpReclaim = "reclaim" // claiming idle entries or removing gone consumers
+	OpLease   = "lease"   // renewing the leases of running entries
+)
+
+// redisOps are the op label values, each counted from 0 so that a rate
+// over any of them exists before the first error.
+var redisOps = []string{OpFetch, OpAck, OpSettle, OpPromote, OpReclaim, OpLease}
+
 // Type label values that are not a message type. The type label of
 // streamworker_messages_total and streamworker_handler_duration_seconds is
 // the message's type only when that type is registered on the runtime's Mux:
@@ -50,9 +66,16 @@ type Metrics struct {
 	Promoted *prometheus.CounterVec
 	// PromoteFailures counts, per stream, promotion passes that failed.
 	PromoteFailures *prometheus.CounterVec
-	Reclaim         *reclaim.Metrics
+	// RedisErrors counts failed Redis calls by the operation they served,
+	// one of the Op* constants.
+	RedisErrors *prometheus.CounterVec
+	// Ready is 1 while /readyz answers 200 (engine.Ready), else 0, read
+	// when the metric is.
+	Ready   prometheus.GaugeFunc
+	Reclaim *reclaim.Metrics
 
 	running atomic.Pointer[func() int]          // the runtime's count of running handlers
+	ready   atomic.Pointer[func() bool]         // the runtime's readiness
 	types   atomic.Pointer[map[string]struct{}] // the types labelled by name; replaced, never changed
 }
 
@@ -95,10 +118,30 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted, m.PromoteFailures)
+	m.RedisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "streamworker_redis_errors_total",
+		Help: "Redis calls that failed, by operation: " + strings.Join(redisOps, ", ") + ".",
+	}, []string{"op"})
+	for _, op := range redisOps {
+		m.RedisErrors.WithLabelValues(op)
+	}
+	m.Ready = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "streamworker_ready",
+		Help: "1 while /readyz answers 200 (Redis answers, every group exists, not shutting down), else 0.",
+	}, func() float64 {
+		if f := m.ready.Load(); f != nil && (*f)() {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted, m.PromoteFailures, m.RedisErrors, m.Ready)
 	m.Reclaim = reclaim.NewMetrics(reg)
+	m.Reclaim.RedisErrors = m.RedisErrors.WithLabelValues(OpReclaim)
 	return m
 }
+
+// redisError counts a failed Redis call of op (one of the Op* constants).
+func (mt *Metrics) redisError(op string) { mt.RedisErrors.WithLabelValues(op).Inc() }
 
 // labelTypes adds the types h routes by name (a *Mux's registered types) to
 // those labelled by name. newEngine calls it; a Metrics shared by several
@@ -197,13 +240,14 @@ func (c *observerCache) get(vec *prometheus.HistogramVec, stream, typ string) pr
 const maxCachedLabels = 1024
 
 // streamCollector reports pending, lag, delayed and dead-letter sizes per
-// stream, read from Redis at scrape time.
+// stream, and the idle time of the group's oldest pending entry, read from
+// Redis at scrape time.
 type streamCollector struct {
 	client  redis.UniversalClient
 	streams []string
 	group   string
 
-	pending, lag, delayed, dead *prometheus.Desc
+	pending, lag, delayed, dead, oldestIdle *prometheus.Desc
 }
 
 func newStreamCollector(client redis.UniversalClient, streams []string, group string) *streamCollector {
@@ -213,6 +257,8 @@ func newStreamCollector(client redis.UniversalClient, streams []string, group st
 		lag:     prometheus.NewDesc("streamworker_group_lag", "Entries in the stream not yet delivered to the group.", []string{"stream", "group"}, nil),
 		delayed: prometheus.NewDesc("streamworker_delayed", "Entries waiting in the stream's delayed set (retries and delayed events).", []string{"stream"}, nil),
 		dead:    prometheus.NewDesc("streamworker_dead_letters", "Entries in the stream's dead-letter stream.", []string{"stream"}, nil),
+		oldestIdle: prometheus.NewDesc("streamworker_group_oldest_pending_idle_seconds",
+			"Idle time of the group's oldest pending entry (the lowest ID, from XPENDING), 0 when nothing is pending.", []string{"stream", "group"}, nil),
 	}
 }
 
@@ -221,6 +267,7 @@ func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lag
 	ch <- c.delayed
 	ch <- c.dead
+	ch <- c.oldestIdle
 }
 
 func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
@@ -231,6 +278,12 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		groups := pipe.XInfoGroups(ctx, s)
 		delayed := pipe.ZCard(ctx, wire.DelayedKey(s))
 		dead := pipe.XLen(ctx, wire.DeadLetterKey(s))
+		// The idle time Redis keeps for the entry, exact, rather than the
+		// age of its ID: the ID says when it was added, not when it was
+		// last delivered. The lowest ID is the entry pending longest unless
+		// it was claimed since, which resets its idle time as it should:
+		// someone took it up.
+		oldest := pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: s, Group: c.group, Start: "-", End: "+", Count: 1})
 		_, _ = pipe.Exec(ctx)
 		if gs, err := groups.Result(); err == nil {
 			for _, g := range gs {
@@ -242,6 +295,13 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 					ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(g.Lag), s, g.Name)
 				}
 			}
+		}
+		if ps, err := oldest.Result(); err == nil {
+			var idle time.Duration
+			if len(ps) > 0 {
+				idle = ps[0].Idle
+			}
+			ch <- prometheus.MustNewConstMetric(c.oldestIdle, prometheus.GaugeValue, idle.Seconds(), s, c.group)
 		}
 		if n, err := delayed.Result(); err == nil {
 			ch <- prometheus.MustNewConstMetric(c.delayed, prometheus.GaugeValue, float64(n), s)

@@ -94,6 +94,7 @@ func (p *promoter) runOnce(ctx context.Context) (moved int, failed map[string]er
 		failed[s] = err
 		if p.metrics != nil {
 			p.metrics.PromoteFailures.WithLabelValues(s).Inc()
+			p.metrics.redisError(OpPromote)
 		}
 	}
 	return moved, failed

@@ -180,6 +180,9 @@ func TestPromoteFailureStaysWithItsStream(t *testing.T) {
 			t.Errorf("promote failures of %s = %v, want %v", s, got, want)
 		}
 	}
+	if got := testutil.ToFloat64(metrics.RedisErrors.WithLabelValues(OpPromote)); got != 2 {
+		t.Errorf("redis errors of op promote = %v, want 2", got)
+	}
 }
 
 // FuzzPromoteEnvelope drives the promote script's decoder through a real

@@ -150,6 +150,8 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		})
 	}
 	r.handlerCtx, r.cancelHandlers = context.WithCancel(context.Background())
+	ready := func() bool { return r.Ready() == nil } // stored last: it reads what is built above
+	metrics.ready.Store(&ready)
 	return r
 }
 
@@ -418,6 +420,7 @@ func (r *engine) complete(m *Message, err error) {
 	}
 	if dead {
 		if derr := r.deadLetter(ctx, m, err); derr != nil {
+			r.metrics.redisError(OpSettle)
 			r.logger.Error("could not dead-letter message; it stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", derr, "handler_error", err.Error())
 			r.count(m, OutcomeUnrecorded)
 			return
@@ -427,6 +430,7 @@ func (r *engine) complete(m *Message, err error) {
 		return
 	}
 	if rerr := r.scheduleRetry(ctx, m, time.Now().Add(delay), fields); rerr != nil {
+		r.metrics.redisError(OpSettle)
 		r.logger.Error("could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", rerr, "handler_error", err.Error())
 		r.count(m, OutcomeUnrecorded)
 		return

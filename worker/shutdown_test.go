@@ -248,3 +248,29 @@ func getBody(t *testing.T, url string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+func TestPProfOnlyWhenEnabled(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	for _, tc := range []struct {
+		name  string
+		pprof bool
+		want  int
+	}{
+		{"Default", false, http.StatusNotFound},
+		{"Enabled", true, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t, srv)
+			cfg.PProf = tc.pprof
+			l := listenHTTP(t)
+			startWorker(t, srv, cfg, NewMux(), WithListener(l))
+			base := "http://" + l.Addr().String()
+			eventually(t, "ready", func() bool { return get(base+"/readyz") == 200 })
+			if code := get(base + "/debug/pprof/"); code != tc.want {
+				t.Errorf("GET /debug/pprof/ with WORKER_PPROF=%t = %d, want %d", tc.pprof, code, tc.want)
+			}
+		})
+	}
+}

@@ -154,7 +154,8 @@ uses its own defaults: values key -> variable.
   "reclaimInterval" "WORKER_RECLAIM_INTERVAL"
   "reclaimCount" "WORKER_RECLAIM_COUNT"
   "consumerGoneAfter" "WORKER_CONSUMER_GONE_AFTER"
-  "dedupeWindow" "WORKER_DEDUPE_WINDOW") }}
+  "dedupeWindow" "WORKER_DEDUPE_WINDOW"
+  "pprof" "WORKER_PPROF") }}
 {{- end }}
 
 {{/*
@@ -170,7 +171,7 @@ WORKER_HTTP_ADDR: {{ printf ":%d" ($w.httpPort | int) | quote }}
 {{- range $key, $name := include "streamworker.optionalSettings" . | fromYaml }}
 {{- if hasKey $w $key }}
 {{- $v := index $w $key }}
-{{- if not (kindIs "string" $v) }}
+{{- if not (or (kindIs "string" $v) (kindIs "bool" $v)) }}
 {{- $v = $v | int64 }}
 {{- end }}
 {{ $name }}: {{ $v | toString | quote }}
