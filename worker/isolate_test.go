@@ -35,6 +35,7 @@ func deliverTimes(t *testing.T, c *redis.Client, stream, group, consumer string,
 			t.Fatal(err)
 		}
 	}
+	waitIdle(t, c, stream, group)
 	return ids
 }
 

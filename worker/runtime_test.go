@@ -223,14 +223,7 @@ func TestOwnPendingEntriesFirstAfterRestart(t *testing.T) {
 	// One of them was trimmed away meanwhile.
 	c.XDel(ctx, stream, old[2])
 	c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "t", "data", "new"}})
-	// The restarted worker resumes only entries idle since before it
-	// started, to the millisecond: a restart within the read's own
-	// millisecond would leave them to the reclaimer. A real restart is never
-	// that quick; wait until Redis counts them idle.
-	eventually(t, "old entries idle", func() bool {
-		p, err := c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: cfg.Group, Start: "-", End: "+", Count: 10}).Result()
-		return err == nil && len(p) == 3 && p[0].Idle >= 3*time.Millisecond && p[1].Idle >= 3*time.Millisecond
-	})
+	waitIdle(t, c, stream, cfg.Group)
 
 	var order []string
 	done := make(chan struct{})
@@ -313,6 +306,27 @@ func TestGroupStart(t *testing.T) {
 	}
 }
 
+// waitIdle waits until every entry pending in group has been idle a few
+// milliseconds. A restarted worker resumes only the entries idle since before
+// it started, to the millisecond: one started within the test's own read's
+// millisecond would leave them to the reclaimer. A real restart is never that
+// quick.
+func waitIdle(t *testing.T, c *redis.Client, stream, group string) {
+	t.Helper()
+	eventually(t, "pending entries idle", func() bool {
+		p, err := c.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: stream, Group: group, Start: "-", End: "+", Count: 100}).Result()
+		if err != nil {
+			return false
+		}
+		for _, e := range p {
+			if e.Idle < 3*time.Millisecond {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 func TestCrashLoopingOwnPendingEntryIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
@@ -329,6 +343,7 @@ func TestCrashLoopingOwnPendingEntryIsDeadLettered(t *testing.T) {
 	for range 2 {
 		c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: cfg.Group, Consumer: cfg.Consumer, Streams: []string{stream, "0"}, Count: 1})
 	}
+	waitIdle(t, c, stream, cfg.Group)
 	var ran []string
 	mux := NewMux()
 	mux.HandleFunc("t", func(ctx context.Context, m *Message) error {
