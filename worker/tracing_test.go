@@ -23,6 +23,7 @@ import (
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/internal/tracing"
 	"github.com/streamworker/streamworker/producer"
+	"github.com/streamworker/streamworker/streamadmin"
 	"github.com/streamworker/streamworker/wire"
 )
 
@@ -105,7 +106,8 @@ func attr(s *tracepb.Span, key string) string {
 // TestTracingOTLP runs a worker and a producer with the OTLP/HTTP exporter
 // pointed at a local receiver: a message that fails twice and then succeeds
 // is one trace of a publish span and three process spans, and a
-// dead-lettered message keeps its trace context in the dead letter.
+// dead-lettered message keeps its trace context in the dead letter and
+// when replayed.
 func TestTracingOTLP(t *testing.T) {
 	srv := testredis.Shared(t)
 	recv := newTraceReceiver(t)
@@ -228,6 +230,17 @@ func TestTracingOTLP(t *testing.T) {
 		traceID := trace.TraceID(s.GetTraceId()).String()
 		if !strings.Contains(tp, "-"+traceID+"-") {
 			t.Errorf("dead letter traceparent = %q, want trace %s", tp, traceID)
+		}
+		// A replay keeps it too: the replayed entry is the stream's last.
+		if _, err := streamadmin.New(h.client).Replay(ctx, h.stream, []string{dl.ID}); err != nil {
+			t.Fatalf("replay: %v", err)
+		}
+		last, err := h.client.XRevRangeN(ctx, h.stream, "+", "-", 1).Result()
+		if err != nil || len(last) != 1 {
+			t.Fatalf("XREVRANGE: %v", err)
+		}
+		if got, _ := last[0].Values[wire.FieldTraceparent].(string); got != tp {
+			t.Errorf("replayed traceparent = %q, want %q", got, tp)
 		}
 		if !strings.Contains(logs.String(), "trace_id="+traceID) {
 			t.Errorf("no log line with trace_id=%s:\n%s", traceID, logs.String())
