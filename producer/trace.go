@@ -15,19 +15,29 @@ import (
 // tracerName names the producer's tracer (instrumentation scope).
 const tracerName = "github.com/streamworker/streamworker/producer"
 
+// publishStart are the start options of every publish span, made once.
+var publishStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+
 // startPublish starts the publish span of one call that sends n events to
-// stream, following the messaging semantic conventions.
+// stream, following the messaging semantic conventions. Its name and
+// attributes are set only on a span that records: a no-op tracer costs one
+// Start.
 func (p *Producer) startPublish(ctx context.Context, stream string, n int) (context.Context, trace.Span) {
-	attrs := []attribute.KeyValue{
+	ctx, span := p.tracer.Start(ctx, "publish", publishStart...)
+	if !span.IsRecording() {
+		return ctx, span
+	}
+	span.SetName("publish " + stream)
+	span.SetAttributes(
 		attribute.String("messaging.system", "redis"),
 		attribute.String("messaging.destination.name", stream),
 		attribute.String("messaging.operation.name", "publish"),
 		attribute.String("messaging.operation.type", "send"),
-	}
+	)
 	if n > 1 {
-		attrs = append(attrs, attribute.Int("messaging.batch.message_count", n))
+		span.SetAttributes(attribute.Int("messaging.batch.message_count", n))
 	}
-	return p.tracer.Start(ctx, "publish "+stream, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+	return ctx, span
 }
 
 // endPublish records err, when not nil, on span and ends it.
