@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/wire"
@@ -78,6 +80,12 @@ type Options struct {
 	// password redacted (config.Redact). It must not hold a password.
 	// Default: "the Redis URL".
 	Settings string
+	// TracerProvider makes the publish spans: every Publish call is a span,
+	// and each event it sends carries the span's W3C trace context in its
+	// traceparent (and tracestate) fields, so the worker's process span joins
+	// the trace. Default: otel.GetTracerProvider(), a no-op unless the
+	// program set one; the producer never sets it.
+	TracerProvider trace.TracerProvider
 }
 
 // Producer publishes events with a Redis client. Create the client with
@@ -86,6 +94,7 @@ type Options struct {
 type Producer struct {
 	client redis.UniversalClient
 	opts   Options
+	tracer trace.Tracer
 	next   atomic.Uint64 // the round-robin partition counter
 }
 
@@ -97,7 +106,10 @@ func New(client redis.UniversalClient, opts Options) *Producer {
 	if opts.Settings == "" {
 		opts.Settings = "the Redis URL"
 	}
-	return &Producer{client: client, opts: opts}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = otel.GetTracerProvider()
+	}
+	return &Producer{client: client, opts: opts, tracer: opts.TracerProvider.Tracer(tracerName)}
 }
 
 // NewClient returns a client for url that never resends a command by itself.
@@ -189,7 +201,10 @@ func delayed(e Event, due time.Time) redis.Z {
 
 // Publish appends one event to stream, or to the partition Route picks,
 // and returns its entry ID.
-func (p *Producer) Publish(ctx context.Context, stream string, e Event) (string, error) {
+func (p *Producer) Publish(ctx context.Context, stream string, e Event) (_ string, err error) {
+	ctx, span := p.startPublish(ctx, stream, 1)
+	defer func() { endPublish(span, err) }()
+	e = traced(ctx, e)
 	if err := p.Check(e); err != nil {
 		return "", err
 	}
@@ -207,7 +222,10 @@ func (p *Producer) Publish(ctx context.Context, stream string, e Event) (string,
 // Every event is checked and routed before anything is sent. When
 // some writes fail, the error is a *BatchError and the returned IDs are those
 // Redis confirmed, with "" for the others.
-func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Event) ([]string, error) {
+func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Event) (_ []string, err error) {
+	ctx, span := p.startPublish(ctx, stream, len(events))
+	defer func() { endPublish(span, err) }()
+	events = tracedAll(ctx, events, func(e Event) Event { return e }, func(_ Event, e Event) Event { return e })
 	for i, e := range events {
 		if err := p.Check(e); err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, err)
@@ -240,7 +258,10 @@ func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Eve
 
 // PublishDelayed schedules an event to enter the stream (or the partition
 // Route picks) at due; the worker's promote loop moves it in.
-func (p *Producer) PublishDelayed(ctx context.Context, stream string, e Event, due time.Time) error {
+func (p *Producer) PublishDelayed(ctx context.Context, stream string, e Event, due time.Time) (err error) {
+	ctx, span := p.startPublish(ctx, stream, 1)
+	defer func() { endPublish(span, err) }()
+	e = traced(ctx, e)
 	if err := p.Check(e); err != nil {
 		return err
 	}
@@ -280,7 +301,10 @@ type Result struct {
 // returns one Result per item. Every item is checked and routed before
 // anything is sent. When some writes fail, the error is a *BatchError and the
 // Results say which.
-func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item) ([]Result, error) {
+func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item) (_ []Result, err error) {
+	ctx, span := p.startPublish(ctx, stream, len(items))
+	defer func() { endPublish(span, err) }()
+	items = tracedAll(ctx, items, func(it Item) Event { return it.Event }, func(it Item, e Event) Item { it.Event = e; return it })
 	for i, it := range items {
 		if err := p.Check(it.Event); err != nil {
 			return nil, fmt.Errorf("item %d: %w", i, err)

@@ -20,5 +20,6 @@
 //	promote.go                           the delayed sets' promoter
 //	cluster.go, slots.go                 Redis Cluster: slot map reloads, the one-slot check
 //	health.go, metrics.go, gc.go         liveness, Prometheus metrics, GC default
+//	tracing.go                           OpenTelemetry: a process span per message, when OTEL_* turn it on
 //	backoff.go                           retry and Redis-failure backoff
 package worker

@@ -96,7 +96,11 @@ func Main(mux *Mux, opts ...Option) {
 // returns nil. It returns an error when a component fails to start.
 func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error {
 	o := newOptions(cfg, opts)
-	logger := o.logger
+	tracer, logger, stopTracing, err := startTracing(ctx, o.logger) // tracing.go: OTEL_* variables
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // last: flushes the spans of every message run
 	// Listen first: a worker that cannot serve its probes must fail before
 	// it touches Redis. Every return before the run group starts below must
 	// release what was built up to it; nothing runs on its own until then.
@@ -130,6 +134,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	metrics := NewMetrics(reg)
 	reg.MustRegister(newStreamCollector(client, streamKeys(cfg), cfg.Group))
 	rt := newEngine(cfg, client, mux, logger, metrics)
+	rt.tracer = tracer
 	logger.Info("starting", "redis", cfg.RedisTarget(), "redis_mode", cfg.RedisMode(), "scripts", cfg.ScriptsMode(), "streams", cfg.Streams, "partitions", cfg.Partitions, "group", cfg.Group,
 		"consumer", cfg.Consumer, "concurrency", cfg.Concurrency, "types", mux.Types(), "gc_percent", gcPercent())
 
@@ -149,7 +154,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	if l != nil { // health, readiness, metrics
 		addHTTP(&g, l, newHTTPHandler(rt, reg), rtDone, cfg.ShutdownTimeout)
 	}
-	err := g.Run()
+	err = g.Run()
 	if errors.Is(err, run.ErrSignal) {
 		logger.Info("stopped by signal", "signal", err.Error())
 		return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/reclaim"
@@ -64,6 +65,8 @@ type engine struct {
 	cluster *clusterRoutes // slot map reloads after node failures (cluster.go)
 
 	promote *promoter // moves due retries and delayed events into the streams (promote.go)
+
+	tracer trace.Tracer // makes a process span per message (tracing.go); nil with tracing off
 }
 
 type streamState struct {
@@ -356,7 +359,12 @@ func (r *engine) process(w *workerState, m *Message) {
 	m.started = now
 	w.cur.Store(m)
 	ctx.start(now, r.cfg.HandlerTimeout)
-	err := r.handler.HandleMessage(ctx, m)
+	var hctx context.Context = ctx
+	var span trace.Span
+	if r.tracer != nil { // tracing.go: off, a message costs no span
+		hctx, span = r.startProcess(ctx, m)
+	}
+	err := r.handler.HandleMessage(hctx, m)
 	w.cur.Store(nil)
 	reusable := ctx.finish()
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -373,14 +381,21 @@ func (r *engine) process(w *workerState, m *Message) {
 	if lost && err != nil {
 		// Another consumer owns it now; recording a retry would ack its work.
 		r.count(m, OutcomeLeaseLost)
+		if span != nil {
+			endProcess(span, err, OutcomeLeaseLost)
+		}
 		return
 	}
-	r.complete(m, err)
+	outcome := r.complete(hctx, m, err)
+	if span != nil {
+		endProcess(span, err, outcome)
+	}
 }
 
 // complete acknowledges a success, or records a failure as a retry or a dead
-// letter, each atomically with the acknowledgement.
-func (r *engine) complete(m *Message, err error) {
+// letter, each atomically with the acknowledgement, and returns the outcome.
+// Its logs are written with logCtx, which holds the message's span, if any.
+func (r *engine) complete(logCtx context.Context, m *Message, err error) string {
 	if err == nil {
 		var dk string
 		if r.cfg.DedupeWindow > 0 && m.IdempotencyKey != "" {
@@ -389,18 +404,21 @@ func (r *engine) complete(m *Message, err error) {
 		a := ackReq{stream: m.Stream, id: m.ID, typ: m.Type, dedupe: dk, outcome: OutcomeAcked}
 		if m.settle {
 			r.ackNow(a)
-			return
+			return OutcomeAcked
 		}
 		r.ack(a)
-		return
+		return OutcomeAcked
 	}
 	if r.abandoned.Load() && r.handlerCtx.Err() != nil {
 		// Cancelled by the shutdown deadline: it was handed over, not failed.
 		r.count(m, OutcomeHandedOver)
-		return
+		return OutcomeHandedOver
 	}
 	if r.order != nil && r.order.hold(m, err) { // ordered.go: a keyed message on a partitioned stream is retried in place
-		return
+		if errors.As(err, new(*DelayError)) {
+			return OutcomeDelayed
+		}
+		return OutcomeRetried
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
@@ -421,27 +439,28 @@ func (r *engine) complete(m *Message, err error) {
 	if dead {
 		if derr := r.deadLetter(ctx, m, err); derr != nil {
 			r.metrics.redisError(OpSettle)
-			r.logger.Error("could not dead-letter message; it stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", derr, "handler_error", err.Error())
+			r.logger.ErrorContext(logCtx, "could not dead-letter message; it stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", derr, "handler_error", err.Error())
 			r.count(m, OutcomeUnrecorded)
-			return
+			return OutcomeUnrecorded
 		}
-		r.logger.Warn("message dead-lettered", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt, "error", err.Error())
+		r.logger.WarnContext(logCtx, "message dead-lettered", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt, "error", err.Error())
 		r.count(m, OutcomeDead)
-		return
+		return OutcomeDead
 	}
 	if rerr := r.scheduleRetry(ctx, m, time.Now().Add(delay), fields); rerr != nil {
 		r.metrics.redisError(OpSettle)
-		r.logger.Error("could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", rerr, "handler_error", err.Error())
+		r.logger.ErrorContext(logCtx, "could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", rerr, "handler_error", err.Error())
 		r.count(m, OutcomeUnrecorded)
-		return
+		return OutcomeUnrecorded
 	}
 	if outcome == OutcomeDelayed {
-		r.logger.Debug("message delayed", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "run_in", delay.Round(time.Millisecond), "reason", err.Error())
+		r.logger.DebugContext(logCtx, "message delayed", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "run_in", delay.Round(time.Millisecond), "reason", err.Error())
 	} else {
-		r.logger.Info("message failed; retry scheduled", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
+		r.logger.InfoContext(logCtx, "message failed; retry scheduled", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
 			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
 	}
 	r.count(m, outcome)
+	return outcome
 }
 
 func (r *engine) count(m *Message, outcome string) {

@@ -89,7 +89,12 @@ func (a *app) load(cmd *cobra.Command, f *loadFlags) error {
 		return err
 	}
 	defer client.Close()
-	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions, Settings: a.urlSetting()})
+	tp, flushTraces, err := a.tracerProvider(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer flushTraces()
+	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions, Settings: a.urlSetting(), TracerProvider: tp})
 	prog := newProgress(a.io.err, a.io.isTerminal(a.io.err), f.count, false, f.progressEvery)
 	g := &loadGen{p: p, stream: f.stream, typ: f.typ, count: f.count, size: f.size, concurrency: f.concurrency, batch: f.batch, rate: f.rate}
 	g.onSent = func(sent int64) { prog.set(sent, fmt.Sprintf("sent %d of %d", sent, f.count)) }

@@ -111,7 +111,12 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 		return err
 	}
 	defer client.Close()
-	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions, Settings: a.urlSetting()})
+	tp, flushTraces, err := a.tracerProvider(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer flushTraces()
+	p := producer.New(client, producer.Options{MaxPayload: f.maxPayload, MaxLen: f.maxLen, Partitions: f.partitions, Settings: a.urlSetting(), TracerProvider: tp})
 	out := a.io.out
 	ctx := cmd.Context()
 
