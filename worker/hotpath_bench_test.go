@@ -2,7 +2,11 @@ package worker
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/internal/tracing"
 	"github.com/streamworker/streamworker/wire"
 )
 
@@ -41,12 +46,39 @@ func BenchmarkNewMessages(b *testing.B) {
 // BenchmarkProcess runs one message through a handler goroutine's whole
 // path: its context, the middleware newEngine adds (metrics, logging,
 // recover), the Mux, and the queued acknowledgement.
-func BenchmarkProcess(b *testing.B) {
+func BenchmarkProcess(b *testing.B) { benchProcess(b, false) }
+
+// BenchmarkProcessTraced is BenchmarkProcess with tracing on, as
+// OTEL_EXPORTER_OTLP_ENDPOINT turns it on: every message sampled (the
+// default sampler samples every root span), its process span exported in
+// batches by the real OTLP/HTTP exporter to a local receiver that discards
+// them. The difference to BenchmarkProcess is what tracing costs a message.
+func BenchmarkProcessTraced(b *testing.B) { benchProcess(b, true) }
+
+func benchProcess(b *testing.B, traced bool) {
+	var tracer func(r *engine)
+	if traced {
+		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			_, _ = io.Copy(io.Discard, req.Body)
+		}))
+		defer sink.Close()
+		b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", sink.URL)
+		b.Setenv("OTEL_TRACES_SAMPLER", "always_on")
+		tp, err := tracing.New(context.Background(), os.Getenv, "bench")
+		if err != nil || !tp.On {
+			b.Fatalf("tracing.New = %v, on %v", err, tp != nil && tp.On)
+		}
+		defer func() { _ = tp.Shutdown(context.Background()) }()
+		tracer = func(r *engine) { r.tracer = tp.Tracer(tracerName) }
+	}
 	cfg := config.Default()
 	cfg.Streams = []string{"events"}
 	mux := NewMux()
 	mux.HandleFunc("t", func(context.Context, *Message) error { return nil })
 	r := newEngine(cfg, nil, mux, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
+	if tracer != nil {
+		tracer(r)
+	}
 	w := r.workers[0]
 	w.ctx = newMsgContext(r.handlerCtx)
 	defer w.ctx.release()
