@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -63,9 +65,9 @@ func New(ctx context.Context, getenv func(string) string, service string) (*Prov
 	if !Enabled(getenv) {
 		return &Provider{TracerProvider: noop.NewTracerProvider()}, nil
 	}
-	exp, err := otlptracehttp.New(ctx)
+	exp, err := exporter(ctx, getenv)
 	if err != nil {
-		return nil, fmt.Errorf("OTLP trace exporter: %w", err)
+		return nil, err
 	}
 	// Later options win: OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
 	// override the default name.
@@ -79,4 +81,30 @@ func New(ctx context.Context, getenv func(string) string, service string) (*Prov
 	}
 	sdk := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	return &Provider{TracerProvider: sdk, On: true, sdk: sdk}, nil
+}
+
+// exporter is the OTLP exporter of the protocol OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+// or OTEL_EXPORTER_OTLP_PROTOCOL names: http/protobuf (the default) or grpc.
+// The exporter reads the endpoint, headers, TLS and timeout variables itself.
+func exporter(ctx context.Context, getenv func(string) string) (*otlptrace.Exporter, error) {
+	name, proto := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	if proto == "" {
+		name, proto = "OTEL_EXPORTER_OTLP_PROTOCOL", getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+	}
+	var (
+		exp *otlptrace.Exporter
+		err error
+	)
+	switch strings.TrimSpace(proto) {
+	case "", "http/protobuf":
+		exp, err = otlptracehttp.New(ctx)
+	case "grpc":
+		exp, err = otlptracegrpc.New(ctx)
+	default:
+		return nil, fmt.Errorf("%s=%q is invalid: want http/protobuf or grpc (http/json is not supported)", name, proto)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("OTLP trace exporter: %w", err)
+	}
+	return exp, nil
 }

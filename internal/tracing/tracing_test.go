@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
+	"os"
 	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 )
 
 func TestEnabled(t *testing.T) {
@@ -63,5 +67,64 @@ func TestLogHandler(t *testing.T) {
 	}
 	if strings.Contains(lines[1], "trace_id") {
 		t.Errorf("line outside a span has a trace_id: %s", lines[1])
+	}
+}
+
+// traceSink is an OTLP/gRPC trace receiver on loopback that counts the
+// spans it receives.
+type traceSink struct {
+	coltracepb.UnimplementedTraceServiceServer
+	spans chan string
+}
+
+func (s *traceSink) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			for _, sp := range ss.GetSpans() {
+				s.spans <- sp.GetName()
+			}
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// OTEL_EXPORTER_OTLP_PROTOCOL=grpc exports over gRPC.
+func TestNewGRPC(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	sink := &traceSink{spans: make(chan string, 10)}
+	coltracepb.RegisterTraceServiceServer(srv, sink)
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Stop()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+l.Addr().String())
+	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+	tp, err := New(context.Background(), os.Getenv, "s")
+	if err != nil || !tp.On {
+		t.Fatalf("New = %v, on %v; want on", err, tp != nil && tp.On)
+	}
+	_, span := tp.Tracer("t").Start(context.Background(), "over grpc")
+	span.End()
+	if err := tp.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case name := <-sink.spans:
+		if name != "over grpc" {
+			t.Errorf("received span %q, want %q", name, "over grpc")
+		}
+	default:
+		t.Fatal("no span received over gRPC after the flush")
+	}
+}
+
+func TestNewRefusesUnknownProtocol(t *testing.T) {
+	env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}
+	_, err := New(context.Background(), func(k string) string { return env[k] }, "s")
+	if err == nil || !strings.Contains(err.Error(), `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/json" is invalid: want http/protobuf or grpc`) {
+		t.Errorf("New = %v, want the variable named with what is allowed", err)
 	}
 }
