@@ -19,6 +19,7 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -98,7 +99,8 @@ func scrapeWorker(t *testing.T, redisDown bool) workerPage {
 	t.Helper()
 	srv := testredis.Start(t)
 	cfg := config.Default()
-	cfg.Streams, cfg.Group, cfg.Consumer = []string{"sw:a", "sw:b"}, "workers", "c1"
+	// Partitioned, so that the partition owner gauge is served too.
+	cfg.Streams, cfg.Group, cfg.Consumer, cfg.Partitions = []string{"sw:a", "sw:b"}, "workers", "c1", 2
 	cfg.Block, cfg.PromoteInterval, cfg.ShutdownTimeout = 50*time.Millisecond, 10*time.Millisecond, time.Second
 	base := serveWorker(t, cfg, srv)
 	scrape := func() (workerPage, error) {
@@ -127,7 +129,9 @@ func scrapeWorker(t *testing.T, redisDown bool) workerPage {
 		}
 	}
 	page := until("serving its stream gauges", func(p workerPage) bool {
-		return p.ready == http.StatusOK && len(p.families["streamworker_group_lag"].GetMetric()) == len(cfg.Streams)
+		n := len(cfg.Streams) * cfg.Partitions
+		return p.ready == http.StatusOK && len(p.families["streamworker_group_lag"].GetMetric()) == n &&
+			len(p.families["streamworker_partition_owner"].GetMetric()) == n
 	})
 	if !redisDown {
 		return page
@@ -183,7 +187,9 @@ func TestStreamGaugesNeedRedis(t *testing.T) {
 			}
 		}
 		slices.Sort(streams)
-		if d := cmp.Diff([]string{"sw:a", "sw:b"}, streams); d != "" {
+		want := slices.Concat(wire.PartitionStreams("sw:a", 2), wire.PartitionStreams("sw:b", 2))
+		slices.Sort(want)
+		if d := cmp.Diff(want, streams); d != "" {
 			t.Errorf("streamworker_dead_letters streams (-want +got):\n%s", d)
 		}
 		if v := value(page, "streamworker_ready", ""); v != 1 {

@@ -132,7 +132,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 		return err
 	}
 	metrics := NewMetrics(reg)
-	reg.MustRegister(newStreamCollector(client, streamKeys(cfg), cfg.Group))
+	reg.MustRegister(newStreamCollector(client, streamKeys(cfg), cfg.Group, cfg.Partitions > 1))
 	rt := newEngine(cfg, client, mux, logger, metrics)
 	rt.tracer = tracer
 	logger.Info("starting", "redis", cfg.RedisTarget(), "redis_mode", cfg.RedisMode(), "scripts", cfg.ScriptsMode(), "streams", cfg.Streams, "partitions", cfg.Partitions, "group", cfg.Group,

@@ -243,16 +243,20 @@ const maxCachedLabels = 1024
 // stream, and the idle time of the group's oldest pending entry, read from
 // Redis at scrape time.
 type streamCollector struct {
-	client  redis.UniversalClient
-	streams []string
-	group   string
+	client      redis.UniversalClient
+	streams     []string
+	group       string
+	partitioned bool // streams are partitions, each with an owner key
 
-	pending, lag, delayed, dead, oldestIdle *prometheus.Desc
+	pending, lag, delayed, dead, oldestIdle, consumers, owner *prometheus.Desc
 }
 
-func newStreamCollector(client redis.UniversalClient, streams []string, group string) *streamCollector {
+func newStreamCollector(client redis.UniversalClient, streams []string, group string, partitioned bool) *streamCollector {
 	return &streamCollector{
-		client: client, streams: streams, group: group,
+		client: client, streams: streams, group: group, partitioned: partitioned,
+		consumers: prometheus.NewDesc("streamworker_group_consumers", "Consumers the group has on the stream (XINFO GROUPS), idle or not.", []string{"stream", "group"}, nil),
+		owner: prometheus.NewDesc("streamworker_partition_owner",
+			"1 for the consumer that owns the partition (its owner key); a partition nobody owns has no series.", []string{"stream", "group", "consumer"}, nil),
 		pending: prometheus.NewDesc("streamworker_group_pending", "Entries delivered to the group and not yet acknowledged.", []string{"stream", "group"}, nil),
 		lag:     prometheus.NewDesc("streamworker_group_lag", "Entries in the stream not yet delivered to the group.", []string{"stream", "group"}, nil),
 		delayed: prometheus.NewDesc("streamworker_delayed", "Entries waiting in the stream's delayed set (retries and delayed events).", []string{"stream"}, nil),
@@ -268,6 +272,8 @@ func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.delayed
 	ch <- c.dead
 	ch <- c.oldestIdle
+	ch <- c.consumers
+	ch <- c.owner
 }
 
 func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
@@ -284,6 +290,10 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		// it was claimed since, which resets its idle time as it should:
 		// someone took it up.
 		oldest := pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: s, Group: c.group, Start: "-", End: "+", Count: 1})
+		var owner *redis.StringCmd
+		if c.partitioned {
+			owner = pipe.Get(ctx, wire.PartitionOwnerKey(s, c.group))
+		}
 		_, _ = pipe.Exec(ctx)
 		if gs, err := groups.Result(); err == nil {
 			for _, g := range gs {
@@ -291,6 +301,7 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 					continue
 				}
 				ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(g.Pending), s, g.Name)
+				ch <- prometheus.MustNewConstMetric(c.consumers, prometheus.GaugeValue, float64(g.Consumers), s, g.Name)
 				if g.Lag >= 0 {
 					ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(g.Lag), s, g.Name)
 				}
@@ -302,6 +313,11 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 				idle = ps[0].Idle
 			}
 			ch <- prometheus.MustNewConstMetric(c.oldestIdle, prometheus.GaugeValue, idle.Seconds(), s, c.group)
+		}
+		if owner != nil {
+			if who, err := owner.Result(); err == nil && utf8.ValidString(who) {
+				ch <- prometheus.MustNewConstMetric(c.owner, prometheus.GaugeValue, 1, s, c.group, who)
+			}
 		}
 		if n, err := delayed.Result(); err == nil {
 			ch <- prometheus.MustNewConstMetric(c.delayed, prometheus.GaugeValue, float64(n), s)

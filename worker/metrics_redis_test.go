@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // gauge reads the value of one series of name from g: the one whose labels
@@ -52,7 +53,7 @@ func TestOldestPendingIdleGauge(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newStreamCollector(c, []string{stream}, group))
+	reg.MustRegister(newStreamCollector(c, []string{stream}, group, false))
 	labels := map[string]string{"stream": stream, "group": group}
 	const name = "streamworker_group_oldest_pending_idle_seconds"
 	if v, ok := gauge(t, reg, name, labels); !ok || v != 0 {
@@ -79,6 +80,40 @@ func TestOldestPendingIdleGauge(t *testing.T) {
 	}
 	if v, _ := gauge(t, reg, name, labels); v >= idle.Seconds() {
 		t.Errorf("the idle entry acknowledged: %s = %v, want the idle time of the next one, under %v", name, v, idle.Seconds())
+	}
+}
+
+// The group's consumers and, for partitions, each partition's owner, read
+// from Redis at scrape time.
+func TestConsumersAndPartitionOwnerGauges(t *testing.T) {
+	t.Parallel()
+	c := testredis.Shared(t).Client(t)
+	ctx := context.Background()
+	base, group := testredis.Prefix(t)+"orders", "g"
+	parts := wire.PartitionStreams(base, 2)
+	for _, p := range parts {
+		if err := c.XGroupCreateMkStream(ctx, p, group, "0").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"w1", "w2"} {
+		if err := c.XGroupCreateConsumer(ctx, parts[0], group, name).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Set(ctx, wire.PartitionOwnerKey(parts[0], group), "w1", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newStreamCollector(c, parts, group, true))
+	if v, ok := gauge(t, reg, "streamworker_group_consumers", map[string]string{"stream": parts[0], "group": group}); !ok || v != 2 {
+		t.Errorf("consumers of %s = %v (reported %t), want 2", parts[0], v, ok)
+	}
+	if v, ok := gauge(t, reg, "streamworker_partition_owner", map[string]string{"stream": parts[0], "group": group, "consumer": "w1"}); !ok || v != 1 {
+		t.Errorf("owner of %s: w1 = %v (reported %t), want 1", parts[0], v, ok)
+	}
+	if _, ok := gauge(t, reg, "streamworker_partition_owner", map[string]string{"stream": parts[1], "group": group}); ok {
+		t.Errorf("%s has no owner, yet an owner series", parts[1])
 	}
 }
 
