@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/blocks/keys"
 )
 
 var (
@@ -178,6 +180,18 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
 	return e.value, nil
 }
 
+// setScript stores an entry written by Set and revokes any load in flight.
+//
+// KEYS[1] -> the cached key
+// KEYS[2] -> its load lock
+// ARGV[1] -> the entry
+// ARGV[2] -> the entry's TTL in milliseconds
+var setScript = redis.NewScript(`
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+`)
+
 // Set caches value at key for ttl (jittered), which must be positive.
 // It revokes the lock of a load in flight for key, whose older result then
 // is not stored over value.
@@ -256,3 +270,7 @@ func (c *Cache) jitter(ttl time.Duration) time.Duration {
 }
 
 func notFound(key string) error { return fmt.Errorf("%w: %q", ErrNotFound, key) }
+
+// lockKey is the load lock of key: keys.Sibling puts it in key's hash slot,
+// which the scripts and Delete's two-key DEL need on Redis Cluster.
+func lockKey(key string) string { return keys.Sibling(key, "lock") }

@@ -84,6 +84,26 @@ func (c *Cache) refreshEarly(now time.Time, e entry) bool {
 	return gap >= float64(e.expiry.Sub(now))
 }
 
+// getOrLockScript is one poll of a process waiting for a value: it returns
+// the value if someone stored it, or else takes the load lock if it is free.
+//
+// KEYS[1] -> the cached key
+// KEYS[2] -> its load lock, lockKey(KEYS[1])
+// ARGV[1] -> the caller's lock token
+// ARGV[2] -> the lock's TTL in milliseconds
+// Returns the entry (a string), 1 if the caller now holds the lock, or 0 if
+// another process does.
+var getOrLockScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then
+  return v
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+`)
+
 // fill is the miss path, run once per key per process by the flight: poll
 // Redis until another process's load stored the value, or take the lock and
 // load it here. After LockWait it loads without the lock rather than wait
@@ -140,6 +160,20 @@ func (c *Cache) loadLocked(ctx context.Context, key, token string, ttl time.Dura
 	return v, err
 }
 
+// extendScript keeps a running load's lock alive, only if it is still the
+// loader's.
+//
+// KEYS[1] -> the load lock
+// ARGV[1] -> the loader's lock token
+// ARGV[2] -> the lock's TTL in milliseconds
+// Returns 1 if extended, 0 if the lock was no longer the loader's.
+var extendScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`)
+
 func (c *Cache) keepLock(ctx context.Context, key, token string, done <-chan struct{}) {
 	interval := c.opt.LockTTL / 3
 	t := time.NewTicker(interval)
@@ -161,6 +195,18 @@ func (c *Cache) keepLock(ctx context.Context, key, token string, done <-chan str
 		}
 	}
 }
+
+// unlockScript gives up a load lock after a failed load, only if it is
+// still the loader's.
+//
+// KEYS[1] -> the load lock
+// ARGV[1] -> the loader's lock token
+var unlockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
 
 // loadAndStore runs load and caches its outcome: the value, or a "not
 // found". With a token, it stores only while the lock is still the
@@ -193,6 +239,25 @@ func (c *Cache) loadAndStore(ctx context.Context, key, token string, ttl time.Du
 	c.store(sctx, key, token, entry{value: v, expiry: c.now().Add(ttl), delta: delta}, ttl+c.opt.Stale)
 	return v, nil
 }
+
+// storeScript stores a loaded entry only while the loader still holds the
+// lock: a Delete or Set since the lock was taken revoked it, and the load
+// may have read data older than theirs.
+//
+// KEYS[1] -> the cached key
+// KEYS[2] -> its load lock
+// ARGV[1] -> the loader's lock token
+// ARGV[2] -> the entry
+// ARGV[3] -> the entry's TTL in milliseconds
+// Returns 1 if stored, 0 if the lock was no longer the loader's.
+var storeScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+`)
 
 // store writes a loaded entry. A failure is logged, not returned: the load
 // succeeded and its value is good for the callers waiting on it.

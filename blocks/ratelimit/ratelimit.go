@@ -126,3 +126,12 @@ func result(limit Limit, v any) (Result, error) {
 		ResetAfter: time.Duration(n[3]) * time.Microsecond,
 	}, nil
 }
+
+// The scripts (window.go, gcra.go) read the clock with TIME on the server,
+// so every process agrees on "now" whatever its own clock says. Redis 5+
+// replicates scripts by their effects, so calling TIME before a write is
+// allowed. Times are integer microseconds since the epoch: about 1.7e15,
+// exact in Lua's doubles (2^53 is 9e15), and formatted with %d where they
+// are stored, because tostring would round them to 14 digits.
+//
+// Both reply {allowed (0/1), remaining, retry_after_us, reset_after_us}.

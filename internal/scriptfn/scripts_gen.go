@@ -7,7 +7,13 @@ package scriptfn
 // go generate ./internal/scriptfn after changing a script.
 func Sources() []string {
 	return []string{
-		// blocks/cache/scripts.go getOrLockScript
+		// blocks/cache/cache.go setScript
+		`
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+`,
+		// blocks/cache/fetch.go getOrLockScript
 		`
 local v = redis.call('GET', KEYS[1])
 if v then
@@ -18,22 +24,7 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return 0
 `,
-		// blocks/cache/scripts.go storeScript
-		`
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  redis.call('DEL', KEYS[2])
-  return 1
-end
-return 0
-`,
-		// blocks/cache/scripts.go setScript
-		`
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('DEL', KEYS[2])
-return 1
-`,
-		// blocks/cache/scripts.go extendScript
+		// blocks/cache/fetch.go extendScript
 		// blocks/lock/lock.go refreshScript
 		`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -41,7 +32,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 `,
-		// blocks/cache/scripts.go unlockScript
+		// blocks/cache/fetch.go unlockScript
 		// blocks/lock/lock.go releaseScript
 		// worker/partition_release.go releaseOwnerScript
 		`
@@ -50,7 +41,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 `,
-		// blocks/leaderboard/scripts.go aroundScript
+		// blocks/cache/fetch.go storeScript
+		`
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+`,
+		// blocks/leaderboard/leaderboard.go aroundScript
 		`
 local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
 if not rank then return false end
@@ -84,7 +84,35 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return -3
 `,
-		// blocks/ratelimit/scripts.go slidingWindowScript
+		// blocks/ratelimit/gcra.go gcraScript
+		`
+local emission = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+
+local new_tat = tat + n * emission
+local allow_at = new_tat - burst * emission
+local diff = now - allow_at
+
+if diff < 0 then
+  -- Rejected: nothing is written, so asking again does not push the
+  -- caller's own retry time further out.
+  local remaining = math.floor((now - tat + burst * emission) / emission)
+  if remaining < 0 then remaining = 0 end
+  return {0, remaining, -diff, tat - now}
+end
+
+if n > 0 then
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+end
+return {1, math.floor(diff / emission), 0, new_tat - now}
+`,
+		// blocks/ratelimit/window.go slidingWindowScript
 		`
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -128,35 +156,7 @@ local remaining = limit - count
 if remaining < 0 then remaining = 0 end
 return {0, remaining, tonumber(oldest[2]) + window - now, tonumber(newest[2]) + window - now}
 `,
-		// blocks/ratelimit/scripts.go gcraScript
-		`
-local emission = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-
-local new_tat = tat + n * emission
-local allow_at = new_tat - burst * emission
-local diff = now - allow_at
-
-if diff < 0 then
-  -- Rejected: nothing is written, so asking again does not push the
-  -- caller's own retry time further out.
-  local remaining = math.floor((now - tat + burst * emission) / emission)
-  if remaining < 0 then remaining = 0 end
-  return {0, remaining, -diff, tat - now}
-end
-
-if n > 0 then
-  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-end
-return {1, math.floor(diff / emission), 0, new_tat - now}
-`,
-		// blocks/session/scripts.go updateScript
+		// blocks/session/session.go updateScript
 		`
 local deadline = tonumber(redis.call('HGET', KEYS[1], ARGV[3]))
 if not deadline then return 0 end
@@ -172,7 +172,7 @@ end
 redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[2]), left))
 return 1
 `,
-		// blocks/session/scripts.go capScript
+		// blocks/session/session.go capScript
 		`
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 if tonumber(ARGV[3]) <= 0 then
