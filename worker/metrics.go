@@ -239,6 +239,10 @@ func (c *observerCache) get(vec *prometheus.HistogramVec, stream, typ string) pr
 // maxCachedLabels bounds observerCache; past it, lookups just go uncached.
 const maxCachedLabels = 1024
 
+// maxOwnerLabel bounds the consumer label of streamworker_partition_owner,
+// read from a key anyone who may write the stream's prefix can write.
+const maxOwnerLabel = 256
+
 // streamCollector reports pending, lag, delayed and dead-letter sizes per
 // stream, and the idle time of the group's oldest pending entry, read from
 // Redis at scrape time.
@@ -315,7 +319,10 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.oldestIdle, prometheus.GaugeValue, idle.Seconds(), s, c.group)
 		}
 		if owner != nil {
-			if who, err := owner.Result(); err == nil && utf8.ValidString(who) {
+			// The owner key holds a consumer name; anything longer than a
+			// name, or not UTF-8, was not written by a worker (a producer may
+			// write keys under the stream's prefix) and is no label value.
+			if who, err := owner.Result(); err == nil && len(who) <= maxOwnerLabel && utf8.ValidString(who) {
 				ch <- prometheus.MustNewConstMetric(c.owner, prometheus.GaugeValue, 1, s, c.group, who)
 			}
 		}

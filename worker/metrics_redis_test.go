@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,6 +115,13 @@ func TestConsumersAndPartitionOwnerGauges(t *testing.T) {
 	}
 	if _, ok := gauge(t, reg, "streamworker_partition_owner", map[string]string{"stream": parts[1], "group": group}); ok {
 		t.Errorf("%s has no owner, yet an owner series", parts[1])
+	}
+	// A forged owner too long for a consumer name is no label value.
+	if err := c.Set(ctx, wire.PartitionOwnerKey(parts[1], group), strings.Repeat("x", maxOwnerLabel+1), time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := gauge(t, reg, "streamworker_partition_owner", map[string]string{"stream": parts[1], "group": group}); ok {
+		t.Errorf("%s: a %d-byte owner became a label value", parts[1], maxOwnerLabel+1)
 	}
 }
 
