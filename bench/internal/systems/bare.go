@@ -18,17 +18,22 @@ import (
 // XACK with every ID of the batch, to consume. No pool, no middleware, no
 // metrics, no retries: what the protocol allows. Its entries have the same
 // fields as streamworker's.
+//
+// Pipelined (the BarePipelined system) is its strongest simple variant: the
+// XACK of a batch and the next XREADGROUP go in one pipeline, so a batch
+// costs one round trip instead of two.
 type bare struct {
 	stream
-	client *redis.Client
+	client    *redis.Client
+	pipelined bool
 
 	count *counter
 	stop  context.CancelFunc
 	run   *background
 }
 
-func newBare(cfg Config) *bare {
-	return &bare{stream: newStream(cfg), client: redis.NewClient(cfg.options())}
+func newBare(cfg Config, pipelined bool) *bare {
+	return &bare{stream: newStream(cfg), client: redis.NewClient(cfg.options()), pipelined: pipelined}
 }
 
 func (b *bare) args(data string) *redis.XAddArgs {
@@ -67,17 +72,25 @@ func (b *bare) Start(ctx context.Context, n int, handle Handler) error {
 	b.count = newCounter(n)
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	b.stop = stop
-	b.run = goBackground(func() error { return b.loop(rctx, handle) })
+	loop := b.loop
+	if b.pipelined {
+		loop = b.loopPipelined
+	}
+	b.run = goBackground(func() error { return loop(rctx, handle) })
 	return nil
+}
+
+func (b *bare) readArgs() *redis.XReadGroupArgs {
+	return &redis.XReadGroupArgs{
+		Group: b.group, Consumer: "bench-bare", Streams: []string{b.key, ">"},
+		Count: int64(b.cfg.FetchCount), Block: 100 * time.Millisecond,
+	}
 }
 
 func (b *bare) loop(ctx context.Context, handle Handler) error {
 	ids := make([]string, 0, b.cfg.FetchCount)
 	for ctx.Err() == nil {
-		res, err := b.client.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group: b.group, Consumer: "bench-bare", Streams: []string{b.key, ">"},
-			Count: int64(b.cfg.FetchCount), Block: 100 * time.Millisecond,
-		}).Result()
+		res, err := b.client.XReadGroup(ctx, b.readArgs()).Result()
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err() // stopped: an error now is the stop's
@@ -97,6 +110,46 @@ func (b *bare) loop(ctx context.Context, handle Handler) error {
 		}
 		if err := b.client.XAck(ctx, b.key, b.group, ids...).Err(); err != nil {
 			return errors.Join(ctx.Err(), fmt.Errorf("XACK: %w", err))
+		}
+	}
+	return ctx.Err()
+}
+
+// loopPipelined sends the XACK of the batch just handled and the next
+// XREADGROUP in one pipeline: one round trip per batch. The XACK runs
+// before the read blocks, so nothing stays pending while the loop waits.
+func (b *bare) loopPipelined(ctx context.Context, handle Handler) error {
+	ids := make([]string, 0, b.cfg.FetchCount)
+	for ctx.Err() == nil {
+		var read *redis.XStreamSliceCmd
+		var ack *redis.IntCmd
+		if len(ids) == 0 {
+			read = b.client.XReadGroup(ctx, b.readArgs())
+		} else {
+			pipe := b.client.Pipeline()
+			ack = pipe.XAck(ctx, b.key, b.group, ids...)
+			read = pipe.XReadGroup(ctx, b.readArgs())
+			_, _ = pipe.Exec(ctx) // each command's error is read below
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // stopped: an error now is the stop's
+		}
+		if ack != nil && ack.Err() != nil {
+			return fmt.Errorf("XACK: %w", ack.Err())
+		}
+		ids = ids[:0]
+		res, err := read.Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			continue
+		case err != nil:
+			return fmt.Errorf("XREADGROUP: %w", err)
+		}
+		for _, e := range res[0].Messages {
+			data, _ := e.Values[wire.FieldData].(string)
+			handle(unsafe.Slice(unsafe.StringData(data), len(data)))
+			b.count.add()
+			ids = append(ids, e.ID)
 		}
 	}
 	return ctx.Err()

@@ -3,13 +3,19 @@ package systems
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/producer"
+	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -27,6 +33,10 @@ type ours struct {
 	count *counter
 	stop  context.CancelFunc
 	run   *background
+
+	firsts     atomic.Int64 // first attempts seen, for FailEvery
+	order      *orderCheck  // with Keys
+	violations atomic.Int64
 }
 
 func newOurs(cfg Config) (*ours, error) {
@@ -47,6 +57,15 @@ func newOurs(cfg Config) (*ours, error) {
 	// a blocked read returns as soon as a message arrives, so a short block
 	// changes no number and keeps every run's shutdown short.
 	wcfg.Block = 100 * time.Millisecond
+	if cfg.Partitions > 1 {
+		wcfg.Partitions = cfg.Partitions
+	}
+	if cfg.RetryBase > 0 {
+		wcfg.RetryBase, wcfg.RetryMax = cfg.RetryBase, cfg.RetryBase
+	}
+	if cfg.PromoteInterval > 0 {
+		wcfg.PromoteInterval = cfg.PromoteInterval
+	}
 	if err := wcfg.Validate(); err != nil {
 		_ = pclient.Close()
 		return nil, err
@@ -58,8 +77,56 @@ func newOurs(cfg Config) (*ours, error) {
 	}
 	return &ours{
 		stream: s, pclient: pclient, wcfg: wcfg, wclient: wclient,
-		producer: producer.New(pclient, producer.Options{MaxLen: cfg.MaxLen}),
+		producer: producer.New(pclient, producer.Options{MaxLen: cfg.MaxLen, Partitions: cfg.Partitions}),
 	}, nil
+}
+
+// streams are the stream keys the events go to: the stream, or its
+// partitions.
+func (o *ours) streams() []string {
+	if o.cfg.Partitions > 1 {
+		return wire.PartitionStreams(o.key, o.cfg.Partitions)
+	}
+	return []string{o.key}
+}
+
+func (o *ours) Stored(ctx context.Context) (int64, error) {
+	var n int64
+	for _, s := range o.streams() {
+		l, err := o.admin.XLen(ctx, s).Result()
+		if err != nil {
+			return 0, err
+		}
+		n += l
+	}
+	return n, nil
+}
+
+func (o *ours) Delete(ctx context.Context) error {
+	c := redis.NewClient(o.cfg.options())
+	defer c.Close()
+	var keys []string
+	for _, s := range o.streams() {
+		keys = append(keys, s, wire.DelayedKey(s), wire.DeadLetterKey(s))
+	}
+	return c.Unlink(ctx, keys...).Err()
+}
+
+// Violations is how many messages ran while an earlier message of their key
+// was running or after a later one (with Config.Keys).
+func (o *ours) Violations() int64 { return o.violations.Load() }
+
+// DeadLettered is how many entries the dead-letter streams hold.
+func (o *ours) DeadLettered(ctx context.Context) (int64, error) {
+	var n int64
+	for _, s := range o.streams() {
+		l, err := o.admin.XLen(ctx, wire.DeadLetterKey(s)).Result()
+		if err != nil {
+			return 0, err
+		}
+		n += l
+	}
+	return n, nil
 }
 
 func (o *ours) Produce(ctx context.Context, n int, payload []byte) error {
@@ -67,8 +134,17 @@ func (o *ours) Produce(ctx context.Context, n int, payload []byte) error {
 	for i := range events {
 		events[i] = producer.Event{Type: MsgType, Data: payload}
 	}
+	var keys []string
+	for i := range o.cfg.Keys {
+		keys = append(keys, fmt.Sprintf("k-%04d", i))
+	}
 	for sent := 0; sent < n; sent += len(events) {
 		batch := events[:min(len(events), n-sent)]
+		for i := range batch {
+			if len(keys) > 0 {
+				batch[i].Key = keys[(sent+i)%len(keys)]
+			}
+		}
 		if _, err := o.producer.PublishBatch(ctx, o.key, batch); err != nil {
 			return err
 		}
@@ -86,9 +162,26 @@ func (o *ours) Start(ctx context.Context, n int, handle Handler) error {
 		return errors.New("systems: Start called twice")
 	}
 	o.count = newCounter(n)
+	if o.cfg.Keys > 0 {
+		o.order = &orderCheck{keys: map[string]*keyState{}}
+	}
 	mux := worker.NewMux()
 	mux.HandleFunc(MsgType, func(_ context.Context, m *worker.Message) error {
+		if o.order != nil {
+			key := m.Metadata[wire.FieldKey]
+			if !o.order.begin(key, m.ID) {
+				o.violations.Add(1)
+			}
+			defer o.order.end(key)
+		}
 		handle(m.Data)
+		switch {
+		case o.cfg.FailAll:
+			o.count.add() // its last attempt: dead-lettered now
+			return worker.Permanent(errBench)
+		case o.cfg.FailEvery > 0 && m.Attempt == 1 && o.firsts.Add(1)%int64(o.cfg.FailEvery) == 0:
+			return errBench // retried, and counted when the retry succeeds
+		}
 		o.count.add()
 		return nil
 	})
@@ -109,7 +202,66 @@ func (o *ours) Wait(ctx context.Context) error {
 	if err := o.count.wait(ctx, o.run); err != nil {
 		return err
 	}
-	return o.acked(ctx)
+	for _, s := range o.streams() {
+		st := o.stream
+		st.key = s
+		if err := st.acked(ctx); err != nil {
+			return err
+		}
+	}
+	if !o.cfg.FailAll {
+		return nil
+	}
+	return poll(ctx, "waiting for the dead letters", func(ctx context.Context) (bool, error) {
+		n, err := o.DeadLettered(ctx)
+		return n >= o.count.n, err
+	})
+}
+
+// errBench is the failure of a message the benchmark makes fail.
+var errBench = errors.New("benchmark failure")
+
+// orderCheck tells whether the messages of each key run one at a time and in
+// the order of their entry IDs (one key's entries are all in one partition).
+type orderCheck struct {
+	mu   sync.Mutex
+	keys map[string]*keyState
+}
+
+type keyState struct {
+	running  bool
+	ms, seq  uint64 // the last entry ID begun
+	seenOnce bool
+}
+
+// begin records that the message id of key starts, and reports whether
+// that is in order.
+func (c *orderCheck) begin(key, id string) bool {
+	ms, seq := parseID(id)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := c.keys[key]
+	if k == nil {
+		k = &keyState{}
+		c.keys[key] = k
+	}
+	ok := !k.running && (!k.seenOnce || ms > k.ms || (ms == k.ms && seq > k.seq))
+	k.running, k.ms, k.seq, k.seenOnce = true, ms, seq, true
+	return ok
+}
+
+func (c *orderCheck) end(key string) {
+	c.mu.Lock()
+	c.keys[key].running = false
+	c.mu.Unlock()
+}
+
+// parseID splits a stream entry ID, ms-seq.
+func parseID(id string) (ms, seq uint64) {
+	a, b, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(a, 10, 64)
+	seq, _ = strconv.ParseUint(b, 10, 64)
+	return ms, seq
 }
 
 func (o *ours) Handled() int64 { return o.count.handled() }

@@ -23,14 +23,17 @@ import (
 
 // The systems, by the names the harness and its flags use.
 const (
-	Ours      = "ours"      // streamworker: producer.PublishBatch, worker.Run
-	Bare      = "bare"      // go-redis alone: pipelined XADD, XREADGROUP + one XACK per batch
-	Asynq     = "asynq"     // github.com/hibiken/asynq: Client.Enqueue, Server
-	Watermill = "watermill" // Watermill's redisstream Publisher, and Subscriber under a Router
+	Ours = "ours" // streamworker: producer.PublishBatch, worker.Run
+	Bare = "bare" // go-redis alone: pipelined XADD, XREADGROUP + one XACK per batch
+	// BarePipelined is the bare loop with the XACK of a batch and the next
+	// XREADGROUP in one pipeline: one round trip per batch.
+	BarePipelined = "bare-pipelined"
+	Asynq         = "asynq"     // github.com/hibiken/asynq: Client.Enqueue, Server
+	Watermill     = "watermill" // Watermill's redisstream Publisher, and Subscriber under a Router
 )
 
 // Names lists every system, ours first.
-var Names = []string{Ours, Bare, Asynq, Watermill}
+var Names = []string{Ours, Bare, BarePipelined, Asynq, Watermill}
 
 // MsgType is the type (asynq task type, streamworker event type) of every
 // benchmark message.
@@ -69,6 +72,30 @@ type Config struct {
 	// append (ours: producer.Options.MaxLen; bare: the same XADD argument;
 	// Watermill: PublisherConfig.DefaultMaxlen). asynq ignores it.
 	MaxLen int64
+
+	// The settings below are ours only; the other systems ignore them.
+
+	// Partitions, when above 1, is WORKER_PARTITIONS and the producer's
+	// Options.Partitions: the stream is split into that many partition
+	// streams, each event goes to one by its key, and the worker runs one
+	// message of a key at a time, in order.
+	Partitions int
+	// Keys, when positive, gives each produced event the partition key
+	// k-<i mod Keys>, and has the handler check that the messages of each
+	// key run one at a time and in the order they were added (Violations).
+	Keys int
+	// FailEvery, when positive, makes every FailEvery-th message fail its
+	// first attempt with an ordinary error: the worker retries it through
+	// S:delayed, and the retry succeeds.
+	FailEvery int
+	// FailAll makes every message fail with worker.Permanent: each is
+	// dead-lettered at once.
+	FailAll bool
+	// RetryBase is WORKER_RETRY_BASE (and WORKER_RETRY_MAX, so that every
+	// retry waits about that long). Default: the daemon's.
+	RetryBase time.Duration
+	// PromoteInterval is WORKER_PROMOTE_INTERVAL. Default: the daemon's.
+	PromoteInterval time.Duration
 }
 
 func (c Config) withDefaults(name string) Config {
@@ -159,7 +186,9 @@ func New(name string, cfg Config) (System, error) {
 	case Ours:
 		return newOurs(cfg)
 	case Bare:
-		return newBare(cfg), nil
+		return newBare(cfg, false), nil
+	case BarePipelined:
+		return newBare(cfg, true), nil
 	case Asynq:
 		return newAsynq(cfg), nil
 	case Watermill:
