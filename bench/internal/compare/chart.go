@@ -11,18 +11,18 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-
-	"github.com/streamworker/streamworker/bench/internal/systems"
 )
 
 // The charts' colours: produce and consume bars; one line per system, in
-// the order of systems.Names.
+// the order of entryNames.
 var (
 	produceColor = color.RGBA{R: 0x4c, G: 0x72, B: 0xb0, A: 0xff}
 	consumeColor = color.RGBA{R: 0xdd, G: 0x84, B: 0x52, A: 0xff}
 	lineColors   = []color.Color{
 		color.RGBA{R: 0xc4, G: 0x4e, B: 0x52, A: 0xff}, // ours
+		color.RGBA{R: 0xe8, G: 0x9a, B: 0x3c, A: 0xff}, // ours at the daemon's defaults
 		color.RGBA{R: 0x55, G: 0x55, B: 0x55, A: 0xff}, // bare
+		color.RGBA{R: 0x99, G: 0x99, B: 0x99, A: 0xff}, // bare, pipelined
 		color.RGBA{R: 0x4c, G: 0x72, B: 0xb0, A: 0xff}, // asynq
 		color.RGBA{R: 0x55, G: 0xa8, B: 0x68, A: 0xff}, // watermill
 	}
@@ -44,7 +44,62 @@ func drawCharts(res *Results, dir string) ([]string, error) {
 		}
 		names = append(names, "latency.png")
 	}
+	if len(res.Workloads) > 0 {
+		if err := workloadsChart(res).Save(10*vg.Inch, 4.5*vg.Inch, filepath.Join(dir, "workloads.png")); err != nil {
+			return nil, err
+		}
+		names = append(names, "workloads.png")
+	}
 	return names, nil
+}
+
+// workloadsChart is one bar per variant of the workload phases: its median
+// msgs/s as a share of its phase's reference (the ideal rate for io, the
+// first variant for the others), labelled with the msgs/s.
+func workloadsChart(res *Results) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = "Workloads: median msgs/s ÷ the phase's reference (io: the ideal; others: the first bar of the phase)\n" + caption(res)
+	p.Y.Label.Text = "ratio"
+	p.Y.Min = 0
+	var vals plotter.Values
+	var names []string
+	var tags plotter.XYLabels
+	ref := map[string]float64{PhaseIO: res.Options.ioIdeal()}
+	for _, w := range res.Workloads {
+		if len(w.Runs) == 0 {
+			continue
+		}
+		m := w.rate().Median
+		if _, ok := ref[w.Phase]; !ok {
+			ref[w.Phase] = m
+		}
+		v := m / ref[w.Phase]
+		tags.XYs = append(tags.XYs, plotter.XY{X: float64(len(vals)), Y: v})
+		tags.Labels = append(tags.Labels, shortCount(m))
+		vals = append(vals, v)
+		name := w.Name
+		if w.Phase == PhaseIO {
+			name = label(w.System)
+		}
+		names = append(names, w.Phase+"\n"+name)
+	}
+	if bars, err := plotter.NewBarChart(vals, vg.Points(28)); err == nil {
+		bars.Color = consumeColor
+		bars.LineStyle.Width = 0
+		p.Add(bars)
+	}
+	if lb, err := plotter.NewLabels(tags); err == nil {
+		for i := range lb.TextStyle {
+			lb.TextStyle[i].XAlign = draw.XCenter
+			lb.TextStyle[i].YAlign = draw.YBottom
+		}
+		lb.Offset = vg.Point{Y: vg.Points(3)}
+		p.Add(lb)
+	}
+	p.NominalX(names...)
+	p.X.Tick.Label.Font.Size = vg.Points(7)
+	p.Y.Max *= 1.15
+	return p
 }
 
 // throughputChart is a grouped bar chart: produce and consume msgs/s per
@@ -166,7 +221,7 @@ func latencyChart(res *Results) *plot.Plot {
 			continue
 		}
 		line.Color = lineColors[i%len(lineColors)]
-		if k := slices.Index(systems.Names, l.System); k >= 0 {
+		if k := slices.Index(entryNames, l.System); k >= 0 {
 			line.Color = lineColors[k%len(lineColors)]
 		}
 		line.Width = vg.Points(2)

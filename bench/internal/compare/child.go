@@ -37,14 +37,17 @@ const (
 
 // job is what the parent asks of a child, on the child's stdin.
 type job struct {
-	System   string
-	Kind     string
-	Config   systems.Config
-	N        int
-	Payload  int     // bytes
-	Rate     float64 // jobSend: messages per second
-	Senders  int     // jobSend: goroutines sending
-	RedisPid int     // whose CPU to measure, 0 for none
+	System  string
+	Kind    string
+	Config  systems.Config
+	N       int
+	Payload int     // bytes
+	Rate    float64 // jobSend: messages per second
+	Senders int     // jobSend: goroutines sending
+	// Sleep, for jobConsume, is how long each handler call sleeps, standing
+	// for a database call; 0 for a no-op handler.
+	Sleep    time.Duration
+	RedisPid int // whose CPU to measure, 0 for none
 }
 
 // Measurement is one child's timed phase.
@@ -181,8 +184,12 @@ func consume(ctx context.Context, sys systems.System, j job) (childResult, error
 	if stored != int64(j.N) {
 		return childResult{}, fmt.Errorf("%d messages stored before consuming, want %d", stored, j.N)
 	}
+	handle := func([]byte) {}
+	if j.Sleep > 0 {
+		handle = func([]byte) { time.Sleep(j.Sleep) }
+	}
 	start := usage.Measure(j.RedisPid)
-	err = sys.Start(ctx, j.N, func([]byte) {})
+	err = sys.Start(ctx, j.N, handle)
 	if err == nil {
 		err = sys.Wait(ctx)
 	}
@@ -190,6 +197,9 @@ func consume(ctx context.Context, sys systems.System, j job) (childResult, error
 	res.Handled = sys.Handled()
 	if err != nil {
 		return res, fmt.Errorf("consuming: %w", err)
+	}
+	if o, ok := sys.(interface{ Violations() int64 }); ok && o.Violations() > 0 {
+		return res, fmt.Errorf("%d messages ran out of their key's order", o.Violations())
 	}
 	if res.Handled != int64(j.N) {
 		return res, fmt.Errorf("the handler ran %d times for %d messages", res.Handled, j.N)

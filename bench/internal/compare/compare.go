@@ -23,17 +23,22 @@ import (
 
 	"github.com/streamworker/streamworker/bench/internal/redisserver"
 	"github.com/streamworker/streamworker/bench/internal/systems"
+	"github.com/streamworker/streamworker/config"
 )
 
 // The phases, in the order they run.
 const (
-	PhaseThroughput = "throughput" // produce and consume msgs/s of every system
-	PhaseLatency    = "latency"    // XADD-to-handler latency at a fixed offered load, every system
-	PhaseGrowth     = "growth"     // ours as concurrency, payload size and backlog grow
-	PhaseMemory     = "memory"     // MEMORY USAGE per stored event, with and without MAXLEN ~
+	PhaseThroughput = "throughput"   // produce and consume msgs/s of every system
+	PhaseLatency    = "latency"      // XADD-to-handler latency at a fixed offered load, every system
+	PhaseIO         = "io"           // a handler that sleeps, at high concurrency: ours, asynq, Watermill
+	PhaseFailures   = "failures"     // ours with some messages retried, and with all dead-lettered
+	PhaseOrder      = "order"        // ours on a partitioned stream with per-key order, and unordered
+	PhaseCLI        = "producer-cli" // producer send --file against redis-cli --pipe
+	PhaseGrowth     = "growth"       // ours as concurrency, payload size and backlog grow
+	PhaseMemory     = "memory"       // MEMORY USAGE per stored event, with and without MAXLEN ~
 )
 
-var allPhases = []string{PhaseThroughput, PhaseLatency, PhaseGrowth, PhaseMemory}
+var allPhases = []string{PhaseThroughput, PhaseLatency, PhaseIO, PhaseFailures, PhaseOrder, PhaseCLI, PhaseGrowth, PhaseMemory}
 
 // Options are the harness's settings; ParseFlags fills them from the command
 // line with the defaults shown there.
@@ -60,6 +65,20 @@ type Options struct {
 	LatencyDuration time.Duration // how long the load is offered
 	LatencySenders  int           // goroutines sending the paced messages
 
+	IOMsgs        int           // messages of ours' runs in the io phase
+	IOPeerMsgs    int           // messages of the peers' runs in the io phase
+	IOSleep       time.Duration // how long the io phase's handler sleeps
+	IOConcurrency int           // handlers (ours), workers (asynq), subscriptions (Watermill)
+
+	FailEvery           int           // every FailEvery-th message fails its first attempt
+	FailRetryBase       time.Duration // WORKER_RETRY_BASE (and _MAX) of the failures phase
+	FailPromoteInterval time.Duration // WORKER_PROMOTE_INTERVAL of the failures phase
+
+	OrderPartitions int // WORKER_PARTITIONS of the order phase
+	OrderKeys       int // partition keys of the order phase
+
+	CLIEvents int // JSONL events of the producer-cli phase
+
 	SweepMsgs        int   // messages per run of the growth sweeps
 	SweepConcurrency []int // WORKER_CONCURRENCY values
 	SweepPayload     []int // payload sizes, bytes
@@ -79,6 +98,7 @@ type Options struct {
 var quick = map[string]string{
 	"msgs": "20000", "latency-duration": "2s", "sweep-msgs": "20000",
 	"max-backlog": "100000", "sweep-mib": "32", "memory-events": "20000",
+	"io-msgs": "20000", "io-peer-msgs": "5000", "cli-events": "50000",
 }
 
 // ParseFlags reads the command line.
@@ -112,6 +132,16 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.Float64Var(&o.LatencyRate, "latency-rate", 5000, "offered load of the latency phase, messages per second")
 	fs.DurationVar(&o.LatencyDuration, "latency-duration", 10*time.Second, "how long the latency phase offers its load, per system")
 	fs.IntVar(&o.LatencySenders, "latency-senders", 8, "goroutines sending the latency phase's paced messages")
+	fs.IntVar(&o.IOMsgs, "io-msgs", 500_000, "messages of ours' runs in the io phase (10 s at the ideal rate)")
+	fs.IntVar(&o.IOPeerMsgs, "io-peer-msgs", 50_000, "messages of asynq's and Watermill's runs in the io phase")
+	fs.DurationVar(&o.IOSleep, "io-sleep", 20*time.Millisecond, "how long the io phase's handler sleeps per message (a database call)")
+	fs.IntVar(&o.IOConcurrency, "io-concurrency", 1000, "io phase: WORKER_CONCURRENCY, asynq workers, Watermill subscriptions")
+	fs.IntVar(&o.FailEvery, "fail-every", 10, "failures phase: every Nth message fails its first attempt")
+	fs.DurationVar(&o.FailRetryBase, "fail-retry-base", time.Millisecond, "failures phase: WORKER_RETRY_BASE and WORKER_RETRY_MAX, so the retries' wait is not what is measured")
+	fs.DurationVar(&o.FailPromoteInterval, "fail-promote-interval", 50*time.Millisecond, "failures phase: WORKER_PROMOTE_INTERVAL (the daemon's default is 250ms)")
+	fs.IntVar(&o.OrderPartitions, "order-partitions", 16, "order phase: WORKER_PARTITIONS")
+	fs.IntVar(&o.OrderKeys, "order-keys", 1000, "order phase: distinct partition keys")
+	fs.IntVar(&o.CLIEvents, "cli-events", 1_000_000, "producer-cli phase: JSONL events sent")
 	fs.IntVar(&o.SweepMsgs, "sweep-msgs", 100_000, "messages per run of the concurrency and payload sweeps")
 	fs.StringVar(&concFlag, "sweep-concurrency", "1,4,16,64,256", "WORKER_CONCURRENCY values of the concurrency sweep")
 	fs.StringVar(&payloadFlag, "sweep-payload", "100,1024,16384,65536", "payload sizes (bytes) of the payload sweep")
@@ -176,8 +206,11 @@ func quickSummary() string {
 
 func (o Options) validate() error {
 	switch {
-	case o.Msgs < 1, o.Runs < 1, o.SweepMsgs < 1, o.MemoryEvents < 1:
-		return errors.New("-msgs, -runs, -sweep-msgs and -memory-events must be at least 1")
+	case o.Msgs < 1, o.Runs < 1, o.SweepMsgs < 1, o.MemoryEvents < 1, o.IOMsgs < 1, o.IOPeerMsgs < 1, o.CLIEvents < 1:
+		return errors.New("-msgs, -runs, -sweep-msgs, -memory-events, -io-msgs, -io-peer-msgs and -cli-events must be at least 1")
+	case o.IOSleep <= 0, o.IOConcurrency < 1, o.FailEvery < 1, o.FailRetryBase < time.Millisecond, o.FailPromoteInterval < time.Millisecond,
+		o.OrderPartitions < 2, o.OrderKeys < 1:
+		return errors.New("-io-sleep, -io-concurrency, -fail-every and -order-keys must be positive, -fail-retry-base and -fail-promote-interval at least 1ms, -order-partitions at least 2")
 	case o.Payload < 100:
 		return errors.New("-payload must be at least 100 bytes")
 	case o.LatencyRate <= 0, o.LatencyDuration <= 0, o.LatencySenders < 1:
@@ -269,6 +302,14 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 			h.throughput(ctx, res)
 		case PhaseLatency:
 			h.latency(ctx, res)
+		case PhaseIO:
+			h.io(ctx, res)
+		case PhaseFailures:
+			h.failing(ctx, res)
+		case PhaseOrder:
+			h.order(ctx, res)
+		case PhaseCLI:
+			h.producerCLI(ctx, res)
 		case PhaseGrowth:
 			h.growth(ctx, res)
 		case PhaseMemory:
@@ -316,7 +357,36 @@ func firstLine(s string) string {
 	return s
 }
 
-// config is the systems.Config of name in this run.
+// oursDefaults is streamworker at the daemon's defaults (config.Default():
+// WORKER_CONCURRENCY, WORKER_FETCH_COUNT and the rest), an entry of the
+// throughput and latency phases beside ours at -concurrency and -fetch.
+const oursDefaults = "ours-defaults"
+
+// entryNames are the throughput and latency phases' entries, in report
+// order: the systems, and ours a second time at the daemon's defaults.
+var entryNames = []string{systems.Ours, oursDefaults, systems.Bare, systems.BarePipelined, systems.Asynq, systems.Watermill}
+
+// entries are the entries of this run: the systems asked for, with ours at
+// the daemon's defaults after ours.
+func (h *harness) entries() []string {
+	var out []string
+	for _, name := range entryNames {
+		if slices.Contains(h.opts.Systems, systemOf(name)) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// systemOf is the system an entry runs.
+func systemOf(entry string) string {
+	if entry == oursDefaults {
+		return systems.Ours
+	}
+	return entry
+}
+
+// config is the systems.Config of the entry name in this run.
 func (h *harness) config(name string) systems.Config {
 	cfg := systems.Config{
 		Addr: h.srv.Addr, Protocol: h.opts.Protocol, Queue: "bench-" + name,
@@ -325,7 +395,10 @@ func (h *harness) config(name string) systems.Config {
 	switch name {
 	case systems.Ours:
 		cfg.Concurrency, cfg.FetchCount = h.opts.OursConcurrency, h.opts.OursFetch
-	case systems.Bare:
+	case oursDefaults:
+		d := config.Default()
+		cfg.Concurrency, cfg.FetchCount = d.Concurrency, d.FetchCount
+	case systems.Bare, systems.BarePipelined:
 		cfg.FetchCount = h.opts.BareCount
 	case systems.Asynq:
 		cfg.Concurrency = h.opts.AsynqConcurrency

@@ -27,9 +27,11 @@ func TestHarness(t *testing.T) {
 		"-out", dir, "-command", "make bench (test)",
 		"-msgs", "600", "-runs", "1", "-producers", "8",
 		"-latency-rate", "1000", "-latency-duration", "300ms", "-latency-senders", "2",
-		"-sweep-msgs", "500", "-sweep-concurrency", "1,32", "-sweep-payload", "100,65536", "-sweep-mib", "1",
+		"-sweep-msgs", "500", "-sweep-concurrency", "1,32", "-sweep-payload", "100,1024,65536", "-sweep-mib", "1",
 		"-sweep-backlog", "300,2000,5000", "-max-backlog", "2000",
 		"-memory-events", "3000", "-memory-maxlen", "500",
+		"-io-msgs", "400", "-io-peer-msgs", "200", "-io-concurrency", "50", "-io-sleep", "5ms",
+		"-order-keys", "40", "-cli-events", "3000",
 		"-child-timeout", "1m",
 	}, &stdout, &stderr)
 	if err != nil {
@@ -63,11 +65,27 @@ func TestHarness(t *testing.T) {
 			t.Errorf("%s: %v Redis bytes per stored message", tp.System, tp.StoredBytes[0])
 		}
 	}
-	if diff := cmp.Diff(systems.Names, got); diff != "" {
-		t.Errorf("throughput systems (-want +got):\n%s", diff)
+	if diff := cmp.Diff(entryNames, got); diff != "" {
+		t.Errorf("throughput entries (-want +got):\n%s", diff)
 	}
-	if len(res.Latency) != len(systems.Names) {
-		t.Errorf("latency of %d systems, want %d", len(res.Latency), len(systems.Names))
+	if len(res.Latency) != len(entryNames) {
+		t.Errorf("latency of %d entries, want %d", len(res.Latency), len(entryNames))
+	}
+	wantWorkloads := map[string][]string{
+		PhaseIO:       {systems.Ours, systems.Asynq, systems.Watermill},
+		PhaseFailures: {failNone, failOnce, failDead},
+		PhaseOrder:    {orderNone, orderKeys},
+		PhaseCLI:      {cliOurs, cliPipe},
+	}
+	gotWorkloads := map[string][]string{}
+	for _, w := range res.Workloads {
+		gotWorkloads[w.Phase] = append(gotWorkloads[w.Phase], w.Name)
+		if len(w.Runs) != 1 || w.Runs[0].Wall <= 0 || w.Runs[0].N <= 0 {
+			t.Errorf("%s %s: runs %+v", w.Phase, w.Name, w.Runs)
+		}
+	}
+	if diff := cmp.Diff(wantWorkloads, gotWorkloads); diff != "" {
+		t.Errorf("workload variants (-want +got):\n%s", diff)
 	}
 	for _, l := range res.Latency {
 		if len(l.Quantiles) == 0 {
@@ -80,14 +98,14 @@ func TestHarness(t *testing.T) {
 		}
 	}
 	g := res.Growth
-	if len(g.Concurrency) != 2 || len(g.Payload) != 2 || len(g.Backlog) != 2 {
-		t.Errorf("growth rows: %d concurrency, %d payload, %d backlog; want 2 each", len(g.Concurrency), len(g.Payload), len(g.Backlog))
+	if len(g.Concurrency) != 2 || len(g.Payload) != 3 || len(g.Backlog) != 2 {
+		t.Errorf("growth rows: %d concurrency, %d payload, %d backlog; want 2, 3 and 2", len(g.Concurrency), len(g.Payload), len(g.Backlog))
 	}
 	if diff := cmp.Diff([]int{5000}, g.BacklogSkipped); diff != "" {
 		t.Errorf("skipped backlogs (-want +got):\n%s", diff)
 	}
-	if len(g.Payload) == 2 && g.Payload[1].Consume.N != 16 { // 1 MiB of 64 KiB messages
-		t.Errorf("the 64 KiB payload run had %d messages, want 16", g.Payload[1].Consume.N)
+	if len(g.Payload) == 3 && g.Payload[2].Consume.N != 16 { // 1 MiB of 64 KiB messages
+		t.Errorf("the 64 KiB payload run had %d messages, want 16", g.Payload[2].Consume.N)
 	}
 	if len(res.Memory) != 2 {
 		t.Fatalf("%d memory rows, want 2", len(res.Memory))
@@ -100,7 +118,12 @@ func TestHarness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"make bench (test)", "## Throughput", "### Goals", "## Latency", "### Backlog", "MAXLEN ~ 500", "![latency distribution](latency.png)"} {
+	for _, want := range []string{
+		"make bench (test)", "## Goals", "## Throughput", "## Latency", "### Backlog", "MAXLEN ~ 500", "![latency distribution](latency.png)",
+		"## I/O-bound handler", "## Failures", "## Per-key order", "## The producer CLI", "![the workload phases](workloads.png)",
+		"ours ÷ the better bare loop", "p99 XADD→handler", "÷ the ideal", "failing once", "dead-lettering", "in order ÷ one unordered stream",
+		"64 KiB ÷ 1 KiB", "64 KiB ÷ 100 B", "÷ `redis-cli --pipe`",
+	} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("README.md lacks %q", want)
 		}
@@ -108,7 +131,7 @@ func TestHarness(t *testing.T) {
 	if stdout.String() != string(report) {
 		t.Error("stdout is not the report")
 	}
-	for _, png := range []string{"throughput.png", "latency.png"} {
+	for _, png := range []string{"throughput.png", "latency.png", "workloads.png"} {
 		b, err := os.ReadFile(filepath.Join(dir, png))
 		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
 			t.Errorf("%s: not a PNG (%v)", png, err)

@@ -15,12 +15,13 @@ import (
 // publishes Msgs messages, then a consume child consumes that backlog until
 // the system shows all acknowledged.
 func (h *harness) throughput(ctx context.Context, res *Results) {
-	res.Throughput = make([]Throughput, len(h.opts.Systems))
-	for i, name := range h.opts.Systems {
+	entries := h.entries()
+	res.Throughput = make([]Throughput, len(entries))
+	for i, name := range entries {
 		res.Throughput[i].System = name
 	}
 	for run := 1; run <= h.opts.Runs; run++ {
-		for i, name := range h.opts.Systems {
+		for i, name := range entries {
 			if ctx.Err() != nil {
 				return
 			}
@@ -46,7 +47,7 @@ func (h *harness) throughputRun(ctx context.Context, name string, t *Throughput)
 		return err
 	}
 	cfg := h.config(name)
-	p, err := h.spawn(ctx, job{System: name, Kind: jobProduce, Config: cfg, N: h.opts.Msgs, Payload: h.opts.Payload}, nil)
+	p, err := h.spawn(ctx, job{System: systemOf(name), Kind: jobProduce, Config: cfg, N: h.opts.Msgs, Payload: h.opts.Payload}, nil)
 	if err != nil {
 		return err
 	}
@@ -54,7 +55,7 @@ func (h *harness) throughputRun(ctx context.Context, name string, t *Throughput)
 	if err != nil {
 		return err
 	}
-	c, err := h.spawn(ctx, job{System: name, Kind: jobConsume, Config: cfg, N: h.opts.Msgs, Payload: h.opts.Payload}, nil)
+	c, err := h.spawn(ctx, job{System: systemOf(name), Kind: jobConsume, Config: cfg, N: h.opts.Msgs, Payload: h.opts.Payload}, nil)
 	if err != nil {
 		return err
 	}
@@ -71,7 +72,7 @@ func (h *harness) throughputRun(ctx context.Context, name string, t *Throughput)
 // messages. Both children run on this machine, so they share one clock.
 func (h *harness) latency(ctx context.Context, res *Results) {
 	n := max(1, int(h.opts.LatencyRate*h.opts.LatencyDuration.Seconds()))
-	for _, name := range h.opts.Systems {
+	for _, name := range h.entries() {
 		if ctx.Err() != nil {
 			return
 		}
@@ -102,7 +103,7 @@ func (h *harness) latencyRun(ctx context.Context, name string, n int) (Latency, 
 	ready := make(chan struct{})
 	listened := make(chan outcome, 1)
 	go func() {
-		r, err := h.spawn(lctx, job{System: name, Kind: jobListen, Config: cfg, N: n, Payload: h.opts.Payload}, ready)
+		r, err := h.spawn(lctx, job{System: systemOf(name), Kind: jobListen, Config: cfg, N: n, Payload: h.opts.Payload}, ready)
 		listened <- outcome{r, err}
 	}()
 	select {
@@ -111,7 +112,7 @@ func (h *harness) latencyRun(ctx context.Context, name string, n int) (Latency, 
 		return Latency{}, fmt.Errorf("the listener stopped before it was ready: %w", o.err)
 	}
 	sent, err := h.spawn(ctx, job{
-		System: name, Kind: jobSend, Config: cfg, N: n, Payload: h.opts.Payload,
+		System: systemOf(name), Kind: jobSend, Config: cfg, N: n, Payload: h.opts.Payload,
 		Rate: h.opts.LatencyRate, Senders: h.opts.LatencySenders,
 	}, nil)
 	if err != nil {

@@ -10,15 +10,18 @@ import (
 	"time"
 
 	"github.com/streamworker/streamworker/bench/internal/systems"
+	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/worker"
 )
 
 // labels are the systems' names in the report and the charts.
 var labels = map[string]string{
-	systems.Ours:      "streamworker",
-	systems.Bare:      "bare go-redis loop",
-	systems.Asynq:     "asynq",
-	systems.Watermill: "Watermill redisstream",
+	systems.Ours:          "streamworker",
+	oursDefaults:          "streamworker at the daemon's defaults",
+	systems.Bare:          "bare go-redis loop",
+	systems.BarePipelined: "bare go-redis loop, pipelined",
+	systems.Asynq:         "asynq",
+	systems.Watermill:     "Watermill redisstream",
 }
 
 func label(name string) string {
@@ -46,23 +49,24 @@ func renderReport(res *Results, charts []string) string {
 			w("- %s\n", f)
 		}
 	}
+	renderGoals(&b, res)
 
 	if len(res.Throughput) > 0 {
 		w("\n## Throughput\n\n")
 		w("%s messages of %d bytes, no-op handler, %d runs per system (interleaved); median (min–max). ", fmtInt(float64(o.Msgs)), o.Payload, o.Runs)
 		w("Produce: from an empty Redis. Consume: the backlog the produce left, until the system shows every message acknowledged. ")
-		w("Streamworker consumes with `WORKER_CONCURRENCY`=%d and `WORKER_FETCH_COUNT`=%d (a read never asks for more entries than there are free handler slots, so the concurrency bounds the batch a read brings; the concurrency sweep below shows the daemon's default, 64); the bare loop reads %d per XREADGROUP; asynq runs %d workers, Watermill %d subscribers.\n\n",
-			o.OursConcurrency, o.OursFetch, o.BareCount, o.AsynqConcurrency, o.WatermillSubscribers)
+		w("Streamworker consumes with `WORKER_CONCURRENCY`=%d and `WORKER_FETCH_COUNT`=%d (the README's settings) and a second time at the daemon's defaults (`config.Default()`: `WORKER_CONCURRENCY`=%d, `WORKER_FETCH_COUNT`=%d); the bare loop reads %d per XREADGROUP, once with an XACK round trip after each batch and once (pipelined) with the XACK and the next XREADGROUP in one round trip; asynq runs %d workers, Watermill %d subscribers.\n\n",
+			o.OursConcurrency, o.OursFetch, config.Default().Concurrency, config.Default().FetchCount, o.BareCount, o.AsynqConcurrency, o.WatermillSubscribers)
 		if slices.Contains(charts, "throughput.png") {
 			w("![produce and consume throughput](throughput.png)\n\n")
 		}
 		renderThroughput(&b, res)
 		renderRatios(&b, res)
-		renderGoals(&b, res)
 	}
 	if len(res.Latency) > 0 {
 		renderLatency(&b, res, slices.Contains(charts, "latency.png"))
 	}
+	renderWorkloads(&b, res, slices.Contains(charts, "workloads.png"))
 	renderGrowth(&b, res)
 	renderMemory(&b, res)
 	if len(res.PhaseTimes) > 0 {
@@ -134,7 +138,7 @@ func renderRatios(b *strings.Builder, res *Results) {
 	fmt.Fprintf(b, "| system | consume msgs/s | produce msgs/s | consume CPU µs/msg | latency p50 | latency p99 |\n|---|---|---|---|---|---|\n")
 	oursLat := findLatency(res.Latency, systems.Ours)
 	for _, t := range res.Throughput {
-		if t.System == systems.Ours || len(t.Consume) == 0 {
+		if t.System == systems.Ours || t.System == oursDefaults || len(t.Consume) == 0 {
 			continue
 		}
 		p50, p99 := "–", "–"
@@ -155,52 +159,6 @@ func findLatency(all []Latency, system string) *Latency {
 		}
 	}
 	return nil
-}
-
-// goal is one target of the issue that asked for this harness.
-type goal struct {
-	what, target string
-	measured     float64
-	show         func(float64) string
-	met          bool
-}
-
-func renderGoals(b *strings.Builder, res *Results) {
-	ours := findThroughput(res.Throughput, systems.Ours)
-	if ours == nil || len(ours.Consume) == 0 {
-		return
-	}
-	oc, op := ours.consumeRate().Median, ours.produceRate().Median
-	var goals []goal
-	if t := findThroughput(res.Throughput, systems.Bare); t != nil && len(t.Consume) > 0 {
-		r := oc / t.consumeRate().Median
-		goals = append(goals, goal{"consume msgs/s, ours ÷ bare loop", "≥ 0.75", r, fmtRatio, r >= 0.75})
-		r = op / t.produceRate().Median
-		goals = append(goals, goal{"produce msgs/s, PublishBatch ÷ bare pipelined XADD", "≥ 0.80", r, fmtRatio, r >= 0.80})
-	}
-	if t := findThroughput(res.Throughput, systems.Asynq); t != nil && len(t.Consume) > 0 {
-		r := oc / t.consumeRate().Median
-		goals = append(goals, goal{"consume msgs/s, ours ÷ asynq", "≥ 10", r, fmtRatio, r >= 10})
-	}
-	if t := findThroughput(res.Throughput, systems.Watermill); t != nil && len(t.Consume) > 0 {
-		r := oc / t.consumeRate().Median
-		goals = append(goals, goal{"consume msgs/s, ours ÷ Watermill", "≥ 5", r, fmtRatio, r >= 5})
-	}
-	cpu := summarize(each(ours.Consume, Measurement.CPUPerMsg)).Median
-	goals = append(goals, goal{"worker CPU per message (consume)", "≤ 5 µs", cpu, func(v float64) string { return fmtMicros(v) + " µs" }, cpu <= 5})
-	if bl := res.Growth.Backlog; len(bl) >= 2 {
-		r := float64(bl[len(bl)-1].Consume.PeakRSS) / float64(bl[0].Consume.PeakRSS)
-		what := fmt.Sprintf("worker peak RSS, backlog %s ÷ backlog %s", fmtCount(bl[len(bl)-1].Param), fmtCount(bl[0].Param))
-		goals = append(goals, goal{what, "≤ 1.5 (flat)", r, fmtRatio, r <= 1.5})
-	}
-	fmt.Fprintf(b, "\n### Goals\n\n| goal | target | measured | met |\n|---|---|---|---|\n")
-	for _, g := range goals {
-		met := "no"
-		if g.met {
-			met = "yes"
-		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", g.what, g.target, g.show(g.measured), met)
-	}
 }
 
 func renderLatency(b *strings.Builder, res *Results, chart bool) {

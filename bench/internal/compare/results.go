@@ -17,6 +17,7 @@ type Results struct {
 
 	Throughput []Throughput // per system, in Options.Systems order
 	Latency    []Latency    // per system
+	Workloads  []Workload   // the io, failures, order and producer-cli phases
 	Growth     Growth       // ours only
 	Memory     []StoredMemory
 	Failures   []string

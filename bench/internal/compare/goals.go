@@ -1,0 +1,219 @@
+package compare
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/streamworker/streamworker/bench/internal/systems"
+)
+
+// goal is one target the harness checks: met, not met, or — with no
+// target — a number the report only shows.
+type goal struct {
+	what, target string
+	measured     float64
+	show         func(float64) string
+	met          bool
+	info         bool // no target: measured only
+}
+
+func ratioGoal(what, target string, r float64, met bool) goal {
+	return goal{what: what, target: target, measured: r, show: fmtRatio, met: met && !math.IsNaN(r)}
+}
+
+// bareBest is the better of the bare loop's two variants by f (higher is
+// better when high), and its label; NaN when neither ran.
+func bareBest(res *Results, f func(Throughput) float64, high bool) (float64, string) {
+	best, name := math.NaN(), ""
+	for _, sys := range []string{systems.Bare, systems.BarePipelined} {
+		t := findThroughput(res.Throughput, sys)
+		if t == nil || len(t.Consume) == 0 {
+			continue
+		}
+		v := f(*t)
+		if math.IsNaN(best) || (high && v > best) || (!high && v < best) {
+			best, name = v, sys
+		}
+	}
+	return best, name
+}
+
+// bareLatencyBest is the lower of the bare variants' f in the latency phase.
+func bareLatencyBest(res *Results, f func(Latency) float64) (float64, string) {
+	best, name := math.NaN(), ""
+	for _, sys := range []string{systems.Bare, systems.BarePipelined} {
+		l := findLatency(res.Latency, sys)
+		if l == nil || l.Count == 0 {
+			continue
+		}
+		if v := f(*l); math.IsNaN(best) || v < best {
+			best, name = v, sys
+		}
+	}
+	return best, name
+}
+
+func consumeMedian(t Throughput) float64 { return t.consumeRate().Median }
+func consumeCPU(t Throughput) float64 {
+	return summarize(each(t.Consume, Measurement.CPUPerMsg)).Median
+}
+
+// goals are the targets the results have numbers for: this round's first,
+// then the earlier ones.
+func goals(res *Results) []goal {
+	var gs []goal
+	o := res.Options
+	bareRate, bareName := bareBest(res, consumeMedian, true)
+	for _, e := range []struct {
+		name, what string
+		min        float64
+	}{
+		{systems.Ours, fmt.Sprintf("consume msgs/s at the README's settings (`WORKER_CONCURRENCY`=%d), ours ÷ the better bare loop", o.OursConcurrency), 1.1},
+		{oursDefaults, "consume msgs/s at the daemon's defaults, ours ÷ the better bare loop", 0.9},
+	} {
+		t := findThroughput(res.Throughput, e.name)
+		if t == nil || len(t.Consume) == 0 || bareName == "" {
+			continue
+		}
+		r := consumeMedian(*t) / bareRate
+		gs = append(gs, ratioGoal(e.what+" ("+label(bareName)+")", fmt.Sprintf("≥ %.2g", e.min), r, r >= e.min))
+	}
+	bareCPU, bareCPUName := bareBest(res, consumeCPU, false)
+	for _, name := range []string{systems.Ours, oursDefaults} {
+		t := findThroughput(res.Throughput, name)
+		if t == nil || len(t.Consume) == 0 || bareCPUName == "" {
+			continue
+		}
+		r := consumeCPU(*t) / bareCPU
+		gs = append(gs, ratioGoal(fmt.Sprintf("worker CPU per message consuming, %s ÷ the cheaper bare loop (%s)", label(name), label(bareCPUName)), "≤ 1", r, r <= 1))
+	}
+	latCPU, latCPUName := bareLatencyBest(res, func(l Latency) float64 { return l.Consumer.CPUPerMsg() })
+	latP99, latP99Name := bareLatencyBest(res, func(l Latency) float64 { return float64(l.Percentile(0.99)) })
+	for _, name := range []string{systems.Ours, oursDefaults} {
+		l := findLatency(res.Latency, name)
+		if l == nil || l.Count == 0 {
+			continue
+		}
+		if latCPUName != "" {
+			r := l.Consumer.CPUPerMsg() / latCPU
+			gs = append(gs, ratioGoal(fmt.Sprintf("low load (%s msgs/s): consumer CPU per message, %s ÷ the cheaper bare loop (%s)", fmtInt(o.LatencyRate), label(name), label(latCPUName)), "≤ 1.2", r, r <= 1.2))
+		}
+		if latP99Name != "" {
+			r := float64(l.Percentile(0.99)) / latP99
+			gs = append(gs, ratioGoal(fmt.Sprintf("low load (%s msgs/s): p99 XADD→handler, %s ÷ the sooner bare loop (%s)", fmtInt(o.LatencyRate), label(name), label(latP99Name)), "≤ 1", r, r <= 1))
+		}
+	}
+	ideal := o.ioIdeal()
+	for _, sys := range []string{systems.Ours, systems.Asynq, systems.Watermill} {
+		w := findWorkload(res.Workloads, PhaseIO, sys)
+		if w == nil {
+			continue
+		}
+		r := w.rate().Median / ideal
+		what := fmt.Sprintf("I/O-bound handler (%s sleep, %d handlers): %s msgs/s ÷ the ideal %s", o.IOSleep, o.IOConcurrency, label(sys), fmtInt(ideal))
+		if sys == systems.Ours {
+			gs = append(gs, ratioGoal(what, "≥ 0.9", r, r >= 0.9))
+		} else {
+			gs = append(gs, goal{what: what, target: "–", measured: r, show: fmtRatio, info: true})
+		}
+	}
+	if none, once := findWorkload(res.Workloads, PhaseFailures, failNone), findWorkload(res.Workloads, PhaseFailures, failOnce); none != nil && once != nil {
+		r := once.rate().Median / none.rate().Median
+		gs = append(gs, ratioGoal(fmt.Sprintf("failures: consume msgs/s with 1 in %d failing once ÷ all succeeding", o.FailEvery), "≥ 0.8", r, r >= 0.8))
+	}
+	if dead := findWorkload(res.Workloads, PhaseFailures, failDead); dead != nil {
+		gs = append(gs, goal{what: "failures: dead-lettering msgs/s (every message fails permanently)", target: "–", measured: dead.rate().Median,
+			show: func(v float64) string { return fmtInt(v) + " msgs/s" }, info: true})
+	}
+	if plain, keyed := findWorkload(res.Workloads, PhaseOrder, orderNone), findWorkload(res.Workloads, PhaseOrder, orderKeys); plain != nil && keyed != nil {
+		r := keyed.rate().Median / plain.rate().Median
+		gs = append(gs, ratioGoal(fmt.Sprintf("order: consume msgs/s, %d partitions with %s keys in order ÷ one unordered stream", o.OrderPartitions, fmtInt(float64(o.OrderKeys))), "≥ 0.8", r, r >= 0.8))
+	}
+	if p := payloadRow(res, 65536); p != nil {
+		if k := payloadRow(res, 1024); k != nil {
+			r := payloadMiBs(*p) / payloadMiBs(*k)
+			gs = append(gs, ratioGoal("large payloads: consume MiB/s, 64 KiB ÷ 1 KiB", "≥ 0.8", r, r >= 0.8))
+		}
+		if s := payloadRow(res, 100); s != nil {
+			r := float64(p.Consume.PeakRSS) / float64(s.Consume.PeakRSS)
+			gs = append(gs, ratioGoal("large payloads: worker peak RSS, 64 KiB ÷ 100 B", "≤ 2", r, r <= 2))
+		}
+	}
+	if ours, pipe := findWorkload(res.Workloads, PhaseCLI, cliOurs), findWorkload(res.Workloads, PhaseCLI, cliPipe); ours != nil && pipe != nil {
+		r := ours.rate().Median / pipe.rate().Median
+		gs = append(gs, ratioGoal(fmt.Sprintf("producer CLI: `producer send --file` ÷ `redis-cli --pipe`, %s events", fmtInt(float64(o.CLIEvents))), "≥ 0.8", r, r >= 0.8))
+	}
+	return append(gs, earlierGoals(res)...)
+}
+
+// earlierGoals are the targets of the harness's first round.
+func earlierGoals(res *Results) []goal {
+	ours := findThroughput(res.Throughput, systems.Ours)
+	if ours == nil || len(ours.Consume) == 0 {
+		return nil
+	}
+	oc, op := ours.consumeRate().Median, ours.produceRate().Median
+	var gs []goal
+	if t := findThroughput(res.Throughput, systems.Bare); t != nil && len(t.Produce) > 0 {
+		r := op / t.produceRate().Median
+		gs = append(gs, ratioGoal("(earlier) produce msgs/s, PublishBatch ÷ bare pipelined XADD", "≥ 0.80", r, r >= 0.80))
+	}
+	if t := findThroughput(res.Throughput, systems.Asynq); t != nil && len(t.Consume) > 0 {
+		r := oc / t.consumeRate().Median
+		gs = append(gs, ratioGoal("(earlier) consume msgs/s, ours ÷ asynq", "≥ 10", r, r >= 10))
+	}
+	if t := findThroughput(res.Throughput, systems.Watermill); t != nil && len(t.Consume) > 0 {
+		r := oc / t.consumeRate().Median
+		gs = append(gs, ratioGoal("(earlier) consume msgs/s, ours ÷ Watermill", "≥ 5", r, r >= 5))
+	}
+	cpu := consumeCPU(*ours)
+	gs = append(gs, goal{what: "(earlier) worker CPU per message (consume)", target: "≤ 5 µs", measured: cpu, show: func(v float64) string { return fmtMicros(v) + " µs" }, met: cpu <= 5})
+	if bl := res.Growth.Backlog; len(bl) >= 2 {
+		r := float64(bl[len(bl)-1].Consume.PeakRSS) / float64(bl[0].Consume.PeakRSS)
+		what := fmt.Sprintf("(earlier) worker peak RSS, backlog %s ÷ backlog %s", fmtCount(bl[len(bl)-1].Param), fmtCount(bl[0].Param))
+		gs = append(gs, ratioGoal(what, "≤ 1.5 (flat)", r, r <= 1.5))
+	}
+	return gs
+}
+
+func payloadRow(res *Results, size int) *GrowthRow {
+	for i := range res.Growth.Payload {
+		if res.Growth.Payload[i].Param == size {
+			return &res.Growth.Payload[i]
+		}
+	}
+	return nil
+}
+
+func payloadMiBs(r GrowthRow) float64 { return r.Consume.Rate() * float64(r.Param) / (1 << 20) }
+
+// renderGoals writes every goal as a row: goal, target, measured, met.
+func renderGoals(b *strings.Builder, res *Results) {
+	gs := goals(res)
+	if len(gs) == 0 {
+		return
+	}
+	met := 0
+	targets := 0
+	for _, g := range gs {
+		if !g.info {
+			targets++
+			if g.met {
+				met++
+			}
+		}
+	}
+	fmt.Fprintf(b, "\n## Goals\n\n%d of %d targets met in this run. Ratios of medians; each goal's phase below has the runs.\n\n", met, targets)
+	fmt.Fprintf(b, "| goal | target | measured | met |\n|---|---|---|---|\n")
+	for _, g := range gs {
+		m := "not met"
+		switch {
+		case g.info:
+			m = "measured"
+		case g.met:
+			m = "met"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", g.what, g.target, g.show(g.measured), m)
+	}
+}

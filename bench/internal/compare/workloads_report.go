@@ -1,0 +1,69 @@
+package compare
+
+import (
+	"fmt"
+	"strings"
+)
+
+// renderWorkloads writes the io, failures, order and producer-cli phases:
+// one table each, every variant's median (min–max) of its interleaved runs.
+func renderWorkloads(b *strings.Builder, res *Results, chart bool) {
+	o := res.Options
+	intro := map[string]string{
+		PhaseIO: fmt.Sprintf("A backlog consumed by a handler that sleeps %s per message (a `time.Sleep` standing for a database call) with %d handlers at once: the ideal is %s msgs/s. "+
+			"Streamworker at the daemon's defaults but `WORKER_CONCURRENCY`=%d, %s messages per run; asynq with %d workers and Watermill with %d subscriptions, %s messages per run (they are slower, and the rate is what counts). "+
+			"The bare loop runs one handler at a time (%s msgs/s at best), so it is left out.",
+			o.IOSleep, o.IOConcurrency, fmtInt(o.ioIdeal()), o.IOConcurrency, fmtInt(float64(o.IOMsgs)), o.IOConcurrency, o.IOConcurrency, fmtInt(float64(o.IOPeerMsgs)), fmtInt(1/o.IOSleep.Seconds())),
+		PhaseFailures: fmt.Sprintf("Streamworker at the daemon's defaults consumes %s messages three ways. Retries wait `WORKER_RETRY_BASE`=`WORKER_RETRY_MAX`=%s and `WORKER_PROMOTE_INTERVAL`=%s (the daemon's defaults are 1s and 250ms: with them the run would mostly measure the backoff), so the numbers are the cost of the failure path: the retry envelope in `S:delayed`, its promotion back into the stream, the second delivery; and for dead letters the copy into `S:dlq`.",
+			fmtInt(float64(o.Msgs)), o.FailRetryBase, o.FailPromoteInterval),
+		PhaseOrder: fmt.Sprintf("Streamworker at the daemon's defaults consumes %s messages from one stream without keys, and from %d partitions with %s partition keys (`PublishBatch` with `Options.Partitions`, `Event.Key`), where the messages of a key run one at a time in the order they were added; the handler checks that order and the run fails on any breach. One Redis.",
+			fmtInt(float64(o.Msgs)), o.OrderPartitions, fmtInt(float64(o.OrderKeys))),
+		PhaseCLI: fmt.Sprintf("%s events of %d bytes into an empty Redis, each run the whole process from start to exit: the `producer` binary (built from this commit) reading a JSONL file, against `redis-cli --pipe` reading the same XADD commands in RESP (written by the harness). CPU is the process's own; peak RSS its `ru_maxrss`.",
+			fmtInt(float64(o.CLIEvents)), o.Payload),
+	}
+	titles := map[string]string{
+		PhaseIO:       "I/O-bound handler",
+		PhaseFailures: "Failures: retries and dead letters",
+		PhaseOrder:    "Per-key order on a partitioned stream",
+		PhaseCLI:      "The producer CLI",
+	}
+	first := true
+	for _, phase := range []string{PhaseIO, PhaseFailures, PhaseOrder, PhaseCLI} {
+		var ws []Workload
+		for _, w := range res.Workloads {
+			if w.Phase == phase {
+				ws = append(ws, w)
+			}
+		}
+		if len(ws) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "\n## %s\n\n%s %d runs per variant, interleaved; median (min–max).\n\n", titles[phase], intro[phase], o.Runs)
+		if first && chart {
+			fmt.Fprintf(b, "![the workload phases](workloads.png)\n\n")
+			first = false
+		}
+		rel := "÷ first row"
+		if phase == PhaseIO {
+			rel = "÷ ideal"
+		}
+		fmt.Fprintf(b, "| variant | settings | messages | msgs/s | %s | CPU µs/msg | Redis CPU µs/msg | peak RSS |\n|---|---|---|---|---|---|---|---|\n", rel)
+		base := ws[0].rate().Median
+		if phase == PhaseIO {
+			base = o.ioIdeal()
+		}
+		for _, w := range ws {
+			if len(w.Runs) == 0 {
+				fmt.Fprintf(b, "| %s | %s | | failed | | | | |\n", w.Name, w.Detail)
+				continue
+			}
+			name := w.Name
+			if phase == PhaseIO {
+				name = label(w.System)
+			}
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, w.Detail, fmtInt(float64(w.Runs[0].N)), fmtRange(w.rate()),
+				fmtRatio(w.rate().Median/base), fmtMicros(summarize(each(w.Runs, Measurement.CPUPerMsg)).Median),
+				fmtMicros(summarize(each(w.Runs, Measurement.RedisCPUPerMsg)).Median), fmtMiB(summarize(each(w.Runs, peakRSS)).Median))
+		}
+	}
+}
