@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -224,14 +225,17 @@ func (h *harness) producerCLI(ctx context.Context, res *Results) {
 	h.runVariants(ctx, res, PhaseCLI, vs)
 }
 
-// buildProducer builds cmd/producer of the main module into dir.
+// buildProducer builds cmd/producer of the main module into dir. The main
+// module is the one this file's checkout sits in (bench/ is a module inside
+// it), so the binary is built from the same commit as the harness.
 func buildProducer(ctx context.Context, dir string) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/streamworker/streamworker").Output()
-	if err != nil {
-		return "", fmt.Errorf("finding the main module: %w", err)
+	_, file, _, ok := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
+	if _, err := os.Stat(filepath.Join(root, "cmd", "producer")); !ok || err != nil {
+		return "", fmt.Errorf("cmd/producer not found beside the harness's source (%s): run the harness from its checkout", root)
 	}
 	bin := filepath.Join(dir, "producer")
-	build := exec.CommandContext(ctx, "go", "build", "-C", strings.TrimSpace(string(out)), "-o", bin, "./cmd/producer")
+	build := exec.CommandContext(ctx, "go", "build", "-C", root, "-o", bin, "./cmd/producer")
 	if msg, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building cmd/producer: %w\n%s", err, msg)
 	}
