@@ -138,10 +138,11 @@ func consumers() map[string]func(testing.TB, *redisserver.Server) consumer {
 		}
 	}
 	return map[string]func(testing.TB, *redisserver.Server) consumer{
-		"Runtime":   system(systems.Ours, systems.Config{Concurrency: *concurrencyFlag, FetchCount: *fetchFlag}),
-		"BareLoop":  system(systems.Bare, systems.Config{FetchCount: *readCountFlag}),
-		"Asynq":     system(systems.Asynq, systems.Config{}),
-		"Watermill": system(systems.Watermill, systems.Config{}),
+		"Runtime":           system(systems.Ours, systems.Config{Concurrency: *concurrencyFlag, FetchCount: *fetchFlag}),
+		"BareLoop":          system(systems.Bare, systems.Config{FetchCount: *readCountFlag}),
+		"BareLoopPipelined": system(systems.BarePipelined, systems.Config{FetchCount: *readCountFlag}),
+		"Asynq":             system(systems.Asynq, systems.Config{}),
+		"Watermill":         system(systems.Watermill, systems.Config{}),
 	}
 }
 
@@ -153,6 +154,12 @@ func BenchmarkConsumeRuntime(b *testing.B) { benchConsume(b, consumers()["Runtim
 // BenchmarkConsumeBareLoop is the practical protocol limit: one goroutine,
 // XREADGROUP COUNT 100, a no-op call per entry, one XACK of the batch.
 func BenchmarkConsumeBareLoop(b *testing.B) { benchConsume(b, consumers()["BareLoop"]) }
+
+// BenchmarkConsumeBareLoopPipelined is the bare loop with the XACK of a
+// batch and the next XREADGROUP in one pipeline: one round trip per batch.
+func BenchmarkConsumeBareLoopPipelined(b *testing.B) {
+	benchConsume(b, consumers()["BareLoopPipelined"])
+}
 
 // BenchmarkConsumeAsynq is asynq's Server, concurrency 50.
 func BenchmarkConsumeAsynq(b *testing.B) { benchConsume(b, consumers()["Asynq"]) }

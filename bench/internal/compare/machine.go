@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -132,6 +133,8 @@ func sig3(v float64) string {
 		return fmt.Sprintf("%.0f", v)
 	case v >= 10:
 		return fmt.Sprintf("%.1f", v)
+	case v != 0 && math.Abs(v) < 0.1:
+		return fmt.Sprintf("%.3f", v) // a small ratio keeps a digit that is not 0
 	}
 	return fmt.Sprintf("%.2f", v)
 }
