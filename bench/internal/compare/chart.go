@@ -11,6 +11,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/streamworker/streamworker/bench/internal/systems"
 )
 
 // The charts' colours: produce and consume bars; one line per system, in
@@ -33,7 +35,7 @@ var (
 func drawCharts(res *Results, dir string) ([]string, error) {
 	var names []string
 	if len(res.Throughput) > 0 {
-		if err := throughputChart(res).Save(8*vg.Inch, 4.5*vg.Inch, filepath.Join(dir, "throughput.png")); err != nil {
+		if err := throughputChart(res).Save(10*vg.Inch, 4.5*vg.Inch, filepath.Join(dir, "throughput.png")); err != nil {
 			return nil, err
 		}
 		names = append(names, "throughput.png")
@@ -51,6 +53,21 @@ func drawCharts(res *Results, dir string) ([]string, error) {
 		names = append(names, "workloads.png")
 	}
 	return names, nil
+}
+
+// chartLabel is an entry's name on a chart's axis: short, on two lines.
+func chartLabel(name string) string {
+	switch name {
+	case oursDefaults:
+		return "streamworker\n(daemon's defaults)"
+	case systems.Bare:
+		return "bare go-redis\nloop"
+	case systems.BarePipelined:
+		return "bare go-redis loop\n(pipelined)"
+	case systems.Watermill:
+		return "Watermill\nredisstream"
+	}
+	return label(name)
 }
 
 // workloadsChart is one bar per variant of the workload phases: its median
@@ -79,7 +96,7 @@ func workloadsChart(res *Results) *plot.Plot {
 		vals = append(vals, v)
 		name := w.Name
 		if w.Phase == PhaseIO {
-			name = label(w.System)
+			name = chartLabel(w.System)
 		}
 		names = append(names, w.Phase+"\n"+name)
 	}
@@ -117,7 +134,7 @@ func throughputChart(res *Results) *plot.Plot {
 
 	names := make([]string, len(res.Throughput))
 	for i, t := range res.Throughput {
-		names[i] = label(t.System)
+		names[i] = chartLabel(t.System)
 	}
 	const shift = 0.2 // data units between a group's centre and each bar
 	for k, series := range []struct {

@@ -75,7 +75,7 @@ func TestHarness(t *testing.T) {
 		PhaseIO:       {systems.Ours, systems.Asynq, systems.Watermill},
 		PhaseFailures: {failNone, failOnce, failDead},
 		PhaseOrder:    {orderNone, orderKeys},
-		PhaseCLI:      {cliOurs, cliPipe},
+		PhaseCLI:      {cliPipe, cliOurs},
 	}
 	gotWorkloads := map[string][]string{}
 	for _, w := range res.Workloads {

@@ -176,7 +176,8 @@ func (h *harness) order(ctx context.Context, res *Results) {
 }
 
 // producerCLI times `producer send --file` of CLIEvents JSONL events against
-// `redis-cli --pipe` of the same XADD commands, each into an empty Redis.
+// `redis-cli --pipe` of the same XADD commands (the reference, so first),
+// each into an empty Redis.
 func (h *harness) producerCLI(ctx context.Context, res *Results) {
 	if !slices.Contains(h.opts.Systems, systems.Ours) {
 		return
@@ -206,11 +207,6 @@ func (h *harness) producerCLI(ctx context.Context, res *Results) {
 	host, port, _ := strings.Cut(h.srv.Addr, ":")
 	n := h.opts.CLIEvents
 	vs := []variant{
-		{cliOurs, systems.Ours, "`producer send --stream S --file events.jsonl` (default `--batch` 500)", func(ctx context.Context) (Measurement, error) {
-			cmd := exec.CommandContext(ctx, producerBin, "send", "--stream", stream, "--file", jsonl)
-			cmd.Env = append(os.Environ(), "REDIS_URL=redis://"+h.srv.Addr+"/0")
-			return h.timeCommand(ctx, cmd, stream, n)
-		}},
 		{cliPipe, "redis-cli", "`redis-cli --pipe < events.resp`: the same XADD commands in RESP", func(ctx context.Context) (Measurement, error) {
 			cmd := exec.CommandContext(ctx, redisCLI, "-h", host, "-p", port, "--pipe")
 			f, err := os.Open(resp)
@@ -219,6 +215,11 @@ func (h *harness) producerCLI(ctx context.Context, res *Results) {
 			}
 			defer f.Close()
 			cmd.Stdin = f
+			return h.timeCommand(ctx, cmd, stream, n)
+		}},
+		{cliOurs, systems.Ours, "`producer send --stream S --file events.jsonl` (default `--batch` 500)", func(ctx context.Context) (Measurement, error) {
+			cmd := exec.CommandContext(ctx, producerBin, "send", "--stream", stream, "--file", jsonl)
+			cmd.Env = append(os.Environ(), "REDIS_URL=redis://"+h.srv.Addr+"/0")
 			return h.timeCommand(ctx, cmd, stream, n)
 		}},
 	}
