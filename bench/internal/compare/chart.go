@@ -75,22 +75,18 @@ func chartLabel(name string) string {
 // first variant for the others), labelled with the msgs/s.
 func workloadsChart(res *Results) *plot.Plot {
 	p := plot.New()
-	p.Title.Text = "Workloads: median msgs/s ÷ the phase's reference (io: the ideal; others: the first bar of the phase)\n" + caption(res)
+	p.Title.Text = "Workloads: median msgs/s ÷ the reference (io: the ideal; producer-cli: redis-cli --pipe; others: the system's first bar in the phase)\n" + caption(res)
 	p.Y.Label.Text = "ratio"
 	p.Y.Min = 0
 	var vals plotter.Values
 	var names []string
 	var tags plotter.XYLabels
-	ref := map[string]float64{PhaseIO: res.Options.ioIdeal()}
 	for _, w := range res.Workloads {
 		if len(w.Runs) == 0 {
 			continue
 		}
 		m := w.rate().Median
-		if _, ok := ref[w.Phase]; !ok {
-			ref[w.Phase] = m
-		}
-		v := m / ref[w.Phase]
+		v := m / workloadReference(res.Options, res.Workloads, w)
 		tags.XYs = append(tags.XYs, plotter.XY{X: float64(len(vals)), Y: v})
 		tags.Labels = append(tags.Labels, shortCount(m))
 		vals = append(vals, v)

@@ -73,6 +73,7 @@ type Options struct {
 	FailEvery           int           // every FailEvery-th message fails its first attempt
 	FailRetryBase       time.Duration // WORKER_RETRY_BASE (and _MAX) of the failures phase
 	FailPromoteInterval time.Duration // WORKER_PROMOTE_INTERVAL of the failures phase
+	FailPeerMsgs        int           // messages of asynq's runs in the failures phase
 
 	OrderPartitions int // WORKER_PARTITIONS of the order phase
 	OrderKeys       int // partition keys of the order phase
@@ -98,7 +99,7 @@ type Options struct {
 var quick = map[string]string{
 	"msgs": "20000", "latency-duration": "2s", "sweep-msgs": "20000",
 	"max-backlog": "100000", "sweep-mib": "32", "memory-events": "20000",
-	"io-msgs": "20000", "io-peer-msgs": "5000", "cli-events": "50000",
+	"io-msgs": "20000", "io-peer-msgs": "5000", "fail-peer-msgs": "5000", "cli-events": "50000",
 }
 
 // ParseFlags reads the command line.
@@ -139,6 +140,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.IntVar(&o.FailEvery, "fail-every", 10, "failures phase: every Nth message fails its first attempt")
 	fs.DurationVar(&o.FailRetryBase, "fail-retry-base", time.Millisecond, "failures phase: WORKER_RETRY_BASE and WORKER_RETRY_MAX, so the retries' wait is not what is measured")
 	fs.DurationVar(&o.FailPromoteInterval, "fail-promote-interval", 50*time.Millisecond, "failures phase: WORKER_PROMOTE_INTERVAL (the daemon's default is 250ms)")
+	fs.IntVar(&o.FailPeerMsgs, "fail-peer-msgs", 50_000, "failures phase: messages of asynq's runs")
 	fs.IntVar(&o.OrderPartitions, "order-partitions", 16, "order phase: WORKER_PARTITIONS")
 	fs.IntVar(&o.OrderKeys, "order-keys", 1000, "order phase: distinct partition keys")
 	fs.IntVar(&o.CLIEvents, "cli-events", 1_000_000, "producer-cli phase: JSONL events sent")
@@ -206,8 +208,8 @@ func quickSummary() string {
 
 func (o Options) validate() error {
 	switch {
-	case o.Msgs < 1, o.Runs < 1, o.SweepMsgs < 1, o.MemoryEvents < 1, o.IOMsgs < 1, o.IOPeerMsgs < 1, o.CLIEvents < 1:
-		return errors.New("-msgs, -runs, -sweep-msgs, -memory-events, -io-msgs, -io-peer-msgs and -cli-events must be at least 1")
+	case o.Msgs < 1, o.Runs < 1, o.SweepMsgs < 1, o.MemoryEvents < 1, o.IOMsgs < 1, o.IOPeerMsgs < 1, o.CLIEvents < 1, o.FailPeerMsgs < 1:
+		return errors.New("-msgs, -runs, -sweep-msgs, -memory-events, -io-msgs, -io-peer-msgs, -fail-peer-msgs and -cli-events must be at least 1")
 	case o.IOSleep <= 0, o.IOConcurrency < 1, o.FailEvery < 1, o.FailRetryBase < time.Millisecond, o.FailPromoteInterval < time.Millisecond,
 		o.OrderPartitions < 2, o.OrderKeys < 1:
 		return errors.New("-io-sleep, -io-concurrency, -fail-every and -order-keys must be positive, -fail-retry-base and -fail-promote-interval at least 1ms, -order-partitions at least 2")

@@ -31,7 +31,7 @@ func TestHarness(t *testing.T) {
 		"-sweep-backlog", "300,2000,5000", "-max-backlog", "2000",
 		"-memory-events", "3000", "-memory-maxlen", "500",
 		"-io-msgs", "400", "-io-peer-msgs", "200", "-io-concurrency", "50", "-io-sleep", "5ms",
-		"-order-keys", "40", "-cli-events", "3000",
+		"-order-keys", "40", "-cli-events", "3000", "-fail-peer-msgs", "200",
 		"-child-timeout", "1m",
 	}, &stdout, &stderr)
 	if err != nil {
@@ -73,7 +73,7 @@ func TestHarness(t *testing.T) {
 	}
 	wantWorkloads := map[string][]string{
 		PhaseIO:       {systems.Ours, systems.Asynq, systems.Watermill},
-		PhaseFailures: {failNone, failOnce, failDead},
+		PhaseFailures: {failNone, failOnce, failDead, failAsynqNone, failAsynqOnce, failAsynqDead},
 		PhaseOrder:    {orderNone, orderKeys},
 		PhaseCLI:      {cliPipe, cliOurs},
 	}
@@ -121,7 +121,7 @@ func TestHarness(t *testing.T) {
 	for _, want := range []string{
 		"make bench (test)", "## Goals", "## Throughput", "## Latency", "### Backlog", "MAXLEN ~ 500", "![latency distribution](latency.png)",
 		"## I/O-bound handler", "## Failures", "## Per-key order", "## The producer CLI", "![the workload phases](workloads.png)",
-		"ours ÷ the better bare loop", "p99 XADD→handler", "÷ the ideal", "failing once", "dead-lettering", "in order ÷ one unordered stream",
+		"ours ÷ the better bare loop", "p99 XADD→handler", "÷ the ideal", "failing once", "dead-lettering", "asynq archiving", "in order ÷ one unordered stream",
 		"64 KiB ÷ 1 KiB", "64 KiB ÷ 100 B", "÷ `redis-cli --pipe`",
 	} {
 		if !strings.Contains(string(report), want) {

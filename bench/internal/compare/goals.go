@@ -122,6 +122,14 @@ func goals(res *Results) []goal {
 		r := once.rate().Median / none.rate().Median
 		gs = append(gs, ratioGoal(fmt.Sprintf("failures: consume msgs/s with 1 in %d failing once ÷ all succeeding", o.FailEvery), "≥ 0.8", r, r >= 0.8))
 	}
+	if none, once := findWorkload(res.Workloads, PhaseFailures, failAsynqNone), findWorkload(res.Workloads, PhaseFailures, failAsynqOnce); none != nil && once != nil {
+		r := once.rate().Median / none.rate().Median
+		gs = append(gs, goal{what: fmt.Sprintf("failures: asynq with 1 in %d failing once ÷ all succeeding", o.FailEvery), target: "–", measured: r, show: fmtRatio, info: true})
+	}
+	if dead := findWorkload(res.Workloads, PhaseFailures, failAsynqDead); dead != nil {
+		gs = append(gs, goal{what: "failures: asynq archiving msgs/s (every task fails with SkipRetry)", target: "–", measured: dead.rate().Median,
+			show: func(v float64) string { return fmtInt(v) + " msgs/s" }, info: true})
+	}
 	if dead := findWorkload(res.Workloads, PhaseFailures, failDead); dead != nil {
 		gs = append(gs, goal{what: "failures: dead-lettering msgs/s (every message fails permanently)", target: "–", measured: dead.rate().Median,
 			show: func(v float64) string { return fmtInt(v) + " msgs/s" }, info: true})

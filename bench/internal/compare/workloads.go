@@ -118,23 +118,53 @@ func (o Options) ioIdeal() float64 { return float64(o.IOConcurrency) / o.IOSleep
 
 // The failures phase's variants.
 const (
-	failNone  = "all succeed"
-	failOnce  = "some fail once"
-	failDead  = "all dead-lettered"
-	orderNone = "unordered"
-	orderKeys = "partitioned"
-	cliOurs   = "producer send --file"
-	cliPipe   = "redis-cli --pipe"
+	failNone = "all succeed"
+	failOnce = "some fail once"
+	failDead = "all dead-lettered"
+	// asynq's, with its retries tuned as ours are (see failing).
+	failAsynqNone = "asynq: all succeed"
+	failAsynqOnce = "asynq: some fail once"
+	failAsynqDead = "asynq: all archived"
+	orderNone     = "unordered"
+	orderKeys     = "partitioned"
+	cliOurs       = "producer send --file"
+	cliPipe       = "redis-cli --pipe"
 )
 
 // failing has ours consume Msgs messages at the daemon's defaults three
 // ways: every message succeeds; every FailEvery-th fails its first attempt
 // and is retried through S:delayed; every message fails permanently and is
-// dead-lettered.
+// dead-lettered. asynq does the same with FailPeerMsgs messages, its retry
+// delay and its forwarder's poll set as ours' retry base and promote
+// interval, and SkipRetry (archived at once) for its dead letters.
 func (h *harness) failing(ctx context.Context, res *Results) {
-	if !slices.Contains(h.opts.Systems, systems.Ours) {
-		return
+	var vs []variant
+	if slices.Contains(h.opts.Systems, systems.Ours) {
+		vs = append(vs, h.failVariants()...)
 	}
+	if slices.Contains(h.opts.Systems, systems.Asynq) {
+		base := h.config(systems.Asynq)
+		base.RetryBase, base.PromoteInterval = h.opts.FailRetryBase, h.opts.FailPromoteInterval
+		once, dead := base, base
+		once.FailEvery = h.opts.FailEvery
+		dead.FailAll = true
+		for _, v := range []struct {
+			name, detail string
+			cfg          systems.Config
+		}{
+			{failAsynqNone, fmt.Sprintf("%d workers", base.Concurrency), base},
+			{failAsynqOnce, fmt.Sprintf("1 in %d fails its first attempt; `RetryDelayFunc` %s, `DelayedTaskCheckInterval` %s", h.opts.FailEvery, h.opts.FailRetryBase, h.opts.FailPromoteInterval), once},
+			{failAsynqDead, "every task returns `asynq.SkipRetry`: archived at once", dead},
+		} {
+			vs = append(vs, variant{name: v.name, system: systems.Asynq, detail: v.detail, run: func(ctx context.Context) (Measurement, error) {
+				return h.produceConsume(ctx, systems.Asynq, v.cfg, h.opts.FailPeerMsgs, 0)
+			}})
+		}
+	}
+	h.runVariants(ctx, res, PhaseFailures, vs)
+}
+
+func (h *harness) failVariants() []variant {
 	base := h.config(oursDefaults)
 	base.RetryBase, base.PromoteInterval = h.opts.FailRetryBase, h.opts.FailPromoteInterval
 	once, dead := base, base
@@ -142,7 +172,7 @@ func (h *harness) failing(ctx context.Context, res *Results) {
 	dead.FailAll = true
 	vs := []variant{
 		{failNone, systems.Ours, "no-op handler", nil},
-		{failOnce, systems.Ours, fmt.Sprintf("every %d. message fails its first attempt (1 in %d), retried through `S:delayed`", h.opts.FailEvery, h.opts.FailEvery), nil},
+		{failOnce, systems.Ours, fmt.Sprintf("1 in %d messages fails its first attempt, retried through `S:delayed`", h.opts.FailEvery), nil},
 		{failDead, systems.Ours, "every message returns `worker.Permanent`: moved to `S:dlq` at once", nil},
 	}
 	for i, cfg := range []systems.Config{base, once, dead} {
@@ -150,7 +180,7 @@ func (h *harness) failing(ctx context.Context, res *Results) {
 			return h.produceConsume(ctx, systems.Ours, cfg, h.opts.Msgs, 0)
 		}
 	}
-	h.runVariants(ctx, res, PhaseFailures, vs)
+	return vs
 }
 
 // order has ours consume Msgs messages at the daemon's defaults from one

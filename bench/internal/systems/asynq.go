@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,6 +27,7 @@ type asynqSystem struct {
 
 	count  *counter
 	server *asynq.Server
+	firsts atomic.Int64 // first attempts seen, for FailEvery
 }
 
 func newAsynq(cfg Config) *asynqSystem {
@@ -67,14 +69,37 @@ func (a *asynqSystem) Start(_ context.Context, n int, handle Handler) error {
 	}
 	a.count = newCounter(n)
 	a.sclient = redis.NewClient(a.cfg.options())
-	a.server = asynq.NewServerFromRedisClient(a.sclient, asynq.Config{
+	scfg := asynq.Config{
 		Concurrency: a.cfg.Concurrency,
 		Queues:      map[string]int{a.cfg.Queue: 1},
-		LogLevel:    asynq.WarnLevel,
-	})
+		// A failing handler logs at error level; the failures phase makes
+		// thousands fail on purpose.
+		LogLevel: asynq.FatalLevel,
+	}
+	if a.cfg.FailEvery == 0 && !a.cfg.FailAll {
+		scfg.LogLevel = asynq.WarnLevel
+	}
+	// As ours' WORKER_RETRY_BASE and WORKER_PROMOTE_INTERVAL: the retry's
+	// delay, and how often due retries are moved back to pending.
+	if d := a.cfg.RetryBase; d > 0 {
+		scfg.RetryDelayFunc = func(int, error, *asynq.Task) time.Duration { return d }
+	}
+	if a.cfg.PromoteInterval > 0 {
+		scfg.DelayedTaskCheckInterval = a.cfg.PromoteInterval
+	}
+	a.server = asynq.NewServerFromRedisClient(a.sclient, scfg)
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(MsgType, func(_ context.Context, t *asynq.Task) error {
+	mux.HandleFunc(MsgType, func(ctx context.Context, t *asynq.Task) error {
 		handle(t.Payload())
+		switch {
+		case a.cfg.FailAll:
+			a.count.add() // archived now: asynq's dead letters
+			return fmt.Errorf("%w: %w", errBench, asynq.SkipRetry)
+		case a.cfg.FailEvery > 0:
+			if retried, _ := asynq.GetRetryCount(ctx); retried == 0 && a.firsts.Add(1)%int64(a.cfg.FailEvery) == 0 {
+				return errBench // retried, and counted when the retry succeeds
+			}
+		}
 		a.count.add()
 		return nil
 	})
@@ -86,7 +111,9 @@ func (a *asynqSystem) Ready(context.Context) error { return nil }
 
 // Wait waits for the handler, then for the inspector to show an empty queue
 // (nothing pending, active, scheduled, retrying or archived) with every task
-// processed and none failed.
+// processed and none failed. With Config.FailEvery failures are expected
+// and the queue must end empty; with Config.FailAll every task must end
+// archived.
 func (a *asynqSystem) Wait(ctx context.Context) error {
 	if err := a.count.wait(ctx, nil); err != nil {
 		return err
@@ -96,7 +123,12 @@ func (a *asynqSystem) Wait(ctx context.Context) error {
 		if err != nil {
 			return false, err
 		}
-		if q.FailedTotal > 0 {
+		switch {
+		case a.cfg.FailAll:
+			return q.Archived >= int(a.count.n) && q.Size == q.Archived, nil
+		case a.cfg.FailEvery > 0:
+			return q.Size == 0, nil
+		case q.FailedTotal > 0:
 			return false, permanentError{fmt.Errorf("%d tasks failed", q.FailedTotal)}
 		}
 		return q.Size == 0 && q.ProcessedTotal >= int(a.count.n), nil

@@ -73,7 +73,10 @@ type Config struct {
 	// Watermill: PublisherConfig.DefaultMaxlen). asynq ignores it.
 	MaxLen int64
 
-	// The settings below are ours only; the other systems ignore them.
+	// The settings below are ours only, but for FailEvery, FailAll,
+	// RetryBase and PromoteInterval, which asynq takes too (its dead letters
+	// are its archived tasks, its retries wait RetryDelayFunc and then
+	// DelayedTaskCheckInterval). The other systems ignore them.
 
 	// Partitions, when above 1, is WORKER_PARTITIONS and the producer's
 	// Options.Partitions: the stream is split into that many partition
@@ -92,9 +95,11 @@ type Config struct {
 	// dead-lettered at once.
 	FailAll bool
 	// RetryBase is WORKER_RETRY_BASE (and WORKER_RETRY_MAX, so that every
-	// retry waits about that long). Default: the daemon's.
+	// retry waits about that long); asynq's RetryDelayFunc returns it.
+	// Default: the daemon's; asynq's exponential delay.
 	RetryBase time.Duration
-	// PromoteInterval is WORKER_PROMOTE_INTERVAL. Default: the daemon's.
+	// PromoteInterval is WORKER_PROMOTE_INTERVAL, and asynq's
+	// DelayedTaskCheckInterval. Default: the daemon's, 250ms; asynq's, 5s.
 	PromoteInterval time.Duration
 }
 
