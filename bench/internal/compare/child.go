@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,8 +47,11 @@ type job struct {
 	Senders int     // jobSend: goroutines sending
 	// Sleep, for jobConsume, is how long each handler call sleeps, standing
 	// for a database call; 0 for a no-op handler.
-	Sleep    time.Duration
-	RedisPid int // whose CPU to measure, 0 for none
+	Sleep time.Duration
+	// CPUProfile, for jobConsume, is a file to write a CPU profile of the
+	// timed phase to; "" for none.
+	CPUProfile string
+	RedisPid   int // whose CPU to measure, 0 for none
 }
 
 // Measurement is one child's timed phase.
@@ -188,12 +192,30 @@ func consume(ctx context.Context, sys systems.System, j job) (childResult, error
 	if j.Sleep > 0 {
 		handle = func([]byte) { time.Sleep(j.Sleep) }
 	}
+	stopProfile := func() error { return nil }
+	if j.CPUProfile != "" {
+		f, err := os.Create(j.CPUProfile)
+		if err != nil {
+			return childResult{}, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return childResult{}, err
+		}
+		stopProfile = func() error {
+			pprof.StopCPUProfile()
+			return f.Close()
+		}
+	}
 	start := usage.Measure(j.RedisPid)
 	err = sys.Start(ctx, j.N, handle)
 	if err == nil {
 		err = sys.Wait(ctx)
 	}
 	res := measured(j, start)
+	if perr := stopProfile(); perr != nil && err == nil {
+		err = fmt.Errorf("writing the CPU profile: %w", perr)
+	}
 	res.Handled = sys.Handled()
 	if err != nil {
 		return res, fmt.Errorf("consuming: %w", err)

@@ -36,9 +36,10 @@ const (
 	PhaseCLI        = "producer-cli" // producer send --file against redis-cli --pipe
 	PhaseGrowth     = "growth"       // ours as concurrency, payload size and backlog grow
 	PhaseMemory     = "memory"       // MEMORY USAGE per stored event, with and without MAXLEN ~
+	PhaseProfile    = "profile"      // a CPU profile of ours consuming at the daemon's defaults
 )
 
-var allPhases = []string{PhaseThroughput, PhaseLatency, PhaseIO, PhaseFailures, PhaseOrder, PhaseCLI, PhaseGrowth, PhaseMemory}
+var allPhases = []string{PhaseThroughput, PhaseLatency, PhaseIO, PhaseFailures, PhaseOrder, PhaseCLI, PhaseGrowth, PhaseMemory, PhaseProfile}
 
 // Options are the harness's settings; ParseFlags fills them from the command
 // line with the defaults shown there.
@@ -80,6 +81,8 @@ type Options struct {
 
 	CLIEvents int // JSONL events of the producer-cli phase
 
+	ProfileMsgs int // messages of the profile phase
+
 	SweepMsgs        int   // messages per run of the growth sweeps
 	SweepConcurrency []int // WORKER_CONCURRENCY values
 	SweepPayload     []int // payload sizes, bytes
@@ -99,7 +102,7 @@ type Options struct {
 var quick = map[string]string{
 	"msgs": "20000", "latency-duration": "2s", "sweep-msgs": "20000",
 	"max-backlog": "100000", "sweep-mib": "32", "memory-events": "20000",
-	"io-msgs": "20000", "io-peer-msgs": "5000", "fail-peer-msgs": "5000", "cli-events": "50000",
+	"io-msgs": "20000", "io-peer-msgs": "5000", "fail-peer-msgs": "5000", "cli-events": "50000", "profile-msgs": "100000",
 }
 
 // ParseFlags reads the command line.
@@ -144,6 +147,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.IntVar(&o.OrderPartitions, "order-partitions", 16, "order phase: WORKER_PARTITIONS")
 	fs.IntVar(&o.OrderKeys, "order-keys", 1000, "order phase: distinct partition keys")
 	fs.IntVar(&o.CLIEvents, "cli-events", 1_000_000, "producer-cli phase: JSONL events sent")
+	fs.IntVar(&o.ProfileMsgs, "profile-msgs", 1_000_000, "profile phase: messages consumed under the CPU profiler")
 	fs.IntVar(&o.SweepMsgs, "sweep-msgs", 100_000, "messages per run of the concurrency and payload sweeps")
 	fs.StringVar(&concFlag, "sweep-concurrency", "1,4,16,64,256", "WORKER_CONCURRENCY values of the concurrency sweep")
 	fs.StringVar(&payloadFlag, "sweep-payload", "100,1024,16384,65536", "payload sizes (bytes) of the payload sweep")
@@ -208,8 +212,8 @@ func quickSummary() string {
 
 func (o Options) validate() error {
 	switch {
-	case o.Msgs < 1, o.Runs < 1, o.SweepMsgs < 1, o.MemoryEvents < 1, o.IOMsgs < 1, o.IOPeerMsgs < 1, o.CLIEvents < 1, o.FailPeerMsgs < 1:
-		return errors.New("-msgs, -runs, -sweep-msgs, -memory-events, -io-msgs, -io-peer-msgs, -fail-peer-msgs and -cli-events must be at least 1")
+	case o.Msgs < 1, o.Runs < 1, o.SweepMsgs < 1, o.MemoryEvents < 1, o.IOMsgs < 1, o.IOPeerMsgs < 1, o.CLIEvents < 1, o.FailPeerMsgs < 1, o.ProfileMsgs < 1:
+		return errors.New("-msgs, -runs, -sweep-msgs, -memory-events, -io-msgs, -io-peer-msgs, -fail-peer-msgs, -cli-events and -profile-msgs must be at least 1")
 	case o.IOSleep <= 0, o.IOConcurrency < 1, o.FailEvery < 1, o.FailRetryBase < time.Millisecond, o.FailPromoteInterval < time.Millisecond,
 		o.OrderPartitions < 2, o.OrderKeys < 1:
 		return errors.New("-io-sleep, -io-concurrency, -fail-every and -order-keys must be positive, -fail-retry-base and -fail-promote-interval at least 1ms, -order-partitions at least 2")
@@ -316,6 +320,8 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 			h.growth(ctx, res)
 		case PhaseMemory:
 			h.memory(ctx, res)
+		case PhaseProfile:
+			h.profile(ctx, res)
 		}
 		res.PhaseTimes = append(res.PhaseTimes, PhaseTime{Phase: phase, Took: time.Since(start)})
 	}

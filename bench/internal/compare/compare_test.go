@@ -31,7 +31,7 @@ func TestHarness(t *testing.T) {
 		"-sweep-backlog", "300,2000,5000", "-max-backlog", "2000",
 		"-memory-events", "3000", "-memory-maxlen", "500",
 		"-io-msgs", "400", "-io-peer-msgs", "200", "-io-concurrency", "50", "-io-sleep", "5ms",
-		"-order-keys", "40", "-cli-events", "3000", "-fail-peer-msgs", "200",
+		"-order-keys", "40", "-cli-events", "3000", "-fail-peer-msgs", "200", "-profile-msgs", "500",
 		"-child-timeout", "1m",
 	}, &stdout, &stderr)
 	if err != nil {
@@ -114,6 +114,13 @@ func TestHarness(t *testing.T) {
 		t.Errorf("MAXLEN ~ 500 kept %d entries in %d bytes; without, %d in %d", trimmed.Entries, trimmed.MemoryUsage, whole.Entries, whole.MemoryUsage)
 	}
 
+	if res.Profile == nil || len(res.Profile.Groups) != len(profileGroups) || res.Profile.Consume.N != 500 {
+		t.Errorf("profile: %+v", res.Profile)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cpu-defaults.pprof")); err != nil {
+		t.Error(err)
+	}
+
 	report, err := os.ReadFile(filepath.Join(dir, "README.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +130,7 @@ func TestHarness(t *testing.T) {
 		"## I/O-bound handler", "## Failures", "## Per-key order", "## The producer CLI", "![the workload phases](workloads.png)",
 		"ours ÷ the better bare loop", "p99 XADD→handler", "÷ the ideal", "failing once", "dead-lettering", "asynq archiving", "in order ÷ one unordered stream",
 		"64 KiB ÷ 1 KiB", "64 KiB ÷ 100 B", "÷ `redis-cli --pipe`",
+		"## Where streamworker's CPU goes", "readXMessageSlice",
 	} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("README.md lacks %q", want)

@@ -69,6 +69,7 @@ func renderReport(res *Results, charts []string) string {
 	renderWorkloads(&b, res, slices.Contains(charts, "workloads.png"))
 	renderGrowth(&b, res)
 	renderMemory(&b, res)
+	renderProfile(&b, res)
 	if len(res.PhaseTimes) > 0 {
 		w("\n## Time taken\n\n| phase | wall time |\n|---|---|\n")
 		for _, p := range res.PhaseTimes {

@@ -20,6 +20,7 @@ type Results struct {
 	Workloads  []Workload   // the io, failures, order and producer-cli phases
 	Growth     Growth       // ours only
 	Memory     []StoredMemory
+	Profile    *Profile // ours at the daemon's defaults, profiled
 	Failures   []string
 }
 
