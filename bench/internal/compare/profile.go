@@ -98,10 +98,14 @@ func pprofTop(ctx context.Context, path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("go tool pprof -top: %w", err)
 	}
+	var total []byte // "Duration: …, Total samples = …"
+	if i := bytes.Index(out, []byte("Duration:")); i >= 0 {
+		total, _, _ = bytes.Cut(out[i:], []byte("\n"))
+	}
 	if i := bytes.Index(out, []byte("      flat")); i >= 0 {
 		out = out[i:]
 	}
-	return strings.TrimRight(string(out), "\n"), nil
+	return strings.TrimRight(string(total)+"\n"+string(out), "\n"), nil
 }
 
 var accounting = regexp.MustCompile(`Showing nodes accounting for [^,]+, ([0-9.]+)% of`)
@@ -131,7 +135,7 @@ func renderProfile(b *strings.Builder, res *Results) {
 	}
 	fmt.Fprintf(b, "\n## Where streamworker's CPU goes, at the daemon's defaults\n\n")
 	fmt.Fprintf(b, "One more consume of %s messages by streamworker at the daemon's defaults, under the CPU profiler (the timed phase only: %s msgs/s, %s µs of CPU per message, with the profiler's own cost). The profile is [%s](%s); `go tool pprof -top -cum %s` shows it all. "+
-		"Shares of all samples whose stack holds the functions named; they overlap where one part calls another (marked …), and the GC's and the scheduler's parts run on stacks of their own.\n\n",
+		"Shares of all samples whose stack holds the functions named; they overlap where one part calls another (marked …), and the GC's and the scheduler's parts run on stacks of their own. A sample is 10 ms of CPU: with fewer than a few hundred (the first line of the top below) the shares are rough.\n\n",
 		fmtInt(float64(p.Consume.N)), fmtInt(p.Consume.Rate()), fmtMicros(p.Consume.CPUPerMsg()), p.File, p.File, p.File)
 	fmt.Fprintf(b, "| part | share of CPU samples |\n|---|---|\n")
 	for _, g := range p.Groups {
