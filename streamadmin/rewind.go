@@ -13,7 +13,7 @@ import (
 
 // ErrRewindForward is returned by Rewind for a point after the group's last
 // delivered entry: moving there would skip entries, not deliver any again.
-var ErrRewindForward = errors.New("the point is after the group's last delivered entry")
+var ErrRewindForward = errors.New("a rewind only moves back")
 
 // ParseRewindPoint turns what an operator gives as the point of a rewind
 // into the entry ID the group is set to: "start" is 0-0 (the whole stream
@@ -140,7 +140,7 @@ func (a *Admin) Rewind(ctx context.Context, stream, group, to string, apply bool
 	}
 	plan.From, plan.Pending = g.LastDeliveredID, g.Pending
 	if after(to, plan.From) {
-		return plan, fmt.Errorf("%w: --to %s is after %s, the last entry delivered to group %q; a rewind only moves back", ErrRewindForward, to, plan.From, group)
+		return plan, fmt.Errorf("the point %s is after %s, the last entry delivered to group %q: %w", to, plan.From, group, ErrRewindForward)
 	}
 	if plan.Redeliver, err = a.countBetween(ctx, stream, to, plan.From); err != nil {
 		return plan, err
