@@ -49,7 +49,8 @@ deleted: then Redis reports the lag as unknown until it can tell again).
 Pending entries stay pending: those after the point are delivered again and
 leave the pending list when acknowledged; those before it stay for the
 reclaimer. Entries marked cancelled in the last 7 days (streamctl cancel) are
-acknowledged without running again. A point after the group's last delivered
+acknowledged without running again, and so, with WORKER_DEDUPE_WINDOW set, are
+entries whose id was processed inside the window. A point after the group's last delivered
 entry is refused: a rewind only moves back. With --partitions N every
 partition {S:0} … {S:N-1} is rewound to the same point; one without the
 group is skipped.`,

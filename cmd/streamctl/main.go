@@ -1,8 +1,9 @@
 // Command streamctl shows and repairs what is happening in streamworker's
 // streams: per stream its length, delayed and dead-letter counts, consumer
 // groups with pending entries, lag and consumers; the pending entries
-// themselves; and the dead-letter stream, whose entries it lists, replays into
-// the stream or purges. It connects to the worker's stream Redis with the
+// themselves; the dead-letter stream, whose entries it lists, replays into
+// the stream or purges; it cancels events that have not run and rewinds a
+// group to process history again. It connects to the worker's stream Redis with the
 // worker's settings (REDIS_URL or --redis-url, a Redis Cluster or Sentinel).
 package main
 
