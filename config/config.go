@@ -324,6 +324,7 @@ func validateRedisURL(raw string) error {
 var runtimeKeyWhat = map[wire.KeyKind]string{
 	wire.KeyDelayed:          "the sorted set of delayed and retried entries of",
 	wire.KeyDeadLetter:       "the dead-letter stream of",
+	wire.KeyCancelled:        "the cancel marks of",
 	wire.KeyDedupe:           "an idempotency mark of",
 	wire.KeyHeartbeat:        "a consumer heartbeat of",
 	wire.KeyPartitionOwner:   "the owner of partition",

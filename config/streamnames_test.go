@@ -24,6 +24,7 @@ func TestConfigRefusesTheRuntimesKeysAsStreams(t *testing.T) {
 	for _, key := range []string{
 		wire.DelayedKey("orders"), wire.DelayedKey("{orders}"), wire.DelayedKey(partition),
 		wire.DeadLetterKey("orders"), wire.DeadLetterKey("{orders}"), wire.DeadLetterKey(partition),
+		wire.CancelledKey("orders"), wire.CancelledKey(partition),
 		wire.DedupeKey("orders", "42"), wire.DedupeKey(partition, "42"),
 		wire.HeartbeatKey("orders", "workers", "pod-1"), wire.HeartbeatKey(partition, "workers", "pod-1"),
 		wire.PartitionOwnerKey(partition, "workers"),

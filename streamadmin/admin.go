@@ -1,8 +1,9 @@
 // Package streamadmin inspects and repairs the streams a worker consumes:
 // per stream its length, delayed and dead-letter counts, its consumer groups
 // with pending entries, lag and consumers, and the dead-letter stream, whose
-// entries it lists, replays into the stream or purges. cmd/streamctl is its
-// command line.
+// entries it lists, replays into the stream or purges; it cancels events that
+// have not run (Cancel) and sets a group back to process history again
+// (Rewind). cmd/streamctl is its command line.
 package streamadmin
 
 import (

@@ -609,6 +609,7 @@ var dryRunArgs = func() map[string][][]any {
 	var (
 		dlq    = wire.DeadLetterKey(s)
 		dlay   = wire.DelayedKey(s)
+		cancd  = wire.CancelledKey(s)
 		dedupe = wire.DedupeKey(s, "order-1")
 		alive  = wire.HeartbeatKey(s, "workers", "pod-0")
 
@@ -635,7 +636,7 @@ var dryRunArgs = func() map[string][][]any {
 		"xinfo|groups":       {{"XINFO", "GROUPS", s}},
 		"xinfo|consumers":    {{"XINFO", "CONSUMERS", s, "g"}},
 		"zadd":               {{"ZADD", dlay, "1", "m"}},
-		"zrangebyscore":      {{"ZRANGEBYSCORE", dlay, "-inf", "1", "LIMIT", "0", "10"}},
+		"zrangebyscore":      {{"ZRANGEBYSCORE", dlay, "-inf", "1", "LIMIT", "0", "10"}, {"ZRANGEBYSCORE", cancd, "1", "+inf", "WITHSCORES", "LIMIT", "0", "1000"}},
 		"zrem":               {{"ZREM", dlay, "m"}},
 		"zcard":              {{"ZCARD", dlay}},
 		"fcall":              {{"FCALL", scriptfn.Name(strings.Repeat("0", 40)), "1", s}, {"FCALL", scriptfn.Name(strings.Repeat("0", 40)), "2", s, dlay}},

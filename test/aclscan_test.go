@@ -43,7 +43,7 @@ var goRedisCommands = map[string]string{
 	"XInfoGroups": "xinfo|groups", "XInfoConsumers": "xinfo|consumers", "XInfoStream": "xinfo|stream",
 	"XRange": "xrange", "XRangeN": "xrange", "XRevRange": "xrevrange", "XRevRangeN": "xrevrange",
 	"XDel": "xdel", "XTrimMaxLen": "xtrim", "XTrimMaxLenApprox": "xtrim", "XTrimMinID": "xtrim", "XTrimMinIDApprox": "xtrim",
-	"ZAdd": "zadd", "ZAddArgs": "zadd", "ZAddNX": "zadd", "ZRangeByScore": "zrangebyscore", "ZRem": "zrem", "ZCard": "zcard",
+	"ZAdd": "zadd", "ZAddArgs": "zadd", "ZAddNX": "zadd", "ZRangeByScore": "zrangebyscore", "ZRangeByScoreWithScores": "zrangebyscore", "ZRem": "zrem", "ZCard": "zcard",
 	"Set": "set", "SetNX": "set", "SetArgs": "set", "SetEx": "set", "Get": "get", "Exists": "exists", "Del": "del",
 	"Expire": "expire", "PExpire": "pexpire", "Incr": "incr", "HIncrBy": "hincrby", "HSet": "hset",
 	"ConfigGet": "config|get", "Ping": "ping", "Publish": "publish", "Scan": "scan", "ScanType": "scan",

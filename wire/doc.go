@@ -77,6 +77,11 @@
 //	S:delayed                  DelayedKey: sorted set of envelopes, each
 //	                           scored by its due time in unix milliseconds.
 //	S:dlq                      DeadLetterKey: the dead-letter stream.
+//	S:cancelled                CancelledKey: sorted set of entry IDs of S
+//	                           cancelled before they ran (streamctl cancel),
+//	                           each scored by when, in unix ms; a worker
+//	                           acknowledges such an entry unrun. Marks older
+//	                           than CancelRetention (7 days) do not count.
 //	S:dedupe:<id>              DedupeKey: the idempotency key id processed on S
 //	                           (SET to DedupeMark, "1", with the dedupe window as TTL;
 //	                           only that value counts: any other key there is
@@ -85,7 +90,7 @@
 //	                           "1" with the consumer gone-after age as TTL).
 //
 // A partitioned logical stream L (named without braces) with N partitions is
-// the N streams {L:0} … {L:N-1} (PartitionStream), each with the four keys
+// the N streams {L:0} … {L:N-1} (PartitionStream), each with the five keys
 // above, and two kinds of keys of its own:
 //
 //	{L:i}:owner:<group>        PartitionOwnerKey: the consumer of group that
@@ -106,7 +111,7 @@
 // without one (HashTag, Slot: CRC-16/XMODEM modulo 16384, as CLUSTER KEYSLOT).
 // The runtime's scripts touch S with S:delayed (retry), S with S:dlq
 // (dead-letter), all three (promote) and S with its heartbeat keys (consumer
-// clean-up), so on a cluster S must carry a hash tag ({orders}): then every
+// clean-up), streamctl's cancel script S with S:cancelled, so on a cluster S must carry a hash tag ({orders}): then every
 // key above that is built from S shares S's slot, and the runtime refuses at
 // start a stream whose keys do not. A partition {L:i} is a hash tag of its
 // own, so the partitions, each with its companions and its owner key, spread

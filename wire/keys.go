@@ -3,10 +3,11 @@ package wire
 import (
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Every Redis key of the wire format is built here. For a stream key S the
-// companions are S:delayed, S:dlq, S:dedupe:<id> and
+// companions are S:delayed, S:dlq, S:cancelled, S:dedupe:<id> and
 // S:alive:<group>:<consumer>; a partitioned stream adds an owner key per
 // partition and a members key per logical stream. The package doc says
 // what each holds and which share a hash tag.
@@ -17,6 +18,17 @@ func DelayedKey(stream string) string { return stream + ":delayed" }
 
 // DeadLetterKey is the dead-letter stream of stream.
 func DeadLetterKey(stream string) string { return stream + ":dlq" }
+
+// CancelledKey is the sorted set of the entry IDs of stream cancelled
+// before they ran (streamctl cancel), each scored by when it was cancelled
+// in unix ms. A worker acknowledges such an entry without running it. Marks
+// older than CancelRetention are trimmed by the next cancel and ignored by
+// workers.
+func CancelledKey(stream string) string { return stream + ":cancelled" }
+
+// CancelRetention is how long a cancel mark counts: an entry still waiting
+// in the stream, or pending, after that long runs after all.
+const CancelRetention = 7 * 24 * time.Hour
 
 // DedupeKey marks the idempotency key id as processed on stream: SET with
 // the dedupe window as its TTL.
@@ -76,6 +88,7 @@ const (
 	KeyHeartbeat                           // HeartbeatKey
 	KeyPartitionOwner                      // PartitionOwnerKey
 	KeyPartitionMembers                    // PartitionMembersKey
+	KeyCancelled                           // CancelledKey
 )
 
 // String names the kind, e.g. "delayed" or "partition owner".
@@ -97,6 +110,7 @@ var companions = []struct {
 }{
 	{KeyDelayed, "delayed", ":delayed", true},                       // S:delayed
 	{KeyDeadLetter, "dead letters", ":dlq", true},                   // S:dlq
+	{KeyCancelled, "cancel marks", ":cancelled", true},              // S:cancelled
 	{KeyDedupe, "dedupe mark", ":dedupe:", false},                   // S:dedupe:<id>
 	{KeyHeartbeat, "heartbeat", ":alive:", false},                   // S:alive:<group>:<consumer>
 	{KeyPartitionOwner, "partition owner", "}:owner:", false},       // {S:i}:owner:<group>

@@ -14,7 +14,7 @@ func TestParseCompanion(t *testing.T) {
 	partition := wire.PartitionStream("orders", 3)
 	for _, s := range []string{
 		"orders", "{orders}", partition, "dlq", "delayed", "orders:dlqs", "orders:dlq:archive",
-		"orders:delayed-jobs", "orders:owner:eu", "{orders}:members", "orders:dedupe:", "orders:alive:",
+		"orders:delayed-jobs", "orders:owner:eu", "{orders}:members", "orders:dedupe:", "orders:alive:", "orders:cancelled:x",
 	} {
 		if kind, of, ok := wire.ParseCompanion(s); ok {
 			t.Errorf("ParseCompanion(%q) = %v of %q, want no companion", s, kind, of)
@@ -31,6 +31,8 @@ func TestParseCompanion(t *testing.T) {
 		{wire.DeadLetterKey("orders"), wire.KeyDeadLetter, "orders"},
 		{wire.DeadLetterKey("{orders}"), wire.KeyDeadLetter, "{orders}"},
 		{wire.DeadLetterKey(partition), wire.KeyDeadLetter, partition},
+		{wire.CancelledKey("orders"), wire.KeyCancelled, "orders"},
+		{wire.CancelledKey(partition), wire.KeyCancelled, partition},
 		{wire.DedupeKey("orders", "42"), wire.KeyDedupe, "orders"},
 		{wire.DedupeKey(partition, "42"), wire.KeyDedupe, partition},
 		{wire.HeartbeatKey("orders", "workers", "pod-1"), wire.KeyHeartbeat, "orders"},
@@ -50,7 +52,7 @@ func TestParseCompanion(t *testing.T) {
 func TestCompanionsShareTheSlot(t *testing.T) {
 	for _, s := range append([]string{"{orders}", "shop:{orders}:v2"}, wire.PartitionStreams("orders", 4)...) {
 		for _, k := range []string{
-			wire.DelayedKey(s), wire.DeadLetterKey(s), wire.DedupeKey(s, "id}{x"),
+			wire.DelayedKey(s), wire.DeadLetterKey(s), wire.CancelledKey(s), wire.DedupeKey(s, "id}{x"),
 			wire.HeartbeatKey(s, "{g}", "c}"), wire.PartitionOwnerKey(s, "{g}"),
 		} {
 			if wire.Slot(k) != wire.Slot(s) {

@@ -42,6 +42,7 @@ func (s sink) Isolate(stream string, ids []string) { s.r.isolate(stream, ids) }
 // over.
 func (r *engine) dispatch(ctx context.Context, batch []*Message, n int) int {
 	batch = r.confirmLate(batch)
+	batch = r.dropCancelled(ctx, batch) // cancel.go
 	batch = r.dropTooLarge(ctx, batch)
 	if r.cfg.DedupeWindow > 0 {
 		batch = r.dropDuplicates(ctx, batch)

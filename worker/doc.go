@@ -13,6 +13,7 @@
 //	component.go                         the one way a background loop is started and stopped
 //	fetch.go                             a fetcher per stream: reads, replays own pending entries
 //	dispatch.go                          the dispatch path every delivery enters
+//	cancel.go                            cancelled entries: acknowledged unrun on the dispatch path
 //	queue.go, semaphore.go, msgctx.go    the pool's job queue, handler slots, per-worker contexts
 //	acks.go, settle.go                   batched acknowledgements; retries and dead letters
 //	lease.go, isolate.go                 leases on running entries; suspects one at a time

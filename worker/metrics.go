@@ -23,6 +23,7 @@ const (
 	OutcomeDelayed    = "delayed"     // asked to wait (worker.Delay); a copy is scheduled at the same attempt
 	OutcomeDead       = "dead"        // moved to the dead-letter stream
 	OutcomeDuplicate  = "duplicate"   // id seen inside the dedupe window; acked unhandled
+	OutcomeCancelled  = "cancelled"   // cancelled before it ran (streamctl cancel); acked unhandled
 	OutcomeHandedOver = "handed_over" // unfinished at shutdown; left for another consumer
 	OutcomeUnrecorded = "unrecorded"  // the outcome could not be written; left pending
 	OutcomeLeaseLost  = "lease_lost"  // another consumer took it over while it ran; its outcome is that consumer's

@@ -58,6 +58,7 @@ type engine struct {
 	renewing       map[string]*atomic.Bool // per stream: a lease renewal is in flight
 	renewals       sync.WaitGroup          // lease renewals in flight, some given up on
 	suspects       suspects                // entries to run one at a time (isolate.go)
+	cancels        cancelMarks             // entries cancelled before they ran (cancel.go)
 
 	// Partitioned streams and Redis Cluster: each nil when not in use.
 	parts   *partitions    // partition ownership (partition.go)

@@ -1,8 +1,9 @@
 // Command streamctl shows and repairs what is happening in streamworker's
 // streams: per stream its length, delayed and dead-letter counts, consumer
 // groups with pending entries, lag and consumers; the pending entries
-// themselves; and the dead-letter stream, whose entries it lists, replays into
-// the stream or purges. It connects to the worker's stream Redis with the
+// themselves; the dead-letter stream, whose entries it lists, replays into
+// the stream or purges; it cancels events that have not run and rewinds a
+// group to process history again. It connects to the worker's stream Redis with the
 // worker's settings (REDIS_URL or --redis-url, a Redis Cluster or Sentinel).
 package main
 
@@ -103,21 +104,22 @@ func run(ctx context.Context, args []string, sio stdio) error {
 		Use:   "streamctl",
 		Short: "Inspect and repair streamworker streams",
 		Long: `Inspect and repair streamworker streams: status of streams, groups and
-consumers; pending entries; the dead-letter stream (list, replay, purge); the
-Lua scripts as Redis functions (load, status).
+consumers; pending entries; the dead-letter stream (list, replay, purge);
+cancelling events that have not run; rewinding a group to process history
+again; the Lua scripts as Redis functions (load, status).
 
 ` + cli.ConnectionHelp + `
 
 Exit status: 0 ok, 1 failure, 2 usage.`,
 		Args: cli.UnknownCommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cli.Usagef(cmd, "missing command: status, pending, dlq or scripts")
+			return cli.Usagef(cmd, "missing command: status, pending, dlq, cancel, group or scripts")
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	cli.Root(root, args, &a.redisURL)
-	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.scriptsCommand())
+	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.cancelCommand(), a.groupCommand(), a.scriptsCommand())
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
 	if err := root.ExecuteContext(ctx); err != nil {

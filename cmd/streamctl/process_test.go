@@ -39,6 +39,13 @@ func TestProcess(t *testing.T) {
 		{"Partitions", testPartitions},
 		{"Cluster", testCluster},
 		{"Scripts", testScripts},
+		{"Cancel", testCancel},
+		{"CancelJSON", testCancelJSON},
+		{"Rewind", testRewind},
+		{"RewindJSON", testRewindJSON},
+		{"RewindPartitions", testRewindPartitions},
+		{"CancelRewindUsageErrors", testCancelRewindUsageErrors},
+		{"CancelRewindFailures", testCancelRewindFailures},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -227,6 +227,58 @@ for i = 3, #ARGV do
 end
 return {lost, trimmed, gone}
 `,
+		// streamadmin/cancel.go cancelScript
+		`
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am > #bm end
+  if am ~= bm then return am > bm end
+  if #as ~= #bs then return #as > #bs end
+  return as > bs
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
+local out = {}
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then
+  for i = 4, #ARGV do
+    out[#out + 1] = 0
+    out[#out + 1] = ''
+  end
+  return out
+end
+local last
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, id
+  for j = 1, #g - 1, 2 do
+    if g[j] == 'name' then name = g[j + 1] end
+    if g[j] == 'last-delivered-id' then id = g[j + 1] end
+  end
+  if name == ARGV[1] then last = id end
+end
+if last == nil then
+  return redis.error_reply('NOGROUP no such consumer group')
+end
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if #p > 0 then
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    out[#out + 1] = 3
+    out[#out + 1] = p[1][2]
+  elseif #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+    out[#out + 1] = 0
+    out[#out + 1] = ''
+  elseif after(id, last) then
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    out[#out + 1] = 2
+    out[#out + 1] = ''
+  else
+    out[#out + 1] = 1
+    out[#out + 1] = ''
+  end
+end
+return out
+`,
 		// streamadmin/dlq.go replayScript
 		`
 local maxValues, n = 2 * tonumber(ARGV[1]), tonumber(ARGV[5])
@@ -276,6 +328,53 @@ for i = 1, #f do
   if f[i] ~= ARGV[i + 1] then return 0 end
 end
 return redis.call('XDEL', KEYS[2], ARGV[1])
+`,
+		// streamadmin/rewind.go rewindCountScript
+		`
+local e = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], ARGV[2], 'COUNT', ARGV[3])
+if #e == 0 then return {0, ''} end
+return {#e, e[#e][1]}
+`,
+		// streamadmin/rewind.go rewindScript
+		`
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am > #bm end
+  if am ~= bm then return am > bm end
+  if #as ~= #bs then return #as > #bs end
+  return as > bs
+end
+local last, read
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, id, n
+  for j = 1, #g - 1, 2 do
+    if g[j] == 'name' then name = g[j + 1] end
+    if g[j] == 'last-delivered-id' then id = g[j + 1] end
+    if g[j] == 'entries-read' then n = g[j + 1] end
+  end
+  if name == ARGV[1] then last, read = id, n end
+end
+if last == nil then
+  return redis.error_reply('NOGROUP no such consumer group')
+end
+local k = tonumber(ARGV[4])
+if last ~= ARGV[3] then
+  local e = redis.call('XRANGE', KEYS[1], '(' .. ARGV[3], last, 'COUNT', ARGV[5])
+  if #e >= tonumber(ARGV[5]) then return {0, last, 0, 0} end
+  k = k + #e
+end
+local deleted = '0-0'
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for j = 1, #info - 1, 2 do
+  if info[j] == 'max-deleted-entry-id' then deleted = info[j + 1] end
+end
+if read and read >= k and not after(deleted, ARGV[2]) then
+  redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2], 'ENTRIESREAD', read - k)
+  return {1, last, k, read - k}
+end
+redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
+return {1, last, k, -1}
 `,
 		// worker/partition.go membersScript
 		`
