@@ -296,9 +296,19 @@ func (r *engine) acquireUpTo(ctx context.Context, beat *beat, backlog bool, most
 
 func (r *engine) release(n int) { r.sem.release(n) }
 
-// ensureGroup creates the group, and the stream with it; an existing group
-// is fine.
+// ensureGroup creates the group, and the stream with it, unless it exists;
+// an existing group is fine. It looks first (XINFO GROUPS, a read) and
+// creates only a missing group: Redis refuses XGROUP CREATE while it is out
+// of memory even when the group exists, and a worker started then must
+// still start.
 func ensureGroup(ctx context.Context, c redis.UniversalClient, stream, group, start string) error {
+	if groups, err := c.XInfoGroups(ctx, stream).Result(); err == nil {
+		for _, g := range groups {
+			if g.Name == group {
+				return nil
+			}
+		}
+	}
 	err := c.XGroupCreateMkStream(ctx, stream, group, start).Err()
 	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return err
