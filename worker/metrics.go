@@ -72,9 +72,9 @@ type Metrics struct {
 	// Ready is 1 while /readyz answers 200 (engine.Ready), else 0, read
 	// when the metric is.
 	Ready prometheus.GaugeFunc
-	// OutOfMemory is 1 while Redis refuses writes for want of memory
-	// (maxmemory reached under noeviction) and no write has worked since,
-	// else 0: retries are held back meanwhile.
+	// OutOfMemory is 1 while writes are held back after Redis refused one
+	// for want of memory (maxmemory reached under noeviction), else 0:
+	// retries are held back meanwhile.
 	OutOfMemory prometheus.GaugeFunc
 	Reclaim     *reclaim.Metrics
 
@@ -141,7 +141,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	m.OutOfMemory = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "streamworker_redis_out_of_memory",
-		Help: "1 while Redis refuses writes for want of memory (maxmemory under noeviction) and no write has worked since, else 0. Acknowledging and reading go on; retries are held back.",
+		Help: "1 while Redis refuses writes for want of memory (maxmemory under noeviction): retries are held back until a write works again, else 0. Acknowledging and reading go on.",
 	}, func() float64 {
 		if f := m.oom.Load(); f != nil && (*f)() {
 			return 1

@@ -13,10 +13,10 @@ import (
 // A frozen Redis (a long command, a fork that stalls, DEBUG SLEEP, a host
 // paused) answers nothing and refuses nothing: the runtime's blocking reads
 // only time out after WORKER_BLOCK plus the client's read timeout, so they
-// would show it late or never. The probe sends a PING on a connection of
-// its own every probeEvery, each with its own deadline, and the runtime is
-// not ready while Redis has answered none for probeBound. On a Redis
-// Cluster every primary is pinged, and each must answer.
+// would show it late or never. The probe sends a PING every probeEvery,
+// each with its own deadline, and the runtime is not ready while Redis has
+// answered none for probeBound. On a Redis Cluster every primary is
+// pinged, and each must answer.
 const (
 	probeEvery   = 500 * time.Millisecond
 	probeTimeout = time.Second
@@ -66,6 +66,9 @@ func (h *redisHealth) noted(err error) bool {
 	if err == nil || !isOOM(err) {
 		return false
 	}
+	if time.Now().UnixNano() > h.oomUntil.Load()+int64(oomHoldMax) {
+		h.oomStreak.Store(0) // a refusal long after the last: start the doubling again
+	}
 	n := h.oomStreak.Add(1)
 	hold := oomHoldMax
 	if n < 6 {
@@ -94,57 +97,36 @@ func (h *redisHealth) wrote() {
 // outOfMemory reports whether writes that add data are held back now.
 func (h *redisHealth) outOfMemory() bool { return time.Now().UnixNano() < h.oomUntil.Load() }
 
-// refusesWrites reports whether Redis refused a write for want of memory
-// and no write has worked since: the state /readyz and
-// streamworker_redis_out_of_memory report.
-func (h *redisHealth) refusesWrites() bool { return h.oomStreak.Load() > 0 }
+// refusesWrites reports whether writes are held back after a refusal for
+// want of memory: the state /readyz and streamworker_redis_out_of_memory
+// report. It ends when a write works, or when the hold runs out with no
+// refusal since.
+func (h *redisHealth) refusesWrites() bool { return h.outOfMemory() }
 
 func isOOM(err error) bool { return redis.HasErrorPrefix(err, "OOM") }
 
-// prober pings Redis for the probe on a client of its own: a pool of one
-// connection, no retries, the probe's deadline on every call.
+// prober pings Redis for the probe. The PING goes through the runtime's
+// client, on a connection of the pool that no other command holds; the
+// runtime is ready or not by the age of the last answer, not by one call's
+// fate, so a PING that hangs until the client's read timeout shows as soon
+// as probeBound has passed.
 type prober struct {
-	client redis.UniversalClient
-	health *redisHealth
-	beat   *beat
-}
-
-// newProber builds the probe's client from the options of c. Nil when c is
-// of a kind it does not know (then readiness relies on the reads alone).
-func newProber(c redis.UniversalClient, h *redisHealth, b *beat) *prober {
-	var pc redis.UniversalClient
-	switch c := c.(type) {
-	case *redis.ClusterClient:
-		o := *c.Options()
-		o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns = 1, 0, 1, 0
-		o.MaxRetries, o.MaxRedirects = -1, -1
-		o.ReadTimeout, o.WriteTimeout, o.DialTimeout = probeTimeout, probeTimeout, probeTimeout
-		o.ContextTimeoutEnabled = true
-		pc = redis.NewClusterClient(&o)
-	case *redis.Client:
-		// A Sentinel client's options carry the dialer that asks the
-		// Sentinels for the primary, so the copy follows a failover too.
-		o := *c.Options()
-		o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns = 1, 0, 1, 0
-		o.MaxRetries = -1
-		o.ReadTimeout, o.WriteTimeout, o.DialTimeout = probeTimeout, probeTimeout, probeTimeout
-		o.ContextTimeoutEnabled = true
-		pc = redis.NewClient(&o)
-	default:
-		return nil
-	}
-	return &prober{client: pc, health: h, beat: b}
+	client  redis.UniversalClient
+	cluster *clusterRoutes // told of failures, so a promoted replica is pinged next; nil off a cluster
+	health  *redisHealth
+	beat    *beat
 }
 
 // Run pings every probeEvery until ctx ends.
 func (p *prober) Run(ctx context.Context) error {
-	defer p.client.Close()
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
 	for {
 		p.beat.beat()
-		if p.runOnce(ctx) == nil {
+		if err := p.runOnce(ctx); err == nil {
 			p.health.lastAnswer.Store(time.Now().UnixNano())
+		} else {
+			p.cluster.failed(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -155,17 +137,12 @@ func (p *prober) Run(ctx context.Context) error {
 }
 
 // runOnce sends one probe: a PING to Redis, or to every primary of a
-// cluster (a failed one has the slot map reloaded, so that a promoted
-// replica is pinged next).
+// cluster.
 func (p *prober) runOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	if cc, ok := p.client.(*redis.ClusterClient); ok {
-		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
-		if err != nil {
-			cc.ReloadState(context.WithoutCancel(ctx))
-		}
-		return err
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
 	}
 	return p.client.Ping(ctx).Err()
 }

@@ -66,7 +66,7 @@ type engine struct {
 	promote *promoter // moves due retries and delayed events into the streams (promote.go)
 
 	health *redisHealth // probe answers and out-of-memory refusals (probe.go)
-	probe  *prober      // pings Redis on a connection of its own; nil for a client of unknown kind
+	probe  *prober      // pings Redis for readiness
 
 	tracer trace.Tracer // makes a process span per message (tracing.go); nil with tracing off
 }
@@ -143,7 +143,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	}
 	r.cluster = newClusterRoutes(client)
 	r.health = newRedisHealth(logger)
-	r.probe = newProber(client, r.health, r.live.Register("probe"))
+	r.probe = &prober{client: client, cluster: r.cluster, health: r.health, beat: r.live.Register("probe")}
 	oom := r.health.refusesWrites
 	metrics.oom.Store(&oom)
 	r.promote = newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, base, metrics, r.live)
@@ -173,10 +173,8 @@ func (r *engine) Ready() error {
 	if r.stopping.Load() {
 		return errors.New("shutting down")
 	}
-	if r.probe != nil {
-		if err := r.health.answering(); err != nil { // probe.go
-			return err
-		}
+	if err := r.health.answering(); err != nil { // probe.go
+		return err
 	}
 	for _, s := range r.streams {
 		if !s.groupReady.Load() {
@@ -212,10 +210,7 @@ func (r *engine) Run(ctx context.Context) error {
 	workersDone := r.startWorkers()
 	acks := start(context.Background(), r.logger, componentFunc(r.ackLoop))
 	leases := start(context.Background(), r.logger, componentFunc(r.leaseLoop))
-	var probe *started
-	if r.probe != nil {
-		probe = start(ctx, r.logger, r.probe)
-	}
+	probe := start(ctx, r.logger, r.probe)
 	rc := r.newReclaimer()
 	feeders := start(ctx, r.logger, r.feeders(rc)...)
 
@@ -236,9 +231,7 @@ func (r *engine) Run(ctx context.Context) error {
 	//     written, so that the next owner does not run them again;
 	//  6. the consumer's heartbeat and, if it owns nothing, the consumer.
 	feeders.stop()
-	if probe != nil {
-		probe.stop()
-	}
+	probe.stop()
 	r.jobs.close()
 	r.drain(shutdownStart, workersDone)
 	leases.stop()
