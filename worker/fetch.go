@@ -99,7 +99,13 @@ func (f *fetcher) run(ctx context.Context) {
 			f.start = "0" // a group recreated after its stream was deleted reads all of it
 			f.ok()
 		}
-		n := r.acquireUpTo(ctx, f.s.beat, !f.idle && f.cursor == ">", f.sizes.count(r.cfg.FetchCount, r.readBudget()))
+		most := f.sizes.count(r.cfg.FetchCount, r.readBudget())
+		if f.failures > 0 {
+			// Redis failed the last read (a primary down): the next one
+			// holds one slot, not those the other streams' reads need.
+			most = 1
+		}
+		n := r.acquireUpTo(ctx, f.s.beat, !f.idle && f.cursor == ">", most)
 		if n == 0 {
 			return
 		}
