@@ -22,12 +22,30 @@ import (
 // the refused writes, and their retries are held back rather than added:
 // the stream and the delayed set do not grow. /readyz and
 // streamworker_redis_out_of_memory say why work is slowed. Once maxmemory
-// is raised, everything is processed exactly as produced.
+// is raised, everything is processed exactly as produced. Once on a plain
+// Redis, once on the primary of a Sentinel set-up.
 func TestRedisOutOfMemory(t *testing.T) {
-	t.Parallel()
 	bin := testbin.Build(t, t.TempDir(), "./testdata/faultworker", "faultworker", raceEnabled)
+	t.Run("Standalone", func(t *testing.T) {
+		t.Parallel()
+		srv := testredis.Start(t, "--maxmemory-policy", "noeviction")
+		testOutOfMemory(t, bin, srv, srv.URL(), nil)
+	})
+	t.Run("Sentinel", func(t *testing.T) {
+		t.Parallel()
+		st := testredis.StartSentinel(t)
+		if err := st.Primary.Client(t).ConfigSet(context.Background(), "maxmemory-policy", "noeviction").Err(); err != nil {
+			t.Fatal(err)
+		}
+		testOutOfMemory(t, bin, st.Primary, "redis:///0", map[string]string{
+			"REDIS_SENTINEL_ADDRS":  strings.Join(st.SentinelAddrs(), ","),
+			"REDIS_SENTINEL_MASTER": st.Master,
+		})
+	})
+}
+
+func testOutOfMemory(t *testing.T, bin string, srv *testredis.Server, url string, extra map[string]string) {
 	ctx := context.Background()
-	srv := testredis.Start(t, "--maxmemory-policy", "noeviction")
 	c := srv.Client(t)
 	stream := testredis.Prefix(t) + "events"
 	if err := c.XGroupCreateMkStream(ctx, stream, group, "0").Err(); err != nil {
@@ -59,12 +77,16 @@ func TestRedisOutOfMemory(t *testing.T) {
 	t.Logf("redis out of memory after %d events (maxmemory %d bytes)", total, used+256<<10)
 
 	addr := freeAddr(t)
-	w := startWorker(t, bin, "worker", faultEnv(srv.URL(), stream, "w1", map[string]string{
+	env := faultEnv(url, stream, "w1", map[string]string{
 		"WORKER_HTTP_ADDR": addr,
 		// Held-back retries run again when reclaimed, each delivery an
 		// attempt: enough of them that none is dead-lettered meanwhile.
 		"WORKER_MAX_ATTEMPTS": "1000",
-	}))
+	})
+	for k, v := range extra {
+		env[k] = v
+	}
+	w := startWorker(t, bin, "worker", env)
 	waitReady(t, w, addr)
 	waitFor(t, 60*time.Second, w, "every entry read, the refusals seen and reported", func() (bool, string) {
 		g := readGroup(t, c, stream)
