@@ -180,7 +180,10 @@ func (r *Reclaimer) Run(ctx context.Context) error {
 	for pass := 0; ; pass++ {
 		r.beat()
 		err := r.heartbeat(ctx)
-		if err == nil {
+		// A heartbeat Redis refuses for want of memory (maxmemory under
+		// noeviction) does not stop the claims: claiming writes nothing
+		// new, and the entries of dead consumers must still run.
+		if err == nil || redis.HasErrorPrefix(err, "OOM") {
 			res, serr := r.runOnce(ctx)
 			r.noteStreams(streams, opClaim, serr)
 			if res.Claimed > 0 || res.Deleted > 0 {

@@ -5,6 +5,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/reclaim"
 	"github.com/streamworker/streamworker/wire"
 )
 
@@ -14,10 +17,19 @@ import (
 // An acknowledgement a little late costs nothing (the entry just stays
 // pending a millisecond longer); one round trip per few hundred messages
 // instead of per few dozen is a large share of a no-op handler's cost.
+//
+// On a Redis Cluster the batch is split by the primary that serves each
+// stream's slot, and each primary's share goes out on a lane of its own, a
+// goroutine with its own deadline per call (ackTimeout): a primary that
+// died holds up only its own acknowledgements, which wait and are retried
+// (with those that arrive meanwhile) while the other lanes go on. Entries
+// whose acknowledgement waits are known (waiting): the reclaimer does not
+// run them again.
 const (
 	ackLinger  = 2 * time.Millisecond
 	ackFlushAt = 512  // send at once when this many are waiting
 	ackMax     = 4096 // handlers wait for room beyond this (Redis is failing)
+	ackTimeout = 2 * time.Second
 )
 
 type ackReq struct {
@@ -29,14 +41,15 @@ type ackReq struct {
 // ackBuffer is where handlers leave acknowledgements for the ack loop.
 type ackBuffer struct {
 	mu    sync.Mutex
-	room  sync.Cond // signalled when the loop takes the buffer
+	lanes map[string]*ackLane // per primary (one, "", off a cluster); only the ack loop adds to it
+	room  sync.Cond           // signalled when the loop takes the buffer
 	buf   []ackReq
 	ended bool          // the loop has stopped: nothing more is written
 	kick  chan struct{} // wakes the loop: first ack of a batch, or ackFlushAt reached
 }
 
 func newAckBuffer() *ackBuffer {
-	b := &ackBuffer{buf: make([]ackReq, 0, ackFlushAt), kick: make(chan struct{}, 1)}
+	b := &ackBuffer{buf: make([]ackReq, 0, ackFlushAt), kick: make(chan struct{}, 1), lanes: map[string]*ackLane{}}
 	b.room.L = &b.mu
 	return b
 }
@@ -89,6 +102,59 @@ func (b *ackBuffer) end() []ackReq {
 	return out
 }
 
+// waiting returns the IDs of stream's entries whose handler succeeded and
+// whose acknowledgement is not written yet: queued, or on a lane being sent
+// or waiting for a retry. It is for the reclaimer, rarely; it costs the hot
+// path nothing.
+func (b *ackBuffer) waiting(stream string) map[string]bool {
+	out := map[string]bool{}
+	add := func(list []ackReq) {
+		for _, a := range list {
+			if a.stream == stream {
+				out[a.id] = true
+			}
+		}
+	}
+	b.mu.Lock()
+	add(b.buf)
+	lanes := make([]*ackLane, 0, len(b.lanes))
+	for _, l := range b.lanes {
+		lanes = append(lanes, l)
+	}
+	b.mu.Unlock()
+	for _, l := range lanes {
+		l.mu.Lock()
+		add(l.queue)
+		add(l.sending)
+		l.mu.Unlock()
+	}
+	return out
+}
+
+// notAckWaiting drops from claimed entries those whose handler succeeded
+// here and whose acknowledgement is waiting (a primary that does not
+// answer): they were done, and running them again would only duplicate
+// them. The acknowledgement on its way ends their pending state.
+func (r *engine) notAckWaiting(stream string, entries []reclaim.Entry) []reclaim.Entry {
+	if len(entries) == 0 {
+		return entries
+	}
+	done := r.acks.waiting(stream)
+	if len(done) == 0 {
+		return entries
+	}
+	out := entries[:0]
+	for _, e := range entries {
+		if !done[e.ID] {
+			out = append(out, e)
+		}
+	}
+	if n := len(entries) - len(out); n > 0 {
+		r.logger.Info("claimed entries already handled here, their acknowledgement waiting; not run again", "stream", stream, "count", n)
+	}
+	return out
+}
+
 // ack queues an acknowledgement for the ack loop.
 func (r *engine) ack(a ackReq) { r.acks.add(a) }
 
@@ -102,19 +168,33 @@ func (r *engine) ackNow(a ackReq) {
 	}
 }
 
-// ackLoop writes acknowledgements in batches until ctx ends, then flushes
-// what is left.
+// ackLoop takes acknowledgements in batches and hands each to the lane of
+// the primary it goes to, until ctx ends; then the lanes flush what is left
+// and stop.
 func (r *engine) ackLoop(ctx context.Context) error {
 	stop := ctx.Done()
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	var lanes sync.WaitGroup
+	defer func() {
+		r.acks.mu.Lock()
+		all := make([]*ackLane, 0, len(r.acks.lanes))
+		for _, l := range r.acks.lanes {
+			all = append(all, l)
+		}
+		r.acks.mu.Unlock()
+		for _, l := range all {
+			l.close()
+		}
+		lanes.Wait()
+	}()
 	var batch, spare []ackReq
 	for {
 		select {
 		case <-r.acks.kick:
 		case <-stop:
 			if rest := r.acks.end(); len(rest) > 0 {
-				r.flushFinal(rest)
+				r.route(rest, &lanes)
 			}
 			return nil
 		}
@@ -129,27 +209,167 @@ func (r *engine) ackLoop(ctx context.Context) error {
 		}
 		batch, spare = r.acks.take(spare), batch
 		if len(batch) > 0 {
-			r.flushRetrying(batch, stop)
+			r.route(batch, &lanes)
 		}
 	}
 }
 
-// flushRetrying writes a batch, retrying with backoff while Redis fails,
-// until it succeeds or shutdown turns it into a final flush.
-func (r *engine) flushRetrying(batch []ackReq, stop <-chan struct{}) {
-	for failures := 1; ; failures++ {
-		err := r.flushAcks(context.Background(), batch, r.ackIDs)
-		if err == nil {
+// ackNode is the primary that acknowledgements of stream go to: its
+// address on a Redis Cluster (as the client's slot map has it now), else "".
+func (r *engine) ackNode(stream string) string {
+	if r.cluster == nil {
+		return ""
+	}
+	c, err := r.cluster.c.MasterForKey(context.Background(), stream)
+	if err != nil {
+		return "?" // no slot map yet: a lane of its own, routed again on its retry
+	}
+	return c.Options().Addr
+}
+
+// route hands batch to the lanes of the primaries it goes to, starting a
+// lane for a primary not seen before. The lanes copy what they are given.
+func (r *engine) route(batch []ackReq, lanes *sync.WaitGroup) {
+	if r.cluster == nil {
+		r.lane("", lanes).push(batch)
+		return
+	}
+	split := map[string][]ackReq{}
+	node := map[string]string{}
+	for _, a := range batch {
+		n, ok := node[a.stream]
+		if !ok {
+			n = r.ackNode(a.stream)
+			node[a.stream] = n
+		}
+		split[n] = append(split[n], a)
+	}
+	for n, list := range split {
+		r.lane(n, lanes).push(list)
+	}
+}
+
+// lane returns the lane of node, started if new; one started after the
+// loop has ended is closed from the start (it flushes and stops).
+func (r *engine) lane(node string, lanes *sync.WaitGroup) *ackLane {
+	r.acks.mu.Lock()
+	defer r.acks.mu.Unlock()
+	if l, ok := r.acks.lanes[node]; ok {
+		return l
+	}
+	l := &ackLane{node: node, kick: make(chan struct{}, 1), done: make(chan struct{}), ids: map[string][]string{}}
+	if r.acks.ended {
+		l.closed = true
+		close(l.done)
+	}
+	r.acks.lanes[node] = l
+	lanes.Add(1)
+	go func() {
+		defer lanes.Done()
+		r.runLane(l, lanes)
+	}()
+	return l
+}
+
+// ackLane writes the acknowledgements of one primary.
+type ackLane struct {
+	node string
+	kick chan struct{}
+	done chan struct{} // closed by close: flush what is left, then stop
+
+	mu      sync.Mutex
+	queue   []ackReq // waiting for the next write
+	sending []ackReq // being written, or waiting for a retry
+	closed  bool
+
+	ids map[string][]string // the lane's scratch: IDs per stream
+}
+
+func (l *ackLane) push(list []ackReq) {
+	l.mu.Lock()
+	l.queue = append(l.queue, list...)
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (l *ackLane) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.closed = true
+		close(l.done)
+	}
+}
+
+// next moves what is queued to sending, after what is there already (a
+// failed write's), and returns it.
+func (l *ackLane) next() []ackReq {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sending = append(l.sending, l.queue...)
+	l.queue = l.queue[:0]
+	return l.sending
+}
+
+// sent drops what was written.
+func (l *ackLane) sent() {
+	l.mu.Lock()
+	l.sending = l.sending[:0]
+	l.mu.Unlock()
+}
+
+// runLane writes what comes to l, retrying with backoff while its primary
+// fails, and takes what arrives meanwhile into the next try. On a cluster, a
+// failure has the slot map reloaded and what failed routed again: after a
+// failover it goes to the promoted replica's lane. At close it flushes what
+// is left with a few last tries.
+func (r *engine) runLane(l *ackLane, lanes *sync.WaitGroup) {
+	failures := 0
+	for {
+		select {
+		case <-l.kick:
+		case <-l.done:
+			if batch := l.next(); len(batch) > 0 {
+				r.flushFinal(batch)
+			}
+			l.sent()
 			return
 		}
+		batch := l.next()
+		if len(batch) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+		err := r.flushAcks(ctx, batch, l.ids)
+		cancel()
+		if err == nil {
+			failures = 0
+			l.sent()
+			continue
+		}
+		failures++
 		r.metrics.redisError(OpAck)
+		r.cluster.failed(err)
 		wait := retryWait(failures)
-		r.logger.Error("acknowledging messages failed; retrying", "count", len(batch), "error", err, "retry_in", wait.Round(time.Millisecond))
+		r.logger.Error("acknowledging messages failed; retrying", "node", l.node, "count", len(batch), "error", err, "retry_in", wait.Round(time.Millisecond))
 		select {
-		case <-stop:
-			r.flushFinal(batch)
-			return
+		case <-l.done:
+			continue // the final flush above
 		case <-time.After(wait):
+		}
+		if r.cluster != nil {
+			// Routed again: after a failover it goes to the lane of the
+			// promoted replica (or back here, if nothing changed).
+			moved := append([]ackReq(nil), batch...)
+			l.sent()
+			r.route(moved, lanes)
+		}
+		select {
+		case l.kick <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -172,8 +392,11 @@ func (r *engine) flushFinal(batch []ackReq) {
 }
 
 // flushAcks sends a batch in one pipeline: dedupe marks first, then one XACK
-// per stream with every ID. The outcome counters are bumped once per run of
-// equal labels, not once per message. ids, when not nil, is the ack loop's
+// per stream with every ID. Success is decided by each XACK's own result:
+// a dedupe mark Redis refuses for want of memory is left out (it only
+// narrows the dedupe window for that entry) rather than holding the
+// acknowledgement back. The outcome counters are bumped once per run of
+// equal labels, not once per message. ids, when not nil, is the caller's
 // scratch space for the IDs per stream, reused from batch to batch.
 func (r *engine) flushAcks(ctx context.Context, batch []ackReq, ids map[string][]string) error {
 	pipe := r.client.Pipeline()
@@ -183,19 +406,37 @@ func (r *engine) flushAcks(ctx context.Context, batch []ackReq, ids map[string][
 	for s, list := range ids {
 		ids[s] = list[:0]
 	}
+	var marks []*redis.StatusCmd
 	for _, a := range batch {
 		if a.dedupe != "" {
-			pipe.Set(ctx, a.dedupe, wire.DedupeMark, r.cfg.DedupeWindow)
+			marks = append(marks, pipe.Set(ctx, a.dedupe, wire.DedupeMark, r.cfg.DedupeWindow))
 		}
 		ids[a.stream] = append(ids[a.stream], a.id)
 	}
+	var acks []*redis.IntCmd
 	for s, list := range ids {
 		if len(list) > 0 {
-			pipe.XAck(ctx, s, r.cfg.Group, list...)
+			acks = append(acks, pipe.XAck(ctx, s, r.cfg.Group, list...))
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return err
+	_, _ = pipe.Exec(ctx) // each command's own result is looked at below
+	for _, c := range acks {
+		if err := c.Err(); err != nil {
+			return err
+		}
+	}
+	refused := false
+	for _, c := range marks {
+		if err := c.Err(); err != nil {
+			if r.health.noted(err) { // probe.go
+				refused = true
+				continue
+			}
+			return err
+		}
+	}
+	if len(marks) > 0 && !refused {
+		r.health.wrote()
 	}
 	for i := 0; i < len(batch); {
 		a, n := batch[i], 1

@@ -32,6 +32,7 @@ func (s sink) Reserve(ctx context.Context, n int) int {
 func (s sink) Release(n int) { s.r.release(n) }
 
 func (s sink) Deliver(ctx context.Context, stream string, entries []reclaim.Entry, reserved int) {
+	entries = s.r.notAckWaiting(stream, entries) // acks.go
 	s.r.dispatch(ctx, s.r.claimedMessages(ctx, stream, entries), reserved)
 }
 

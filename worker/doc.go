@@ -15,12 +15,13 @@
 //	dispatch.go                          the dispatch path every delivery enters
 //	cancel.go                            cancelled entries: acknowledged unrun on the dispatch path
 //	queue.go, semaphore.go, msgctx.go    the pool's job queue, handler slots, per-worker contexts
-//	acks.go, settle.go                   batched acknowledgements; retries and dead letters
+//	acks.go, settle.go                   batched acknowledgements, a lane per primary; retries and dead letters
 //	lease.go, isolate.go                 leases on running entries; suspects one at a time
 //	partition*.go, takeover.go, ordered.go  partitioned streams: ownership, take-over, per-key order
 //	promote.go                           the delayed sets' promoter
 //	cluster.go, slots.go                 Redis Cluster: slot map reloads, the one-slot check
 //	health.go, metrics.go, gc.go         liveness, Prometheus metrics, GC default
+//	probe.go                             readiness probe (a frozen Redis); writes held back under OOM
 //	tracing.go                           OpenTelemetry: a process span per message, when OTEL_* turn it on
 //	backoff.go                           retry and Redis-failure backoff
 package worker

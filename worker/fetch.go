@@ -99,7 +99,13 @@ func (f *fetcher) run(ctx context.Context) {
 			f.start = "0" // a group recreated after its stream was deleted reads all of it
 			f.ok()
 		}
-		n := r.acquireUpTo(ctx, f.s.beat, !f.idle && f.cursor == ">", f.sizes.count(r.cfg.FetchCount, r.readBudget()))
+		most := f.sizes.count(r.cfg.FetchCount, r.readBudget())
+		if f.failures > 0 {
+			// Redis failed the last read (a primary down): the next one
+			// holds one slot, not those the other streams' reads need.
+			most = 1
+		}
+		n := r.acquireUpTo(ctx, f.s.beat, !f.idle && f.cursor == ">", most)
 		if n == 0 {
 			return
 		}
@@ -296,9 +302,19 @@ func (r *engine) acquireUpTo(ctx context.Context, beat *beat, backlog bool, most
 
 func (r *engine) release(n int) { r.sem.release(n) }
 
-// ensureGroup creates the group, and the stream with it; an existing group
-// is fine.
+// ensureGroup creates the group, and the stream with it, unless it exists;
+// an existing group is fine. It looks first (XINFO GROUPS, a read) and
+// creates only a missing group: Redis refuses XGROUP CREATE while it is out
+// of memory even when the group exists, and a worker started then must
+// still start.
 func ensureGroup(ctx context.Context, c redis.UniversalClient, stream, group, start string) error {
+	if groups, err := c.XInfoGroups(ctx, stream).Result(); err == nil {
+		for _, g := range groups {
+			if g.Name == group {
+				return nil
+			}
+		}
+	}
 	err := c.XGroupCreateMkStream(ctx, stream, group, start).Err()
 	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return err

@@ -290,6 +290,12 @@ func newHTTPHandler(rt *engine, gatherer prometheus.Gatherer) http.Handler {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		if rt.health.refusesWrites() {
+			// Still ready: acknowledging and reading go on. The body
+			// says why work is slowed.
+			_, _ = io.WriteString(w, "ready; redis refuses writes (out of memory): retries are held back\n")
+			return
+		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))

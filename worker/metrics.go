@@ -72,11 +72,16 @@ type Metrics struct {
 	RedisErrors *prometheus.CounterVec
 	// Ready is 1 while /readyz answers 200 (engine.Ready), else 0, read
 	// when the metric is.
-	Ready   prometheus.GaugeFunc
-	Reclaim *reclaim.Metrics
+	Ready prometheus.GaugeFunc
+	// OutOfMemory is 1 while writes are held back after Redis refused one
+	// for want of memory (maxmemory reached under noeviction), else 0:
+	// retries are held back meanwhile.
+	OutOfMemory prometheus.GaugeFunc
+	Reclaim     *reclaim.Metrics
 
 	running atomic.Pointer[func() int]          // the runtime's count of running handlers
 	ready   atomic.Pointer[func() bool]         // the runtime's readiness
+	oom     atomic.Pointer[func() bool]         // whether Redis refuses writes for want of memory
 	types   atomic.Pointer[map[string]struct{}] // the types labelled by name; replaced, never changed
 }
 
@@ -135,7 +140,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted, m.PromoteFailures, m.RedisErrors, m.Ready)
+	m.OutOfMemory = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "streamworker_redis_out_of_memory",
+		Help: "1 while Redis refuses writes for want of memory (maxmemory under noeviction): retries are held back until a write works again, else 0. Acknowledging and reading go on.",
+	}, func() float64 {
+		if f := m.oom.Load(); f != nil && (*f)() {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted, m.PromoteFailures, m.RedisErrors, m.Ready, m.OutOfMemory)
 	m.Reclaim = reclaim.NewMetrics(reg)
 	m.Reclaim.RedisErrors = m.RedisErrors.WithLabelValues(OpReclaim)
 	return m

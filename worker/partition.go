@@ -110,6 +110,7 @@ type partitions struct {
 	started         atomic.Bool
 	leaveOnce       sync.Once
 	fetchers        sync.WaitGroup // the take-over and fetch goroutine of each owned partition
+	renewals        sync.WaitGroup // renewal pipelines, one per primary; the loop may stop waiting for one
 
 	drainCtx    context.Context // cancelled by leave: settling stops
 	drainCancel context.CancelFunc
@@ -252,6 +253,7 @@ func (p *partitions) ready() error {
 
 func (p *partitions) loop(ctx context.Context) {
 	defer close(p.loopDone)
+	defer p.renewals.Wait() // a renewal the loop stopped waiting for
 	renewTick := time.NewTicker(p.every / 2)
 	defer renewTick.Stop()
 	tick := time.NewTicker(p.every)
@@ -304,9 +306,11 @@ func (p *partitions) renewPass(stopping bool) bool {
 }
 
 // balancePass renews this consumer's membership and, unless it is
-// stopping, takes or gives up partitions to hold its share. While renewals
-// fail (healthy false: a failover) it does no more: its calls would wait
-// out their timeouts and balance on a view Redis cannot confirm.
+// stopping, takes or gives up partitions to hold its share. While every
+// renewal fails (healthy false: Redis unreachable) it does no more: its
+// calls would wait out their timeouts and balance on a view Redis cannot
+// confirm. When only some fail (one primary of a cluster, in a failover) it
+// goes on: each of its calls is bounded by opCtx.
 func (p *partitions) balancePass(ctx context.Context, stopping, healthy bool) {
 	if !healthy {
 		p.membersOK.Store(false)
@@ -406,11 +410,18 @@ end
 return 0
 `)
 
-// renew extends the owner key of every partition this consumer holds, in
-// one pipeline. A key that ran out meanwhile (a stalled process) is set
-// again if nobody took it. A partition found owned by another, or whose
-// lease could not be renewed before it ran out, stops being read at once.
-// It reports false when a renewal failed on an error.
+// renew extends the owner key of every partition this consumer holds: one
+// pipeline per primary on a Redis Cluster (one in all otherwise), sent side
+// by side, each partition judged by its own command's result. A primary
+// that failed (a failover) so holds up only its own partitions: the others'
+// renewals count, and they keep being read. The loop waits for the answers
+// up to the pass's deadline (opCtx); a primary that has not answered by
+// then counts as failed for this pass. A key that ran out meanwhile (a
+// stalled process) is set again if nobody took it. A partition found owned
+// by another, or whose lease could not be renewed before it ran out, stops
+// being read at once. It reports false when every renewal failed on an
+// error (Redis unreachable as a whole), true when at least one worked or
+// none was needed.
 func (p *partitions) renew() bool {
 	var mine []*partition
 	for _, pt := range p.all {
@@ -421,33 +432,56 @@ func (p *partitions) renew() bool {
 	if len(mine) == 0 {
 		return true
 	}
+	byNode := map[string][]*partition{}
+	var nodes []string
+	for _, pt := range mine {
+		n := p.nodeOf(pt.owner)
+		if _, ok := byNode[n]; !ok {
+			nodes = append(nodes, n)
+		}
+		byNode[n] = append(byNode[n], pt)
+	}
+	type answer struct {
+		node string
+		cmds []*redis.Cmd
+		sent time.Time
+	}
 	ctx, cancel := p.opCtx()
 	defer cancel()
-	pipe := p.client.Pipeline()
-	cmds := make([]*redis.Cmd, len(mine))
-	for i, pt := range mine {
-		cmds[i] = acquireScript.Eval(ctx, pipe, []string{pt.owner}, p.cfg.Consumer, p.lease.Milliseconds())
+	answers := make(chan answer, len(nodes)) // buffered: one that comes late is dropped, not blocked
+	for _, n := range nodes {
+		pts := byNode[n]
+		p.renewals.Add(1)
+		go func() {
+			defer p.renewals.Done()
+			pipe := p.client.Pipeline()
+			cmds := make([]*redis.Cmd, len(pts))
+			for i, pt := range pts {
+				cmds[i] = acquireScript.Eval(ctx, pipe, []string{pt.owner}, p.cfg.Consumer, p.lease.Milliseconds())
+			}
+			sent := time.Now()
+			_, _ = pipe.Exec(ctx) // each command's error is looked at below
+			answers <- answer{node: n, cmds: cmds, sent: sent}
+		}()
 	}
-	sent := time.Now()
-	_, _ = pipe.Exec(ctx) // each command's error is looked at below
-	healthy, failed := true, 0
+	worked, failed := 0, 0
 	var firstErr error
-	for i, pt := range mine {
-		n, err := cmds[i].Int()
+	judge := func(pt *partition, n int64, err error, sent time.Time) {
 		switch {
 		case err == nil && n == 1:
+			worked++
 			pt.renewedAt = sent
 			if pt.state == partOwned {
 				pt.expiry.Reset(time.Until(sent.Add(p.readable())))
 			}
 		case err == nil:
+			worked++
 			if pt.state == partOwned {
 				p.log.Warn("partition lost: its lease ran out and another consumer took it; stopped reading it",
 					"partition", pt.s.name)
 				p.release(pt)
 			}
 		default:
-			healthy = false
 			if failed++; firstErr == nil {
 				firstErr = err
 			}
@@ -459,10 +493,42 @@ func (p *partitions) renew() bool {
 			}
 		}
 	}
+	for range nodes {
+		select {
+		case a := <-answers:
+			for i, pt := range byNode[a.node] {
+				n, err := a.cmds[i].Int64()
+				judge(pt, n, err, a.sent)
+			}
+			delete(byNode, a.node)
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	for _, pts := range byNode { // no answer by the deadline
+		for _, pt := range pts {
+			judge(pt, 0, ctx.Err(), time.Time{})
+		}
+	}
 	if failed > 0 {
 		p.log.Warn("renewing partition ownership failed; retrying", "failed", failed, "of", len(mine), "error", firstErr)
 	}
-	return healthy
+	return worked > 0 || failed == 0
+}
+
+// nodeOf is the primary that serves key as the cluster client's slot map
+// has it now, or "" off a cluster.
+func (p *partitions) nodeOf(key string) string {
+	if p.cluster == nil {
+		return ""
+	}
+	c, err := p.cluster.c.MasterForKey(context.Background(), key)
+	if err != nil {
+		return "?"
+	}
+	return c.Options().Addr
 }
 
 // balance takes free partitions of g up to this consumer's share among the

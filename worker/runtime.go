@@ -43,7 +43,6 @@ type engine struct {
 	sem     *semaphore // free handler slots: one per running or dispatched message
 	jobs    *jobQueue
 	acks    *ackBuffer
-	ackIDs  map[string][]string // the ack loop's scratch: IDs per stream
 	workers []*workerState
 
 	handlerCtx     context.Context // outlives the fetch context; cancelled at the shutdown deadline
@@ -66,6 +65,9 @@ type engine struct {
 	cluster *clusterRoutes // slot map reloads after node failures (cluster.go)
 
 	promote *promoter // moves due retries and delayed events into the streams (promote.go)
+
+	health *redisHealth // probe answers and out-of-memory refusals (probe.go)
+	probe  *prober      // pings Redis for readiness
 
 	tracer trace.Tracer // makes a process span per message (tracing.go); nil with tracing off
 }
@@ -116,7 +118,6 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		sem:      newSemaphore(cfg.Concurrency),
 		jobs:     newJobQueue(cfg.Concurrency),
 		acks:     newAckBuffer(),
-		ackIDs:   map[string][]string{},
 		workers:  make([]*workerState, cfg.Concurrency),
 		hurry:    make(chan struct{}),
 		suspects: suspects{wake: make(chan struct{}, 1), queued: map[suspect]bool{}},
@@ -142,6 +143,10 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		r.renewing[s] = &atomic.Bool{}
 	}
 	r.cluster = newClusterRoutes(client)
+	r.health = newRedisHealth(logger)
+	r.probe = &prober{client: client, cluster: r.cluster, health: r.health, beat: r.live.Register("probe")}
+	oom := r.health.refusesWrites
+	metrics.oom.Store(&oom)
 	r.promote = newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, base, metrics, r.live)
 	if cfg.Partitions > 1 { // partition.go, ordered.go
 		r.order = newOrderGate(gateDeps{
@@ -162,11 +167,15 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 // liveness reports on the runtime's loops, for /healthz.
 func (r *engine) liveness() *liveness { return r.live }
 
-// Ready returns nil when the runtime can take work: every group exists, Redis
-// answered the last read, and shutdown has not begun.
+// Ready returns nil when the runtime can take work: Redis answered a probe
+// lately (probe.go), every group exists, Redis answered the last read, and
+// shutdown has not begun.
 func (r *engine) Ready() error {
 	if r.stopping.Load() {
 		return errors.New("shutting down")
+	}
+	if err := r.health.answering(); err != nil { // probe.go
+		return err
 	}
 	for _, s := range r.streams {
 		if !s.groupReady.Load() {
@@ -202,6 +211,7 @@ func (r *engine) Run(ctx context.Context) error {
 	workersDone := r.startWorkers()
 	acks := start(context.Background(), r.logger, componentFunc(r.ackLoop))
 	leases := start(context.Background(), r.logger, componentFunc(r.leaseLoop))
+	probe := start(ctx, r.logger, r.probe)
 	rc := r.newReclaimer()
 	feeders := start(ctx, r.logger, r.feeders(rc)...)
 
@@ -222,6 +232,7 @@ func (r *engine) Run(ctx context.Context) error {
 	//     written, so that the next owner does not run them again;
 	//  6. the consumer's heartbeat and, if it owns nothing, the consumer.
 	feeders.stop()
+	probe.stop()
 	r.jobs.close()
 	r.drain(shutdownStart, workersDone)
 	leases.stop()
@@ -439,6 +450,7 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 	}
 	if dead {
 		if derr := r.deadLetter(ctx, m, err); derr != nil {
+			r.health.noted(derr)
 			r.metrics.redisError(OpSettle)
 			r.logger.ErrorContext(logCtx, "could not dead-letter message; it stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", derr, "handler_error", err.Error())
 			r.count(m, OutcomeUnrecorded)
@@ -448,12 +460,22 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 		r.count(m, OutcomeDead)
 		return OutcomeDead
 	}
+	if r.health.outOfMemory() { // probe.go
+		// Redis refuses writes for want of memory: a copy would add to
+		// what it cannot hold. The entry stays pending and runs again once
+		// reclaimed; it costs no memory meanwhile.
+		r.logger.WarnContext(logCtx, "message failed; retry held back while redis is out of memory, it stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", firstLine(err.Error()))
+		r.count(m, OutcomeUnrecorded)
+		return OutcomeUnrecorded
+	}
 	if rerr := r.scheduleRetry(ctx, m, time.Now().Add(delay), fields); rerr != nil {
+		r.health.noted(rerr)
 		r.metrics.redisError(OpSettle)
 		r.logger.ErrorContext(logCtx, "could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", rerr, "handler_error", err.Error())
 		r.count(m, OutcomeUnrecorded)
 		return OutcomeUnrecorded
 	}
+	r.health.wrote()
 	if outcome == OutcomeDelayed {
 		r.logger.DebugContext(logCtx, "message delayed", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "run_in", delay.Round(time.Millisecond), "reason", err.Error())
 	} else {

@@ -27,6 +27,13 @@ type Cluster struct {
 // when the test ends.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
+	return StartClusterWith(t)
+}
+
+// StartClusterWith is StartCluster with more redis-server arguments for
+// every node, e.g. "--cluster-require-full-coverage", "no".
+func StartClusterWith(t testing.TB, args ...string) *Cluster {
+	t.Helper()
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		t.Skip("redis-cli is needed to create a cluster (apt-get install redis-tools)")
 	}
@@ -36,22 +43,22 @@ func StartCluster(t testing.TB) *Cluster {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		s, err := startWith(dir, []string{
+		s, err := startWith(dir, append([]string{
 			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
-		}, clusterPortFree)
+		}, args...), clusterPortFree)
 		if err != nil {
 			t.Fatalf("starting cluster node %d: %v", i, err)
 		}
 		t.Cleanup(s.stop)
 		c.Nodes = append(c.Nodes, s)
 	}
-	args := []string{"--cluster", "create"}
+	create := []string{"--cluster", "create"}
 	for _, n := range c.Nodes {
-		args = append(args, n.Addr)
+		create = append(create, n.Addr)
 	}
-	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
-	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+	create = append(create, "--cluster-replicas", "1", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", create...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	c.WaitHealthy(t)

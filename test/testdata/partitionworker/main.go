@@ -7,6 +7,7 @@
 //
 //	seen:<stream>:<key>  list of the key's seq, one per run, in run order
 //	handled:<stream>     counter of runs
+//	at:<partition>       list of "<unix ms> <key> <seq>", one per run, per partition stream
 //
 // It connects to the stream Redis as the daemon does (REDIS_URL, or
 // REDIS_CLUSTER_ADDRS for a Redis Cluster).
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -42,6 +44,7 @@ func main() {
 		pipe := rc.Pipeline()
 		pipe.RPush(ctx, "seen:"+logical+":"+m.Metadata[wire.FieldKey], m.Data)
 		pipe.Incr(ctx, "handled:"+logical)
+		pipe.RPush(ctx, "at:"+m.Stream, fmt.Sprintf("%d %s %s", time.Now().UnixMilli(), m.Metadata[wire.FieldKey], m.Data))
 		_, err := pipe.Exec(ctx)
 		return err
 	})
