@@ -115,7 +115,7 @@ func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
 	}
 	// One line per change: who, what, how many. Stream names and IDs, no
 	// field of any entry.
-	s.log.Info("dead letters "+f.Action+"ed", "who", who, "action", f.Action, "stream", f.Stream, "scope", f.Scope,
+	s.log.Info("dashboard change", "who", who, "action", f.Action, "stream", f.Stream, "scope", f.Scope,
 		"asked", res.Asked, "done", res.Done, "not_found", len(res.NotFound), "no_type", len(res.NoType), "error", res.Err)
 	status := http.StatusOK
 	if res.Err != "" {

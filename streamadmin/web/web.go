@@ -220,9 +220,9 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 }
 
 type dlqView struct {
-	Stream string
-	DLQ    string
-	Filter filter
+	Stream    string
+	DLQ       string
+	Filter    filter
 	From, To  string // the filter's times, as the form shows them
 	Searching bool
 	Page      dlqPage
@@ -350,8 +350,8 @@ var funcs = template.FuncMap{
 		}
 		return time.UnixMilli(n).UTC().Format("2006-01-02 15:04:05Z")
 	},
-	"field": func(fields map[string]string, name string) string { return fields[name] },
-	"bytes": func(n int) string { return strconv.Itoa(n) + " bytes" },
+	"field":   func(fields map[string]string, name string) string { return fields[name] },
+	"bytes":   func(n int) string { return strconv.Itoa(n) + " bytes" },
 	"maxShow": func() int { return maxShow },
 }
 
