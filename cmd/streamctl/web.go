@@ -50,12 +50,19 @@ stderr with the token's name. See docs/web.md.`,
 			if err != nil {
 				return cli.Usagef(cmd, "%v", err)
 			}
+			// The workers' heartbeat lifetime, to tell each consumer's last beat.
+			beat := time.Hour
+			if v := a.io.getenv("WORKER_CONSUMER_GONE_AFTER"); v != "" {
+				if beat, err = time.ParseDuration(v); err != nil || beat <= 0 {
+					return cli.Usagef(cmd, "WORKER_CONSUMER_GONE_AFTER=%q: want a positive duration such as 1h (the workers' setting)", v)
+				}
+			}
 			_, done, err := a.admin()
 			if err != nil {
 				return err
 			}
 			defer done()
-			return a.serveWeb(cmd.Context(), addr, sample, tokens)
+			return a.serveWeb(cmd.Context(), web.Options{Tokens: tokens, SampleEvery: sample, HeartbeatTTL: beat}, addr)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8090", "address to listen on; loopback unless you name another")
@@ -65,9 +72,10 @@ stderr with the token's name. See docs/web.md.`,
 
 // serveWeb runs the dashboard until ctx ends: the HTTP server and the
 // sampler, one run.Group actor each.
-func (a *app) serveWeb(ctx context.Context, addr string, sample time.Duration, tokens []web.Token) error {
-	logger := slog.New(slog.NewTextHandler(a.io.err, nil))
-	srv, err := web.New(web.Options{Client: a.client, Tokens: tokens, Logger: logger, SampleEvery: sample})
+func (a *app) serveWeb(ctx context.Context, opts web.Options, addr string) error {
+	opts.Client, opts.Logger = a.client, slog.New(slog.NewTextHandler(a.io.err, nil))
+	tokens := opts.Tokens
+	srv, err := web.New(opts)
 	if err != nil {
 		return err
 	}

@@ -172,8 +172,9 @@ type ownerRow struct {
 type consumerRow struct {
 	Group    string
 	Consumer streamadmin.ConsumerStatus
-	// Heartbeat is how long the consumer's heartbeat key lives on; -1 when
-	// there is none (the consumer is gone, or never wrote one).
+	// Heartbeat is how long ago the consumer last renewed its heartbeat
+	// key: the key's lifetime (Options.HeartbeatTTL) less what is left of
+	// it; -1 when there is none (the consumer is gone, or never wrote one).
 	Heartbeat time.Duration
 }
 
@@ -227,7 +228,7 @@ func (s *Server) loadStream(ctx context.Context, name string) (*streamPage, erro
 	for i, b := range beats {
 		p.Consumers[i].Heartbeat = -1
 		if d, err := b.Result(); err == nil && d > 0 {
-			p.Consumers[i].Heartbeat = d
+			p.Consumers[i].Heartbeat = max(0, s.beatTTL-d)
 		}
 	}
 	for i, o := range owners {

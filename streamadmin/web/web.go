@@ -52,6 +52,10 @@ type Options struct {
 	// Refresh is how often the overview and stream pages reload their
 	// numbers in the browser. Default: 5s.
 	Refresh time.Duration
+	// HeartbeatTTL is the lifetime the workers give their heartbeat keys
+	// (WORKER_CONSUMER_GONE_AFTER), from which the stream page tells how
+	// long ago each consumer last beat. Default: 1h, the workers' default.
+	HeartbeatTTL time.Duration
 	// SessionTTL is how long a login lasts. Default: 12h.
 	SessionTTL time.Duration
 	// Now is the clock. Default: time.Now.
@@ -71,6 +75,9 @@ func (o *Options) defaults() {
 	if o.Refresh <= 0 {
 		o.Refresh = 5 * time.Second
 	}
+	if o.HeartbeatTTL <= 0 {
+		o.HeartbeatTTL = time.Hour
+	}
 	if o.SessionTTL <= 0 {
 		o.SessionTTL = 12 * time.Hour
 	}
@@ -88,6 +95,7 @@ type Server struct {
 	sessions *sessions
 	sampler  *sampler
 	refresh  time.Duration
+	beatTTL  time.Duration
 	now      func() time.Time
 	pages    map[string]*template.Template
 	mux      *http.ServeMux
@@ -108,6 +116,7 @@ func New(opts Options) (*Server, error) {
 		sessions: newSessions(opts.SessionTTL, 1000, opts.Now),
 		sampler:  newSampler(admin, opts.Client, opts.SampleEvery, opts.Samples, opts.Now),
 		refresh:  opts.Refresh,
+		beatTTL:  opts.HeartbeatTTL,
 		now:      opts.Now,
 		pages:    map[string]*template.Template{},
 	}
@@ -146,7 +155,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin") // not no-referrer: Chrome then sends Origin: null, which authorize refuses
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 	s.mux.ServeHTTP(w, r)
