@@ -39,6 +39,8 @@ func TestProcess(t *testing.T) {
 		{"Partitions", testPartitions},
 		{"Cluster", testCluster},
 		{"Scripts", testScripts},
+		{"Web", testWeb},
+		{"WebUsage", testWebUsage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
