@@ -217,7 +217,7 @@ func TestBrowser(t *testing.T) {
 		"data", `"><svg onload="window.pwned=3;alert(3)"><script src="`+bait.URL+`/js"></script>`,
 		`<b onmouseover=alert(4)>`, `</pre><iframe src="`+bait.URL+`/frame"></iframe>`)
 
-	w, err := New(Options{Client: c, Tokens: []Token{{"alice", testSecret}}, Logger: slog.New(slog.DiscardHandler)})
+	w, err := New(Options{Client: c, Tokens: []Token{{"alice", testSecret}}, Logger: slog.New(slog.DiscardHandler), Refresh: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,6 +270,13 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("sparkline of clicks: %d, %v", n, err)
 		}
 		screenshot(t, tc, "overview")
+		// The page reloads its numbers by itself (static/app.js, under the CSP).
+		xadd(t, c, "emails", "type", "email.send", "data", "{}")
+		do(t, tc, chromedp.WaitVisible(chromedp.CSS(`tr[data-stream="emails"] td.length`)))
+		waitFor(t, "the overview shows the new length of emails", func() bool {
+			got, err := chromedp.Run(tc, chromedp.Evaluate[string](`document.querySelector('tr[data-stream="emails"] td.length').textContent`))
+			return err == nil && got == "8"
+		})
 		do(t, tc, chromedp.Navigate(base+"/stream?s=orders"), chromedp.WaitVisible(chromedp.CSS("#groups")))
 		if got := text(t, tc, "#consumers"); !strings.Contains(got, "pod-0") || !regexp.MustCompile(`\d+m?s ago`).MatchString(got) {
 			t.Errorf("consumers = %q, want pod-0 with its heartbeat", got)
