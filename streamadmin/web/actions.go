@@ -199,7 +199,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusForbidden, errForbidden{"the dashboard is read-only: start it with " + TokenEnv + " set to make changes"})
 		return
 	}
-	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r) {
+	if !originOK(r) {
 		s.fail(w, r, http.StatusForbidden, errForbidden{"cross-origin request refused"})
 		return
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -184,10 +183,7 @@ func (s *Server) authorize(r *http.Request) (string, error) {
 	if len(s.tokens) == 0 {
 		return "", errForbidden{"the dashboard is read-only: start it with " + TokenEnv + " set to make changes"}
 	}
-	if o := r.Header.Get("Origin"); o != "" && o != "null" && !sameOrigin(o, r) {
-		return "", errForbidden{"cross-origin request refused"}
-	}
-	if o := r.Header.Get("Origin"); o == "null" {
+	if !originOK(r) {
 		return "", errForbidden{"cross-origin request refused"}
 	}
 	if h := r.Header.Get("Authorization"); h != "" {
@@ -211,9 +207,14 @@ func (s *Server) authorize(r *http.Request) (string, error) {
 	return v.Who, nil
 }
 
-// sameOrigin reports whether origin (scheme://host[:port]) is the host r
-// was sent to.
-func sameOrigin(origin string, r *http.Request) bool {
+// originOK reports whether r has no Origin header (curl, scripts) or one
+// naming the host r was sent to. "null" (a sandboxed frame, a redirect
+// across origins) is not.
+func originOK(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
 	_, host, ok := strings.Cut(origin, "://")
 	return ok && host == r.Host
 }
@@ -223,5 +224,3 @@ func sameOrigin(origin string, r *http.Request) bool {
 func secureCookie(r *http.Request) bool {
 	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
 }
-
-var errNoTokens = errors.New("no token configured")

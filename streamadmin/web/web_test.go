@@ -64,6 +64,29 @@ func TestMatch(t *testing.T) {
 	}
 }
 
+func TestSessions(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s := newSessions(time.Hour, 2, func() time.Time { return now })
+	a, _ := s.create("alice")
+	if ss, ok := s.get(a); !ok || ss.who != "alice" || ss.csrf == "" {
+		t.Fatalf("get(a) = %+v, %v", ss, ok)
+	}
+	now = now.Add(time.Minute)
+	b, _ := s.create("bob")
+	now = now.Add(time.Minute)
+	s.create("carol") // at most 2: the one closest to expiring (alice's) goes
+	if _, ok := s.get(a); ok {
+		t.Error("the oldest session survived the limit")
+	}
+	if _, ok := s.get(b); !ok {
+		t.Error("bob's session is gone")
+	}
+	now = now.Add(time.Hour)
+	if _, ok := s.get(b); ok {
+		t.Error("an expired session is still valid")
+	}
+}
+
 func TestParseFilter(t *testing.T) {
 	f, err := parseFilter(url.Values{"type": {" order "}, "from": {"2030-01-02T03:04"}, "to": {"2030-01-02T05:00:00Z"}})
 	if err != nil {
@@ -306,6 +329,8 @@ func TestChangesNeedTokenAndCSRF(t *testing.T) {
 		{"WrongBearer", http.DefaultClient, purge, []string{"Authorization", "Bearer wrong-secret-0123456789"}, "invalid token"},
 		{"NotBearer", http.DefaultClient, purge, []string{"Authorization", "Basic " + testSecret}, "Bearer"},
 		{"CrossOrigin", jarred, withCSRF(purge, csrf), []string{"Origin", "https://evil.example"}, "cross-origin"},
+		{"NullOrigin", jarred, withCSRF(purge, csrf), []string{"Origin", "null"}, "cross-origin"},
+		{"CrossOriginBearer", http.DefaultClient, purge, []string{"Authorization", "Bearer " + testSecret, "Origin", "https://evil.example"}, "cross-origin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := f.post(t, tc.client, "/dlq/action", tc.form, tc.header...)
