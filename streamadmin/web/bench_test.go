@@ -48,7 +48,6 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return func(ctx context.Context, cmds []redis.Cmder) error { r.n.Add(1); return next(ctx, cmds) }
 }
 
-
 // The overview costs a fixed number of round trips, however many streams
 // there are: its per-stream queries are pipelined.
 func TestOverviewRoundTripsPerStreamCount(t *testing.T) {
