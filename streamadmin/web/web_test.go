@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -474,5 +475,52 @@ func TestSparkline(t *testing.T) {
 	}
 	if svg := string(sparkline(rows[0].Rates)); !strings.HasPrefix(svg, `<svg class="spark"`) || strings.Contains(svg, "style") {
 		t.Errorf("sparkline = %s", svg)
+	}
+}
+
+func TestEvictionWarningOwnersAndTimeRange(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t, "--maxmemory-policy", "allkeys-lru")
+	c := srv.Client(t)
+	ctx := context.Background()
+	w, err := New(Options{Client: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(target string) string {
+		rec := httptest.NewRecorder()
+		w.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET %s = %d\n%s", target, rec.Code, rec.Body)
+		}
+		return rec.Body.String()
+	}
+	p := wire.PartitionStream("clicks", 0)
+	if err := c.XGroupCreateMkStream(ctx, p, "workers", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.Set(ctx, wire.PartitionOwnerKey(p, "workers"), "pod-7", 0)
+	id := xadd(t, c, wire.DeadLetterKey("orders"), "type", "t", "error", "e")
+	if body := get("/"); !strings.Contains(body, "maxmemory-policy is allkeys-lru") {
+		t.Errorf("no eviction warning:\n%s", body)
+	}
+	for _, target := range []string{"/stream?s=clicks", "/stream?s=" + url.QueryEscape(p)} {
+		if body := get(target); !strings.Contains(body, "pod-7") {
+			t.Errorf("GET %s: no owner pod-7:\n%s", target, body)
+		}
+	}
+	ms, _, _ := strings.Cut(id, "-")
+	at, _ := strconv.ParseInt(ms, 10, 64)
+	minute := time.UnixMilli(at).UTC().Truncate(time.Minute)
+	for q, want := range map[string]bool{
+		"from=" + minute.Format("2006-01-02T15:04"):                   true,
+		"to=" + minute.Format("2006-01-02T15:04"):                     false,
+		"from=" + minute.Add(time.Minute).Format("2006-01-02T15:04"):  false,
+		"to=" + minute.Add(time.Minute).Format(time.RFC3339):          true,
+		"error=E&type=T&from=" + minute.Format("2006-01-02T15:04:05"): true,
+	} {
+		if got := strings.Contains(get("/dlq?s=orders&"+q), id); got != want {
+			t.Errorf("/dlq?%s lists %s: %v, want %v", q, id, got, want)
+		}
 	}
 }
