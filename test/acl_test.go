@@ -173,12 +173,12 @@ func testACLDashboard(t *testing.T) {
 			t.Errorf("GET %s as dashboard = %d, want 200 with %q\n%s", target, code, want, body)
 		}
 	}
-	for form, want := range map[string]string{
-		"do=replay-selected&confirm=yes&id=1-1&s=" + q(stream): "Replayed 1 of 1",
-		"do=purge-matching&confirm=yes&s=" + q(stream):         "Purged 1 of 1",
+	for _, step := range [][2]string{ // in order: the replay, then the purge of what is left
+		{"do=replay-selected&confirm=yes&id=1-1&s=" + q(stream), "Replayed 1 of 1"},
+		{"do=purge-matching&confirm=yes&s=" + q(stream), "Purged 1 of 1"},
 	} {
-		if code, body := serve(http.MethodPost, "/dlq/action", form); code != http.StatusOK || !strings.Contains(body, want) {
-			t.Errorf("POST %s as dashboard = %d, want %q\n%s", form, code, want, body)
+		if code, body := serve(http.MethodPost, "/dlq/action", step[0]); code != http.StatusOK || !strings.Contains(body, step[1]) {
+			t.Errorf("POST %s as dashboard = %d, want %q\n%s", step[0], code, step[1], body)
 		}
 	}
 	if n := admin.XLen(ctx, wire.DeadLetterKey(stream)).Val(); n != 0 {
