@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Gets this machine ready for `make test` (which runs it first): the tests
 # need a redis-server on PATH (or TEST_REDIS_URL, or Docker), promtool on
-# PATH for the deploy module, and a PostgreSQL for handlers/users
+# PATH for the deploy module, chromium on PATH for the dashboard's browser
+# tests, and a PostgreSQL for handlers/users
 # (TEST_DATABASE_URL, or one at 127.0.0.1:5432 with trust auth and a `test`
 # database). What is missing is installed with apt-get and
 # started when this runs as root or with password-less sudo, saying each step
@@ -64,6 +65,15 @@ fi
 if ! command -v promtool >/dev/null; then
 	if ! apt_install prometheus; then
 		missing+=("promtool on PATH: 'sudo apt-get install --no-install-recommends prometheus' (or a release from https://prometheus.io/download/)")
+	fi
+fi
+
+# chromium: the dashboard's browser tests (streamadmin/web) drive Debian's
+# chromium; with CI=true they fail without it. fonts-dejavu-core gives its
+# screenshots a font where nothing else brought one.
+if ! command -v chromium >/dev/null; then
+	if ! apt_install chromium fonts-dejavu-core; then
+		missing+=("chromium on PATH: 'sudo apt-get install chromium' (the browser tests of streamadmin/web drive it)")
 	fi
 fi
 

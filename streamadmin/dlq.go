@@ -41,6 +41,29 @@ func (a *Admin) DeadLetters(ctx context.Context, stream string, limit int64) ([]
 	return out, n.Val(), nil
 }
 
+// DeadLetterRange returns up to count entries of stream's dead-letter
+// stream between start and end (XRANGE bounds: "-", "+", an entry ID, or
+// "(" and an ID to leave it out), oldest first, and the ID of the last one
+// ("" when there is none), from which a caller goes on.
+func (a *Admin) DeadLetterRange(ctx context.Context, stream, start, end string, count int64) ([]DeadLetter, string, error) {
+	key := wire.DeadLetterKey(stream)
+	msgs, err := a.client.XRangeN(ctx, key, start, end, count).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("reading %s: %w", key, err)
+	}
+	out := make([]DeadLetter, len(msgs))
+	for i, m := range msgs {
+		out[i] = DeadLetter{ID: m.ID, Fields: make(map[string]string, len(m.Values))}
+		for k, v := range m.Values {
+			out[i].Fields[k] = fmt.Sprint(v)
+		}
+	}
+	if len(msgs) == 0 {
+		return out, "", nil
+	}
+	return out, msgs[len(msgs)-1].ID, nil
+}
+
 // ReplayOutcome is what became of one dead letter asked to be replayed.
 type ReplayOutcome int
 

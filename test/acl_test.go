@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +28,7 @@ import (
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/producer"
 	"github.com/streamworker/streamworker/streamadmin"
+	"github.com/streamworker/streamworker/streamadmin/web"
 	"github.com/streamworker/streamworker/wire"
 )
 
@@ -110,6 +114,79 @@ func TestACL(t *testing.T) {
 	t.Run("Denied", testACLDenied)
 	t.Run("ProducerLimits", testACLProducerLimits)
 	t.Run("ProducerPerStream", testACLProducerPerStream)
+	t.Run("Dashboard", testACLDashboard)
+}
+
+// testACLDashboard serves the dashboard (streamctl web's package) as the
+// dashboard user: its pages read every stream's state, and it replays and
+// purges dead letters.
+func testACLDashboard(t *testing.T) {
+	t.Parallel()
+	srv := startACLRedis(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	if _, err := streamadmin.New(admin).LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stream := aclPrefix + "dash-" + testredis.RandomID()
+	part := wire.PartitionStream(aclPrefix+"dash-clicks", 0)
+	if err := admin.XGroupCreateMkStream(ctx, stream, group, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]any{
+		{"XADD", stream, "*", "type", "t"},
+		{"XREADGROUP", "GROUP", group, "pod-0", "COUNT", "1", "STREAMS", stream, ">"},
+		{"SET", wire.HeartbeatKey(stream, group, "pod-0"), "1", "PX", "60000"},
+		{"ZADD", wire.DelayedKey(stream), "1", "m"},
+		{"XADD", wire.DeadLetterKey(stream), "1-1", "type", "t", "error", "e"},
+		{"XADD", wire.DeadLetterKey(stream), "1-2", "type", "t", "error", "e"},
+		{"XGROUP", "CREATE", part, group, "0", "MKSTREAM"},
+		{"SET", wire.PartitionOwnerKey(part, group), "pod-0"},
+	} {
+		if err := admin.Do(ctx, cmd...).Err(); err != nil {
+			t.Fatalf("%v: %v", cmd, err)
+		}
+	}
+	c := srv.client(t, "dashboard")
+	c.AddHook(scriptfn.Hook()) // REDIS_SCRIPTS=functions
+	w, err := web.New(web.Options{Client: c, Tokens: []web.Token{{Name: "ops", Secret: "0123456789abcdef"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(method, target, form string) (int, string) {
+		req := httptest.NewRequest(method, target, strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer 0123456789abcdef")
+		rec := httptest.NewRecorder()
+		w.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	q := url.QueryEscape
+	for target, want := range map[string]string{
+		"/":                      `data-stream="` + stream + `"`,
+		"/stream?s=" + q(stream): "pod-0",
+		"/stream?s=" + q(aclPrefix+"dash-clicks"): "pod-0",
+		"/dlq?s=" + q(stream):                     "1-2",
+		"/dlq/entry?s=" + q(stream) + "&id=1-1":   "1-1",
+	} {
+		if code, body := serve(http.MethodGet, target, ""); code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("GET %s as dashboard = %d, want 200 with %q\n%s", target, code, want, body)
+		}
+	}
+	for _, step := range [][2]string{ // in order: the replay, then the purge of what is left
+		{"do=replay-selected&confirm=yes&id=1-1&s=" + q(stream), "Replayed 1 of 1"},
+		{"do=purge-matching&confirm=yes&s=" + q(stream), "Purged 1 of 1"},
+	} {
+		if code, body := serve(http.MethodPost, "/dlq/action", step[0]); code != http.StatusOK || !strings.Contains(body, step[1]) {
+			t.Errorf("POST %s as dashboard = %d, want %q\n%s", step[0], code, step[1], body)
+		}
+	}
+	if n := admin.XLen(ctx, wire.DeadLetterKey(stream)).Val(); n != 0 {
+		t.Errorf("%d dead letters left, want 0", n)
+	}
+	if n := admin.XLen(ctx, stream).Val(); n != 2 {
+		t.Errorf("the stream has %d entries, want 2 (one replayed)", n)
+	}
 }
 
 // testACLTemplateRefused: the shipped file, its placeholders unreplaced,
@@ -166,16 +243,26 @@ func testACLGrantsMatchCode(t *testing.T) {
 		producerPkgs = append(producerPkgs, "./cmd/producer")
 	}
 	producerUses := scanCommands(t, root, producerPkgs, false)
+	// The dashboard (streamctl web): its package and what it imports of this
+	// module (streamadmin, wire), but not streamadmin's loading of the
+	// function libraries (scripts.go), which is the scripts user's, nor the
+	// worker's check of them (scriptfn's check.go).
+	dashboardUses := scanCommands(t, root, []string{"./streamadmin/web"}, true, "scripts.go", "scripts_gen.go", "check.go")
 
 	for _, u := range []struct {
 		user     string
 		uses     map[string][]string
-		tolerate map[string]string // commands the code sends and copes with NOPERM for, and why
+		tolerate map[string]string  // commands the code sends and copes with NOPERM for, and why
+		args     map[string][][]any // the user's own arguments for a command, in place of dryRunArgs'
 	}{
 		{"worker", workerUses, map[string]string{
 			"config|get": "the start-up eviction check logs and goes on without it (EndToEnd checks that)",
-		}},
-		{"producer", producerUses, nil},
+		}, nil},
+		{"producer", producerUses, nil, nil},
+		{"dashboard", dashboardUses, map[string]string{
+			"config|get": "the eviction warning is left out without it (CONFIG GET also reads passwords)",
+			"xtrim":      "only PurgeAll sends it (streamctl dlq purge --all); the dashboard purges by ID",
+		}, dashboardDryRun},
 	} {
 		t.Run(u.user, func(t *testing.T) {
 			if len(u.uses) == 0 {
@@ -183,7 +270,10 @@ func testACLGrantsMatchCode(t *testing.T) {
 			}
 			t.Logf("%s sends: %s", u.user, strings.Join(sortedKeys(u.uses), " "))
 			for cmd, where := range u.uses {
-				argvs, ok := dryRunArgs[cmd]
+				argvs, ok := u.args[cmd]
+				if !ok {
+					argvs, ok = dryRunArgs[cmd]
+				}
 				if !ok {
 					t.Errorf("%s: the code sends %s (%s), which this test does not know: add it to dryRunArgs with the arguments the code uses, and grant it in %s if the %s user needs it",
 						u.user, strings.ToUpper(cmd), strings.Join(where, ", "), aclFile, u.user)
@@ -631,6 +721,13 @@ var dryRunArgs = func() map[string][][]any {
 		"xautoclaim":         {{"XAUTOCLAIM", s, "g", "c", "1000", "0-0", "COUNT", "10"}},
 		"xadd":               {{"XADD", s, "*", "type", "t"}, {"XADD", dlq, "*", "type", "t"}},
 		"xlen":               {{"XLEN", dlq}},
+		"xrange":             {{"XRANGE", dlq, "-", "+", "COUNT", "500"}},
+		"xrevrange":          {{"XREVRANGE", dlq, "+", "-", "COUNT", "1"}},
+		"xdel":               {{"XDEL", dlq, "1-0"}},
+		"xtrim":              {{"XTRIM", dlq, "MINID", "2-0"}},
+		"xinfo|stream":       {{"XINFO", "STREAM", s}},
+		"scan":               {{"SCAN", "0", "COUNT", "1000", "TYPE", "stream"}},
+		"type":               {{"TYPE", s}},
 		"xgroup|create":      {{"XGROUP", "CREATE", s, "g", "0", "MKSTREAM"}},
 		"xgroup|delconsumer": {{"XGROUP", "DELCONSUMER", s, "g", "c"}},
 		"xinfo|groups":       {{"XINFO", "GROUPS", s}},
@@ -671,6 +768,20 @@ var dryRunArgs = func() map[string][][]any {
 		"ping":             {{"PING"}}, // notify's subscription health check
 		"publish":          {{"PUBLISH", plugins + "notifications:u1", "{}"}, {"PUBLISH", plugins + "rank.changed", "{}"}},
 		"spublish":         {{"SPUBLISH", plugins + "notifications:u1", "{}"}, {"SPUBLISH", plugins + "rank.changed", "{}"}},
+	}
+}()
+
+// dashboardDryRun are the dashboard's arguments for the commands it sends
+// on other keys than the worker's: it reads partition owners, heartbeats and
+// the delayed set, and watches the dead-letter stream of a replay.
+var dashboardDryRun = func() map[string][][]any {
+	const s = aclPrefix + "dry:orders"
+	p := wire.PartitionStream(aclPrefix+"dry:clicks", 0)
+	return map[string][][]any{
+		"get":    {{"GET", wire.PartitionOwnerKey(p, "g")}},
+		"pttl":   {{"PTTL", wire.HeartbeatKey(s, "g", "c")}},
+		"zrange": {{"ZRANGE", wire.DelayedKey(s), "0", "49", "WITHSCORES"}},
+		"watch":  {{"WATCH", wire.DeadLetterKey(s)}},
 	}
 }()
 

@@ -106,20 +106,21 @@ func run(ctx context.Context, args []string, sio stdio) error {
 		Long: `Inspect and repair streamworker streams: status of streams, groups and
 consumers; pending entries; the dead-letter stream (list, replay, purge);
 cancelling events that have not run; rewinding a group to process history
-again; the Lua scripts as Redis functions (load, status).
+again; the Lua scripts as Redis functions (load, status); a web dashboard
+(web).
 
 ` + cli.ConnectionHelp + `
 
 Exit status: 0 ok, 1 failure, 2 usage.`,
 		Args: cli.UnknownCommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cli.Usagef(cmd, "missing command: status, pending, dlq, cancel, group or scripts")
+			return cli.Usagef(cmd, "missing command: status, pending, dlq, cancel, group, scripts or web")
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	cli.Root(root, args, &a.redisURL)
-	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.cancelCommand(), a.groupCommand(), a.scriptsCommand())
+	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.cancelCommand(), a.groupCommand(), a.scriptsCommand(), a.webCommand())
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
 	if err := root.ExecuteContext(ctx); err != nil {

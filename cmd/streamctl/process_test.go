@@ -46,6 +46,8 @@ func TestProcess(t *testing.T) {
 		{"RewindPartitions", testRewindPartitions},
 		{"CancelRewindUsageErrors", testCancelRewindUsageErrors},
 		{"CancelRewindFailures", testCancelRewindFailures},
+		{"Web", testWeb},
+		{"WebUsage", testWebUsage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
