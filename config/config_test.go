@@ -95,6 +95,7 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"Heartbeat", "WORKER_STREAMS", "orders:alive:workers:pod-1", `"orders:alive:workers:pod-1" is a consumer heartbeat of "orders"`},
 		{"PartitionOwner", "WORKER_STREAMS", "{orders:3}:owner:workers", `"{orders:3}:owner:workers" is the owner of partition "{orders:3}"`},
 		{"PartitionMembers", "WORKER_STREAMS", "{orders}:members:workers", `"{orders}:members:workers" is the partition members of "orders"`},
+		{"PauseState", "WORKER_STREAMS", "{orders}:paused", `"{orders}:paused" is the pause state of "{orders}"`},
 		{"GroupStart", "WORKER_GROUP_START", "middle", `WORKER_GROUP_START="middle" is invalid: want earliest or latest`},
 		{"HTTPAddr", "WORKER_HTTP_ADDR", "8080", `WORKER_HTTP_ADDR="8080" is invalid: want host:port such as :8080`},
 		{"HTTPPortOutOfRange", "WORKER_HTTP_ADDR", ":99999", `WORKER_HTTP_ADDR=":99999" is invalid: want host:port such as :8080 (every interface) or 127.0.0.1:9090 (one), with a port from 1 to 65535, or off`},
