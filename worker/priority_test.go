@@ -1,0 +1,182 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/internal/testredis"
+)
+
+// preload adds n entries of type typ to stream in pipelined batches.
+func preload(t *testing.T, c redis.UniversalClient, stream, typ string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	for done := 0; done < n; {
+		pipe := c.Pipeline()
+		for i := 0; i < 1000 && done < n; i++ {
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", typ, "data", "x"}})
+			done++
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatalf("preloading %s: %v", stream, err)
+		}
+	}
+}
+
+// starts records the order in which handlers start, by stream.
+type starts struct {
+	mu    sync.Mutex
+	order []string
+	limit int
+	full  chan struct{}
+}
+
+func (s *starts) add(stream string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.order) < s.limit {
+		s.order = append(s.order, stream)
+		if len(s.order) == s.limit {
+			close(s.full)
+		}
+	}
+}
+
+func (s *starts) snapshot() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.order...)
+}
+
+// With three streams backlogged and weights 6, 3 and 1, each stream's share
+// of the first 30,000 handler starts is within 5 % of its weight's share.
+func TestPriorityWeightedShares(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	p := testredis.Prefix(t)
+	cfg.Streams = []string{p + "critical", p + "default", p + "low"}
+	cfg.Weights = map[string]int{p + "critical": 6, p + "default": 3}
+	cfg.LogLevel = "info"
+	const total = 30000
+	c := srv.Client(t)
+	for _, s := range cfg.Streams {
+		preload(t, c, s, "job", total)
+	}
+	rec := &starts{limit: total, full: make(chan struct{})}
+	mux := NewMux()
+	mux.HandleFunc("job", func(ctx context.Context, m *Message) error {
+		rec.add(m.Stream)
+		time.Sleep(500 * time.Microsecond) // the work: slots stay contended
+		return nil
+	})
+	h := startWorker(t, srv, cfg, mux)
+	select {
+	case <-rec.full:
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("only %d handler starts within 5 minutes", len(rec.snapshot()))
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, s := range rec.snapshot() {
+		got[s]++
+	}
+	sum := 0
+	for _, s := range cfg.Streams {
+		sum += cfg.Weight(s)
+	}
+	for _, s := range cfg.Streams {
+		want := float64(total) * float64(cfg.Weight(s)) / float64(sum)
+		dev := math.Abs(float64(got[s])-want) / want
+		t.Logf("%s (weight %d): %d starts, want %.0f ± 5 %% (off by %.2f %%)", s, cfg.Weight(s), got[s], want, 100*dev)
+		if dev > 0.05 {
+			t.Errorf("%s (weight %d) got %d of %d handler starts, want %.0f ± 5 %%", s, cfg.Weight(s), got[s], total, want)
+		}
+	}
+	if v := h.metric("streamworker_stream_slots_total"); v < total {
+		t.Errorf("streamworker_stream_slots_total = %v, want at least the %d starts", v, total)
+	}
+}
+
+// Strict priority: while the higher stream has entries to read, the lower
+// one is not served (but for what a read already waiting for it brings); it
+// runs once the higher one is drained.
+func TestPriorityStrict(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	p := testredis.Prefix(t)
+	hi, lo := p+"hi", p+"lo"
+	cfg.Streams = []string{lo, hi} // the weight orders them, not the list
+	cfg.Weights = map[string]int{hi: 2}
+	cfg.Priority = config.PriorityStrict
+	cfg.LogLevel = "info"
+	const nHi, nLo = 3000, 300
+	c := srv.Client(t)
+	preload(t, c, hi, "job", nHi)
+	rec := &starts{limit: nHi + nLo, full: make(chan struct{})}
+	mux := NewMux()
+	mux.HandleFunc("job", func(ctx context.Context, m *Message) error {
+		rec.add(m.Stream)
+		time.Sleep(200 * time.Microsecond)
+		return nil
+	})
+	startWorker(t, srv, cfg, mux)
+	eventually(t, "the higher stream to be read", func() bool { return len(rec.snapshot()) >= 100 })
+	preload(t, c, lo, "job", nLo)
+	select {
+	case <-rec.full:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("only %d of %d handler starts within 3 minutes", len(rec.snapshot()), nHi+nLo)
+	}
+	order := rec.snapshot()
+	lastHi := 0
+	for i, s := range order {
+		if s == hi {
+			lastHi = i
+		}
+	}
+	early := 0
+	var at []int
+	for i, s := range order[:lastHi] {
+		if s == lo {
+			early++
+			at = append(at, i)
+		}
+	}
+	t.Logf("lower-stream starts before the last higher one at %v", at)
+	t.Logf("%d of %d lower-stream starts came before the last higher-stream start (at %d)", early, nLo, lastHi)
+	if early > cfg.Concurrency {
+		t.Errorf("%d lower-stream messages started while the higher stream still had entries, want at most %d (a read already waiting)", early, cfg.Concurrency)
+	}
+}
+
+// Without weights, the semaphore has no priorities: the default path is
+// today's first come, first served.
+func TestPriorityOffByDefault(t *testing.T) {
+	cfg := config.Default()
+	cfg.Streams = []string{"a", "b"}
+	if p, classes := newPriorities(cfg); p != nil || classes != nil {
+		t.Errorf("newPriorities without weights = %v, %v; want none", p, classes)
+	}
+	cfg.Weights = map[string]int{"a": 1, "b": 1}
+	if p, _ := newPriorities(cfg); p != nil {
+		t.Errorf("newPriorities with every weight 1 = %v; want none", p)
+	}
+	cfg.Partitions = 4
+	cfg.Weights = map[string]int{"a": 3}
+	p, classes := newPriorities(cfg)
+	if p == nil || len(classes) != 8 || classes["{a:2}"] != p.classes[0] || classes["{b:3}"] != p.classes[1] {
+		t.Errorf("partitions of a and b map to %v, want each to its logical stream's class", classes)
+	}
+	_ = fmt.Sprint
+}
