@@ -113,7 +113,7 @@ var companions = []struct {
 	{KeyHeartbeat, "heartbeat", ":alive:", false},                   // S:alive:<group>:<consumer>
 	{KeyPartitionOwner, "partition owner", "}:owner:", false},       // {S:i}:owner:<group>
 	{KeyPartitionMembers, "partition members", "}:members:", false}, // {S}:members:<group>
-	{KeyPaused, "pause state", ":paused", true},                      // S:paused
+	{KeyPaused, "pause state", ":paused", true},                     // S:paused
 }
 
 // ParseCompanion reports whether key has the shape of a companion key that

@@ -74,12 +74,11 @@ func (f *fetcher) paused(ctx context.Context) bool {
 	return waited
 }
 
-
 // fail records a failed Redis call and waits before the next try, longer
 // after each failure in a row.
 func (f *fetcher) fail(ctx context.Context, what string, err error) {
 	f.failures++
-	f.setBacklog(false) // the priorities hold no slots for it while it waits
+	f.setBacklog(false)   // the priorities hold no slots for it while it waits
 	if ctx.Err() == nil { // a read cut short by shutdown is not a failure
 		f.r.metrics.redisError(OpFetch)
 	}
