@@ -51,6 +51,7 @@ type pauseState struct {
 	stream, key string
 	paused      atomic.Bool
 	gauge       prometheus.Gauge
+	parked      atomic.Int32 // fetchers waiting for it to be resumed
 
 	mu      sync.Mutex
 	resumed chan struct{} // closed when the stream is resumed; replaced when it is paused
@@ -168,16 +169,20 @@ func (p *pauses) wait(ctx context.Context, st *pauseState, beat *beat) bool {
 			return true
 		}
 	}
+	if !st.paused.Load() {
+		return waited
+	}
+	st.parked.Add(1)
+	defer st.parked.Add(-1)
 	for st.paused.Load() {
-		waited = true
 		st.mu.Lock()
 		ch := st.resumed
 		st.mu.Unlock()
 		if !waitBeating(ctx, ch, beat) {
-			return true
+			break
 		}
 	}
-	return waited
+	return true
 }
 
 // waitBeating waits for ch to close, beating every second; false when ctx
