@@ -103,21 +103,22 @@ func run(ctx context.Context, args []string, sio stdio) error {
 		Use:   "streamctl",
 		Short: "Inspect and repair streamworker streams",
 		Long: `Inspect and repair streamworker streams: status of streams, groups and
-consumers; pending entries; the dead-letter stream (list, replay, purge); the
-Lua scripts as Redis functions (load, status).
+consumers; pending entries; the dead-letter stream (list, replay, purge);
+pausing and resuming a stream; the Lua scripts as Redis functions (load,
+status).
 
 ` + cli.ConnectionHelp + `
 
 Exit status: 0 ok, 1 failure, 2 usage.`,
 		Args: cli.UnknownCommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cli.Usagef(cmd, "missing command: status, pending, dlq or scripts")
+			return cli.Usagef(cmd, "missing command: status, pending, dlq, pause, resume or scripts")
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	cli.Root(root, args, &a.redisURL)
-	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.scriptsCommand())
+	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.pauseCommand(), a.resumeCommand(), a.scriptsCommand())
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
 	if err := root.ExecuteContext(ctx); err != nil {

@@ -39,6 +39,7 @@ func TestProcess(t *testing.T) {
 		{"Partitions", testPartitions},
 		{"Cluster", testCluster},
 		{"Scripts", testScripts},
+		{"PauseResume", testPauseResume},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
