@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -112,8 +113,17 @@ func (p *pauses) runOnce(ctx context.Context) error {
 	for i, st := range p.streams {
 		cmds[i] = pipe.HMGet(ctx, st.key, p.group, wire.PauseAllGroups)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return err
+	_, _ = pipe.Exec(ctx) // each command's error is looked at below
+	var wrong error
+	for i, st := range p.streams {
+		switch err := cmds[i].Err(); {
+		case redis.HasErrorPrefix(err, "WRONGTYPE"):
+			// Not a pause: only a hash is. Another user's key (the
+			// producer may XADD under the prefix) must not stop the stream.
+			wrong = fmt.Errorf("%s is not a hash, so not a pause; delete it: %w", st.key, err)
+		case err != nil && !errors.Is(err, redis.Nil):
+			return err
+		}
 	}
 	for i, st := range p.streams {
 		paused := false
@@ -123,7 +133,7 @@ func (p *pauses) runOnce(ctx context.Context) error {
 		p.set(st, paused)
 	}
 	p.knownOnce.Do(func() { close(p.known) })
-	return nil
+	return wrong
 }
 
 func (p *pauses) set(st *pauseState, paused bool) {

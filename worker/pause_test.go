@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
@@ -125,4 +126,22 @@ func TestPauseHonouredAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the stream to be read after resume", func() bool { return handled.get(h.stream) == 10 })
+}
+
+// A key of another type at S:paused (a producer may XADD under the prefix)
+// is not a pause: the stream is read.
+func TestPauseKeyOfAnotherType(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	c := srv.Client(t)
+	if err := c.XAdd(context.Background(), &redis.XAddArgs{Stream: wire.PausedKey(cfg.Streams[0]), Values: []string{"type", "x"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	handled := &counter{}
+	mux := NewMux()
+	mux.HandleFunc("job", func(ctx context.Context, m *Message) error { handled.inc("job"); return nil })
+	h := startWorker(t, srv, cfg, mux)
+	h.publish("type", "job")
+	eventually(t, "the stream to be read", func() bool { return handled.get("job") == 1 })
 }
