@@ -2,8 +2,8 @@ package worker
 
 import (
 	"context"
-	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
 )
 
 // preload adds n entries of type typ to stream in pipelined batches.
@@ -178,5 +179,91 @@ func TestPriorityOffByDefault(t *testing.T) {
 	if p == nil || len(classes) != 8 || classes["{a:2}"] != p.classes[0] || classes["{b:3}"] != p.classes[1] {
 		t.Errorf("partitions of a and b map to %v, want each to its logical stream's class", classes)
 	}
-	_ = fmt.Sprint
+}
+
+// Weights apply to a partitioned stream as a whole, on a cluster client:
+// two logical streams of 4 partitions each, weights 3 and 1, backlogged on
+// every partition, share the first 12,000 handler starts within 5 % of 3:1.
+func TestPriorityWeightedPartitionedOnCluster(t *testing.T) {
+	t.Parallel()
+	srv, cc := testredis.OneNodeCluster(t)
+	cfg := partitionedConfig(t, srv, 4, "c1")
+	p := testredis.Prefix(t)
+	hi, lo := p+"hi", p+"lo"
+	cfg.Streams = []string{hi, lo}
+	cfg.Weights = map[string]int{hi: 3}
+	cfg.Concurrency = 8
+	const total, each = 12000, 12000
+	for _, s := range cfg.Streams {
+		for _, ps := range wire.PartitionStreams(s, cfg.Partitions) {
+			preload(t, cc, ps, "job", each/cfg.Partitions)
+		}
+	}
+	rec := &starts{limit: total, full: make(chan struct{})}
+	mux := NewMux()
+	mux.HandleFunc("job", func(ctx context.Context, m *Message) error {
+		rec.add(m.Stream[1:strings.LastIndexByte(m.Stream, ':')]) // {S:i} → S
+		time.Sleep(500 * time.Microsecond)                        // the work: slots stay contended
+		return nil
+	})
+	h := startWorker(t, srv, cfg, mux, WithRedis(cc))
+	select {
+	case <-rec.full:
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("only %d handler starts within 5 minutes", len(rec.snapshot()))
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, s := range rec.snapshot() {
+		got[s]++
+	}
+	for s, share := range map[string]float64{hi: 0.75, lo: 0.25} {
+		want := total * share
+		dev := math.Abs(float64(got[s])-want) / want
+		t.Logf("%s: %d starts, want %.0f ± 5 %% (off by %.2f %%)", s, got[s], want, 100*dev)
+		if dev > 0.05 {
+			t.Errorf("%s got %d of %d handler starts, want %.0f ± 5 %%", s, got[s], total, want)
+		}
+	}
+}
+
+// An idle stream saves up no credit, and reserves no slots; a strict
+// priority holds slots only while a higher stream has entries to read.
+func TestPriorityPick(t *testing.T) {
+	a := &slotClass{name: "a", weight: 1, rank: 0}
+	b := &slotClass{name: "b", weight: 1, rank: 1}
+	p := &priorities{classes: []*slotClass{a, b}}
+	a.waiting = 1
+	p.grant(a, 100) // b had nothing to read meanwhile
+	p.activate(b)
+	if b.pass != a.pass {
+		t.Errorf("b woke from idle with pass %v, want a's %v: no credit saved up while idle", b.pass, a.pass)
+	}
+	ws := []*slotWaiter{{class: a}, {class: b}}
+	b.waiting = 1
+	p.grant(b, 1)
+	if i := p.pick(ws); i != 0 {
+		t.Errorf("weighted pick = %d, want a (fewer slots per weight)", i)
+	}
+	if i := p.pick(append([]*slotWaiter{{class: b}}, &slotWaiter{})); i != 1 {
+		t.Errorf("pick = %d, want the reclaimer's waiter (no class) first", i)
+	}
+
+	p.strict = true
+	a.waiting, a.backlogged = 0, 1
+	if i := p.pick(ws[1:]); i != -1 {
+		t.Errorf("strict pick with a higher stream backlogged between reads = %d, want the slots held (-1)", i)
+	}
+	if p.mayTake(b) {
+		t.Error("strict: b may take free slots while a has entries to read")
+	}
+	a.backlogged = 0
+	if i := p.pick(ws[1:]); i != 0 {
+		t.Errorf("strict pick once a is drained = %d, want b", i)
+	}
+	if !p.mayTake(nil) {
+		t.Error("the reclaimer may not take slots")
+	}
 }
