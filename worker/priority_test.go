@@ -234,9 +234,11 @@ func TestPriorityWeightedPartitionedOnCluster(t *testing.T) {
 func TestPriorityPick(t *testing.T) {
 	a := &slotClass{name: "a", weight: 1, rank: 0}
 	b := &slotClass{name: "b", weight: 1, rank: 1}
-	p := &priorities{classes: []*slotClass{a, b}}
+	now := time.Now()
+	p := &priorities{classes: []*slotClass{a, b}, now: func() time.Time { return now }}
 	a.waiting = 1
 	p.grant(a, 100) // b had nothing to read meanwhile
+	a.granted = now
 	p.activate(b)
 	if b.pass != a.pass {
 		t.Errorf("b woke from idle with pass %v, want a's %v: no credit saved up while idle", b.pass, a.pass)
@@ -265,5 +267,35 @@ func TestPriorityPick(t *testing.T) {
 	}
 	if !p.mayTake(nil) {
 		t.Error("the reclaimer may not take slots")
+	}
+	// The hold is for a read on its way, not for a read waiting in Redis.
+	a.backlogged = 1
+	if d := p.heldFor(b); d != strictHoldFor {
+		t.Errorf("held for %v right after a's grant, want %v", d, strictHoldFor)
+	}
+	now = now.Add(strictHoldFor)
+	if i := p.pick(ws[1:]); i != 0 {
+		t.Errorf("strict pick %v after a's grant = %d, want b: the hold has lapsed", strictHoldFor, i)
+	}
+}
+
+// Slots held back for a stream's read are let go when the hold lapses,
+// even if no slot is released meanwhile.
+func TestSemaphoreHoldLapses(t *testing.T) {
+	a := &slotClass{name: "a", weight: 1, rank: 0}
+	b := &slotClass{name: "b", weight: 1, rank: 1}
+	s := newSemaphore(4)
+	s.prio = &priorities{classes: []*slotClass{a, b}, strict: true, now: time.Now}
+	s.backlog(a, true)
+	if n := s.acquireFor(t.Context(), a, 1, 2, 0, nil); n != 2 { // a's read is on its way now
+		t.Fatalf("a got %d, want 2", n)
+	}
+	if n := s.acquireFor(t.Context(), b, 1, 2, 0, nil); n != 2 {
+		t.Fatalf("b got %d once the hold for a lapsed, want the 2 free", n)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold != nil {
+		s.hold.Stop()
 	}
 }

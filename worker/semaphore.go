@@ -18,6 +18,7 @@ type semaphore struct {
 	free    int
 	waiters []*slotWaiter
 	prio    *priorities // nil: first come, first served
+	hold    *time.Timer // with priorities: wakes the waiters when slots held back are let go
 }
 
 type slotWaiter struct {
@@ -168,12 +169,34 @@ func (s *semaphore) next() int {
 // wakeNext wakes the waiter served next if its minimum is free. Called with
 // mu held.
 func (s *semaphore) wakeNext() {
-	if i := s.next(); i >= 0 && s.free >= s.waiters[i].min {
+	i := s.next()
+	if i >= 0 && s.free >= s.waiters[i].min {
 		select {
 		case s.waiters[i].wake <- struct{}{}:
 		default:
 		}
 	}
+	if i < 0 && s.prio != nil && len(s.waiters) > 0 && s.free > 0 {
+		s.holdUntilLet(s.prio.heldFor(s.prio.best(s.waiters)))
+	}
+}
+
+// holdUntilLet makes sure the waiters are looked at again when slots held
+// back for another stream's read are let go, d from now, even if no slot is
+// released meanwhile. Called with mu held.
+func (s *semaphore) holdUntilLet(d time.Duration) {
+	if d <= 0 {
+		d = time.Millisecond
+	}
+	if s.hold == nil {
+		s.hold = time.AfterFunc(d, func() {
+			s.mu.Lock()
+			s.wakeNext()
+			s.mu.Unlock()
+		})
+		return
+	}
+	s.hold.Reset(d)
 }
 
 // backlog records that a fetcher of c found more entries waiting (on) or
