@@ -28,8 +28,20 @@ type Config struct {
 	Redis
 
 	// Streams are the stream keys this worker consumes, comma separated.
-	// Default: events
+	// An entry may end in =weight, a positive integer (sw:critical=6): the
+	// stream's share of the handler slots while several streams have work
+	// waiting (Weights). Load strips the weights off. Default: events
 	Streams []string `envconfig:"WORKER_STREAMS" default:"events"`
+	// Weights are the weights given in WORKER_STREAMS, by stream; a stream
+	// not in it has weight 1 (Weight). Empty, with Priority weighted, the
+	// streams share the slots in the order they ask for them.
+	Weights map[string]int `ignored:"true"`
+	// Priority is how streams with work waiting share the handler slots:
+	// weighted (each gets slots in proportion to its weight, none starves)
+	// or strict (a stream is served only when every stream of a higher
+	// weight has nothing to read; equal weights in WORKER_STREAMS order).
+	// Default: weighted
+	Priority string `envconfig:"WORKER_PRIORITY" default:"weighted"`
 	// Group is the consumer group. Default: workers
 	Group string `envconfig:"WORKER_GROUP" default:"workers"`
 	// Consumer names this process inside the group; it must be stable across
@@ -143,6 +155,7 @@ func Default() Config {
 	c := Config{
 		Redis:             Redis{RedisURL: "redis://127.0.0.1:6379/0"},
 		Streams:           []string{"events"},
+		Priority:          PriorityWeighted,
 		Group:             "workers",
 		GroupStart:        "earliest",
 		Partitions:        1,
@@ -179,11 +192,25 @@ func (c *Config) fill() error {
 	}
 	streams := c.Streams[:0]
 	for _, s := range c.Streams {
-		if s = strings.TrimSpace(s); s != "" {
+		s = strings.TrimSpace(s)
+		if i := strings.LastIndexByte(s, '='); i >= 0 {
+			name, w := strings.TrimSpace(s[:i]), strings.TrimSpace(s[i+1:])
+			n, err := strconv.Atoi(w)
+			if err != nil || n < 1 || n > MaxWeight || w[0] == '+' || name == "" {
+				return bad("WORKER_STREAMS", s, fmt.Sprintf("a stream key, or a stream key and =weight with a weight from 1 to %d (e.g. orders=3)", MaxWeight))
+			}
+			if c.Weights == nil {
+				c.Weights = map[string]int{}
+			}
+			c.Weights[name] = n
+			s = name
+		}
+		if s != "" {
 			streams = append(streams, s)
 		}
 	}
 	c.Streams = streams
+	c.Priority = strings.ToLower(c.Priority)
 	c.LogLevel = strings.ToLower(c.LogLevel)
 	c.LogFormat = strings.ToLower(c.LogFormat)
 	c.GroupStart = strings.ToLower(c.GroupStart)
@@ -212,6 +239,17 @@ func (c Config) Validate() error {
 			return bad("WORKER_STREAMS", strings.Join(c.Streams, ","), "stream keys that are not the runtime's own: "+
 				strconv.Quote(s)+" is "+what+" "+strconv.Quote(of)+", kept by the worker beside that stream; name the stream itself")
 		}
+	}
+	for s, w := range c.Weights {
+		if !seen[s] {
+			return bad("WORKER_STREAMS", strings.Join(c.Streams, ","), "a weight only for a stream it lists ("+strconv.Quote(s)+" is not one)")
+		}
+		if w < 1 || w > MaxWeight {
+			return bad("WORKER_STREAMS", s+"="+strconv.Itoa(w), fmt.Sprintf("a weight from 1 to %d", MaxWeight))
+		}
+	}
+	if c.Priority != "" && c.Priority != PriorityWeighted && c.Priority != PriorityStrict {
+		return bad("WORKER_PRIORITY", c.Priority, "weighted (slots in proportion to WORKER_STREAMS weights) or strict (higher weights first)")
 	}
 	if strings.TrimSpace(c.Group) == "" {
 		return bad("WORKER_GROUP", c.Group, "a non-empty group name")
@@ -329,6 +367,7 @@ var runtimeKeyWhat = map[wire.KeyKind]string{
 	wire.KeyHeartbeat:        "a consumer heartbeat of",
 	wire.KeyPartitionOwner:   "the owner of partition",
 	wire.KeyPartitionMembers: "the partition members of",
+	wire.KeyPaused:           "the pause state of",
 }
 
 // runtimeKey reports whether key has the shape of one of the runtime's own
@@ -349,6 +388,39 @@ func runtimeKey(key string) (what, stream string, ok bool) {
 func validPort(port string) bool {
 	n, err := strconv.Atoi(port)
 	return err == nil && n >= 1 && n <= 65535 && port[0] != '+'
+}
+
+// The values of WORKER_PRIORITY.
+const (
+	PriorityWeighted = "weighted"
+	PriorityStrict   = "strict"
+)
+
+// MaxWeight is the largest weight of a stream in WORKER_STREAMS.
+const MaxWeight = 1000
+
+// Weight is the weight of stream, one of Streams: as given in
+// WORKER_STREAMS, or 1.
+func (c Config) Weight(stream string) int {
+	if w, ok := c.Weights[stream]; ok {
+		return w
+	}
+	return 1
+}
+
+// Prioritised reports whether the streams share the handler slots by
+// weight or strict order rather than first come, first served: with
+// Priority strict, or any weight other than 1 given.
+func (c Config) Prioritised() bool {
+	if c.Priority == PriorityStrict {
+		return true
+	}
+	for _, w := range c.Weights {
+		if w != 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // MaxPartitions is the most partitions WORKER_PARTITIONS allows.

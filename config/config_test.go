@@ -19,7 +19,7 @@ func clearEnv(t *testing.T) {
 		"WORKER_RECLAIM_INTERVAL", "WORKER_RECLAIM_COUNT", "WORKER_CONSUMER_GONE_AFTER",
 		"WORKER_HTTP_ADDR", "WORKER_PPROF", "LOG_LEVEL", "LOG_FORMAT", "WORKER_PARTITIONS", "WORKER_PARTITION_LEASE",
 		"REDIS_TLS_CA", "REDIS_TLS_CERT", "REDIS_TLS_KEY", "REDIS_CLUSTER_ADDRS",
-		"REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_SCRIPTS",
+		"REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_SCRIPTS", "WORKER_PRIORITY",
 	} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
@@ -95,6 +95,7 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"Heartbeat", "WORKER_STREAMS", "orders:alive:workers:pod-1", `"orders:alive:workers:pod-1" is a consumer heartbeat of "orders"`},
 		{"PartitionOwner", "WORKER_STREAMS", "{orders:3}:owner:workers", `"{orders:3}:owner:workers" is the owner of partition "{orders:3}"`},
 		{"PartitionMembers", "WORKER_STREAMS", "{orders}:members:workers", `"{orders}:members:workers" is the partition members of "orders"`},
+		{"PauseState", "WORKER_STREAMS", "{orders}:paused", `"{orders}:paused" is the pause state of "{orders}"`},
 		{"GroupStart", "WORKER_GROUP_START", "middle", `WORKER_GROUP_START="middle" is invalid: want earliest or latest`},
 		{"HTTPAddr", "WORKER_HTTP_ADDR", "8080", `WORKER_HTTP_ADDR="8080" is invalid: want host:port such as :8080`},
 		{"HTTPPortOutOfRange", "WORKER_HTTP_ADDR", ":99999", `WORKER_HTTP_ADDR=":99999" is invalid: want host:port such as :8080 (every interface) or 127.0.0.1:9090 (one), with a port from 1 to 65535, or off`},
@@ -110,6 +111,15 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"PartitionsNotAnInteger", "WORKER_PARTITIONS", "many", `WORKER_PARTITIONS="many" is invalid: want an integer`},
 		{"PartitionLeaseTooShort", "WORKER_PARTITION_LEASE", "500ms", `WORKER_PARTITION_LEASE="500ms" is invalid: want a Go duration of at least 1s`},
 		{"PartitionLeaseTooLong", "WORKER_PARTITION_LEASE", "1h", `WORKER_PARTITION_LEASE="1h0m0s" is invalid: want a Go duration from 1s to 10m`},
+		{"WeightZero", "WORKER_STREAMS", "sw:a=2,sw:b=0", `WORKER_STREAMS="sw:b=0" is invalid: want a stream key, or a stream key and =weight with a weight from 1 to 1000 (e.g. orders=3)`},
+		{"WeightNegative", "WORKER_STREAMS", "a=-1", `WORKER_STREAMS="a=-1" is invalid: want a stream key, or a stream key and =weight`},
+		{"WeightNotAnInteger", "WORKER_STREAMS", "a=1.5,b", `WORKER_STREAMS="a=1.5" is invalid`},
+		{"WeightEmpty", "WORKER_STREAMS", "a=", `WORKER_STREAMS="a=" is invalid`},
+		{"WeightTooLarge", "WORKER_STREAMS", "a=1001", `WORKER_STREAMS="a=1001" is invalid: want a stream key, or a stream key and =weight with a weight from 1 to 1000`},
+		{"WeightNoStream", "WORKER_STREAMS", "=3", `WORKER_STREAMS="=3" is invalid`},
+		{"WeightSigned", "WORKER_STREAMS", "a=+3", `WORKER_STREAMS="a=+3" is invalid`},
+		{"WeightDuplicateStream", "WORKER_STREAMS", "a=2,a=3", `WORKER_STREAMS="a,a" is invalid: want each stream at most once`},
+		{"Priority", "WORKER_PRIORITY", "fifo", `WORKER_PRIORITY="fifo" is invalid: want weighted (slots in proportion to WORKER_STREAMS weights) or strict (higher weights first)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
@@ -129,6 +139,58 @@ func TestLoadRejectsBadValues(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLoadWeights(t *testing.T) {
+	for _, tc := range []struct {
+		name, streams, priority string
+		wantStreams             []string
+		wantWeights             map[string]int
+		prioritised             bool
+	}{
+		{"None", "a,b", "", []string{"a", "b"}, nil, false},
+		{"Weighted", "sw:critical=6, sw:default = 3,sw:low", "", []string{"sw:critical", "sw:default", "sw:low"}, map[string]int{"sw:critical": 6, "sw:default": 3}, true},
+		{"AllOne", "a=1,b=1", "", []string{"a", "b"}, map[string]int{"a": 1, "b": 1}, false},
+		{"StrictWithoutWeights", "a,b", "STRICT", []string{"a", "b"}, nil, true},
+		{"Braces", "{orders}=2", "", []string{"{orders}"}, map[string]int{"{orders}": 2}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			t.Setenv("WORKER_STREAMS", tc.streams)
+			if tc.priority != "" {
+				t.Setenv("WORKER_PRIORITY", tc.priority)
+			}
+			got, err := Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.wantStreams, got.Streams); diff != "" {
+				t.Errorf("Streams (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantWeights, got.Weights); diff != "" {
+				t.Errorf("Weights (-want +got):\n%s", diff)
+			}
+			if got.Prioritised() != tc.prioritised {
+				t.Errorf("Prioritised() = %v, want %v", got.Prioritised(), tc.prioritised)
+			}
+			for _, s := range got.Streams {
+				want := 1
+				if w, ok := tc.wantWeights[s]; ok {
+					want = w
+				}
+				if got.Weight(s) != want {
+					t.Errorf("Weight(%q) = %d, want %d", s, got.Weight(s), want)
+				}
+			}
+		})
+	}
+	t.Run("WeightOfUnlistedStream", func(t *testing.T) {
+		c := Default()
+		c.Weights = map[string]int{"other": 2}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `a weight only for a stream it lists ("other" is not one)`) {
+			t.Errorf("Validate = %v", err)
+		}
+	})
 }
 
 // TestPartitionedStreamNames: a partition {S:i} is a hash tag of its own,

@@ -386,3 +386,19 @@ prometheusRule: {enabled: true}
 		t.Errorf("NOTES.txt does not name the release's Deployment:\n%s", notes)
 	}
 }
+
+// TestChartKEDAWeightedStreams: a stream's weight (sw:orders=6) is not
+// part of the name KEDA watches.
+func TestChartKEDAWeightedStreams(t *testing.T) {
+	m, _ := renderChart(t, chartRelease{name: release, values: []string{`
+worker: {streams: ['sw:orders=6', sw:mail]}
+keda: {enabled: true}
+`}})
+	var got []string
+	for _, tr := range m.ScaledObjects["streamworker"].Spec.Triggers {
+		got = append(got, tr.Metadata["stream"])
+	}
+	if d := cmp.Diff([]string{"sw:orders", "sw:orders", "sw:mail", "sw:mail"}, got); d != "" {
+		t.Errorf("KEDA streams (-want +got):\n%s", d)
+	}
+}

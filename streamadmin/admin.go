@@ -95,6 +95,9 @@ type StreamStatus struct {
 	Dead int64
 	// Groups are the stream's consumer groups, by name.
 	Groups []GroupStatus
+	// Paused are the pauses of the stream (streamctl pause), by group,
+	// wire.PauseAllGroups first; for a partition, its logical stream's.
+	Paused []Pause
 	// Missing, when not nil, is why Length and Groups are not known: the
 	// stream does not exist (ErrNoStream), the key holds another type
 	// (ErrNotStream), or the stream was deleted while it was read
@@ -125,6 +128,9 @@ type GroupStatus struct {
 	// Deleted: the group was destroyed while Status read it, after its
 	// counts were read; its consumers and oldest pending entry are unknown.
 	Deleted bool
+	// Paused: the group's workers do not read the stream (a pause of the
+	// group, or of every group).
+	Paused bool
 }
 
 // ConsumerStatus is the state of one consumer of a group.
@@ -164,7 +170,17 @@ func (a *Admin) StatusAll(ctx context.Context) ([]StreamStatus, error) {
 // no worker has read it) is shown empty, without groups; a key of another
 // type is an error, as in Status.
 func (a *Admin) PartitionStatus(ctx context.Context, stream string, n int) ([]StreamStatus, error) {
-	return a.status(ctx, wire.PartitionStreams(stream, n), missingIsEmpty)
+	out, err := a.status(ctx, wire.PartitionStreams(stream, n), missingIsEmpty)
+	if out != nil {
+		keys := make([]string, len(out))
+		for i := range keys {
+			keys[i] = stream // the pause of a partitioned stream is its logical name's
+		}
+		if perr := a.readPauses(ctx, out, keys); perr != nil {
+			return nil, perr
+		}
+	}
+	return out, err
 }
 
 // missing is what status makes of a stream that is not there when first read.
@@ -284,6 +300,9 @@ func (a *Admin) status(ctx context.Context, streams []string, miss missing) ([]S
 			continue
 		}
 		slices.SortFunc(out[i].Groups, func(x, y GroupStatus) int { return strings.Compare(x.Group, y.Group) })
+	}
+	if err := a.readPauses(ctx, out, streams); err != nil {
+		return nil, err
 	}
 	return out, errors.Join(problems...)
 }

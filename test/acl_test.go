@@ -756,7 +756,7 @@ var dryRunArgs = func() map[string][][]any {
 		"exec":             {{"EXEC"}},
 		"hset":             {{"HSET", sess, "page", "/"}},
 		"hget":             {{"HGET", sess, "page"}},
-		"hmget":            {{"HMGET", sess, "page", "user"}},
+		"hmget":            {{"HMGET", sess, "page", "user"}, {"HMGET", wire.PausedKey(s), "workers", wire.PauseAllGroups}, {"HMGET", wire.PausedKey(aclPrefix + "dry"), "workers", wire.PauseAllGroups}},
 		"hgetall":          {{"HGETALL", sess}},
 		"zincrby":          {{"ZINCRBY", board, "5", "player1"}},
 		"zrank":            {{"ZRANK", board, "player1"}},

@@ -88,10 +88,16 @@
 //	                           not a mark).
 //	S:alive:<group>:<consumer> HeartbeatKey: a consumer's heartbeat (SET to
 //	                           "1" with the consumer gone-after age as TTL).
+//	S:paused                   PausedKey: hash of the groups that must not
+//	                           read S (field: the group, or * for every
+//	                           group; value: when it was paused, unix ms).
+//	                           Written by streamctl pause and resume; the
+//	                           workers poll it (HMGET) every half WORKER_BLOCK.
 //
 // A partitioned logical stream L (named without braces) with N partitions is
-// the N streams {L:0} … {L:N-1} (PartitionStream), each with the five keys
-// above, and two kinds of keys of its own:
+// the N streams {L:0} … {L:N-1} (PartitionStream), each with the keys
+// above but S:paused, and L:paused, which pauses all of them, and two kinds
+// of keys of its own:
 //
 //	{L:i}:owner:<group>        PartitionOwnerKey: the consumer of group that
 //	                           reads partition {L:i} now (SET to the consumer
@@ -113,7 +119,8 @@
 // (dead-letter), all three (promote) and S with its heartbeat keys (consumer
 // clean-up), streamctl's cancel script S with S:cancelled, so on a cluster S must carry a hash tag ({orders}): then every
 // key above that is built from S shares S's slot, and the runtime refuses at
-// start a stream whose keys do not. A partition {L:i} is a hash tag of its
+// start a stream whose keys do not (S:paused is read alone, so its slot does
+// not matter, but it shares S's all the same). A partition {L:i} is a hash tag of its
 // own, so the partitions, each with its companions and its owner key, spread
 // over the slots; {L}:members:<group> is in the slot of L, shared with
 // none of them. On a single server, slots do not matter.

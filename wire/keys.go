@@ -46,6 +46,17 @@ func HeartbeatKey(stream, group, consumer string) string {
 	return stream + ":alive:" + group + ":" + consumer
 }
 
+// PausedKey is the pause state of stream (a WORKER_STREAMS entry: the
+// logical name of a partitioned stream): a hash whose fields are the groups
+// that must not read it (PauseAllGroups for every group), each valued with
+// when it was paused in unix ms. The workers of a group poll it; streamctl
+// pause and resume write it.
+func PausedKey(stream string) string { return stream + ":paused" }
+
+// PauseAllGroups is the field of PausedKey that pauses the stream for
+// every group.
+const PauseAllGroups = "*"
+
 // PartitionStream is the stream key of partition i of the logical stream
 // stream: {stream:i}. The braces make the whole name its hash tag, so each
 // partition, with its companions, lives in a slot of its own and the
@@ -89,6 +100,7 @@ const (
 	KeyPartitionOwner                      // PartitionOwnerKey
 	KeyPartitionMembers                    // PartitionMembersKey
 	KeyCancelled                           // CancelledKey
+	KeyPaused                              // PausedKey
 )
 
 // String names the kind, e.g. "delayed" or "partition owner".
@@ -115,6 +127,7 @@ var companions = []struct {
 	{KeyHeartbeat, "heartbeat", ":alive:", false},                   // S:alive:<group>:<consumer>
 	{KeyPartitionOwner, "partition owner", "}:owner:", false},       // {S:i}:owner:<group>
 	{KeyPartitionMembers, "partition members", "}:members:", false}, // {S}:members:<group>
+	{KeyPaused, "pause state", ":paused", true},                     // S:paused
 }
 
 // ParseCompanion reports whether key has the shape of a companion key that

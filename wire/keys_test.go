@@ -39,6 +39,8 @@ func TestParseCompanion(t *testing.T) {
 		{wire.HeartbeatKey(partition, "workers", "pod-1"), wire.KeyHeartbeat, partition},
 		{wire.PartitionOwnerKey(partition, "workers"), wire.KeyPartitionOwner, partition},
 		{wire.PartitionMembersKey("orders", "workers"), wire.KeyPartitionMembers, "orders"},
+		{wire.PausedKey("orders"), wire.KeyPaused, "orders"},
+		{wire.PausedKey("{orders}"), wire.KeyPaused, "{orders}"},
 	} {
 		kind, of, ok := wire.ParseCompanion(tc.key)
 		if !ok || kind != tc.kind || of != tc.of {
@@ -53,7 +55,7 @@ func TestCompanionsShareTheSlot(t *testing.T) {
 	for _, s := range append([]string{"{orders}", "shop:{orders}:v2"}, wire.PartitionStreams("orders", 4)...) {
 		for _, k := range []string{
 			wire.DelayedKey(s), wire.DeadLetterKey(s), wire.CancelledKey(s), wire.DedupeKey(s, "id}{x"),
-			wire.HeartbeatKey(s, "{g}", "c}"), wire.PartitionOwnerKey(s, "{g}"),
+			wire.HeartbeatKey(s, "{g}", "c}"), wire.PartitionOwnerKey(s, "{g}"), wire.PausedKey(s),
 		} {
 			if wire.Slot(k) != wire.Slot(s) {
 				t.Errorf("%q is in slot %d, its stream %q in %d", k, wire.Slot(k), s, wire.Slot(s))

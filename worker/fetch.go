@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/reclaim"
@@ -26,7 +27,14 @@ type fetcher struct {
 	failures int       // consecutive Redis failures
 	cursor   string    // "0" … an ID: replaying own pending entries; ">": reading new ones
 	idle     bool      // the last read drained the stream
+	more     bool      // the last read was full: the stream has entries to read (for the priorities)
 	sizes    readSizer // the bytes of recent reads' entries
+	known    bool      // the pause state was known before a read
+
+	pause      *pauseState        // whether the stream is paused (pause.go)
+	class      *slotClass         // the stream's share of the slots (priority.go); nil without priorities
+	backlogged bool               // told the priorities that the stream has entries to read
+	slots      prometheus.Counter // the slots its reads filled, of its WORKER_STREAMS entry
 }
 
 func (r *engine) newFetcher(s *streamState, level slog.Level) *fetcher {
@@ -34,13 +42,43 @@ func (r *engine) newFetcher(s *streamState, level slog.Level) *fetcher {
 	if r.cfg.GroupStart == "latest" {
 		start = "$"
 	}
-	return &fetcher{r: r, s: s, log: r.logger.With("stream", s.name), level: level, start: start, cursor: "0", idle: true}
+	pause := r.pauses.of(s.name)
+	return &fetcher{
+		r: r, s: s, log: r.logger.With("stream", s.name), level: level, start: start, cursor: "0", idle: true,
+		pause: pause, class: r.classes[s.name], slots: r.metrics.Slots.WithLabelValues(pause.stream),
+	}
+}
+
+// setBacklog tells the priorities, when there are any, whether the stream
+// has entries to read.
+func (f *fetcher) setBacklog(on bool) {
+	if f.class != nil && on != f.backlogged {
+		f.backlogged = on
+		f.r.sem.backlog(f.class, on)
+	}
+}
+
+// paused waits while the stream is paused (and, at first, until its pause
+// state is known), reporting whether it did. A paused stream is not an
+// outage: Redis answered the poll that said so.
+func (f *fetcher) paused(ctx context.Context) bool {
+	if !f.pause.paused.Load() && f.known {
+		return false
+	}
+	f.setBacklog(false)
+	waited := f.r.pauses.wait(ctx, f.pause, f.s.beat)
+	f.known = true
+	if ctx.Err() == nil && waited {
+		f.ok()
+	}
+	return waited
 }
 
 // fail records a failed Redis call and waits before the next try, longer
 // after each failure in a row.
 func (f *fetcher) fail(ctx context.Context, what string, err error) {
 	f.failures++
+	f.setBacklog(false)   // the priorities hold no slots for it while it waits
 	if ctx.Err() == nil { // a read cut short by shutdown is not a failure
 		f.r.metrics.redisError(OpFetch)
 	}
@@ -90,6 +128,7 @@ func (f *fetcher) run(ctx context.Context) {
 	// would sit in our pending list unseen. BLOCK is finite, so the loop
 	// notices ctx within one block period.
 	rctx := context.WithoutCancel(ctx)
+	defer f.setBacklog(false)
 	for ctx.Err() == nil {
 		f.s.beat.beat()
 		if !f.s.groupReady.Load() {
@@ -99,13 +138,18 @@ func (f *fetcher) run(ctx context.Context) {
 			f.start = "0" // a group recreated after its stream was deleted reads all of it
 			f.ok()
 		}
+		if f.paused(ctx) { // pause.go: one atomic load unless paused
+			continue
+		}
 		most := f.sizes.count(r.cfg.FetchCount, r.readBudget())
 		if f.failures > 0 {
 			// Redis failed the last read (a primary down): the next one
 			// holds one slot, not those the other streams' reads need.
 			most = 1
 		}
-		n := r.acquireUpTo(ctx, f.s.beat, !f.idle && f.cursor == ">", most)
+		backlog := !f.idle && f.cursor == ">"
+		f.setBacklog(f.more && f.cursor == ">")
+		n := r.acquireFor(ctx, f.class, f.s.beat, backlog, most)
 		if n == 0 {
 			return
 		}
@@ -136,6 +180,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 		msgs, err := r.read(rctx, args, -1)
 		if err != nil || len(msgs) > 0 {
 			f.idle = len(msgs) < n
+			f.more = !f.idle
 			f.handle(ctx, msgs, sent, err, n)
 			return
 		}
@@ -145,6 +190,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	sent := time.Now()
 	msgs, err := r.read(rctx, args, r.cfg.Block)
 	f.idle = n == 1 || len(msgs) < n
+	f.more = len(msgs) == n
 	f.handle(ctx, msgs, sent, err, n)
 }
 
@@ -178,7 +224,7 @@ func (f *fetcher) handle(ctx context.Context, msgs []redis.XMessage, sent time.T
 	f.ok()
 	batch := newMessages(f.s.name, msgs, sent)
 	f.sizes.observe(batchBytes(batch), len(batch))
-	r.dispatch(ctx, batch, n)
+	f.slots.Add(float64(r.dispatch(ctx, batch, n)))
 }
 
 // replayOwn takes the next entries of this consumer's own pending list,
@@ -224,7 +270,7 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 	}
 	batch := r.claimedMessages(ctx, s.name, claimed.Entries)
 	f.sizes.observe(batchBytes(batch), len(batch))
-	r.dispatch(ctx, batch, n)
+	f.slots.Add(float64(r.dispatch(ctx, batch, n)))
 }
 
 // readBudget is about how many bytes one read may bring: reads ask for
@@ -291,13 +337,19 @@ func (r *engine) acquire(ctx context.Context, beat *beat, backlog bool) int {
 // acquireUpTo is acquire taking up to most slots (fewer than FetchCount
 // while entries are large).
 func (r *engine) acquireUpTo(ctx context.Context, beat *beat, backlog bool, most int) int {
+	return r.acquireFor(ctx, nil, beat, backlog, most)
+}
+
+// acquireFor is acquireUpTo for a fetcher of class c (priority.go; nil
+// without priorities).
+func (r *engine) acquireFor(ctx context.Context, c *slotClass, beat *beat, backlog bool, most int) int {
 	if backlog {
 		low := max(1, min(most, r.cfg.Concurrency)/2)
-		if n := r.sem.acquire(ctx, low, most, 2*time.Millisecond, beat.beat); n > 0 || ctx.Err() != nil {
+		if n := r.sem.acquireFor(ctx, c, low, most, 2*time.Millisecond, beat.beat); n > 0 || ctx.Err() != nil {
 			return n
 		}
 	}
-	return r.sem.acquire(ctx, 1, most, 0, beat.beat)
+	return r.sem.acquireFor(ctx, c, 1, most, 0, beat.beat)
 }
 
 func (r *engine) release(n int) { r.sem.release(n) }

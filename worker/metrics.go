@@ -78,6 +78,11 @@ type Metrics struct {
 	// retries are held back meanwhile.
 	OutOfMemory prometheus.GaugeFunc
 	Reclaim     *reclaim.Metrics
+	// Slots counts, per WORKER_STREAMS entry, the handler slots its reads
+	// filled: what each stream got of the pool (priority.go).
+	Slots *prometheus.CounterVec
+	// Paused is 1 while a stream is paused for the group, else 0 (pause.go).
+	Paused *prometheus.GaugeVec
 
 	running atomic.Pointer[func() int]          // the runtime's count of running handlers
 	ready   atomic.Pointer[func() bool]         // the runtime's readiness
@@ -149,7 +154,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted, m.PromoteFailures, m.RedisErrors, m.Ready, m.OutOfMemory)
+	m.Slots = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "streamworker_stream_slots_total",
+		Help: "Handler slots filled by the entries read from each stream (its partitions together): each stream's share of the pool, weighted by WORKER_STREAMS weights.",
+	}, []string{"stream"})
+	m.Paused = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "streamworker_stream_paused",
+		Help: "1 while the stream is paused for the group (streamctl pause): the worker reads nothing from it; else 0.",
+	}, []string{"stream", "group"})
+	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted, m.PromoteFailures, m.RedisErrors, m.Ready, m.OutOfMemory, m.Slots, m.Paused)
 	m.Reclaim = reclaim.NewMetrics(reg)
 	m.Reclaim.RedisErrors = m.RedisErrors.WithLabelValues(OpReclaim)
 	return m

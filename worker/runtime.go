@@ -65,6 +65,9 @@ type engine struct {
 	cluster *clusterRoutes // slot map reloads after node failures (cluster.go)
 
 	promote *promoter // moves due retries and delayed events into the streams (promote.go)
+	pauses  *pauses   // which streams are paused (pause.go)
+
+	classes map[string]*slotClass // per stream key read: its share of the slots (priority.go); nil without priorities
 
 	health *redisHealth // probe answers and out-of-memory refusals (probe.go)
 	probe  *prober      // pings Redis for readiness
@@ -142,6 +145,8 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	for _, s := range streamKeys(cfg) {
 		r.renewing[s] = &atomic.Bool{}
 	}
+	r.sem.prio, r.classes = newPriorities(cfg) // priority.go: nil without weights or strict order
+	r.pauses = newPauses(cfg, client, base, metrics, r.live)
 	r.cluster = newClusterRoutes(client)
 	r.health = newRedisHealth(logger)
 	r.probe = &prober{client: client, cluster: r.cluster, health: r.health, beat: r.live.Register("probe")}
@@ -295,16 +300,19 @@ func (r *engine) newReclaimer() *reclaim.Reclaimer {
 		MinIdle: r.cfg.ReclaimMinIdle, Interval: r.cfg.ReclaimInterval, Count: r.cfg.ReclaimCount,
 		GoneAfter: r.cfg.ConsumerGoneAfter, IsolateAfter: r.isolateAfter(),
 	}
+	owned := func() []string { return r.cfg.Streams }
 	if r.parts != nil {
-		opts.Owned = r.parts.ownedFunc() // partition.go: only the partitions this consumer reads
+		owned = r.parts.ownedFunc() // partition.go: only the partitions this consumer reads
 	}
+	opts.Owned = func() []string { return r.pauses.unpaused(owned()) } // pause.go: nothing is claimed in a paused stream
 	return reclaim.New(r.client, opts, sink{r}, r.base, r.metrics.Reclaim, r.live.Register("reclaim").beat)
 }
 
 // feeders are the components that hand work to the pool, each until its
 // context ends: a fetcher per stream, the partitions (which run a fetcher per
-// partition owned), the reclaimer and the suspects' one-at-a-time loop; and
-// the promoter, which moves due retries back into the streams.
+// partition owned), the reclaimer and the suspects' one-at-a-time loop; the
+// promoter, which moves due retries back into the streams; and the pause
+// poller, whose first answer the fetchers wait for (pause.go).
 func (r *engine) feeders(rc *reclaim.Reclaimer) []component {
 	var cs []component
 	for _, s := range r.streams {
@@ -313,7 +321,7 @@ func (r *engine) feeders(rc *reclaim.Reclaimer) []component {
 	if r.parts != nil {
 		cs = append(cs, r.parts) // partition.go: takes, reads and gives up partitions
 	}
-	return append(cs, rc, componentFunc(r.isolateLoop), r.promote)
+	return append(cs, rc, componentFunc(r.isolateLoop), r.promote, r.pauses)
 }
 
 // drain waits for the running handlers until the shutdown timeout, counted

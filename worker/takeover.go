@@ -35,6 +35,9 @@ func (r *engine) takeOver(ctx context.Context, s *streamState) bool {
 		if !f.ensureGroup(ctx, ctx) {
 			continue
 		}
+		if f.paused(ctx) { // pause.go: a paused stream's pending entries wait too
+			continue
+		}
 		n := r.acquire(ctx, s.beat, false)
 		if n == 0 {
 			return false

@@ -94,14 +94,15 @@ func testStatusJSON(t *testing.T, c *binary) {
 		"groups": []any{
 			map[string]any{
 				"group": "lagless", "pending": 0.0, "lag": nil, "last_delivered_id": "0-0",
-				"oldest_pending_id": nil, "oldest_pending_age_ms": nil, "consumers": []any{},
+				"oldest_pending_id": nil, "oldest_pending_age_ms": nil, "consumers": []any{}, "paused": false,
 			},
 			map[string]any{
 				"group": "workers", "pending": 1.0, "lag": nil, "last_delivered_id": first,
 				"oldest_pending_id": first, "oldest_pending_age_ms": 0.0,
-				"consumers": []any{map[string]any{"consumer": "w1", "pending": 1.0, "idle_ms": 0.0}},
+				"consumers": []any{map[string]any{"consumer": "w1", "pending": 1.0, "idle_ms": 0.0}}, "paused": false,
 			},
 		},
+		"paused": []any{},
 	}}}
 	if diff := cmp.Diff(want, doc); diff != "" {
 		t.Errorf("JSON (-want +got):\n%s\nfull:\n%s", diff, r.Stdout)
@@ -348,7 +349,7 @@ func testUsageErrors(t *testing.T, c *binary) {
 			args []string
 			want string
 		}{
-			{"NoCommand", nil, "streamctl: missing command: status, pending, dlq, cancel, group, scripts or web\nRun 'streamctl --help' for usage.\n"},
+			{"NoCommand", nil, "streamctl: missing command: status, pending, dlq, pause, resume, cancel, group, scripts or web\nRun 'streamctl --help' for usage.\n"},
 			{"StatusZeroPartitions", append([]string{"status", "--partitions", "0"}, s...), "streamctl: --partitions 0: want 1 to 1024 (1: the stream is not partitioned)\nRun 'streamctl status --help' for usage.\n"},
 			{"StatusPartitionsWithoutStream", []string{"status", "--partitions", "4"}, "streamctl: --partitions needs --stream: the partitioned streams to show\nRun 'streamctl status --help' for usage.\n"},
 			{"StatusPartitionedNameWithBraces", []string{"status", "--stream", "orders,{x}", "--partitions", "2"}, "streamctl: --stream \"{x}\" with --partitions 2: a partitioned stream is named without braces, its partitions are {{x}:0} … {{x}:1}\nRun 'streamctl status --help' for usage.\n"},
@@ -372,6 +373,12 @@ func testUsageErrors(t *testing.T, c *binary) {
 			{"PurgeIDAndAll", append([]string{"dlq", "purge", "--id", "1-0", "--all", "--yes"}, s...), "streamctl: --all and --id cannot be used together\nRun 'streamctl dlq purge --help' for usage.\n"},
 			{"PurgeNothingNamed", append([]string{"dlq", "purge", "--yes"}, s...), "streamctl: name the entries with --id, or use --all\nRun 'streamctl dlq purge --help' for usage.\n"},
 			{"PurgeBadID", append([]string{"dlq", "purge", "--id", "x-1", "--yes"}, s...), "streamctl: --id: not a stream entry ID: \"x-1\" (want <milliseconds>-<sequence>, e.g. 1700000000000-0)\nRun 'streamctl dlq purge --help' for usage.\n"},
+			{"PauseMissingStream", []string{"pause"}, "streamctl: --stream is required: the stream to pause\nRun 'streamctl pause --help' for usage.\n"},
+			{"ResumeMissingStream", []string{"resume", "--group", "g"}, "streamctl: --stream is required: the stream to resume\nRun 'streamctl resume --help' for usage.\n"},
+			{"PauseDeadLetters", []string{"pause", "--stream", "orders:dlq"}, "streamctl: --stream \"orders:dlq\" is the dead letters key of \"orders\", not a stream: name the stream itself\nRun 'streamctl pause --help' for usage.\n"},
+			{"PauseStarGroup", append([]string{"pause", "--group", "*"}, s...), "streamctl: --group * is not a group name: leave --group out for every group\nRun 'streamctl pause --help' for usage.\n"},
+			{"ResumeEmptyGroup", append([]string{"resume", "--group", ""}, s...), "streamctl: --group is empty: name a group, or leave --group out for every group\nRun 'streamctl resume --help' for usage.\n"},
+			{"PauseArgument", []string{"pause", "orders"}, "streamctl: unexpected argument \"orders\" (every input is a flag)\nRun 'streamctl pause --help' for usage.\n"},
 			{"BadYes", append([]string{"dlq", "purge", "--all", "--yes=maybe"}, s...), "streamctl: invalid argument \"maybe\" for \"--yes\" flag: strconv.ParseBool: parsing \"maybe\": invalid syntax\nRun 'streamctl dlq purge --help' for usage.\n"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {

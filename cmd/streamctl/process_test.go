@@ -48,6 +48,7 @@ func TestProcess(t *testing.T) {
 		{"CancelRewindFailures", testCancelRewindFailures},
 		{"Web", testWeb},
 		{"WebUsage", testWebUsage},
+		{"PauseResume", testPauseResume},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -140,22 +141,26 @@ func writeStatus(w io.Writer, st []streamadmin.StreamStatus) {
 		fmt.Fprintln(w, "no streams")
 		return
 	}
-	// A NOTE column only when a row needs one: the usual table is unchanged.
-	var missing, deletedGroups bool
+	// NOTE and PAUSED columns only when a row needs one: the usual table is
+	// unchanged.
+	var missing, deletedGroups, paused, pausedGroups bool
 	for _, s := range st {
 		missing = missing || s.Missing != nil
+		paused = paused || len(s.Paused) > 0
 		for _, g := range s.Groups {
 			deletedGroups = deletedGroups || g.Deleted
+			pausedGroups = pausedGroups || g.Paused
 		}
 	}
-	t := newTable(w, noted(missing, "NOTE", "STREAM", "LENGTH", "DELAYED", "DEAD", "GROUPS")...)
+	now := time.Now()
+	t := newTable(w, noted(missing, "NOTE", noted(paused, "PAUSED", "STREAM", "LENGTH", "DELAYED", "DEAD", "GROUPS")...)...)
 	var groups, consumers int
 	for _, s := range st {
 		length, ngroups := itoa(s.Length), fmt.Sprint(len(s.Groups))
 		if s.Missing != nil {
 			length, ngroups = "-", "-"
 		}
-		t.row(noted(missing, missingNote(s.Missing), s.Stream, length, itoa(s.Delayed), itoa(s.Dead), ngroups)...)
+		t.row(noted(missing, missingNote(s.Missing), noted(paused, pausedCell(s.Paused, now), s.Stream, length, itoa(s.Delayed), itoa(s.Dead), ngroups)...)...)
 		groups += len(s.Groups)
 		for _, g := range s.Groups {
 			consumers += len(g.Consumers)
@@ -166,7 +171,7 @@ func writeStatus(w io.Writer, st []streamadmin.StreamStatus) {
 		return
 	}
 	fmt.Fprintln(w)
-	t = newTable(w, noted(deletedGroups, "NOTE", "STREAM", "GROUP", "PENDING", "LAG", "OLDEST PENDING", "CONSUMERS")...)
+	t = newTable(w, noted(deletedGroups, "NOTE", noted(pausedGroups, "PAUSED", "STREAM", "GROUP", "PENDING", "LAG", "OLDEST PENDING", "CONSUMERS")...)...)
 	for _, s := range st {
 		for _, g := range s.Groups {
 			lag, oldest, ncons, note := "?", "-", fmt.Sprint(len(g.Consumers)), ""
@@ -179,7 +184,11 @@ func writeStatus(w io.Writer, st []streamadmin.StreamStatus) {
 			if g.Deleted {
 				oldest, ncons, note = "?", "?", streamadmin.ErrDeleted.Error()
 			}
-			t.row(noted(deletedGroups, note, s.Stream, g.Group, itoa(g.Pending), lag, oldest, ncons)...)
+			p := ""
+			if g.Paused {
+				p = "paused"
+			}
+			t.row(noted(deletedGroups, note, noted(pausedGroups, p, s.Stream, g.Group, itoa(g.Pending), lag, oldest, ncons)...)...)
 		}
 	}
 	t.flush()
@@ -221,6 +230,9 @@ type (
 		// Missing is set when length and groups are not known: "no such
 		// stream", "not a stream" or "deleted while status ran".
 		Missing string `json:"missing,omitempty"`
+		// Paused are the stream's pauses (streamctl pause); empty when
+		// none.
+		Paused []pauseDoc `json:"paused"`
 	}
 	groupDoc struct {
 		Group           string        `json:"group"`
@@ -231,6 +243,7 @@ type (
 		OldestPendingMS *int64        `json:"oldest_pending_age_ms"`
 		Consumers       []consumerDoc `json:"consumers"`
 		Deleted         bool          `json:"deleted,omitempty"` // destroyed while status ran: consumers and oldest pending unknown
+		Paused          bool          `json:"paused"`            // its workers do not read the stream (streamctl pause)
 	}
 	consumerDoc struct {
 		Consumer string `json:"consumer"`
@@ -242,9 +255,9 @@ type (
 func statusJSON(st []streamadmin.StreamStatus) statusDoc {
 	doc := statusDoc{Streams: make([]streamDoc, 0, len(st))}
 	for _, s := range st {
-		sd := streamDoc{Stream: s.Stream, Length: s.Length, Delayed: s.Delayed, Dead: s.Dead, Groups: make([]groupDoc, 0, len(s.Groups)), Missing: missingNote(s.Missing)}
+		sd := streamDoc{Stream: s.Stream, Length: s.Length, Delayed: s.Delayed, Dead: s.Dead, Groups: make([]groupDoc, 0, len(s.Groups)), Missing: missingNote(s.Missing), Paused: pauseDocs(s.Paused)}
 		for _, g := range s.Groups {
-			gd := groupDoc{Group: g.Group, Pending: g.Pending, LastDeliveredID: g.LastDeliveredID, Consumers: make([]consumerDoc, 0, len(g.Consumers)), Deleted: g.Deleted}
+			gd := groupDoc{Group: g.Group, Pending: g.Pending, LastDeliveredID: g.LastDeliveredID, Consumers: make([]consumerDoc, 0, len(g.Consumers)), Deleted: g.Deleted, Paused: g.Paused}
 			if g.Lag >= 0 {
 				gd.Lag = &g.Lag
 			}

@@ -144,6 +144,7 @@ uses its own defaults: values key -> variable.
   "partitionLease" "WORKER_PARTITION_LEASE"
   "fetchCount" "WORKER_FETCH_COUNT"
   "block" "WORKER_BLOCK"
+  "priority" "WORKER_PRIORITY"
   "maxMessageBytes" "WORKER_MAX_MESSAGE_BYTES"
   "maxAttempts" "WORKER_MAX_ATTEMPTS"
   "retryBase" "WORKER_RETRY_BASE"
@@ -213,13 +214,13 @@ The streams KEDA watches: each stream, or each of its partitions.
 {{- end }}
 {{- $out := list }}
 {{- range .Values.worker.streams }}
+{{- $s := regexReplaceAll "=[0-9]+$" . "" }}{{/* sw:critical=6: the weight is not part of the name */}}
 {{- if gt $n 1 }}
-{{- $s := . }}
 {{- range until $n }}
 {{- $out = append $out (printf "{%s:%d}" $s .) }}
 {{- end }}
 {{- else }}
-{{- $out = append $out . }}
+{{- $out = append $out $s }}
 {{- end }}
 {{- end }}
 {{- toYaml $out }}
