@@ -328,6 +328,8 @@ var runtimeKeyWhat = map[wire.KeyKind]string{
 	wire.KeyHeartbeat:        "a consumer heartbeat of",
 	wire.KeyPartitionOwner:   "the owner of partition",
 	wire.KeyPartitionMembers: "the partition members of",
+	wire.KeyUnique:           "a unique-publish mark of",
+	wire.KeySchedule:         "the periodic events' hash of",
 }
 
 // runtimeKey reports whether key has the shape of one of the runtime's own

@@ -37,6 +37,10 @@ func TestParseCompanion(t *testing.T) {
 		{wire.HeartbeatKey(partition, "workers", "pod-1"), wire.KeyHeartbeat, partition},
 		{wire.PartitionOwnerKey(partition, "workers"), wire.KeyPartitionOwner, partition},
 		{wire.PartitionMembersKey("orders", "workers"), wire.KeyPartitionMembers, "orders"},
+		{wire.UniqueKey("{orders}", "42"), wire.KeyUnique, "{orders}"},
+		{wire.UniqueKey(partition, "42"), wire.KeyUnique, partition},
+		{wire.ScheduleKey("{orders}"), wire.KeySchedule, "{orders}"},
+		{wire.ScheduleKey(partition), wire.KeySchedule, partition},
 	} {
 		kind, of, ok := wire.ParseCompanion(tc.key)
 		if !ok || kind != tc.kind || of != tc.of {
@@ -52,6 +56,7 @@ func TestCompanionsShareTheSlot(t *testing.T) {
 		for _, k := range []string{
 			wire.DelayedKey(s), wire.DeadLetterKey(s), wire.DedupeKey(s, "id}{x"),
 			wire.HeartbeatKey(s, "{g}", "c}"), wire.PartitionOwnerKey(s, "{g}"),
+			wire.UniqueKey(s, "id}{x"), wire.ScheduleKey(s),
 		} {
 			if wire.Slot(k) != wire.Slot(s) {
 				t.Errorf("%q is in slot %d, its stream %q in %d", k, wire.Slot(k), s, wire.Slot(s))
