@@ -222,3 +222,14 @@ const (
 // Redis for less than this is published late, in order; an older one that
 // no worker published was missed, and the missed-tick policy decides.
 const Grace = 10 * time.Second
+
+// Registration is an entry as a worker registers it in the hash beside the
+// schedule's stream (wire.ScheduleEntryField), JSON-encoded, so that
+// streamctl schedule can show the entry and compute its next tick without
+// the workers' environment.
+type Registration struct {
+	Type   string `json:"type"`
+	Spec   string `json:"spec"`
+	TZ     string `json:"tz"`     // WORKER_SCHEDULE_TZ
+	Missed string `json:"missed"` // WORKER_SCHEDULE_MISSED
+}

@@ -194,20 +194,11 @@ func (s *scheduler) runEntry(ctx context.Context, e *scheduled, now time.Time) e
 	return nil
 }
 
-// scheduleRegistration is an entry as a worker registers it in the
-// schedule hash (wire.ScheduleEntryField), for streamctl schedule.
-type scheduleRegistration struct {
-	Type   string `json:"type"`
-	Spec   string `json:"spec"`
-	TZ     string `json:"tz"`
-	Missed string `json:"missed"`
-}
-
 // load sets e's cursor to the last tick published, or to now for an entry
 // never published, and registers the entry in its hash.
 func (s *scheduler) load(ctx context.Context, e *scheduled, now time.Time) error {
 	key := wire.ScheduleKey(e.stream)
-	reg, _ := json.Marshal(scheduleRegistration{Type: e.entry.Type, Spec: e.entry.Spec, TZ: s.loc.String(), Missed: s.missed})
+	reg, _ := json.Marshal(schedule.Registration{Type: e.entry.Type, Spec: e.entry.Spec, TZ: s.loc.String(), Missed: s.missed})
 	if err := s.client.HSet(ctx, key, wire.ScheduleEntryField(e.entry.Name()), reg).Err(); err != nil {
 		return fmt.Errorf("registering the entry (HSET %s): %w", key, err)
 	}

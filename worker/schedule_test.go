@@ -108,9 +108,9 @@ func TestSchedulerPublishesEachTickOnce(t *testing.T) {
 	if got := c.HGet(ctx, wire.ScheduleKey(stream), wire.ScheduleTickField(e.Name())).Val(); got != strconv.FormatInt(base.Add(6*time.Minute).UnixMilli(), 10) {
 		t.Errorf("last tick in the hash = %s, want %d", got, base.Add(6*time.Minute).UnixMilli())
 	}
-	var reg scheduleRegistration
+	var reg schedule.Registration
 	if err := json.Unmarshal([]byte(c.HGet(ctx, wire.ScheduleKey(stream), wire.ScheduleEntryField(e.Name())).Val()), &reg); err != nil ||
-		reg != (scheduleRegistration{Type: "cleanup.run", Spec: "@every 1m", TZ: "UTC", Missed: "latest"}) {
+		reg != (schedule.Registration{Type: "cleanup.run", Spec: "@every 1m", TZ: "UTC", Missed: "latest"}) {
 		t.Errorf("registration = %+v, %v", reg, err)
 	}
 }

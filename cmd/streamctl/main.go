@@ -104,20 +104,20 @@ func run(ctx context.Context, args []string, sio stdio) error {
 		Short: "Inspect and repair streamworker streams",
 		Long: `Inspect and repair streamworker streams: status of streams, groups and
 consumers; pending entries; the dead-letter stream (list, replay, purge); the
-Lua scripts as Redis functions (load, status).
+Lua scripts as Redis functions (load, status); the periodic events (schedule).
 
 ` + cli.ConnectionHelp + `
 
 Exit status: 0 ok, 1 failure, 2 usage.`,
 		Args: cli.UnknownCommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cli.Usagef(cmd, "missing command: status, pending, dlq or scripts")
+			return cli.Usagef(cmd, "missing command: status, pending, dlq, scripts or schedule")
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	cli.Root(root, args, &a.redisURL)
-	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.scriptsCommand())
+	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.scriptsCommand(), a.scheduleCommand())
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
 	if err := root.ExecuteContext(ctx); err != nil {

@@ -39,6 +39,7 @@ func TestProcess(t *testing.T) {
 		{"Partitions", testPartitions},
 		{"Cluster", testCluster},
 		{"Scripts", testScripts},
+		{"Schedule", testSchedule},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
