@@ -26,7 +26,10 @@ func newTestScheduler(t *testing.T, c redis.UniversalClient, stream, spec, misse
 	cfg := config.Default()
 	cfg.Streams, cfg.ScheduleMissed = []string{stream}, missed
 	s := newScheduler(c, cfg, []schedule.Entry{schedule.MustParseEntry("cleanup.run", spec)}, slog.New(slog.DiscardHandler))
-	s.now = func() time.Time { t.Fatal("the scheduler read the wall clock in a test driving it"); return time.Time{} }
+	s.now = func() time.Time {
+		t.Fatal("the scheduler read the wall clock in a test driving it")
+		return time.Time{}
+	}
 	return s
 }
 
@@ -241,4 +244,3 @@ func TestWithScheduleBadEntry(t *testing.T) {
 		}
 	}
 }
-
