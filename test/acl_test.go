@@ -235,6 +235,8 @@ func testACLEndToEnd(t *testing.T) {
 		"WORKER_RECLAIM_INTERVAL": "50ms",
 		"WORKER_PLUGINS":          "examples",  // handlers that ack, retry and dead-letter, and need no database
 		"REDIS_SCRIPTS":           "functions", // the worker user may FCALL, not EVAL
+		"WORKER_SCHEDULE":         "acl.tick @every 1s",
+		"WORKER_SCHEDULE_STREAM":  stream + ":ticks", // beside, so the examples' counts stay theirs
 	})
 
 	// Before the scripts are loaded as functions the worker refuses to
@@ -288,6 +290,25 @@ func testACLEndToEnd(t *testing.T) {
 	}
 	want["duplicate"] = 1
 	waitForOutcomes(t, w, httpAddr, stream, want)
+
+	// The scheduler's script and its HSET/HGET run as the worker user.
+	waitFor(t, 30*time.Second, w, "a periodic event published as the worker user", func() (bool, string) {
+		n := admin.XLen(ctx, stream+":ticks").Val()
+		return n >= 1, fmt.Sprintf("%d ticks", n)
+	})
+	// Unique publishing runs as the producer user, as a function.
+	uc, err := config.Redis{RedisURL: srv.url("producer"), RedisScripts: config.ScriptsFunctions}.NewClient(config.NoRetries())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = uc.Close() })
+	up := producer.New(uc, producer.Options{})
+	for i, wantDup := range []bool{false, true} {
+		res, err := up.PublishUnique(ctx, stream+":reports", producer.Event{Type: "report.requested", ID: "report-1"}, time.Hour)
+		if err != nil || res.Duplicate != wantDup {
+			t.Fatalf("unique publish %d as the producer user = %+v, %v; want Duplicate %v", i+1, res, err, wantDup)
+		}
+	}
 
 	g := readGroup(t, admin, stream)
 	if g.pending != 0 || g.lag != 0 || g.delayed != 0 || g.dead != emails {
