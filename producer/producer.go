@@ -325,6 +325,14 @@ func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item
 	if err != nil {
 		return nil, err
 	}
+	for i, it := range items {
+		if it.UniqueFor == 0 {
+			continue
+		}
+		if err := p.checkUniqueSlot(keys[i], it.Event.ID); err != nil {
+			return nil, fmt.Errorf("item %d: %w", i, err)
+		}
+	}
 	pipe := p.client.Pipeline()
 	cmds := make([]redis.Cmder, len(items))
 	for i, it := range items {

@@ -23,6 +23,11 @@ var ErrUniqueDelayed = errors.New("unique publishing appends now; it cannot be d
 // ErrUniqueWindow is returned for a unique window under 1ms.
 var ErrUniqueWindow = errors.New("unique window too short")
 
+// ErrUniqueSlot is returned on a Redis Cluster for a unique publish to a
+// stream without a hash tag: its mark would be in another slot, where no
+// script can check it with the append.
+var ErrUniqueSlot = errors.New("unique publishing needs the stream's hash tag on a Redis Cluster")
+
 // checkUnique refuses what a unique publish of e for window cannot do.
 func checkUnique(e Event, window time.Duration) error {
 	if e.ID == "" {
@@ -82,6 +87,18 @@ end
 redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
 return {1, id}
 `)
+
+// checkUniqueSlot refuses, on a Redis Cluster, a unique publish whose mark
+// would not share the stream's slot.
+func (p *Producer) checkUniqueSlot(key, id string) error {
+	if _, cluster := p.client.(*redis.ClusterClient); !cluster {
+		return nil
+	}
+	if wire.Slot(wire.UniqueKey(key, id)) != wire.Slot(key) {
+		return fmt.Errorf("%w: name the stream with one, such as {%s}, so that its mark %s shares its slot", ErrUniqueSlot, key, wire.UniqueKey(key, id))
+	}
+	return nil
+}
 
 // queueUnique queues the unique append of e to key on pipe. EVAL, not
 // EVALSHA: a pipeline cannot fall back after NOSCRIPT. With

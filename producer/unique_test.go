@@ -185,3 +185,26 @@ func TestPublishUniquePartitioned(t *testing.T) {
 		t.Errorf("sent to %s with mark %s (exists %d), want %s in its slot", r1.Stream, mark, c.Exists(ctx, mark).Val(), want)
 	}
 }
+
+// On a Redis Cluster the mark must share the stream's slot: a stream with a
+// hash tag (or a partition) works, one without is refused before anything
+// is sent.
+func TestPublishUniqueOnCluster(t *testing.T) {
+	t.Parallel()
+	_, cc := testredis.OneNodeCluster(t)
+	ctx := context.Background()
+	prefix := testredis.Prefix(t)
+	p := New(cc, Options{})
+	e := Event{Type: "t", Data: []byte(`{}`), ID: "order-7"}
+	for i, wantDup := range []bool{false, true} {
+		if r, err := p.PublishUnique(ctx, "{"+prefix+"orders}", e, time.Hour); err != nil || r.Duplicate != wantDup {
+			t.Fatalf("publish %d = %+v, %v; want Duplicate %v", i+1, r, err, wantDup)
+		}
+	}
+	if r, err := New(cc, Options{Partitions: 4}).PublishUnique(ctx, prefix+"parts", e, time.Hour); err != nil || r.Duplicate {
+		t.Errorf("publish to a partition = %+v, %v", r, err)
+	}
+	if _, err := p.PublishUnique(ctx, prefix+"untagged", e, time.Hour); !errors.Is(err, ErrUniqueSlot) {
+		t.Errorf("publish to a stream without a hash tag = %v, want ErrUniqueSlot", err)
+	}
+}
