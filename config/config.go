@@ -16,6 +16,7 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/streamworker/streamworker/schedule"
 	"github.com/streamworker/streamworker/wire"
 )
 
@@ -118,6 +119,24 @@ type Config struct {
 	// processed successfully within the window. 0 turns it off. Default: 0
 	DedupeWindow time.Duration `envconfig:"WORKER_DEDUPE_WINDOW" default:"0"`
 
+	// Schedule publishes periodic events, each tick exactly once whatever
+	// the number of workers: entries separated by ';', each "TYPE SPEC",
+	// where SPEC is a 5-field cron expression, a descriptor (@hourly,
+	// @daily, …) or @every DURATION (ticks on the multiples of DURATION
+	// since the Unix epoch), e.g. "report.requested 0 3 * * *; cleanup.run
+	// @every 5m". See package schedule. Default: none
+	Schedule string `envconfig:"WORKER_SCHEDULE"`
+	// ScheduleStream is the stream the periodic events go to. Default: the
+	// first stream of WORKER_STREAMS
+	ScheduleStream string `envconfig:"WORKER_SCHEDULE_STREAM"`
+	// ScheduleTZ is the time zone of the cron entries (an IANA name such as
+	// Europe/Berlin, or UTC or Local). Default: UTC
+	ScheduleTZ string `envconfig:"WORKER_SCHEDULE_TZ" default:"UTC"`
+	// ScheduleMissed is what happens to ticks that passed while no worker
+	// ran (more than schedule.Grace ago, unpublished): latest publishes the
+	// latest of them once; skip publishes none. Default: latest
+	ScheduleMissed string `envconfig:"WORKER_SCHEDULE_MISSED" default:"latest"`
+
 	// HTTPAddr serves /healthz, /readyz and /metrics; "off" disables it.
 	// Default: :8080
 	HTTPAddr string `envconfig:"WORKER_HTTP_ADDR" default:":8080"`
@@ -174,6 +193,8 @@ func Default() Config {
 		ReclaimInterval:   10 * time.Second,
 		ReclaimCount:      100,
 		ConsumerGoneAfter: time.Hour,
+		ScheduleTZ:        "UTC",
+		ScheduleMissed:    "latest",
 		HTTPAddr:          ":8080",
 		LogLevel:          "info",
 		LogFormat:         "json",
@@ -214,6 +235,10 @@ func (c *Config) fill() error {
 	c.LogLevel = strings.ToLower(c.LogLevel)
 	c.LogFormat = strings.ToLower(c.LogFormat)
 	c.GroupStart = strings.ToLower(c.GroupStart)
+	if c.ScheduleMissed = strings.ToLower(strings.TrimSpace(c.ScheduleMissed)); c.ScheduleMissed == "" {
+		c.ScheduleMissed = "latest"
+	}
+	c.ScheduleStream = strings.TrimSpace(c.ScheduleStream)
 	return nil
 }
 
@@ -322,6 +347,9 @@ func (c Config) Validate() error {
 	if c.DedupeWindow > 0 && c.DedupeWindow < time.Millisecond {
 		return bad("WORKER_DEDUPE_WINDOW", c.DedupeWindow.String(), "0 (off) or a Go duration of at least 1ms")
 	}
+	if err := c.validateSchedule(); err != nil {
+		return err
+	}
 	if c.HTTPAddr != "off" {
 		// Port 0 would listen on a port nobody knows to probe or scrape.
 		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port) {
@@ -337,6 +365,69 @@ func (c Config) Validate() error {
 		return bad("LOG_FORMAT", c.LogFormat, "json or text")
 	}
 	return nil
+}
+
+// validateSchedule checks WORKER_SCHEDULE and the variables that go with
+// it; a bad entry is named with its position.
+func (c Config) validateSchedule() error {
+	if _, err := schedule.Parse(c.Schedule); err != nil {
+		return bad("WORKER_SCHEDULE", c.Schedule, "entries TYPE SPEC separated by ';', but "+err.Error())
+	}
+	if _, err := time.LoadLocation(c.ScheduleTZ); err != nil {
+		return bad("WORKER_SCHEDULE_TZ", c.ScheduleTZ, "an IANA time zone name such as UTC, Europe/Berlin or America/New_York")
+	}
+	if c.ScheduleMissed != schedule.MissedLatest && c.ScheduleMissed != schedule.MissedSkip {
+		return bad("WORKER_SCHEDULE_MISSED", c.ScheduleMissed, "latest (publish the latest missed tick once) or skip (publish none)")
+	}
+	s := c.ScheduleStream
+	if s == "" {
+		return nil
+	}
+	if strings.ContainsAny(s, " \t\r\n") {
+		return bad("WORKER_SCHEDULE_STREAM", s, "a stream key without whitespace")
+	}
+	if what, of, ok := runtimeKey(s); ok {
+		return bad("WORKER_SCHEDULE_STREAM", s, "a stream key that is not the runtime's own: it is "+what+" "+strconv.Quote(of))
+	}
+	if c.Partitions > 1 && strings.ContainsAny(s, "{}") {
+		return bad("WORKER_SCHEDULE_STREAM", s, "a stream name without braces when WORKER_PARTITIONS is above 1: its events go to one of its partitions {S:i}")
+	}
+	if c.Partitions <= 1 && c.RedisMode() == ModeCluster && wire.Slot(s) != wire.Slot(wire.ScheduleKey(s)) {
+		return bad("WORKER_SCHEDULE_STREAM", s, "a stream key with a hash tag on a Redis Cluster, such as {"+s+"}, so that the stream and its schedule hash share a slot")
+	}
+	return nil
+}
+
+// ScheduleEntries are the entries of WORKER_SCHEDULE, parsed (Validate has
+// checked them).
+func (c Config) ScheduleEntries() []schedule.Entry {
+	es, _ := schedule.Parse(c.Schedule)
+	return es
+}
+
+// ScheduleLocation is the time zone of WORKER_SCHEDULE_TZ; UTC when it is
+// unset.
+func (c Config) ScheduleLocation() *time.Location {
+	if c.ScheduleTZ == "" {
+		return time.UTC
+	}
+	loc, err := time.LoadLocation(c.ScheduleTZ)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
+}
+
+// ScheduleTarget is the stream the periodic events go to:
+// WORKER_SCHEDULE_STREAM, or the first stream of WORKER_STREAMS.
+func (c Config) ScheduleTarget() string {
+	if c.ScheduleStream != "" {
+		return c.ScheduleStream
+	}
+	if len(c.Streams) > 0 {
+		return c.Streams[0]
+	}
+	return ""
 }
 
 func validateRedisURL(raw string) error {
@@ -368,6 +459,8 @@ var runtimeKeyWhat = map[wire.KeyKind]string{
 	wire.KeyPartitionOwner:   "the owner of partition",
 	wire.KeyPartitionMembers: "the partition members of",
 	wire.KeyPaused:           "the pause state of",
+	wire.KeyUnique:           "a unique-publish mark of",
+	wire.KeySchedule:         "the periodic events' hash of",
 }
 
 // runtimeKey reports whether key has the shape of one of the runtime's own

@@ -20,6 +20,7 @@ func clearEnv(t *testing.T) {
 		"WORKER_HTTP_ADDR", "WORKER_PPROF", "LOG_LEVEL", "LOG_FORMAT", "WORKER_PARTITIONS", "WORKER_PARTITION_LEASE",
 		"REDIS_TLS_CA", "REDIS_TLS_CERT", "REDIS_TLS_KEY", "REDIS_CLUSTER_ADDRS",
 		"REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_SCRIPTS", "WORKER_PRIORITY",
+		"WORKER_SCHEDULE", "WORKER_SCHEDULE_STREAM", "WORKER_SCHEDULE_TZ", "WORKER_SCHEDULE_MISSED",
 	} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
@@ -57,6 +58,10 @@ func TestLoadValues(t *testing.T) {
 	t.Setenv("WORKER_PARTITIONS", "16")
 	t.Setenv("WORKER_PARTITION_LEASE", "30s")
 	t.Setenv("WORKER_PPROF", "true")
+	t.Setenv("WORKER_SCHEDULE", "report.requested 0 3 * * *; cleanup.run @every 5m;")
+	t.Setenv("WORKER_SCHEDULE_STREAM", " jobs ")
+	t.Setenv("WORKER_SCHEDULE_TZ", "Europe/Berlin")
+	t.Setenv("WORKER_SCHEDULE_MISSED", "Skip")
 	got, err := Load()
 	if err != nil {
 		t.Fatal(err)
@@ -66,8 +71,15 @@ func TestLoadValues(t *testing.T) {
 	}
 	if got.Consumer != "pod-7" || got.Concurrency != 16 || got.RetryBase != 250*time.Millisecond ||
 		got.DedupeWindow != time.Hour || got.LogFormat != "text" || got.GroupStart != "latest" ||
-		got.Partitions != 16 || got.PartitionLease != 30*time.Second || !got.PProf {
+		got.Partitions != 16 || got.PartitionLease != 30*time.Second || !got.PProf ||
+		got.ScheduleTarget() != "jobs" || got.ScheduleLocation().String() != "Europe/Berlin" || got.ScheduleMissed != "skip" {
 		t.Errorf("got %+v", got)
+	}
+	if es := got.ScheduleEntries(); len(es) != 2 || es[1].Name() != "cleanup.run @every 5m" {
+		t.Errorf("ScheduleEntries = %v", es)
+	}
+	if d := Default(); d.ScheduleTarget() != "events" || d.ScheduleLocation() != time.UTC || d.ScheduleMissed != "latest" || len(d.ScheduleEntries()) != 0 {
+		t.Errorf("schedule defaults: target %q, zone %s, missed %q", d.ScheduleTarget(), d.ScheduleLocation(), d.ScheduleMissed)
 	}
 }
 
@@ -96,6 +108,15 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"PartitionOwner", "WORKER_STREAMS", "{orders:3}:owner:workers", `"{orders:3}:owner:workers" is the owner of partition "{orders:3}"`},
 		{"PartitionMembers", "WORKER_STREAMS", "{orders}:members:workers", `"{orders}:members:workers" is the partition members of "orders"`},
 		{"PauseState", "WORKER_STREAMS", "{orders}:paused", `"{orders}:paused" is the pause state of "{orders}"`},
+		{"UniqueMark", "WORKER_STREAMS", "{orders}:unique:42", `"{orders}:unique:42" is a unique-publish mark of "{orders}"`},
+		{"ScheduleHash", "WORKER_STREAMS", "{orders}:schedule", `"{orders}:schedule" is the periodic events' hash of "{orders}"`},
+		{"ScheduleBadSpec", "WORKER_SCHEDULE", "report.requested 0 3 * * *; cleanup.run @every 5x", `WORKER_SCHEDULE="report.requested 0 3 * * *; cleanup.run @every 5x" is invalid: want entries TYPE SPEC separated by ';', but entry 2 "cleanup.run @every 5x": @every 5x: want a Go duration of at least 1s such as 30s, 5m or 1h`},
+		{"ScheduleCronRange", "WORKER_SCHEDULE", "a 0 24 * * *", `entry 1 "a 0 24 * * *": end of range (24) above maximum (23): 24: want a 5-field cron expression`},
+		{"ScheduleSixFields", "WORKER_SCHEDULE", "a 0 0 3 * * *", `entry 1 "a 0 0 3 * * *": expected exactly 5 fields, found 6`},
+		{"ScheduleTwice", "WORKER_SCHEDULE", "a @hourly;a  @hourly", `entry 2 "a  @hourly": given twice`},
+		{"ScheduleTZ", "WORKER_SCHEDULE_TZ", "Mars/Olympus", `WORKER_SCHEDULE_TZ="Mars/Olympus" is invalid: want an IANA time zone name such as UTC, Europe/Berlin`},
+		{"ScheduleMissed", "WORKER_SCHEDULE_MISSED", "all", `WORKER_SCHEDULE_MISSED="all" is invalid: want latest (publish the latest missed tick once) or skip (publish none)`},
+		{"ScheduleStreamIsDLQ", "WORKER_SCHEDULE_STREAM", "jobs:dlq", `WORKER_SCHEDULE_STREAM="jobs:dlq" is invalid: want a stream key that is not the runtime's own: it is the dead-letter stream of "jobs"`},
 		{"GroupStart", "WORKER_GROUP_START", "middle", `WORKER_GROUP_START="middle" is invalid: want earliest or latest`},
 		{"HTTPAddr", "WORKER_HTTP_ADDR", "8080", `WORKER_HTTP_ADDR="8080" is invalid: want host:port such as :8080`},
 		{"HTTPPortOutOfRange", "WORKER_HTTP_ADDR", ":99999", `WORKER_HTTP_ADDR=":99999" is invalid: want host:port such as :8080 (every interface) or 127.0.0.1:9090 (one), with a port from 1 to 65535, or off`},

@@ -279,6 +279,12 @@ type Item struct {
 	// Due, when not zero, is when the event enters the stream. Default:
 	// zero, append now.
 	Due time.Time
+	// UniqueFor, when positive, appends the event only if no event with
+	// its ID was appended to the stream by a unique publish within this
+	// window (see PublishUnique); otherwise Result.Duplicate is set. It
+	// needs Event.ID and cannot be combined with Due. Default: 0, append
+	// whatever was sent before.
+	UniqueFor time.Duration
 }
 
 // Result is what became of one Item.
@@ -287,8 +293,13 @@ type Result struct {
 	// partition Route picked.
 	Stream string
 	// ID is the new entry ID of an appended event; empty for a delayed one
-	// and for a failed write.
+	// and for a failed write. For a duplicate, the ID of the entry that the
+	// first unique publish of the event added.
 	ID string
+	// Duplicate is true when a unique publish (Item.UniqueFor) added
+	// nothing, because an event with the same ID was added within the
+	// window.
+	Duplicate bool
 	// Err is nil when Redis confirmed the write. A network error or timeout
 	// means the write may or may not have happened; it was not resent. An
 	// *AccessError means Redis refused the connection or the command: the
@@ -306,7 +317,7 @@ func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item
 	defer func() { endPublish(span, err) }()
 	items = tracedAll(ctx, items, func(it Item) Event { return it.Event }, func(it Item, e Event) Item { it.Event = e; return it })
 	for i, it := range items {
-		if err := p.Check(it.Event); err != nil {
+		if err := p.checkItem(it); err != nil {
 			return nil, fmt.Errorf("item %d: %w", i, err)
 		}
 	}
@@ -314,12 +325,23 @@ func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item
 	if err != nil {
 		return nil, err
 	}
+	for i, it := range items {
+		if it.UniqueFor == 0 {
+			continue
+		}
+		if err := p.checkUniqueSlot(keys[i], it.Event.ID); err != nil {
+			return nil, fmt.Errorf("item %d: %w", i, err)
+		}
+	}
 	pipe := p.client.Pipeline()
 	cmds := make([]redis.Cmder, len(items))
 	for i, it := range items {
-		if it.Due.IsZero() {
+		switch {
+		case it.UniqueFor > 0:
+			cmds[i] = p.queueUnique(ctx, pipe, keys[i], it.Event, it.UniqueFor)
+		case it.Due.IsZero():
 			cmds[i] = pipe.XAdd(ctx, p.args(keys[i], it.Event))
-		} else {
+		default:
 			cmds[i] = pipe.ZAdd(ctx, wire.DelayedKey(keys[i]), delayed(it.Event, it.Due))
 		}
 	}
@@ -333,14 +355,37 @@ func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item
 			berr = berr.add(i, len(cmds), err)
 			continue
 		}
-		if x, ok := c.(*redis.StringCmd); ok {
+		switch x := c.(type) {
+		case *redis.StringCmd:
 			res[i].ID = x.Val()
+		case *redis.Cmd: // unique.go
+			id, dup, err := uniqueReply(x)
+			if err != nil {
+				res[i].Err = err
+				berr = berr.add(i, len(cmds), err)
+				continue
+			}
+			res[i].ID, res[i].Duplicate = id, dup
 		}
 	}
 	if berr != nil {
 		return res, berr
 	}
 	return res, nil
+}
+
+// checkItem is Check, and for a unique item what unique publishing needs.
+func (p *Producer) checkItem(it Item) error {
+	if err := p.Check(it.Event); err != nil {
+		return err
+	}
+	if it.UniqueFor == 0 {
+		return nil
+	}
+	if !it.Due.IsZero() {
+		return ErrUniqueDelayed
+	}
+	return checkUnique(it.Event, it.UniqueFor)
 }
 
 // BatchError reports the writes of one pipelined batch that Redis did not

@@ -274,6 +274,9 @@ func testACLGrantsMatchCode(t *testing.T) {
 				if !ok {
 					argvs, ok = dryRunArgs[cmd]
 				}
+				if own, has := userDryRunArgs[u.user][cmd]; has {
+					argvs, ok = own, true
+				}
 				if !ok {
 					t.Errorf("%s: the code sends %s (%s), which this test does not know: add it to dryRunArgs with the arguments the code uses, and grant it in %s if the %s user needs it",
 						u.user, strings.ToUpper(cmd), strings.Join(where, ", "), aclFile, u.user)
@@ -322,6 +325,8 @@ func testACLEndToEnd(t *testing.T) {
 		"WORKER_RECLAIM_INTERVAL": "50ms",
 		"WORKER_PLUGINS":          "examples",  // handlers that ack, retry and dead-letter, and need no database
 		"REDIS_SCRIPTS":           "functions", // the worker user may FCALL, not EVAL
+		"WORKER_SCHEDULE":         "acl.tick @every 1s",
+		"WORKER_SCHEDULE_STREAM":  stream + ":ticks", // beside, so the examples' counts stay theirs
 	})
 
 	// Before the scripts are loaded as functions the worker refuses to
@@ -375,6 +380,25 @@ func testACLEndToEnd(t *testing.T) {
 	}
 	want["duplicate"] = 1
 	waitForOutcomes(t, w, httpAddr, stream, want)
+
+	// The scheduler's script and its HSET/HGET run as the worker user.
+	waitFor(t, 30*time.Second, w, "a periodic event published as the worker user", func() (bool, string) {
+		n := admin.XLen(ctx, stream+":ticks").Val()
+		return n >= 1, fmt.Sprintf("%d ticks", n)
+	})
+	// Unique publishing runs as the producer user, as a function.
+	uc, err := config.Redis{RedisURL: srv.url("producer"), RedisScripts: config.ScriptsFunctions}.NewClient(config.NoRetries())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = uc.Close() })
+	up := producer.New(uc, producer.Options{})
+	for i, wantDup := range []bool{false, true} {
+		res, err := up.PublishUnique(ctx, stream+":reports", producer.Event{Type: "report.requested", ID: "report-1"}, time.Hour)
+		if err != nil || res.Duplicate != wantDup {
+			t.Fatalf("unique publish %d as the producer user = %+v, %v; want Duplicate %v", i+1, res, err, wantDup)
+		}
+	}
 
 	g := readGroup(t, admin, stream)
 	if g.pending != 0 || g.lag != 0 || g.delayed != 0 || g.dead != emails {
@@ -702,6 +726,7 @@ var dryRunArgs = func() map[string][][]any {
 		cancd  = wire.CancelledKey(s)
 		dedupe = wire.DedupeKey(s, "order-1")
 		alive  = wire.HeartbeatKey(s, "workers", "pod-0")
+		sched  = wire.ScheduleKey(s)
 
 		plugins = aclPrefix + "plugins:"                   // WORKER_PLUGINS_PREFIX (cmd/worker)
 		user    = plugins + "user:{u1}:profile"            // users (its cache)
@@ -754,8 +779,8 @@ var dryRunArgs = func() map[string][][]any {
 		"unwatch":          {{"UNWATCH"}},
 		"multi":            {{"MULTI"}},
 		"exec":             {{"EXEC"}},
-		"hset":             {{"HSET", sess, "page", "/"}},
-		"hget":             {{"HGET", sess, "page"}},
+		"hset":             {{"HSET", sess, "page", "/"}, {"HSET", sched, "tick:cleanup.run @every 5m", "1"}},
+		"hget":             {{"HGET", sess, "page"}, {"HGET", sched, "tick:cleanup.run @every 5m"}},
 		"hmget":            {{"HMGET", sess, "page", "user"}, {"HMGET", wire.PausedKey(s), "workers", wire.PauseAllGroups}, {"HMGET", wire.PausedKey(aclPrefix + "dry"), "workers", wire.PauseAllGroups}},
 		"hgetall":          {{"HGETALL", sess}},
 		"zincrby":          {{"ZINCRBY", board, "5", "player1"}},
@@ -784,6 +809,16 @@ var dashboardDryRun = func() map[string][][]any {
 		"watch":  {{"WATCH", wire.DeadLetterKey(s)}},
 	}
 }()
+
+// userDryRunArgs replace, for one user, the arguments of dryRunArgs for a
+// command that user sends on keys of its own: the producer's GET and SET are
+// its unique-publish script's, on the unique marks only.
+var userDryRunArgs = map[string]map[string][][]any{
+	"producer": {
+		"get": {{"GET", wire.UniqueKey(aclPrefix+"dry:orders", "order-1")}, {"GET", wire.UniqueKey("{"+aclPrefix+"dry:orders:3}", "order-1")}},
+		"set": {{"SET", wire.UniqueKey(aclPrefix+"dry:orders", "order-1"), "1-0", "PX", "3600000"}},
+	},
+}
 
 // aclGrants returns the commands (ACL names) the shipped file grants user,
 // in its root permissions and selectors.

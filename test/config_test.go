@@ -19,6 +19,7 @@ func testBadConfiguration(t *testing.T, bin string) {
 		name, key, value string
 		shown            string // the value as the message shows it; value when empty
 		secret           string // must not appear in the output
+		names            string // the message names this too (a bad entry of a list)
 	}{
 		{name: "ConcurrencyNotANumber", key: "WORKER_CONCURRENCY", value: "abc"},
 		{name: "ZeroMaxAttempts", key: "WORKER_MAX_ATTEMPTS", value: "0"},
@@ -33,6 +34,12 @@ func testBadConfiguration(t *testing.T, bin string) {
 		{name: "StreamIsTheDelayedSet", key: "WORKER_STREAMS", value: "events:delayed"},
 		{name: "RedisURLBadOptionValue", key: "REDIS_URL", value: "redis://app:hunter2@127.0.0.1:1/0?dial_timeout=banana", shown: "redis://app:xxxxx@127.0.0.1:1/0?dial_timeout=banana", secret: "hunter2"},
 		{name: "RedisURLUnknownOption", key: "REDIS_URL", value: "redis://127.0.0.1:1/0?dial_timout=1s"},
+		{name: "BadScheduleSpec", key: "WORKER_SCHEDULE", value: "report.requested 0 3 * * *; cleanup.run @every 5x", names: `entry 2 "cleanup.run @every 5x"`},
+		{name: "BadScheduleCron", key: "WORKER_SCHEDULE", value: "report.requested 0 25 * * *", names: `entry 1 "report.requested 0 25 * * *": end of range (25) above maximum (23)`},
+		{name: "ScheduleWithoutSpec", key: "WORKER_SCHEDULE", value: "report.requested", names: `entry 1 "report.requested": no SPEC`},
+		{name: "UnknownScheduleTZ", key: "WORKER_SCHEDULE_TZ", value: "Mars/Olympus"},
+		{name: "UnknownScheduleMissed", key: "WORKER_SCHEDULE_MISSED", value: "all"},
+		{name: "ScheduleStreamIsADLQ", key: "WORKER_SCHEDULE_STREAM", value: "events:dlq"},
 		{name: "RedisURLPortOutOfRange", key: "REDIS_URL", value: "redis://app:hunter2@127.0.0.1:99999/0", shown: "redis://app:xxxxx@127.0.0.1:99999/0", secret: "hunter2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,6 +76,8 @@ func testBadConfiguration(t *testing.T, bin string) {
 				t.Errorf("stderr %q does not name %s and the value %q", msg, tc.key, shown)
 			case !strings.Contains(msg, "want "):
 				t.Errorf("stderr %q does not say what is allowed", msg)
+			case !strings.Contains(msg, tc.names):
+				t.Errorf("stderr %q does not name %s", msg, tc.names)
 			}
 			if tc.secret != "" && strings.Contains(stderr.String(), tc.secret) {
 				t.Errorf("stderr leaks the password: %q", msg)

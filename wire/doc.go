@@ -86,6 +86,16 @@
 //	                           (SET to DedupeMark, "1", with the dedupe window as TTL;
 //	                           only that value counts: any other key there is
 //	                           not a mark).
+//	S:unique:<id>              UniqueKey: the idempotency key id published
+//	                           on S by a unique publish (SET to the entry ID
+//	                           added, with the unique window as TTL); while it
+//	                           exists a unique publish of id adds nothing.
+//	S:schedule                 ScheduleKey: hash of the periodic events
+//	                           published to S: per schedule entry E ("TYPE
+//	                           SPEC"), tick:E the last tick published (unix
+//	                           ms) and entry:E the entry as a worker
+//	                           registered it (JSON: time zone, missed-tick
+//	                           policy).
 //	S:alive:<group>:<consumer> HeartbeatKey: a consumer's heartbeat (SET to
 //	                           "1" with the consumer gone-after age as TTL).
 //	S:paused                   PausedKey: hash of the groups that must not

@@ -7,8 +7,8 @@ import (
 )
 
 // Every Redis key of the wire format is built here. For a stream key S the
-// companions are S:delayed, S:dlq, S:cancelled, S:dedupe:<id> and
-// S:alive:<group>:<consumer>; a partitioned stream adds an owner key per
+// companions are S:delayed, S:dlq, S:cancelled, S:paused, S:dedupe:<id>,
+// S:unique:<id>, S:schedule and S:alive:<group>:<consumer>; a partitioned stream adds an owner key per
 // partition and a members key per logical stream. The package doc says
 // what each holds and which share a hash tag.
 
@@ -39,6 +39,27 @@ func DedupeKey(stream, id string) string { return stream + ":dedupe:" + id }
 // stream's prefix, and a key it put there (a stream it XADDed, say) must not
 // pass for a mark and suppress the event.
 const DedupeMark = "1"
+
+// UniqueKey marks the idempotency key id as published on stream by a
+// unique publish: SET to the entry ID of the event added, with the unique
+// window as its TTL. While it exists, a unique publish of the same id adds
+// nothing. It shares the stream's hash tag.
+func UniqueKey(stream, id string) string { return stream + ":unique:" + id }
+
+// ScheduleKey is the hash of the periodic events published to stream: per
+// entry of the schedule, the last tick published (field ScheduleTickField,
+// unix ms) and the entry as a worker registered it (field
+// ScheduleEntryField). It shares the stream's hash tag.
+func ScheduleKey(stream string) string { return stream + ":schedule" }
+
+// ScheduleTickField is the field of ScheduleKey holding the last tick
+// published of the schedule entry entry ("TYPE SPEC"), in unix ms.
+func ScheduleTickField(entry string) string { return "tick:" + entry }
+
+// ScheduleEntryField is the field of ScheduleKey holding the entry
+// ("TYPE SPEC") as a worker registered it: JSON with its time zone and
+// missed-tick policy.
+func ScheduleEntryField(entry string) string { return "entry:" + entry }
 
 // HeartbeatKey marks consumer of group alive on stream while it exists: SET
 // with a TTL of the consumer gone-after age.
@@ -101,6 +122,8 @@ const (
 	KeyPartitionMembers                    // PartitionMembersKey
 	KeyCancelled                           // CancelledKey
 	KeyPaused                              // PausedKey
+	KeyUnique                              // UniqueKey
+	KeySchedule                            // ScheduleKey
 )
 
 // String names the kind, e.g. "delayed" or "partition owner".
@@ -128,6 +151,8 @@ var companions = []struct {
 	{KeyPartitionOwner, "partition owner", "}:owner:", false},       // {S:i}:owner:<group>
 	{KeyPartitionMembers, "partition members", "}:members:", false}, // {S}:members:<group>
 	{KeyPaused, "pause state", ":paused", true},                     // S:paused
+	{KeyUnique, "unique mark", ":unique:", false},                   // S:unique:<id>
+	{KeySchedule, "schedule", ":schedule", true},                    // S:schedule
 }
 
 // ParseCompanion reports whether key has the shape of a companion key that

@@ -41,6 +41,10 @@ func TestParseCompanion(t *testing.T) {
 		{wire.PartitionMembersKey("orders", "workers"), wire.KeyPartitionMembers, "orders"},
 		{wire.PausedKey("orders"), wire.KeyPaused, "orders"},
 		{wire.PausedKey("{orders}"), wire.KeyPaused, "{orders}"},
+		{wire.UniqueKey("{orders}", "42"), wire.KeyUnique, "{orders}"},
+		{wire.UniqueKey(partition, "42"), wire.KeyUnique, partition},
+		{wire.ScheduleKey("{orders}"), wire.KeySchedule, "{orders}"},
+		{wire.ScheduleKey(partition), wire.KeySchedule, partition},
 	} {
 		kind, of, ok := wire.ParseCompanion(tc.key)
 		if !ok || kind != tc.kind || of != tc.of {
@@ -56,6 +60,7 @@ func TestCompanionsShareTheSlot(t *testing.T) {
 		for _, k := range []string{
 			wire.DelayedKey(s), wire.DeadLetterKey(s), wire.CancelledKey(s), wire.DedupeKey(s, "id}{x"),
 			wire.HeartbeatKey(s, "{g}", "c}"), wire.PartitionOwnerKey(s, "{g}"), wire.PausedKey(s),
+			wire.UniqueKey(s, "id}{x"), wire.ScheduleKey(s),
 		} {
 			if wire.Slot(k) != wire.Slot(s) {
 				t.Errorf("%q is in slot %d, its stream %q in %d", k, wire.Slot(k), s, wire.Slot(s))

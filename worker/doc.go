@@ -19,6 +19,7 @@
 //	lease.go, isolate.go                 leases on running entries; suspects one at a time
 //	partition*.go, takeover.go, ordered.go  partitioned streams: ownership, take-over, per-key order
 //	promote.go                           the delayed sets' promoter
+//	schedule.go                          the periodic events (WORKER_SCHEDULE, WithSchedule): each tick once
 //	cluster.go, slots.go                 Redis Cluster: slot map reloads, the one-slot check
 //	health.go, metrics.go, gc.go         liveness, Prometheus metrics, GC default
 //	probe.go                             readiness probe (a frozen Redis); writes held back under OOM

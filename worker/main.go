@@ -22,6 +22,7 @@ import (
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/scriptfn"
+	"github.com/streamworker/streamworker/schedule"
 )
 
 // Deps are what the runtime built and hands to a setup function, so handlers
@@ -49,6 +50,7 @@ type options struct {
 	listener net.Listener
 	signals  bool
 	stdout   io.Writer
+	schedule [][2]string // WithSchedule: type, spec
 }
 
 // WithSetup runs f after the Redis client, logger and registry exist and
@@ -86,6 +88,9 @@ func Main(mux *Mux, opts ...Option) {
 	opts = append(opts, WithSignals())
 	if err := Run(context.Background(), cfg, mux, opts...); err != nil {
 		fmt.Fprintln(os.Stderr, "streamworker:", err)
+		if errors.Is(err, schedule.ErrBadEntry) { // WithSchedule: a configuration error
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 	os.Exit(0)
@@ -96,6 +101,10 @@ func Main(mux *Mux, opts ...Option) {
 // returns nil. It returns an error when a component fails to start.
 func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error {
 	o := newOptions(cfg, opts)
+	entries, err := scheduleEntries(cfg, o.schedule) // schedule.go
+	if err != nil {
+		return err
+	}
 	tracer, logger, stopTracing, err := startTracing(ctx, o.logger) // tracing.go: OTEL_* variables
 	if err != nil {
 		return err
@@ -135,8 +144,9 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	reg.MustRegister(newStreamCollector(client, streamKeys(cfg), cfg.Group, cfg.Partitions > 1))
 	rt := newEngine(cfg, client, mux, logger, metrics)
 	rt.tracer = tracer
+	rt.sched = newScheduler(client, cfg, entries, logger) // schedule.go; nil without entries
 	logger.Info("starting", "redis", cfg.RedisTarget(), "redis_mode", cfg.RedisMode(), "scripts", cfg.ScriptsMode(), "streams", cfg.Streams, "partitions", cfg.Partitions, "group", cfg.Group,
-		"consumer", cfg.Consumer, "concurrency", cfg.Concurrency, "types", mux.Types(), "gc_percent", gcPercent())
+		"consumer", cfg.Consumer, "concurrency", cfg.Concurrency, "types", mux.Types(), "gc_percent", gcPercent(), "schedule", len(entries))
 
 	var g run.Group
 	{ // the caller's context

@@ -64,8 +64,9 @@ type engine struct {
 	order   *orderGate     // per-key order on partitioned streams (ordered.go)
 	cluster *clusterRoutes // slot map reloads after node failures (cluster.go)
 
-	promote *promoter // moves due retries and delayed events into the streams (promote.go)
-	pauses  *pauses   // which streams are paused (pause.go)
+	promote *promoter  // moves due retries and delayed events into the streams (promote.go)
+	pauses  *pauses    // which streams are paused (pause.go)
+	sched   *scheduler // publishes the periodic events (schedule.go); nil without a schedule
 
 	classes map[string]*slotClass // per stream key read: its share of the slots (priority.go); nil without priorities
 
@@ -311,8 +312,9 @@ func (r *engine) newReclaimer() *reclaim.Reclaimer {
 // feeders are the components that hand work to the pool, each until its
 // context ends: a fetcher per stream, the partitions (which run a fetcher per
 // partition owned), the reclaimer and the suspects' one-at-a-time loop; the
-// promoter, which moves due retries back into the streams; and the pause
-// poller, whose first answer the fetchers wait for (pause.go).
+// promoter, which moves due retries back into the streams; the pause
+// poller, whose first answer the fetchers wait for (pause.go); and, with a
+// schedule, the scheduler, which publishes the periodic events.
 func (r *engine) feeders(rc *reclaim.Reclaimer) []component {
 	var cs []component
 	for _, s := range r.streams {
@@ -321,7 +323,11 @@ func (r *engine) feeders(rc *reclaim.Reclaimer) []component {
 	if r.parts != nil {
 		cs = append(cs, r.parts) // partition.go: takes, reads and gives up partitions
 	}
-	return append(cs, rc, componentFunc(r.isolateLoop), r.promote, r.pauses)
+	cs = append(cs, rc, componentFunc(r.isolateLoop), r.promote, r.pauses)
+	if r.sched != nil {
+		cs = append(cs, r.sched) // schedule.go
+	}
+	return cs
 }
 
 // drain waits for the running handlers until the shutdown timeout, counted

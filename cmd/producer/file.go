@@ -27,6 +27,9 @@ type fileLine struct {
 	ID    *string         `json:"id"`
 	Key   *string         `json:"key"`
 	Delay *string         `json:"delay"`
+	// UniqueFor makes the line a unique publish (producer.Item.UniqueFor):
+	// not added if its id was unique-published within this long.
+	UniqueFor *string `json:"unique_for"`
 }
 
 // parseLine turns one input line into an item, or says why it cannot be sent.
@@ -59,6 +62,18 @@ func parseLine(line []byte, p *producer.Producer, now time.Time) (producer.Item,
 		case d > 0:
 			it.Due = now.Add(d)
 		}
+	}
+	if l.UniqueFor != nil {
+		d, err := time.ParseDuration(*l.UniqueFor)
+		switch {
+		case err != nil || d < time.Millisecond:
+			return it, fmt.Errorf(`bad "unique_for" %q: want a duration of at least 1ms such as 30s, 1h or 24h`, *l.UniqueFor)
+		case it.Event.ID == "":
+			return it, errors.New(`"unique_for" needs an "id": the id is what makes two events the same`)
+		case !it.Due.IsZero():
+			return it, errors.New(`"unique_for" cannot be used with "delay": a unique publish appends now`)
+		}
+		it.UniqueFor = d
 	}
 	if err := checkStrings(line, l); err != nil {
 		return it, err
@@ -163,7 +178,7 @@ func decodeLineStrict(line []byte) (fileLine, error) {
 }
 
 // onlyKnownKeys reports whether every top-level key of b, a valid JSON
-// value, is spelled exactly type, data, id, key or delay. It may say no to a line
+// value, is spelled exactly type, data, id, key, delay or unique_for. It may say no to a line
 // encoding/json would accept (a key in capitals or with an escape): such a
 // line goes the strict way.
 func onlyKnownKeys(b []byte) bool {
@@ -179,7 +194,7 @@ func onlyKnownKeys(b []byte) bool {
 		}
 		end := endOfString(b, i)
 		switch string(b[i+1 : end-1]) {
-		case "type", "data", "id", "key", "delay":
+		case "type", "data", "id", "key", "delay", "unique_for":
 		default:
 			return false
 		}
@@ -256,7 +271,7 @@ func describeJSONError(err error) error {
 	case errors.As(err, &typ):
 		return fmt.Errorf("%q must be a string, got %s", typ.Field, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return fmt.Errorf("unknown field %s (want type, data, id, key, delay)", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		return fmt.Errorf("unknown field %s (want type, data, id, key, delay, unique_for)", strings.TrimPrefix(err.Error(), "json: unknown field "))
 	}
 	return fmt.Errorf("invalid JSON: %w", err)
 }
@@ -333,6 +348,7 @@ type fileSender struct {
 // sendStats counts what became of the input.
 type sendStats struct {
 	lines, sent, delayed, rejected int
+	duplicates                     int // unique lines not added: their id was sent within the window
 }
 
 func (s sendStats) status() string {
@@ -462,6 +478,10 @@ func (s *fileSender) sendBatch(ctx context.Context, b *fileBatch, st *sendStats)
 	st.lines += b.lines
 	st.rejected += b.rejected
 	for i, r := range res {
+		if r.Err == nil && r.Duplicate {
+			st.duplicates++
+			continue
+		}
 		if r.Err == nil {
 			st.sent++
 			if !b.items[i].Due.IsZero() {

@@ -24,6 +24,7 @@ func TestProcess(t *testing.T) {
 	}{
 		{"SendOne", testSendOne},
 		{"SendDelayed", testSendDelayed},
+		{"SendUnique", testSendUnique},
 		{"SendFile", testSendFile},
 		{"SendFileAllValid", testSendFileAllValid},
 		{"SendFileBOM", testSendFileBOM},

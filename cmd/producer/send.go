@@ -16,7 +16,7 @@ import (
 // sendFlags are the flags of producer send.
 type sendFlags struct {
 	stream, typ, data, id, key, file string
-	delay                            time.Duration
+	delay, uniqueFor                 time.Duration
 	maxLen                           int64
 	maxPayload, batch, partitions    int
 	progressEvery                    time.Duration
@@ -25,7 +25,7 @@ type sendFlags struct {
 func (a *app) sendCommand() *cobra.Command {
 	var f sendFlags
 	cmd := &cobra.Command{
-		Use:   "send --stream S [--partitions N] (--type T [--data JSON] [--id ID] [--key K] [--delay D] | --file F)",
+		Use:   "send --stream S [--partitions N] (--type T [--data JSON] [--id ID [--unique-for D]] [--key K] [--delay D] | --file F)",
 		Short: "Send one event, or every line of a JSONL file or stdin",
 		Long: `Send one event from flags, and print its entry ID (or, with --delay, the time
 it is due). Or send every line of a JSONL file (--file F, or --file - for stdin),
@@ -34,8 +34,15 @@ one JSON object per line:
   {"type": "order.created", "data": {"id": 7}, "id": "order-7", "key": "customer-3", "delay": "30s"}
 
 type is required; data is any JSON and is stored as its JSON text; id (an
-idempotency key), key (a partition key) and delay are optional. Lines are
-sent in pipelined batches.
+idempotency key), key (a partition key), delay and unique_for are optional.
+Lines are sent in pipelined batches.
+
+With --unique-for D (a line's "unique_for": "D") the event is added only if no
+event with its id was sent with --unique-for to the stream within D; the check
+and the append are atomic, so of producers racing with one id exactly one adds
+it. A duplicate is not an error: it prints a line saying so (exit 0), and in a
+file's closing line it counts as a duplicate, not as sent. It needs an id and
+cannot be delayed.
 The input is UTF-8; a byte order mark at its start is skipped. A type, id or
 key that is not valid UTF-8 is refused, not sent altered.
 A line that cannot be sent (bad JSON, no type, data over the cap, a bad delay)
@@ -50,6 +57,7 @@ prints its partition before its entry ID. --key without --partitions only
 sets the key field.`,
 		Example: `  producer send --stream orders --type order.created --data '{"id":7}'
   producer send --stream orders --type reminder.due --data '{}' --delay 30m
+  producer send --stream orders --type report.requested --id report-2026-12-05 --unique-for 24h
   producer send --stream orders --file events.jsonl
   producer send --stream orders --partitions 8 --type order.paid --data '{"id":7}' --key customer-3
   gen-events | producer send --stream orders --file -`,
@@ -64,6 +72,7 @@ sets the key field.`,
 	fl.StringVar(&f.key, "key", "", "partition key, sent as the key field: events with one key go to one partition, in order")
 	fl.IntVar(&f.partitions, "partitions", 1, "split the stream into this many partitions {S:0}…{S:N-1}, as the worker's WORKER_PARTITIONS")
 	fl.DurationVar(&f.delay, "delay", 0, "deliver after this long (e.g. 30s, 5m) via the stream's delayed set")
+	fl.DurationVar(&f.uniqueFor, "unique-for", 0, "add the event only if its --id was not sent with --unique-for within this long (e.g. 1h)")
 	fl.StringVar(&f.file, "file", "", "JSONL input, one event per line; - for stdin")
 	fl.Int64Var(&f.maxLen, "maxlen", 0, "trim the stream to about this many entries (XADD MAXLEN ~); 0 keeps all")
 	fl.IntVar(&f.maxPayload, "max-payload", producer.DefaultMaxPayload, "refuse events whose data is over this many bytes")
@@ -84,12 +93,18 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 		return cli.Usagef(cmd, "--max-payload %d: want a positive number of bytes", f.maxPayload)
 	case f.delay < 0:
 		return cli.Usagef(cmd, "--delay %s is negative", f.delay)
+	case fl.Changed("unique-for") && f.uniqueFor < time.Millisecond:
+		return cli.Usagef(cmd, "--unique-for %s: want a duration of at least 1ms such as 30s or 1h", f.uniqueFor)
+	case fl.Changed("unique-for") && f.file == "" && f.id == "":
+		return cli.Usagef(cmd, "--unique-for needs --id: the id is what makes two events the same")
+	case fl.Changed("unique-for") && f.delay > 0:
+		return cli.Usagef(cmd, "--unique-for cannot be used with --delay: a unique publish appends now")
 	}
 	if err := cli.CheckPartitions(cmd, f.stream, f.partitions); err != nil {
 		return err
 	}
 	if f.file != "" {
-		for _, name := range []string{"type", "data", "id", "key", "delay"} {
+		for _, name := range []string{"type", "data", "id", "key", "delay", "unique-for"} {
 			if fl.Changed(name) {
 				return cli.Usagef(cmd, "--%s cannot be used with --file: each line gives its own", name)
 			}
@@ -125,7 +140,7 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 		if err := p.Check(e); err != nil {
 			return err // refused before anything is sent
 		}
-		it, verb := producer.Item{Event: e}, "sending to"
+		it, verb := producer.Item{Event: e, UniqueFor: f.uniqueFor}, "sending to"
 		if f.delay > 0 {
 			it.Due, verb = time.Now().Add(f.delay), "scheduling on"
 		}
@@ -142,6 +157,9 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 			return fmt.Errorf("%s stream %q: %w", verb, stream, err)
 		}
 		printed := res[0].ID
+		if res[0].Duplicate {
+			printed = fmt.Sprintf("duplicate: id %q was sent within %s as entry %s; not added", f.id, f.uniqueFor, res[0].ID)
+		}
 		if f.delay > 0 {
 			printed = it.Due.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 		}
@@ -172,8 +190,12 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 	st, err := s.send(ctx, in)
 	s.progress.finish()
 	elapsed := time.Since(start)
-	fmt.Fprintf(out, "sent %d, rejected %d (%d lines, %d delayed) to stream %q%s in %s, %.0f events/s\n",
-		st.sent, st.rejected, st.lines, st.delayed, f.stream, partitionsNote(f.partitions), elapsed.Round(time.Millisecond), float64(st.sent)/elapsed.Seconds())
+	var dups string
+	if st.duplicates > 0 {
+		dups = fmt.Sprintf(", %d duplicates not added", st.duplicates)
+	}
+	fmt.Fprintf(out, "sent %d, rejected %d (%d lines, %d delayed%s) to stream %q%s in %s, %.0f events/s\n",
+		st.sent, st.rejected, st.lines, st.delayed, dups, f.stream, partitionsNote(f.partitions), elapsed.Round(time.Millisecond), float64(st.sent)/elapsed.Seconds())
 	if err != nil {
 		return err
 	}

@@ -118,7 +118,7 @@ var badLines = []struct{ line, reason string }{
 	{`{"type":"a","delay":30}`, `"delay" must be a string, got number`},
 	{`[1,2]`, "want a JSON object, got array"},
 	{`"just a string"`, "want a JSON object, got string"},
-	{`{"type":"a","tpye":"b"}`, `unknown field "tpye" (want type, data, id, key, delay)`},
+	{`{"type":"a","tpye":"b"}`, `unknown field "tpye" (want type, data, id, key, delay, unique_for)`},
 	{`{"type":"a","key":7}`, `"key" must be a string, got number`},
 	{`{"type":"a"} {"type":"b"}`, "more than one JSON value on the line"},
 	{`{"type":"a","data":"` + strings.Repeat("x", 100) + `"}`, "event too large: data is 102 bytes, the cap is 100 bytes; store the payload elsewhere and send a reference"},
@@ -170,6 +170,48 @@ func testSendFile(t *testing.T, c *binary) {
 	}
 	if _, f := decodeEnvelope(t, zs[0]); f["type"] != "later" || f["data"] != `"x"` {
 		t.Errorf("delayed event = %v", f)
+	}
+}
+
+// --unique-for: the first send adds the event, a second one with the id
+// prints that it was a duplicate and exits 0; a JSONL file sets it per line.
+func testSendUnique(t *testing.T, c *binary) {
+	rc := c.client(t)
+	stream := "{" + testredis.Prefix(t) + "orders}"
+	args := []string{"send", "--stream", stream, "--type", "report.requested", "--data", "{}", "--id", "report-1", "--unique-for", "1h"}
+	r := c.run(t, "", args)
+	r.Want(t, 0)
+	first := strings.TrimSpace(r.Stdout)
+	if got := rc.XRange(context.Background(), stream, first, first).Val(); len(got) != 1 {
+		t.Fatalf("stdout %q is not the ID of the new entry", r.Stdout)
+	}
+	r = c.run(t, "", args)
+	r.Want(t, 0)
+	if want := fmt.Sprintf("duplicate: id \"report-1\" was sent within 1h0m0s as entry %s; not added\n", first); r.Stdout != want {
+		t.Errorf("second send printed %q, want %q", r.Stdout, want)
+	}
+	path := writeFile(t, "unique.jsonl", `{"type":"a","id":"report-1","unique_for":"1h"}
+{"type":"a","id":"report-2","unique_for":"1h"}
+{"type":"a","id":"report-2","unique_for":"1h"}
+{"type":"a","id":"report-2"}
+{"type":"a","unique_for":"1h"}
+{"type":"a","id":"x","unique_for":"forever"}
+{"type":"a","id":"x","unique_for":"1h","delay":"1s"}
+`)
+	r = c.run(t, "", []string{"send", "--stream", stream, "--file", path})
+	r.Want(t, 1)
+	wantErr := fmt.Sprintf(`%[1]s: line 5: "unique_for" needs an "id": the id is what makes two events the same
+%[1]s: line 6: bad "unique_for" "forever": want a duration of at least 1ms such as 30s, 1h or 24h
+%[1]s: line 7: "unique_for" cannot be used with "delay": a unique publish appends now
+`, path)
+	if diff := cmp.Diff(wantErr, r.Stderr); diff != "" {
+		t.Errorf("stderr (-want +got):\n%s", diff)
+	}
+	if want := fmt.Sprintf("sent 2, rejected 3 (7 lines, 0 delayed, 2 duplicates not added) to stream %q in ", stream); !strings.HasPrefix(r.Stdout, want) {
+		t.Errorf("stdout = %q, want it to start %q", r.Stdout, want)
+	}
+	if n := rc.XLen(context.Background(), stream).Val(); n != 3 {
+		t.Errorf("stream has %d entries, want 3: report-1 once, report-2 once unique and once plain", n)
 	}
 }
 
@@ -303,6 +345,11 @@ func testUsageErrors(t *testing.T, c *binary) {
 			{"FileWithData", append([]string{"send", "--file", file, "--data", "1"}, s...), "--data cannot be used with --file"},
 			{"FileWithID", append([]string{"send", "--file", file, "--id", "k"}, s...), "--id cannot be used with --file"},
 			{"ZeroBatch", append([]string{"send", "--file", file, "--batch", "0"}, s...), "--batch 0: want 1 to 10000"},
+			{"UniqueForWithoutID", append([]string{"send", "--type", "t", "--unique-for", "1h"}, s...), "producer: --unique-for needs --id: the id is what makes two events the same\nRun 'producer send --help' for usage."},
+			{"UniqueForZero", append([]string{"send", "--type", "t", "--id", "k", "--unique-for", "0s"}, s...), "--unique-for 0s: want a duration of at least 1ms such as 30s or 1h"},
+			{"UniqueForBad", append([]string{"send", "--type", "t", "--id", "k", "--unique-for", "soon"}, s...), `invalid argument "soon" for "--unique-for" flag`},
+			{"UniqueForDelayed", append([]string{"send", "--type", "t", "--id", "k", "--unique-for", "1h", "--delay", "1m"}, s...), "--unique-for cannot be used with --delay: a unique publish appends now"},
+			{"FileWithUniqueFor", append([]string{"send", "--file", file, "--unique-for", "1h"}, s...), "--unique-for cannot be used with --file: each line gives its own"},
 			{"FileWithKey", append([]string{"send", "--file", file, "--key", "k"}, s...), "--key cannot be used with --file: each line gives its own"},
 			{"ZeroPartitions", append([]string{"send", "--type", "t", "--partitions", "0"}, s...), "producer: --partitions 0: want 1 to 1024 (1: the stream is not partitioned)\nRun 'producer send --help' for usage."},
 			{"NegativePartitions", append([]string{"send", "--type", "t", "--partitions", "-3"}, s...), "--partitions -3: want 1 to 1024"},

@@ -349,7 +349,7 @@ func testUsageErrors(t *testing.T, c *binary) {
 			args []string
 			want string
 		}{
-			{"NoCommand", nil, "streamctl: missing command: status, pending, dlq, pause, resume, cancel, group, scripts or web\nRun 'streamctl --help' for usage.\n"},
+			{"NoCommand", nil, "streamctl: missing command: status, pending, dlq, pause, resume, cancel, group, scripts, schedule or web\nRun 'streamctl --help' for usage.\n"},
 			{"StatusZeroPartitions", append([]string{"status", "--partitions", "0"}, s...), "streamctl: --partitions 0: want 1 to 1024 (1: the stream is not partitioned)\nRun 'streamctl status --help' for usage.\n"},
 			{"StatusPartitionsWithoutStream", []string{"status", "--partitions", "4"}, "streamctl: --partitions needs --stream: the partitioned streams to show\nRun 'streamctl status --help' for usage.\n"},
 			{"StatusPartitionedNameWithBraces", []string{"status", "--stream", "orders,{x}", "--partitions", "2"}, "streamctl: --stream \"{x}\" with --partitions 2: a partitioned stream is named without braces, its partitions are {{x}:0} … {{x}:1}\nRun 'streamctl status --help' for usage.\n"},

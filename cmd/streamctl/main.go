@@ -107,20 +107,21 @@ func run(ctx context.Context, args []string, sio stdio) error {
 consumers; pending entries; the dead-letter stream (list, replay, purge);
 pausing and resuming a stream; cancelling events that have not run;
 rewinding a group to process history again; the Lua scripts as Redis
-functions (load, status); a web dashboard (web).
+functions (load, status); the periodic events (schedule); a web dashboard
+(web).
 
 ` + cli.ConnectionHelp + `
 
 Exit status: 0 ok, 1 failure, 2 usage.`,
 		Args: cli.UnknownCommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cli.Usagef(cmd, "missing command: status, pending, dlq, pause, resume, cancel, group, scripts or web")
+			return cli.Usagef(cmd, "missing command: status, pending, dlq, pause, resume, cancel, group, scripts, schedule or web")
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	cli.Root(root, args, &a.redisURL)
-	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.groupCommand(), a.scriptsCommand(), a.webCommand())
+	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.groupCommand(), a.scriptsCommand(), a.scheduleCommand(), a.webCommand())
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
 	if err := root.ExecuteContext(ctx); err != nil {

@@ -49,6 +49,7 @@ func TestProcess(t *testing.T) {
 		{"Web", testWeb},
 		{"WebUsage", testWebUsage},
 		{"PauseResume", testPauseResume},
+		{"Schedule", testSchedule},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -3,7 +3,7 @@
 package scriptfn
 
 // Sources are the Lua sources of every redis.NewScript in the packages of
-// ./cmd/worker and ./cmd/streamctl, one per distinct source. Regenerate with
+// ./cmd/worker and ./cmd/streamctl and ./cmd/producer, one per distinct source. Regenerate with
 // go generate ./internal/scriptfn after changing a script.
 func Sources() []string {
 	return []string{
@@ -181,6 +181,19 @@ else
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return 1
+`,
+		// producer/unique.go uniqueScript
+		`
+local prev = redis.call('GET', KEYS[1])
+if prev then return {0, prev} end
+local id
+if ARGV[2] ~= '0' then
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+else
+  id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+end
+redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
+return {1, id}
 `,
 		// reclaim/reclaim.go claimScript
 		`
@@ -430,6 +443,15 @@ for _, m in ipairs(due) do
   redis.call('ZREM', KEYS[1], m)
 end
 return {#due, dead}
+`,
+		// worker/schedule.go scheduleScript
+		`
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+local tick = tonumber(ARGV[2])
+if last and last >= tick then return {0, last} end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {1, tick}
 `,
 		// worker/settle.go retryScript
 		`

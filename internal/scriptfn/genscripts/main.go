@@ -1,6 +1,7 @@
 // Command genscripts writes internal/scriptfn/scripts_gen.go: the source of
-// every redis.NewScript in the packages of cmd/worker and cmd/streamctl
-// (the runtime, reclaim, the building blocks, the plugins, streamadmin), for
+// every redis.NewScript in the packages of cmd/worker, cmd/streamctl and cmd/producer
+// (the runtime, reclaim, the building blocks, the plugins, streamadmin, the
+// producer), for
 // the function libraries of REDIS_SCRIPTS=functions. Run it through
 //
 //	go generate ./internal/scriptfn
@@ -27,7 +28,7 @@ import (
 )
 
 // roots are the commands whose packages' scripts the libraries hold.
-var roots = []string{"./cmd/worker", "./cmd/streamctl"}
+var roots = []string{"./cmd/worker", "./cmd/streamctl", "./cmd/producer"}
 
 const goRedis = "github.com/redis/go-redis/v9"
 

@@ -156,6 +156,10 @@ uses its own defaults: values key -> variable.
   "reclaimCount" "WORKER_RECLAIM_COUNT"
   "consumerGoneAfter" "WORKER_CONSUMER_GONE_AFTER"
   "dedupeWindow" "WORKER_DEDUPE_WINDOW"
+  "schedule" "WORKER_SCHEDULE"
+  "scheduleStream" "WORKER_SCHEDULE_STREAM"
+  "scheduleTZ" "WORKER_SCHEDULE_TZ"
+  "scheduleMissed" "WORKER_SCHEDULE_MISSED"
   "pprof" "WORKER_PPROF") }}
 {{- end }}
 
