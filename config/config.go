@@ -364,6 +364,7 @@ var runtimeKeyWhat = map[wire.KeyKind]string{
 	wire.KeyHeartbeat:        "a consumer heartbeat of",
 	wire.KeyPartitionOwner:   "the owner of partition",
 	wire.KeyPartitionMembers: "the partition members of",
+	wire.KeyTrimLease:        "the trim lease of",
 }
 
 // runtimeKey reports whether key has the shape of one of the runtime's own

@@ -83,9 +83,13 @@
 //	                           not a mark).
 //	S:alive:<group>:<consumer> HeartbeatKey: a consumer's heartbeat (SET to
 //	                           "1" with the consumer gone-after age as TTL).
+//	S:trim-lease               TrimLeaseKey: the worker that trims S now, when
+//	                           WORKER_RETENTION is set (SET to
+//	                           "<group>/<consumer>" with a TTL of three trim
+//	                           intervals); only its holder trims S.
 //
 // A partitioned logical stream L (named without braces) with N partitions is
-// the N streams {L:0} … {L:N-1} (PartitionStream), each with the four keys
+// the N streams {L:0} … {L:N-1} (PartitionStream), each with the five keys
 // above, and two kinds of keys of its own:
 //
 //	{L:i}:owner:<group>        PartitionOwnerKey: the consumer of group that

@@ -6,7 +6,7 @@ import (
 )
 
 // Every Redis key of the wire format is built here. For a stream key S the
-// companions are S:delayed, S:dlq, S:dedupe:<id> and
+// companions are S:delayed, S:dlq, S:trim-lease, S:dedupe:<id> and
 // S:alive:<group>:<consumer>; a partitioned stream adds an owner key per
 // partition and a members key per logical stream. The package doc says
 // what each holds and which share a hash tag.
@@ -33,6 +33,11 @@ const DedupeMark = "1"
 func HeartbeatKey(stream, group, consumer string) string {
 	return stream + ":alive:" + group + ":" + consumer
 }
+
+// TrimLeaseKey names the worker that trims stream now (WORKER_RETENTION):
+// SET to "<group>/<consumer>" with a TTL of a few trim intervals, renewed
+// while it trims. Only its holder trims the stream.
+func TrimLeaseKey(stream string) string { return stream + ":trim-lease" }
 
 // PartitionStream is the stream key of partition i of the logical stream
 // stream: {stream:i}. The braces make the whole name its hash tag, so each
@@ -76,6 +81,7 @@ const (
 	KeyHeartbeat                           // HeartbeatKey
 	KeyPartitionOwner                      // PartitionOwnerKey
 	KeyPartitionMembers                    // PartitionMembersKey
+	KeyTrimLease                           // TrimLeaseKey
 )
 
 // String names the kind, e.g. "delayed" or "partition owner".
@@ -99,6 +105,7 @@ var companions = []struct {
 	{KeyDeadLetter, "dead letters", ":dlq", true},                   // S:dlq
 	{KeyDedupe, "dedupe mark", ":dedupe:", false},                   // S:dedupe:<id>
 	{KeyHeartbeat, "heartbeat", ":alive:", false},                   // S:alive:<group>:<consumer>
+	{KeyTrimLease, "trim lease", ":trim-lease", true},               // S:trim-lease
 	{KeyPartitionOwner, "partition owner", "}:owner:", false},       // {S:i}:owner:<group>
 	{KeyPartitionMembers, "partition members", "}:members:", false}, // {S}:members:<group>
 }

@@ -14,7 +14,7 @@ func TestParseCompanion(t *testing.T) {
 	partition := wire.PartitionStream("orders", 3)
 	for _, s := range []string{
 		"orders", "{orders}", partition, "dlq", "delayed", "orders:dlqs", "orders:dlq:archive",
-		"orders:delayed-jobs", "orders:owner:eu", "{orders}:members", "orders:dedupe:", "orders:alive:",
+		"orders:delayed-jobs", "orders:owner:eu", "{orders}:members", "orders:dedupe:", "orders:alive:", "orders:trim-lease:x",
 	} {
 		if kind, of, ok := wire.ParseCompanion(s); ok {
 			t.Errorf("ParseCompanion(%q) = %v of %q, want no companion", s, kind, of)
@@ -37,6 +37,8 @@ func TestParseCompanion(t *testing.T) {
 		{wire.HeartbeatKey(partition, "workers", "pod-1"), wire.KeyHeartbeat, partition},
 		{wire.PartitionOwnerKey(partition, "workers"), wire.KeyPartitionOwner, partition},
 		{wire.PartitionMembersKey("orders", "workers"), wire.KeyPartitionMembers, "orders"},
+		{wire.TrimLeaseKey("orders"), wire.KeyTrimLease, "orders"},
+		{wire.TrimLeaseKey(partition), wire.KeyTrimLease, partition},
 	} {
 		kind, of, ok := wire.ParseCompanion(tc.key)
 		if !ok || kind != tc.kind || of != tc.of {
@@ -51,7 +53,7 @@ func TestCompanionsShareTheSlot(t *testing.T) {
 	for _, s := range append([]string{"{orders}", "shop:{orders}:v2"}, wire.PartitionStreams("orders", 4)...) {
 		for _, k := range []string{
 			wire.DelayedKey(s), wire.DeadLetterKey(s), wire.DedupeKey(s, "id}{x"),
-			wire.HeartbeatKey(s, "{g}", "c}"), wire.PartitionOwnerKey(s, "{g}"),
+			wire.HeartbeatKey(s, "{g}", "c}"), wire.PartitionOwnerKey(s, "{g}"), wire.TrimLeaseKey(s),
 		} {
 			if wire.Slot(k) != wire.Slot(s) {
 				t.Errorf("%q is in slot %d, its stream %q in %d", k, wire.Slot(k), s, wire.Slot(s))
