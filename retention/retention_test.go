@@ -37,7 +37,7 @@ func fill(t *testing.T, c *redis.Client, stream string, n int) []string {
 func read(t *testing.T, c *redis.Client, stream, group, consumer string, n, acked int) {
 	t.Helper()
 	ctx := context.Background()
-	res, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: consumer, Streams: []string{stream, ">"}, Count: int64(n)}).Result()
+	res, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: consumer, Streams: []string{stream, ">"}, Count: int64(n), Block: -1}).Result()
 	if err != nil {
 		t.Fatal(err)
 	}

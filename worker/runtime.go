@@ -301,7 +301,7 @@ func (r *engine) feeders(rc *reclaim.Reclaimer) []component {
 	if r.parts != nil {
 		cs = append(cs, r.parts) // partition.go: takes, reads and gives up partitions
 	}
-	return append(cs, rc, componentFunc(r.isolateLoop), r.promote)
+	return append(cs, rc, componentFunc(r.isolateLoop), r.promote, r.newTrimmer()) // trim.go
 }
 
 // drain waits for the running handlers until the shutdown timeout, counted
