@@ -238,30 +238,3 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
-// Count counts the entries of stream below minID, up to limit: what a
-// trim up to minID would remove. It pages through them with XRANGE, so it
-// costs as much as reading them; atLeast is true when there are more than
-// limit.
-func Count(ctx context.Context, c redis.Cmdable, stream, minID string, limit int64) (n int64, atLeast bool, err error) {
-	if minID == "" {
-		return 0, false, nil
-	}
-	start := "-"
-	for n < limit {
-		page := min(1000, limit-n)
-		es, err := c.XRangeN(ctx, stream, start, "("+minID, page).Result()
-		if err != nil {
-			return n, false, fmt.Errorf("counting entries of %s below %s: %w", stream, minID, err)
-		}
-		n += int64(len(es))
-		if int64(len(es)) < page {
-			return n, false, nil
-		}
-		start = "(" + es[len(es)-1].ID
-	}
-	more, err := c.XRangeN(ctx, stream, start, "("+minID, 1).Result()
-	if err != nil {
-		return n, false, fmt.Errorf("counting entries of %s below %s: %w", stream, minID, err)
-	}
-	return n, len(more) > 0, nil
-}

@@ -111,13 +111,13 @@ Lua scripts as Redis functions (load, status).
 Exit status: 0 ok, 1 failure, 2 usage.`,
 		Args: cli.UnknownCommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cli.Usagef(cmd, "missing command: status, pending, dlq or scripts")
+			return cli.Usagef(cmd, "missing command: status, pending, dlq, scripts or trim")
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	cli.Root(root, args, &a.redisURL)
-	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.scriptsCommand())
+	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.scriptsCommand(), a.trimCommand())
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
 	if err := root.ExecuteContext(ctx); err != nil {

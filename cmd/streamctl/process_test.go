@@ -39,6 +39,7 @@ func TestProcess(t *testing.T) {
 		{"Partitions", testPartitions},
 		{"Cluster", testCluster},
 		{"Scripts", testScripts},
+		{"Trim", testTrim},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
