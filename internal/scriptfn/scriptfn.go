@@ -90,10 +90,11 @@ type cmdFlags struct{ write, denyOOM bool }
 var commands = map[string]cmdFlags{
 	"time": {}, "get": {}, "exists": {}, "pttl": {}, "hget": {},
 	"zrange": {}, "zrangebyscore": {}, "zcard": {}, "zrank": {},
-	"xpending": {}, "xrange": {}, "xrevrange": {},
+	"xpending": {}, "xrange": {}, "xrevrange": {}, "xinfo|groups": {},
 	"set": {true, true}, "incr": {true, true}, "zadd": {true, true}, "hset": {true, true}, "xadd": {true, true},
 	"del": {true, false}, "pexpire": {true, false}, "zrem": {true, false}, "zremrangebyscore": {true, false},
 	"xack": {true, false}, "xclaim": {true, false}, "xdel": {true, false}, "xgroup|delconsumer": {true, false},
+	"xtrim": {true, false},
 }
 
 // containers are the commands whose ACL name includes their first
