@@ -61,6 +61,7 @@ type Message struct {
 	readAt  time.Time      // when the read or claim that delivered it (or its last lease renewal) was sent
 	started time.Time      // when its handler was called, if the runtime called it
 	done    chan struct{}  // when not nil, closed once the outcome is recorded
+	effects *Effects       // commands to commit with the acknowledgement (effects.go), or nil
 }
 
 // newMessage builds a Message from an entry as go-redis returns it.

@@ -396,6 +396,13 @@ func (r *engine) process(w *workerState, m *Message) {
 // letter, each atomically with the acknowledgement, and returns the outcome.
 // Its logs are written with logCtx, which holds the message's span, if any.
 func (r *engine) complete(logCtx context.Context, m *Message, err error) string {
+	if err == nil && m.effects != nil { // effects.go: committed with the acknowledgement, or refused
+		if err = m.effects.err; err != nil {
+			err = Permanent(err)
+		} else if len(m.effects.cmds) > 0 {
+			return r.commitEffects(logCtx, m)
+		}
+	}
 	if err == nil {
 		var dk string
 		if r.cfg.DedupeWindow > 0 && m.IdempotencyKey != "" {

@@ -337,6 +337,20 @@ for i = 1, #f do
 end
 return redis.call('XDEL', KEYS[2], ARGV[1])
 `,
+		// worker/effects.go commitScript
+		`
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then return 0 end
+local i, k = 4, 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local call = {ARGV[i + 1], KEYS[k]}
+  for j = 1, n do call[#call + 1] = ARGV[i + 1 + j] end
+  redis.call(unpack(call))
+  i, k = i + 2 + n, k + 1
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`,
 		// worker/partition.go membersScript
 		`
 local t = redis.call('TIME')
