@@ -18,6 +18,8 @@
 //	lease.go, isolate.go                 leases on running entries; suspects one at a time
 //	partition*.go, takeover.go, ordered.go  partitioned streams: ownership, take-over, per-key order
 //	promote.go                           the delayed sets' promoter
+//	trim.go                              WORKER_RETENTION trimming under a lease; the delayed-set bound
+//	effects.go                           effects committed in one script with the acknowledgement
 //	cluster.go, slots.go                 Redis Cluster: slot map reloads, the one-slot check
 //	health.go, metrics.go, gc.go         liveness, Prometheus metrics, GC default
 //	tracing.go                           OpenTelemetry: a process span per message, when OTEL_* turn it on
