@@ -155,6 +155,11 @@ uses its own defaults: values key -> variable.
   "reclaimCount" "WORKER_RECLAIM_COUNT"
   "consumerGoneAfter" "WORKER_CONSUMER_GONE_AFTER"
   "dedupeWindow" "WORKER_DEDUPE_WINDOW"
+  "retention" "WORKER_RETENTION"
+  "trimInterval" "WORKER_TRIM_INTERVAL"
+  "dlqMaxLen" "WORKER_DLQ_MAXLEN"
+  "dlqRetention" "WORKER_DLQ_RETENTION"
+  "delayedWarn" "WORKER_DELAYED_WARN"
   "pprof" "WORKER_PPROF") }}
 {{- end }}
 
