@@ -136,6 +136,28 @@ type Config struct {
 	// ran (more than schedule.Grace ago, unpublished): latest publishes the
 	// latest of them once; skip publishes none. Default: latest
 	ScheduleMissed string `envconfig:"WORKER_SCHEDULE_MISSED" default:"latest"`
+	// Retention, when set, makes the workers trim each stream (one worker
+	// per stream at a time, the holder of its trim lease) up to the oldest
+	// entry a group still needs or the entries older than Retention,
+	// whichever is older: an entry a group has not read, or has read but
+	// not acknowledged, is never trimmed. 0 trims as soon as no group needs
+	// an entry. Unset, the workers trim nothing. Default: unset
+	Retention Retention `envconfig:"WORKER_RETENTION"`
+	// TrimInterval is the pause between trims when Retention is set.
+	// Default: 10s
+	TrimInterval time.Duration `envconfig:"WORKER_TRIM_INTERVAL" default:"10s"`
+	// DLQMaxLen, when positive, keeps each dead-letter stream to about this
+	// many entries, dropping the oldest as new ones are added. 0 keeps
+	// every dead letter. Default: 0
+	DLQMaxLen int64 `envconfig:"WORKER_DLQ_MAXLEN" default:"0"`
+	// DLQRetention, when positive, drops dead letters older than this as
+	// new ones are added. 0 keeps every dead letter. Default: 0
+	DLQRetention time.Duration `envconfig:"WORKER_DLQ_RETENTION" default:"0"`
+	// DelayedWarn is how many entries a stream's delayed set may hold before
+	// the worker logs an error (once each time it grows past it) and sets
+	// streamworker_delayed_over_bound. 0 turns the warning off.
+	// Default: 1000000
+	DelayedWarn int64 `envconfig:"WORKER_DELAYED_WARN" default:"1000000"`
 
 	// HTTPAddr serves /healthz, /readyz and /metrics; "off" disables it.
 	// Default: :8080
@@ -195,6 +217,8 @@ func Default() Config {
 		ConsumerGoneAfter: time.Hour,
 		ScheduleTZ:        "UTC",
 		ScheduleMissed:    "latest",
+		TrimInterval:      10 * time.Second,
+		DelayedWarn:       1000000,
 		HTTPAddr:          ":8080",
 		LogLevel:          "info",
 		LogFormat:         "json",
@@ -316,10 +340,21 @@ func (c Config) Validate() error {
 		{"WORKER_CONSUMER_GONE_AFTER", c.ConsumerGoneAfter, time.Minute},
 		{"WORKER_DEDUPE_WINDOW", c.DedupeWindow, 0},
 		{"WORKER_PARTITION_LEASE", c.PartitionLease, time.Second},
+		{"WORKER_TRIM_INTERVAL", c.TrimInterval, 10 * time.Millisecond},
+		{"WORKER_DLQ_RETENTION", c.DLQRetention, 0},
 	} {
 		if v.val < v.min {
 			return bad(v.name, v.val.String(), fmt.Sprintf("a Go duration of at least %s (e.g. 250ms, 30s)", v.min))
 		}
+	}
+	if c.Retention.On && c.Retention.Duration < 0 {
+		return bad("WORKER_RETENTION", c.Retention.Duration.String(), "0 (trim as soon as no group needs an entry), a Go duration such as 24h, or unset (no trimming)")
+	}
+	if c.DLQMaxLen < 0 {
+		return bad("WORKER_DLQ_MAXLEN", strconv.FormatInt(c.DLQMaxLen, 10), "0 (keep every dead letter) or a positive number of entries")
+	}
+	if c.DelayedWarn < 0 {
+		return bad("WORKER_DELAYED_WARN", strconv.FormatInt(c.DelayedWarn, 10), "0 (off) or a positive number of entries")
 	}
 	if c.Block > time.Minute {
 		return bad("WORKER_BLOCK", c.Block.String(), "a Go duration from 1ms to 1m")
@@ -461,6 +496,7 @@ var runtimeKeyWhat = map[wire.KeyKind]string{
 	wire.KeyPaused:           "the pause state of",
 	wire.KeyUnique:           "a unique-publish mark of",
 	wire.KeySchedule:         "the periodic events' hash of",
+	wire.KeyTrimLease:        "the trim lease of",
 }
 
 // runtimeKey reports whether key has the shape of one of the runtime's own
@@ -556,7 +592,39 @@ func allowedFor(typeName string) string {
 		return "a Go duration such as 250ms, 30s or 5m"
 	case "bool":
 		return "true or false"
+	case "Retention", "config.Retention":
+		return "0, a Go duration such as 24h, or unset"
 	default:
 		return "a value of type " + typeName
 	}
+}
+
+// Retention is WORKER_RETENTION: a duration, or unset. On is false when the
+// variable is unset or empty.
+type Retention struct {
+	Duration time.Duration
+	On       bool
+}
+
+// Decode implements envconfig.Decoder.
+func (r *Retention) Decode(v string) error {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		*r = Retention{}
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return err
+	}
+	*r = Retention{Duration: d, On: true}
+	return nil
+}
+
+// String is the duration, or "unset".
+func (r Retention) String() string {
+	if !r.On {
+		return "unset"
+	}
+	return r.Duration.String()
 }

@@ -18,6 +18,7 @@ func clearEnv(t *testing.T) {
 		"WORKER_PROMOTE_INTERVAL", "WORKER_RECLAIM_MIN_IDLE", "WORKER_DEDUPE_WINDOW",
 		"WORKER_RECLAIM_INTERVAL", "WORKER_RECLAIM_COUNT", "WORKER_CONSUMER_GONE_AFTER",
 		"WORKER_HTTP_ADDR", "WORKER_PPROF", "LOG_LEVEL", "LOG_FORMAT", "WORKER_PARTITIONS", "WORKER_PARTITION_LEASE",
+		"WORKER_RETENTION", "WORKER_TRIM_INTERVAL", "WORKER_DLQ_MAXLEN", "WORKER_DLQ_RETENTION", "WORKER_DELAYED_WARN",
 		"REDIS_TLS_CA", "REDIS_TLS_CERT", "REDIS_TLS_KEY", "REDIS_CLUSTER_ADDRS",
 		"REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_SCRIPTS", "WORKER_PRIORITY",
 		"WORKER_SCHEDULE", "WORKER_SCHEDULE_STREAM", "WORKER_SCHEDULE_TZ", "WORKER_SCHEDULE_MISSED",
@@ -131,6 +132,13 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"TooManyPartitions", "WORKER_PARTITIONS", "1025", `WORKER_PARTITIONS="1025" is invalid: want an integer from 1 to 1024`},
 		{"PartitionsNotAnInteger", "WORKER_PARTITIONS", "many", `WORKER_PARTITIONS="many" is invalid: want an integer`},
 		{"PartitionLeaseTooShort", "WORKER_PARTITION_LEASE", "500ms", `WORKER_PARTITION_LEASE="500ms" is invalid: want a Go duration of at least 1s`},
+		{"RetentionNotADuration", "WORKER_RETENTION", "a day", `WORKER_RETENTION="a day" is invalid: want 0, a Go duration such as 24h, or unset`},
+		{"RetentionNegative", "WORKER_RETENTION", "-1h", `WORKER_RETENTION="-1h0m0s" is invalid: want 0 (trim as soon as no group needs an entry), a Go duration such as 24h, or unset (no trimming)`},
+		{"TrimIntervalTooShort", "WORKER_TRIM_INTERVAL", "1ms", `WORKER_TRIM_INTERVAL="1ms" is invalid: want a Go duration of at least 10ms`},
+		{"DLQMaxLenNegative", "WORKER_DLQ_MAXLEN", "-5", `WORKER_DLQ_MAXLEN="-5" is invalid: want 0 (keep every dead letter) or a positive number of entries`},
+		{"DLQMaxLenNotAnInteger", "WORKER_DLQ_MAXLEN", "lots", `WORKER_DLQ_MAXLEN="lots" is invalid: want an integer`},
+		{"DLQRetentionNegative", "WORKER_DLQ_RETENTION", "-1s", `WORKER_DLQ_RETENTION="-1s" is invalid: want a Go duration of at least 0s`},
+		{"DelayedWarnNegative", "WORKER_DELAYED_WARN", "-1", `WORKER_DELAYED_WARN="-1" is invalid: want 0 (off) or a positive number of entries`},
 		{"PartitionLeaseTooLong", "WORKER_PARTITION_LEASE", "1h", `WORKER_PARTITION_LEASE="1h0m0s" is invalid: want a Go duration from 1s to 10m`},
 		{"WeightZero", "WORKER_STREAMS", "sw:a=2,sw:b=0", `WORKER_STREAMS="sw:b=0" is invalid: want a stream key, or a stream key and =weight with a weight from 1 to 1000 (e.g. orders=3)`},
 		{"WeightNegative", "WORKER_STREAMS", "a=-1", `WORKER_STREAMS="a=-1" is invalid: want a stream key, or a stream key and =weight`},
@@ -264,6 +272,42 @@ func TestPartitionLeaseCoversReads(t *testing.T) {
 	t.Setenv("WORKER_BLOCK", "2s")
 	if _, err := Load(); err != nil {
 		t.Errorf("the lease of unpartitioned streams is not checked: %v", err)
+	}
+}
+
+// TestRetention: unset (or empty) trims nothing, 0 trims as soon as
+// possible, a duration keeps that much.
+func TestRetention(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  Retention
+	}{
+		{"", Retention{}},
+		{" ", Retention{}},
+		{"0", Retention{On: true}},
+		{"24h", Retention{Duration: 24 * time.Hour, On: true}},
+	} {
+		clearEnv(t)
+		t.Setenv("WORKER_RETENTION", tc.value)
+		got, err := Load()
+		if err != nil {
+			t.Fatalf("WORKER_RETENTION=%q: %v", tc.value, err)
+		}
+		if got.Retention != tc.want {
+			t.Errorf("WORKER_RETENTION=%q: got %+v, want %+v", tc.value, got.Retention, tc.want)
+		}
+	}
+	clearEnv(t)
+	t.Setenv("WORKER_DLQ_MAXLEN", "1000")
+	t.Setenv("WORKER_DLQ_RETENTION", "72h")
+	t.Setenv("WORKER_DELAYED_WARN", "0")
+	t.Setenv("WORKER_TRIM_INTERVAL", "1s")
+	got, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.DLQMaxLen != 1000 || got.DLQRetention != 72*time.Hour || got.DelayedWarn != 0 || got.TrimInterval != time.Second {
+		t.Errorf("got %+v", got)
 	}
 }
 

@@ -29,6 +29,7 @@ func TestConfigRefusesTheRuntimesKeysAsStreams(t *testing.T) {
 		wire.HeartbeatKey("orders", "workers", "pod-1"), wire.HeartbeatKey(partition, "workers", "pod-1"),
 		wire.PartitionOwnerKey(partition, "workers"),
 		wire.PartitionMembersKey("orders", "workers"),
+		wire.TrimLeaseKey("orders"), wire.TrimLeaseKey(partition),
 	} {
 		cfg := Default()
 		cfg.Streams = []string{key}

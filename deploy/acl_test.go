@@ -78,6 +78,7 @@ func TestACLFile(t *testing.T) {
 	if def := strings.Fields(aclLine(t, content, "default")); !slices.Contains(def, "off") || slices.Contains(def, "on") || slices.Contains(def, "nopass") {
 		t.Errorf("the default user must be off: %v", def)
 	}
+	// XTRIM is the worker's (WORKER_RETENTION, the dead-letter bounds).
 	// Commands that destroy or expose data, or administer the server: no
 	// application user may have them, even on its own keys.
 	// EVAL and its kin run any Lua the user sends; FUNCTION LOAD (and the
@@ -85,7 +86,7 @@ func TestACLFile(t *testing.T) {
 	// user, which touches no data, loads functions.
 	forbidden := []string{
 		"flushall", "flushdb", "keys", "scan", "config", "config|get", "config|set", "xgroup",
-		"xgroup|destroy", "xgroup|setid", "xtrim", "xdel", "acl", "debug", "shutdown", "module", "script",
+		"xgroup|destroy", "xgroup|setid", "xdel", "acl", "debug", "shutdown", "module", "script",
 		"function", "swapdb", "rename", "move", "migrate", "restore", "unlink",
 		"eval", "evalsha", "eval_ro", "evalsha_ro", "script|load", "script|flush",
 		"function|load", "function|delete", "function|flush", "function|restore", "function|kill",

@@ -589,7 +589,7 @@ func testACLDenied(t *testing.T) {
 			{"SCAN", []any{"SCAN", "0"}},
 			{"XGROUP DESTROY", []any{"XGROUP", "DESTROY", stream, group}},
 			{"XGROUP SETID", []any{"XGROUP", "SETID", stream, group, "$"}},
-			{"XTRIM", []any{"XTRIM", stream, "MAXLEN", "0"}},
+			{"XTRIM outside the prefix", []any{"XTRIM", "other:stream", "MAXLEN", "0"}},
 			{"XDEL", []any{"XDEL", stream, "1-0"}},
 			{"DEL of a stream", []any{"DEL", stream}},
 			{"SET over a stream", []any{"SET", stream, "x"}},
@@ -727,6 +727,7 @@ var dryRunArgs = func() map[string][][]any {
 		dedupe = wire.DedupeKey(s, "order-1")
 		alive  = wire.HeartbeatKey(s, "workers", "pod-0")
 		sched  = wire.ScheduleKey(s)
+		lease  = wire.TrimLeaseKey(s)
 
 		plugins = aclPrefix + "plugins:"                   // WORKER_PLUGINS_PREFIX (cmd/worker)
 		user    = plugins + "user:{u1}:profile"            // users (its cache)
@@ -745,11 +746,12 @@ var dryRunArgs = func() map[string][][]any {
 		"xclaim":             {{"XCLAIM", s, "g", "c", "0", "1-0", "IDLE", "1000", "JUSTID"}},
 		"xautoclaim":         {{"XAUTOCLAIM", s, "g", "c", "1000", "0-0", "COUNT", "10"}},
 		"xadd":               {{"XADD", s, "*", "type", "t"}, {"XADD", dlq, "*", "type", "t"}},
-		"xlen":               {{"XLEN", dlq}},
+		"xlen":               {{"XLEN", dlq}, {"XLEN", s}},
 		"xrange":             {{"XRANGE", dlq, "-", "+", "COUNT", "500"}},
 		"xrevrange":          {{"XREVRANGE", dlq, "+", "-", "COUNT", "1"}},
 		"xdel":               {{"XDEL", dlq, "1-0"}},
-		"xtrim":              {{"XTRIM", dlq, "MINID", "2-0"}},
+		"xtrim":              {{"XTRIM", dlq, "MINID", "2-0"}, {"XTRIM", s, "MINID", "~", "1-0"}, {"XTRIM", dlq, "MAXLEN", "=", "10"}, {"XTRIM", dlq, "MINID", "=", "1-0"}},
+		"memory|usage":       {{"MEMORY", "USAGE", s, "SAMPLES", "5"}},
 		"xinfo|stream":       {{"XINFO", "STREAM", s}},
 		"scan":               {{"SCAN", "0", "COUNT", "1000", "TYPE", "stream"}},
 		"type":               {{"TYPE", s}},
@@ -766,10 +768,10 @@ var dryRunArgs = func() map[string][][]any {
 		"config|get":         {{"CONFIG", "GET", "maxmemory-policy"}},
 
 		// The built-in plugins, under WORKER_PLUGINS_PREFIX (sw:plugins:).
-		"get":              {{"GET", dedupe}, {"GET", user}, {"GET", pts}, {"GET", rl}, {"GET", rep}},
-		"set":              {{"SET", dedupe, "1", "PX", "60000"}, {"SET", alive, "1", "PX", "60000"}, {"SET", user, "v", "PX", "60000"}, {"SET", applied, "1", "PX", "60000"}, {"SET", rl, "1", "PX", "1000"}, {"SET", rep, "b"}},
-		"del":              {{"DEL", alive}, {"DEL", user}, {"DEL", sess}, {"DEL", lck}},
-		"pexpire":          {{"PEXPIRE", user, "1000"}, {"PEXPIRE", rl, "1000"}, {"PEXPIRE", sess, "1000"}, {"PEXPIRE", lck, "1000"}},
+		"get":              {{"GET", lease}, {"GET", dedupe}, {"GET", user}, {"GET", pts}, {"GET", rl}, {"GET", rep}},
+		"set":              {{"SET", lease, "g/c", "PX", "30000"}, {"SET", dedupe, "1", "PX", "60000"}, {"SET", alive, "1", "PX", "60000"}, {"SET", user, "v", "PX", "60000"}, {"SET", applied, "1", "PX", "60000"}, {"SET", rl, "1", "PX", "1000"}, {"SET", rep, "b"}},
+		"del":              {{"DEL", lease}, {"DEL", alive}, {"DEL", user}, {"DEL", sess}, {"DEL", lck}},
+		"pexpire":          {{"PEXPIRE", lease, "30000"}, {"PEXPIRE", user, "1000"}, {"PEXPIRE", rl, "1000"}, {"PEXPIRE", sess, "1000"}, {"PEXPIRE", lck, "1000"}},
 		"pttl":             {{"PTTL", sess}, {"PTTL", lck}},
 		"exists":           {{"EXISTS", alive}, {"EXISTS", applied}, {"EXISTS", sess}},
 		"incr":             {{"INCR", rep + ":fence"}},

@@ -46,7 +46,7 @@ var goRedisCommands = map[string]string{
 	"ZAdd": "zadd", "ZAddArgs": "zadd", "ZAddNX": "zadd", "ZRangeByScore": "zrangebyscore", "ZRangeByScoreWithScores": "zrangebyscore", "ZRem": "zrem", "ZCard": "zcard",
 	"Set": "set", "SetNX": "set", "SetArgs": "set", "SetEx": "set", "Get": "get", "Exists": "exists", "Del": "del",
 	"Expire": "expire", "PExpire": "pexpire", "Incr": "incr", "HIncrBy": "hincrby", "HSet": "hset",
-	"ConfigGet": "config|get", "Type": "type", "Time": "time", "Ping": "ping", "Publish": "publish", "Scan": "scan", "ScanType": "scan",
+	"MemoryUsage": "memory|usage", "ConfigGet": "config|get", "Type": "type", "Time": "time", "Ping": "ping", "Publish": "publish", "Scan": "scan", "ScanType": "scan",
 	"TxPipeline": "multi", "TxPipelined": "multi",
 	// The built-in plugins (cmd/worker/plugins.go) and their building blocks.
 	"IncrBy": "incrby", "DecrBy": "decrby", "PExpireAt": "pexpireat", "PTTL": "pttl",

@@ -103,6 +103,10 @@
 //	                           group; value: when it was paused, unix ms).
 //	                           Written by streamctl pause and resume; the
 //	                           workers poll it (HMGET) every half WORKER_BLOCK.
+//	S:trim-lease               TrimLeaseKey: the worker that trims S now, when
+//	                           WORKER_RETENTION is set (SET to
+//	                           "<group>/<consumer>" with a TTL of three trim
+//	                           intervals); only its holder trims S.
 //
 // A partitioned logical stream L (named without braces) with N partitions is
 // the N streams {L:0} … {L:N-1} (PartitionStream), each with the keys

@@ -7,10 +7,11 @@ import (
 )
 
 // Every Redis key of the wire format is built here. For a stream key S the
-// companions are S:delayed, S:dlq, S:cancelled, S:paused, S:dedupe:<id>,
-// S:unique:<id>, S:schedule and S:alive:<group>:<consumer>; a partitioned stream adds an owner key per
-// partition and a members key per logical stream. The package doc says
-// what each holds and which share a hash tag.
+// companions are S:delayed, S:dlq, S:cancelled, S:paused, S:trim-lease,
+// S:dedupe:<id>, S:unique:<id>, S:schedule and S:alive:<group>:<consumer>; a
+// partitioned stream adds an owner key per partition and a members key per
+// logical stream. The package doc says what each holds and which share a
+// hash tag.
 
 // DelayedKey is the sorted set of retry and delayed envelopes of stream,
 // each scored by its due time in unix ms.
@@ -78,6 +79,11 @@ func PausedKey(stream string) string { return stream + ":paused" }
 // every group.
 const PauseAllGroups = "*"
 
+// TrimLeaseKey names the worker that trims stream now (WORKER_RETENTION):
+// SET to "<group>/<consumer>" with a TTL of a few trim intervals, renewed
+// while it trims. Only its holder trims the stream.
+func TrimLeaseKey(stream string) string { return stream + ":trim-lease" }
+
 // PartitionStream is the stream key of partition i of the logical stream
 // stream: {stream:i}. The braces make the whole name its hash tag, so each
 // partition, with its companions, lives in a slot of its own and the
@@ -124,6 +130,7 @@ const (
 	KeyPaused                              // PausedKey
 	KeyUnique                              // UniqueKey
 	KeySchedule                            // ScheduleKey
+	KeyTrimLease                           // TrimLeaseKey
 )
 
 // String names the kind, e.g. "delayed" or "partition owner".
@@ -148,6 +155,7 @@ var companions = []struct {
 	{KeyCancelled, "cancel marks", ":cancelled", true},              // S:cancelled
 	{KeyDedupe, "dedupe mark", ":dedupe:", false},                   // S:dedupe:<id>
 	{KeyHeartbeat, "heartbeat", ":alive:", false},                   // S:alive:<group>:<consumer>
+	{KeyTrimLease, "trim lease", ":trim-lease", true},               // S:trim-lease
 	{KeyPartitionOwner, "partition owner", "}:owner:", false},       // {S:i}:owner:<group>
 	{KeyPartitionMembers, "partition members", "}:members:", false}, // {S}:members:<group>
 	{KeyPaused, "pause state", ":paused", true},                     // S:paused

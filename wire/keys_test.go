@@ -14,7 +14,7 @@ func TestParseCompanion(t *testing.T) {
 	partition := wire.PartitionStream("orders", 3)
 	for _, s := range []string{
 		"orders", "{orders}", partition, "dlq", "delayed", "orders:dlqs", "orders:dlq:archive",
-		"orders:delayed-jobs", "orders:owner:eu", "{orders}:members", "orders:dedupe:", "orders:alive:", "orders:cancelled:x",
+		"orders:delayed-jobs", "orders:owner:eu", "{orders}:members", "orders:dedupe:", "orders:alive:", "orders:cancelled:x", "orders:trim-lease:x",
 	} {
 		if kind, of, ok := wire.ParseCompanion(s); ok {
 			t.Errorf("ParseCompanion(%q) = %v of %q, want no companion", s, kind, of)
@@ -45,6 +45,8 @@ func TestParseCompanion(t *testing.T) {
 		{wire.UniqueKey(partition, "42"), wire.KeyUnique, partition},
 		{wire.ScheduleKey("{orders}"), wire.KeySchedule, "{orders}"},
 		{wire.ScheduleKey(partition), wire.KeySchedule, partition},
+		{wire.TrimLeaseKey("orders"), wire.KeyTrimLease, "orders"},
+		{wire.TrimLeaseKey(partition), wire.KeyTrimLease, partition},
 	} {
 		kind, of, ok := wire.ParseCompanion(tc.key)
 		if !ok || kind != tc.kind || of != tc.of {
@@ -60,7 +62,7 @@ func TestCompanionsShareTheSlot(t *testing.T) {
 		for _, k := range []string{
 			wire.DelayedKey(s), wire.DeadLetterKey(s), wire.CancelledKey(s), wire.DedupeKey(s, "id}{x"),
 			wire.HeartbeatKey(s, "{g}", "c}"), wire.PartitionOwnerKey(s, "{g}"), wire.PausedKey(s),
-			wire.UniqueKey(s, "id}{x"), wire.ScheduleKey(s),
+			wire.UniqueKey(s, "id}{x"), wire.ScheduleKey(s), wire.TrimLeaseKey(s),
 		} {
 			if wire.Slot(k) != wire.Slot(s) {
 				t.Errorf("%q is in slot %d, its stream %q in %d", k, wire.Slot(k), s, wire.Slot(s))

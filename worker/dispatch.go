@@ -114,6 +114,7 @@ func (r *engine) claimedMessages(ctx context.Context, stream string, entries []r
 	for _, e := range entries {
 		m := newMessage(stream, e.XMessage)
 		m.readAt = e.ClaimedAt
+		m.Deliveries = max(e.Deliveries, 1)
 		// This claim is one delivery; every earlier one was an attempt. The
 		// count is Redis's, bounded like the attempt field, so no forged
 		// field can wrap the sum below the limit.

@@ -20,6 +20,8 @@
 //	partition*.go, takeover.go, ordered.go  partitioned streams: ownership, take-over, per-key order
 //	promote.go                           the delayed sets' promoter
 //	schedule.go                          the periodic events (WORKER_SCHEDULE, WithSchedule): each tick once
+//	trim.go                              WORKER_RETENTION trimming under a lease; the delayed-set bound
+//	effects.go                           effects committed in one script with the acknowledgement
 //	cluster.go, slots.go                 Redis Cluster: slot map reloads, the one-slot check
 //	health.go, metrics.go, gc.go         liveness, Prometheus metrics, GC default
 //	probe.go                             readiness probe (a frozen Redis); writes held back under OOM

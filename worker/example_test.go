@@ -130,3 +130,44 @@ func ExampleTimeout() {
 	// handler timed out after 10ms: context deadline exceeded
 	// true false
 }
+
+// fencedStore is a downstream store that keeps, per stream entry, the
+// highest delivery count it has accepted a write for, and refuses writes
+// with a lower one: the check a database does with a conditional update
+// (UPDATE … WHERE token <= $1).
+type fencedStore struct {
+	token map[string]int64
+	value map[string]string
+}
+
+func (s *fencedStore) write(entry string, token int64, v string) error {
+	if token < s.token[entry] {
+		return fmt.Errorf("fenced: token %d is older than %d", token, s.token[entry])
+	}
+	s.token[entry], s.value[entry] = token, v
+	return nil
+}
+
+// Message.Deliveries is a fencing token: a handler whose entry was claimed by
+// another consumer (its lease lost while it stalled) writes with a lower
+// count than the consumer that took it over, and the store refuses it.
+func ExampleMessage_Deliveries() {
+	store := &fencedStore{token: map[string]int64{}, value: map[string]string{}}
+	handle := func(_ context.Context, m *worker.Message) error {
+		if err := store.write(m.ID, m.Deliveries, "shipped by delivery "+fmt.Sprint(m.Deliveries)); err != nil {
+			return worker.Permanent(err)
+		}
+		return nil
+	}
+	ctx := context.Background()
+	// The first delivery stalls; the entry is claimed and delivered again.
+	stalled := &worker.Message{ID: "1700000000000-0", Type: "order.ship", Deliveries: 1}
+	takeover := &worker.Message{ID: "1700000000000-0", Type: "order.ship", Deliveries: 2}
+	fmt.Println(handle(ctx, takeover))
+	fmt.Println(handle(ctx, stalled)) // the stalled handler wakes up late
+	fmt.Println(store.value["1700000000000-0"])
+	// Output:
+	// <nil>
+	// permanent: fenced: token 1 is older than 2
+	// shipped by delivery 2
+}

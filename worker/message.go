@@ -38,6 +38,19 @@ type Message struct {
 	// any attempt limit. The crash-loop protection does not depend on it:
 	// deliveries that never finished are counted by Redis.
 	Attempt int
+	// Deliveries is how many times Redis has delivered this entry to the
+	// group, this delivery included: 1 when it was read fresh, more when it
+	// was claimed from a consumer that did not finish it (the delivery
+	// count of XPENDING, XCLAIM and XAUTOCLAIM). Each claim counts one, so
+	// a later delivery of the entry always has a higher count than every
+	// earlier one, whichever consumer made it: it is a fencing token.
+	// Write it beside a handler's effect in a store that keeps the highest
+	// token seen per entry and refuses lower ones, and a handler whose
+	// lease was taken over cannot overwrite the work of the one that took
+	// it over. A retried copy is a new entry and counts from 1 again (its
+	// Attempt grows instead); renewing a running handler's lease does not
+	// count.
+	Deliveries int64
 	// Metadata holds every other field (traceparent included); nil when
 	// there are none.
 	Metadata map[string]string
@@ -48,6 +61,7 @@ type Message struct {
 	readAt  time.Time      // when the read or claim that delivered it (or its last lease renewal) was sent
 	started time.Time      // when its handler was called, if the runtime called it
 	done    chan struct{}  // when not nil, closed once the outcome is recorded
+	effects *Effects       // commands to commit with the acknowledgement (effects.go), or nil
 }
 
 // newMessage builds a Message from an entry as go-redis returns it.
@@ -77,7 +91,7 @@ func newMessages(stream string, entries []xEntry, readAt time.Time) []*Message {
 // copy: go-redis reads each value into a buffer of its own, so a read's
 // payloads are held once, not twice, while its messages run.
 func (m *Message) fill(stream string, e xEntry) {
-	m.ID, m.Stream, m.Attempt, m.fields = e.ID, stream, 1, e.Values
+	m.ID, m.Stream, m.Attempt, m.Deliveries, m.fields = e.ID, stream, 1, 1, e.Values
 	// type and data are looked up; the loop over the map (slow next to two
 	// lookups) runs only for entries with more fields than those.
 	known, size := 0, 0

@@ -83,6 +83,9 @@ type Metrics struct {
 	Slots *prometheus.CounterVec
 	// Paused is 1 while a stream is paused for the group, else 0 (pause.go).
 	Paused *prometheus.GaugeVec
+	// Trim holds the trimmer's and the bounded dead letters' metrics
+	// (trim.go).
+	Trim *trimMetrics
 
 	running atomic.Pointer[func() int]          // the runtime's count of running handlers
 	ready   atomic.Pointer[func() bool]         // the runtime's readiness
@@ -165,6 +168,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted, m.PromoteFailures, m.RedisErrors, m.Ready, m.OutOfMemory, m.Slots, m.Paused)
 	m.Reclaim = reclaim.NewMetrics(reg)
 	m.Reclaim.RedisErrors = m.RedisErrors.WithLabelValues(OpReclaim)
+	m.Trim = newTrimMetrics(reg)
 	return m
 }
 
@@ -281,6 +285,7 @@ type streamCollector struct {
 	partitioned bool // streams are partitions, each with an owner key
 
 	pending, lag, delayed, dead, oldestIdle, consumers, owner *prometheus.Desc
+	length, memory                                            *prometheus.Desc
 }
 
 func newStreamCollector(client redis.UniversalClient, streams []string, group string, partitioned bool) *streamCollector {
@@ -293,6 +298,8 @@ func newStreamCollector(client redis.UniversalClient, streams []string, group st
 		lag:     prometheus.NewDesc("streamworker_group_lag", "Entries in the stream not yet delivered to the group.", []string{"stream", "group"}, nil),
 		delayed: prometheus.NewDesc("streamworker_delayed", "Entries waiting in the stream's delayed set (retries and delayed events).", []string{"stream"}, nil),
 		dead:    prometheus.NewDesc("streamworker_dead_letters", "Entries in the stream's dead-letter stream.", []string{"stream"}, nil),
+		length:  prometheus.NewDesc("streamworker_stream_length", "Entries in the stream (XLEN), acknowledged or not.", []string{"stream"}, nil),
+		memory:  prometheus.NewDesc("streamworker_stream_memory_bytes", "Memory the stream takes in Redis (MEMORY USAGE, sampled).", []string{"stream"}, nil),
 		oldestIdle: prometheus.NewDesc("streamworker_group_oldest_pending_idle_seconds",
 			"Idle time of the group's oldest pending entry (the lowest ID, from XPENDING), 0 when nothing is pending.", []string{"stream", "group"}, nil),
 	}
@@ -306,6 +313,8 @@ func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.oldestIdle
 	ch <- c.consumers
 	ch <- c.owner
+	ch <- c.length
+	ch <- c.memory
 }
 
 func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
@@ -316,6 +325,8 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		groups := pipe.XInfoGroups(ctx, s)
 		delayed := pipe.ZCard(ctx, wire.DelayedKey(s))
 		dead := pipe.XLen(ctx, wire.DeadLetterKey(s))
+		length := pipe.XLen(ctx, s)
+		memory := pipe.MemoryUsage(ctx, s, 5)
 		// The idle time Redis keeps for the entry, exact, rather than the
 		// age of its ID: the ID says when it was added, not when it was
 		// last delivered. The lowest ID is the entry pending longest unless
@@ -359,6 +370,12 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if n, err := dead.Result(); err == nil {
 			ch <- prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, float64(n), s)
+		}
+		if n, err := length.Result(); err == nil {
+			ch <- prometheus.MustNewConstMetric(c.length, prometheus.GaugeValue, float64(n), s)
+		}
+		if n, err := memory.Result(); err == nil {
+			ch <- prometheus.MustNewConstMetric(c.memory, prometheus.GaugeValue, float64(n), s)
 		}
 	}
 }

@@ -323,7 +323,7 @@ func (r *engine) feeders(rc *reclaim.Reclaimer) []component {
 	if r.parts != nil {
 		cs = append(cs, r.parts) // partition.go: takes, reads and gives up partitions
 	}
-	cs = append(cs, rc, componentFunc(r.isolateLoop), r.promote, r.pauses)
+	cs = append(cs, rc, componentFunc(r.isolateLoop), r.promote, r.pauses, r.newTrimmer()) // trim.go
 	if r.sched != nil {
 		cs = append(cs, r.sched) // schedule.go
 	}
@@ -422,6 +422,13 @@ func (r *engine) process(w *workerState, m *Message) {
 // letter, each atomically with the acknowledgement, and returns the outcome.
 // Its logs are written with logCtx, which holds the message's span, if any.
 func (r *engine) complete(logCtx context.Context, m *Message, err error) string {
+	if err == nil && m.effects != nil { // effects.go: committed with the acknowledgement, or refused
+		if err = m.effects.err; err != nil {
+			err = Permanent(err)
+		} else if len(m.effects.cmds) > 0 {
+			return r.commitEffects(logCtx, m)
+		}
+	}
 	if err == nil {
 		var dk string
 		if r.cfg.DedupeWindow > 0 && m.IdempotencyKey != "" {

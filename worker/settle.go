@@ -43,20 +43,31 @@ func (r *engine) scheduleRetry(ctx context.Context, m *Message, due time.Time, f
 }
 
 // deadLetterScript appends a copy to the dead-letter stream and acknowledges
-// the original.
+// the original, then drops the oldest dead letters past the bounds
+// (WORKER_DLQ_MAXLEN, WORKER_DLQ_RETENTION), exactly, so that the
+// dead-letter stream never holds more.
 //
 // KEYS[1] -> the stream
 // KEYS[2] -> the stream's :dlq stream
 // ARGV[1] -> group
 // ARGV[2] -> entry ID
-// ARGV[3..] -> field, value, field, value, ... of the dead-letter entry (at
+// ARGV[3] -> most dead letters kept; 0 for no bound
+// ARGV[4] -> age of the oldest dead letter kept, ms; 0 for no bound
+// ARGV[5..] -> field, value, field, value, ... of the dead-letter entry (at
 // most wire.MaxFields pairs: unpack refuses much more)
-// Returns 1 when it dead-lettered the entry, 0 when the entry was not pending.
+// Returns 0 when the entry was not pending, else 1 + the dead letters dropped.
 var deadLetterScript = redis.NewScript(`
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return 1
+local dropped = 0
+if ARGV[3] ~= '0' then dropped = dropped + redis.call('XTRIM', KEYS[2], 'MAXLEN', '=', ARGV[3]) end
+if ARGV[4] ~= '0' then
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
+  if ms > 0 then dropped = dropped + redis.call('XTRIM', KEYS[2], 'MINID', '=', string.format('%d', ms) .. '-0') end
+end
+return 1 + dropped
 `)
 
 // deadLetter moves m to the dead-letter stream: its fields plus why, when and
@@ -81,13 +92,22 @@ func (r *engine) deadLetter(ctx context.Context, m *Message, cause error) error 
 		}
 		fields = append(fields, wire.FieldEnvelope, wire.EncodeEnvelope(m.ID, entry))
 	}
-	args := make([]any, 0, 2+len(fields)+len(added))
-	args = append(args, r.cfg.Group, m.ID)
+	args := make([]any, 0, 4+len(fields)+len(added))
+	args = append(args, r.cfg.Group, m.ID, r.cfg.DLQMaxLen, r.cfg.DLQRetention.Milliseconds())
 	for _, f := range fields {
 		args = append(args, f)
 	}
 	for _, f := range added {
 		args = append(args, f)
 	}
-	return deadLetterScript.Run(ctx, r.client, []string{m.Stream, wire.DeadLetterKey(m.Stream)}, args...).Err()
+	n, err := deadLetterScript.Run(ctx, r.client, []string{m.Stream, wire.DeadLetterKey(m.Stream)}, args...).Int64()
+	if err != nil {
+		return err
+	}
+	if n > 1 {
+		r.metrics.Trim.DeadDropped.WithLabelValues(m.Stream).Add(float64(n - 1))
+		r.logger.Warn("dead letters dropped, oldest first, to keep the dead-letter stream within WORKER_DLQ_MAXLEN and WORKER_DLQ_RETENTION",
+			"stream", m.Stream, "dlq", wire.DeadLetterKey(m.Stream), "count", n-1, "max_len", r.cfg.DLQMaxLen, "retention", r.cfg.DLQRetention)
+	}
+	return nil
 }

@@ -349,7 +349,7 @@ func testUsageErrors(t *testing.T, c *binary) {
 			args []string
 			want string
 		}{
-			{"NoCommand", nil, "streamctl: missing command: status, pending, dlq, pause, resume, cancel, group, scripts, schedule or web\nRun 'streamctl --help' for usage.\n"},
+			{"NoCommand", nil, "streamctl: missing command: status, pending, dlq, pause, resume, cancel, group, scripts, schedule, trim or web\nRun 'streamctl --help' for usage.\n"},
 			{"StatusZeroPartitions", append([]string{"status", "--partitions", "0"}, s...), "streamctl: --partitions 0: want 1 to 1024 (1: the stream is not partitioned)\nRun 'streamctl status --help' for usage.\n"},
 			{"StatusPartitionsWithoutStream", []string{"status", "--partitions", "4"}, "streamctl: --partitions needs --stream: the partitioned streams to show\nRun 'streamctl status --help' for usage.\n"},
 			{"StatusPartitionedNameWithBraces", []string{"status", "--stream", "orders,{x}", "--partitions", "2"}, "streamctl: --stream \"{x}\" with --partitions 2: a partitioned stream is named without braces, its partitions are {{x}:0} … {{x}:1}\nRun 'streamctl status --help' for usage.\n"},
@@ -379,6 +379,11 @@ func testUsageErrors(t *testing.T, c *binary) {
 			{"PauseStarGroup", append([]string{"pause", "--group", "*"}, s...), "streamctl: --group * is not a group name: leave --group out for every group\nRun 'streamctl pause --help' for usage.\n"},
 			{"ResumeEmptyGroup", append([]string{"resume", "--group", ""}, s...), "streamctl: --group is empty: name a group, or leave --group out for every group\nRun 'streamctl resume --help' for usage.\n"},
 			{"PauseArgument", []string{"pause", "orders"}, "streamctl: unexpected argument \"orders\" (every input is a flag)\nRun 'streamctl pause --help' for usage.\n"},
+			{"TrimMissingStream", []string{"trim", "--dry-run"}, "streamctl: --stream is required\nRun 'streamctl trim --help' for usage.\n"},
+			{"TrimNeitherDryRunNorYes", append([]string{"trim"}, s...), "streamctl: give one of --dry-run (show what would be trimmed) or --yes (trim)\nRun 'streamctl trim --help' for usage.\n"},
+			{"TrimDryRunAndYes", append([]string{"trim", "--dry-run", "--yes"}, s...), "streamctl: give one of --dry-run (show what would be trimmed) or --yes (trim)\nRun 'streamctl trim --help' for usage.\n"},
+			{"TrimNegativeRetention", append([]string{"trim", "--yes", "--retention", "-1h"}, s...), "streamctl: --retention -1h0m0s: want 0 or a positive Go duration such as 24h\nRun 'streamctl trim --help' for usage.\n"},
+			{"TrimBadRetention", append([]string{"trim", "--yes", "--retention", "a day"}, s...), "streamctl: invalid argument \"a day\" for \"--retention\" flag: time: invalid duration \"a day\"\nRun 'streamctl trim --help' for usage.\n"},
 			{"BadYes", append([]string{"dlq", "purge", "--all", "--yes=maybe"}, s...), "streamctl: invalid argument \"maybe\" for \"--yes\" flag: strconv.ParseBool: parsing \"maybe\": invalid syntax\nRun 'streamctl dlq purge --help' for usage.\n"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {

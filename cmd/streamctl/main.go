@@ -115,13 +115,13 @@ functions (load, status); the periodic events (schedule); a web dashboard
 Exit status: 0 ok, 1 failure, 2 usage.`,
 		Args: cli.UnknownCommand,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cli.Usagef(cmd, "missing command: status, pending, dlq, pause, resume, cancel, group, scripts, schedule or web")
+			return cli.Usagef(cmd, "missing command: status, pending, dlq, pause, resume, cancel, group, scripts, schedule, trim or web")
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	cli.Root(root, args, &a.redisURL)
-	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.groupCommand(), a.scriptsCommand(), a.scheduleCommand(), a.webCommand())
+	root.AddCommand(a.statusCommand(), a.pendingCommand(), a.dlqCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.groupCommand(), a.scriptsCommand(), a.scheduleCommand(), a.trimCommand(), a.webCommand())
 	root.SetOut(sio.out)
 	root.SetErr(sio.err)
 	if err := root.ExecuteContext(ctx); err != nil {

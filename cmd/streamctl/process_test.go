@@ -50,6 +50,7 @@ func TestProcess(t *testing.T) {
 		{"WebUsage", testWebUsage},
 		{"PauseResume", testPauseResume},
 		{"Schedule", testSchedule},
+		{"Trim", testTrim},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -95,6 +95,7 @@ var commands = map[string]cmdFlags{
 	"del": {true, false}, "pexpire": {true, false}, "zrem": {true, false}, "zremrangebyscore": {true, false},
 	"xack": {true, false}, "xclaim": {true, false}, "xdel": {true, false}, "xgroup|delconsumer": {true, false},
 	"xgroup|setid": {true, false},
+	"xtrim":        {true, false},
 }
 
 // containers are the commands whose ACL name includes their first

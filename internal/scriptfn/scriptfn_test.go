@@ -115,6 +115,9 @@ func TestCommandFlags(t *testing.T) {
 func TestScriptsClassified(t *testing.T) {
 	for _, src := range scriptfn.Sources() {
 		cmds, ok := scriptfn.ScriptCommands(src)
+		if !ok && strings.Contains(src, "redis.call(unpack(call))") {
+			continue // worker's commitScript: it runs the caller's commands, and gets no flags on purpose
+		}
 		if !ok {
 			t.Errorf("a script calls a command that is not a literal; its function gets no flags:\n%s", src)
 			continue

@@ -240,6 +240,66 @@ for i = 3, #ARGV do
 end
 return {lost, trimmed, gone}
 `,
+		// retention/retention.go trimScript
+		`
+if ARGV[1] ~= '' then
+  local h = redis.call('GET', KEYS[2])
+  if h == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  elseif h then
+    return {'held', '', '', h, 0}
+  else
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'none', '', '', '', 0} end
+local function parts(id)
+  local d = string.find(id, '-', 1, true)
+  return string.sub(id, 1, d - 1), string.sub(id, d + 1)
+end
+local function numless(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function less(a, b)
+  local am, as = parts(a)
+  local bm, bs = parts(b)
+  if am ~= bm then return numless(am, bm) end
+  return numless(as, bs)
+end
+local function succ(id)
+  local m, s = parts(id)
+  if #s < 15 then return m .. '-' .. string.format('%d', tonumber(s) + 1) end
+  return id
+end
+local min, reason, group = nil, 'no groups', ''
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  local need, why = succ(f['last-delivered-id']), 'undelivered'
+  if f['pending'] > 0 then
+    local p = redis.call('XPENDING', KEYS[1], f['name'])
+    if p[2] and less(p[2], need) then need, why = p[2], 'pending' end
+  end
+  if min == nil or less(need, min) then min, reason, group = need, why, f['name'] end
+end
+if ARGV[3] ~= '-1' then
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+  if ms < 0 then ms = 0 end
+  local cut = string.format('%d', ms) .. '-0'
+  if min == nil or less(cut, min) then min, reason, group = cut, 'retention', '' end
+end
+if min == nil then return {'ok', '', reason, '', 0} end
+if ARGV[5] == '1' then return {'ok', min, reason, group, 0} end
+local n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4], min)
+return {'ok', min, reason, group, n}
+`,
+		// retention/retention.go releaseScript
+		`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`,
 		// streamadmin/cancel.go cancelScript
 		`
 local function after(a, b)
@@ -389,6 +449,20 @@ end
 redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
 return {1, last, k, -1}
 `,
+		// worker/effects.go commitScript
+		`
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then return 0 end
+local i, k = 4, 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local call = {ARGV[i + 1], KEYS[k]}
+  for j = 1, n do call[#call + 1] = ARGV[i + 1 + j] end
+  redis.call(unpack(call))
+  i, k = i + 2 + n, k + 1
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`,
 		// worker/partition.go membersScript
 		`
 local t = redis.call('TIME')
@@ -463,9 +537,16 @@ return 1
 		// worker/settle.go deadLetterScript
 		`
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return 1
+local dropped = 0
+if ARGV[3] ~= '0' then dropped = dropped + redis.call('XTRIM', KEYS[2], 'MAXLEN', '=', ARGV[3]) end
+if ARGV[4] ~= '0' then
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
+  if ms > 0 then dropped = dropped + redis.call('XTRIM', KEYS[2], 'MINID', '=', string.format('%d', ms) .. '-0') end
+end
+return 1 + dropped
 `,
 	}
 }

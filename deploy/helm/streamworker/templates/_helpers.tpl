@@ -160,6 +160,11 @@ uses its own defaults: values key -> variable.
   "scheduleStream" "WORKER_SCHEDULE_STREAM"
   "scheduleTZ" "WORKER_SCHEDULE_TZ"
   "scheduleMissed" "WORKER_SCHEDULE_MISSED"
+  "retention" "WORKER_RETENTION"
+  "trimInterval" "WORKER_TRIM_INTERVAL"
+  "dlqMaxLen" "WORKER_DLQ_MAXLEN"
+  "dlqRetention" "WORKER_DLQ_RETENTION"
+  "delayedWarn" "WORKER_DELAYED_WARN"
   "pprof" "WORKER_PPROF") }}
 {{- end }}
 
