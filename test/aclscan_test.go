@@ -51,6 +51,8 @@ var goRedisCommands = map[string]string{
 	// The built-in plugins (cmd/worker/plugins.go) and their building blocks.
 	"IncrBy": "incrby", "DecrBy": "decrby", "PExpireAt": "pexpireat", "PTTL": "pttl",
 	"HGet": "hget", "HMGet": "hmget", "HGetAll": "hgetall",
+	// streamadmin: pause and resume (the dashboard).
+	"HSetNX": "hsetnx", "HDel": "hdel",
 	"ZIncrBy": "zincrby", "ZRank": "zrank", "ZScore": "zscore", "ZRangeWithScores": "zrange",
 	"SPublish": "spublish",
 	// internal/scriptfn: the worker's check of the function libraries.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/streamworker/streamworker/streamadmin"
@@ -233,4 +234,65 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// maxGroup bounds the group name a pause form may send.
+const maxGroup = 256
+
+// handlePause pauses or resumes a stream, for every group or one, with
+// streamadmin's Pause and Resume: what `streamctl pause` and `streamctl
+// resume` do. The change is one click (a pause is undone by a resume, and
+// nothing is lost either way), then the stream page again.
+func (s *Server) handlePause(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if err := r.ParseForm(); err != nil {
+		s.fail(w, r, http.StatusBadRequest, fmt.Errorf("reading the form: %w", err))
+		return
+	}
+	who, err := s.authorize(r)
+	if err != nil {
+		s.fail(w, r, http.StatusForbidden, err)
+		return
+	}
+	stream, action, group := r.PostFormValue("s"), r.PostFormValue("action"), r.PostFormValue("group")
+	switch {
+	case stream == "":
+		s.fail(w, r, http.StatusBadRequest, errors.New("s: name the stream to pause or resume"))
+		return
+	case action != "pause" && action != "resume":
+		s.fail(w, r, http.StatusBadRequest, fmt.Errorf("action: %q is not allowed (pause or resume)", clip(40, action)))
+		return
+	case len(group) > maxGroup:
+		s.fail(w, r, http.StatusBadRequest, fmt.Errorf("group: %d bytes; at most %d", len(group), maxGroup))
+		return
+	}
+	if logical, _, ok := partitionOf(stream); ok {
+		s.fail(w, r, http.StatusBadRequest, fmt.Errorf("s: %q is a partition; the workers pause every partition of %q together: pause that", clip(80, stream), clip(80, logical)))
+		return
+	}
+	ctx := r.Context()
+	var changed bool
+	switch action {
+	case "pause":
+		var already bool
+		already, err = s.admin.Pause(ctx, stream, group)
+		changed = err == nil && !already
+	case "resume":
+		_, changed, err = s.admin.Resume(ctx, stream, group)
+	}
+	scope := group
+	if scope == "" {
+		scope = "all"
+	}
+	// One line per change: who, what, which stream and group.
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	s.log.Info("dashboard change", "who", who, "action", action, "stream", stream, "group", scope, "changed", changed, "error", msg)
+	if err != nil {
+		s.fail(w, r, http.StatusInternalServerError, err)
+		return
+	}
+	http.Redirect(w, r, "/stream?s="+url.QueryEscape(stream), http.StatusSeeOther)
 }

@@ -31,6 +31,9 @@ type streamRow struct {
 	Consumers  int
 	Missing    string
 	Rates      []float64 // entries added per second, oldest first
+	// Paused is who the stream is paused for: "all groups", the paused
+	// groups by name, or "" when it is not paused.
+	Paused string
 }
 
 // partitionKey matches a partition stream key {S:i} (wire.PartitionStream).
@@ -47,8 +50,10 @@ func partitionOf(key string) (string, int, bool) {
 }
 
 // overview returns a row per stream, partitions folded, from the status
-// of every stream (streamadmin.StatusAll: a SCAN and three pipelined round
-// trips, whatever the number of streams).
+// of every stream (streamadmin.StatusAll: a SCAN and four pipelined round
+// trips, whatever the number of streams, the pauses included), and one
+// more pipelined round trip for the pauses of the partitioned streams,
+// which are their logical names' (there are any).
 func (s *Server) overview(ctx context.Context) ([]streamRow, error) {
 	st, err := s.admin.StatusAll(ctx)
 	if err != nil {
@@ -90,9 +95,67 @@ func (s *Server) overview(ctx context.Context) ([]streamRow, error) {
 			}
 		}
 		r.Rates = addRates(r.Rates, s.sampler.rates(ss.Stream))
+		if !partitioned {
+			r.Paused = pauseNote(ss.Paused)
+		}
+	}
+	if len(index) > 0 {
+		pipe := s.client.Pipeline()
+		cmds := make(map[int]*redis.MapStringStringCmd, len(index))
+		for name, i := range index {
+			cmds[i] = pipe.HGetAll(ctx, wire.PausedKey(name))
+		}
+		_, _ = pipe.Exec(ctx) // each command's error is looked at below
+		for i, c := range cmds {
+			switch err := c.Err(); {
+			case redis.HasErrorPrefix(err, "WRONGTYPE"): // not a pause, as the workers read it
+			case err != nil:
+				return nil, fmt.Errorf("reading %s: %w", wire.PausedKey(rows[i].Name), err)
+			}
+			rows[i].Paused = pauseNote(pausesOf(c.Val()))
+		}
 	}
 	slices.SortFunc(rows, func(a, b streamRow) int { return strings.Compare(a.Name, b.Name) })
 	return rows, nil
+}
+
+// pausesOf reads a pause hash (wire.PausedKey) as streamadmin.Pauses does:
+// by group, wire.PauseAllGroups first.
+func pausesOf(m map[string]string) []streamadmin.Pause {
+	out := make([]streamadmin.Pause, 0, len(m))
+	for g, v := range m {
+		p := streamadmin.Pause{Group: g}
+		if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 {
+			p.Since = time.UnixMilli(ms)
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(x, y streamadmin.Pause) int {
+		if (x.Group == wire.PauseAllGroups) != (y.Group == wire.PauseAllGroups) {
+			if x.Group == wire.PauseAllGroups {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(x.Group, y.Group)
+	})
+	return out
+}
+
+// pauseNote is the overview's word for pauses: "all groups" when every
+// group is paused, else the paused groups; "" when none is.
+func pauseNote(pauses []streamadmin.Pause) string {
+	if len(pauses) == 0 {
+		return ""
+	}
+	if pauses[0].Group == wire.PauseAllGroups {
+		return "all groups"
+	}
+	names := make([]string, len(pauses))
+	for i, p := range pauses {
+		names[i] = p.Group
+	}
+	return strings.Join(names, ", ")
 }
 
 // addRates adds two rate series, aligned at their newest sample.
@@ -147,6 +210,28 @@ type streamPage struct {
 	Pending    []streamadmin.GroupPending
 	Delayed    []delayedRow
 	DelayedAll int64
+	Pause      pauseView
+	Schedule   []streamadmin.ScheduleEntry // the periodic events published to the stream
+	// ScheduleErr is why the schedule could not be read; "" when it was.
+	ScheduleErr string
+}
+
+// pauseView is the pause state of the stream a page shows: of its logical
+// stream for a partition, since the workers pause every partition together.
+type pauseView struct {
+	Stream string // the stream the pause controls change
+	Pauses []streamadmin.Pause
+	Groups []groupPause // the known groups, and whether each is paused
+}
+
+// All reports whether every group is paused.
+func (v pauseView) All() bool {
+	return len(v.Pauses) > 0 && v.Pauses[0].Group == wire.PauseAllGroups
+}
+
+type groupPause struct {
+	Group  string
+	Paused bool
 }
 
 type partitionRow struct {
@@ -193,6 +278,68 @@ const pageLimit = 50
 // of a partitioned stream (no braces, not a stream itself, with partition
 // streams {name:i}).
 func (s *Server) loadStream(ctx context.Context, name string) (*streamPage, error) {
+	p, err := s.loadStreamState(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return p, s.loadScheduling(ctx, p)
+}
+
+// loadScheduling fills the pause state of p and the periodic events
+// published to it.
+func (s *Server) loadScheduling(ctx context.Context, p *streamPage) error {
+	p.Pause.Stream = p.Name
+	var groups []string
+	switch logical, _, ok := partitionOf(p.Name); {
+	case ok:
+		p.Pause.Stream = logical
+		groups = groupNames(p.Status)
+	case p.Partitions != nil:
+		for _, pt := range p.Partitions {
+			groups = append(groups, groupNames(pt.Status)...)
+		}
+	default:
+		groups = groupNames(p.Status)
+	}
+	var err error
+	if p.Pause.Pauses, err = s.admin.Pauses(ctx, p.Pause.Stream); err != nil {
+		return err
+	}
+	for _, ps := range p.Pause.Pauses {
+		if ps.Group != wire.PauseAllGroups {
+			groups = append(groups, ps.Group)
+		}
+	}
+	slices.Sort(groups)
+	for _, g := range slices.Compact(groups) {
+		p.Pause.Groups = append(p.Pause.Groups, groupPause{Group: g, Paused: streamadmin.PausedFor(p.Pause.Pauses, g)})
+	}
+	stream, partitions := p.Name, 1
+	switch n := len(p.Partitions); {
+	case n == 1:
+		stream = p.Partitions[0].Stream
+	case n > 1:
+		for _, pt := range p.Partitions {
+			if _, i, ok := partitionOf(pt.Stream); ok {
+				partitions = max(partitions, i+1)
+			}
+		}
+	}
+	if p.Schedule, err = s.admin.Schedule(ctx, stream, partitions, s.now()); err != nil {
+		p.ScheduleErr = err.Error() // a key of another type: shown, the rest of the page still is
+	}
+	return nil
+}
+
+func groupNames(st streamadmin.StreamStatus) []string {
+	out := make([]string, len(st.Groups))
+	for i, g := range st.Groups {
+		out[i] = g.Group
+	}
+	return out
+}
+
+func (s *Server) loadStreamState(ctx context.Context, name string) (*streamPage, error) {
 	p := &streamPage{Name: name}
 	st, err := s.admin.Status(ctx, []string{name})
 	if err != nil && !errors.Is(err, streamadmin.ErrNoStream) {

@@ -137,6 +137,7 @@ func New(opts Options) (*Server, error) {
 	m.HandleFunc("GET /dlq", s.handleDLQ)
 	m.HandleFunc("GET /dlq/entry", s.handleEntry)
 	m.HandleFunc("POST /dlq/action", s.handleAction)
+	m.HandleFunc("POST /stream/pause", s.handlePause)
 	m.HandleFunc("GET /login", s.handleLoginForm)
 	m.HandleFunc("POST /login", s.handleLogin)
 	m.HandleFunc("POST /logout", s.handleLogout)
@@ -359,9 +360,11 @@ var funcs = template.FuncMap{
 		}
 		return time.UnixMilli(n).UTC().Format("2006-01-02 15:04:05Z")
 	},
-	"field":   func(fields map[string]string, name string) string { return fields[name] },
-	"bytes":   func(n int) string { return strconv.Itoa(n) + " bytes" },
-	"maxShow": func() int { return maxShow },
+	"field":     func(fields map[string]string, name string) string { return fields[name] },
+	"bytes":     func(n int) string { return strconv.Itoa(n) + " bytes" },
+	"maxShow":   func() int { return maxShow },
+	"since":     func(now, t time.Time) time.Duration { return now.Sub(t) },
+	"pausedFor": streamadmin.PausedFor,
 }
 
 // maxShow is how many bytes of one field the entry page shows; lists show
