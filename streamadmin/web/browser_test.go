@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -143,8 +144,9 @@ func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Voi
 }
 
 // TestBrowser drives the dashboard in a real browser against a real Redis
-// with streams a running worker consumes: the overview's numbers, a dead
-// letter opened and replayed by clicking and then processed by the worker,
+// with streams a running worker consumes: the overview's numbers, the
+// periodic events of a stream, a dead letter opened and replayed by clicking
+// and then processed by the worker, a stream paused and resumed by clicking,
 // hostile fields rendered inert, and changes refused without the tokens.
 func TestBrowser(t *testing.T) {
 	bctx := browser(t)
@@ -217,6 +219,17 @@ func TestBrowser(t *testing.T) {
 		"data", `"><svg onload="window.pwned=3;alert(3)"><script src="`+bait.URL+`/js"></script>`,
 		`<b onmouseover=alert(4)>`, `</pre><iframe src="`+bait.URL+`/frame"></iframe>`)
 
+	// Periodic events registered for orders, as a worker with
+	// WORKER_SCHEDULE registers them: the entry, and its last tick.
+	lastTick := time.Now().Add(-2 * time.Hour).Truncate(time.Hour)
+	if err := c.HSet(ctx, wire.ScheduleKey("orders"),
+		wire.ScheduleEntryField("report.requested 0 3 * * *"), `{"type":"report.requested","spec":"0 3 * * *","tz":"Europe/Berlin","missed":"latest"}`,
+		wire.ScheduleEntryField("cleanup.run @every 5m"), `{"type":"cleanup.run","spec":"@every 5m","tz":"UTC","missed":"skip"}`,
+		wire.ScheduleTickField("cleanup.run @every 5m"), strconv.FormatInt(lastTick.UnixMilli(), 10),
+	).Err(); err != nil {
+		t.Fatal(err)
+	}
+
 	w, err := New(Options{Client: c, Tokens: []Token{{"alice", testSecret}}, Logger: slog.New(slog.DiscardHandler), Refresh: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -281,6 +294,15 @@ func TestBrowser(t *testing.T) {
 		if got := text(t, tc, "#consumers"); !strings.Contains(got, "pod-0") || !regexp.MustCompile(`\d+m?s ago`).MatchString(got) {
 			t.Errorf("consumers = %q, want pod-0 with its heartbeat", got)
 		}
+		got := text(t, tc, "#schedule")
+		for _, w := range []string{"report.requested", "0 3 * * *", "Europe/Berlin", "latest", "cleanup.run", "@every 5m", "skip", lastTick.UTC().Format("2006-01-02 15:04:05Z"), "none yet"} {
+			if !strings.Contains(got, w) {
+				t.Errorf("periodic events = %q, want %q in it", got, w)
+			}
+		}
+		if got := text(t, tc, "#pause-state"); got != "Not paused." {
+			t.Errorf("pause state = %q, want Not paused.", got)
+		}
 		screenshot(t, tc, "stream")
 		do(t, tc, chromedp.Navigate(base+"/stream?s=emails"), chromedp.WaitVisible(chromedp.CSS("#delayed")))
 		if got := text(t, tc, "#delayed"); !strings.Contains(got, "email.send") || !strings.Contains(got, "in 1m") {
@@ -337,6 +359,69 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("PauseByClicking", func(t *testing.T) {
+		fixed.Store(true) // order.paid succeeds: it says when the worker handled one
+		tc := tab(t, bctx)
+		do(t, tc,
+			chromedp.Navigate(base+"/login"),
+			chromedp.SendKeys(chromedp.CSS(`input[name=token]`), testSecret),
+			chromedp.Click(chromedp.ID("login")),
+			chromedp.WaitVisible(chromedp.CSS("#streams")),
+			chromedp.Navigate(base+"/stream?s=orders"),
+			chromedp.WaitVisible(chromedp.ID("pause-form")),
+		)
+		paused := func() map[string]string { return c.HGetAll(ctx, wire.PausedKey("orders")).Val() }
+		// Every group: the select's first choice.
+		do(t, tc, chromedp.Click(chromedp.ID("pause")), chromedp.WaitVisible(chromedp.CSS(`#pauses tr[data-group="*"]`)))
+		if p := paused(); len(p) != 1 || p[wire.PauseAllGroups] == "" {
+			t.Errorf("orders:paused = %v after Pause, want every group (*)", p)
+		}
+		if got := text(t, tc, "#paused"); got != "every group" {
+			t.Errorf("summary paused = %q, want every group", got)
+		}
+		if got := text(t, tc, "#groups"); !strings.Contains(got, "workers paused") {
+			t.Errorf("groups = %q, want workers marked paused", got)
+		}
+		screenshot(t, tc, "paused")
+		do(t, tc, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#streams")))
+		if got := text(t, tc, `tr[data-stream="orders"] td.paused`); got != "all groups" {
+			t.Errorf("overview paused of orders = %q, want all groups", got)
+		}
+		if got := text(t, tc, `tr[data-stream="emails"] td.paused`); got != "no" {
+			t.Errorf("overview paused of emails = %q, want no", got)
+		}
+		// An entry added while paused is handled once resumed.
+		more := xadd(t, c, "orders", "type", "order.paid", "data", `{"order":44}`)
+		do(t, tc, chromedp.Navigate(base+"/stream?s=orders"), chromedp.WaitVisible(chromedp.CSS(`#pauses tr[data-group="*"]`)),
+			chromedp.Click(chromedp.CSS(`#pauses tr[data-group="*"] button.resume-one`)),
+			chromedp.WaitVisible(chromedp.CSS(`#pause-state p`)))
+		if p := paused(); len(p) != 0 {
+			t.Errorf("orders:paused = %v after Resume, want nothing", p)
+		}
+		if got := text(t, tc, "#pause-state"); got != "Not paused." {
+			t.Errorf("pause state = %q after Resume, want Not paused.", got)
+		}
+		select {
+		case origin := <-processed:
+			if origin != more {
+				t.Errorf("the worker processed %s, want %s", origin, more)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the worker did not process the entry added while paused within 30s of the resume")
+		}
+		// One group: chosen in the select; Resume with the select on every
+		// group then ends every pause.
+		do(t, tc, chromedp.SetValue(chromedp.ID("pause-group"), "workers"), chromedp.Click(chromedp.ID("pause")),
+			chromedp.WaitVisible(chromedp.CSS(`#pauses tr[data-group="workers"]`)))
+		if p := paused(); len(p) != 1 || p["workers"] == "" {
+			t.Errorf("orders:paused = %v after pausing workers, want workers", p)
+		}
+		do(t, tc, chromedp.Click(chromedp.ID("resume")), chromedp.WaitVisible(chromedp.CSS(`#pause-state p`)))
+		if p := paused(); len(p) != 0 {
+			t.Errorf("orders:paused = %v after Resume of every group, want nothing", p)
+		}
+	})
+
 	t.Run("HostileFieldsInert", func(t *testing.T) {
 		tc := tab(t, bctx)
 		do(t, tc, chromedp.Navigate(base+"/dlq?s=emails"), chromedp.WaitVisible(chromedp.CSS("#dead-letters")))
@@ -381,7 +466,7 @@ func TestBrowser(t *testing.T) {
 
 	paths.Range(func(k, _ any) bool {
 		p := k.(string)
-		if !strings.HasPrefix(p, "GET /") && p != "POST /login" && p != "POST /dlq/action" {
+		if !strings.HasPrefix(p, "GET /") && p != "POST /login" && p != "POST /dlq/action" && p != "POST /stream/pause" {
 			t.Errorf("the browser sent %s", p)
 		}
 		return true
