@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -53,10 +54,17 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 func TestOverviewRoundTripsPerStreamCount(t *testing.T) {
 	t.Parallel()
 	trips := map[int]int64{}
+	partitioned := map[int]int64{} // as many partitioned streams more, paused
 	for _, n := range []int{5, 60} {
 		srv := testredis.Start(t)
 		c := srv.Client(t)
 		makeStreams(t, c, n)
+		// Pauses: the overview's Paused column.
+		for i := 0; i < n; i += 2 {
+			if err := c.HSet(context.Background(), wire.PausedKey("stream-"+strconv.Itoa(i)), "workers", "1").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		counter := &roundTrips{}
 		c.AddHook(counter)
 		w, err := New(Options{Client: c})
@@ -69,10 +77,35 @@ func TestOverviewRoundTripsPerStreamCount(t *testing.T) {
 			t.Fatalf("GET / = %d\n%s", rec.Code, rec.Body)
 		}
 		trips[n] = counter.n.Load()
+		if !strings.Contains(rec.Body.String(), `<span class="tag warn">workers</span>`) {
+			t.Fatalf("the overview shows no pause\n%s", rec.Body)
+		}
+		// Partitioned streams: their pauses are their logical names'.
+		pipe := c.Pipeline()
+		for i := range n {
+			logical := "clicks-" + strconv.Itoa(i)
+			for p := range 2 {
+				pipe.XAdd(context.Background(), &redis.XAddArgs{Stream: wire.PartitionStream(logical, p), Values: []string{"type", "t"}})
+			}
+			pipe.HSet(context.Background(), wire.PausedKey(logical), wire.PauseAllGroups, "1")
+		}
+		if _, err := pipe.Exec(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		counter.n.Store(0)
+		rec = httptest.NewRecorder()
+		w.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		if rec.Code != http.StatusOK || strings.Count(rec.Body.String(), `<span class="tag warn">all groups</span>`) != n {
+			t.Fatalf("GET / = %d, want %d partitioned streams paused for all groups\n%s", rec.Code, n, rec.Body)
+		}
+		partitioned[n] = counter.n.Load()
 	}
-	t.Logf("round trips by number of streams: %v", trips)
+	t.Logf("round trips by number of streams: %v; with as many partitioned streams more: %v", trips, partitioned)
 	if trips[5] != trips[60] || trips[5] > 8 {
 		t.Errorf("round trips of the overview: %v by number of streams; want the same small number", trips)
+	}
+	if partitioned[5] != partitioned[60] || partitioned[5] > trips[5]+1 {
+		t.Errorf("round trips of the overview with partitioned streams: %v by number of streams; want the same, at most one more than %v", partitioned, trips)
 	}
 }
 
