@@ -1,8 +1,9 @@
 // Package web is the operators' dashboard behind `streamctl web`: server-
 // rendered pages of the streams, their groups, consumers, partitions,
-// pending and delayed entries, and the dead-letter streams, which it
-// replays and purges through streamadmin with the guarantees of
-// `streamctl dlq`. It is read-only unless tokens are configured; every
+// pending and delayed entries, pauses and periodic events, and the
+// dead-letter streams, which it replays and purges through streamadmin with
+// the guarantees of `streamctl dlq`; it pauses and resumes streams as
+// `streamctl pause` and `resume` do. It is read-only unless tokens are configured; every
 // change needs a token and a CSRF token, and is logged with the token's name.
 // Templates and assets are embedded: it needs nothing from the network.
 package web
