@@ -31,6 +31,16 @@ type fetcher struct {
 	sizes    readSizer // the bytes of recent reads' entries
 	known    bool      // the pause state was known before a read
 
+	// Per-key order after a failed read (ordered partitions only): a read
+	// whose reply was lost may have been delivered all the same, its
+	// entries now pending for this consumer unseen. Reading on with ">"
+	// would run the key's later messages first, so the fetcher reads
+	// nothing new until such entries are idle for a min-idle (running and
+	// waiting ones are leased, so never are), then runs its own pending
+	// ones before reading on.
+	resyncAt  time.Time // when the own pending list is to be replayed; zero: no need
+	resyncing bool      // replaying own pending entries idle for a min-idle
+
 	pause      *pauseState        // whether the stream is paused (pause.go)
 	class      *slotClass         // the stream's share of the slots (priority.go); nil without priorities
 	backlogged bool               // told the priorities that the stream has entries to read
@@ -141,6 +151,9 @@ func (f *fetcher) run(ctx context.Context) {
 		if f.paused(ctx) { // pause.go: one atomic load unless paused
 			continue
 		}
+		if f.waitResync(ctx) {
+			continue
+		}
 		most := f.sizes.count(r.cfg.FetchCount, r.readBudget())
 		if f.failures > 0 {
 			// Redis failed the last read (a primary down): the next one
@@ -218,6 +231,9 @@ func (f *fetcher) handle(ctx context.Context, msgs []redis.XMessage, sent time.T
 			r.logger.Warn("stream or group is gone; recreating it", "stream", f.s.name, "group", r.cfg.Group, "error", err)
 			return
 		}
+		if f.cursor == ">" && r.order.ordered(f.s.name) {
+			f.resyncAt = time.Now().Add(r.cfg.ReclaimMinIdle + r.leaseEvery())
+		}
 		f.fail(ctx, "reading stream", err)
 		return
 	}
@@ -225,6 +241,22 @@ func (f *fetcher) handle(ctx context.Context, msgs []redis.XMessage, sent time.T
 	batch := newMessages(f.s.name, msgs, sent)
 	f.sizes.observe(batchBytes(batch), len(batch))
 	f.slots.Add(float64(r.dispatch(ctx, batch, n)))
+}
+
+// waitResync holds new reads back after a failed read of an ordered
+// partition until entries it may have delivered unseen are idle for a
+// min-idle, then turns the fetcher to replaying them (replayOwn). It
+// reports whether it waited.
+func (f *fetcher) waitResync(ctx context.Context) bool {
+	if f.resyncAt.IsZero() || f.cursor != ">" {
+		return false
+	}
+	if wait := time.Until(f.resyncAt); wait > 0 {
+		sleepCtx(ctx, min(wait, time.Second)) // beating between sleeps
+		return true
+	}
+	f.resyncAt, f.resyncing, f.cursor = time.Time{}, true, "0"
+	return true
 }
 
 // replayOwn takes the next entries of this consumer's own pending list,
@@ -244,11 +276,23 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 	}).Result()
 	var claimed reclaim.Claimed
 	if err == nil && len(pend) > 0 {
-		ids := make([]string, len(pend))
-		for i, p := range pend {
-			ids[i] = p.ID
+		// At start, what an earlier run left: idle since before this run.
+		// After a failed read (waitResync), what this run was delivered
+		// unseen: idle for a min-idle, as the reclaimer takes, and not
+		// handled already with its acknowledgement waiting.
+		minIdle, done := time.Since(r.startedAt)+time.Millisecond, map[string]bool(nil)
+		if f.resyncing {
+			minIdle, done = r.cfg.ReclaimMinIdle, r.acks.waiting(s.name)
 		}
-		claimed, err = r.consumer.Claim(rctx, s.name, ids, time.Since(r.startedAt)+time.Millisecond, r.isolateAfter())
+		ids := make([]string, 0, len(pend))
+		for _, p := range pend {
+			if !done[p.ID] {
+				ids = append(ids, p.ID)
+			}
+		}
+		if len(ids) > 0 {
+			claimed, err = r.consumer.Claim(rctx, s.name, ids, minIdle, r.isolateAfter())
+		}
 	}
 	if err != nil {
 		f.handle(ctx, nil, time.Time{}, err, n)
@@ -256,7 +300,7 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 	}
 	f.ok()
 	if len(pend) == 0 {
-		f.cursor = ">"
+		f.cursor, f.resyncing = ">", false
 		r.release(n)
 		return
 	}

@@ -90,6 +90,16 @@ func newOrderGate(d gateDeps, partitions []string) *orderGate {
 	return g
 }
 
+// ordered reports whether stream is a partition whose keys the gate keeps
+// in order; false on a nil gate.
+func (g *orderGate) ordered(stream string) bool {
+	if g == nil {
+		return false
+	}
+	_, ok := g.parts[stream]
+	return ok
+}
+
 // partitionKey is the message's partition key, "" for none.
 func partitionKey(m *Message) string { return m.Metadata[wire.FieldKey] }
 

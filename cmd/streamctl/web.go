@@ -26,10 +26,11 @@ func (a *app) webCommand() *cobra.Command {
 		Use:   "web [--addr 127.0.0.1:8090]",
 		Short: "Serve the operators' web dashboard",
 		Long: `Serve the web dashboard: every stream (partitioned streams folded) with its
-length, lag, pending, delayed and dead-letter counts, consumers and a rate
-sparkline; per stream its groups, consumers, partitions, pending and delayed
-entries; the dead letters, searchable, to replay or purge as streamctl dlq
-does. It listens on loopback unless --addr names another address.
+length, lag, pending, delayed and dead-letter counts, consumers, pause state
+and a rate sparkline; per stream its groups, consumers, partitions, pending
+and delayed entries, pauses (to pause and resume as streamctl pause does) and
+periodic events; the dead letters, searchable, to replay or purge as
+streamctl dlq does. It listens on loopback unless --addr names another address.
 
 The dashboard is read-only unless STREAMCTL_WEB_TOKEN is set: a
 comma-separated list of name:secret (a bare secret is named "token"); secrets
