@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -604,4 +605,71 @@ func TestPartitionLostToAnotherConsumer(t *testing.T) {
 	}
 	eventually(t, "c1 takes the partition back and handles seq 2", func() bool { return l.total() == 2 })
 	l.check(t, []string{key}, 2)
+}
+
+// lostReply makes the next read that delivers entries fail as if its reply
+// were lost on the way: Redis delivered them, so they are pending for this
+// consumer, but the runtime never sees them (a primary killed after
+// replicating the read, a connection cut mid-reply).
+type lostReply struct {
+	armed atomic.Bool
+	lost  atomic.Int32 // entries delivered by the lost read
+}
+
+func (l *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (l *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if c, ok := cmd.(*redis.XStreamSliceCmd); ok && err == nil && len(c.Val()) > 0 && len(c.Val()[0].Messages) > 0 && l.armed.CompareAndSwap(true, false) {
+			l.lost.Store(int32(len(c.Val()[0].Messages)))
+			err = errors.New("read tcp: connection reset by peer (test: reply lost)")
+			c.SetErr(err)
+		}
+		return err
+	}
+}
+
+func (l *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A read whose reply is lost after Redis delivered its entries leaves them
+// pending for this consumer, unseen. On an ordered partition the fetcher
+// must run them before anything read after them: reading on, the key's
+// later messages would run first and the lost ones only when reclaimed.
+func TestLostReadReplyKeepsKeyOrder(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := partitionedConfig(t, srv, 2, "c1")
+	cfg.ReclaimMinIdle = time.Second
+	cfg.ReclaimInterval = 5 * time.Second // the reclaimer would find the lost entries only after the rest ran
+	c := srv.Client(t)
+	stream := cfg.Streams[0]
+	keys := keyNames(4)
+	const perKey = 10
+	l := newKeyLog()
+	lost := &lostReply{}
+	client := srv.Client(t)
+	client.AddHook(lost)
+	startWorker(t, srv, cfg, keyedMux(l, cfg.Consumer), WithRedis(client))
+	for _, k := range keys {
+		publishKeyed(t, c, stream, cfg.Partitions, "keyed", k, 1)
+	}
+	eventually(t, "the first messages handled", func() bool { return l.total() >= len(keys) })
+	// The worker waits for the next entry; the read that delivers it loses
+	// its reply, and the rest follow at once.
+	lost.armed.Store(true)
+	for seq := 2; seq <= perKey; seq++ {
+		for _, k := range keys {
+			publishKeyed(t, c, stream, cfg.Partitions, "keyed", k, seq)
+		}
+	}
+	total := perKey * len(keys)
+	eventually(t, "every message handled", func() bool { return l.total() >= total })
+	eventually(t, "every message acknowledged", func() bool { return pendingIn(t, c, stream, cfg.Group, cfg.Partitions) == 0 })
+	if lost.lost.Load() == 0 {
+		t.Fatal("no read lost its reply: the test tested nothing")
+	}
+	l.check(t, keys, perKey)
 }
