@@ -93,6 +93,21 @@ type StreamStatus struct {
 	Delayed int64
 	// Dead is the length of the dead-letter stream S:dlq.
 	Dead int64
+	// Memory is MEMORY USAGE of the stream, sampled (SAMPLES 5): bytes.
+	Memory int64
+	// Acked is an estimate of the entries every group is done with that
+	// are still in the stream: those before the oldest entry any group
+	// needs, which trimming (WORKER_RETENTION, streamctl trim) would
+	// remove. Exact for a group with nothing pending (the stream's length
+	// minus its lag); for a group with entries pending, the entries it was
+	// delivered are taken as spread evenly over their IDs' times, from the
+	// first entry to the last delivered, and those older than the oldest
+	// pending entry are counted. 0 for a stream without groups; -1 when
+	// Redis cannot tell a group's lag.
+	Acked int64
+	// AckedMemory is Memory × Acked / Length: the bytes trimming would
+	// give back, estimated; -1 with Acked.
+	AckedMemory int64
 	// Groups are the stream's consumer groups, by name.
 	Groups []GroupStatus
 	// Paused are the pauses of the stream (streamctl pause), by group,
@@ -215,12 +230,16 @@ func (a *Admin) status(ctx context.Context, streams []string, miss missing) ([]S
 	pipe = a.client.Pipeline()
 	lengths := make([]*redis.IntCmd, len(streams))
 	groups := make([]*redis.XInfoGroupsCmd, len(streams))
+	memory := make([]*redis.IntCmd, len(streams))
+	infos := make([]*redis.XInfoStreamCmd, len(streams))
 	for i, s := range streams {
 		out[i] = StreamStatus{Stream: s, Delayed: delayed[i].Val(), Dead: dead[i].Val()}
 		switch t := types[i].Val(); {
 		case t == "stream":
 			lengths[i] = pipe.XLen(ctx, s)
 			groups[i] = pipe.XInfoGroups(ctx, s)
+			memory[i] = pipe.MemoryUsage(ctx, s, 5)
+			infos[i] = pipe.XInfoStream(ctx, s)
 		case miss == missingIsDeleted:
 			out[i].Missing = deleted(s)
 		case t == "none" && (miss == missingIsEmpty || out[i].Delayed > 0 || out[i].Dead > 0):
@@ -237,7 +256,7 @@ func (a *Admin) status(ctx context.Context, streams []string, miss missing) ([]S
 		if groups[i] == nil {
 			continue
 		}
-		err := cmp.Or(lengths[i].Err(), groups[i].Err())
+		err := cmp.Or(lengths[i].Err(), groups[i].Err(), memory[i].Err(), infos[i].Err())
 		switch {
 		case vanished(err):
 			out[i].Missing, groups[i] = deleted(s), nil
@@ -300,11 +319,48 @@ func (a *Admin) status(ctx context.Context, streams []string, miss missing) ([]S
 			continue
 		}
 		slices.SortFunc(out[i].Groups, func(x, y GroupStatus) int { return strings.Compare(x.Group, y.Group) })
+		if infos[i] != nil {
+			out[i].Memory = memory[i].Val()
+			out[i].Acked, out[i].AckedMemory = acked(out[i], infos[i].Val().FirstEntry.ID)
+		}
 	}
 	if err := a.readPauses(ctx, out, streams); err != nil {
 		return nil, err
 	}
 	return out, errors.Join(problems...)
+}
+
+// acked estimates the entries of s that no group needs any more, and their
+// bytes (StreamStatus.Acked); first is the stream's first entry ID.
+func acked(s StreamStatus, first string) (entries, bytes int64) {
+	if len(s.Groups) == 0 || s.Length == 0 {
+		return 0, 0
+	}
+	entries = s.Length
+	for _, g := range s.Groups {
+		if g.Deleted {
+			continue
+		}
+		if g.Lag < 0 {
+			return -1, -1
+		}
+		delivered := max(0, s.Length-g.Lag)
+		n := delivered
+		if g.OldestPendingID != "" {
+			n = max(0, delivered-g.Pending)
+			f, ok1 := idMillis(first)
+			p, ok2 := idMillis(g.OldestPendingID)
+			l, ok3 := idMillis(g.LastDeliveredID)
+			switch {
+			case !ok1 || !ok2 || !ok3 || p <= f:
+				n = 0
+			case l > f:
+				n = min(n, int64(float64(delivered)*float64(p-f)/float64(l-f+1)))
+			}
+		}
+		entries = min(entries, n)
+	}
+	return entries, int64(float64(s.Memory) * float64(entries) / float64(s.Length))
 }
 
 // deleted is the Missing of a stream deleted while status read it.

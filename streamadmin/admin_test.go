@@ -3,6 +3,7 @@ package streamadmin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -102,8 +103,12 @@ func TestStatus(t *testing.T) {
 			t.Errorf("consumer %s idle = %s", c.Consumer, c.Idle)
 		}
 	}
+	if got[0].Memory <= 0 {
+		t.Errorf("memory = %d bytes, want MEMORY USAGE of the stream", got[0].Memory)
+	}
 	want := []StreamStatus{{
-		Stream: f.stream, Length: 5, Delayed: 2, Dead: 1,
+		Stream: f.stream, Length: 5, Delayed: 2, Dead: 1, Memory: got[0].Memory,
+		Acked: 0, AckedMemory: 0, // audit was delivered nothing
 		Groups: []GroupStatus{
 			{Group: "audit", Pending: 0, Lag: 5, LastDeliveredID: "0-0"},
 			{
@@ -115,6 +120,47 @@ func TestStatus(t *testing.T) {
 	opts := cmpopts.IgnoreFields(GroupStatus{}, "OldestPendingAge")
 	if diff := cmp.Diff(want, got, opts, cmpopts.IgnoreFields(ConsumerStatus{}, "Idle")); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
+	}
+}
+
+// TestStatusAcked checks the estimate of the entries every group is done
+// with: exact without pending entries, by the IDs' times with them.
+func TestStatusAcked(t *testing.T) {
+	f := newFixture(t)
+	for i := 1; i <= 10; i++ {
+		if err := f.c.XAdd(f.ctx, &redis.XAddArgs{Stream: f.stream, ID: fmt.Sprintf("%d-0", i*1000), Values: []string{"type", "a"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func() StreamStatus {
+		t.Helper()
+		got, err := f.admin.Status(f.ctx, []string{f.stream})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got[0]
+	}
+	f.group("done")
+	ids := f.read("done", "c", 10)
+	f.c.XAck(f.ctx, f.stream, "done", ids...)
+	if s := status(); s.Acked != 10 || s.AckedMemory != s.Memory || s.Memory <= 0 {
+		t.Errorf("one group done with all: acked %d (%d of %d bytes), want 10 (all the bytes)", s.Acked, s.AckedMemory, s.Memory)
+	}
+	f.group("slow")
+	ids = f.read("slow", "c", 4)
+	f.c.XAck(f.ctx, f.stream, "slow", ids...)
+	if s := status(); s.Acked != 4 || s.AckedMemory != s.Memory*4/10 {
+		t.Errorf("the slowest group done with 4: acked %d (%d of %d bytes), want 4", s.Acked, s.AckedMemory, s.Memory)
+	}
+	// slow reads the rest and leaves 6000-0 pending: 5 entries before it.
+	ids = f.read("slow", "c", 6)
+	f.c.XAck(f.ctx, f.stream, "slow", slices.DeleteFunc(ids, func(id string) bool { return id == "6000-0" })...)
+	if s := status(); s.Acked != 5 {
+		t.Errorf("6000-0 pending: acked %d, want the 5 entries before it", s.Acked)
+	}
+	f.group("new")
+	if s := status(); s.Acked != 0 {
+		t.Errorf("a group delivered nothing: acked %d, want 0", s.Acked)
 	}
 }
 

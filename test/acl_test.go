@@ -775,6 +775,7 @@ var dryRunArgs = func() map[string][][]any {
 		user    = plugins + "user:{u1}:profile"            // users (its cache)
 		pts     = plugins + "points:{balances}:u1"         // points
 		applied = plugins + "points:{balances}:applied:t1" // points
+		awards  = "{" + s + "}:points:awarded"             // points (effects, in the stream's slot)
 		board   = plugins + "leaderboard:daily:2025-01-02" // scores (leaderboard)
 		rl      = plugins + "ratelimit:n1"                 // notifications (ratelimit)
 		sess    = plugins + "session:sess-1"               // sessions (session)
@@ -819,6 +820,7 @@ var dryRunArgs = func() map[string][][]any {
 		"incr":             {{"INCR", rep + ":fence"}},
 		"incrby":           {{"INCRBY", pts, "5"}},
 		"decrby":           {{"DECRBY", pts, "5"}},
+		"hincrby":          {{"HINCRBY", awards, "u1", "5"}},
 		"watch":            {{"WATCH", pts, applied}},
 		"unwatch":          {{"UNWATCH"}},
 		"multi":            {{"MULTI"}},

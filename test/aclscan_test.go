@@ -26,7 +26,8 @@ import (
 // call of a go-redis client method, every Do with a literal command, every
 // script's Run (an FCALL: REDIS_SCRIPTS=functions), and every redis.call()
 // in a Lua script, which Redis checks against the caller's ACL whether the
-// script runs by EVAL or as a function.
+// script runs by EVAL or as a function; and every worker.Effects.Do with a
+// literal command, which the worker's commit script calls.
 
 const goRedis = "github.com/redis/go-redis/v9"
 
@@ -150,7 +151,16 @@ func scanCommands(t *testing.T, root string, pkgs []string, deps bool, skip ...s
 						return true
 					}
 					sel := info.Selections[fun]
-					if sel == nil || sel.Obj().Pkg() == nil || sel.Obj().Pkg().Path() != goRedis {
+					if sel == nil || sel.Obj().Pkg() == nil {
+						return true
+					}
+					if isEffectsDo(sel) && len(n.Args) > 0 { // run by the worker's commit script
+						if cmd, ok := upperLit(n.Args[0]); ok {
+							add(n.Pos(), cmd, "")
+						}
+						return true
+					}
+					if sel.Obj().Pkg().Path() != goRedis {
 						return true
 					}
 					name := sel.Obj().Name()
@@ -192,6 +202,14 @@ func scanCommands(t *testing.T, root string, pkgs []string, deps bool, skip ...s
 		}
 	}
 	return uses
+}
+
+// isEffectsDo reports whether sel is worker.Effects.Do: a command a handler
+// commits with its acknowledgement, which Redis checks inside the commit
+// script against the worker's ACL.
+func isEffectsDo(sel *types.Selection) bool {
+	return sel.Obj().Name() == "Do" && sel.Obj().Pkg().Path() == "github.com/streamworker/streamworker/worker" &&
+		strings.HasSuffix(types.TypeString(sel.Recv(), nil), "worker.Effects")
 }
 
 func isAnyType(e ast.Expr) bool {

@@ -18,4 +18,6 @@ func TestCustomWorker(t *testing.T) {
 	t.Run("ShutdownDeadlineHandsOver", func(t *testing.T) { testHandOverAtDeadline(t, bin) })
 	t.Run("SecondSignalHurriesShutdown", func(t *testing.T) { testSecondSignal(t, bin) })
 	t.Run("BadConfiguration", func(t *testing.T) { testBadConfiguration(t, bin) })
+	t.Run("EffectsKilledBeforeCommit", func(t *testing.T) { testEffectsKilledBeforeCommit(t, bin) })
+	t.Run("EffectsUnderRandomKills", func(t *testing.T) { testEffectsUnderRandomKills(t, bin) })
 }

@@ -64,6 +64,7 @@ type trimmer struct {
 	trim      bool // WORKER_RETENTION is set
 	every     time.Duration
 	warnAt    int64 // WORKER_DELAYED_WARN; 0: off
+	bigAt     int64 // bigStream; tests set less
 	logger    *slog.Logger
 	metrics   *trimMetrics
 
@@ -78,7 +79,7 @@ func (r *engine) newTrimmer() *trimmer {
 		retention: retention.Options{
 			Keep: true, Retention: cfg.Retention.Duration, LeaseTTL: max(3*cfg.TrimInterval, time.Second),
 		},
-		trim: cfg.Retention.On, every: cfg.TrimInterval, warnAt: cfg.DelayedWarn,
+		trim: cfg.Retention.On, every: cfg.TrimInterval, warnAt: cfg.DelayedWarn, bigAt: bigStream,
 		logger: r.base.With("component", "trim"), metrics: r.metrics.Trim,
 		held: map[string]bool{}, over: map[string]bool{},
 	}
@@ -185,7 +186,7 @@ func (t *trimmer) warnUntrimmed(ctx context.Context) {
 			}
 			continue
 		}
-		if n > bigStream {
+		if n > t.bigAt {
 			t.logger.Warn("the stream is large and WORKER_RETENTION is not set: unless producers trim it (XADD MAXLEN), acknowledged entries stay in Redis until maxmemory",
 				"stream", s, "memory_bytes", n)
 		}

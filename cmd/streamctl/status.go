@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,8 +24,11 @@ func (a *app) statusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [--stream S]... [--partitions N] [--json]",
 		Short: "Show streams, their groups and consumers",
-		Long: `Show per stream its length, delayed count (S:delayed) and dead-letter count
-(S:dlq), and per consumer group its pending count, lag (entries not yet
+		Long: `Show per stream its length, delayed count (S:delayed), dead-letter count
+(S:dlq), memory (MEMORY USAGE, sampled) and the part of it held by entries
+every group is done with, which trimming would give back (ACKED: bytes, then
+entries; an estimate, exact when no group has entries pending), and per
+consumer group its pending count, lag (entries not yet
 delivered), the age of its oldest pending entry and its consumers with their
 idle time and pending count. Without --stream, every stream in the database
 (on a Redis Cluster, of every primary).
@@ -153,14 +157,14 @@ func writeStatus(w io.Writer, st []streamadmin.StreamStatus) {
 		}
 	}
 	now := time.Now()
-	t := newTable(w, noted(missing, "NOTE", noted(paused, "PAUSED", "STREAM", "LENGTH", "DELAYED", "DEAD", "GROUPS")...)...)
+	t := newTable(w, noted(missing, "NOTE", noted(paused, "PAUSED", "STREAM", "LENGTH", "DELAYED", "DEAD", "GROUPS", "MEMORY", "ACKED")...)...)
 	var groups, consumers int
 	for _, s := range st {
-		length, ngroups := itoa(s.Length), fmt.Sprint(len(s.Groups))
+		length, ngroups, memory, acked := itoa(s.Length), fmt.Sprint(len(s.Groups)), sizeText(s.Memory), ackedCell(s)
 		if s.Missing != nil {
-			length, ngroups = "-", "-"
+			length, ngroups, memory, acked = "-", "-", "-", "-"
 		}
-		t.row(noted(missing, missingNote(s.Missing), noted(paused, pausedCell(s.Paused, now), s.Stream, length, itoa(s.Delayed), itoa(s.Dead), ngroups)...)...)
+		t.row(noted(missing, missingNote(s.Missing), noted(paused, pausedCell(s.Paused, now), s.Stream, length, itoa(s.Delayed), itoa(s.Dead), ngroups, memory, acked)...)...)
 		groups += len(s.Groups)
 		for _, g := range s.Groups {
 			consumers += len(g.Consumers)
@@ -208,6 +212,31 @@ func writeStatus(w io.Writer, st []streamadmin.StreamStatus) {
 }
 
 // noted appends note to cells when the table has a NOTE column.
+// ackedCell is the ACKED column: the bytes of the entries every group is
+// done with, estimated, and how many they are; "?" when a group's lag is
+// unknown.
+func ackedCell(s streamadmin.StreamStatus) string {
+	if s.Acked < 0 {
+		return "?"
+	}
+	return sizeText(s.AckedMemory) + " (" + itoa(s.Acked) + ")"
+}
+
+// sizeText is n bytes in B, KiB, MiB, GiB or TiB, with one decimal above B.
+func sizeText(n int64) string {
+	if n < 1024 {
+		return itoa(n) + " B"
+	}
+	v, unit := float64(n)/1024, "KiB"
+	for _, u := range []string{"MiB", "GiB", "TiB"} {
+		if v < 1024 {
+			break
+		}
+		v, unit = v/1024, u
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64) + " " + unit
+}
+
 func noted(has bool, note string, cells ...string) []string {
 	if has {
 		return append(cells, note)
@@ -222,11 +251,18 @@ type (
 		Streams []streamDoc `json:"streams"`
 	}
 	streamDoc struct {
-		Stream  string     `json:"stream"`
-		Length  int64      `json:"length"`
-		Delayed int64      `json:"delayed"`
-		Dead    int64      `json:"dead"`
-		Groups  []groupDoc `json:"groups"`
+		Stream  string `json:"stream"`
+		Length  int64  `json:"length"`
+		Delayed int64  `json:"delayed"`
+		Dead    int64  `json:"dead"`
+		// Memory is MEMORY USAGE of the stream (SAMPLES 5), bytes.
+		Memory int64 `json:"memory_bytes"`
+		// Acked and AckedMemory estimate the entries every group is done
+		// with that trimming would remove, and their bytes; null when a
+		// group's lag is unknown.
+		Acked       *int64     `json:"acked_entries"`
+		AckedMemory *int64     `json:"acked_memory_bytes"`
+		Groups      []groupDoc `json:"groups"`
 		// Missing is set when length and groups are not known: "no such
 		// stream", "not a stream" or "deleted while status ran".
 		Missing string `json:"missing,omitempty"`
@@ -255,7 +291,10 @@ type (
 func statusJSON(st []streamadmin.StreamStatus) statusDoc {
 	doc := statusDoc{Streams: make([]streamDoc, 0, len(st))}
 	for _, s := range st {
-		sd := streamDoc{Stream: s.Stream, Length: s.Length, Delayed: s.Delayed, Dead: s.Dead, Groups: make([]groupDoc, 0, len(s.Groups)), Missing: missingNote(s.Missing), Paused: pauseDocs(s.Paused)}
+		sd := streamDoc{Stream: s.Stream, Length: s.Length, Delayed: s.Delayed, Dead: s.Dead, Memory: s.Memory, Groups: make([]groupDoc, 0, len(s.Groups)), Missing: missingNote(s.Missing), Paused: pauseDocs(s.Paused)}
+		if s.Acked >= 0 {
+			sd.Acked, sd.AckedMemory = &s.Acked, &s.AckedMemory
+		}
 		for _, g := range s.Groups {
 			gd := groupDoc{Group: g.Group, Pending: g.Pending, LastDeliveredID: g.LastDeliveredID, Consumers: make([]consumerDoc, 0, len(g.Consumers)), Deleted: g.Deleted, Paused: g.Paused}
 			if g.Lag >= 0 {

@@ -33,10 +33,13 @@ func testStatusPartial(t *testing.T, c *binary) {
 	tables := strings.Split(r.Stdout, "\n\n")
 	lines := strings.Split(strings.TrimSpace(tables[0]), "\n")
 	want := [][]string{
-		{"STREAM", "LENGTH", "DELAYED", "DEAD", "GROUPS", "NOTE"},
-		{missing, "-", "0", "0", "-", "no such stream"},
-		{f.stream, "2", "0", "0", "1"},
-		{str, "-", "0", "0", "-", "not a stream"},
+		{"STREAM", "LENGTH", "DELAYED", "DEAD", "GROUPS", "MEMORY", "ACKED", "NOTE"},
+		{missing, "-", "0", "0", "-", "-", "-", "no such stream"},
+		{f.stream, "2", "0", "0", "1", "<size>", "0 B (0)"},
+		{str, "-", "0", "0", "-", "-", "-", "not a stream"},
+	}
+	for i := range lines {
+		lines[i] = sizes.ReplaceAllString(lines[i], "<size>  ")
 	}
 	if diff := cmp.Diff(want, normalise(lines)); diff != "" {
 		t.Errorf("stream table (-want +got):\n%s\nfull:\n%s", diff, r.Stdout)

@@ -17,7 +17,7 @@ import (
 
 // Names are the built-in handler plugins the daemon can register, by
 // the name WORKER_PLUGINS uses, and the message type each handles:
-// users (user.updated), points (points.transfer), scores (score.submitted),
+// users (user.updated), points (points.transfer, points.awarded), scores (score.submitted),
 // notifications (notification.requested), sessions (session.touched),
 // reports (report.requested).
 // examples (order.created, payment.charge, email.send: acknowledged,

@@ -1,12 +1,18 @@
-// Package points is the built-in points.transfer plugin: it moves points
+// Package points is the built-in points plugin. points.transfer moves points
 // between two users' balances with an optimistic transaction (package txn),
 // refuses an overdraft for good (the message is dead-lettered, not retried)
 // and applies each transfer once even when the message is delivered again.
+// points.awarded adds points to a user's tally of awards on the stream,
+// committed with the message's acknowledgement (worker.Message.Effects):
+// exactly once, with no mark to keep.
 //
-// Keys, all under one hash tag so a transfer is one MULTI on Redis Cluster:
-// <prefix>points:{balances}:<user> holds a balance (an integer string) and
-// <prefix>points:{balances}:applied:<transfer> marks a transfer done, for
-// AppliedTTL.
+// Transfer keys, all under one hash tag so a transfer is one MULTI on Redis
+// Cluster: <prefix>points:{balances}:<user> holds a balance (an integer
+// string) and <prefix>points:{balances}:applied:<transfer> marks a transfer
+// done, for AppliedTTL. Awards are the hash {<stream>}:points:awarded (user
+// -> points) in the stream's hash slot (AwardsKey), beside the stream and
+// not under the prefix: the effects commit with the acknowledgement in one
+// script, which on a Cluster touches one slot.
 package points
 
 import (
@@ -23,8 +29,11 @@ import (
 	"github.com/streamworker/streamworker/worker"
 )
 
-// Type is the message type the plugin handles.
+// Type is the message type of a transfer.
 const Type = "points.transfer"
+
+// AwardedType is the message type of an award.
+const AwardedType = "points.awarded"
 
 // ErrInsufficientBalance is the refusal of a transfer larger than the
 // payer's balance.
@@ -72,8 +81,57 @@ func New(rdb redis.UniversalClient, opt *Options) *Ledger {
 	return l
 }
 
-// Register registers the points.transfer handler on mux.
-func (l *Ledger) Register(mux *worker.Mux) { mux.HandleFunc(Type, l.handle) }
+// Register registers the points.transfer and points.awarded handlers on
+// mux.
+func (l *Ledger) Register(mux *worker.Mux) {
+	mux.HandleFunc(Type, l.handle)
+	mux.HandleFunc(AwardedType, l.handleAward)
+}
+
+// Award is the payload of a points.awarded message.
+type Award struct {
+	User   string `json:"user"`
+	Amount int64  `json:"amount"`
+}
+
+// handleAward commits the award with the message's acknowledgement: a
+// redelivery (the worker killed before the commit, the entry reclaimed)
+// finds nothing applied and applies it; one whose entry another consumer
+// took over commits nothing. An award is a blind increment in the stream's
+// slot, which is what effects are for; a transfer reads a balance first
+// and touches keys of another slot, so it keeps its transaction and mark.
+func (l *Ledger) handleAward(_ context.Context, m *worker.Message) error {
+	var a Award
+	if err := json.Unmarshal(m.Data, &a); err != nil {
+		return worker.Permanent(fmt.Errorf("decoding award: %w", err))
+	}
+	switch {
+	case a.User == "":
+		return worker.Permanent(fmt.Errorf("%w: user is required", errInvalid))
+	case a.Amount <= 0:
+		return worker.Permanent(fmt.Errorf("%w: amount %d is not positive", errInvalid, a.Amount))
+	}
+	fx := m.Effects()
+	return fx.Do("HINCRBY", fx.Key(awardsName), a.User, a.Amount)
+}
+
+const awardsName = "points:awarded"
+
+// AwardsKey is the hash of the awards made by the messages of stream: user
+// -> points.
+func AwardsKey(stream string) string {
+	return (&worker.Message{Stream: stream}).Effects().Key(awardsName)
+}
+
+// Awarded returns the points awarded to user by the messages of stream; 0
+// when none.
+func (l *Ledger) Awarded(ctx context.Context, stream, user string) (int64, error) {
+	n, err := l.rdb.HGet(ctx, AwardsKey(stream), user).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return n, err
+}
 
 func (l *Ledger) handle(ctx context.Context, m *worker.Message) error {
 	var t Transfer

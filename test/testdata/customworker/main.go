@@ -14,7 +14,14 @@
 //
 // and one key steers it: while <stream>:unblock exists, block handlers succeed.
 //
-// A message's data is JSON: {"seq": 17, "sleep_ms": 1500}.
+// The effect handler writes nothing itself: it commits, with the message's
+// acknowledgement (Message.Effects), an INCRBY of {<stream>}:total, an HINCRBY
+// of seq in {<stream>}:applied and an SADD of the entry ID to {<stream>}:ids.
+// Given a gate_file, it first adds seq to <stream>:started and waits for the
+// file to exist: a test can hold the handler, pause Redis's writes, and only
+// then let the handler return.
+//
+// A message's data is JSON: {"seq": 17, "sleep_ms": 1500, "gate_file": "/tmp/go"}.
 package main
 
 import (
@@ -22,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -31,8 +39,9 @@ import (
 )
 
 type payload struct {
-	Seq     int `json:"seq"`
-	SleepMS int `json:"sleep_ms"`
+	Seq      int    `json:"seq"`
+	SleepMS  int    `json:"sleep_ms"`
+	GateFile string `json:"gate_file"`
 }
 
 func main() {
@@ -120,6 +129,45 @@ func register(mux *worker.Mux, rdb redis.UniversalClient) {
 		<-ctx.Done()
 		return ctx.Err()
 	})
+	// effect commits its writes with the acknowledgement, after its gate.
+	handle(mux, "effect", func(ctx context.Context, m *worker.Message, p payload) error {
+		if p.GateFile != "" {
+			if err := started(ctx, m, p); err != nil {
+				return err
+			}
+			if err := waitForFile(ctx, p.GateFile); err != nil {
+				return err
+			}
+		}
+		fx := m.Effects()
+		for _, err := range []error{
+			fx.Do("INCRBY", fx.Key("total"), 1),
+			fx.Do("HINCRBY", fx.Key("applied"), strconv.Itoa(p.Seq), 1),
+			fx.Do("SADD", fx.Key("ids"), m.ID),
+		} {
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// waitForFile polls for path until it exists or ctx ends. A file, not a
+// Redis key, so that it can be created while Redis holds every write.
+func waitForFile(ctx context.Context, path string) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func handle(mux *worker.Mux, typ string, f func(context.Context, *worker.Message, payload) error) {
