@@ -39,7 +39,7 @@ var profileGroups = []struct{ name, focus string }{
 	{"… go-redis reading XREADGROUP replies (readXMessageSlice)", `go-redis/v9\.readXMessageSlice`},
 	{"… … of which each entry's field map (stringInterfaceMapParser)", `go-redis/v9\.stringInterfaceMapParser`},
 	{"handler goroutines: context, middleware, metrics, the handler (engine.work)", `worker\.\(\*engine\)\.work$`},
-	{"acknowledgements (engine.ackLoop)", `worker\.\(\*engine\)\.ackLoop`},
+	{"acknowledgements (engine.ackLoop and its lanes, engine.runLane)", `worker\.\(\*engine\)\.(ackLoop|runLane)`},
 	{"socket reads and writes (syscalls)", `syscall\.Syscall|syscall\.RawSyscall|internal/runtime/syscall`},
 	{"garbage collection: marking (gcBgMarkWorker)", `runtime\.gcBgMarkWorker$`},
 	{"garbage collection: background sweeping and its yields (bgsweep, gosched_m)", `runtime\.bgsweep$|runtime\.gosched_m$`},
