@@ -101,7 +101,11 @@ func TestSuspectsRunOneAtATimeAndAreChargedOnlyWhenTheyRun(t *testing.T) {
 		return nil
 	})
 	h := startWorker(t, srv, cfg, mux)
-	eventually(t, "everything but the poison handled", func() bool { return handled.Load() == 26 && h.pending() == 0 })
+	// The abandoned counter is added to after the dead-letter script acked
+	// the poison, so pending can reach 0 first.
+	eventually(t, "everything but the poison handled, the poison counted abandoned", func() bool {
+		return handled.Load() == 26 && h.pending() == 0 && h.metric("streamworker_abandoned_total") >= 1
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	for _, p := range problems {
