@@ -73,6 +73,14 @@ type Config struct {
 	// FetchCount caps the entries asked for in one XREADGROUP; a read never
 	// asks for more than the free handler slots either. Default: 256
 	FetchCount int `envconfig:"WORKER_FETCH_COUNT" default:"256"`
+	// ReadAhead is how many messages beyond the free handlers a read may
+	// bring, to wait in memory for a handler, so that reads bring up to
+	// FetchCount entries whatever the handler count. Only as many wait as
+	// the handlers finish in about 20 ms (measured as they run), within
+	// 4 MiB of entries: none for handlers of a second. One that waited a
+	// lease period all the same is confirmed as this consumer's before it
+	// runs. 0: reads ask for no more than the free handlers. Default: 256
+	ReadAhead int `envconfig:"WORKER_READ_AHEAD" default:"256"`
 	// MaxMessageBytes caps one entry: its field names and values together.
 	// A larger entry is dead-lettered without running its handler (see
 	// worker.ErrTooLarge), and reads ask for fewer entries while recent
@@ -203,6 +211,7 @@ func Default() Config {
 		PartitionLease:    10 * time.Second,
 		Concurrency:       64,
 		FetchCount:        256,
+		ReadAhead:         256,
 		MaxMessageBytes:   4 << 20,
 		Block:             2 * time.Second,
 		MaxAttempts:       5,
@@ -316,6 +325,7 @@ func (c Config) Validate() error {
 	}{
 		{"WORKER_CONCURRENCY", c.Concurrency, 1, 100000},
 		{"WORKER_FETCH_COUNT", c.FetchCount, 1, 100000},
+		{"WORKER_READ_AHEAD", c.ReadAhead, 0, 100000},
 		{"WORKER_MAX_MESSAGE_BYTES", c.MaxMessageBytes, 1024, 512 << 20},
 		{"WORKER_MAX_ATTEMPTS", c.MaxAttempts, 1, 1000},
 		{"WORKER_RECLAIM_COUNT", c.ReclaimCount, 1, 100000},

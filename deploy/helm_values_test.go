@@ -42,6 +42,7 @@ var chartSettings = []struct {
 	{"WORKER_GROUP_START", "worker: {groupStart: latest}", envSource{value: "latest"}},
 	{"WORKER_CONCURRENCY", "worker: {concurrency: 100000}", envSource{value: "100000"}},
 	{"WORKER_FETCH_COUNT", "worker: {fetchCount: 1000}", envSource{value: "1000"}},
+	{"WORKER_READ_AHEAD", "worker: {readAhead: 0}", envSource{value: "0"}},
 	{"WORKER_BLOCK", "worker: {block: 5s}", envSource{value: "5s"}},
 	{"WORKER_PRIORITY", "worker: {priority: strict}", envSource{value: "strict"}},
 	{"WORKER_MAX_ATTEMPTS", "worker: {maxAttempts: 9}", envSource{value: "9"}},

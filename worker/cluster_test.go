@@ -11,12 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// replyError is a Redis error reply, as go-redis returns one.
-type replyError string
-
-func (e replyError) Error() string { return string(e) }
-func (replyError) RedisError()     {}
-
 func TestRoutingErrorsReloadTheSlotMap(t *testing.T) {
 	for _, tc := range []struct {
 		name string

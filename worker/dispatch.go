@@ -81,12 +81,12 @@ func (r *engine) confirmLate(batch []*Message) []*Message {
 	defer cancel()
 	leased, err := r.consumer.Lease(ctx, stream, late)
 	if err != nil {
-		r.logger.Warn("a read answered late and its entries could not be confirmed as ours; they stay pending for a reclaim pass",
+		r.logger.Warn("entries waited a lease period before running (a read that answered late, or read ahead behind slow handlers) and could not be confirmed as ours; they stay pending for a reclaim pass",
 			"stream", stream, "count", len(late), "took", now.Sub(batch[0].readAt).Round(time.Millisecond), "error", err)
 	}
 	r.metrics.Reclaim.Trimmed(r.logger, stream, leased.Trimmed, false)
 	if taken := append(leased.Lost, leased.Gone...); len(taken) > 0 {
-		r.logger.Warn("a read answered late with entries other consumers have taken over meanwhile; skipped them",
+		r.logger.Warn("entries waited a lease period before running (a read that answered late, or read ahead behind slow handlers) and other consumers have taken them over meanwhile; skipped them",
 			"stream", stream, "count", len(taken), "ids", strings.Join(taken, ","))
 	}
 	drop := func(m *Message) bool { return err != nil || leased.State(m.ID) != reclaim.Renewed }

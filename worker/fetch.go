@@ -30,6 +30,7 @@ type fetcher struct {
 	more     bool      // the last read was full: the stream has entries to read (for the priorities)
 	sizes    readSizer // the bytes of recent reads' entries
 	known    bool      // the pause state was known before a read
+	types    typeNames // one copy of each type name its reads brought (xread.go)
 
 	// Per-key order after a failed read (ordered partitions only): a read
 	// whose reply was lost may have been delivered all the same, its
@@ -54,7 +55,7 @@ func (r *engine) newFetcher(s *streamState, level slog.Level) *fetcher {
 	}
 	pause := r.pauses.of(s.name)
 	return &fetcher{
-		r: r, s: s, log: r.logger.With("stream", s.name), level: level, start: start, cursor: "0", idle: true,
+		r: r, s: s, log: r.logger.With("stream", s.name), level: level, start: start, cursor: "0", idle: true, types: typeNames{},
 		pause: pause, class: r.classes[s.name], slots: r.metrics.Slots.WithLabelValues(pause.stream),
 	}
 }
@@ -184,45 +185,50 @@ func (f *fetcher) run(ctx context.Context) {
 // rest.
 func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	r := f.r
-	args := &redis.XReadGroupArgs{
-		Group: r.cfg.Group, Consumer: r.cfg.Consumer,
-		Streams: []string{f.s.name, ">"}, Count: int64(n), Block: -1,
-	}
-	if f.idle {
+	// A read without BLOCK first: parsed here (xread.go) off a cluster,
+	// where it is the cheaper read whether or not the last one drained the
+	// stream; on a cluster only when it did.
+	if f.idle || r.rawReads() {
 		sent := time.Now()
-		msgs, err := r.read(rctx, args, -1)
-		if err != nil || len(msgs) > 0 {
-			f.idle = len(msgs) < n
+		batch, err := f.read(rctx, n, -1, sent)
+		if err != nil || len(batch) > 0 {
+			f.idle = len(batch) < n
 			f.more = !f.idle
-			f.handle(ctx, msgs, sent, err, n)
+			f.handle(ctx, batch, err, n)
 			return
 		}
 		r.release(n - 1)
-		n, args.Count = 1, 1
+		n = 1
 	}
 	sent := time.Now()
-	msgs, err := r.read(rctx, args, r.cfg.Block)
-	f.idle = n == 1 || len(msgs) < n
-	f.more = len(msgs) == n
-	f.handle(ctx, msgs, sent, err, n)
+	batch, err := f.read(rctx, n, r.cfg.Block, sent)
+	f.idle = n == 1 || len(batch) < n
+	f.more = len(batch) == n
+	f.handle(ctx, batch, err, n)
 }
 
-func (r *engine) read(ctx context.Context, args *redis.XReadGroupArgs, block time.Duration) ([]redis.XMessage, error) {
-	a := *args
-	a.Block = block
-	res, err := r.client.XReadGroup(ctx, &a).Result()
+// read reads up to n new entries of the stream, blocking up to block (not
+// at all when negative), as Messages read with a command sent at sent.
+func (f *fetcher) read(ctx context.Context, n int, block time.Duration, sent time.Time) ([]*Message, error) {
+	r, stream := f.r, f.s.name
+	if block < 0 && r.rawReads() {
+		return r.readNow(ctx, stream, n, f.sizes.reply(n), sent, f.types)
+	}
+	res, err := r.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: []string{stream, ">"}, Count: int64(n), Block: block,
+	}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil || len(res) == 0 {
 		return nil, err
 	}
-	return res[0].Messages, nil
+	return newMessages(stream, res[0].Messages, sent), nil
 }
 
-// handle dispatches one read's messages, read with a command sent at sent,
-// on the n slots reserved for it and releases the slots it did not use.
-func (f *fetcher) handle(ctx context.Context, msgs []redis.XMessage, sent time.Time, err error, n int) {
+// handle dispatches one read's messages on the n slots reserved for it and
+// releases the slots it did not use.
+func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n int) {
 	r := f.r
 	if err != nil {
 		r.release(n)
@@ -238,8 +244,10 @@ func (f *fetcher) handle(ctx context.Context, msgs []redis.XMessage, sent time.T
 		return
 	}
 	f.ok()
-	batch := newMessages(f.s.name, msgs, sent)
 	f.sizes.observe(batchBytes(batch), len(batch))
+	if r.ahead != nil && len(batch) > 0 {
+		r.ahead.entry.Store(int64(f.sizes.perEntry))
+	}
 	f.slots.Add(float64(r.dispatch(ctx, batch, n)))
 }
 
@@ -295,7 +303,7 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 		}
 	}
 	if err != nil {
-		f.handle(ctx, nil, time.Time{}, err, n)
+		f.handle(ctx, nil, err, n)
 		return
 	}
 	f.ok()
@@ -359,6 +367,13 @@ func batchBytes(batch []*Message) int {
 		n += m.size
 	}
 	return n
+}
+
+// reply is about the bytes of a read's reply of n entries: each entry's
+// field bytes and its RESP framing (an ID and a header and length per
+// field, about 60 bytes for an entry of two fields).
+func (z *readSizer) reply(n int) int {
+	return n * (z.perEntry + 64)
 }
 
 // count is how many of n entries one read may ask for.

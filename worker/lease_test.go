@@ -170,7 +170,7 @@ func (l *lateReplies) DialHook(next redis.DialHook) redis.DialHook { return next
 func (l *lateReplies) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if c, ok := cmd.(*redis.XStreamSliceCmd); ok && l.on.Load() && len(c.Val()) > 0 && len(c.Val()[0].Messages) > 0 {
+		if l.on.Load() && readDelivered(cmd) > 0 {
 			time.Sleep(l.delay) // the reply in flight on a slow network
 		}
 		return err

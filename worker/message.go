@@ -24,7 +24,8 @@ type Message struct {
 	// when the field is there but empty. It shares memory with the entry
 	// as read, which retries and dead letters copy: read it, and copy it
 	// before changing it (its capacity is its length, so an append
-	// copies).
+	// copies) or keeping it past the handler (it holds the memory of the
+	// whole read it came in, as the message's other strings do).
 	Data []byte
 	// OriginID is the entry ID the message had when it was first added; a
 	// retried copy has a new ID but keeps its OriginID.
@@ -55,82 +56,99 @@ type Message struct {
 	// there are none.
 	Metadata map[string]string
 
-	fields  map[string]any // the entry as read, for retry and DLQ copies
-	size    int            // bytes of the entry's field names and values
-	settle  bool           // a suspect (see isolate.go): acknowledged before the next one runs
-	readAt  time.Time      // when the read or claim that delivered it (or its last lease renewal) was sent
-	started time.Time      // when its handler was called, if the runtime called it
-	done    chan struct{}  // when not nil, closed once the outcome is recorded
-	effects *Effects       // commands to commit with the acknowledgement (effects.go), or nil
+	fields  []string      // the entry as read, field, value, …: for retry and DLQ copies
+	size    int           // bytes of the entry's field names and values
+	settle  bool          // a suspect (see isolate.go): acknowledged before the next one runs
+	readAt  time.Time     // when the read or claim that delivered it (or its last lease renewal) was sent
+	started time.Time     // when its handler was called, if the runtime called it
+	done    chan struct{} // when not nil, closed once the outcome is recorded
+	effects *Effects      // commands to commit with the acknowledgement (effects.go), or nil
 }
 
-// newMessage builds a Message from an entry as go-redis returns it.
+// newMessage builds a Message from an entry as go-redis returns it (a
+// claim's entries; reads are parsed by parseRead).
 func newMessage(stream string, e xEntry) *Message {
 	m := &Message{}
-	m.fill(stream, e)
+	m.fill(stream, e.ID, flatFields(e.Values))
 	return m
 }
 
-// newMessages builds the Messages of one read with two allocations, not two
-// per message: the Messages share one array. They stay alive together,
-// which is why a read is bounded in bytes as well as in entries (see
-// readSizer).
+// newMessages builds the Messages of entries as go-redis returns them with
+// two allocations, not two per message: the Messages share one array. They
+// stay alive together, which is why a read is bounded in bytes as well as
+// in entries (see readSizer).
 func newMessages(stream string, entries []xEntry, readAt time.Time) []*Message {
 	ms := make([]Message, len(entries))
 	out := make([]*Message, len(entries))
 	for i, e := range entries {
 		m := &ms[i]
-		m.fill(stream, e)
+		m.fill(stream, e.ID, flatFields(e.Values))
 		m.readAt = readAt
 		out[i] = m
 	}
 	return out
 }
 
-// fill sets m from the entry. Data is the data field's own bytes, not a
-// copy: go-redis reads each value into a buffer of its own, so a read's
-// payloads are held once, not twice, while its messages run.
-func (m *Message) fill(stream string, e xEntry) {
-	m.ID, m.Stream, m.Attempt, m.Deliveries, m.fields = e.ID, stream, 1, 1, e.Values
-	// type and data are looked up; the loop over the map (slow next to two
-	// lookups) runs only for entries with more fields than those.
-	known, size := 0, 0
-	if v, ok := e.Values[wire.FieldType]; ok {
-		m.Type, _ = v.(string)
-		known++
-		size += len(wire.FieldType) + len(m.Type)
+// flatFields is a go-redis field map as a field, value, … list. go-redis
+// returns strings; anything else is printed rather than trusted.
+func flatFields(values map[string]any) []string {
+	if len(values) == 0 {
+		return nil
 	}
-	if v, ok := e.Values[wire.FieldData]; ok {
-		s, _ := v.(string)
-		m.Data = bytesOf(s)
-		known++
-		size += len(wire.FieldData) + len(s)
+	out := make([]string, 0, 2*len(values))
+	for k, v := range values {
+		s, ok := v.(string)
+		if !ok {
+			s = fmt.Sprint(v)
+		}
+		out = append(out, k, s)
 	}
-	if len(e.Values) > known {
-		size = 0
-		for k, v := range e.Values {
-			s, _ := v.(string)
-			size += len(k) + len(s)
-			switch k {
-			case wire.FieldType, wire.FieldData:
-			case wire.FieldID:
-				m.IdempotencyKey = s
-			case wire.FieldOriginID:
-				m.OriginID = s
-			case wire.FieldAttempt:
-				m.Attempt = parseAttempt(s)
-			default:
-				if m.Metadata == nil {
-					m.Metadata = make(map[string]string, 2)
-				}
-				m.Metadata[k] = s
+	return out
+}
+
+// fill sets m from the entry's ID and fields (field, value, …). Data is the
+// data field's own bytes, not a copy, so a read's payloads are held once,
+// not twice, while its messages run. Where a field name comes twice, the
+// last value counts, as in the map go-redis would make of it.
+func (m *Message) fill(stream, id string, fields []string) {
+	m.ID, m.Stream, m.Attempt, m.Deliveries, m.fields = id, stream, 1, 1, fields
+	size := 0
+	for i := 0; i+1 < len(fields); i += 2 {
+		k, v := fields[i], fields[i+1]
+		size += len(k) + len(v)
+		switch k {
+		case wire.FieldType:
+			m.Type = v
+		case wire.FieldData:
+			m.Data = bytesOf(v)
+		case wire.FieldID:
+			m.IdempotencyKey = v
+		case wire.FieldOriginID:
+			m.OriginID = v
+		case wire.FieldAttempt:
+			m.Attempt = parseAttempt(v)
+		default:
+			if m.Metadata == nil {
+				m.Metadata = make(map[string]string, 2)
 			}
+			m.Metadata[k] = v
 		}
 	}
 	m.size = size
 	if m.OriginID == "" {
 		m.OriginID = m.ID
 	}
+}
+
+// field is the value of the entry's field k (the last, if it comes twice).
+func (m *Message) field(k string) (string, bool) {
+	v, ok := "", false
+	for i := 0; i+1 < len(m.fields); i += 2 {
+		if m.fields[i] == k {
+			v, ok = m.fields[i+1], true
+		}
+	}
+	return v, ok
 }
 
 // maxAttempt bounds Message.Attempt, far above any WORKER_MAX_ATTEMPTS, so
@@ -163,17 +181,24 @@ func bytesOf(s string) []byte {
 }
 
 // copyFields returns the entry's fields as a flat field/value list with the
-// named fields left out, in a stable order.
+// named fields left out: type and data first (what a reader of the DLQ
+// looks for), then the others in the entry's order, each name once with
+// its last value.
 func (m *Message) copyFields(skip ...string) []string {
-	out := make([]string, 0, 2*len(m.fields)+8)
-	// type and data first: they are what a reader of the DLQ looks for.
+	out := make([]string, 0, len(m.fields)+8)
 	for _, k := range []string{wire.FieldType, wire.FieldData} {
-		if v, ok := m.fields[k]; ok {
-			out = append(out, k, fieldString(v))
+		if v, ok := m.field(k); ok {
+			out = append(out, k, v)
 		}
 	}
+	head := len(out)
+	var at map[string]int // where each name is in out, for entries with many fields
+	if len(m.fields) > 32 {
+		at = make(map[string]int, len(m.fields)/2)
+	}
 next:
-	for k, v := range m.fields {
+	for i := 0; i+1 < len(m.fields); i += 2 {
+		k, v := m.fields[i], m.fields[i+1]
 		if k == wire.FieldType || k == wire.FieldData {
 			continue
 		}
@@ -182,18 +207,23 @@ next:
 				continue next
 			}
 		}
-		out = append(out, k, fieldString(v))
+		if at != nil {
+			if j, ok := at[k]; ok {
+				out[j+1] = v
+				continue
+			}
+			at[k] = len(out)
+		} else {
+			for j := head; j < len(out); j += 2 {
+				if out[j] == k {
+					out[j+1] = v
+					continue next
+				}
+			}
+		}
+		out = append(out, k, v)
 	}
 	return out
-}
-
-// fieldString is a field value as a string: go-redis returns strings, and
-// anything else is printed rather than trusted.
-func fieldString(v any) string {
-	if s, ok := v.(string); ok {
-		return s
-	}
-	return fmt.Sprint(v)
 }
 
 // Handler processes one message. A nil error acknowledges it; an error

@@ -621,10 +621,10 @@ func (l *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (l *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if c, ok := cmd.(*redis.XStreamSliceCmd); ok && err == nil && len(c.Val()) > 0 && len(c.Val()[0].Messages) > 0 && l.armed.CompareAndSwap(true, false) {
-			l.lost.Store(int32(len(c.Val()[0].Messages)))
+		if n := readDelivered(cmd); err == nil && n > 0 && l.armed.CompareAndSwap(true, false) {
+			l.lost.Store(int32(n))
 			err = errors.New("read tcp: connection reset by peer (test: reply lost)")
-			c.SetErr(err)
+			cmd.SetErr(err)
 		}
 		return err
 	}

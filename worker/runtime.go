@@ -42,6 +42,7 @@ type engine struct {
 	streams []*streamState
 	sem     *semaphore // free handler slots: one per running or dispatched message
 	jobs    *jobQueue
+	ahead   *readAhead // read-ahead slots (readahead.go); nil when WORKER_READ_AHEAD is 0
 	acks    *ackBuffer
 	workers []*workerState
 
@@ -120,7 +121,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		consumer: reclaim.Consumer{Client: client, Group: cfg.Group, Name: cfg.Consumer}, logger: logger, base: base, metrics: metrics,
 		live:     newLiveness(),
 		sem:      newSemaphore(cfg.Concurrency),
-		jobs:     newJobQueue(cfg.Concurrency),
+		jobs:     newJobQueue(cfg.Concurrency + cfg.ReadAhead),
 		acks:     newAckBuffer(),
 		workers:  make([]*workerState, cfg.Concurrency),
 		hurry:    make(chan struct{}),
@@ -129,6 +130,9 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	}
 	for i := range r.workers {
 		r.workers[i] = &workerState{}
+	}
+	if cfg.ReadAhead > 0 { // readahead.go
+		r.ahead = &readAhead{most: cfg.ReadAhead, sem: r.sem}
 	}
 	running := func() int {
 		n := 0
@@ -280,6 +284,9 @@ func (r *engine) work(w *workerState) {
 			return
 		}
 		for m != nil {
+			if r.ahead != nil {
+				r.ahead.handled.Add(1)
+			}
 			r.process(w, m)
 			var next *Message
 			var again bool
@@ -324,6 +331,9 @@ func (r *engine) feeders(rc *reclaim.Reclaimer) []component {
 		cs = append(cs, r.parts) // partition.go: takes, reads and gives up partitions
 	}
 	cs = append(cs, rc, componentFunc(r.isolateLoop), r.promote, r.pauses, r.newTrimmer()) // trim.go
+	if r.ahead != nil {
+		cs = append(cs, r.ahead) // readahead.go
+	}
 	if r.sched != nil {
 		cs = append(cs, r.sched) // schedule.go
 	}
@@ -375,8 +385,16 @@ func (r *engine) process(w *workerState, m *Message) {
 	ctx := w.ctx
 	w.mu.Unlock()
 	// The lease runs from the delivery, not from now: the entry has been
-	// idle since (at the latest) the read that delivered it was sent.
+	// idle since (at the latest) the read that delivered it was sent. One
+	// that waited a lease period for a handler (read ahead behind handlers
+	// that turned slow, or behind its key) is confirmed as ours first.
 	now := time.Now()
+	if !m.readAt.IsZero() && now.Sub(m.readAt) >= r.leaseEvery() {
+		if len(r.confirmLate([]*Message{m})) == 0 {
+			return // another consumer's now, or not confirmed: it stays pending for a reclaim pass
+		}
+		now = time.Now()
+	}
 	leased := m.readAt
 	if leased.IsZero() {
 		leased = now

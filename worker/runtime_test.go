@@ -67,6 +67,9 @@ func TestRetrySucceedsOnThirdAttempt(t *testing.T) {
 	if got := fmt.Sprint(attempts); got != "[1 2 3]" {
 		t.Errorf("attempts = %s, want [1 2 3]", got)
 	}
+	// A retry is counted once its script has answered, which may be after
+	// the copy it scheduled has run: wait for the count, not only the run.
+	eventually(t, "two retries counted", func() bool { return h.outcome("flaky", OutcomeRetried) >= 2 })
 	if got := h.outcome("flaky", OutcomeRetried); got != 2 {
 		t.Errorf("retried = %d, want 2", got)
 	}

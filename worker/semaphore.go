@@ -141,6 +141,17 @@ func (s *semaphore) release(n int) {
 	s.mu.Unlock()
 }
 
+// resize adds d slots, or takes -d away (readahead.go): free may go below
+// zero until enough are given back.
+func (s *semaphore) resize(d int) {
+	s.mu.Lock()
+	s.free += d
+	if d > 0 {
+		s.wakeNext()
+	}
+	s.mu.Unlock()
+}
+
 // remove takes waiter i out of the queue. Called with mu held.
 func (s *semaphore) remove(i int) {
 	if c := s.waiters[i].class; c != nil {

@@ -87,7 +87,7 @@ func (r *engine) deadLetter(ctx context.Context, m *Message, cause error) error 
 	if (len(fields)+len(added))/2 > wire.MaxFields {
 		entry := append(m.copyFields(wire.FieldOriginID), wire.FieldOriginID, m.OriginID)
 		fields = fields[:0]
-		if typ, ok := m.fields[wire.FieldType].(string); ok {
+		if typ, ok := m.field(wire.FieldType); ok {
 			fields = append(fields, wire.FieldType, typ)
 		}
 		fields = append(fields, wire.FieldEnvelope, wire.EncodeEnvelope(m.ID, entry))

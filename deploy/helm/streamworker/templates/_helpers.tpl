@@ -143,6 +143,7 @@ uses its own defaults: values key -> variable.
   "partitions" "WORKER_PARTITIONS"
   "partitionLease" "WORKER_PARTITION_LEASE"
   "fetchCount" "WORKER_FETCH_COUNT"
+  "readAhead" "WORKER_READ_AHEAD"
   "block" "WORKER_BLOCK"
   "priority" "WORKER_PRIORITY"
   "maxMessageBytes" "WORKER_MAX_MESSAGE_BYTES"

@@ -1,0 +1,222 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/wire"
+)
+
+// readDelivered tells whether a command was a read that delivered entries:
+// how many for a read go-redis parsed, 1 for a raw read (xread.go) whose
+// reply is longer than a nil one, 0 for anything else.
+func readDelivered(cmd redis.Cmder) int {
+	switch c := cmd.(type) {
+	case *redis.XStreamSliceCmd:
+		if len(c.Val()) > 0 {
+			return len(c.Val()[0].Messages)
+		}
+	case *redis.RawWriteToCmd:
+		if c.Name() == "xreadgroup" && c.Err() == nil && c.Val() > int64(len("*-1\r\n")) {
+			return 1
+		}
+	}
+	return 0
+}
+
+// messageView is what a test compares of a Message.
+type messageView struct {
+	ID, Stream, Type, Data, OriginID, IdempotencyKey string
+	Attempt                                          int
+	Metadata                                         map[string]string
+	Fields                                           []string
+}
+
+func viewOf(ms []*Message) []messageView {
+	out := make([]messageView, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, messageView{
+			ID: m.ID, Stream: m.Stream, Type: m.Type, Data: string(m.Data), OriginID: m.OriginID, IdempotencyKey: m.IdempotencyKey,
+			Attempt: m.Attempt, Metadata: m.Metadata, Fields: m.copyFields(),
+		})
+	}
+	return out
+}
+
+// The raw read parses a reply into the same Messages as go-redis's
+// XReadGroup and newMessages, in RESP2 and RESP3, for entries of every
+// shape: no fields but type, empty and binary data, extra fields, a field
+// name twice, many fields, and an entry deleted after it was delivered.
+func TestParseReadMatchesGoRedis(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	ctx := context.Background()
+	many := []any{wire.FieldType, "t"}
+	for i := range 40 {
+		many = append(many, fmt.Sprintf("f%d", i), strings.Repeat("v", i))
+	}
+	entries := [][]any{
+		{wire.FieldType, "t"},
+		{wire.FieldType, "t", wire.FieldData, ""},
+		{wire.FieldType, "t", wire.FieldData, "\x00\r\n$3\r\n*1\xff"},
+		{wire.FieldType, "t", wire.FieldData, "x", wire.FieldID, "k1", wire.FieldAttempt, "3", wire.FieldOriginID, "1-1", "traceparent", "00-abc"},
+		{wire.FieldType, "a", wire.FieldType, "b", "m", "1", "m", "2"},
+		{"no-type", "v"},
+		many,
+	}
+	for _, proto := range []int{2, 3} {
+		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
+			t.Parallel()
+			opt := *srv.Client(t).Options()
+			opt.Protocol = proto
+			c := redis.NewClient(&opt)
+			t.Cleanup(func() { c.Close() })
+			stream := testredis.Prefix(t) + "parse"
+			for _, g := range []string{"raw", "lib"} {
+				if err := c.XGroupCreateMkStream(ctx, stream, g, "0").Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, e := range entries {
+				if err := c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: e}).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			read := func(g string) []byte {
+				cmd := redis.NewRawCmd(ctx, "xreadgroup", "group", g, "c", "count", 100, "streams", stream, ">")
+				if err := c.Process(ctx, cmd); err != nil {
+					t.Fatal(err)
+				}
+				return cmd.Val()
+			}
+			raw := read("raw")
+			got, err := parseRead(stream, raw, time.Time{}, nil)
+			if err != nil {
+				t.Fatalf("parseRead: %v\n%q", err, raw)
+			}
+			lib, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "lib", Consumer: "c", Streams: []string{stream, ">"}, Count: 100, Block: -1}).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := newMessages(stream, lib[0].Messages, time.Time{})
+			// go-redis's map keeps one value per name and loses the entry's
+			// order; compare what the runtime uses of them.
+			if diff := cmp.Diff(viewOf(want), viewOf(got), cmp.Transformer("sorted", sortedPairs)); diff != "" {
+				t.Errorf("parseRead differs from go-redis (-go-redis +parseRead):\n%s", diff)
+			}
+			if len(got) != len(entries) {
+				t.Fatalf("read %d entries, want %d", len(got), len(entries))
+			}
+			// Its size is every field's bytes, a name given twice included.
+			for i, e := range entries {
+				size := 0
+				for _, f := range e {
+					size += len(f.(string))
+				}
+				if got[i].size != size {
+					t.Errorf("entry %d: size %d, want %d", i, got[i].size, size)
+				}
+			}
+
+			// Nothing new: a nil reply, in either protocol.
+			if got, err := parseRead(stream, read("raw"), time.Time{}, nil); err != nil || got != nil {
+				t.Fatalf("empty read: %v, %v", got, err)
+			}
+			// An entry deleted after delivery comes back with nil fields
+			// when the pending list is read (ID 0).
+			if err := c.XDel(ctx, stream, got[0].ID).Err(); err != nil {
+				t.Fatal(err)
+			}
+			cmd := redis.NewRawCmd(ctx, "xreadgroup", "group", "raw", "c", "count", 1, "streams", stream, "0")
+			if err := c.Process(ctx, cmd); err != nil {
+				t.Fatal(err)
+			}
+			del, err := parseRead(stream, cmd.Val(), time.Time{}, nil)
+			if err != nil || len(del) != 1 || del[0].ID != got[0].ID || del[0].fields != nil || del[0].Type != "" {
+				t.Fatalf("deleted entry: %+v, %v (%q)", del, err, cmd.Val())
+			}
+			// An error reply is a redis.Error, as go-redis's are.
+			cmd = redis.NewRawCmd(ctx, "xreadgroup", "group", "nope", "c", "count", 1, "streams", stream, ">")
+			_ = c.Process(ctx, cmd)
+			if _, err := parseRead(stream, cmd.Val(), time.Time{}, nil); !isNoGroup(err) {
+				t.Fatalf("missing group: %v, want NOGROUP as a redis.Error", err)
+			}
+		})
+	}
+}
+
+// sortedPairs orders a flat field list by name, for comparing field sets
+// whose order go-redis's map does not keep.
+func sortedPairs(fields []string) []string {
+	type pair struct{ k, v string }
+	ps := make([]pair, 0, len(fields)/2)
+	for i := 0; i+1 < len(fields); i += 2 {
+		ps = append(ps, pair{fields[i], fields[i+1]})
+	}
+	for i := 1; i < len(ps); i++ {
+		for j := i; j > 0 && ps[j].k < ps[j-1].k; j-- {
+			ps[j], ps[j-1] = ps[j-1], ps[j]
+		}
+	}
+	out := make([]string, 0, len(fields))
+	for _, p := range ps {
+		out = append(out, p.k, p.v)
+	}
+	return out
+}
+
+// A reply that is not an XREADGROUP reply is an error naming where it
+// broke, never a panic or a message made of half an entry.
+func TestParseReadRefusesMalformedReplies(t *testing.T) {
+	t.Parallel()
+	good := "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$4\r\ntype\r\n$1\r\nt\r\n"
+	if ms, err := parseRead("s", []byte(good), time.Time{}, nil); err != nil || len(ms) != 1 || ms[0].Type != "t" {
+		t.Fatalf("the well-formed reply: %v, %v", ms, err)
+	}
+	for _, bad := range []string{
+		"",
+		"*",
+		"*1\r\n",
+		"*2\r\n",
+		"%2\r\n",
+		":1\r\n",
+		"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*3\r\n$4\r\ntype\r\n$1\r\nt\r\n$1\r\nx\r\n",
+		"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$4\r\ntype\r\n$9\r\nt\r\n",
+		"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$4\r\ntype\r\n$-5\r\nt\r\n",
+		"*1\r\n*2\r\n$1\r\ns\r\n*2\r\n*2\r\n$3\r\n1-0\r\n*0\r\n",
+		"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*x\r\n",
+		"*1\r\n*2\r\n$1\r\ns\r\n*99999999999999999999\r\n",
+	} {
+		if ms, err := parseRead("s", []byte(bad), time.Time{}, nil); !errors.Is(err, errBadReply) {
+			t.Errorf("parseRead(%q) = %v, %v; want errBadReply", bad, ms, err)
+		}
+	}
+}
+
+// FuzzParseRead: whatever the bytes, parseRead returns messages or an
+// error, never panics, and every message it returns has fields in pairs.
+func FuzzParseRead(f *testing.F) {
+	f.Add([]byte("*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$4\r\ntype\r\n$1\r\nt\r\n"))
+	f.Add([]byte("%1\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n_\r\n"))
+	f.Add([]byte("_\r\n"))
+	f.Add([]byte("-NOGROUP no\r\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		ms, err := parseRead("s", raw, time.Time{}, nil)
+		if err != nil && ms != nil {
+			t.Fatalf("messages and an error: %v, %v", ms, err)
+		}
+		for _, m := range ms {
+			if len(m.fields)%2 != 0 {
+				t.Fatalf("fields not in pairs: %q", m.fields)
+			}
+		}
+	})
+}
