@@ -77,14 +77,14 @@ type Config struct {
 	// bring, to wait in memory for a handler, so that reads bring up to
 	// FetchCount entries whatever the handler count. Only as many wait as
 	// the handlers finish in about 20 ms (measured as they run), within
-	// 4 MiB of entries: none for handlers of a second. One that waited a
+	// 1 MiB of entries: none for handlers of a second. One that waited a
 	// lease period all the same is confirmed as this consumer's before it
 	// runs. 0: reads ask for no more than the free handlers. Default: 256
 	ReadAhead int `envconfig:"WORKER_READ_AHEAD" default:"256"`
 	// MaxMessageBytes caps one entry: its field names and values together.
 	// A larger entry is dead-lettered without running its handler (see
 	// worker.ErrTooLarge), and reads ask for fewer entries while recent
-	// ones are large, so that one read brings about 16 MiB (or one entry of
+	// ones are large, so that one read brings about 4 MiB (or one entry of
 	// up to this size) rather than FetchCount large entries. Raise it with
 	// the producer's payload cap. Default: 4194304 (4 MiB; the producer caps
 	// data at 1 MiB)

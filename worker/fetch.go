@@ -330,7 +330,7 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 func (r *engine) readBudget() int { return max(minReadBudget, r.cfg.MaxMessageBytes) }
 
 // minReadBudget is the read budget unless one entry may be larger.
-const minReadBudget = 16 << 20
+const minReadBudget = 4 << 20
 
 // readSizer bounds a read in bytes as well as in entries. Redis has no
 // byte limit on XREADGROUP, so it estimates the bytes of an entry from

@@ -21,7 +21,7 @@ import (
 // before it runs, and skipped when it is not (confirmLate, process).
 const (
 	readAheadWork  = 20 * time.Millisecond
-	readAheadBytes = 4 << 20
+	readAheadBytes = 1 << 20
 	readAheadEvery = 100 * time.Millisecond
 )
 

@@ -33,9 +33,9 @@ func TestReadAheadFollowsTheHandlersPace(t *testing.T) {
 	if got := step(10_000, 100); got != 256 || free() != 8+256 {
 		t.Fatalf("fast handlers: read-ahead %d, free %d; want 256, 264", got, free())
 	}
-	// Entries of 64 KiB: 4 MiB holds 64.
-	if got := step(10_000, 64<<10); got != 64 || free() != 8+64 {
-		t.Fatalf("large entries: read-ahead %d, free %d; want 64, 72", got, free())
+	// Entries of 64 KiB: 1 MiB holds 16.
+	if got := step(10_000, 64<<10); got != 16 || free() != 8+16 {
+		t.Fatalf("large entries: read-ahead %d, free %d; want 16, 24", got, free())
 	}
 	// Handlers of about a second: 8 a second is none in 20 ms, once the
 	// smoothing has let go of the fast ones.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,22 +39,32 @@ func (r *engine) readNow(ctx context.Context, stream string, n, guess int, sent 
 	return parseRead(stream, buf.b, sent, types)
 }
 
-// replyBuf takes a raw reply into memory sized for it beforehand.
+// replyBuf takes a raw reply into memory sized for it beforehand. When the
+// guess falls short (the first read of a stream, entries grown), it doubles:
+// grown by append's rule instead, a 16 MiB reply left five times that in
+// garbage behind it.
 type replyBuf struct{ b []byte }
 
 func (w *replyBuf) Write(p []byte) (int, error) {
+	w.grow(len(p))
 	w.b = append(w.b, p...)
 	return len(p), nil
 }
 
-// ReadFrom reads a bulk string's bytes straight into the buffer (io.CopyN
-// would otherwise copy them through a buffer of its own).
+// ReadFrom reads a bulk string's bytes (io.CopyN hands them over as an
+// io.LimitedReader of their length) straight into the buffer.
 func (w *replyBuf) ReadFrom(r io.Reader) (int64, error) {
+	if lr, ok := r.(*io.LimitedReader); ok && lr.N <= 1<<30 {
+		n := int(lr.N)
+		w.grow(n)
+		got, err := io.ReadFull(lr.R, w.b[len(w.b):len(w.b)+n])
+		w.b = w.b[:len(w.b)+got]
+		lr.N -= int64(got)
+		return int64(got), err
+	}
 	var total int64
 	for {
-		if len(w.b) == cap(w.b) {
-			w.b = slices.Grow(w.b, 4096)
-		}
+		w.grow(4096)
 		n, err := r.Read(w.b[len(w.b):cap(w.b)])
 		w.b = w.b[:len(w.b)+n]
 		total += int64(n)
@@ -66,6 +75,16 @@ func (w *replyBuf) ReadFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+// grow makes room for n more bytes.
+func (w *replyBuf) grow(n int) {
+	if cap(w.b)-len(w.b) >= n {
+		return
+	}
+	b := make([]byte, len(w.b), max(2*cap(w.b), len(w.b)+n))
+	copy(b, w.b)
+	w.b = b
 }
 
 // rawReads reports whether reads without BLOCK are parsed here: not on a
@@ -118,14 +137,21 @@ func parseRead(stream string, raw []byte, readAt time.Time, types typeNames) ([]
 	// Every entry's fields in one array, most entries having two; an entry
 	// with more has the array grown, and earlier entries keep theirs.
 	all := make([]string, 0, 4*count)
+	// The IDs are copied out of the reply into one small array: they live
+	// on in acknowledgements waiting to be sent and in the buffers that
+	// held them, and must not keep a reply of megabytes alive there.
+	ids := make([]byte, 0, 20*count)
 	for i := range count {
 		if typ, n, err := p.header(); err != nil || typ != '*' || n != 2 {
 			return nil, p.bad(err)
 		}
-		id, err := p.str()
+		raw, err := p.str()
 		if err != nil {
 			return nil, err
 		}
+		at := len(ids)
+		ids = append(ids, raw...)
+		id := bytesString(ids[at:])
 		typ, n, err := p.header()
 		if err != nil || (typ != '*' && typ != '_') || (n > 0 && n%2 != 0) {
 			return nil, p.bad(err)
