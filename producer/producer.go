@@ -182,12 +182,32 @@ func (e Event) eachExtra(add func(k, v string)) {
 	}
 }
 
-func (p *Producer) args(stream string, e Event) *redis.XAddArgs {
-	a := &redis.XAddArgs{Stream: stream, Values: e.values()}
+// xadd returns the XADD that appends *e to *stream, with the arguments
+// go-redis's XAdd would give it (XADD stream [MAXLEN ~ n] * field value …).
+// It is built here in one slice, with the stream, type, id and key passed
+// by pointer: boxing a pointer allocates nothing, which in a pipelined batch
+// is most of what a command costs the client. *stream and *e must not change
+// until the command has run.
+func (p *Producer) xadd(ctx context.Context, stream *string, e *Event) *redis.StringCmd {
+	args := make([]any, 0, 3+3+2*e.pairs())
+	args = append(args, "xadd", stream)
 	if p.opts.MaxLen > 0 {
-		a.MaxLen, a.Approx = p.opts.MaxLen, true
+		args = append(args, "maxlen", "~", p.opts.MaxLen)
 	}
-	return a
+	args = append(args, "*", wire.FieldType, &e.Type, wire.FieldData, e.Data)
+	if e.ID != "" {
+		args = append(args, wire.FieldID, &e.ID)
+	}
+	if e.Key != "" {
+		args = append(args, wire.FieldKey, &e.Key)
+	}
+	for k, v := range e.Metadata {
+		if k == wire.FieldKey && e.Key != "" {
+			continue // Key wins
+		}
+		args = append(args, k, v)
+	}
+	return redis.NewStringCmd(ctx, args...)
 }
 
 // delayed returns the sorted-set member and score that schedule e at due.
@@ -212,7 +232,9 @@ func (p *Producer) Publish(ctx context.Context, stream string, e Event) (_ strin
 	if err != nil {
 		return "", err
 	}
-	id, err := p.client.XAdd(ctx, p.args(key, e)).Result()
+	cmd := p.xadd(ctx, &key, &e)
+	_ = p.client.Process(ctx, cmd) // the error is the command's
+	id, err := cmd.Result()
 	return id, p.classify(err)
 }
 
@@ -237,8 +259,9 @@ func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Eve
 	}
 	pipe := p.client.Pipeline()
 	cmds := make([]*redis.StringCmd, len(events))
-	for i, e := range events {
-		cmds[i] = pipe.XAdd(ctx, p.args(keys[i], e))
+	for i := range events {
+		cmds[i] = p.xadd(ctx, &keys[i], &events[i])
+		_ = pipe.Process(ctx, cmds[i]) // queues it
 	}
 	failUnread(pipe.Exec(ctx)) // then each command has its own error, read below
 	ids := make([]string, len(cmds))
@@ -340,7 +363,9 @@ func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item
 		case it.UniqueFor > 0:
 			cmds[i] = p.queueUnique(ctx, pipe, keys[i], it.Event, it.UniqueFor)
 		case it.Due.IsZero():
-			cmds[i] = pipe.XAdd(ctx, p.args(keys[i], it.Event))
+			cmd := p.xadd(ctx, &keys[i], &items[i].Event)
+			_ = pipe.Process(ctx, cmd) // queues it
+			cmds[i] = cmd
 		default:
 			cmds[i] = pipe.ZAdd(ctx, wire.DelayedKey(keys[i]), delayed(it.Event, it.Due))
 		}

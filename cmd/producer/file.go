@@ -34,7 +34,14 @@ type fileLine struct {
 
 // parseLine turns one input line into an item, or says why it cannot be sent.
 func parseLine(line []byte, p *producer.Producer, now time.Time) (producer.Item, error) {
-	l, err := decodeLine(line)
+	return new(lineDecoder).parse(line, p, func() time.Time { return now })
+}
+
+// parse turns one input line into an item, or says why it cannot be sent;
+// now is asked only for a delay. The item's data may point into the
+// decoder's buffer: it is valid until the next call.
+func (d *lineDecoder) parse(line []byte, p *producer.Producer, now func() time.Time) (producer.Item, error) {
+	l, err := d.decode(line)
 	if err != nil {
 		return producer.Item{}, err
 	}
@@ -53,27 +60,27 @@ func parseLine(line []byte, p *producer.Producer, now time.Time) (producer.Item,
 		it.Event.Key = *l.Key
 	}
 	if l.Delay != nil {
-		d, err := time.ParseDuration(*l.Delay)
+		delay, err := time.ParseDuration(*l.Delay)
 		switch {
 		case err != nil:
 			return it, fmt.Errorf(`bad "delay" %q: want a duration such as 500ms, 30s or 2h`, *l.Delay)
-		case d < 0:
+		case delay < 0:
 			return it, fmt.Errorf(`bad "delay" %q: it is negative`, *l.Delay)
-		case d > 0:
-			it.Due = now.Add(d)
+		case delay > 0:
+			it.Due = now().Add(delay)
 		}
 	}
 	if l.UniqueFor != nil {
-		d, err := time.ParseDuration(*l.UniqueFor)
+		window, err := time.ParseDuration(*l.UniqueFor)
 		switch {
-		case err != nil || d < time.Millisecond:
+		case err != nil || window < time.Millisecond:
 			return it, fmt.Errorf(`bad "unique_for" %q: want a duration of at least 1ms such as 30s, 1h or 24h`, *l.UniqueFor)
 		case it.Event.ID == "":
 			return it, errors.New(`"unique_for" needs an "id": the id is what makes two events the same`)
 		case !it.Due.IsZero():
 			return it, errors.New(`"unique_for" cannot be used with "delay": a unique publish appends now`)
 		}
-		it.UniqueFor = d
+		it.UniqueFor = window
 	}
 	if err := checkStrings(line, l); err != nil {
 		return it, err
@@ -149,10 +156,11 @@ func checkJSONString(raw []byte) error {
 	return nil
 }
 
-// decodeLine decodes a line strictly: one JSON object (or null) with no
-// fields but type, data, id, key and delay. The common line takes a fast path,
-// json.Unmarshal and a check of its keys, about half the cost of a
-// json.Decoder; everything else, errors included, goes through
+// decodeLine decodes a line strictly, with encoding/json: one JSON object
+// (or null) with no fields but type, data, id, key, delay and unique_for.
+// It is what lineDecoder.decode falls back to. The common line takes a
+// shorter way, json.Unmarshal and a check of its keys, about half the cost
+// of a json.Decoder; everything else, errors included, goes through
 // decodeLineStrict, which decides.
 func decodeLine(line []byte) (fileLine, error) {
 	var l fileLine
@@ -365,6 +373,7 @@ func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 	// A line longer than the cap plus room for the other fields cannot
 	// hold an event under the cap; it is not kept in memory whole.
 	lr := newLineReader(r, s.p.MaxPayload()+64<<10)
+	var dec lineDecoder
 	// Two batches take turns: one filled while the other is sent.
 	bufs := [2]*fileBatch{newFileBatch(s.batch), newFileBatch(s.batch)}
 	cur := bufs[0]
@@ -425,7 +434,7 @@ func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 		if n > lr.max {
 			err = fmt.Errorf("line is %d bytes: its data cannot be under the cap of %d bytes", n, s.p.MaxPayload())
 		} else {
-			it, err = parseLine(line, s.p, s.now())
+			it, err = dec.parse(line, s.p, s.now)
 		}
 		if err != nil && bytes.HasPrefix(line, byteOrderMark) {
 			err = fmt.Errorf("%w (a byte order mark is allowed only at the start of the input)", err)
@@ -436,8 +445,7 @@ func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 			fmt.Fprintf(s.rejects, "%s: line %d: %v\n", s.name, lr.no, err)
 			continue
 		}
-		cur.items = append(cur.items, it)
-		cur.lineNos = append(cur.lineNos, lr.no)
+		cur.add(it, lr.no)
 		if len(cur.items) == s.batch {
 			if err := flush(); err != nil {
 				return st, err
@@ -461,14 +469,31 @@ type fileBatch struct {
 	items           []producer.Item
 	lineNos         []int // input line of each item
 	lines, rejected int   // lines read and rejected since the batch before
+	// data holds the items' data, one slab a batch rather than an
+	// allocation an event; it is reused once the batch has been sent.
+	data []byte
 }
 
 func newFileBatch(n int) *fileBatch {
 	return &fileBatch{items: make([]producer.Item, 0, n), lineNos: make([]int, 0, n)}
 }
 
+// add adds the item of input line no, with a copy of its data: the item's
+// data may point into a buffer the next line overwrites.
+func (b *fileBatch) add(it producer.Item, no int) {
+	if it.Event.Data != nil {
+		start := len(b.data)
+		b.data = append(b.data, it.Event.Data...)
+		it.Event.Data = b.data[start:len(b.data):len(b.data)]
+	}
+	b.items = append(b.items, it)
+	b.lineNos = append(b.lineNos, no)
+}
+
+// reset empties b for the next batch. Call it only once b's items are
+// sent: their data is written over.
 func (b *fileBatch) reset() {
-	b.items, b.lineNos, b.lines, b.rejected = b.items[:0], b.lineNos[:0], 0, 0
+	b.items, b.lineNos, b.lines, b.rejected, b.data = b.items[:0], b.lineNos[:0], 0, 0, b.data[:0]
 }
 
 // sendBatch sends b and adds what became of it to st. Only the goroutine

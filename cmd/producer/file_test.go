@@ -151,19 +151,42 @@ func FuzzDecodeLine(f *testing.F) {
 		`{"type":"a","key":"k"}`, `{"type":"a","key":7}`, `{"type":"a","KEY":"k"}`, `{"type":"a","keys":"k"}`,
 		`{"type":"a","data":{"type":1,"extra":2}}`, `{"type":"a","extra":{"type":"b"}}`, "{\"type\":\"a\"}\t",
 		`{"type":"ä","data":"\u00e4"}`, `{"ſtype":1}`, `{"type":"a","data":[]}`, `{"type":"a","data":-0.5}`,
+		`{"type":"a","data":null}`, `{"type":"a","id":null,"key":null}`, `{"type":"a","type":"a"}`, `{"type":"a\"b\u00e4"}`,
+		`{"type":"a","data":{"k":1,"k":2}}`, `{"type":"a"}{"type":"b"}`, `{"type":"a"}]`, `{"type":"a","id":"\/x","unique_for":"1s"}`,
+		`{"type":"a","data":"\ud800"}`, `{"type":"\ud83d\ude00","data":{"t":"\u0000"}}`, `{"type":"a" ,"data" :[ 1 , {} ] }  `,
 	} {
 		f.Add(s)
 	}
+	var dec lineDecoder // one for every line, as for the lines of a file
 	f.Fuzz(func(t *testing.T, line string) {
-		fast, ferr := decodeLine([]byte(line))
 		strict, serr := decodeLineStrict([]byte(line))
-		if (ferr == nil) != (serr == nil) || (ferr != nil && ferr.Error() != serr.Error()) {
-			t.Fatalf("%q: fast path error %v, strict %v", line, ferr, serr)
-		}
-		if ferr == nil && !cmp.Equal(fast, strict) {
-			t.Fatalf("%q: fast path %s, strict %s", line, dump(fast), dump(strict))
+		for name, decode := range map[string]func([]byte) (fileLine, error){"decodeLine": decodeLine, "lineDecoder": dec.decode} {
+			got, err := decode([]byte(line))
+			if (err == nil) != (serr == nil) || (err != nil && err.Error() != serr.Error()) {
+				t.Fatalf("%q: %s error %v, strict %v", line, name, err, serr)
+			}
+			if err == nil && !cmp.Equal(got, strict) {
+				t.Fatalf("%q: %s %s, strict %s", line, name, dump(got), dump(strict))
+			}
 		}
 	})
+}
+
+// The common lines take lineDecoder's fast path: FuzzDecodeLine shows it
+// decides as the strict decoder does, this that it is taken.
+func TestLineDecoderFastPath(t *testing.T) {
+	t.Parallel()
+	var dec lineDecoder
+	for _, line := range []string{
+		`{"type":"order.created","data":{"order_id":"ord-1","amount_cents":129900,"note":"a \"b\""}}`,
+		` {"id":"k","key":"c-3","delay":"1m30s","type":"a\u00e4","data":[1,"x",null]} `,
+		`{"type":"a","id":"k","unique_for":"1h","data":"x"}`,
+		`{"type":"a","id":null}`,
+	} {
+		if _, ok := dec.fast([]byte(line)); !ok {
+			t.Errorf("%s: not on the fast path", line)
+		}
+	}
 }
 
 func dump(l fileLine) string {
@@ -173,7 +196,7 @@ func dump(l fileLine) string {
 		}
 		return *p
 	}
-	return "type=" + s(l.Type) + " data=" + string(l.Data) + " id=" + s(l.ID) + " key=" + s(l.Key) + " delay=" + s(l.Delay)
+	return "type=" + s(l.Type) + " data=" + string(l.Data) + " id=" + s(l.ID) + " key=" + s(l.Key) + " delay=" + s(l.Delay) + " unique_for=" + s(l.UniqueFor)
 }
 
 // parseLine refuses a line with a one-line reason or gives an event that
