@@ -108,8 +108,11 @@ func (r *engine) confirmLate(batch []*Message) []*Message {
 // from their delivery counts: each earlier delivery was an attempt that did
 // not finish, most likely because it crashed the process. An entry past the
 // attempt limit goes to the dead-letter stream instead of running again, so a
-// message that kills every worker that touches it cannot crash-loop one.
+// message that kills every worker that touches it cannot crash-loop one. An
+// entry that failed here and whose retry or dead letter is still being
+// written is left out: it ran already.
 func (r *engine) claimedMessages(ctx context.Context, stream string, entries []reclaim.Entry) []*Message {
+	entries = r.notSettleWaiting(stream, entries) // settlebatch.go
 	out := make([]*Message, 0, len(entries))
 	for _, e := range entries {
 		m := newMessage(stream, e.XMessage)

@@ -16,6 +16,7 @@
 //	cancel.go                            cancelled entries: acknowledged unrun on the dispatch path
 //	queue.go, semaphore.go, msgctx.go    the pool's job queue, handler slots, per-worker contexts
 //	acks.go, settle.go                   batched acknowledgements, a lane per primary; retries and dead letters
+//	settlebatch.go                       failures' retries and dead letters written in batches
 //	lease.go, isolate.go                 leases on running entries; suspects one at a time
 //	partition*.go, takeover.go, ordered.go  partitioned streams: ownership, take-over, per-key order
 //	promote.go                           the delayed sets' promoter

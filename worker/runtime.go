@@ -44,6 +44,7 @@ type engine struct {
 	jobs    *jobQueue
 	ahead   *readAhead // read-ahead slots (readahead.go); nil when WORKER_READ_AHEAD is 0
 	acks    *ackBuffer
+	settles *settleBuffer // failures waiting to be written (settlebatch.go)
 	workers []*workerState
 
 	handlerCtx     context.Context // outlives the fetch context; cancelled at the shutdown deadline
@@ -123,6 +124,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		sem:      newSemaphore(cfg.Concurrency),
 		jobs:     newJobQueue(cfg.Concurrency + cfg.ReadAhead),
 		acks:     newAckBuffer(),
+		settles:  newSettleBuffer(),
 		workers:  make([]*workerState, cfg.Concurrency),
 		hurry:    make(chan struct{}),
 		suspects: suspects{wake: make(chan struct{}, 1), queued: map[suspect]bool{}},
@@ -220,6 +222,7 @@ func (r *engine) Run(ctx context.Context) error {
 	// list below ends them.
 	workersDone := r.startWorkers()
 	acks := start(context.Background(), r.logger, componentFunc(r.ackLoop))
+	settles := start(context.Background(), r.logger, componentFunc(r.settleLoop)) // settlebatch.go
 	leases := start(context.Background(), r.logger, componentFunc(r.leaseLoop))
 	probe := start(ctx, r.logger, r.probe)
 	rc := r.newReclaimer()
@@ -237,7 +240,8 @@ func (r *engine) Run(ctx context.Context) error {
 	//     their messages are handed over and the handlers cancelled;
 	//  3. the leases, once no handler runs (or the work was handed over),
 	//     and the renewals still in flight, so that none lands after step 4;
-	//  4. the acknowledgements, flushed last of what handlers produced;
+	//  4. the acknowledgements and the failures' retries and dead letters,
+	//     flushed last of what handlers produced;
 	//  5. the partitions, given up only once their acknowledgements are
 	//     written, so that the next owner does not run them again;
 	//  6. the consumer's heartbeat and, if it owns nothing, the consumer.
@@ -247,6 +251,7 @@ func (r *engine) Run(ctx context.Context) error {
 	r.drain(shutdownStart, workersDone)
 	leases.stop()
 	r.renewals.Wait() // bounded by the client's read timeout
+	settles.stop()
 	acks.stop()
 	if r.parts != nil {
 		r.parts.leave() // partition.go
@@ -471,8 +476,6 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 		}
 		return OutcomeRetried
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
 	var de *DelayError
 	dead := IsPermanent(err) || (m.Attempt >= r.cfg.MaxAttempts && !errors.As(err, &de))
 	delay, next, outcome := backoff(m.Attempt, r.cfg.RetryBase, r.cfg.RetryMax), m.Attempt+1, OutcomeRetried
@@ -487,19 +490,7 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 			dead = true
 		}
 	}
-	if dead {
-		if derr := r.deadLetter(ctx, m, err); derr != nil {
-			r.health.noted(derr)
-			r.metrics.redisError(OpSettle)
-			r.logger.ErrorContext(logCtx, "could not dead-letter message; it stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", derr, "handler_error", err.Error())
-			r.count(m, OutcomeUnrecorded)
-			return OutcomeUnrecorded
-		}
-		r.logger.WarnContext(logCtx, "message dead-lettered", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt, "error", err.Error())
-		r.count(m, OutcomeDead)
-		return OutcomeDead
-	}
-	if r.health.outOfMemory() { // probe.go
+	if !dead && r.health.outOfMemory() { // probe.go
 		// Redis refuses writes for want of memory: a copy would add to
 		// what it cannot hold. The entry stays pending and runs again once
 		// reclaimed; it costs no memory meanwhile.
@@ -507,22 +498,23 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 		r.count(m, OutcomeUnrecorded)
 		return OutcomeUnrecorded
 	}
-	if rerr := r.scheduleRetry(ctx, m, time.Now().Add(delay), fields); rerr != nil {
-		r.health.noted(rerr)
-		r.metrics.redisError(OpSettle)
-		r.logger.ErrorContext(logCtx, "could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", rerr, "handler_error", err.Error())
+	s := settleReq{stream: m.Stream, id: m.ID, typ: m.Type, attempt: m.Attempt, cause: err, logCtx: logCtx}
+	now := time.Now()
+	if dead {
+		s.dead, s.outcome, s.fields = true, OutcomeDead, r.deadLetterFields(m, err, now)
+	} else {
+		s.outcome, s.delay, s.due, s.envelope = outcome, delay, now.Add(delay).UnixMilli(), wire.EncodeEnvelope(m.ID, fields)
+	}
+	if m.settle {
+		return r.settleNow(&s)
+	}
+	// settlebatch.go: written with others' in one script call; the entry
+	// stays pending, and is not reclaimed here, until then.
+	if !r.settles.add(s) {
 		r.count(m, OutcomeUnrecorded)
 		return OutcomeUnrecorded
 	}
-	r.health.wrote()
-	if outcome == OutcomeDelayed {
-		r.logger.DebugContext(logCtx, "message delayed", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "run_in", delay.Round(time.Millisecond), "reason", err.Error())
-	} else {
-		r.logger.InfoContext(logCtx, "message failed; retry scheduled", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
-			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
-	}
-	r.count(m, outcome)
-	return outcome
+	return s.outcome
 }
 
 func (r *engine) count(m *Message, outcome string) {

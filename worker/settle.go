@@ -17,6 +17,11 @@ import (
 // entry's pending state. Each writes its copy before it acknowledges: a copy
 // that cannot be written stops the script with an error before the XACK, so
 // the entry stays pending and is never acknowledged without its copy.
+//
+// A handler's failures are written in batches by settleScript
+// (settlebatch.go), which keeps these guarantees per entry; the one-entry
+// scripts here serve what must be settled at once: a suspect's failure
+// (settleNow) and the dead letters of the dispatch path.
 
 // retryScript schedules a copy for later and acknowledges the original.
 //
@@ -33,14 +38,6 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 1
 `)
-
-// scheduleRetry puts a copy of m with fields (at most wire.MaxFields pairs: the
-// promote script dead-letters larger envelopes) in the delayed set, due at
-// due, and acknowledges m.
-func (r *engine) scheduleRetry(ctx context.Context, m *Message, due time.Time, fields []string) error {
-	return retryScript.Run(ctx, r.client, []string{m.Stream, wire.DelayedKey(m.Stream)},
-		r.cfg.Group, m.ID, due.UnixMilli(), wire.EncodeEnvelope(m.ID, fields)).Err()
-}
 
 // deadLetterScript appends a copy to the dead-letter stream and acknowledges
 // the original, then drops the oldest dead letters past the bounds
@@ -70,16 +67,38 @@ end
 return 1 + dropped
 `)
 
-// deadLetter moves m to the dead-letter stream: its fields plus why, when and
-// where it failed. When that is more than wire.MaxFields pairs, the entry's
-// fields are kept whole in one wire.FieldEnvelope field instead, beside its type
-// and the runtime's fields, so nothing of it is lost.
+// deadLetter moves m to the dead-letter stream (deadLetterFields).
 func (r *engine) deadLetter(ctx context.Context, m *Message, cause error) error {
+	return r.writeDeadLetter(ctx, m.Stream, m.ID, r.deadLetterFields(m, cause, time.Now()))
+}
+
+// writeDeadLetter runs deadLetterScript: the entry id of stream goes to the
+// dead-letter stream with fields.
+func (r *engine) writeDeadLetter(ctx context.Context, stream, id string, fields []string) error {
+	args := make([]any, 0, 4+len(fields))
+	args = append(args, r.cfg.Group, id, r.cfg.DLQMaxLen, r.cfg.DLQRetention.Milliseconds())
+	for _, f := range fields {
+		args = append(args, f)
+	}
+	n, err := deadLetterScript.Run(ctx, r.client, []string{stream, wire.DeadLetterKey(stream)}, args...).Int64()
+	if err != nil {
+		return err
+	}
+	r.deadDropped(stream, n-1)
+	return nil
+}
+
+// deadLetterFields returns the fields of m's dead letter: its own plus why,
+// when (at) and where it failed. When that is more than wire.MaxFields
+// pairs, the entry's fields are kept whole in one wire.FieldEnvelope field
+// instead, beside its type and the runtime's fields, so nothing of it is
+// lost.
+func (r *engine) deadLetterFields(m *Message, cause error, at time.Time) []string {
 	added := []string{
 		wire.FieldError, cause.Error(),
 		wire.FieldAttempts, itoa(min(m.Attempt, r.cfg.MaxAttempts)),
 		wire.FieldOriginID, m.OriginID,
-		wire.FieldFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
+		wire.FieldFailedAt, at.UTC().Format(time.RFC3339Nano),
 		wire.FieldGroup, r.cfg.Group,
 		wire.FieldConsumer, r.cfg.Consumer,
 	}
@@ -92,22 +111,16 @@ func (r *engine) deadLetter(ctx context.Context, m *Message, cause error) error 
 		}
 		fields = append(fields, wire.FieldEnvelope, wire.EncodeEnvelope(m.ID, entry))
 	}
-	args := make([]any, 0, 4+len(fields)+len(added))
-	args = append(args, r.cfg.Group, m.ID, r.cfg.DLQMaxLen, r.cfg.DLQRetention.Milliseconds())
-	for _, f := range fields {
-		args = append(args, f)
+	return append(fields, added...)
+}
+
+// deadDropped counts and logs n dead letters of stream dropped to keep its
+// dead-letter stream within bounds.
+func (r *engine) deadDropped(stream string, n int64) {
+	if n <= 0 {
+		return
 	}
-	for _, f := range added {
-		args = append(args, f)
-	}
-	n, err := deadLetterScript.Run(ctx, r.client, []string{m.Stream, wire.DeadLetterKey(m.Stream)}, args...).Int64()
-	if err != nil {
-		return err
-	}
-	if n > 1 {
-		r.metrics.Trim.DeadDropped.WithLabelValues(m.Stream).Add(float64(n - 1))
-		r.logger.Warn("dead letters dropped, oldest first, to keep the dead-letter stream within WORKER_DLQ_MAXLEN and WORKER_DLQ_RETENTION",
-			"stream", m.Stream, "dlq", wire.DeadLetterKey(m.Stream), "count", n-1, "max_len", r.cfg.DLQMaxLen, "retention", r.cfg.DLQRetention)
-	}
-	return nil
+	r.metrics.Trim.DeadDropped.WithLabelValues(stream).Add(float64(n))
+	r.logger.Warn("dead letters dropped, oldest first, to keep the dead-letter stream within WORKER_DLQ_MAXLEN and WORKER_DLQ_RETENTION",
+		"stream", stream, "dlq", wire.DeadLetterKey(stream), "count", n, "max_len", r.cfg.DLQMaxLen, "retention", r.cfg.DLQRetention)
 }

@@ -548,5 +548,58 @@ if ARGV[4] ~= '0' then
 end
 return 1 + dropped
 `,
+		// worker/settlebatch.go settleScript
+		`
+local group, nretry = ARGV[1], tonumber(ARGV[4])
+local seen, acked, scores = {}, {}, {}
+local function pending(id)
+  if seen[id] then return false end
+  seen[id] = true
+  return #redis.call('XPENDING', KEYS[1], group, id, id, 1) > 0
+end
+local i = 5
+for _ = 1, nretry do
+  if pending(ARGV[i]) then
+    acked[#acked + 1] = ARGV[i]
+    scores[#scores + 1] = ARGV[i + 1]
+    scores[#scores + 1] = ARGV[i + 2]
+  end
+  i = i + 3
+end
+local dead = {}
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 1])
+  if pending(ARGV[i]) then
+    acked[#acked + 1] = ARGV[i]
+    dead[#dead + 1] = i + 2
+    dead[#dead + 1] = i + 1 + n
+  end
+  i = i + 2 + n
+end
+if #acked == 0 then return {0, 0} end
+if #scores > 0 then
+  local t = redis.call('TYPE', KEYS[2])['ok']
+  if t ~= 'none' and t ~= 'zset' then return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is not a sorted set') end
+end
+if #dead > 0 then
+  local t = redis.call('TYPE', KEYS[3])['ok']
+  if t ~= 'none' and t ~= 'stream' then return redis.error_reply('WRONGTYPE ' .. KEYS[3] .. ' is not a stream') end
+end
+if #scores > 0 then redis.call('ZADD', KEYS[2], unpack(scores)) end
+for j = 1, #dead, 2 do
+  redis.call('XADD', KEYS[3], '*', unpack(ARGV, dead[j], dead[j + 1]))
+end
+redis.call('XACK', KEYS[1], group, unpack(acked))
+local dropped = 0
+if #dead > 0 then
+  if ARGV[2] ~= '0' then dropped = dropped + redis.call('XTRIM', KEYS[3], 'MAXLEN', '=', ARGV[2]) end
+  if ARGV[3] ~= '0' then
+    local t = redis.call('TIME')
+    local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+    if ms > 0 then dropped = dropped + redis.call('XTRIM', KEYS[3], 'MINID', '=', string.format('%d', ms) .. '-0') end
+  end
+end
+return {#acked, dropped}
+`,
 	}
 }
