@@ -183,12 +183,22 @@ func (f *fetcher) run(ctx context.Context) {
 // every free slot; when nothing is, it waits for the next entry holding one
 // slot, not all of them, so that the reclaimer and other streams can use the
 // rest.
+//
+// After a read that drained the stream, that is one read: a blocking one
+// that asks for as many entries as there are slots reserved while holding
+// one, the entries it brings taking their slots when they come (borrowed
+// when others took them meanwhile: they then wait in the job queue, as read
+// ahead). On a quiet stream, a message is then one round trip, not two (a
+// read that finds nothing, then the one that waits). Streams with
+// priorities keep the two: a borrowed slot would let a lower stream's
+// entries run ahead of a higher one's.
+//
+// While the stream is busy, a read without BLOCK comes first: parsed here
+// (xread.go) off a cluster, where it is the cheaper read.
 func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	r := f.r
-	// A read without BLOCK first: parsed here (xread.go) off a cluster,
-	// where it is the cheaper read whether or not the last one drained the
-	// stream; on a cluster only when it did.
-	if f.idle || r.rawReads() {
+	wide := f.idle && f.class == nil
+	if !wide && (f.idle || r.rawReads()) {
 		sent := time.Now()
 		batch, err := f.read(rctx, n, -1, sent)
 		if err != nil || len(batch) > 0 {
@@ -200,10 +210,19 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 		r.release(n - 1)
 		n = 1
 	}
+	count := n
+	if n > 1 && f.class == nil {
+		r.release(n - 1)
+		n = 1
+	}
 	sent := time.Now()
-	batch, err := f.read(rctx, n, r.cfg.Block, sent)
-	f.idle = n == 1 || len(batch) < n
-	f.more = len(batch) == n
+	batch, err := f.read(rctx, count, r.cfg.Block, sent)
+	if len(batch) > n {
+		r.sem.borrow(len(batch) - n)
+		n = len(batch)
+	}
+	f.idle = count == 1 || len(batch) < count
+	f.more = len(batch) == count
 	f.handle(ctx, batch, err, n)
 }
 

@@ -152,6 +152,15 @@ func (s *semaphore) resize(d int) {
 	s.mu.Unlock()
 }
 
+// borrow takes n slots whether or not they are free (fetch.go: the entries
+// of a blocking read that held fewer): free may go below zero until enough
+// are given back.
+func (s *semaphore) borrow(n int) {
+	s.mu.Lock()
+	s.free -= n
+	s.mu.Unlock()
+}
+
 // remove takes waiter i out of the queue. Called with mu held.
 func (s *semaphore) remove(i int) {
 	if c := s.waiters[i].class; c != nil {
