@@ -360,12 +360,18 @@ const minReadBudget = 4 << 20
 // The memory of one stream's reads is thus about the budget: a read's
 // messages stay alive together until the last of them is done, and each
 // read's entries are held once (Message.Data is the reply's own bytes).
-// What it cannot bound is the first read after entries grow: that one
+// A stream's first read asks for firstReadCount entries: sized at
+// FetchCount, it brought 16 MiB of 64 KiB entries at once, which then set
+// the garbage collector's goal for the run. What it cannot bound is the
+// first read after entries grow: that one
 // brings as many as it asked for, whatever their size; entries over
 // WORKER_MAX_MESSAGE_BYTES are then dead-lettered unrun and let go. Across
 // reads, at most WORKER_CONCURRENCY messages are held (one per handler
 // slot), each at most WORKER_MAX_MESSAGE_BYTES once it runs.
 type readSizer struct{ perEntry int }
+
+// firstReadCount is the most entries a stream's first read asks for.
+const firstReadCount = 32
 
 // observe takes a read of so many bytes and entries into the estimate.
 func (z *readSizer) observe(bytes, entries int) {
@@ -395,10 +401,11 @@ func (z *readSizer) reply(n int) int {
 	return n * (z.perEntry + 64)
 }
 
-// count is how many of n entries one read may ask for.
+// count is how many of n entries one read may ask for: at first, before
+// any entry's size is known, firstReadCount.
 func (z *readSizer) count(n, budget int) int {
 	if z.perEntry <= 0 {
-		return n
+		return min(n, firstReadCount)
 	}
 	return max(1, min(n, budget/z.perEntry))
 }

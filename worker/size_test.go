@@ -110,8 +110,8 @@ func TestReadSizerKeepsAReadNearTheBudget(t *testing.T) {
 	t.Parallel()
 	const budget = 16 << 20
 	var z readSizer
-	if got := z.count(256, budget); got != 256 {
-		t.Errorf("before any read: count = %d, want 256 (nothing known yet)", got)
+	if got := z.count(256, budget); got != firstReadCount {
+		t.Errorf("before any read: count = %d, want %d (nothing known yet: a first read of its own size)", got, firstReadCount)
 	}
 	z.observe(100*64, 64) // small entries
 	if got := z.count(256, budget); got != 256 {
