@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,6 +36,9 @@ type systemConsumer struct {
 func newSystemConsumer(tb testing.TB, s *redisserver.Server, name string, cfg systems.Config) *systemConsumer {
 	tb.Helper()
 	cfg.Addr, cfg.Protocol, cfg.Queue = s.Addr, *protocolFlag, streamName()
+	if cfg.Partitions > 1 { // each partition {S:i} is a hash tag of its own
+		cfg.Queue = strings.NewReplacer("{", "", "}", "").Replace(cfg.Queue)
+	}
 	sys, err := systems.New(name, cfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -138,7 +142,7 @@ func consumers() map[string]func(testing.TB, *redisserver.Server) consumer {
 		}
 	}
 	return map[string]func(testing.TB, *redisserver.Server) consumer{
-		"Runtime":           system(systems.Ours, systems.Config{Concurrency: *concurrencyFlag, FetchCount: *fetchFlag}),
+		"Runtime":           system(systems.Ours, systems.Config{Concurrency: *concurrencyFlag, FetchCount: *fetchFlag, Partitions: *partitionsFlag, Keys: *keysFlag}),
 		"BareLoop":          system(systems.Bare, systems.Config{FetchCount: *readCountFlag}),
 		"BareLoopPipelined": system(systems.BarePipelined, systems.Config{FetchCount: *readCountFlag}),
 		"Asynq":             system(systems.Asynq, systems.Config{}),

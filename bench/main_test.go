@@ -26,6 +26,8 @@ var (
 	fetchFlag       = flag.Int("fetch", 256, "WORKER_FETCH_COUNT of BenchmarkConsumeRuntime")
 	readCountFlag   = flag.Int("read-count", 100, "XREADGROUP COUNT of BenchmarkConsumeBareLoop")
 	protocolFlag    = flag.Int("protocol", 0, "RESP version of every client under test, 2 or 3 (0: go-redis's default, 3)")
+	partitionsFlag  = flag.Int("partitions", 0, "WORKER_PARTITIONS of BenchmarkConsumeRuntime (the order phase's workload, with -keys)")
+	keysFlag        = flag.Int("keys", 0, "partition keys of BenchmarkConsumeRuntime's events, each key's order checked (with -partitions)")
 )
 
 // One redis-server for the whole run, so that every benchmark's numbers are
