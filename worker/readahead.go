@@ -22,7 +22,7 @@ import (
 const (
 	readAheadWork  = 20 * time.Millisecond
 	readAheadBytes = 1 << 20
-	readAheadEvery = 100 * time.Millisecond
+	readAheadEvery = 25 * time.Millisecond
 )
 
 // readAhead adds handler slots to the semaphore for the messages that may
