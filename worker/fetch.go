@@ -27,6 +27,7 @@ type fetcher struct {
 	failures int       // consecutive Redis failures
 	cursor   string    // "0" … an ID: replaying own pending entries; ">": reading new ones
 	idle     bool      // the last read drained the stream
+	trickle  bool      // the last read brought one entry or none
 	more     bool      // the last read was full: the stream has entries to read (for the priorities)
 	sizes    readSizer // the bytes of recent reads' entries
 	known    bool      // the pause state was known before a read
@@ -184,7 +185,8 @@ func (f *fetcher) run(ctx context.Context) {
 // slot, not all of them, so that the reclaimer and other streams can use the
 // rest.
 //
-// After a read that drained the stream, that is one read: a blocking one
+// When the stream trickles (the last read brought one entry or none), that
+// is one read: a blocking one
 // that asks for as many entries as there are slots reserved while holding
 // one, the entries it brings taking their slots when they come (borrowed
 // when others took them meanwhile: they then wait in the job queue, as read
@@ -193,17 +195,18 @@ func (f *fetcher) run(ctx context.Context) {
 // priorities keep the two: a borrowed slot would let a lower stream's
 // entries run ahead of a higher one's.
 //
-// While the stream is busy, a read without BLOCK comes first: parsed here
+// While entries flow, a read without BLOCK comes first: parsed here
 // (xread.go) off a cluster, where it is the cheaper read.
 func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	r := f.r
-	wide := f.idle && f.class == nil
+	wide := f.idle && f.trickle && f.class == nil
 	if !wide && (f.idle || r.rawReads()) {
 		sent := time.Now()
 		batch, err := f.read(rctx, n, -1, sent)
 		if err != nil || len(batch) > 0 {
 			f.idle = len(batch) < n
 			f.more = !f.idle
+			f.trickle = len(batch) <= 1
 			f.handle(ctx, batch, err, n)
 			return
 		}
@@ -223,6 +226,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	}
 	f.idle = count == 1 || len(batch) < count
 	f.more = len(batch) == count
+	f.trickle = len(batch) <= 1
 	f.handle(ctx, batch, err, n)
 }
 

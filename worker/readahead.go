@@ -31,7 +31,7 @@ type readAhead struct {
 	most int        // WORKER_READ_AHEAD
 	sem  *semaphore // the slots it adds to
 
-	handled atomic.Int64 // messages the handlers took, ever
+	handled atomic.Int64 // messages the handlers finished, ever
 	entry   atomic.Int64 // bytes of a recent read's average entry
 
 	granted int     // slots added now
@@ -55,7 +55,7 @@ func (a *readAhead) Run(ctx context.Context) error {
 	}
 }
 
-// runOnce sets the read-ahead from the messages handled in the elapsed
+// runOnce sets the read-ahead from the messages finished in the elapsed
 // time and returns it.
 func (a *readAhead) runOnce(elapsed time.Duration) int {
 	n := a.handled.Load()

@@ -289,10 +289,10 @@ func (r *engine) work(w *workerState) {
 			return
 		}
 		for m != nil {
-			if r.ahead != nil {
-				r.ahead.handled.Add(1)
-			}
 			r.process(w, m)
+			if r.ahead != nil {
+				r.ahead.handled.Add(1) // finished: the pace counts what handlers finish, not what they start
+			}
 			var next *Message
 			var again bool
 			if r.order != nil { // ordered.go: the next message of m's key, or m's retry in place, runs here after m
