@@ -71,7 +71,8 @@ type Config struct {
 	// Concurrency is the number of handlers that run at once. Default: 64
 	Concurrency int `envconfig:"WORKER_CONCURRENCY" default:"64"`
 	// FetchCount caps the entries asked for in one XREADGROUP; a read never
-	// asks for more than the free handler slots either. Default: 256
+	// asks for more than the free handler slots and ReadAhead's either.
+	// Default: 256
 	FetchCount int `envconfig:"WORKER_FETCH_COUNT" default:"256"`
 	// ReadAhead is how many messages beyond the free handlers a read may
 	// bring, to wait in memory for a handler, so that reads bring up to

@@ -126,9 +126,10 @@ func (f *fetcher) ensureGroup(ctx, cctx context.Context) bool {
 }
 
 // fetchLoop reads one stream for this consumer: first its own pending entries
-// (left by an earlier run of the same consumer), then new ones. A read never
-// asks for more entries than there are free handler slots, so nothing waits
-// in a local buffer while its idle time grows unseen, nor for more than
+// (left by an earlier run of the same consumer), then new ones. A read asks
+// for no more entries than there are free handler slots and read-ahead
+// slots (readahead.go: what the handlers finish in about 20 ms), so nothing
+// waits in memory long enough for its idle time to matter, nor for more than
 // readSizer expects to fit in the read budget.
 func (r *engine) fetchLoop(ctx context.Context, s *streamState) {
 	r.newFetcher(s, slog.LevelError).run(ctx)

@@ -126,7 +126,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.IntVar(&o.Runs, "runs", 3, "runs per system in the throughput phase (median, min, max)")
 	fs.IntVar(&o.Payload, "payload", 100, "payload bytes (at least 100)")
 	fs.IntVar(&o.Protocol, "protocol", 0, "RESP version of the clients under test, 2 or 3 (0: go-redis's default, 3)")
-	fs.IntVar(&o.OursConcurrency, "concurrency", 256, "streamworker's WORKER_CONCURRENCY (the daemon's default is 64; a read never asks for more entries than free handler slots, so this bounds the batch size)")
+	fs.IntVar(&o.OursConcurrency, "concurrency", 256, "streamworker's WORKER_CONCURRENCY (the daemon's default is 64; a read asks for no more entries than free handler slots plus the read-ahead (WORKER_READ_AHEAD), so this bounds the batch size with slow handlers)")
 	fs.IntVar(&o.OursFetch, "fetch", 256, "streamworker's WORKER_FETCH_COUNT")
 	fs.IntVar(&o.BareCount, "read-count", 100, "XREADGROUP COUNT of the bare loop")
 	fs.IntVar(&o.AsynqConcurrency, "asynq-concurrency", 50, "asynq Server Config.Concurrency")
