@@ -65,7 +65,8 @@ type Result struct {
 	// DeadLetter is the dead-letter entry's fields, for DeadLettered.
 	DeadLetter map[string]any
 
-	typ string // the message type
+	typ  string // the message type
+	last string // the entry ID of the last call
 }
 
 // Harness is a running worker on a real Redis for one test.
@@ -165,7 +166,7 @@ func (h *Harness) record(next worker.Handler) worker.Handler {
 			h.calls[m.OriginID] = r
 		}
 		r.Calls++
-		r.typ = m.Type
+		r.typ, r.last = m.Type, m.ID
 		var d *worker.DelayError
 		switch {
 		case err == nil:
@@ -229,13 +230,28 @@ func (h *Harness) Wait(id string) Result {
 			res.Outcome, res.DeadLetter = DeadLettered, dl
 			return true
 		}
-		return res.Outcome == Acked
+		// A success is done once the runtime has acknowledged it (and
+		// committed its effects with the acknowledgement), a moment after
+		// the handler returned.
+		return res.Outcome == Acked && !h.pending(res.last)
 	})
 	return res
 }
 
+// pending reports whether the entry id is still pending in the group.
+func (h *Harness) pending(id string) bool {
+	p, err := h.Redis.XPendingExt(context.Background(), &redis.XPendingExtArgs{
+		Stream: h.Stream, Group: h.Config.Group, Start: id, End: id, Count: 1,
+	}).Result()
+	if err != nil {
+		h.t.Fatalf("handlertest: reading the pending entries: %v", err)
+	}
+	return len(p) > 0
+}
+
 // Acked waits for the message and fails the test unless its handler
-// eventually succeeded.
+// eventually succeeded and the runtime acknowledged it (its effects, if
+// any, committed).
 func (h *Harness) Acked(id string) Result {
 	h.t.Helper()
 	r := h.Wait(id)
