@@ -351,6 +351,9 @@ type fileSender struct {
 	rejects  io.Writer
 	progress *progress
 	now      func() time.Time
+	// sending, when set, is called before each batch is sent, with the
+	// batch's first input line; tests use it to hold a batch back.
+	sending func(firstLine int)
 }
 
 // sendStats counts what became of the input.
@@ -363,62 +366,84 @@ func (s sendStats) status() string {
 	return fmt.Sprintf("sent %d, rejected %d", s.sent, s.rejected)
 }
 
+// fileBatches is how many batches send keeps: one on its way to Redis, one
+// decoded and waiting, one being decoded. Each holds the data of its events.
+const fileBatches = 3
+
 // send reads r to its end and sends every valid line. Invalid lines are
-// reported and skipped. While one batch is on its way to Redis the next is
-// read and parsed; batches go one at a time, so events keep the input's
-// order. A Redis error stops it: the writes of that batch that Redis did not
-// confirm may or may not have happened, and nothing is resent.
+// reported and skipped. Batches go one at a time on one connection, so
+// events keep the input's order; while one is on its way to Redis the next
+// two are read and parsed, so that the next batch goes out as soon as the
+// reply comes and Redis is not left waiting on the decoding. A Redis error
+// stops it: the writes of that batch that Redis did not confirm may or may
+// not have happened, nothing is resent, and no later batch is sent.
 func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
-	var st sendStats
 	// A line longer than the cap plus room for the other fields cannot
 	// hold an event under the cap; it is not kept in memory whole.
 	lr := newLineReader(r, s.p.MaxPayload()+64<<10)
 	var dec lineDecoder
-	// Two batches take turns: one filled while the other is sent.
-	bufs := [2]*fileBatch{newFileBatch(s.batch), newFileBatch(s.batch)}
-	cur := bufs[0]
-	var inflight chan error // the batch being sent; nil when none
-	wait := func() error {
-		if inflight == nil {
-			return nil
-		}
-		err := <-inflight
-		inflight = nil
-		return err
+	free := make(chan *fileBatch, fileBatches)
+	for range fileBatches {
+		free <- newFileBatch(s.batch)
 	}
-	// flush sends cur in the background once the batch before it is done.
-	flush := func() error {
-		waited := inflight != nil
-		if err := wait(); err != nil {
-			return err
+	// ready carries the decoded batches, in input order, to the one
+	// goroutine that sends them. Only that goroutine updates st and
+	// sendErr until it is done; send reads them after.
+	ready := make(chan *fileBatch, fileBatches-2)
+	failed, done := make(chan struct{}), make(chan struct{})
+	var st sendStats
+	var sendErr error
+	go func() {
+		defer close(done)
+		for b := range ready {
+			if err := s.sendBatch(ctx, b, &st); err != nil {
+				sendErr = err
+				close(failed)
+				return
+			}
+			s.progress.set(b.read, st.status())
+			free <- b
 		}
-		if waited {
-			s.progress.set(lr.read, st.status()) // st is still between batches
+	}()
+	// stop lets the sender finish what it was handed (nothing more after a
+	// failure) and returns err, or else the sender's error.
+	stop := func(err error) (sendStats, error) {
+		close(ready)
+		<-done
+		if err == nil {
+			err = sendErr
 		}
-		if len(cur.items) == 0 {
-			return nil
-		}
-		b, done := cur, make(chan error, 1)
-		inflight = done
-		go func() { done <- s.sendBatch(ctx, b, &st) }()
-		if cur = bufs[0]; cur == b {
-			cur = bufs[1]
-		}
-		cur.reset()
-		return nil
+		return st, err
 	}
+	// handOff gives the sender cur and takes the next free batch, or says
+	// the sender has failed.
+	var cur *fileBatch
+	handOff := func() bool {
+		cur.read = lr.read
+		select {
+		case <-failed:
+			return false
+		case ready <- cur:
+		}
+		select {
+		case <-failed:
+			return false
+		case cur = <-free:
+			cur.reset()
+			return true
+		}
+	}
+	cur = <-free
 	for {
 		if err := ctx.Err(); err != nil {
-			_ = wait()
-			return st, err
+			return stop(err)
 		}
 		line, n, err := lr.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			_ = wait()
-			return st, fmt.Errorf("reading %s after line %d: %w", s.name, lr.no, err)
+			return stop(fmt.Errorf("reading %s after line %d: %w", s.name, lr.no, err))
 		}
 		if lr.no == 1 {
 			// Some editors start a UTF-8 file with a byte order mark; it is
@@ -442,23 +467,20 @@ func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 		cur.lines++
 		if err != nil {
 			cur.rejected++
-			fmt.Fprintf(s.rejects, "%s: line %d: %v\n", s.name, lr.no, err)
+			s.progress.printf(s.rejects, "%s: line %d: %v\n", s.name, lr.no, err)
 			continue
 		}
 		cur.add(it, lr.no)
-		if len(cur.items) == s.batch {
-			if err := flush(); err != nil {
-				return st, err
-			}
+		if len(cur.items) == s.batch && !handOff() {
+			return stop(nil)
 		}
 	}
-	err := flush()
-	if err == nil {
-		err = wait()
+	// The last batch may hold no events, only the count of the lines
+	// rejected after the batch before.
+	if cur.lines > 0 {
+		handOff()
 	}
-	if err == nil { // the lines after the last batch were all rejected
-		st.lines, st.rejected = st.lines+cur.lines, st.rejected+cur.rejected
-	}
+	st, err := stop(nil)
 	s.progress.set(lr.read, st.status())
 	return st, err
 }
@@ -469,6 +491,7 @@ type fileBatch struct {
 	items           []producer.Item
 	lineNos         []int // input line of each item
 	lines, rejected int   // lines read and rejected since the batch before
+	read            int64 // input bytes read up to the batch's end, for the progress
 	// data holds the items' data, one slab a batch rather than an
 	// allocation an event; it is reused once the batch has been sent.
 	data []byte
@@ -493,12 +516,19 @@ func (b *fileBatch) add(it producer.Item, no int) {
 // reset empties b for the next batch. Call it only once b's items are
 // sent: their data is written over.
 func (b *fileBatch) reset() {
-	b.items, b.lineNos, b.lines, b.rejected, b.data = b.items[:0], b.lineNos[:0], 0, 0, b.data[:0]
+	b.items, b.lineNos, b.lines, b.rejected, b.read, b.data = b.items[:0], b.lineNos[:0], 0, 0, 0, b.data[:0]
 }
 
-// sendBatch sends b and adds what became of it to st. Only the goroutine
-// sending the one batch in flight updates st; send reads it after waiting.
+// sendBatch sends b and adds what became of it to st. A batch of only
+// rejected lines is counted and not sent.
 func (s *fileSender) sendBatch(ctx context.Context, b *fileBatch, st *sendStats) error {
+	if len(b.items) == 0 {
+		st.lines, st.rejected = st.lines+b.lines, st.rejected+b.rejected
+		return nil
+	}
+	if s.sending != nil {
+		s.sending(b.lineNos[0])
+	}
 	res, err := s.p.PublishItems(ctx, s.stream, b.items)
 	st.lines += b.lines
 	st.rejected += b.rejected

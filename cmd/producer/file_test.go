@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +15,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/producer"
+	"github.com/streamworker/streamworker/wire"
 )
 
 func TestLineReader(t *testing.T) {
@@ -259,4 +264,88 @@ func FuzzParseLine(f *testing.F) {
 			t.Fatalf("%q: accepted, but the strict decoder says %v", line, err)
 		}
 	})
+}
+
+// A Redis error mid-input stops the send at the failed batch, with the
+// exact count sent, even though the batches after it were already decoded:
+// they are never sent.
+func TestSendStopsAtFailedBatch(t *testing.T) {
+	srv := testredis.Shared(t)
+	rc := srv.Client(t)
+	client, err := producer.NewClient(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	ctx := context.Background()
+	stream := testredis.Prefix(t) + "orders"
+	// Line 15 is delayed, and the delayed set is a string: only its write fails.
+	rc.Set(ctx, wire.DelayedKey(stream), "not a sorted set", 0)
+	var in strings.Builder
+	for i := 1; i <= 30; i++ {
+		delay := ""
+		if i == 15 {
+			delay = `,"delay":"1h"`
+		}
+		fmt.Fprintf(&in, `{"type":"t","data":%d%s}`+"\n", i, delay)
+	}
+	r := &lineByLine{lines: strings.SplitAfter(in.String(), "\n"), drained: make(chan struct{})}
+	var sending []int
+	s := &fileSender{
+		p: producer.New(client, producer.Options{}), stream: stream, name: "in", batch: 10,
+		rejects: io.Discard, now: time.Now, progress: newProgress(io.Discard, false, -1, true, time.Hour),
+		sending: func(first int) {
+			sending = append(sending, first)
+			if first == 11 {
+				<-r.drained // lines 21-30 are decoded and waiting
+			}
+		},
+	}
+	st, err := s.send(ctx, r)
+	if err == nil || !strings.Contains(err.Error(), "sending lines 11-20") || !strings.Contains(err.Error(), "(sent so far: 19;") {
+		t.Fatalf("err = %v, want the failure of lines 11-20 after 19 sent", err)
+	}
+	if st.sent != 19 || st.lines != 20 {
+		t.Errorf("sent %d of %d lines, want 19 of 20", st.sent, st.lines)
+	}
+	if diff := cmp.Diff([]int{1, 11}, sending); diff != "" {
+		t.Errorf("batches sent, by first line (-want +got):\n%s", diff)
+	}
+	var data []string
+	for _, e := range entries(t, rc, stream) {
+		data = append(data, e["data"].(string))
+	}
+	var want []string
+	for i := 1; i <= 20; i++ {
+		if i != 15 {
+			want = append(want, strconv.Itoa(i))
+		}
+	}
+	if diff := cmp.Diff(want, data); diff != "" {
+		t.Errorf("stream (-want +got):\n%s", diff)
+	}
+}
+
+// lineByLine reads one line a call, and closes drained when it reaches the
+// end: by then every line before has been read.
+type lineByLine struct {
+	lines   []string
+	drained chan struct{}
+}
+
+func (r *lineByLine) Read(p []byte) (int, error) {
+	for len(r.lines) > 0 && r.lines[0] == "" {
+		r.lines = r.lines[1:]
+	}
+	if len(r.lines) == 0 {
+		select {
+		case <-r.drained:
+		default:
+			close(r.drained)
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, r.lines[0])
+	r.lines[0] = r.lines[0][n:]
+	return n, nil
 }

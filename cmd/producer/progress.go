@@ -85,6 +85,15 @@ func (p *progress) set(n int64, status string) {
 	}
 }
 
+// printf writes to w, often the progress's own writer, never while the
+// progress is written: send reports rejected lines from one goroutine while
+// another sets the progress.
+func (p *progress) printf(w io.Writer, format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(w, format, args...)
+}
+
 // finish ends the bar's line; a closing summary follows on stdout.
 func (p *progress) finish() {
 	p.mu.Lock()

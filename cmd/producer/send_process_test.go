@@ -284,13 +284,13 @@ func testSendFileProgressLines(t *testing.T, c *binary) {
 	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path, "--batch", "10", "--progress-every", "1ns"})
 	r.Want(t, 0)
 	lines := strings.Split(strings.TrimSpace(r.Stderr), "\n")
-	// A batch is read while the one before is sent: after each batch sent,
-	// a line with the input read so far.
+	// After each batch sent, a line with the input read up to its end
+	// (later batches may be read already, while this one was sent).
 	want := []string{
-		"producer: sent 10, rejected 0 (40% of input read)",
-		"producer: sent 20, rejected 0 (60% of input read)",
-		"producer: sent 30, rejected 0 (80% of input read)",
-		"producer: sent 40, rejected 0 (100% of input read)",
+		"producer: sent 10, rejected 0 (20% of input read)",
+		"producer: sent 20, rejected 0 (40% of input read)",
+		"producer: sent 30, rejected 0 (60% of input read)",
+		"producer: sent 40, rejected 0 (80% of input read)",
 		"producer: sent 50, rejected 0 (100% of input read)",
 	}
 	if diff := cmp.Diff(want, lines); diff != "" {
