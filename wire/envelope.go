@@ -39,8 +39,12 @@ func EncodeEnvelope(token string, fields []string) string {
 	}
 	var b strings.Builder
 	b.Grow(n)
-	for _, s := range append([]string{token}, fields...) {
-		b.WriteString(strconv.Itoa(len(s)))
+	var digits [20]byte // a length's decimal, without allocating one string for it
+	b.Write(strconv.AppendInt(digits[:0], int64(len(token)), 10))
+	b.WriteByte(':')
+	b.WriteString(token)
+	for _, s := range fields {
+		b.Write(strconv.AppendInt(digits[:0], int64(len(s)), 10))
 		b.WriteByte(':')
 		b.WriteString(s)
 	}

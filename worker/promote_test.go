@@ -220,3 +220,42 @@ func FuzzPromoteEnvelope(f *testing.F) {
 		}
 	})
 }
+
+// A batch removes exactly the members it copied: with equal scores beyond
+// the batch's LIMIT, the members read and no others; when a copy fails
+// mid-batch, the members copied before it, with its own and the rest kept.
+func TestPromoteRemovesExactlyWhatItCopied(t *testing.T) {
+	t.Parallel()
+	c := testredis.Shared(t).Client(t)
+	ctx := context.Background()
+	stream := testredis.Prefix(t) + "s"
+	env := func(token string) string { return wire.EncodeEnvelope(token, []string{"type", "t", "data", token}) }
+	for _, token := range []string{"c", "a", "b"} {
+		c.ZAdd(ctx, wire.DelayedKey(stream), redis.Z{Score: 1, Member: env(token)})
+	}
+	p := newPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
+	p.batch = 2
+	if n, dead, err := p.promoteBatch(ctx, stream); n != 2 || dead != 0 || err != nil {
+		t.Fatalf("promoteBatch = %d, %d, %v; want 2, 0, nil", n, dead, err)
+	}
+	want := [][]string{{"type", "t", "data", "a"}, {"type", "t", "data", "b"}}
+	if got := rawEntries(t, c, stream); !cmp.Equal(want, got) {
+		t.Errorf("stream = %q, want %q", got, want)
+	}
+	if left := c.ZRange(ctx, wire.DelayedKey(stream), 0, -1).Val(); !cmp.Equal([]string{env("c")}, left) {
+		t.Errorf("delayed set = %q, want only c's envelope", left)
+	}
+
+	// "garbage" sorts after c's envelope; its dead letter fails.
+	c.ZAdd(ctx, wire.DelayedKey(stream), redis.Z{Score: 1, Member: "garbage"})
+	c.Set(ctx, wire.DeadLetterKey(stream), "not a stream", 0)
+	if _, _, err := p.promoteBatch(ctx, stream); !redis.HasErrorPrefix(err, "WRONGTYPE") {
+		t.Fatalf("promoteBatch error = %v, want WRONGTYPE", err)
+	}
+	if left := c.ZRange(ctx, wire.DelayedKey(stream), 0, -1).Val(); !cmp.Equal([]string{"garbage"}, left) {
+		t.Errorf("delayed set = %q, want only the member whose copy failed", left)
+	}
+	if n := c.XLen(ctx, stream).Val(); n != 3 {
+		t.Errorf("stream holds %d entries, want 3", n)
+	}
+}

@@ -489,33 +489,50 @@ return 0
 		// worker/promote.go promoteScript
 		`
 local maxValues, maxDigits = 2 * tonumber(ARGV[3]), tonumber(ARGV[8])
+local byte, sub = string.byte, string.sub
 local function decode(s)
-  local out, pos, n = {}, 1, #s
+  local out, k, pos, n = {}, 0, 1, #s
   while pos <= n do
-    local _, colon = string.find(s, '^[1-9][0-9]*:', pos)
-    if not colon then _, colon = string.find(s, '^0:', pos) end
-    if not colon or colon - pos > maxDigits then return nil, ARGV[6] end
-    local len = tonumber(string.sub(s, pos, colon - 1))
-    if colon + len > n then return nil, ARGV[6] end
-    if #out > maxValues then return nil, ARGV[7] end
-    out[#out + 1] = string.sub(s, colon + 1, colon + len)
-    pos = colon + len + 1
+    -- i: the byte after the length's digits, which must be ':'
+    local c, len, i = byte(s, pos), 0, pos + 1
+    if c == 48 then
+      len = 0
+    elseif c and c > 48 and c <= 57 then
+      len = c - 48
+      c = byte(s, i)
+      while c and c >= 48 and c <= 57 and i - pos < maxDigits do
+        len, i = len * 10 + c - 48, i + 1
+        c = byte(s, i)
+      end
+    else
+      return nil, ARGV[6]
+    end
+    if byte(s, i) ~= 58 or i + len > n then return nil, ARGV[6] end
+    if k > maxValues then return nil, ARGV[7] end
+    k = k + 1
+    out[k] = sub(s, i + 1, i + len)
+    pos = i + len + 1
   end
-  if #out < 3 or #out % 2 ~= 1 then return nil, ARGV[6] end
+  if k < 3 or k % 2 ~= 1 then return nil, ARGV[6] end
   return out
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local dead = 0
-for _, m in ipairs(due) do
+for i, m in ipairs(due) do
   local f, why = decode(m)
+  local r
   if f then
-    redis.call('XADD', KEYS[2], '*', unpack(f, 2))
+    r = redis.pcall('XADD', KEYS[2], '*', unpack(f, 2))
   else
-    redis.call('XADD', KEYS[3], '*', ARGV[4], why, ARGV[5], m)
+    r = redis.pcall('XADD', KEYS[3], '*', ARGV[4], why, ARGV[5], m)
     dead = dead + 1
   end
-  redis.call('ZREM', KEYS[1], m)
+  if type(r) == 'table' and r.err then
+    if i > 1 then redis.call('ZREM', KEYS[1], unpack(due, 1, i - 1)) end
+    return r
+  end
 end
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
 return {#due, dead}
 `,
 		// worker/schedule.go scheduleScript
