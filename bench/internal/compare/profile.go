@@ -36,8 +36,9 @@ type ProfileShare struct {
 // scheduler's and the GC's parts run on stacks of their own.
 var profileGroups = []struct{ name, focus string }{
 	{"fetch loop: XREADGROUP, reply parsing, building messages", `worker\.\(\*fetcher\)\.|worker\.\(\*engine\)\.fetchLoop`},
-	{"… go-redis reading XREADGROUP replies (readXMessageSlice)", `go-redis/v9\.readXMessageSlice`},
-	{"… … of which each entry's field map (stringInterfaceMapParser)", `go-redis/v9\.stringInterfaceMapParser`},
+	{"… go-redis reading XREADGROUP replies: raw bytes (readRawReplyWriteTo) or field maps (readXMessageSlice)", `go-redis/v9/internal/proto\.\(\*Reader\)\.readRawReplyWriteTo|go-redis/v9\.readXMessageSlice`},
+	{"… parsing a raw reply into messages (worker.parseRead)", `worker\.parseRead$`},
+	{"… go-redis's field map per entry (stringInterfaceMapParser: blocking and cluster reads)", `go-redis/v9\.stringInterfaceMapParser`},
 	{"handler goroutines: context, middleware, metrics, the handler (engine.work)", `worker\.\(\*engine\)\.work$`},
 	{"acknowledgements (engine.ackLoop and its lanes, engine.runLane)", `worker\.\(\*engine\)\.(ackLoop|runLane)`},
 	{"socket reads and writes (syscalls)", `syscall\.Syscall|syscall\.RawSyscall|internal/runtime/syscall`},
