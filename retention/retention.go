@@ -154,7 +154,10 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
 end
 if ARGV[3] ~= '-1' then
   local t = redis.call('TIME')
-  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+  -- Entries newer than now minus the retention are kept: their IDs' time
+  -- is at least one millisecond past it (one of that very millisecond is
+  -- as old as the retention, not newer, and goes).
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3]) + 1
   if ms < 0 then ms = 0 end
   local cut = string.format('%d', ms) .. '-0'
   if min == nil or less(cut, min) then min, reason, group = cut, 'retention', '' end
