@@ -357,8 +357,8 @@ func testACLEndToEnd(t *testing.T) {
 	srv := startACLRedis(t)
 	admin := srv.Client(t)
 	dir := t.TempDir()
-	bin := buildPackage(t, dir, "../cmd/worker", "worker")
-	streamctl := buildPackage(t, dir, "../cmd/streamctl", "streamctl")
+	bin := testbin.Build(t, dir, "../cmd/worker", "worker", raceEnabled)
+	streamctl := testbin.Build(t, dir, "../cmd/streamctl", "streamctl", raceEnabled)
 	stream := aclPrefix + "e2e-" + testredis.RandomID() + ":orders"
 	httpAddr := freeAddr(t)
 	env := workerEnv(srv.url("worker"), stream, "pod-0", map[string]string{
@@ -507,7 +507,7 @@ func testACLPartitioned(t *testing.T) {
 	t.Parallel()
 	srv := startACLRedis(t)
 	admin := srv.Client(t)
-	bin := buildPackage(t, t.TempDir(), "../cmd/worker", "worker")
+	bin := testbin.Build(t, t.TempDir(), "../cmd/worker", "worker", raceEnabled)
 	const partitions, events = 4, 40
 	stream := aclPrefix + "p-" + testredis.RandomID()
 	loader, err := config.Redis{RedisURL: srv.url("scripts")}.NewClient()
@@ -896,21 +896,6 @@ func aclGrants(t *testing.T, lines []string, user string) []string {
 	}
 	t.Fatalf("%s has no user %s", aclFile, user)
 	return nil
-}
-
-// buildPackage builds the command in pkg (relative to test/) into dir as
-// name, under -race when the tests run under it.
-func buildPackage(t *testing.T, dir, pkg, name string) string {
-	t.Helper()
-	bin := filepath.Join(dir, name)
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	if out, err := exec.Command("go", append(args, pkg)...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s %s: %v\n%s", strings.Join(args, " "), pkg, err, out)
-	}
-	return bin
 }
 
 func sortedKeys(m map[string][]string) []string {

@@ -74,7 +74,13 @@ func scanCommands(t *testing.T, root string, pkgs []string, deps bool, skip ...s
 		GoFiles                 []string
 		Standard, DepOnly       bool
 	}
-	args := append([]string{"list", "-export", "-deps", "-json=ImportPath,Dir,Export,GoFiles,Standard,DepOnly"}, pkgs...)
+	// Export data built as the tests are (under -race when they are) is
+	// already in the build cache: the packages are not compiled again.
+	args := []string{"list", "-export", "-deps", "-json=ImportPath,Dir,Export,GoFiles,Standard,DepOnly"}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, pkgs...)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	out, err := cmd.Output()

@@ -7,23 +7,37 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 // Build builds the package in pkg (a path relative to the test's package,
 // "." for itself) into dir as name, with -race when race is set (the tests
-// run under it), and returns the binary's path.
+// run under it), and returns the binary's path. A package built before in
+// this test process, into a directory that is still there, is linked into
+// dir rather than built again: linking a race binary is the costly part of
+// a build whose packages are cached, and a test package's tests build the
+// same few binaries.
 func Build(t testing.TB, dir, pkg, name string, race bool) string {
 	t.Helper()
+	bin := filepath.Join(dir, name)
+	key := builtKey{pkg, race}
+	built.Lock()
+	defer built.Unlock()
+	if prev, ok := built.bins[key]; ok {
+		if err := os.Link(prev, bin); err == nil {
+			return bin
+		}
+	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("the go command is needed to build the binary under test: %v", err)
 	}
-	bin := filepath.Join(dir, name)
 	args := []string{"build", "-o", bin}
 	if race {
 		args = append(args, "-race")
@@ -34,7 +48,21 @@ func Build(t testing.TB, dir, pkg, name string, race bool) string {
 		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	t.Logf("built %s (race=%v) in %s", name, race, time.Since(start).Round(time.Millisecond))
+	built.bins[key] = bin
 	return bin
+}
+
+// built holds the binaries Build built, by package and race mode. Build
+// runs one go build at a time: two tests that want one binary wait for one
+// build, not two.
+var built = struct {
+	sync.Mutex
+	bins map[builtKey]string
+}{bins: map[builtKey]string{}}
+
+type builtKey struct {
+	pkg  string
+	race bool
 }
 
 // Result is what one run of a binary did.
