@@ -30,19 +30,25 @@ TEST_FUZZTIME ?= 5s
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The tests build with -trimpath (TEST_GOFLAGS, added to GOFLAGS and so
+# passed to the go commands the tests run themselves), so what they compile
+# is cached by content, not by the checkout's path: a clone elsewhere
+# reuses it.
 # go test -vet=all runs every go vet check on each package, tests or not, on
 # the packages it compiles for the tests: a separate go vet would compile the
-# whole module a second time without -race, the longest step on a machine
-# with an empty build cache.
+# whole module a second time without -race. -p 4 lets the long process tests
+# (test/) run beside the compiling and the shorter packages, not after them.
+TEST_GOFLAGS ?= -trimpath
+
 test: ## Install or start what the tests need when missing (scripts/test-deps.sh), then vet and run every test with the race detector
 	bash scripts/test-deps.sh
-	$(GO) test -race -vet=all -count=1 ./...
-	FUZZTIME=$(TEST_FUZZTIME) bash scripts/fuzz.sh
+	GOFLAGS='$(strip $(GOFLAGS) $(TEST_GOFLAGS))' $(GO) test -race -vet=all -count=1 -p 4 ./...
+	GOFLAGS='$(strip $(GOFLAGS) $(TEST_GOFLAGS))' FUZZTIME=$(TEST_FUZZTIME) bash scripts/fuzz.sh
 ifneq ($(HAVE_BENCH),)
-	cd bench && $(GO) test -vet=all -count=1 -run . ./...
+	cd bench && GOFLAGS='$(strip $(GOFLAGS) $(TEST_GOFLAGS))' $(GO) test -vet=all -count=1 -run . ./...
 endif
 ifneq ($(HAVE_DEPLOY),)
-	cd deploy && $(GO) test -vet=all -count=1 ./...
+	cd deploy && GOFLAGS='$(strip $(GOFLAGS) $(TEST_GOFLAGS))' $(GO) test -vet=all -count=1 ./...
 endif
 
 fuzz: ## Run every fuzz test for FUZZTIME each (default 10s; make test runs them TEST_FUZZTIME each, 5s)

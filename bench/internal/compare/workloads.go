@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -257,13 +256,16 @@ func (h *harness) producerCLI(ctx context.Context, res *Results) {
 }
 
 // buildProducer builds cmd/producer of the main module into dir. The main
-// module is the one this file's checkout sits in (bench/ is a module inside
-// it), so the binary is built from the same commit as the harness.
+// module is the one bench/go.mod replaces with the checkout it sits in, so
+// the binary is built from the same commit as the harness.
 func buildProducer(ctx context.Context, dir string) (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	if _, err := os.Stat(filepath.Join(root, "cmd", "producer")); !ok || err != nil {
-		return "", fmt.Errorf("cmd/producer not found beside the harness's source (%s): run the harness from its checkout", root)
+	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/streamworker/streamworker").Output()
+	root := strings.TrimSpace(string(out))
+	if err != nil || root == "" {
+		return "", fmt.Errorf("finding the main module's checkout (go list -m): %v: run the harness from its checkout", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "producer")); err != nil {
+		return "", fmt.Errorf("cmd/producer not found in the main module's checkout (%s): %w", root, err)
 	}
 	bin := filepath.Join(dir, "producer")
 	build := exec.CommandContext(ctx, "go", "build", "-C", root, "-o", bin, "./cmd/producer")
