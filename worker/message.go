@@ -32,6 +32,10 @@ type Message struct {
 	OriginID string
 	// IdempotencyKey is the producer's id field, empty when none was set.
 	IdempotencyKey string
+	// Key is the partition key (the key field, producer.Event's Key), empty
+	// when none was set. On a partitioned stream the messages of a key run
+	// one at a time, in stream order.
+	Key string
 	// Attempt is 1 on the first try and grows with each retry, up to
 	// 1,000,000. It comes from the entry's attempt field, which anyone who
 	// can write to the stream can set: a value that is not decimal digits,
@@ -53,7 +57,7 @@ type Message struct {
 	// count.
 	Deliveries int64
 	// Metadata holds every other field (traceparent included); nil when
-	// there are none.
+	// there are none. The fields above are not in it.
 	Metadata map[string]string
 
 	fields  []string      // the entry as read, field, value, …: for retry and DLQ copies
@@ -125,6 +129,8 @@ func (m *Message) fill(stream, id string, fields []string) {
 			m.IdempotencyKey = v
 		case wire.FieldOriginID:
 			m.OriginID = v
+		case wire.FieldKey:
+			m.Key = v
 		case wire.FieldAttempt:
 			m.Attempt = parseAttempt(v)
 		default:

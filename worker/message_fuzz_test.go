@@ -56,7 +56,7 @@ func FuzzNewMessage(f *testing.F) {
 		}
 		m := newMessages("s", []xEntry{{ID: id, Values: fields}}, time.Now())[0]
 		one := newMessage("s", xEntry{ID: id, Values: fields})
-		if m.Type != one.Type || !bytes.Equal(m.Data, one.Data) || m.Attempt != one.Attempt || m.size != one.size {
+		if m.Type != one.Type || m.Key != one.Key || !bytes.Equal(m.Data, one.Data) || m.Attempt != one.Attempt || m.size != one.size {
 			t.Fatalf("newMessages and newMessage disagree: %+v, %+v", m, one)
 		}
 
@@ -64,6 +64,9 @@ func FuzzNewMessage(f *testing.F) {
 		data, hasData := fields[wire.FieldData].(string)
 		if m.Type != typ || string(m.Data) != data || (hasData && m.Data == nil) {
 			t.Fatalf("Type %q Data %q, want the fields %q %q", m.Type, m.Data, typ, data)
+		}
+		if key, _ := fields[wire.FieldKey].(string); m.Key != key {
+			t.Fatalf("Key %q, want the key field %q", m.Key, key)
 		}
 		if m.Attempt < 1 || m.Attempt > maxAttempt {
 			t.Fatalf("Attempt = %d, want it in [1, %d]", m.Attempt, maxAttempt)
@@ -87,7 +90,7 @@ func FuzzNewMessage(f *testing.F) {
 		for k, v := range fields {
 			size += len(k) + len(v.(string))
 			switch k {
-			case wire.FieldType, wire.FieldData, wire.FieldID, wire.FieldOriginID, wire.FieldAttempt:
+			case wire.FieldType, wire.FieldData, wire.FieldID, wire.FieldOriginID, wire.FieldAttempt, wire.FieldKey:
 			default:
 				meta++
 				if got, ok := m.Metadata[k]; !ok || got != v {

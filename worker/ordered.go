@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/streamworker/streamworker/reclaim"
-	"github.com/streamworker/streamworker/wire"
 )
 
 // Per-key order on partitioned streams. A partition is read by one consumer
@@ -101,7 +100,7 @@ func (g *orderGate) ordered(stream string) bool {
 }
 
 // partitionKey is the message's partition key, "" for none.
-func partitionKey(m *Message) string { return m.Metadata[wire.FieldKey] }
+func partitionKey(m *Message) string { return m.Key }
 
 // admit filters a read's messages, in place, down to those that may run now.
 // The others wait behind the running message of their key, holding their

@@ -123,7 +123,7 @@ func (l *keyLog) check(t *testing.T, keys []string, perKey int) {
 func keyedMux(l *keyLog, consumer string) *Mux {
 	mux := NewMux()
 	mux.HandleFunc("keyed", func(ctx context.Context, m *Message) error {
-		key := m.Metadata[wire.FieldKey]
+		key := m.Key
 		seq, _ := strconv.Atoi(string(m.Data))
 		l.begin(key, seq, m.Attempt, consumer)
 		defer l.end(key)
@@ -358,7 +358,7 @@ func TestPartitionTakeOverRunsPendingFirst(t *testing.T) {
 	attempts := map[string]int{}
 	mux := NewMux()
 	mux.HandleFunc("keyed", func(ctx context.Context, m *Message) error {
-		key := m.Metadata[wire.FieldKey]
+		key := m.Key
 		seq, _ := strconv.Atoi(string(m.Data))
 		l.begin(key, seq, m.Attempt, "heir")
 		defer l.end(key)
@@ -405,7 +405,7 @@ func TestPartitionRetryInPlaceKeepsKeyOrder(t *testing.T) {
 	var plainTries, delays int
 	mux := NewMux()
 	mux.HandleFunc("keyed", func(ctx context.Context, m *Message) error {
-		key, seq := m.Metadata[wire.FieldKey], string(m.Data)
+		key, seq := m.Key, string(m.Data)
 		mu.Lock()
 		runs = append(runs, fmt.Sprintf("%s:%s@%d", key, seq, m.Attempt))
 		mu.Unlock()

@@ -168,7 +168,7 @@ func (o *ours) Start(ctx context.Context, n int, handle Handler) error {
 	mux := worker.NewMux()
 	mux.HandleFunc(MsgType, func(_ context.Context, m *worker.Message) error {
 		if o.order != nil {
-			key := m.Metadata[wire.FieldKey]
+			key := m.Key
 			if !o.order.begin(key, m.ID) {
 				o.violations.Add(1)
 			}

@@ -24,7 +24,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamworker/streamworker/wire"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -42,9 +41,9 @@ func main() {
 			logical = logical[:i]
 		}
 		pipe := rc.Pipeline()
-		pipe.RPush(ctx, "seen:"+logical+":"+m.Metadata[wire.FieldKey], m.Data)
+		pipe.RPush(ctx, "seen:"+logical+":"+m.Key, m.Data)
 		pipe.Incr(ctx, "handled:"+logical)
-		pipe.RPush(ctx, "at:"+m.Stream, fmt.Sprintf("%d %s %s", time.Now().UnixMilli(), m.Metadata[wire.FieldKey], m.Data))
+		pipe.RPush(ctx, "at:"+m.Stream, fmt.Sprintf("%d %s %s", time.Now().UnixMilli(), m.Key, m.Data))
 		_, err := pipe.Exec(ctx)
 		return err
 	})
