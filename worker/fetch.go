@@ -187,14 +187,13 @@ func (f *fetcher) run(ctx context.Context) {
 // rest.
 //
 // When the stream trickles (the last read brought one entry or none), that
-// is one read: a blocking one
-// that asks for as many entries as there are slots reserved while holding
-// one, the entries it brings taking their slots when they come (borrowed
-// when others took them meanwhile: they then wait in the job queue, as read
-// ahead). On a quiet stream, a message is then one round trip, not two (a
-// read that finds nothing, then the one that waits). Streams with
-// priorities keep the two: a borrowed slot would let a lower stream's
-// entries run ahead of a higher one's.
+// is one read: a blocking one that asks for as many entries as there are
+// slots reserved while holding one, the entries it brings taking their
+// slots when they come (borrowed when others took them meanwhile: they then
+// wait in the job queue, as read ahead). On a quiet stream, a message is
+// then one round trip, not two (a read that finds nothing, then the one that
+// waits). Streams with priorities keep the two: a borrowed slot would let a
+// lower stream's entries run ahead of a higher one's.
 //
 // While entries flow, a read without BLOCK comes first: parsed here
 // (xread.go) off a cluster, where it is the cheaper read.
