@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -96,6 +97,9 @@ type Producer struct {
 	opts   Options
 	tracer trace.Tracer
 	next   atomic.Uint64 // the round-robin partition counter
+
+	apOnce sync.Once
+	ap     *redis.AutoPipeliner // SendItems's; nil when the client has none (send.go)
 }
 
 // New returns a Producer.
@@ -338,46 +342,70 @@ type Result struct {
 func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item) (_ []Result, err error) {
 	ctx, span := p.startPublish(ctx, stream, len(items))
 	defer func() { endPublish(span, err) }()
+	b, err := p.prepare(ctx, stream, items)
+	if err != nil {
+		return nil, err
+	}
+	failUnread(b.pipe.Exec(ctx)) // then each command has its own error, read below
+	return b.results()
+}
+
+// itemBatch is a batch of items checked, routed and queued in a pipeline,
+// one command per item, not yet sent.
+type itemBatch struct {
+	p    *Producer
+	pipe redis.Pipeliner
+	keys []string      // the stream each item goes to
+	cmds []redis.Cmder // the command of each item
+}
+
+// prepare checks and routes items and queues their commands in a pipeline,
+// without sending it. The commands point into items: they must not change
+// until the commands have run.
+func (p *Producer) prepare(ctx context.Context, stream string, items []Item) (itemBatch, error) {
 	items = tracedAll(ctx, items, func(it Item) Event { return it.Event }, func(it Item, e Event) Item { it.Event = e; return it })
 	for i, it := range items {
 		if err := p.checkItem(it); err != nil {
-			return nil, fmt.Errorf("item %d: %w", i, err)
+			return itemBatch{}, fmt.Errorf("item %d: %w", i, err)
 		}
 	}
 	keys, err := p.routes(stream, func(i int) Event { return items[i].Event }, len(items))
 	if err != nil {
-		return nil, err
+		return itemBatch{}, err
 	}
 	for i, it := range items {
 		if it.UniqueFor == 0 {
 			continue
 		}
 		if err := p.checkUniqueSlot(keys[i], it.Event.ID); err != nil {
-			return nil, fmt.Errorf("item %d: %w", i, err)
+			return itemBatch{}, fmt.Errorf("item %d: %w", i, err)
 		}
 	}
-	pipe := p.client.Pipeline()
-	cmds := make([]redis.Cmder, len(items))
+	b := itemBatch{p: p, pipe: p.client.Pipeline(), keys: keys, cmds: make([]redis.Cmder, len(items))}
 	for i, it := range items {
 		switch {
 		case it.UniqueFor > 0:
-			cmds[i] = p.queueUnique(ctx, pipe, keys[i], it.Event, it.UniqueFor)
+			b.cmds[i] = p.queueUnique(ctx, b.pipe, keys[i], it.Event, it.UniqueFor)
 		case it.Due.IsZero():
 			cmd := p.xadd(ctx, &keys[i], &items[i].Event)
-			_ = pipe.Process(ctx, cmd) // queues it
-			cmds[i] = cmd
+			_ = b.pipe.Process(ctx, cmd) // queues it
+			b.cmds[i] = cmd
 		default:
-			cmds[i] = pipe.ZAdd(ctx, wire.DelayedKey(keys[i]), delayed(it.Event, it.Due))
+			b.cmds[i] = b.pipe.ZAdd(ctx, wire.DelayedKey(keys[i]), delayed(it.Event, it.Due))
 		}
 	}
-	failUnread(pipe.Exec(ctx)) // then each command has its own error, read below
-	res := make([]Result, len(items))
+	return b, nil
+}
+
+// results reads what became of each item once its command has run.
+func (b itemBatch) results() ([]Result, error) {
+	res := make([]Result, len(b.cmds))
 	var berr *BatchError
-	for i, c := range cmds {
-		res[i].Stream = keys[i]
-		if err := p.classify(c.Err()); err != nil {
+	for i, c := range b.cmds {
+		res[i].Stream = b.keys[i]
+		if err := b.p.classify(c.Err()); err != nil {
 			res[i].Err = err
-			berr = berr.add(i, len(cmds), err)
+			berr = berr.add(i, len(b.cmds), err)
 			continue
 		}
 		switch x := c.(type) {
@@ -387,7 +415,7 @@ func (p *Producer) PublishItems(ctx context.Context, stream string, items []Item
 			id, dup, err := uniqueReply(x)
 			if err != nil {
 				res[i].Err = err
-				berr = berr.add(i, len(cmds), err)
+				berr = berr.add(i, len(b.cmds), err)
 				continue
 			}
 			res[i].ID, res[i].Duplicate = id, dup
