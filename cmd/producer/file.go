@@ -351,9 +351,10 @@ type fileSender struct {
 	rejects  io.Writer
 	progress *progress
 	now      func() time.Time
-	// sending, when set, is called before each batch is sent, with the
-	// batch's first input line; tests use it to hold a batch back.
-	sending func(firstLine int)
+	// sending, when set, is called before each batch is sent, and
+	// settling before its replies are read, with the batch's first input
+	// line; tests use them to hold a batch back.
+	sending, settling func(firstLine int)
 }
 
 // sendStats counts what became of the input.
@@ -366,17 +367,22 @@ func (s sendStats) status() string {
 	return fmt.Sprintf("sent %d, rejected %d", s.sent, s.rejected)
 }
 
-// fileBatches is how many batches send keeps: one on its way to Redis, one
-// decoded and waiting, one being decoded. Each holds the data of its events.
-const fileBatches = 3
+// sendWindow is how many batches may be on their way to Redis at once, sent
+// and not yet confirmed; fileBatches is how many send keeps: those and the
+// one being decoded. Each holds the data of its events.
+const (
+	sendWindow  = 4
+	fileBatches = sendWindow + 1
+)
 
 // send reads r to its end and sends every valid line. Invalid lines are
-// reported and skipped. Batches go one at a time on one connection, so
-// events keep the input's order; while one is on its way to Redis the next
-// two are read and parsed, so that the next batch goes out as soon as the
-// reply comes and Redis is not left waiting on the decoding. A Redis error
-// stops it: the writes of that batch that Redis did not confirm may or may
-// not have happened, nothing is resent, and no later batch is sent.
+// reported and skipped. Batches go out in input order on one connection
+// (Producer.SendItems), so events keep the input's order; the next batch
+// is read, parsed and written while the replies of the one before come
+// back, so that Redis does not wait on the decoding nor on a round trip. A Redis error stops it: the writes of that batch that Redis did
+// not confirm may or may not have happened, and nothing is resent. The one
+// batch already on its way behind the failed one, if any, is waited for
+// and counted; no batch is sent after that.
 func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 	// A line longer than the cap plus room for the other fields cannot
 	// hold an event under the cap; it is not kept in memory whole.
@@ -386,45 +392,70 @@ func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 	for range fileBatches {
 		free <- newFileBatch(s.batch)
 	}
-	// ready carries the decoded batches, in input order, to the one
-	// goroutine that sends them. Only that goroutine updates st and
-	// sendErr until it is done; send reads them after.
-	ready := make(chan *fileBatch, fileBatches-2)
+	// sent carries the batches sent, in input order, to the goroutine that
+	// waits for their replies. Only that one updates st and sendErr until
+	// it is done; send reads them after.
+	sent := make(chan *fileBatch, sendWindow)
+	window := make(chan struct{}, sendWindow) // a token per batch on its way
 	failed, done := make(chan struct{}), make(chan struct{})
 	var st sendStats
 	var sendErr error
 	go func() {
 		defer close(done)
-		for b := range ready {
-			if err := s.sendBatch(ctx, b, &st); err != nil {
-				sendErr = err
-				close(failed)
-				return
+		stopped := false
+		for b := range sent {
+			err := s.settleBatch(b, &st)
+			switch {
+			case err != nil && !stopped:
+				stopped, sendErr = true, err
+				close(failed) // nothing is sent after this
+			case stopped && len(b.items) > 0:
+				// On its way before the failure was known: counted, and named.
+				sendErr = fmt.Errorf("%w; lines %d-%d were already on their way and are counted", sendErr, b.firstLine(), b.lastLine())
+			case !stopped:
+				s.progress.set(b.read, st.status())
 			}
-			s.progress.set(b.read, st.status())
+			<-window
 			free <- b
 		}
+		var aerr *producer.AccessError
+		switch {
+		case !stopped:
+		case errors.As(sendErr, &aerr):
+			// Refused, not lost: those writes did not happen.
+			sendErr = fmt.Errorf("%w (sent so far: %d)", sendErr, st.sent)
+		default:
+			sendErr = fmt.Errorf("%w (sent so far: %d; writes Redis did not confirm may or may not have happened, and were not resent)", sendErr, st.sent)
+		}
 	}()
-	// stop lets the sender finish what it was handed (nothing more after a
-	// failure) and returns err, or else the sender's error.
+	// stop waits for the replies of the batches sent and returns err, or
+	// else the first error they brought.
 	stop := func(err error) (sendStats, error) {
-		close(ready)
+		close(sent)
 		<-done
 		if err == nil {
 			err = sendErr
 		}
 		return st, err
 	}
-	// handOff gives the sender cur and takes the next free batch, or says
-	// the sender has failed.
+	// handOff sends cur, once fewer than sendWindow batches are on their
+	// way, and takes the next free batch; or says a batch failed, and sends
+	// nothing more.
 	var cur *fileBatch
 	handOff := func() bool {
 		cur.read = lr.read
 		select {
 		case <-failed:
 			return false
-		case ready <- cur:
+		case window <- struct{}{}:
 		}
+		select {
+		case <-failed:
+			return false
+		default:
+		}
+		s.sendBatch(ctx, cur)
+		sent <- cur
 		select {
 		case <-failed:
 			return false
@@ -495,7 +526,15 @@ type fileBatch struct {
 	// data holds the items' data, one slab a batch rather than an
 	// allocation an event; it is reused once the batch has been sent.
 	data []byte
+	// pending is the batch on its way to Redis (sendBatch), or err why it
+	// could not be sent.
+	pending *producer.Pending
+	err     error
 }
+
+// firstLine and lastLine are the input lines of b's first and last events.
+func (b *fileBatch) firstLine() int { return b.lineNos[0] }
+func (b *fileBatch) lastLine() int  { return b.lineNos[len(b.lineNos)-1] }
 
 func newFileBatch(n int) *fileBatch {
 	return &fileBatch{items: make([]producer.Item, 0, n), lineNos: make([]int, 0, n)}
@@ -517,21 +556,37 @@ func (b *fileBatch) add(it producer.Item, no int) {
 // sent: their data is written over.
 func (b *fileBatch) reset() {
 	b.items, b.lineNos, b.lines, b.rejected, b.read, b.data = b.items[:0], b.lineNos[:0], 0, 0, 0, b.data[:0]
+	b.pending, b.err = nil, nil
 }
 
-// sendBatch sends b and adds what became of it to st. A batch of only
-// rejected lines is counted and not sent.
-func (s *fileSender) sendBatch(ctx context.Context, b *fileBatch, st *sendStats) error {
+// sendBatch sends b's events, if it has any: settleBatch reads what became
+// of them.
+func (s *fileSender) sendBatch(ctx context.Context, b *fileBatch) {
 	if len(b.items) == 0 {
-		st.lines, st.rejected = st.lines+b.lines, st.rejected+b.rejected
-		return nil
+		return
 	}
 	if s.sending != nil {
 		s.sending(b.lineNos[0])
 	}
-	res, err := s.p.PublishItems(ctx, s.stream, b.items)
+	b.pending, b.err = s.p.SendItems(ctx, s.stream, b.items)
+}
+
+// settleBatch waits for the replies of b's events and adds what became of
+// b to st. A batch of only rejected lines is counted and was not sent.
+func (s *fileSender) settleBatch(b *fileBatch, st *sendStats) error {
 	st.lines += b.lines
 	st.rejected += b.rejected
+	if len(b.items) == 0 {
+		return nil
+	}
+	if s.settling != nil {
+		s.settling(b.firstLine())
+	}
+	var res []producer.Result
+	err := b.err
+	if err == nil {
+		res, err = b.pending.Wait()
+	}
 	for i, r := range res {
 		if r.Err == nil && r.Duplicate {
 			st.duplicates++
@@ -544,15 +599,8 @@ func (s *fileSender) sendBatch(ctx context.Context, b *fileBatch, st *sendStats)
 			}
 		}
 	}
-	var aerr *producer.AccessError
-	switch {
-	case errors.As(err, &aerr):
-		// Refused, not lost: those writes did not happen.
-		return fmt.Errorf("sending lines %d-%d to stream %q: %w (sent so far: %d)",
-			b.lineNos[0], b.lineNos[len(b.lineNos)-1], s.stream, err, st.sent)
-	case err != nil:
-		return fmt.Errorf("sending lines %d-%d to stream %q: %w (sent so far: %d; writes Redis did not confirm may or may not have happened, and were not resent)",
-			b.lineNos[0], b.lineNos[len(b.lineNos)-1], s.stream, err, st.sent)
+	if err != nil {
+		return fmt.Errorf("sending lines %d-%d to stream %q: %w", b.firstLine(), b.lastLine(), s.stream, err)
 	}
 	return nil
 }

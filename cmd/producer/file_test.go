@@ -267,8 +267,9 @@ func FuzzParseLine(f *testing.F) {
 }
 
 // A Redis error mid-input stops the send at the failed batch, with the
-// exact count sent, even though the batches after it were already decoded:
-// they are never sent.
+// exact count sent. The batches behind it, written before the failure was
+// known (sendWindow-1 at most), are waited for and counted; the batches
+// after are never sent, though one was already decoded and waiting.
 func TestSendStopsAtFailedBatch(t *testing.T) {
 	srv := testredis.Shared(t)
 	rc := srv.Client(t)
@@ -281,8 +282,12 @@ func TestSendStopsAtFailedBatch(t *testing.T) {
 	stream := testredis.Prefix(t) + "orders"
 	// Line 15 is delayed, and the delayed set is a string: only its write fails.
 	rc.Set(ctx, wire.DelayedKey(stream), "not a sorted set", 0)
+	// Batches of 10 lines: 1-10, then 11-20 (which fails), then as many as
+	// may be on their way with it, then one more that must never go.
+	lastOnItsWay := 10*sendWindow + 1 // first line of the last batch on its way
+	lines := lastOnItsWay + 19
 	var in strings.Builder
-	for i := 1; i <= 30; i++ {
+	for i := 1; i <= lines; i++ {
 		delay := ""
 		if i == 15 {
 			delay = `,"delay":"1h"`
@@ -291,24 +296,40 @@ func TestSendStopsAtFailedBatch(t *testing.T) {
 	}
 	r := &lineByLine{lines: strings.SplitAfter(in.String(), "\n"), drained: make(chan struct{})}
 	var sending []int
+	allSent := make(chan struct{})
 	s := &fileSender{
 		p: producer.New(client, producer.Options{}), stream: stream, name: "in", batch: 10,
 		rejects: io.Discard, now: time.Now, progress: newProgress(io.Discard, false, -1, true, time.Hour),
 		sending: func(first int) {
 			sending = append(sending, first)
+			if first == lastOnItsWay {
+				close(allSent)
+			}
+		},
+		settling: func(first int) {
 			if first == 11 {
-				<-r.drained // lines 21-30 are decoded and waiting
+				<-allSent // the window is full before the failure of 11-20 is known
 			}
 		},
 	}
 	st, err := s.send(ctx, r)
-	if err == nil || !strings.Contains(err.Error(), "sending lines 11-20") || !strings.Contains(err.Error(), "(sent so far: 19;") {
-		t.Fatalf("err = %v, want the failure of lines 11-20 after 19 sent", err)
+	var wantSending []int
+	for first := 1; first <= lastOnItsWay; first += 10 {
+		wantSending = append(wantSending, first)
 	}
-	if st.sent != 19 || st.lines != 20 {
-		t.Errorf("sent %d of %d lines, want 19 of 20", st.sent, st.lines)
+	wantSent := lastOnItsWay + 9 - 1 // every line to the end of the last batch on its way, but 15
+	onItsWay := ""
+	for _, first := range wantSending[2:] {
+		onItsWay += fmt.Sprintf("; lines %d-%d were already on their way and are counted", first, first+9)
 	}
-	if diff := cmp.Diff([]int{1, 11}, sending); diff != "" {
+	if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("sending lines 11-20 to stream %q: ", stream)) ||
+		!strings.HasSuffix(err.Error(), fmt.Sprintf("%s (sent so far: %d; writes Redis did not confirm may or may not have happened, and were not resent)", onItsWay, wantSent)) {
+		t.Fatalf("err = %v, want the failure of lines 11-20, then the batches on their way behind it, %d sent", err, wantSent)
+	}
+	if st.sent != wantSent || st.lines != wantSent+1 {
+		t.Errorf("sent %d of %d lines, want %d of %d", st.sent, st.lines, wantSent, wantSent+1)
+	}
+	if diff := cmp.Diff(wantSending, sending); diff != "" {
 		t.Errorf("batches sent, by first line (-want +got):\n%s", diff)
 	}
 	var data []string
@@ -316,7 +337,7 @@ func TestSendStopsAtFailedBatch(t *testing.T) {
 		data = append(data, e["data"].(string))
 	}
 	var want []string
-	for i := 1; i <= 20; i++ {
+	for i := 1; i <= wantSent+1; i++ {
 		if i != 15 {
 			want = append(want, strconv.Itoa(i))
 		}

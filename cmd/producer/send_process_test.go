@@ -302,6 +302,8 @@ func testSendFileProgressLines(t *testing.T, c *binary) {
 }
 
 // A Redis error stops the send: the error names the lines and what was sent.
+// The batches behind the failed one may have been on their way already;
+// those that were are named too, and counted.
 func testSendFileRedisError(t *testing.T, c *binary) {
 	rc := c.client(t)
 	stream := testredis.Prefix(t) + "orders"
@@ -310,8 +312,15 @@ func testSendFileRedisError(t *testing.T, c *binary) {
 	r := c.run(t, "", []string{"send", "--stream", stream, "--file", path, "--batch", "10"})
 	r.Want(t, 1, fmt.Sprintf("producer: sending lines 1-10 to stream %q: 10 of 10 writes not confirmed (first: #0): WRONGTYPE", stream),
 		"(sent so far: 0; writes Redis did not confirm may or may not have happened, and were not resent)")
-	if !strings.HasPrefix(r.Stdout, "sent 0, rejected 0 (10 lines") {
-		t.Errorf("stdout = %q, want the counts up to the failure", r.Stdout)
+	var lines int
+	if _, err := fmt.Sscanf(r.Stdout, "sent 0, rejected 0 (%d lines", &lines); err != nil || lines%10 != 0 || lines < 10 {
+		t.Fatalf("stdout = %q, want the counts up to the failure (and the batches on their way behind it)", r.Stdout)
+	}
+	for first := 11; first <= 21; first += 10 {
+		named := strings.Contains(r.Stderr, fmt.Sprintf("; lines %d-%d were already on their way and are counted", first, first+9))
+		if counted := first < lines; named != counted {
+			t.Errorf("lines %d-%d: named on their way %v, counted in stdout %v:\n%s%s", first, first+9, named, counted, r.Stdout, r.Stderr)
+		}
 	}
 }
 
