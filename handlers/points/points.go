@@ -88,6 +88,12 @@ func (l *Ledger) Register(mux *worker.Mux) {
 	mux.HandleFunc(AwardedType, l.handleAward)
 }
 
+// MaxAward is the most points one award may add. A tally is a Redis
+// integer, at most 2^63-1: an award that would pass it fails the commit on
+// every delivery. Under this cap it takes billions of awards of the most
+// to get there.
+const MaxAward = 1_000_000_000
+
 // Award is the payload of a points.awarded message.
 type Award struct {
 	User   string `json:"user"`
@@ -110,6 +116,8 @@ func (l *Ledger) handleAward(_ context.Context, m *worker.Message) error {
 		return worker.Permanent(fmt.Errorf("%w: user is required", errInvalid))
 	case a.Amount <= 0:
 		return worker.Permanent(fmt.Errorf("%w: amount %d is not positive", errInvalid, a.Amount))
+	case a.Amount > MaxAward:
+		return worker.Permanent(fmt.Errorf("%w: amount %d is over the most one award may add, %d", errInvalid, a.Amount, MaxAward))
 	}
 	fx := m.Effects()
 	return fx.Do("HINCRBY", fx.Key(awardsName), a.User, a.Amount)

@@ -197,6 +197,8 @@ func TestBadAwardIsDeadLettered(t *testing.T) {
 		{points.Award{Amount: 5}, "user is required"},
 		{points.Award{User: "bob", Amount: 0}, "amount 0 is not positive"},
 		{points.Award{User: "bob", Amount: -3}, "amount -3 is not positive"},
+		{points.Award{User: "bob", Amount: points.MaxAward + 1}, "amount 1000000001 is over the most one award may add, 1000000000"},
+		{`{"user":"bob","amount":9223372036854775807}`, "amount 9223372036854775807 is over the most"},
 	} {
 		r := h.DeadLettered(h.Send(points.AwardedType, c.data))
 		if e, _ := r.DeadLetter["error"].(string); !strings.Contains(e, c.want) || r.Calls != 1 {
