@@ -146,9 +146,16 @@ func TestLostReplyIsNotResent(t *testing.T) {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("PublishItems = %v, want a read timeout", err)
 	}
+	sent, err := p.SendItems(ctx, stream, []Item{{Event: Event{Type: "sent"}}, {Event: Event{Type: "sent"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sent.Wait(); !errors.As(err, &berr) || berr.Failed != 2 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("SendItems then Wait = %v, want both writes unconfirmed by a timeout", err)
+	}
 	d.close() // every command the client sent has now reached Redis
 
-	if n := admin.XLen(ctx, stream).Val(); n != 5 {
-		t.Errorf("stream has %d entries, want 5: each write once, none resent", n)
+	if n := admin.XLen(ctx, stream).Val(); n != 7 {
+		t.Errorf("stream has %d entries, want 7: each write once, none resent", n)
 	}
 }

@@ -98,8 +98,12 @@ type Producer struct {
 	tracer trace.Tracer
 	next   atomic.Uint64 // the round-robin partition counter
 
-	apOnce sync.Once
-	ap     *redis.AutoPipeliner // SendItems's; nil when the client has none (send.go)
+	// SendItems (send.go): the client's autopipeline, nil when it has none,
+	// and the batch sent last, which the next one follows.
+	apOnce   sync.Once
+	ap       *redis.AutoPipeliner
+	sendMu   sync.Mutex
+	sendLast *Pending
 }
 
 // New returns a Producer.

@@ -11,6 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/internal/scriptfn"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/wire"
 )
@@ -27,8 +29,9 @@ func noRetryClient(t *testing.T, srv *testredis.Server) *redis.Client {
 }
 
 // Batches sent one after another without waiting land in the order sent,
-// and each Pending reports its own batch as PublishItems would: appends,
-// delays and unique appends together.
+// those with unique items (sent as PublishItems sends them) among the
+// others, and each Pending reports its own batch as PublishItems would:
+// appends, delays and unique appends together.
 func TestSendItemsKeepsOrderAcrossBatches(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
@@ -51,6 +54,11 @@ func TestSendItemsKeepsOrderAcrossBatches(t *testing.T) {
 			case 7:
 				items[i] = Item{Event: Event{Type: "later", Data: []byte(d)}, Due: due}
 			case 9:
+				if b%5 != 0 { // batches with a unique item go the other way
+					items[i] = Item{Event: Event{Type: "t", Data: []byte(d)}}
+					wantData = append(wantData, d)
+					continue
+				}
 				items[i] = Item{Event: Event{Type: "once", ID: "u", Data: []byte(d)}, UniqueFor: time.Hour}
 				if b == 0 {
 					wantData = append(wantData, d)
@@ -81,7 +89,7 @@ func TestSendItemsKeepsOrderAcrossBatches(t *testing.T) {
 				t.Errorf("batch %d item %d went to %q", b, i, r.Stream)
 			case i == 7 && r.ID != "":
 				t.Errorf("batch %d: the delayed item has ID %q", b, r.ID)
-			case i == 9 && r.Duplicate != (b > 0):
+			case i == 9 && b%5 == 0 && r.Duplicate != (b > 0):
 				t.Errorf("batch %d: the unique item's Duplicate = %v", b, r.Duplicate)
 			case i != 7 && !r.Duplicate:
 				ids = append(ids, r.ID)
@@ -156,9 +164,9 @@ func TestSendItemsChecksEverythingFirst(t *testing.T) {
 	}
 }
 
-// On a Redis Cluster client SendItems is PublishItems: the Pending is
-// complete when it returns, and order holds.
-func TestSendItemsOnClusterSendsInPlace(t *testing.T) {
+// On a Redis Cluster client each batch goes as PublishItems sends it, in
+// the background, after the one before: order holds.
+func TestSendItemsOnClusterKeepsOrder(t *testing.T) {
 	t.Parallel()
 	_, c := testredis.OneNodeCluster(t)
 	ctx := context.Background()
@@ -167,25 +175,81 @@ func TestSendItemsOnClusterSendsInPlace(t *testing.T) {
 	if p.autopipeline() != nil {
 		t.Fatal("a cluster client got an autopipeline")
 	}
-	var ids []string
-	for b := range 3 {
-		s, err := p.SendItems(ctx, stream, []Item{{Event: Event{Type: "t", Data: fmt.Appendf(nil, "%d", b)}}})
+	var pending []*Pending
+	for b := range 5 {
+		s, err := p.SendItems(ctx, stream, []Item{
+			{Event: Event{Type: "t", Data: fmt.Appendf(nil, "%d", 2*b)}},
+			{Event: Event{Type: "t", Data: fmt.Appendf(nil, "%d", 2*b+1)}},
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
+		pending = append(pending, s)
+	}
+	var ids []string
+	for _, s := range pending {
 		res, err := s.Wait()
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, res[0].ID)
+		ids = append(ids, res[0].ID, res[1].ID)
 	}
 	entries := c.XRange(ctx, stream, "-", "+").Val()
-	if len(entries) != 3 {
-		t.Fatalf("%d entries, want 3", len(entries))
+	if len(entries) != 10 {
+		t.Fatalf("%d entries, want 10", len(entries))
 	}
 	for i, e := range entries {
 		if e.ID != ids[i] || e.Values["data"] != fmt.Sprint(i) {
 			t.Errorf("entry %d = %s %v, want %s holding %d", i, e.ID, e.Values, ids[i], i)
 		}
+	}
+}
+
+// With REDIS_SCRIPTS=functions a client hook turns the unique script's EVAL
+// into FCALL: a batch with unique items goes the way that allows it, and
+// order holds across the two ways.
+func TestSendItemsUniqueWithFunctions(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "fn", "on", ">pw", "~*", "&*", "+@all", "-eval", "-evalsha", "-eval_ro", "-evalsha_ro", "-script").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range scriptfn.Libraries() {
+		if err := admin.FunctionLoad(ctx, l.Code).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := config.Redis{RedisURL: "redis://fn:pw@" + srv.Addr + "/0", RedisScripts: config.ScriptsFunctions}.NewClient(config.NoRetries())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	p := New(c, Options{})
+	stream := testredis.Prefix(t) + "s"
+	var pending []*Pending
+	for b := range 6 {
+		it := Item{Event: Event{Type: "t", Data: fmt.Appendf(nil, "%d", b)}}
+		if b%2 == 1 {
+			it.Event.ID, it.UniqueFor = fmt.Sprint("u", b), time.Hour
+		}
+		s, err := p.SendItems(ctx, stream, []Item{it})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, s)
+	}
+	for b, s := range pending {
+		if res, err := s.Wait(); err != nil || res[0].Duplicate {
+			t.Fatalf("batch %d: %+v, %v", b, res, err)
+		}
+	}
+	var data []any
+	for _, e := range admin.XRange(ctx, stream, "-", "+").Val() {
+		data = append(data, e.Values["data"])
+	}
+	if diff := cmp.Diff([]any{"0", "1", "2", "3", "4", "5"}, data); diff != "" {
+		t.Errorf("stream's data (-want +got):\n%s", diff)
 	}
 }

@@ -345,7 +345,7 @@ type fileSender struct {
 	stream string
 	// name names the input in reports: a file name, or "stdin".
 	name string
-	// batch is the most events per pipelined round trip.
+	// batch is the most events a batch sends.
 	batch int
 	// rejects receives one line per rejected input line.
 	rejects  io.Writer
@@ -376,13 +376,14 @@ const (
 )
 
 // send reads r to its end and sends every valid line. Invalid lines are
-// reported and skipped. Batches go out in input order on one connection
-// (Producer.SendItems), so events keep the input's order; the next batch
-// is read, parsed and written while the replies of the one before come
-// back, so that Redis does not wait on the decoding nor on a round trip. A Redis error stops it: the writes of that batch that Redis did
-// not confirm may or may not have happened, and nothing is resent. The one
-// batch already on its way behind the failed one, if any, is waited for
-// and counted; no batch is sent after that.
+// reported and skipped. Batches go out in input order (Producer.SendItems),
+// so events keep the input's order; the next batch is read, parsed and
+// written while the replies of those before come back, so that Redis waits
+// neither on the decoding nor on a round trip. A Redis error stops it: the
+// writes of that batch that Redis did not confirm may or may not have
+// happened, and nothing is resent. The batches already on their way behind
+// the failed one (sendWindow-1 at most) are waited for, counted and named;
+// no batch is sent once the failure is known.
 func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 	// A line longer than the cap plus room for the other fields cannot
 	// hold an event under the cap; it is not kept in memory whole.
@@ -402,26 +403,30 @@ func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 	var sendErr error
 	go func() {
 		defer close(done)
-		stopped := false
+		stopped, refused := false, true // refused: every failure so far is an *AccessError
 		for b := range sent {
+			before := st.sent
 			err := s.settleBatch(b, &st)
+			var aerr *producer.AccessError
+			if err != nil && !errors.As(err, &aerr) {
+				refused = false
+			}
 			switch {
 			case err != nil && !stopped:
 				stopped, sendErr = true, err
 				close(failed) // nothing is sent after this
 			case stopped && len(b.items) > 0:
 				// On its way before the failure was known: counted, and named.
-				sendErr = fmt.Errorf("%w; lines %d-%d were already on their way and are counted", sendErr, b.firstLine(), b.lastLine())
+				sendErr = fmt.Errorf("%w; lines %d-%d were already on their way: %d of %d sent", sendErr, b.firstLine(), b.lastLine(), st.sent-before, len(b.items))
 			case !stopped:
 				s.progress.set(b.read, st.status())
 			}
 			<-window
 			free <- b
 		}
-		var aerr *producer.AccessError
 		switch {
 		case !stopped:
-		case errors.As(sendErr, &aerr):
+		case refused:
 			// Refused, not lost: those writes did not happen.
 			sendErr = fmt.Errorf("%w (sent so far: %d)", sendErr, st.sent)
 		default:
@@ -439,13 +444,15 @@ func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 		return st, err
 	}
 	// handOff sends cur, once fewer than sendWindow batches are on their
-	// way, and takes the next free batch; or says a batch failed, and sends
-	// nothing more.
+	// way, and takes the next free batch; or, once a batch failed or ctx
+	// ended, sends nothing more and says so.
 	var cur *fileBatch
 	handOff := func() bool {
 		cur.read = lr.read
 		select {
 		case <-failed:
+			return false
+		case <-ctx.Done():
 			return false
 		case window <- struct{}{}:
 		}
@@ -503,13 +510,13 @@ func (s *fileSender) send(ctx context.Context, r io.Reader) (sendStats, error) {
 		}
 		cur.add(it, lr.no)
 		if len(cur.items) == s.batch && !handOff() {
-			return stop(nil)
+			return stop(ctx.Err())
 		}
 	}
 	// The last batch may hold no events, only the count of the lines
 	// rejected after the batch before.
-	if cur.lines > 0 {
-		handOff()
+	if cur.lines > 0 && !handOff() {
+		return stop(ctx.Err())
 	}
 	st, err := stop(nil)
 	s.progress.set(lr.read, st.status())

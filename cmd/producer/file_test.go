@@ -268,8 +268,8 @@ func FuzzParseLine(f *testing.F) {
 
 // A Redis error mid-input stops the send at the failed batch, with the
 // exact count sent. The batches behind it, written before the failure was
-// known (sendWindow-1 at most), are waited for and counted; the batches
-// after are never sent, though one was already decoded and waiting.
+// known (sendWindow-1 at most), are waited for, counted and named; the
+// batch after them is never sent, though it was decoded and waiting.
 func TestSendStopsAtFailedBatch(t *testing.T) {
 	srv := testredis.Shared(t)
 	rc := srv.Client(t)
@@ -294,7 +294,6 @@ func TestSendStopsAtFailedBatch(t *testing.T) {
 		}
 		fmt.Fprintf(&in, `{"type":"t","data":%d%s}`+"\n", i, delay)
 	}
-	r := &lineByLine{lines: strings.SplitAfter(in.String(), "\n"), drained: make(chan struct{})}
 	var sending []int
 	allSent := make(chan struct{})
 	s := &fileSender{
@@ -307,12 +306,17 @@ func TestSendStopsAtFailedBatch(t *testing.T) {
 			}
 		},
 		settling: func(first int) {
-			if first == 11 {
-				<-allSent // the window is full before the failure of 11-20 is known
+			if first != 11 {
+				return
+			}
+			select { // the window is full before the failure of 11-20 is known
+			case <-allSent:
+			case <-time.After(time.Minute):
+				t.Errorf("the batch of line %d was not sent while 11-20 waited for its replies", lastOnItsWay)
 			}
 		},
 	}
-	st, err := s.send(ctx, r)
+	st, err := s.send(ctx, strings.NewReader(in.String()))
 	var wantSending []int
 	for first := 1; first <= lastOnItsWay; first += 10 {
 		wantSending = append(wantSending, first)
@@ -320,7 +324,7 @@ func TestSendStopsAtFailedBatch(t *testing.T) {
 	wantSent := lastOnItsWay + 9 - 1 // every line to the end of the last batch on its way, but 15
 	onItsWay := ""
 	for _, first := range wantSending[2:] {
-		onItsWay += fmt.Sprintf("; lines %d-%d were already on their way and are counted", first, first+9)
+		onItsWay += fmt.Sprintf("; lines %d-%d were already on their way: 10 of 10 sent", first, first+9)
 	}
 	if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("sending lines 11-20 to stream %q: ", stream)) ||
 		!strings.HasSuffix(err.Error(), fmt.Sprintf("%s (sent so far: %d; writes Redis did not confirm may or may not have happened, and were not resent)", onItsWay, wantSent)) {
@@ -345,28 +349,4 @@ func TestSendStopsAtFailedBatch(t *testing.T) {
 	if diff := cmp.Diff(want, data); diff != "" {
 		t.Errorf("stream (-want +got):\n%s", diff)
 	}
-}
-
-// lineByLine reads one line a call, and closes drained when it reaches the
-// end: by then every line before has been read.
-type lineByLine struct {
-	lines   []string
-	drained chan struct{}
-}
-
-func (r *lineByLine) Read(p []byte) (int, error) {
-	for len(r.lines) > 0 && r.lines[0] == "" {
-		r.lines = r.lines[1:]
-	}
-	if len(r.lines) == 0 {
-		select {
-		case <-r.drained:
-		default:
-			close(r.drained)
-		}
-		return 0, io.EOF
-	}
-	n := copy(p, r.lines[0])
-	r.lines[0] = r.lines[0][n:]
-	return n, nil
 }

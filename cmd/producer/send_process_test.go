@@ -317,7 +317,7 @@ func testSendFileRedisError(t *testing.T, c *binary) {
 		t.Fatalf("stdout = %q, want the counts up to the failure (and the batches on their way behind it)", r.Stdout)
 	}
 	for first := 11; first <= 21; first += 10 {
-		named := strings.Contains(r.Stderr, fmt.Sprintf("; lines %d-%d were already on their way and are counted", first, first+9))
+		named := strings.Contains(r.Stderr, fmt.Sprintf("; lines %d-%d were already on their way: 0 of 10 sent", first, first+9))
 		if counted := first < lines; named != counted {
 			t.Errorf("lines %d-%d: named on their way %v, counted in stdout %v:\n%s%s", first, first+9, named, counted, r.Stdout, r.Stderr)
 		}
