@@ -100,6 +100,11 @@ func (e replyError) Error() string { return string(e) }
 // RedisError marks it as a reply of Redis (redis.Error).
 func (replyError) RedisError() {}
 
+// minEntryBytes is the least an entry takes in an XREADGROUP reply: its
+// pair's header (*2), the ID as a bulk string ($3 and 0-0) and a nil or an
+// empty array of fields, each header ending in CRLF.
+const minEntryBytes = len("*2\r\n$3\r\n0-0\r\n_\r\n")
+
 // errBadReply is a reply that is not what XREADGROUP returns.
 var errBadReply = errors.New("unexpected XREADGROUP reply")
 
@@ -129,7 +134,9 @@ func parseRead(stream string, raw []byte, readAt time.Time, types typeNames) ([]
 		return nil, err
 	}
 	typ, count, err := p.header()
-	if err != nil || typ != '*' || count < 0 {
+	// An entry takes at least minEntryBytes of the reply: a count the rest
+	// cannot hold is a bad reply, not a reason to allocate for it.
+	if err != nil || typ != '*' || count < 0 || count > (len(p.b)-p.i)/minEntryBytes {
 		return nil, p.bad(err)
 	}
 	ms := make([]Message, count)

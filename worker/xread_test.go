@@ -194,6 +194,8 @@ func TestParseReadRefusesMalformedReplies(t *testing.T) {
 		"*1\r\n*2\r\n$1\r\ns\r\n*2\r\n*2\r\n$3\r\n1-0\r\n*0\r\n",
 		"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*x\r\n",
 		"*1\r\n*2\r\n$1\r\ns\r\n*99999999999999999999\r\n",
+		"*1\r\n*2\r\n$1\r\ns\r\n*1000000000000\r\n",       // more entries than the bytes could hold: refused, not allocated
+		"%1\r\n$1\r\ns\r\n*2\r\n*2\r\n$3\r\n1-0\r\n_\r\n", // two entries announced, room for one
 	} {
 		if ms, err := parseRead("s", []byte(bad), time.Time{}, nil); !errors.Is(err, errBadReply) {
 			t.Errorf("parseRead(%q) = %v, %v; want errBadReply", bad, ms, err)
