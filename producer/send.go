@@ -54,7 +54,9 @@ func (p *Producer) SendItems(ctx context.Context, stream string, items []Item) (
 		}()
 		return s, nil
 	}
-	prev.settled() // a batch sent the other way goes first
+	if prev != nil && prev.done != nil {
+		<-prev.done // a batch sent the other way goes first; one on this connection is in order already
+	}
 	s.futures = make([]redis.AutoFuture, len(b.cmds))
 	for i, c := range b.cmds {
 		s.futures[i] = ap.Submit(ctx, c)
