@@ -13,17 +13,23 @@ import (
 	"github.com/streamworker/streamworker/internal/testredis"
 )
 
-// replyDropper is a TCP proxy in front of Redis that forwards every command,
-// and every reply until the connection has sent a write (XADD, ZADD): from
-// then on its replies are dropped. Each write happens and its client never
-// learns so, as when a connection breaks after the command went out. A client
-// that resent the write, on a new connection, would write it again.
-type replyDropper struct {
-	ln       net.Listener
-	upstream string
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []*proxied
+// replyProxy is a TCP proxy in front of Redis that forwards every command.
+// A dropper (newReplyDropper) forwards every reply until the connection has
+// sent a write (XADD, ZADD), and drops its replies from then on: each write
+// happens and its client never learns so, as when a connection breaks after
+// the command went out; a client that resent the write, on a new
+// connection, would write it again. A holder (newReplyHolder) forwards
+// every reply until hold is set, and from then on holds each back until
+// release is closed.
+type replyProxy struct {
+	ln        net.Listener
+	upstream  string
+	dropAfter bool // a dropper
+	hold      atomic.Bool
+	release   chan struct{}
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	conns     []*proxied
 }
 
 type proxied struct {
@@ -31,20 +37,28 @@ type proxied struct {
 	drop           atomic.Bool
 }
 
-func newReplyDropper(t *testing.T, upstream string) *replyDropper {
+func newReplyDropper(t *testing.T, upstream string) *replyProxy {
+	return newReplyProxy(t, upstream, true)
+}
+
+func newReplyHolder(t *testing.T, upstream string) *replyProxy {
+	return newReplyProxy(t, upstream, false)
+}
+
+func newReplyProxy(t *testing.T, upstream string, dropAfter bool) *replyProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &replyDropper{ln: ln, upstream: upstream}
+	d := &replyProxy{ln: ln, upstream: upstream, dropAfter: dropAfter, release: make(chan struct{})}
 	d.wg.Add(1)
 	go d.accept()
 	t.Cleanup(d.close)
 	return d
 }
 
-func (d *replyDropper) accept() {
+func (d *replyProxy) accept() {
 	defer d.wg.Done()
 	for {
 		client, err := d.ln.Accept()
@@ -66,7 +80,7 @@ func (d *replyDropper) accept() {
 			buf := make([]byte, 32<<10)
 			for {
 				n, err := client.Read(buf)
-				if n > 0 && isWrite(buf[:n]) {
+				if n > 0 && d.dropAfter && isWrite(buf[:n]) {
 					p.drop.Store(true) // before Redis can answer
 				}
 				if n > 0 {
@@ -78,11 +92,14 @@ func (d *replyDropper) accept() {
 				}
 			}
 		}()
-		go func() { // replies: forwarded unless dropped
+		go func() { // replies: forwarded unless dropped, once released when held
 			defer d.wg.Done()
 			buf := make([]byte, 32<<10)
 			for {
 				n, err := server.Read(buf)
+				if n > 0 && d.hold.Load() {
+					<-d.release
+				}
 				if n > 0 && !p.drop.Load() {
 					_, _ = client.Write(buf[:n])
 				}
@@ -99,8 +116,21 @@ func isWrite(cmd []byte) bool {
 	return bytes.Contains(cmd, []byte("xadd")) || bytes.Contains(cmd, []byte("zadd"))
 }
 
-// close stops the proxy once everything a client sent has reached Redis.
-func (d *replyDropper) close() {
+// releaseReplies lets the replies held, and those to come, through.
+func (d *replyProxy) releaseReplies() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	select {
+	case <-d.release:
+	default:
+		close(d.release)
+	}
+}
+
+// close stops the proxy, releasing held replies, once everything a client
+// sent has reached Redis.
+func (d *replyProxy) close() {
+	d.releaseReplies()
 	_ = d.ln.Close()
 	d.mu.Lock()
 	for _, p := range d.conns {

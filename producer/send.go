@@ -124,7 +124,9 @@ func (s *Pending) finish() {
 }
 
 // autopipeline returns the client's full-duplex autopipeline, or nil when
-// the client has none that keeps the order of all its commands.
+// the client has none that keeps the order of all its commands (not a
+// *redis.Client, or go-redis refused to make one): SendItems then sends as
+// PublishItems does, which is slower and as correct.
 func (p *Producer) autopipeline() *redis.AutoPipeliner {
 	p.apOnce.Do(func() {
 		c, ok := p.client.(*redis.Client)

@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,65 +254,6 @@ func TestSendItemsUniqueWithFunctions(t *testing.T) {
 	}
 }
 
-// replyHolder is a TCP proxy in front of Redis that forwards every command
-// at once, and every reply until hold is set: from then on replies wait
-// until release is closed.
-type replyHolder struct {
-	ln      net.Listener
-	hold    atomic.Bool
-	release chan struct{}
-	wg      sync.WaitGroup
-}
-
-func newReplyHolder(t *testing.T, upstream string) *replyHolder {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &replyHolder{ln: ln, release: make(chan struct{})}
-	h.wg.Go(func() {
-		for {
-			client, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			server, err := net.Dial("tcp", upstream)
-			if err != nil {
-				_ = client.Close()
-				continue
-			}
-			h.wg.Go(func() { _, _ = io.Copy(server, client); _ = server.Close() })
-			h.wg.Go(func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := server.Read(buf)
-					if n > 0 && h.hold.Load() {
-						<-h.release
-					}
-					if n > 0 {
-						_, _ = client.Write(buf[:n])
-					}
-					if err != nil {
-						_ = client.Close()
-						return
-					}
-				}
-			})
-		}
-	})
-	t.Cleanup(func() {
-		select {
-		case <-h.release:
-		default:
-			close(h.release)
-		}
-		_ = ln.Close()
-		h.wg.Wait()
-	})
-	return h
-}
-
 // The next batch goes out while the replies of the one before are still on
 // their way: SendItems does not wait for them.
 func TestSendItemsDoesNotWaitForTheBatchBefore(t *testing.T) {
@@ -354,7 +291,7 @@ func TestSendItemsDoesNotWaitForTheBatchBefore(t *testing.T) {
 	}
 	for admin.XLen(ctx, stream).Val() != 3 { // both reached Redis, no reply read yet
 	}
-	close(h.release)
+	h.releaseReplies()
 	for i, s := range []*Pending{first, second} {
 		if _, err := s.Wait(); err != nil {
 			t.Errorf("batch %d: %v", i, err)

@@ -573,7 +573,7 @@ func (s *fileSender) sendBatch(ctx context.Context, b *fileBatch) {
 		return
 	}
 	if s.sending != nil {
-		s.sending(b.lineNos[0])
+		s.sending(b.firstLine())
 	}
 	b.pending, b.err = s.p.SendItems(ctx, s.stream, b.items)
 }
