@@ -142,12 +142,21 @@ func consumers() map[string]func(testing.TB, *redisserver.Server) consumer {
 		}
 	}
 	return map[string]func(testing.TB, *redisserver.Server) consumer{
-		"Runtime":           system(systems.Ours, systems.Config{Concurrency: *concurrencyFlag, FetchCount: *fetchFlag, Partitions: *partitionsFlag, Keys: *keysFlag}),
+		"Runtime":           system(systems.Ours, runtimeConfig()),
 		"BareLoop":          system(systems.Bare, systems.Config{FetchCount: *readCountFlag}),
 		"BareLoopPipelined": system(systems.BarePipelined, systems.Config{FetchCount: *readCountFlag}),
 		"Asynq":             system(systems.Asynq, systems.Config{}),
 		"Watermill":         system(systems.Watermill, systems.Config{}),
 	}
+}
+
+// runtimeConfig is BenchmarkConsumeRuntime's configuration, from the flags.
+func runtimeConfig() systems.Config {
+	cfg := systems.Config{Concurrency: *concurrencyFlag, FetchCount: *fetchFlag, Partitions: *partitionsFlag, Keys: *keysFlag}
+	if *failEveryFlag > 0 {
+		cfg.FailEvery, cfg.RetryBase, cfg.PromoteInterval = *failEveryFlag, *retryBaseFlag, *promoteFlag
+	}
+	return cfg
 }
 
 // BenchmarkConsumeRuntime is the whole streamworker runtime as the daemon
