@@ -109,7 +109,9 @@ type Config struct {
 	// Default: 25s
 	ShutdownTimeout time.Duration `envconfig:"WORKER_SHUTDOWN_TIMEOUT" default:"25s"`
 	// PromoteInterval is how often due delayed and retry entries are moved
-	// back into their stream. Default: 250ms
+	// back into their stream; a retry this worker wrote, or the earliest
+	// entry a pass left, is moved when it falls due (passes at least a tenth
+	// of the interval apart). Default: 250ms
 	PromoteInterval time.Duration `envconfig:"WORKER_PROMOTE_INTERVAL" default:"250ms"`
 	// ReclaimMinIdle is how long an entry must sit unacknowledged before
 	// another consumer may claim it. Default: 1m

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,6 +16,14 @@ import (
 // promoter moves due entries from each stream's delayed set (retries and the
 // producer's delayed events) back into the stream, atomically and in bounded
 // batches.
+//
+// A pass runs every interval, and also when an entry it knows of falls due
+// before that: the earliest entry each pass leaves in a set, and each retry
+// or delay this worker writes (due). So a retry due in 1 s runs after about
+// 1 s, not after up to 1 s plus the interval. Passes woken that way are at
+// least minGap apart, so retries each due at a moment of its own cost a pass
+// per gap, not one each. An entry another process adds (a producer's
+// delayed event) is seen at the next pass, then moved on time.
 type promoter struct {
 	client   redis.UniversalClient
 	streams  []string
@@ -24,6 +33,10 @@ type promoter struct {
 	metrics  *Metrics
 	beat     *beat
 	now      func() time.Time
+
+	wake chan struct{} // due learned of an entry before the next pass
+	mu   sync.Mutex
+	next time.Time // the earliest entry known to fall due; zero: none known
 }
 
 // newPromoter returns a promoter for streams that runs every interval.
@@ -32,6 +45,7 @@ func newPromoter(client redis.UniversalClient, streams []string, interval time.D
 	p := &promoter{
 		client: client, streams: streams, interval: interval, batch: 500,
 		logger: logger.With("component", "promote"), metrics: metrics, now: time.Now,
+		wake: make(chan struct{}, 1),
 	}
 	if live != nil {
 		p.beat = live.Register("promote")
@@ -41,16 +55,63 @@ func newPromoter(client redis.UniversalClient, streams []string, interval time.D
 	return p
 }
 
-// Run promotes every interval until ctx ends. A stream whose promotion fails
-// is logged when it starts failing and when it works again; the other
-// streams are promoted all the while.
+// minGap is the least time between the start of a pass and one woken by an
+// entry falling due: a tenth of the interval, at least a millisecond.
+func (p *promoter) minGap() time.Duration { return max(p.interval/10, time.Millisecond) }
+
+// due tells the promoter that an entry of its streams falls due at t (a
+// retry or a delay this worker has just written), so that the pass that
+// moves it runs then, not at the next interval.
+func (p *promoter) due(t time.Time) {
+	p.mu.Lock()
+	sooner := p.next.IsZero() || t.Before(p.next)
+	if sooner {
+		p.next = t
+	}
+	p.mu.Unlock()
+	if sooner {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// until returns how long to wait, after a pass that started at started,
+// before the next: until the earliest entry known to fall due, but at least
+// minGap after started, and at most an interval after it.
+func (p *promoter) until(started time.Time) time.Duration {
+	at := started.Add(p.interval)
+	p.mu.Lock()
+	next := p.next
+	p.mu.Unlock()
+	if !next.IsZero() && next.Before(at) {
+		at = next
+		if earliest := started.Add(p.minGap()); at.Before(earliest) {
+			at = earliest
+		}
+	}
+	return max(0, at.Sub(p.now()))
+}
+
+// Run promotes every interval, and when an entry known to it falls due
+// sooner, until ctx ends. A stream whose promotion fails is logged when it
+// starts failing and when it works again; the other streams are promoted
+// all the while.
 func (p *promoter) Run(ctx context.Context) error {
-	t := time.NewTicker(p.interval)
+	t := time.NewTimer(p.interval)
 	defer t.Stop()
 	failing := map[string]bool{}
 	for {
 		p.beat.beat()
-		moved, failed := p.runOnce(ctx)
+		started := p.now()
+		p.mu.Lock()
+		p.next = time.Time{} // the pass moves what is due now; what it leaves, and what due adds meanwhile, is what comes next
+		p.mu.Unlock()
+		moved, failed, next := p.runOnce(ctx)
+		if !next.IsZero() {
+			p.due(next)
+		}
 		if ctx.Err() == nil {
 			for _, s := range p.streams {
 				err, bad := failed[s]
@@ -66,27 +127,37 @@ func (p *promoter) Run(ctx context.Context) error {
 				p.logger.Debug("promoted delayed entries", "count", moved)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+	wait:
+		for {
+			t.Reset(p.until(started))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				break wait
+			case <-p.wake: // a sooner entry: wait again, for it
+			}
 		}
 	}
 }
 
-// runOnce moves every due entry of every stream, a batch per script call.
+// runOnce moves every due entry of every stream, a batch per script call,
+// and returns when the earliest entry left falls due (zero: none is left).
 // Each stream's failure is its own: it is counted and returned in failed,
 // keyed by stream, and the other streams are promoted all the same, so one
 // broken delayed key cannot hold up the rest.
-func (p *promoter) runOnce(ctx context.Context) (moved int, failed map[string]error) {
+func (p *promoter) runOnce(ctx context.Context) (moved int, failed map[string]error, next time.Time) {
 	for _, s := range p.streams {
-		n, err := p.promoteStream(ctx, s)
+		n, due, err := p.promoteStream(ctx, s)
 		moved += n
+		if !due.IsZero() && (next.IsZero() || due.Before(next)) {
+			next = due
+		}
 		if err == nil {
 			continue
 		}
 		if ctx.Err() != nil { // shutting down: not the stream's failure
-			return moved, failed
+			return moved, failed, next
 		}
 		if failed == nil {
 			failed = map[string]error{}
@@ -97,16 +168,17 @@ func (p *promoter) runOnce(ctx context.Context) (moved int, failed map[string]er
 			p.metrics.redisError(OpPromote)
 		}
 	}
-	return moved, failed
+	return moved, failed, next
 }
 
-// promoteStream moves every due entry of stream.
-func (p *promoter) promoteStream(ctx context.Context, stream string) (int, error) {
+// promoteStream moves every due entry of stream and returns when the
+// earliest one left falls due (zero: none is left).
+func (p *promoter) promoteStream(ctx context.Context, stream string) (int, time.Time, error) {
 	total := 0
 	for {
-		n, dead, err := p.promoteBatch(ctx, stream)
+		n, dead, next, err := p.promoteBatch(ctx, stream)
 		if err != nil {
-			return total, err
+			return total, time.Time{}, err
 		}
 		total += n
 		if dead > 0 {
@@ -117,7 +189,7 @@ func (p *promoter) promoteStream(ctx context.Context, stream string) (int, error
 			p.metrics.Promoted.WithLabelValues(stream).Add(float64(n - dead))
 		}
 		if n < p.batch {
-			return total, nil
+			return total, next, nil
 		}
 	}
 }
@@ -151,7 +223,8 @@ func (p *promoter) promoteStream(ctx context.Context, stream string) (int, error
 // ARGV[6] -> error for a member that does not decode
 // ARGV[7] -> error for a member with more than ARGV[3] pairs
 // ARGV[8] -> most digits of a length (wire.MaxLengthDigits)
-// Returns {members moved, of which dead-lettered}.
+// Returns {members moved, of which dead-lettered, the lowest score left (unix
+// ms; -1 when the set is empty or that score is not one a due time can be)}.
 var promoteScript = redis.NewScript(`
 local maxValues, maxDigits = 2 * tonumber(ARGV[3]), tonumber(ARGV[8])
 local byte, sub = string.byte, string.sub
@@ -198,7 +271,10 @@ for i, m in ipairs(due) do
   end
 end
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
-return {#due, dead}
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local nextDue = tonumber(first[2])
+if not nextDue or nextDue ~= nextDue or nextDue < 0 or nextDue > 1e15 then nextDue = -1 end
+return {#due, dead, math.floor(nextDue)}
 `)
 
 // Errors of dead letters the promote script writes.
@@ -208,17 +284,21 @@ var (
 )
 
 // promoteBatch moves up to p.batch due entries of stream and returns how
-// many it moved and how many of those went to the dead-letter stream.
-func (p *promoter) promoteBatch(ctx context.Context, stream string) (moved, dead int, err error) {
+// many it moved, how many of those went to the dead-letter stream, and when
+// the earliest entry left falls due (zero: none is left).
+func (p *promoter) promoteBatch(ctx context.Context, stream string) (moved, dead int, next time.Time, err error) {
 	r, err := promoteScript.Run(ctx, p.client,
 		[]string{wire.DelayedKey(stream), stream, wire.DeadLetterKey(stream)},
 		p.now().UnixMilli(), p.batch, wire.MaxFields, wire.FieldError, wire.FieldEnvelope,
 		errNotEnvelope, errEnvelopeTooLarge, wire.MaxLengthDigits).Int64Slice()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, time.Time{}, err
 	}
-	if len(r) != 2 {
-		return 0, 0, fmt.Errorf("promote script returned %d values, want 2", len(r))
+	if len(r) != 3 {
+		return 0, 0, time.Time{}, fmt.Errorf("promote script returned %d values, want 3", len(r))
 	}
-	return int(r[0]), int(r[1]), nil
+	if r[2] >= 0 {
+		next = time.UnixMilli(r[2])
+	}
+	return int(r[0]), int(r[1]), next, nil
 }

@@ -42,7 +42,7 @@ func BenchmarkPromote(b *testing.B) {
 		c.Del(ctx, stream)
 		cpu -= redisCPU(b, c)
 		b.StartTimer()
-		if n, dead, err := p.promoteBatch(ctx, stream); err != nil || n != len(members) || dead != 0 {
+		if n, dead, _, err := p.promoteBatch(ctx, stream); err != nil || n != len(members) || dead != 0 {
 			b.Fatalf("promoted %d (%d dead), %v; want %d", n, dead, err, len(members))
 		}
 		b.StopTimer()

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -34,12 +35,15 @@ func TestPromoteMovesOnlyDueEntries(t *testing.T) {
 	p := newPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = 2 // several script calls for one pass
 	p.now = func() time.Time { return now }
-	moved, failed := p.runOnce(ctx)
+	moved, failed, next := p.runOnce(ctx)
 	if failed != nil {
 		t.Fatal(failed)
 	}
 	if moved != 3 {
 		t.Errorf("moved %d, want 3 (two due, one malformed)", moved)
+	}
+	if want := now.Add(time.Second); !next.Equal(want) {
+		t.Errorf("next due = %v, want %v (the entry left)", next, want)
 	}
 	got, _ := c.XRange(ctx, stream, "-", "+").Result()
 	if len(got) != 2 || got[0].Values["data"] != "bin\x00ary:with:colons" || got[1].Values["data"] != "" {
@@ -74,7 +78,7 @@ func promoteBounded(t testing.TB, c *redis.Client, streams ...string) (int, map[
 	p := newPromoter(c, streams, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	moved, failed := p.runOnce(ctx)
+	moved, failed, _ := p.runOnce(ctx)
 	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer pcancel()
 	if err := c.Ping(pctx).Err(); err != nil {
@@ -165,7 +169,7 @@ func TestPromoteFailureStaysWithItsStream(t *testing.T) {
 	}
 	metrics := NewMetrics(prometheus.NewRegistry())
 	p := newPromoter(c, []string{bad1, good, bad2}, time.Second, slog.New(slog.DiscardHandler), metrics, nil)
-	moved, failed := p.runOnce(ctx)
+	moved, failed, _ := p.runOnce(ctx)
 	if moved != 1 || c.XLen(ctx, good).Val() != 1 {
 		t.Errorf("moved %d, %s holds %d; want the good stream promoted", moved, good, c.XLen(ctx, good).Val())
 	}
@@ -235,8 +239,8 @@ func TestPromoteRemovesExactlyWhatItCopied(t *testing.T) {
 	}
 	p := newPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = 2
-	if n, dead, err := p.promoteBatch(ctx, stream); n != 2 || dead != 0 || err != nil {
-		t.Fatalf("promoteBatch = %d, %d, %v; want 2, 0, nil", n, dead, err)
+	if n, dead, next, err := p.promoteBatch(ctx, stream); n != 2 || dead != 0 || next.IsZero() || err != nil {
+		t.Fatalf("promoteBatch = %d, %d, %v, %v; want 2, 0, c's due time, nil", n, dead, next, err)
 	}
 	want := [][]string{{"type", "t", "data", "a"}, {"type", "t", "data", "b"}}
 	if got := rawEntries(t, c, stream); !cmp.Equal(want, got) {
@@ -249,7 +253,7 @@ func TestPromoteRemovesExactlyWhatItCopied(t *testing.T) {
 	// "garbage" sorts after c's envelope; its dead letter fails.
 	c.ZAdd(ctx, wire.DelayedKey(stream), redis.Z{Score: 1, Member: "garbage"})
 	c.Set(ctx, wire.DeadLetterKey(stream), "not a stream", 0)
-	if _, _, err := p.promoteBatch(ctx, stream); !redis.HasErrorPrefix(err, "WRONGTYPE") {
+	if _, _, _, err := p.promoteBatch(ctx, stream); !redis.HasErrorPrefix(err, "WRONGTYPE") {
 		t.Fatalf("promoteBatch error = %v, want WRONGTYPE", err)
 	}
 	if left := c.ZRange(ctx, wire.DelayedKey(stream), 0, -1).Val(); !cmp.Equal([]string{"garbage"}, left) {
@@ -257,5 +261,75 @@ func TestPromoteRemovesExactlyWhatItCopied(t *testing.T) {
 	}
 	if n := c.XLen(ctx, stream).Val(); n != 3 {
 		t.Errorf("stream holds %d entries, want 3", n)
+	}
+}
+
+// A retry runs when it falls due, not at the promoter's next pass: with
+// WORKER_PROMOTE_INTERVAL at 30 s, a retry due 100 ms after its failure runs
+// long before the pass 30 s after the last one (at the latest a tenth of the
+// interval after it, the least gap between passes).
+func TestRetryRunsWhenDue(t *testing.T) {
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	cfg.PromoteInterval = 30 * time.Second
+	cfg.RetryBase, cfg.RetryMax = 100*time.Millisecond, 100*time.Millisecond
+	failed, retried := make(chan struct{}), make(chan struct{})
+	mux := NewMux()
+	mux.HandleFunc("t", func(ctx context.Context, m *Message) error {
+		if m.Attempt == 1 {
+			close(failed)
+			return errors.New("the first attempt fails")
+		}
+		close(retried)
+		return nil
+	})
+	h := startWorker(t, srv, cfg, mux)
+	h.publish("type", "t")
+	wait := time.NewTimer(cfg.PromoteInterval / 2)
+	defer wait.Stop()
+	for _, step := range []struct {
+		what string
+		done chan struct{}
+	}{{"the first attempt", failed}, {"the retry", retried}} {
+		select {
+		case <-step.done:
+		case <-wait.C:
+			t.Fatalf("%s did not run within %s of the publish; the promoter's passes are %s apart", step.what, cfg.PromoteInterval/2, cfg.PromoteInterval)
+		}
+	}
+}
+
+// The promoter waits for the earliest entry it knows of, but at least a
+// tenth of the interval after its last pass started, and at most the
+// interval.
+func TestPromoterWaitsForTheEarliestDueEntry(t *testing.T) {
+	start := time.UnixMilli(1_700_000_000_000)
+	p := newPromoter(nil, []string{"s"}, 10*time.Second, slog.New(slog.DiscardHandler), nil, nil)
+	p.now = func() time.Time { return start }
+	for _, c := range []struct {
+		next time.Time
+		want time.Duration
+	}{
+		{time.Time{}, 10 * time.Second},                 // none known: the interval
+		{start.Add(5 * time.Second), 5 * time.Second},   // due before the interval
+		{start.Add(50 * time.Millisecond), time.Second}, // too soon after the pass: the least gap
+		{start.Add(-time.Minute), time.Second},          // overdue (another process's clock): the least gap
+		{start.Add(time.Minute), 10 * time.Second},      // due after the interval
+	} {
+		p.next = c.next
+		if got := p.until(start); got != c.want {
+			t.Errorf("next due %v after the pass: wait %v, want %v", c.next.Sub(start), got, c.want)
+		}
+	}
+	p.next = time.Time{}
+	p.due(start.Add(3 * time.Second))
+	p.due(start.Add(4 * time.Second)) // later: does not replace the sooner
+	if got := p.until(start); got != 3*time.Second {
+		t.Errorf("after due(3s) and due(4s): wait %v, want 3s", got)
+	}
+	select {
+	case <-p.wake:
+	default:
+		t.Error("due of a sooner entry did not wake the promoter")
 	}
 }

@@ -255,8 +255,15 @@ func (r *engine) settleChunk(chunk []settleReq) {
 		return
 	}
 	r.deadDropped(chunk[0].stream, dropped)
+	var due int64
 	for i := range chunk {
+		if s := &chunk[i]; !s.dead && (due == 0 || s.due < due) {
+			due = s.due
+		}
 		r.settled(&chunk[i])
+	}
+	if due != 0 {
+		r.promote.due(time.UnixMilli(due)) // promote.go: the pass that moves the soonest runs when it falls due
 	}
 }
 
@@ -426,6 +433,7 @@ func (r *engine) settleNow(s *settleReq) string {
 		err = retryScript.Run(ctx, r.client, []string{s.stream, wire.DelayedKey(s.stream)}, r.cfg.Group, s.id, s.due, s.envelope).Err()
 		if err == nil {
 			r.health.wrote()
+			r.promote.due(time.UnixMilli(s.due))
 		}
 	}
 	if err != nil {

@@ -536,7 +536,10 @@ for i, m in ipairs(due) do
   end
 end
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
-return {#due, dead}
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local nextDue = tonumber(first[2])
+if not nextDue or nextDue ~= nextDue or nextDue < 0 or nextDue > 1e15 then nextDue = -1 end
+return {#due, dead, math.floor(nextDue)}
 `,
 		// worker/schedule.go scheduleScript
 		`
