@@ -28,6 +28,7 @@ type fetcher struct {
 	cursor   string    // "0" … an ID: replaying own pending entries; ">": reading new ones
 	idle     bool      // the last read drained the stream
 	trickle  bool      // the last read brought one entry or none, or drained the stream with a few (trickling)
+	last     int       // the entries the last read brought
 	more     bool      // the last read was full: the stream has entries to read (for the priorities)
 	sizes    readSizer // the bytes of recent reads' entries
 	known    bool      // the pause state was known before a read
@@ -198,8 +199,12 @@ func (f *fetcher) run(ctx context.Context) {
 // as trickling. Streams with priorities keep the two: a borrowed slot would
 // let a lower stream's entries run ahead of a higher one's.
 //
-// While entries flow (the last read was full), a read without BLOCK comes
-// first: parsed here (xread.go) off a cluster, where it is the cheaper read.
+// Otherwise (the last read was full, or brought more than a few, and always
+// for a stream with priorities), a read without BLOCK comes first: parsed
+// here (xread.go) off a cluster, where it is the cheaper read. After a read
+// of a few, the blocking read asks for at most 2*trickleMost entries: when
+// entries came faster than that meanwhile, it is full, and the read after it
+// goes without BLOCK.
 func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	r := f.r
 	wide := f.idle && f.trickle && f.class == nil
@@ -210,6 +215,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 			f.idle = len(batch) < n
 			f.more = !f.idle
 			f.trickle = trickling(len(batch), n)
+			f.last = len(batch)
 			f.handle(ctx, batch, err, n)
 			return
 		}
@@ -217,6 +223,12 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 		n = 1
 	}
 	count := n
+	if wide && f.last > 1 {
+		// Entries came together: more may come at once, and a blocking
+		// read is parsed by go-redis. A full one is followed by a read
+		// without BLOCK, parsed here.
+		count = min(count, 2*trickleMost)
+	}
 	if n > 1 && f.class == nil {
 		r.release(n - 1)
 		n = 1
@@ -230,6 +242,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	f.idle = count == 1 || len(batch) < count
 	f.more = len(batch) == count
 	f.trickle = trickling(len(batch), count)
+	f.last = len(batch)
 	f.handle(ctx, batch, err, n)
 }
 

@@ -17,16 +17,18 @@ import (
 // producer's delayed events) back into the stream, atomically and in bounded
 // batches.
 //
-// A pass runs every interval, and also when an entry it knows of falls due
-// before that: the earliest entry each pass leaves in a set, and each retry
-// or delay this worker writes (due). So a retry due in 1 s runs after about
-// 1 s, not after up to 1 s plus the interval. Passes woken that way are at
-// least minGap apart, so retries each due at a moment of its own cost a pass
-// per gap, not one each. An entry another process adds (a producer's
-// delayed event) is seen at the next pass, then moved on time.
+// A pass over every stream runs every interval. Between those, a pass runs
+// for the streams with an entry known to fall due sooner: the earliest entry
+// each pass leaves in a stream's set, and each retry this worker writes
+// (due). So a retry due in 1 s runs after about 1 s, not after up to 1 s plus
+// the interval. Such passes start at least minGap after the last one ended,
+// so retries each due at a moment of their own cost a pass per gap, not one
+// each. An entry another process adds (a producer's delayed event) is seen
+// at the next pass over its stream, then moved on time.
 type promoter struct {
 	client   redis.UniversalClient
 	streams  []string
+	known    map[string]bool // streams, as a set
 	interval time.Duration
 	batch    int
 	logger   *slog.Logger
@@ -34,18 +36,21 @@ type promoter struct {
 	beat     *beat
 	now      func() time.Time
 
-	wake chan struct{} // due learned of an entry before the next pass
+	wake chan struct{} // due learned of an entry sooner than those known
 	mu   sync.Mutex
-	next time.Time // the earliest entry known to fall due; zero: none known
+	next map[string]time.Time // per stream, the earliest entry known to fall due
 }
 
 // newPromoter returns a promoter for streams that runs every interval.
 // metrics and live may be nil.
 func newPromoter(client redis.UniversalClient, streams []string, interval time.Duration, logger *slog.Logger, metrics *Metrics, live *liveness) *promoter {
 	p := &promoter{
-		client: client, streams: streams, interval: interval, batch: 500,
+		client: client, streams: streams, known: map[string]bool{}, interval: interval, batch: 500,
 		logger: logger.With("component", "promote"), metrics: metrics, now: time.Now,
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), next: map[string]time.Time{},
+	}
+	for _, s := range streams {
+		p.known[s] = true
 	}
 	if live != nil {
 		p.beat = live.Register("promote")
@@ -55,21 +60,15 @@ func newPromoter(client redis.UniversalClient, streams []string, interval time.D
 	return p
 }
 
-// minGap is the least time between the start of a pass and one woken by an
-// entry falling due: a tenth of the interval, at least a millisecond.
+// minGap is the least time between the end of a pass and the start of one
+// for entries falling due: a tenth of the interval, at least a millisecond.
 func (p *promoter) minGap() time.Duration { return max(p.interval/10, time.Millisecond) }
 
-// due tells the promoter that an entry of its streams falls due at t (a
-// retry or a delay this worker has just written), so that the pass that
-// moves it runs then, not at the next interval.
-func (p *promoter) due(t time.Time) {
-	p.mu.Lock()
-	sooner := p.next.IsZero() || t.Before(p.next)
-	if sooner {
-		p.next = t
-	}
-	p.mu.Unlock()
-	if sooner {
+// due tells the promoter that an entry of stream falls due at t (a retry
+// this worker has just written), so that a pass moves it then, not at the
+// next interval.
+func (p *promoter) due(stream string, t time.Time) {
+	if p.learn(stream, t) {
 		select {
 		case p.wake <- struct{}{}:
 		default:
@@ -77,43 +76,85 @@ func (p *promoter) due(t time.Time) {
 	}
 }
 
-// until returns how long to wait, after a pass that started at started,
-// before the next: until the earliest entry known to fall due, but at least
-// minGap after started, and at most an interval after it.
-func (p *promoter) until(started time.Time) time.Duration {
-	at := started.Add(p.interval)
-	p.mu.Lock()
-	next := p.next
-	p.mu.Unlock()
-	if !next.IsZero() && next.Before(at) {
-		at = next
-		if earliest := started.Add(p.minGap()); at.Before(earliest) {
-			at = earliest
-		}
+// learn records that an entry of stream falls due at t and reports whether
+// that is sooner than what was known of it. Streams not promoted here are
+// ignored.
+func (p *promoter) learn(stream string, t time.Time) bool {
+	if !p.known[stream] {
+		return false
 	}
-	return max(0, at.Sub(p.now()))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur, ok := p.next[stream]; ok && !t.Before(cur) {
+		return false
+	}
+	p.next[stream] = t
+	return true
 }
 
-// Run promotes every interval, and when an entry known to it falls due
-// sooner, until ctx ends. A stream whose promotion fails is logged when it
-// starts failing and when it works again; the other streams are promoted
-// all the while.
+// plan returns how long to wait before the next pass and whether it is a
+// pass over every stream: an interval after the last such pass started
+// (full), or sooner, when the earliest entry known falls due, but at least
+// minGap after the last pass ended.
+func (p *promoter) plan(full, ended time.Time) (wait time.Duration, all bool) {
+	now := p.now()
+	toFull := max(0, full.Add(p.interval).Sub(now)) // on the monotonic clock: a step of the wall clock moves it not
+	var first time.Time
+	p.mu.Lock()
+	for _, t := range p.next {
+		if first.IsZero() || t.Before(first) {
+			first = t
+		}
+	}
+	p.mu.Unlock()
+	if first.IsZero() {
+		return toFull, true
+	}
+	wait = max(0, first.Sub(now), ended.Add(p.minGap()).Sub(now))
+	if wait >= toFull {
+		return toFull, true
+	}
+	return wait, false
+}
+
+// dueNow takes the streams with an entry known to be due at now, forgetting
+// what was known of them (the pass that moves it reports what it leaves).
+// When none is (the wall clock stepped back), it takes every stream.
+func (p *promoter) dueNow(now time.Time) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, s := range p.streams {
+		if t, ok := p.next[s]; ok && !t.After(now) {
+			out = append(out, s)
+			delete(p.next, s)
+		}
+	}
+	if len(out) == 0 {
+		clear(p.next)
+		return p.streams
+	}
+	return out
+}
+
+// Run promotes every stream every interval, and the streams with an entry
+// known to fall due sooner when it does, until ctx ends. A stream whose
+// promotion fails is logged when it starts failing and when it works again;
+// the other streams are promoted all the while.
 func (p *promoter) Run(ctx context.Context) error {
 	t := time.NewTimer(p.interval)
 	defer t.Stop()
 	failing := map[string]bool{}
+	full := p.now() // when the last pass over every stream started
+	streams := p.dueNow(full)
 	for {
 		p.beat.beat()
-		started := p.now()
-		p.mu.Lock()
-		p.next = time.Time{} // the pass moves what is due now; what it leaves, and what due adds meanwhile, is what comes next
-		p.mu.Unlock()
-		moved, failed, next := p.runOnce(ctx)
-		if !next.IsZero() {
-			p.due(next)
+		moved, failed, left := p.runStreams(ctx, streams)
+		for s, at := range left {
+			p.learn(s, at)
 		}
 		if ctx.Err() == nil {
-			for _, s := range p.streams {
+			for _, s := range streams {
 				err, bad := failed[s]
 				switch {
 				case bad && !failing[s]:
@@ -127,13 +168,24 @@ func (p *promoter) Run(ctx context.Context) error {
 				p.logger.Debug("promoted delayed entries", "count", moved)
 			}
 		}
+		ended := p.now()
 	wait:
 		for {
-			t.Reset(p.until(started))
+			d, all := p.plan(full, ended)
+			t.Reset(d)
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
+				if all {
+					full = p.now()
+					p.mu.Lock()
+					clear(p.next)
+					p.mu.Unlock()
+					streams = p.streams
+				} else {
+					streams = p.dueNow(p.now())
+				}
 				break wait
 			case <-p.wake: // a sooner entry: wait again, for it
 			}
@@ -141,23 +193,31 @@ func (p *promoter) Run(ctx context.Context) error {
 	}
 }
 
-// runOnce moves every due entry of every stream, a batch per script call,
-// and returns when the earliest entry left falls due (zero: none is left).
-// Each stream's failure is its own: it is counted and returned in failed,
-// keyed by stream, and the other streams are promoted all the same, so one
-// broken delayed key cannot hold up the rest.
-func (p *promoter) runOnce(ctx context.Context) (moved int, failed map[string]error, next time.Time) {
-	for _, s := range p.streams {
+// runOnce moves every due entry of every stream (runStreams).
+func (p *promoter) runOnce(ctx context.Context) (moved int, failed map[string]error, left map[string]time.Time) {
+	return p.runStreams(ctx, p.streams)
+}
+
+// runStreams moves every due entry of streams, a batch per script call, and
+// returns, per stream, when the earliest entry left falls due (none: none is
+// left). Each stream's failure is its own: it is counted and returned in
+// failed, keyed by stream, and the other streams are promoted all the same,
+// so one broken delayed key cannot hold up the rest.
+func (p *promoter) runStreams(ctx context.Context, streams []string) (moved int, failed map[string]error, left map[string]time.Time) {
+	for _, s := range streams {
 		n, due, err := p.promoteStream(ctx, s)
 		moved += n
-		if !due.IsZero() && (next.IsZero() || due.Before(next)) {
-			next = due
+		if !due.IsZero() {
+			if left == nil {
+				left = map[string]time.Time{}
+			}
+			left[s] = due
 		}
 		if err == nil {
 			continue
 		}
 		if ctx.Err() != nil { // shutting down: not the stream's failure
-			return moved, failed, next
+			return moved, failed, left
 		}
 		if failed == nil {
 			failed = map[string]error{}
@@ -168,7 +228,7 @@ func (p *promoter) runOnce(ctx context.Context) (moved int, failed map[string]er
 			p.metrics.redisError(OpPromote)
 		}
 	}
-	return moved, failed, next
+	return moved, failed, left
 }
 
 // promoteStream moves every due entry of stream and returns when the
@@ -271,7 +331,7 @@ for i, m in ipairs(due) do
   end
 end
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local first = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local nextDue = tonumber(first[2])
 if not nextDue or nextDue ~= nextDue or nextDue < 0 or nextDue > 1e15 then nextDue = -1 end
 return {#due, dead, math.floor(nextDue)}

@@ -35,15 +35,15 @@ func TestPromoteMovesOnlyDueEntries(t *testing.T) {
 	p := newPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = 2 // several script calls for one pass
 	p.now = func() time.Time { return now }
-	moved, failed, next := p.runOnce(ctx)
+	moved, failed, left := p.runOnce(ctx)
 	if failed != nil {
 		t.Fatal(failed)
 	}
 	if moved != 3 {
 		t.Errorf("moved %d, want 3 (two due, one malformed)", moved)
 	}
-	if want := now.Add(time.Second); !next.Equal(want) {
-		t.Errorf("next due = %v, want %v (the entry left)", next, want)
+	if want := now.Add(time.Second); len(left) != 1 || !left[stream].Equal(want) {
+		t.Errorf("left = %v, want %s due at %v (the entry left)", left, stream, want)
 	}
 	got, _ := c.XRange(ctx, stream, "-", "+").Result()
 	if len(got) != 2 || got[0].Values["data"] != "bin\x00ary:with:colons" || got[1].Values["data"] != "" {
@@ -239,8 +239,8 @@ func TestPromoteRemovesExactlyWhatItCopied(t *testing.T) {
 	}
 	p := newPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = 2
-	if n, dead, next, err := p.promoteBatch(ctx, stream); n != 2 || dead != 0 || next.IsZero() || err != nil {
-		t.Fatalf("promoteBatch = %d, %d, %v, %v; want 2, 0, c's due time, nil", n, dead, next, err)
+	if n, dead, next, err := p.promoteBatch(ctx, stream); n != 2 || dead != 0 || !next.Equal(time.UnixMilli(1)) || err != nil {
+		t.Fatalf("promoteBatch = %d, %d, %v, %v; want 2, 0, c's due time (1 ms after the epoch), nil", n, dead, next, err)
 	}
 	want := [][]string{{"type", "t", "data", "a"}, {"type", "t", "data", "b"}}
 	if got := rawEntries(t, c, stream); !cmp.Equal(want, got) {
@@ -264,14 +264,14 @@ func TestPromoteRemovesExactlyWhatItCopied(t *testing.T) {
 	}
 }
 
-// A retry runs when it falls due, not at the promoter's next pass: with
-// WORKER_PROMOTE_INTERVAL at 30 s, a retry due 100 ms after its failure runs
-// long before the pass 30 s after the last one (at the latest a tenth of the
-// interval after it, the least gap between passes).
+// A retry runs when it falls due, not at the promoter's next pass over
+// every stream: with WORKER_PROMOTE_INTERVAL at 10 s, a retry due 100 ms
+// after its failure runs long before the pass 10 s after the first (at the
+// latest a tenth of the interval after the pass before it ended).
 func TestRetryRunsWhenDue(t *testing.T) {
 	srv := testredis.Shared(t)
 	cfg := testConfig(t, srv)
-	cfg.PromoteInterval = 30 * time.Second
+	cfg.PromoteInterval = 10 * time.Second
 	cfg.RetryBase, cfg.RetryMax = 100*time.Millisecond, 100*time.Millisecond
 	failed, retried := make(chan struct{}), make(chan struct{})
 	mux := NewMux()
@@ -285,51 +285,99 @@ func TestRetryRunsWhenDue(t *testing.T) {
 	})
 	h := startWorker(t, srv, cfg, mux)
 	h.publish("type", "t")
-	wait := time.NewTimer(cfg.PromoteInterval / 2)
-	defer wait.Stop()
+	waitBoth(t, cfg.PromoteInterval/2, "the first attempt", failed, "the retry", retried)
+}
+
+// An entry another process put in the delayed set (a producer's delayed
+// event) is moved when it falls due: the pass over every stream at start
+// sees it and reports it as the earliest left, and the promoter wakes for
+// it, long before its next pass over every stream.
+func TestDelayedEntryMovedWhenDue(t *testing.T) {
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	cfg.PromoteInterval = 10 * time.Second
+	ran := make(chan struct{})
+	mux := NewMux()
+	mux.HandleFunc("t", func(context.Context, *Message) error { close(ran); return nil })
+	c := srv.Client(t)
+	due := time.Now().Add(300 * time.Millisecond)
+	if err := c.ZAdd(context.Background(), wire.DelayedKey(cfg.Streams[0]), redis.Z{
+		Score: float64(due.UnixMilli()), Member: wire.EncodeEnvelope("d-1", []string{"type", "t", "data", "x"}),
+	}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, srv, cfg, mux)
+	waitBoth(t, cfg.PromoteInterval/2, "the delayed entry", ran, "", nil)
+}
+
+// waitBoth waits for first, then (when not nil) second, both within limit.
+func waitBoth(t *testing.T, limit time.Duration, firstName string, first chan struct{}, secondName string, second chan struct{}) {
+	t.Helper()
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
 	for _, step := range []struct {
 		what string
 		done chan struct{}
-	}{{"the first attempt", failed}, {"the retry", retried}} {
+	}{{firstName, first}, {secondName, second}} {
+		if step.done == nil {
+			continue
+		}
 		select {
 		case <-step.done:
-		case <-wait.C:
-			t.Fatalf("%s did not run within %s of the publish; the promoter's passes are %s apart", step.what, cfg.PromoteInterval/2, cfg.PromoteInterval)
+		case <-timer.C:
+			t.Fatalf("%s did not run within %s", step.what, limit)
 		}
 	}
 }
 
 // The promoter waits for the earliest entry it knows of, but at least a
-// tenth of the interval after its last pass started, and at most the
-// interval.
+// tenth of the interval after its last pass ended; a pass over every stream
+// comes an interval after the last one started, whatever is known. A woken
+// pass takes only the streams whose entry is due.
 func TestPromoterWaitsForTheEarliestDueEntry(t *testing.T) {
 	start := time.UnixMilli(1_700_000_000_000)
-	p := newPromoter(nil, []string{"s"}, 10*time.Second, slog.New(slog.DiscardHandler), nil, nil)
+	p := newPromoter(nil, []string{"s", "u"}, 10*time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.now = func() time.Time { return start }
 	for _, c := range []struct {
 		next time.Time
-		want time.Duration
+		wait time.Duration
+		all  bool
 	}{
-		{time.Time{}, 10 * time.Second},                 // none known: the interval
-		{start.Add(5 * time.Second), 5 * time.Second},   // due before the interval
-		{start.Add(50 * time.Millisecond), time.Second}, // too soon after the pass: the least gap
-		{start.Add(-time.Minute), time.Second},          // overdue (another process's clock): the least gap
-		{start.Add(time.Minute), 10 * time.Second},      // due after the interval
+		{time.Time{}, 10 * time.Second, true},                  // none known: the pass over every stream
+		{start.Add(5 * time.Second), 5 * time.Second, false},   // due before it
+		{start.Add(50 * time.Millisecond), time.Second, false}, // too soon after the pass: the least gap
+		{start.Add(-time.Minute), time.Second, false},          // overdue (another process's clock): the least gap
+		{start.Add(time.Minute), 10 * time.Second, true},       // due after it
 	} {
-		p.next = c.next
-		if got := p.until(start); got != c.want {
-			t.Errorf("next due %v after the pass: wait %v, want %v", c.next.Sub(start), got, c.want)
+		clear(p.next)
+		if !c.next.IsZero() {
+			p.learn("s", c.next)
+		}
+		if wait, all := p.plan(start, start); wait != c.wait || all != c.all {
+			t.Errorf("next due %v after the pass: plan = %v, %v; want %v, %v", c.next.Sub(start), wait, all, c.wait, c.all)
 		}
 	}
-	p.next = time.Time{}
-	p.due(start.Add(3 * time.Second))
-	p.due(start.Add(4 * time.Second)) // later: does not replace the sooner
-	if got := p.until(start); got != 3*time.Second {
-		t.Errorf("after due(3s) and due(4s): wait %v, want 3s", got)
+	clear(p.next)
+	p.due("s", start.Add(3*time.Second))
+	p.due("s", start.Add(4*time.Second)) // later: does not replace the sooner
+	p.due("other", start)                // not promoted here: ignored
+	if wait, all := p.plan(start, start); wait != 3*time.Second || all {
+		t.Errorf("after due(3s) and due(4s): plan = %v, %v; want 3s, false", wait, all)
 	}
 	select {
 	case <-p.wake:
 	default:
 		t.Error("due of a sooner entry did not wake the promoter")
+	}
+	p.due("u", start.Add(5*time.Second))
+	if got := p.dueNow(start.Add(3 * time.Second)); !cmp.Equal(got, []string{"s"}) {
+		t.Errorf("dueNow at 3s = %q, want [s]", got)
+	}
+	if wait, _ := p.plan(start, start); wait != 5*time.Second {
+		t.Errorf("after s was taken: wait %v, want 5s (u)", wait)
+	}
+	// A step of the wall clock back: nothing known is due, so every stream.
+	if got := p.dueNow(start); !cmp.Equal(got, []string{"s", "u"}) {
+		t.Errorf("dueNow with nothing due = %q, want every stream", got)
 	}
 }

@@ -263,7 +263,7 @@ func (r *engine) settleChunk(chunk []settleReq) {
 		r.settled(&chunk[i])
 	}
 	if due != 0 {
-		r.promote.due(time.UnixMilli(due)) // promote.go: the pass that moves the soonest runs when it falls due
+		r.promote.due(chunk[0].stream, time.UnixMilli(due)) // promote.go: the pass that moves the soonest runs when it falls due
 	}
 }
 
@@ -433,7 +433,7 @@ func (r *engine) settleNow(s *settleReq) string {
 		err = retryScript.Run(ctx, r.client, []string{s.stream, wire.DelayedKey(s.stream)}, r.cfg.Group, s.id, s.due, s.envelope).Err()
 		if err == nil {
 			r.health.wrote()
-			r.promote.due(time.UnixMilli(s.due))
+			r.promote.due(s.stream, time.UnixMilli(s.due))
 		}
 	}
 	if err != nil {

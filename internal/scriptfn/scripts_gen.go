@@ -536,7 +536,7 @@ for i, m in ipairs(due) do
   end
 end
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local first = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local nextDue = tonumber(first[2])
 if not nextDue or nextDue ~= nextDue or nextDue < 0 or nextDue > 1e15 then nextDue = -1 end
 return {#due, dead, math.floor(nextDue)}
