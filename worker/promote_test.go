@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -273,19 +274,19 @@ func TestRetryRunsWhenDue(t *testing.T) {
 	cfg := testConfig(t, srv)
 	cfg.PromoteInterval = 10 * time.Second
 	cfg.RetryBase, cfg.RetryMax = 100*time.Millisecond, 100*time.Millisecond
-	failed, retried := make(chan struct{}), make(chan struct{})
+	failed, retried := newFired(), newFired()
 	mux := NewMux()
 	mux.HandleFunc("t", func(ctx context.Context, m *Message) error {
 		if m.Attempt == 1 {
-			close(failed)
+			failed.fire()
 			return errors.New("the first attempt fails")
 		}
-		close(retried)
+		retried.fire()
 		return nil
 	})
 	h := startWorker(t, srv, cfg, mux)
 	h.publish("type", "t")
-	waitBoth(t, cfg.PromoteInterval/2, "the first attempt", failed, "the retry", retried)
+	firedWithin(t, cfg.PromoteInterval/2, awaited{"the first attempt", failed}, awaited{"the retry", retried})
 }
 
 // An entry another process put in the delayed set (a producer's delayed
@@ -296,9 +297,9 @@ func TestDelayedEntryMovedWhenDue(t *testing.T) {
 	srv := testredis.Shared(t)
 	cfg := testConfig(t, srv)
 	cfg.PromoteInterval = 10 * time.Second
-	ran := make(chan struct{})
+	ran := newFired()
 	mux := NewMux()
-	mux.HandleFunc("t", func(context.Context, *Message) error { close(ran); return nil })
+	mux.HandleFunc("t", func(context.Context, *Message) error { ran.fire(); return nil })
 	c := srv.Client(t)
 	due := time.Now().Add(300 * time.Millisecond)
 	if err := c.ZAdd(context.Background(), wire.DelayedKey(cfg.Streams[0]), redis.Z{
@@ -307,25 +308,37 @@ func TestDelayedEntryMovedWhenDue(t *testing.T) {
 		t.Fatal(err)
 	}
 	startWorker(t, srv, cfg, mux)
-	waitBoth(t, cfg.PromoteInterval/2, "the delayed entry", ran, "", nil)
+	firedWithin(t, cfg.PromoteInterval/2, awaited{"the delayed entry", ran})
 }
 
-// waitBoth waits for first, then (when not nil) second, both within limit.
-func waitBoth(t *testing.T, limit time.Duration, firstName string, first chan struct{}, secondName string, second chan struct{}) {
+// fired is a channel closed by its first fire: a handler run twice (a
+// redelivery) fires it again without closing it twice.
+type fired struct {
+	c    chan struct{}
+	fire func()
+}
+
+func newFired() fired {
+	c := make(chan struct{})
+	return fired{c: c, fire: sync.OnceFunc(func() { close(c) })}
+}
+
+// awaited is a fired a test waits for, named for the failure message.
+type awaited struct {
+	what string
+	s    fired
+}
+
+// firedWithin waits for each in turn, all within limit.
+func firedWithin(t *testing.T, limit time.Duration, waits ...awaited) {
 	t.Helper()
 	timer := time.NewTimer(limit)
 	defer timer.Stop()
-	for _, step := range []struct {
-		what string
-		done chan struct{}
-	}{{firstName, first}, {secondName, second}} {
-		if step.done == nil {
-			continue
-		}
+	for _, w := range waits {
 		select {
-		case <-step.done:
+		case <-w.s.c:
 		case <-timer.C:
-			t.Fatalf("%s did not run within %s", step.what, limit)
+			t.Fatalf("%s did not run within %s", w.what, limit)
 		}
 	}
 }
