@@ -272,13 +272,21 @@ func (r *engine) settleChunk(chunk []settleReq) {
 // the dead-letter stream. It keeps the guarantees of retryScript and
 // deadLetterScript (settle.go) for each entry: it acts only on the entries
 // still pending in the group (once for an ID given twice), so that a batch
-// repeated after a lost reply acts once; every copy is written before the
-// one XACK at the end. A write that fails stops the script before the XACK,
-// leaving every entry pending; the type checks come before any write, and
-// Redis refuses a script for want of memory only at its first write, so a
-// failure does not leave some copies written: the one ZADD writes all the
-// retries or none. Then the oldest dead letters past the bounds are dropped,
-// exactly, as deadLetterScript does.
+// repeated after a lost reply acts once, and every copy is written before
+// any acknowledgement. A write that fails stops the script before the
+// XACKs, leaving every entry pending; the type checks come before any
+// write, and Redis refuses a script for want of memory only at its first
+// write. Then the oldest dead letters past the bounds are dropped, exactly,
+// as deadLetterScript does.
+//
+// A retry is not looked up first (an XPENDING per entry, two fifths of the
+// script's time): its copy is added unless that very member is there
+// (ZADD NX, which says whether it added it), then its entry is acknowledged
+// alone (XACK, which says whether it was pending). An entry that was not
+// pending (acknowledged elsewhere, or a batch repeated after a lost reply)
+// has the copy added now removed again; a member that was there before is
+// the copy of the run that acknowledged it, and stays. A dead letter, rare,
+// is looked up as before: an XADD always adds.
 //
 // KEYS[1] -> the stream
 // KEYS[2] -> the stream's :delayed sorted set
@@ -293,33 +301,30 @@ func (r *engine) settleChunk(chunk []settleReq) {
 // Returns {entries acted on, dead letters dropped}.
 var settleScript = redis.NewScript(`
 local group, nretry = ARGV[1], tonumber(ARGV[4])
-local seen, acked, scores = {}, {}, {}
-local function pending(id)
-  if seen[id] then return false end
-  seen[id] = true
-  return #redis.call('XPENDING', KEYS[1], group, id, id, 1) > 0
-end
-local i = 5
-for _ = 1, nretry do
-  if pending(ARGV[i]) then
-    acked[#acked + 1] = ARGV[i]
-    scores[#scores + 1] = ARGV[i + 1]
-    scores[#scores + 1] = ARGV[i + 2]
+local seen, retries = {}, {}
+for j = 0, nretry - 1 do
+  local id = ARGV[5 + 3 * j]
+  if not seen[id] then
+    seen[id] = true
+    retries[#retries + 1] = 5 + 3 * j
   end
-  i = i + 3
 end
-local dead = {}
+local dead, deadIDs = {}, {}
+local i = 5 + 3 * nretry
 while i <= #ARGV do
-  local n = tonumber(ARGV[i + 1])
-  if pending(ARGV[i]) then
-    acked[#acked + 1] = ARGV[i]
-    dead[#dead + 1] = i + 2
-    dead[#dead + 1] = i + 1 + n
+  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+  if not seen[id] then
+    seen[id] = true
+    if #redis.call('XPENDING', KEYS[1], group, id, id, 1) > 0 then
+      deadIDs[#deadIDs + 1] = id
+      dead[#dead + 1] = i + 2
+      dead[#dead + 1] = i + 1 + n
+    end
   end
   i = i + 2 + n
 end
-if #acked == 0 then return {0, 0} end
-if #scores > 0 then
+if #retries == 0 and #dead == 0 then return {0, 0} end
+if #retries > 0 then
   local t = redis.call('TYPE', KEYS[2])['ok']
   if t ~= 'none' and t ~= 'zset' then return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is not a sorted set') end
 end
@@ -327,11 +332,22 @@ if #dead > 0 then
   local t = redis.call('TYPE', KEYS[3])['ok']
   if t ~= 'none' and t ~= 'stream' then return redis.error_reply('WRONGTYPE ' .. KEYS[3] .. ' is not a stream') end
 end
-if #scores > 0 then redis.call('ZADD', KEYS[2], unpack(scores)) end
+local added = {}
+for k, a in ipairs(retries) do
+  added[k] = redis.call('ZADD', KEYS[2], 'NX', ARGV[a + 1], ARGV[a + 2])
+end
 for j = 1, #dead, 2 do
   redis.call('XADD', KEYS[3], '*', unpack(ARGV, dead[j], dead[j + 1]))
 end
-redis.call('XACK', KEYS[1], group, unpack(acked))
+local acted = #deadIDs
+if #deadIDs > 0 then redis.call('XACK', KEYS[1], group, unpack(deadIDs)) end
+for k, a in ipairs(retries) do
+  if redis.call('XACK', KEYS[1], group, ARGV[a]) == 1 then
+    acted = acted + 1
+  elseif added[k] == 1 then
+    redis.call('ZREM', KEYS[2], ARGV[a + 2])
+  end
+end
 local dropped = 0
 if #dead > 0 then
   if ARGV[2] ~= '0' then dropped = dropped + redis.call('XTRIM', KEYS[3], 'MAXLEN', '=', ARGV[2]) end
@@ -341,7 +357,7 @@ if #dead > 0 then
     if ms > 0 then dropped = dropped + redis.call('XTRIM', KEYS[3], 'MINID', '=', string.format('%d', ms) .. '-0') end
   end
 end
-return {#acked, dropped}
+return {acted, dropped}
 `)
 
 // writeSettles runs settleScript on chunk, whose entries are all of one

@@ -153,3 +153,29 @@ func TestReclaimSkipsEntriesWaitingForTheirSettle(t *testing.T) {
 		t.Errorf("entries left to run: %v, want [3-0 4-0]", got)
 	}
 }
+
+// One entry given twice in a batch, with two different copies (two
+// consumers' failures of it, say), gets one copy; and a retry whose
+// delayed set cannot take it is not acknowledged.
+func TestSettleBatchOneCopyPerEntry(t *testing.T) {
+	t.Parallel()
+	r, c, ids := settleEngine(t, 2)
+	ctx := context.Background()
+	s := r.cfg.Streams[0]
+	again := retryReq(s, ids[0])
+	again.envelope = wire.EncodeEnvelope(ids[0], []string{wire.FieldType, "t", wire.FieldAttempt, "3"})
+	if _, err := r.writeSettles(ctx, []settleReq{retryReq(s, ids[0]), again}); err != nil {
+		t.Fatal(err)
+	}
+	if z := c.ZCard(ctx, wire.DelayedKey(s)).Val(); z != 1 {
+		t.Errorf("delayed set holds %d copies of one entry, want 1", z)
+	}
+	c.Del(ctx, wire.DelayedKey(s))
+	c.Set(ctx, wire.DelayedKey(s), "not a sorted set", 0)
+	if _, err := r.writeSettles(ctx, []settleReq{retryReq(s, ids[1])}); err == nil {
+		t.Fatal("a retry was written into a delayed set that is not a sorted set")
+	}
+	if p := c.XPending(ctx, s, r.cfg.Group).Val().Count; p != 1 {
+		t.Errorf("pending = %d, want the entry whose retry could not be written", p)
+	}
+}

@@ -574,33 +574,30 @@ return 1 + dropped
 		// worker/settlebatch.go settleScript
 		`
 local group, nretry = ARGV[1], tonumber(ARGV[4])
-local seen, acked, scores = {}, {}, {}
-local function pending(id)
-  if seen[id] then return false end
-  seen[id] = true
-  return #redis.call('XPENDING', KEYS[1], group, id, id, 1) > 0
-end
-local i = 5
-for _ = 1, nretry do
-  if pending(ARGV[i]) then
-    acked[#acked + 1] = ARGV[i]
-    scores[#scores + 1] = ARGV[i + 1]
-    scores[#scores + 1] = ARGV[i + 2]
+local seen, retries = {}, {}
+for j = 0, nretry - 1 do
+  local id = ARGV[5 + 3 * j]
+  if not seen[id] then
+    seen[id] = true
+    retries[#retries + 1] = 5 + 3 * j
   end
-  i = i + 3
 end
-local dead = {}
+local dead, deadIDs = {}, {}
+local i = 5 + 3 * nretry
 while i <= #ARGV do
-  local n = tonumber(ARGV[i + 1])
-  if pending(ARGV[i]) then
-    acked[#acked + 1] = ARGV[i]
-    dead[#dead + 1] = i + 2
-    dead[#dead + 1] = i + 1 + n
+  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+  if not seen[id] then
+    seen[id] = true
+    if #redis.call('XPENDING', KEYS[1], group, id, id, 1) > 0 then
+      deadIDs[#deadIDs + 1] = id
+      dead[#dead + 1] = i + 2
+      dead[#dead + 1] = i + 1 + n
+    end
   end
   i = i + 2 + n
 end
-if #acked == 0 then return {0, 0} end
-if #scores > 0 then
+if #retries == 0 and #dead == 0 then return {0, 0} end
+if #retries > 0 then
   local t = redis.call('TYPE', KEYS[2])['ok']
   if t ~= 'none' and t ~= 'zset' then return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is not a sorted set') end
 end
@@ -608,11 +605,22 @@ if #dead > 0 then
   local t = redis.call('TYPE', KEYS[3])['ok']
   if t ~= 'none' and t ~= 'stream' then return redis.error_reply('WRONGTYPE ' .. KEYS[3] .. ' is not a stream') end
 end
-if #scores > 0 then redis.call('ZADD', KEYS[2], unpack(scores)) end
+local added = {}
+for k, a in ipairs(retries) do
+  added[k] = redis.call('ZADD', KEYS[2], 'NX', ARGV[a + 1], ARGV[a + 2])
+end
 for j = 1, #dead, 2 do
   redis.call('XADD', KEYS[3], '*', unpack(ARGV, dead[j], dead[j + 1]))
 end
-redis.call('XACK', KEYS[1], group, unpack(acked))
+local acted = #deadIDs
+if #deadIDs > 0 then redis.call('XACK', KEYS[1], group, unpack(deadIDs)) end
+for k, a in ipairs(retries) do
+  if redis.call('XACK', KEYS[1], group, ARGV[a]) == 1 then
+    acted = acted + 1
+  elseif added[k] == 1 then
+    redis.call('ZREM', KEYS[2], ARGV[a + 2])
+  end
+end
 local dropped = 0
 if #dead > 0 then
   if ARGV[2] ~= '0' then dropped = dropped + redis.call('XTRIM', KEYS[3], 'MAXLEN', '=', ARGV[2]) end
@@ -622,7 +630,7 @@ if #dead > 0 then
     if ms > 0 then dropped = dropped + redis.call('XTRIM', KEYS[3], 'MINID', '=', string.format('%d', ms) .. '-0') end
   end
 end
-return {#acked, dropped}
+return {acted, dropped}
 `,
 	}
 }
