@@ -494,29 +494,46 @@ return 0
 local maxValues, maxDigits = 2 * tonumber(ARGV[3]), tonumber(ARGV[8])
 local byte, sub = string.byte, string.sub
 local function decode(s)
-  local out, k, pos, n = {}, 0, 1, #s
+  local out, k, pos, n, bad = {}, 0, 1, #s, ARGV[6]
   while pos <= n do
-    -- i: the byte after the length's digits, which must be ':'
-    local c, len, i = byte(s, pos), 0, pos + 1
-    if c == 48 then
-      len = 0
-    elseif c and c > 48 and c <= 57 then
-      len = c - 48
-      c = byte(s, i)
-      while c and c >= 48 and c <= 57 and i - pos < maxDigits do
-        len, i = len * 10 + c - 48, i + 1
-        c = byte(s, i)
+    -- i: the ':' after the length's digits. The first four bytes, in one
+    -- call, hold a length of up to three digits and its ':'.
+    local a, b, c, d = byte(s, pos, pos + 3)
+    local len, i
+    if a == 48 then
+      if b ~= 58 then return nil, bad end
+      len, i = 0, pos + 1
+    elseif a and a > 48 and a <= 57 then
+      len = a - 48
+      if b == 58 then
+        i = pos + 1
+      elseif b and b >= 48 and b <= 57 then
+        len = len * 10 + b - 48
+        if c == 58 then
+          i = pos + 2
+        elseif c and c >= 48 and c <= 57 then
+          len, i = len * 10 + c - 48, pos + 3
+          while d and d >= 48 and d <= 57 and i - pos < maxDigits do
+            len, i = len * 10 + d - 48, i + 1
+            d = byte(s, i)
+          end
+          if d ~= 58 then return nil, bad end
+        else
+          return nil, bad
+        end
+      else
+        return nil, bad
       end
     else
-      return nil, ARGV[6]
+      return nil, bad
     end
-    if byte(s, i) ~= 58 or i + len > n then return nil, ARGV[6] end
+    if i + len > n then return nil, bad end
     if k > maxValues then return nil, ARGV[7] end
     k = k + 1
     out[k] = sub(s, i + 1, i + len)
     pos = i + len + 1
   end
-  if k < 3 or k % 2 ~= 1 then return nil, ARGV[6] end
+  if k < 3 or k % 2 ~= 1 then return nil, bad end
   return out
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))

@@ -2,11 +2,17 @@
 // and of the runtime's scripts that decode it.
 package wiretest
 
-import "github.com/streamworker/streamworker/wire"
+import (
+	"strings"
+
+	"github.com/streamworker/streamworker/wire"
+)
 
 // EnvelopeSeeds are members the fuzzers start from: good envelopes and every
 // kind of bad one, including those that once sent the promote script into an
-// endless loop ("-3:") or past unpack's limit.
+// endless loop ("-3:") or past unpack's limit, and lengths of one to four
+// digits, whole and cut short (the promote script reads the first four
+// bytes of a length at once).
 func EnvelopeSeeds() []string {
 	wide := func(pairs int) string {
 		f := make([]string, 0, 2*pairs)
@@ -24,5 +30,7 @@ func EnvelopeSeeds() []string {
 		"99999999999999999999:", "9999999999:x", "2147483648:x", "4294967296:x", "18446744073709551616:x",
 		"0:", "0:0:0:", "00:1:a1:b", "01:a1:b1:c", "0x1:a1:b1:c", " 1:a1:b1:c", "+1:a1:b1:c", "1e0:a1:b1:c",
 		"1.0:a1:b1:c", "nan:", "inf:", "-0:1:a1:b", ":", "", "garbage", "1:a1:b1:c\x00",
+		wire.EncodeEnvelope("t", []string{"k", strings.Repeat("x", 10), "l", strings.Repeat("y", 100), "m", strings.Repeat("z", 1000)}),
+		"1", "12", "123", "1234", "12a:", "123a:", "1234a:", "10:a1:b1:c", "100:a", "1:a1:b1:c1000:",
 	}
 }
