@@ -60,10 +60,13 @@ func (e *AccessError) Unwrap() []error { return []error{e.Reason, e.Err} }
 // classify returns err as an *AccessError when Redis refused a write for
 // the connection's sake, and err itself otherwise.
 func (p *Producer) classify(err error) error {
+	if err == nil {
+		return nil // before aerr, whose address escapes: an allocation per result
+	}
 	var reason error
 	var aerr *AccessError
 	switch {
-	case err == nil, errors.As(err, &aerr):
+	case errors.As(err, &aerr):
 		return err
 	case redis.HasErrorPrefix(err, "WRONGPASS"), redis.HasErrorPrefix(err, "NOAUTH"),
 		redis.HasErrorPrefix(err, "invalid password"): // Redis before 6, "ERR invalid password"

@@ -3,6 +3,8 @@ package producer
 import (
 	"context"
 	"errors"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,5 +209,58 @@ func TestDelayedEventsRunInTheRuntime(t *testing.T) {
 	}
 	if seen["two"] == nil {
 		t.Errorf("second delayed event did not run: %v", seen)
+	}
+}
+
+// A batch whose events carry more fields than the arena of its XADDs
+// guessed (metadata, id, key, MAXLEN) still sends each event whole, its
+// own data and fields: every chunk of arguments is cut to its command.
+func TestSendItemsEventsOfEveryShape(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	stream := testredis.Prefix(t) + "s"
+	p := New(c, Options{MaxLen: 1000})
+	items := make([]Item, 300)
+	for i := range items {
+		e := Event{Type: "t" + strconv.Itoa(i%7)}
+		if i%3 != 0 {
+			e.Data = []byte(strings.Repeat(strconv.Itoa(i), i%5))
+		}
+		if i%4 == 0 {
+			e.ID, e.Key = "id-"+strconv.Itoa(i), "key-"+strconv.Itoa(i)
+		}
+		if i%10 == 0 {
+			e.Metadata = map[string]string{}
+			for j := range 40 {
+				e.Metadata["m"+strconv.Itoa(j)] = strconv.Itoa(i * j)
+			}
+		}
+		items[i] = Item{Event: e}
+	}
+	pending, err := p.SendItems(ctx, stream, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pending.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	entries := c.XRange(ctx, stream, "-", "+").Val()
+	if len(entries) != len(items) {
+		t.Fatalf("stream holds %d entries, want %d", len(entries), len(items))
+	}
+	for i, got := range entries {
+		e := items[i].Event
+		want := map[string]any{wire.FieldType: e.Type, wire.FieldData: string(e.Data)}
+		if e.ID != "" {
+			want[wire.FieldID], want[wire.FieldKey] = e.ID, e.Key
+		}
+		for k, v := range e.Metadata {
+			want[k] = v
+		}
+		if !reflect.DeepEqual(got.Values, want) {
+			t.Fatalf("entry %d = %v, want %v", i, got.Values, want)
+		}
 	}
 }

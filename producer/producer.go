@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel"
@@ -195,14 +196,22 @@ func (e Event) eachExtra(add func(k, v string)) {
 // It is built here in one slice, with the stream, type, id and key passed
 // by pointer: boxing a pointer allocates nothing, which in a pipelined batch
 // is most of what a command costs the client. *stream and *e must not change
-// until the command has run.
-func (p *Producer) xadd(ctx context.Context, stream *string, e *Event) *redis.StringCmd {
-	args := make([]any, 0, 3+3+2*e.pairs())
+// until the command has run. With an arena (a batch's), the slice and the
+// data's string header come out of it too.
+func (p *Producer) xadd(ctx context.Context, stream *string, e *Event, a *xaddArena) *redis.StringCmd {
+	n := 3 + 3 + 2*e.pairs()
+	var args []any
+	var data any
+	if a != nil {
+		args, data = a.args(n), a.data(e.Data)
+	} else {
+		args, data = make([]any, 0, n), e.Data
+	}
 	args = append(args, "xadd", stream)
 	if p.opts.MaxLen > 0 {
 		args = append(args, "maxlen", "~", p.opts.MaxLen)
 	}
-	args = append(args, "*", wire.FieldType, &e.Type, wire.FieldData, e.Data)
+	args = append(args, "*", wire.FieldType, &e.Type, wire.FieldData, data)
 	if e.ID != "" {
 		args = append(args, wire.FieldID, &e.ID)
 	}
@@ -216,6 +225,46 @@ func (p *Producer) xadd(ctx context.Context, stream *string, e *Event) *redis.St
 		args = append(args, k, v)
 	}
 	return redis.NewStringCmd(ctx, args...)
+}
+
+// xaddArena holds what the XADDs of a batch of events point to, in a few
+// allocations for the batch where each XADD made two of its own: its
+// argument slice, and its data boxed as an interface value (a []byte is
+// boxed by copying its header to the heap). Its memory lives as long as any
+// command of the batch.
+type xaddArena struct {
+	buf   []any    // argument slices are cut from it, each to its own capacity
+	views []string // each event's data, as a string that shares its bytes
+}
+
+// newXaddArena returns an arena for n events.
+func newXaddArena(n int) *xaddArena {
+	return &xaddArena{views: make([]string, 0, n)}
+}
+
+// args returns an empty slice with room for n arguments.
+func (a *xaddArena) args(n int) []any {
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]any, 0, max(n, (cap(a.views)-len(a.views)+1)*xaddArgsGuess))
+	}
+	at := len(a.buf)
+	a.buf = a.buf[:at+n]
+	return a.buf[at : at : at+n]
+}
+
+// xaddArgsGuess is the room xadd takes for an event of a type and data
+// only: events with more use up a chunk sooner, and the next is made.
+const xaddArgsGuess = 3 + 3 + 2*2
+
+// data returns b as a *string that shares b's bytes: go-redis writes a
+// *string as it writes a []byte, without copying it first. b must not
+// change until the command has run, which xadd asks of the event anyway.
+func (a *xaddArena) data(b []byte) *string {
+	if len(a.views) == cap(a.views) {
+		a.views = make([]string, 0, max(16, cap(a.views))) // more events than said: the old views stay where they are
+	}
+	a.views = append(a.views, unsafe.String(unsafe.SliceData(b), len(b)))
+	return &a.views[len(a.views)-1]
 }
 
 // delayed returns the sorted-set member and score that schedule e at due.
@@ -240,7 +289,7 @@ func (p *Producer) Publish(ctx context.Context, stream string, e Event) (_ strin
 	if err != nil {
 		return "", err
 	}
-	cmd := p.xadd(ctx, &key, &e)
+	cmd := p.xadd(ctx, &key, &e, nil)
 	_ = p.client.Process(ctx, cmd) // the error is the command's
 	id, err := cmd.Result()
 	return id, p.classify(err)
@@ -267,8 +316,9 @@ func (p *Producer) PublishBatch(ctx context.Context, stream string, events []Eve
 	}
 	pipe := p.client.Pipeline()
 	cmds := make([]*redis.StringCmd, len(events))
+	arena := newXaddArena(len(events))
 	for i := range events {
-		cmds[i] = p.xadd(ctx, &keys[i], &events[i])
+		cmds[i] = p.xadd(ctx, &keys[i], &events[i], arena)
 		_ = pipe.Process(ctx, cmds[i]) // queues it
 	}
 	failUnread(pipe.Exec(ctx)) // then each command has its own error, read below
@@ -386,12 +436,13 @@ func (p *Producer) prepare(ctx context.Context, stream string, items []Item) (it
 		}
 	}
 	b := itemBatch{p: p, pipe: p.client.Pipeline(), keys: keys, cmds: make([]redis.Cmder, len(items))}
+	arena := newXaddArena(len(items))
 	for i, it := range items {
 		switch {
 		case it.UniqueFor > 0:
 			b.cmds[i] = p.queueUnique(ctx, b.pipe, keys[i], it.Event, it.UniqueFor)
 		case it.Due.IsZero():
-			cmd := p.xadd(ctx, &keys[i], &items[i].Event)
+			cmd := p.xadd(ctx, &keys[i], &items[i].Event, arena)
 			_ = b.pipe.Process(ctx, cmd) // queues it
 			b.cmds[i] = cmd
 		default:
