@@ -257,7 +257,7 @@ func (r *engine) lane(node string, lanes *sync.WaitGroup) *ackLane {
 	if l, ok := r.acks.lanes[node]; ok {
 		return l
 	}
-	l := &ackLane{node: node, kick: make(chan struct{}, 1), done: make(chan struct{}), ids: map[string][]string{}}
+	l := &ackLane{node: node, kick: make(chan struct{}, 1), done: make(chan struct{}), ids: map[string][]any{}}
 	if r.acks.ended {
 		l.closed = true
 		close(l.done)
@@ -282,7 +282,7 @@ type ackLane struct {
 	sending []ackReq // being written, or waiting for a retry
 	closed  bool
 
-	ids map[string][]string // the lane's scratch: IDs per stream
+	ids map[string][]any // the lane's scratch: the XACK arguments per stream
 }
 
 func (l *ackLane) push(list []ackReq) {
@@ -396,27 +396,38 @@ func (r *engine) flushFinal(batch []ackReq) {
 // a dedupe mark Redis refuses for want of memory is left out (it only
 // narrows the dedupe window for that entry) rather than holding the
 // acknowledgement back. The outcome counters are bumped once per run of
-// equal labels, not once per message. ids, when not nil, is the caller's
-// scratch space for the IDs per stream, reused from batch to batch.
-func (r *engine) flushAcks(ctx context.Context, batch []ackReq, ids map[string][]string) error {
+// equal labels, not once per message. args, when not nil, is the caller's
+// scratch space for each stream's XACK arguments, reused from batch to
+// batch. The IDs go in as pointers into batch, which lives until the
+// pipeline has run: go-redis's XAck boxed each ID as an interface value,
+// an allocation per message.
+func (r *engine) flushAcks(ctx context.Context, batch []ackReq, args map[string][]any) error {
 	pipe := r.client.Pipeline()
-	if ids == nil {
-		ids = make(map[string][]string, 1)
+	if args == nil {
+		args = make(map[string][]any, 1)
 	}
-	for s, list := range ids {
-		ids[s] = list[:0]
+	for s, list := range args {
+		clear(list) // no pointer into the last batch is kept
+		args[s] = list[:0]
 	}
 	var marks []*redis.StatusCmd
-	for _, a := range batch {
+	for i := range batch {
+		a := &batch[i]
 		if a.dedupe != "" {
 			marks = append(marks, pipe.Set(ctx, a.dedupe, wire.DedupeMark, r.cfg.DedupeWindow))
 		}
-		ids[a.stream] = append(ids[a.stream], a.id)
+		list := args[a.stream]
+		if len(list) == 0 {
+			list = append(list, "xack", &a.stream, &r.cfg.Group)
+		}
+		args[a.stream] = append(list, &a.id)
 	}
 	var acks []*redis.IntCmd
-	for s, list := range ids {
+	for _, list := range args {
 		if len(list) > 0 {
-			acks = append(acks, pipe.XAck(ctx, s, r.cfg.Group, list...))
+			c := redis.NewIntCmd(ctx, list...)
+			_ = pipe.Process(ctx, c) // queues it
+			acks = append(acks, c)
 		}
 	}
 	_, _ = pipe.Exec(ctx) // each command's own result is looked at below
