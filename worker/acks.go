@@ -398,17 +398,14 @@ func (r *engine) flushFinal(batch []ackReq) {
 // acknowledgement back. The outcome counters are bumped once per run of
 // equal labels, not once per message. args, when not nil, is the caller's
 // scratch space for each stream's XACK arguments, reused from batch to
-// batch. The IDs go in as pointers into batch, which lives until the
-// pipeline has run: go-redis's XAck boxed each ID as an interface value,
-// an allocation per message.
+// batch, emptied once the pipeline has run so that they keep no batch
+// alive. The IDs go in as pointers into batch, which lives until then:
+// go-redis's XAck boxed each ID as an interface value, an allocation per
+// message.
 func (r *engine) flushAcks(ctx context.Context, batch []ackReq, args map[string][]any) error {
 	pipe := r.client.Pipeline()
 	if args == nil {
 		args = make(map[string][]any, 1)
-	}
-	for s, list := range args {
-		clear(list) // no pointer into the last batch is kept
-		args[s] = list[:0]
 	}
 	var marks []*redis.StatusCmd
 	for i := range batch {
@@ -431,6 +428,10 @@ func (r *engine) flushAcks(ctx context.Context, batch []ackReq, args map[string]
 		}
 	}
 	_, _ = pipe.Exec(ctx) // each command's own result is looked at below
+	for s, list := range args {
+		clear(list)
+		args[s] = list[:0]
+	}
 	for _, c := range acks {
 		if err := c.Err(); err != nil {
 			return err

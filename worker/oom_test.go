@@ -124,3 +124,49 @@ type replyErr string
 
 func (e replyErr) Error() string { return string(e) }
 func (replyErr) RedisError()     {}
+
+// Under OOM a batch of retries is refused whole while an entry of it is
+// pending (nothing written, every entry still pending), and succeeds with
+// nothing to write when none is: a batch repeated after a lost reply is
+// not reported as failed.
+func TestSettleBatchUnderOOM(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t, "--maxmemory-policy", "noeviction")
+	c := srv.Client(t)
+	ctx := context.Background()
+	cfg := testConfig(t, srv)
+	stream := cfg.Streams[0]
+	if err := ensureGroup(ctx, c, stream, cfg.Group, "0"); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 2 {
+		ids = append(ids, c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{wire.FieldType, "t"}}).Val())
+	}
+	if err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: cfg.Group, Consumer: cfg.Consumer, Streams: []string{stream, ">"}, Count: 2, Block: -1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := newEngine(cfg, c, NewMux(), testLogger(t), NewMetrics(prometheus.NewRegistry()))
+	first := []settleReq{retryReq(stream, ids[0])}
+	if _, err := r.writeSettles(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.writeSettles(ctx, first); err != nil {
+		t.Errorf("the settled batch again under OOM: %v, want nothing to write", err)
+	}
+	if _, err := r.writeSettles(ctx, []settleReq{retryReq(stream, ids[0]), retryReq(stream, ids[1])}); !isOOM(err) {
+		t.Errorf("a batch with a pending entry under OOM: %v, want the OOM refusal", err)
+	}
+	if err := c.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if p := c.XPending(ctx, stream, cfg.Group).Val().Count; p != 1 {
+		t.Errorf("pending = %d, want the entry whose retry was refused", p)
+	}
+	if z := c.ZCard(ctx, wire.DelayedKey(stream)).Val(); z != 1 {
+		t.Errorf("delayed set holds %d, want the first batch's copy only", z)
+	}
+}

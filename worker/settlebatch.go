@@ -270,14 +270,14 @@ func (r *engine) settleChunk(chunk []settleReq) {
 // settleScript writes the copies of a batch of one stream's failed entries
 // and acknowledges them: retries into the delayed set, dead letters into
 // the dead-letter stream. It keeps the guarantees of retryScript and
-// deadLetterScript (settle.go) for each entry: it acts only on the entries
-// still pending in the group (once for an ID given twice), so that a batch
-// repeated after a lost reply acts once, and every copy is written before
-// any acknowledgement. A write that fails stops the script before the
-// XACKs, leaving every entry pending; the type checks come before any
-// write, and Redis refuses a script for want of memory only at its first
-// write. Then the oldest dead letters past the bounds are dropped, exactly,
-// as deadLetterScript does.
+// deadLetterScript (settle.go) for each entry: what it leaves written is
+// only for the entries still pending in the group (once for an ID given
+// twice), so that a batch repeated after a lost reply acts once, and every
+// copy is written before any acknowledgement. A write that fails stops the
+// script before the XACKs, leaving every entry pending; the type checks
+// come before any write, and Redis refuses a write for want of memory only
+// while the script has written nothing. Then the oldest dead letters past
+// the bounds are dropped, exactly, as deadLetterScript does.
 //
 // A retry is not looked up first (an XPENDING per entry, two fifths of the
 // script's time): its copy is added unless that very member is there
@@ -285,8 +285,12 @@ func (r *engine) settleChunk(chunk []settleReq) {
 // alone (XACK, which says whether it was pending). An entry that was not
 // pending (acknowledged elsewhere, or a batch repeated after a lost reply)
 // has the copy added now removed again; a member that was there before is
-// the copy of the run that acknowledged it, and stays. A dead letter, rare,
-// is looked up as before: an XADD always adds.
+// the copy of the run that acknowledged it, and stays. Replicas and the AOF
+// see that add and remove, and an XACK per retry. When Redis refuses the
+// copies for want of memory, the entries are looked up after all: a batch
+// none of whose entries is pending has nothing to write, and succeeds, as
+// it did when each was looked up first. A dead letter, rare, is looked up
+// first: an XADD always adds.
 //
 // KEYS[1] -> the stream
 // KEYS[2] -> the stream's :delayed sorted set
@@ -324,6 +328,10 @@ while i <= #ARGV do
   i = i + 2 + n
 end
 if #retries == 0 and #dead == 0 then return {0, 0} end
+do
+  local t = redis.call('TYPE', KEYS[1])['ok']
+  if t ~= 'none' and t ~= 'stream' then return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is not a stream') end
+end
 if #retries > 0 then
   local t = redis.call('TYPE', KEYS[2])['ok']
   if t ~= 'none' and t ~= 'zset' then return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is not a sorted set') end
@@ -332,9 +340,26 @@ if #dead > 0 then
   local t = redis.call('TYPE', KEYS[3])['ok']
   if t ~= 'none' and t ~= 'stream' then return redis.error_reply('WRONGTYPE ' .. KEYS[3] .. ' is not a stream') end
 end
-local added = {}
+local added, wrote = {}, false
 for k, a in ipairs(retries) do
-  added[k] = redis.call('ZADD', KEYS[2], 'NX', ARGV[a + 1], ARGV[a + 2])
+  local r = redis.pcall('ZADD', KEYS[2], 'NX', ARGV[a + 1], ARGV[a + 2])
+  if type(r) == 'table' and r.err then
+    -- Refused, with nothing written yet (out of memory): fine when no
+    -- entry of the batch is pending any more.
+    if not wrote and #dead == 0 then
+      local any = false
+      for _, b in ipairs(retries) do
+        if #redis.call('XPENDING', KEYS[1], group, ARGV[b], ARGV[b], 1) > 0 then
+          any = true
+          break
+        end
+      end
+      if not any then return {0, 0} end
+    end
+    return r
+  end
+  added[k] = r
+  wrote = wrote or r == 1
 end
 for j = 1, #dead, 2 do
   redis.call('XADD', KEYS[3], '*', unpack(ARGV, dead[j], dead[j + 1]))

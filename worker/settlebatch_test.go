@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,8 +156,9 @@ func TestReclaimSkipsEntriesWaitingForTheirSettle(t *testing.T) {
 }
 
 // One entry given twice in a batch, with two different copies (two
-// consumers' failures of it, say), gets one copy; and a retry whose
-// delayed set cannot take it is not acknowledged.
+// consumers' failures of it, say), gets one copy; a retry whose delayed set
+// cannot take it is not acknowledged; and a stream key of another type
+// stops the batch before its copies are written.
 func TestSettleBatchOneCopyPerEntry(t *testing.T) {
 	t.Parallel()
 	r, c, ids := settleEngine(t, 2)
@@ -177,5 +179,15 @@ func TestSettleBatchOneCopyPerEntry(t *testing.T) {
 	}
 	if p := c.XPending(ctx, s, r.cfg.Group).Val().Count; p != 1 {
 		t.Errorf("pending = %d, want the entry whose retry could not be written", p)
+	}
+	c.Del(ctx, wire.DelayedKey(s))
+	other := s + ":not-a-stream"
+	c.Set(ctx, other, "x", 0)
+	chunk := []settleReq{retryReq(other, ids[1])}
+	if _, err := r.writeSettles(ctx, chunk); err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+		t.Errorf("a retry of a stream key that is not a stream: %v, want WRONGTYPE", err)
+	}
+	if z := c.Exists(ctx, wire.DelayedKey(other)).Val(); z != 0 {
+		t.Errorf("a copy was written for a stream key that is not a stream")
 	}
 }

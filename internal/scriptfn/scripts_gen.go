@@ -614,6 +614,10 @@ while i <= #ARGV do
   i = i + 2 + n
 end
 if #retries == 0 and #dead == 0 then return {0, 0} end
+do
+  local t = redis.call('TYPE', KEYS[1])['ok']
+  if t ~= 'none' and t ~= 'stream' then return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is not a stream') end
+end
 if #retries > 0 then
   local t = redis.call('TYPE', KEYS[2])['ok']
   if t ~= 'none' and t ~= 'zset' then return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is not a sorted set') end
@@ -622,9 +626,26 @@ if #dead > 0 then
   local t = redis.call('TYPE', KEYS[3])['ok']
   if t ~= 'none' and t ~= 'stream' then return redis.error_reply('WRONGTYPE ' .. KEYS[3] .. ' is not a stream') end
 end
-local added = {}
+local added, wrote = {}, false
 for k, a in ipairs(retries) do
-  added[k] = redis.call('ZADD', KEYS[2], 'NX', ARGV[a + 1], ARGV[a + 2])
+  local r = redis.pcall('ZADD', KEYS[2], 'NX', ARGV[a + 1], ARGV[a + 2])
+  if type(r) == 'table' and r.err then
+    -- Refused, with nothing written yet (out of memory): fine when no
+    -- entry of the batch is pending any more.
+    if not wrote and #dead == 0 then
+      local any = false
+      for _, b in ipairs(retries) do
+        if #redis.call('XPENDING', KEYS[1], group, ARGV[b], ARGV[b], 1) > 0 then
+          any = true
+          break
+        end
+      end
+      if not any then return {0, 0} end
+    end
+    return r
+  end
+  added[k] = r
+  wrote = wrote or r == 1
 end
 for j = 1, #dead, 2 do
   redis.call('XADD', KEYS[3], '*', unpack(ARGV, dead[j], dead[j + 1]))
