@@ -22,3 +22,13 @@ func TestSetGCDefault(t *testing.T) {
 		}
 	}
 }
+
+func TestOneProcDefault(t *testing.T) {
+	var got []int
+	set := func(n int) int { got = append(got, n); return 2 }
+	oneProcDefault(func(string) string { return "" }, set)
+	oneProcDefault(func(k string) string { return map[string]string{"GOMAXPROCS": "4"}[k] }, set)
+	if len(got) != 1 || got[0] != 1 {
+		t.Errorf("GOMAXPROCS set to %v; want 1 once: with the variable unset, and left alone with it set", got)
+	}
+}

@@ -182,6 +182,9 @@ func (a *app) send(cmd *cobra.Command, f *sendFlags) error {
 			size = fi.Size()
 		}
 	}
+	if a.io.oneProc != nil {
+		a.io.oneProc() // oneProcDefault
+	}
 	s := &fileSender{
 		p: p, stream: f.stream, name: name, batch: f.batch, rejects: a.io.err, now: time.Now,
 		progress: newProgress(a.io.err, a.io.isTerminal(a.io.err), size, true, f.progressEvery),
