@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/reclaim"
 	"github.com/streamworker/streamworker/wire"
@@ -40,18 +41,27 @@ func TestEnsureGroupUnderOOM(t *testing.T) {
 	}
 }
 
+// oomServer starts a Redis of the test's own that refuses writes for want
+// of memory once its maxmemory is set low (noeviction), with the group of
+// cfg's stream created.
+func oomServer(t *testing.T) (*redis.Client, config.Config) {
+	t.Helper()
+	srv := testredis.Start(t, "--maxmemory-policy", "noeviction")
+	c := srv.Client(t)
+	cfg := testConfig(t, srv)
+	if err := ensureGroup(context.Background(), c, cfg.Streams[0], cfg.Group, "0"); err != nil {
+		t.Fatal(err)
+	}
+	return c, cfg
+}
+
 // Under OOM a dedupe mark is refused but XACK is taken: the batch counts as
 // acknowledged, and the refusal starts the hold on retry copies.
 func TestAcksUnderOOMLeaveDedupeMarksOut(t *testing.T) {
 	t.Parallel()
-	srv := testredis.Start(t, "--maxmemory-policy", "noeviction")
-	c := srv.Client(t)
+	c, cfg := oomServer(t)
 	ctx := context.Background()
-	cfg := testConfig(t, srv)
 	stream := cfg.Streams[0]
-	if err := ensureGroup(ctx, c, stream, cfg.Group, "0"); err != nil {
-		t.Fatal(err)
-	}
 	id, err := c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{wire.FieldType, "t"}}).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -131,14 +141,9 @@ func (replyErr) RedisError()     {}
 // not reported as failed.
 func TestSettleBatchUnderOOM(t *testing.T) {
 	t.Parallel()
-	srv := testredis.Start(t, "--maxmemory-policy", "noeviction")
-	c := srv.Client(t)
+	c, cfg := oomServer(t)
 	ctx := context.Background()
-	cfg := testConfig(t, srv)
 	stream := cfg.Streams[0]
-	if err := ensureGroup(ctx, c, stream, cfg.Group, "0"); err != nil {
-		t.Fatal(err)
-	}
 	var ids []string
 	for range 2 {
 		ids = append(ids, c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{wire.FieldType, "t"}}).Val())
