@@ -257,7 +257,7 @@ func (r *engine) lane(node string, lanes *sync.WaitGroup) *ackLane {
 	if l, ok := r.acks.lanes[node]; ok {
 		return l
 	}
-	l := &ackLane{node: node, kick: make(chan struct{}, 1), done: make(chan struct{}), ids: map[string][]any{}}
+	l := &ackLane{node: node, kick: make(chan struct{}, 1), done: make(chan struct{}), args: map[string][]any{}}
 	if r.acks.ended {
 		l.closed = true
 		close(l.done)
@@ -282,7 +282,7 @@ type ackLane struct {
 	sending []ackReq // being written, or waiting for a retry
 	closed  bool
 
-	ids map[string][]any // the lane's scratch: the XACK arguments per stream
+	args map[string][]any // the lane's scratch: the XACK arguments per stream
 }
 
 func (l *ackLane) push(list []ackReq) {
@@ -343,7 +343,7 @@ func (r *engine) runLane(l *ackLane, lanes *sync.WaitGroup) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
-		err := r.flushAcks(ctx, batch, l.ids)
+		err := r.flushAcks(ctx, batch, l.args)
 		cancel()
 		if err == nil {
 			failures = 0
