@@ -223,6 +223,12 @@ func testEffectsUnderRandomKills(t *testing.T, bin string) {
 		return n == total && g.pending == 0 && g.lag == 0, fmt.Sprintf("applied=%d/%d %s", n, total, g)
 	})
 	for _, w := range workers {
+		// One started by the last kill may still be connecting when the
+		// others have finished everything: a worker watches for SIGTERM
+		// from before it logs "starting".
+		waitFor(t, 30*time.Second, w, w.name+" started", func() (bool, string) {
+			return slices.ContainsFunc(w.logLines(), func(rec map[string]any) bool { return rec["msg"] == "starting" }), ""
+		})
 		w.stop(30 * time.Second)
 	}
 

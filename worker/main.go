@@ -101,6 +101,17 @@ func Main(mux *Mux, opts ...Option) {
 // returns nil. It returns an error when a component fails to start.
 func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error {
 	o := newOptions(cfg, opts)
+	var sigs chan os.Signal
+	if o.signals {
+		// Watched from the start, not from when the run group starts: a
+		// SIGTERM that comes while the worker still connects ends it
+		// cleanly once it has started (nothing is read by then), where it
+		// used to kill the process. Until Run returns: a second signal must
+		// not kill the drain.
+		sigs = make(chan os.Signal, 2)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+	}
 	entries, err := scheduleEntries(cfg, o.schedule) // schedule.go
 	if err != nil {
 		return err
@@ -157,7 +168,7 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	// whenever g.Run runs.
 	rtDone := make(chan struct{})
 	if o.signals { // SIGTERM or SIGINT starts the shutdown; a second one hurries it
-		defer addSignals(ctx, &g, rt, rtDone, logger)() // until Run returns: a second signal must not kill the drain
+		addSignals(ctx, &g, rt, rtDone, logger, sigs)
 	}
 	// fetch/dispatch, reclaim, promote
 	addRuntime(&g, rt, rtDone)
@@ -226,12 +237,9 @@ func setup(ctx context.Context, fs []func(context.Context, Deps) error, deps Dep
 	return nil
 }
 
-// addSignals adds the signal actors to g: the first SIGTERM or SIGINT ends
-// the group, a second one hurries rt's drain. The func returned stops the
-// signal delivery; call it once g.Run has returned.
-func addSignals(ctx context.Context, g *run.Group, rt *engine, rtDone <-chan struct{}, logger *slog.Logger) (stop func()) {
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+// addSignals adds the signal actors to g, reading sigs (SIGTERM and
+// SIGINT): the first ends the group, a second one hurries rt's drain.
+func addSignals(ctx context.Context, g *run.Group, rt *engine, rtDone <-chan struct{}, logger *slog.Logger, sigs <-chan os.Signal) {
 	first := make(chan struct{})
 	ctx, cancel := context.WithCancel(ctx)
 	g.Add(func() error {
@@ -259,7 +267,6 @@ func addSignals(ctx context.Context, g *run.Group, rt *engine, rtDone <-chan str
 		}
 		return nil
 	}, func(error) {})
-	return func() { signal.Stop(sigs) }
 }
 
 // addHTTP adds the HTTP server on l to g. Interrupted, it keeps answering
