@@ -193,11 +193,6 @@ func (p *promoter) Run(ctx context.Context) error {
 	}
 }
 
-// runOnce moves every due entry of every stream (runStreams).
-func (p *promoter) runOnce(ctx context.Context) (moved int, failed map[string]error, left map[string]time.Time) {
-	return p.runStreams(ctx, p.streams)
-}
-
 // runStreams moves every due entry of streams, a batch per script call, and
 // returns, per stream, when the earliest entry left falls due (none: none is
 // left). Each stream's failure is its own: it is counted and returned in

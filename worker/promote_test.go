@@ -36,7 +36,7 @@ func TestPromoteMovesOnlyDueEntries(t *testing.T) {
 	p := newPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = 2 // several script calls for one pass
 	p.now = func() time.Time { return now }
-	moved, failed, left := p.runOnce(ctx)
+	moved, failed, left := p.runStreams(ctx, p.streams)
 	if failed != nil {
 		t.Fatal(failed)
 	}
@@ -79,7 +79,7 @@ func promoteBounded(t testing.TB, c *redis.Client, streams ...string) (int, map[
 	p := newPromoter(c, streams, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	moved, failed, _ := p.runOnce(ctx)
+	moved, failed, _ := p.runStreams(ctx, p.streams)
 	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer pcancel()
 	if err := c.Ping(pctx).Err(); err != nil {
@@ -170,7 +170,7 @@ func TestPromoteFailureStaysWithItsStream(t *testing.T) {
 	}
 	metrics := NewMetrics(prometheus.NewRegistry())
 	p := newPromoter(c, []string{bad1, good, bad2}, time.Second, slog.New(slog.DiscardHandler), metrics, nil)
-	moved, failed, _ := p.runOnce(ctx)
+	moved, failed, _ := p.runStreams(ctx, p.streams)
 	if moved != 1 || c.XLen(ctx, good).Val() != 1 {
 		t.Errorf("moved %d, %s holds %d; want the good stream promoted", moved, good, c.XLen(ctx, good).Val())
 	}
