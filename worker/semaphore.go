@@ -39,7 +39,6 @@ func (s *semaphore) acquire(ctx context.Context, least, most int, timeout time.D
 // acquireFor is acquire for a stream's fetcher of class c (nil when the
 // streams have no priorities).
 func (s *semaphore) acquireFor(ctx context.Context, c *slotClass, least, most int, timeout time.Duration, tick func()) int {
-	w := &slotWaiter{min: least, class: c, wake: make(chan struct{}, 1)}
 	s.mu.Lock()
 	if s.prio == nil {
 		if len(s.waiters) == 0 && s.free >= least {
@@ -58,6 +57,7 @@ func (s *semaphore) acquireFor(ctx context.Context, c *slotClass, least, most in
 			return n
 		}
 	}
+	w := &slotWaiter{min: least, class: c, wake: make(chan struct{}, 1)} // not before: a read that finds slots free allocates nothing
 	s.waiters = append(s.waiters, w)
 	if s.prio != nil { // the priorities may serve it ahead of those waiting
 		if c != nil {
