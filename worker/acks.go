@@ -407,6 +407,19 @@ func (r *engine) flushAcks(ctx context.Context, batch []ackReq, args map[string]
 	if args == nil {
 		args = make(map[string][]any, 1)
 	}
+	cmds := r.queueAcks(ctx, pipe, batch, args)
+	_, _ = pipe.Exec(ctx) // each command's own result is looked at below
+	return r.acked(cmds, batch, args)
+}
+
+// ackCmds are the commands of a batch of acknowledgements in a pipeline.
+type ackCmds struct {
+	acks  []*redis.IntCmd
+	marks []*redis.StatusCmd
+}
+
+// queueAcks adds batch's dedupe marks and XACKs to pipe (flushAcks).
+func (r *engine) queueAcks(ctx context.Context, pipe redis.Pipeliner, batch []ackReq, args map[string][]any) ackCmds {
 	var marks []*redis.StatusCmd
 	for i := range batch {
 		a := &batch[i]
@@ -427,7 +440,13 @@ func (r *engine) flushAcks(ctx context.Context, batch []ackReq, args map[string]
 			acks = append(acks, c)
 		}
 	}
-	_, _ = pipe.Exec(ctx) // each command's own result is looked at below
+	return ackCmds{acks: acks, marks: marks}
+}
+
+// acked reads the results of a batch's commands once its pipeline has run
+// (flushAcks), and empties args.
+func (r *engine) acked(cmds ackCmds, batch []ackReq, args map[string][]any) error {
+	acks, marks := cmds.acks, cmds.marks
 	for s, list := range args {
 		clear(list)
 		args[s] = list[:0]
