@@ -42,19 +42,28 @@ func (s sink) Isolate(stream string, ids []string) { s.r.isolate(stream, ids) }
 // them, releases the slots it does not use and returns how many it handed
 // over.
 func (r *engine) dispatch(ctx context.Context, batch []*Message, n int) int {
+	run, handed := r.admit(ctx, batch, n)
+	r.jobs.push(run...)
+	return handed
+}
+
+// admit takes messages in on the n slots reserved for them: it drops those
+// not to run, releases their slots and returns those to run now and how
+// many it took in (those behind their key's running message wait in the
+// order gate, each on its slot).
+func (r *engine) admit(ctx context.Context, batch []*Message, n int) (run []*Message, handed int) {
 	batch = r.confirmLate(batch)
 	batch = r.dropCancelled(ctx, batch) // cancel.go
 	batch = r.dropTooLarge(ctx, batch)
 	if r.cfg.DedupeWindow > 0 {
 		batch = r.dropDuplicates(ctx, batch)
 	}
-	run := batch
+	run = batch
 	if r.order != nil {
 		run = r.order.admit(batch) // ordered.go: a message whose key runs waits behind it, on its slot
 	}
-	r.jobs.push(run...)
 	r.release(n - len(batch))
-	return len(batch)
+	return run, len(batch)
 }
 
 // confirmLate renews the lease of messages whose read (or claim) took a

@@ -48,6 +48,10 @@ type fetcher struct {
 	class      *slotClass         // the stream's share of the slots (priority.go); nil without priorities
 	backlogged bool               // told the priorities that the stream has entries to read
 	slots      prometheus.Counter // the slots its reads filled, of its WORKER_STREAMS entry
+
+	in      *inliner // runs a lone message on the fetcher (inline.go); nil for a partition's or a take-over's
+	lone    bool     // the last read's messages are to run on the fetcher (inline.go)
+	waiting func()   // called every second while the loop waits for a slot: the stream's beat, and held acknowledgements sent
 }
 
 func (r *engine) newFetcher(s *streamState, level slog.Level) *fetcher {
@@ -56,10 +60,12 @@ func (r *engine) newFetcher(s *streamState, level slog.Level) *fetcher {
 		start = "$"
 	}
 	pause := r.pauses.of(s.name)
-	return &fetcher{
+	f := &fetcher{
 		r: r, s: s, log: r.logger.With("stream", s.name), level: level, start: start, cursor: "0", idle: true, types: typeNames{},
 		pause: pause, class: r.classes[s.name], slots: r.metrics.Slots.WithLabelValues(pause.stream),
 	}
+	f.waiting = func() { s.beat.beat(); f.releaseHeld() }
+	return f
 }
 
 // setBacklog tells the priorities, when there are any, whether the stream
@@ -79,6 +85,7 @@ func (f *fetcher) paused(ctx context.Context) bool {
 		return false
 	}
 	f.setBacklog(false)
+	f.releaseHeld() // inline.go
 	waited := f.r.pauses.wait(ctx, f.pause, f.s.beat)
 	f.known = true
 	if ctx.Err() == nil && waited {
@@ -133,10 +140,18 @@ func (f *fetcher) ensureGroup(ctx, cctx context.Context) bool {
 // waits in memory long enough for its idle time to matter, nor for more than
 // readSizer expects to fit in the read budget.
 func (r *engine) fetchLoop(ctx context.Context, s *streamState) {
-	r.newFetcher(s, slog.LevelError).run(ctx)
+	f := r.newFetcher(s, slog.LevelError)
+	if s.inline != nil && f.class == nil {
+		f.runInline(ctx, s.inline) // inline.go
+		return
+	}
+	f.run(ctx)
 }
 
-func (f *fetcher) run(ctx context.Context) {
+// run is the fetch loop. It returns true once ctx has ended, false when it
+// hands the loop over to another goroutine (inline.go) after running a lone
+// message.
+func (f *fetcher) run(ctx context.Context) bool {
 	r := f.r
 	// Reads are not cancelled mid-flight: entries a cancelled read was given
 	// would sit in our pending list unseen. BLOCK is finite, so the loop
@@ -146,6 +161,7 @@ func (f *fetcher) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		f.s.beat.beat()
 		if !f.s.groupReady.Load() {
+			f.releaseHeld() // inline.go
 			if !f.ensureGroup(ctx, rctx) {
 				continue
 			}
@@ -166,20 +182,24 @@ func (f *fetcher) run(ctx context.Context) {
 		}
 		backlog := !f.idle && f.cursor == ">"
 		f.setBacklog(f.more && f.cursor == ">")
-		n := r.acquireFor(ctx, f.class, f.s.beat, backlog, most)
+		n := r.acquireFor(ctx, f.class, f.waiting, backlog, most)
 		if n == 0 {
-			return
+			return true
 		}
 		if ctx.Err() != nil { // select picked a freed slot over a shutdown that came first
 			r.release(n)
-			return
+			return true
 		}
 		if f.cursor != ">" {
 			f.replayOwn(ctx, rctx, n)
 			continue
 		}
 		f.readNew(ctx, rctx, n)
+		if f.lone && !f.runLone() { // inline.go
+			return false
+		}
 	}
+	return true
 }
 
 // readNew reads new entries on the n slots reserved: what is there with
@@ -216,7 +236,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 			f.more = !f.idle
 			f.trickle = trickling(len(batch), n)
 			f.last = len(batch)
-			f.handle(ctx, batch, err, n)
+			f.handle(ctx, batch, err, n, n)
 			return
 		}
 		r.release(n - 1)
@@ -243,7 +263,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	f.more = len(batch) == count
 	f.trickle = trickling(len(batch), count)
 	f.last = len(batch)
-	f.handle(ctx, batch, err, n)
+	f.handle(ctx, batch, err, n, count)
 }
 
 // trickleMost is the most entries a read that drained the stream may bring
@@ -261,24 +281,34 @@ func trickling(got, asked int) bool { return got <= 1 || got < asked && got <= t
 // at all when negative), as Messages read with a command sent at sent.
 func (f *fetcher) read(ctx context.Context, n int, block time.Duration, sent time.Time) ([]*Message, error) {
 	r, stream := f.r, f.s.name
+	if block >= 0 && f.holding() && f.in.maxBlock > 0 {
+		return f.readAcking(ctx, n, block, sent) // inline.go
+	}
+	f.releaseHeld()
 	if block < 0 && r.rawReads() {
 		return r.readNow(ctx, stream, n, f.sizes.reply(n), sent, f.types)
 	}
 	res, err := r.client.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: []string{stream, ">"}, Count: int64(n), Block: block,
 	}).Result()
+	return f.readResult(sent, res, err)
+}
+
+// readResult is the Messages of a read's go-redis reply.
+func (f *fetcher) readResult(sent time.Time, res []redis.XStream, err error) ([]*Message, error) {
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil || len(res) == 0 {
 		return nil, err
 	}
-	return newMessages(stream, res[0].Messages, sent), nil
+	return newMessages(f.s.name, res[0].Messages, sent), nil
 }
 
-// handle dispatches one read's messages on the n slots reserved for it and
-// releases the slots it did not use.
-func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n int) {
+// handle dispatches one read's messages, of asked entries, on the n slots
+// reserved for it and releases the slots it did not use. A lone message
+// may be kept to run on the fetcher (inline.go).
+func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, asked int) {
 	r := f.r
 	if err != nil {
 		r.release(n)
@@ -298,7 +328,11 @@ func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n int
 	if r.ahead != nil && len(batch) > 0 {
 		r.ahead.entry.Store(int64(f.sizes.perEntry))
 	}
-	f.slots.Add(float64(r.dispatch(ctx, batch, n)))
+	run, handed := r.admit(ctx, batch, n)
+	f.slots.Add(float64(handed))
+	if !f.takeLone(run, len(batch), asked) {
+		r.jobs.push(run...)
+	}
 }
 
 // waitResync holds new reads back after a failed read of an ordered
@@ -353,7 +387,7 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 		}
 	}
 	if err != nil {
-		f.handle(ctx, nil, err, n)
+		f.handle(ctx, nil, err, n, n)
 		return
 	}
 	f.ok()
@@ -447,25 +481,25 @@ func (z *readSizer) count(n, budget int) int {
 // in large batches rather than a few entries per round trip. It returns 0
 // when ctx ends first.
 func (r *engine) acquire(ctx context.Context, beat *beat, backlog bool) int {
-	return r.acquireUpTo(ctx, beat, backlog, r.cfg.FetchCount)
+	return r.acquireUpTo(ctx, beat.beat, backlog, r.cfg.FetchCount)
 }
 
 // acquireUpTo is acquire taking up to most slots (fewer than FetchCount
 // while entries are large).
-func (r *engine) acquireUpTo(ctx context.Context, beat *beat, backlog bool, most int) int {
-	return r.acquireFor(ctx, nil, beat, backlog, most)
+func (r *engine) acquireUpTo(ctx context.Context, tick func(), backlog bool, most int) int {
+	return r.acquireFor(ctx, nil, tick, backlog, most)
 }
 
 // acquireFor is acquireUpTo for a fetcher of class c (priority.go; nil
 // without priorities).
-func (r *engine) acquireFor(ctx context.Context, c *slotClass, beat *beat, backlog bool, most int) int {
+func (r *engine) acquireFor(ctx context.Context, c *slotClass, tick func(), backlog bool, most int) int {
 	if backlog {
 		low := max(1, min(most, r.cfg.Concurrency)/2)
-		if n := r.sem.acquireFor(ctx, c, low, most, 2*time.Millisecond, beat.beat); n > 0 || ctx.Err() != nil {
+		if n := r.sem.acquireFor(ctx, c, low, most, 2*time.Millisecond, tick); n > 0 || ctx.Err() != nil {
 			return n
 		}
 	}
-	return r.sem.acquireFor(ctx, c, 1, most, 0, beat.beat)
+	return r.sem.acquireFor(ctx, c, 1, most, 0, tick)
 }
 
 func (r *engine) release(n int) { r.sem.release(n) }

@@ -83,6 +83,13 @@ func (q *jobQueue) pop() (m *Message, ok bool) {
 	return m, true
 }
 
+// empty reports whether no message waits for a handler.
+func (q *jobQueue) empty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.head == len(q.items)
+}
+
 // close lets the goroutines return once the queue is empty.
 func (q *jobQueue) close() {
 	q.mu.Lock()

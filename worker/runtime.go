@@ -44,8 +44,9 @@ type engine struct {
 	jobs    *jobQueue
 	ahead   *readAhead // read-ahead slots (readahead.go); nil when WORKER_READ_AHEAD is 0
 	acks    *ackBuffer
-	settles *settleBuffer // failures waiting to be written (settlebatch.go)
-	workers []*workerState
+	settles *settleBuffer  // failures waiting to be written (settlebatch.go)
+	workers []*workerState // the handler goroutines' (the first WORKER_CONCURRENCY), then the fetchers' for a lone message (inline.go)
+	lone    sync.WaitGroup // lone messages running on their fetchers
 
 	handlerCtx     context.Context // outlives the fetch context; cancelled at the shutdown deadline
 	cancelHandlers context.CancelFunc
@@ -83,6 +84,7 @@ type streamState struct {
 	groupReady atomic.Bool
 	redisOK    atomic.Bool
 	beat       *beat
+	inline     *workerState // where its fetcher runs a lone message (inline.go); nil: never
 }
 
 // workerState is one handler goroutine. Its context is cancelled only when
@@ -136,6 +138,11 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	if cfg.ReadAhead > 0 { // readahead.go
 		r.ahead = &readAhead{most: cfg.ReadAhead, sem: r.sem}
 	}
+	for _, s := range fetchedStreams(cfg) { // partition.go: the partitions are read while owned
+		st := &streamState{name: s, beat: r.live.Register("fetch " + s), inline: &workerState{}}
+		r.workers = append(r.workers, st.inline)
+		r.streams = append(r.streams, st)
+	}
 	running := func() int {
 		n := 0
 		for _, w := range r.workers {
@@ -146,9 +153,6 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		return n
 	}
 	metrics.running.Store(&running)
-	for _, s := range fetchedStreams(cfg) { // partition.go: the partitions are read while owned
-		r.streams = append(r.streams, &streamState{name: s, beat: r.live.Register("fetch " + s)})
-	}
 	for _, s := range streamKeys(cfg) {
 		r.renewing[s] = &atomic.Bool{}
 	}
@@ -248,7 +252,7 @@ func (r *engine) Run(ctx context.Context) error {
 	feeders.stop()
 	probe.stop()
 	r.jobs.close()
-	r.drain(shutdownStart, workersDone)
+	r.drain(shutdownStart, r.handlersDone(workersDone))
 	leases.stop()
 	r.renewals.Wait() // bounded by the client's read timeout
 	settles.stop()
@@ -267,8 +271,11 @@ func (r *engine) Run(ctx context.Context) error {
 // queue is closed and empty; the channel returned closes when all are done.
 func (r *engine) startWorkers() <-chan struct{} {
 	var workers sync.WaitGroup
-	for _, w := range r.workers {
+	for i, w := range r.workers {
 		w.ctx = newMsgContext(r.handlerCtx)
+		if i >= r.cfg.Concurrency {
+			continue // a fetcher's (inline.go)
+		}
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
@@ -304,6 +311,24 @@ func (r *engine) work(w *workerState) {
 			m = next
 		}
 	}
+}
+
+// handlersDone returns a channel closed once the handler goroutines are
+// done (workersDone) and no lone message runs on a fetcher (inline.go).
+// Called once the fetchers have stopped: no lone message starts after.
+func (r *engine) handlersDone(workersDone <-chan struct{}) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		<-workersDone
+		r.lone.Wait()
+		for _, w := range r.workers[r.cfg.Concurrency:] {
+			w.mu.Lock()
+			w.ctx.release()
+			w.mu.Unlock()
+		}
+		close(done)
+	}()
+	return done
 }
 
 // newReclaimer builds the reclaimer of this consumer's streams.
@@ -458,11 +483,14 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 			dk = wire.DedupeKey(m.Stream, m.IdempotencyKey)
 		}
 		a := ackReq{stream: m.Stream, id: m.ID, typ: m.Type, dedupe: dk, outcome: OutcomeAcked}
-		if m.settle {
+		switch {
+		case m.settle:
 			r.ackNow(a)
-			return OutcomeAcked
+		case m.held != nil: // inline.go: sent with the fetcher's next read
+			*m.held = append(*m.held, a)
+		default:
+			r.ack(a)
 		}
-		r.ack(a)
 		return OutcomeAcked
 	}
 	if r.abandoned.Load() && r.handlerCtx.Err() != nil {

@@ -1,0 +1,268 @@
+package worker
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A quiet stream's messages run on its fetcher.
+//
+// At low load a read brings one message, or a few, at a time. Handed to
+// the handler goroutines, they woke a goroutine, and often a thread for it,
+// per read, and their acknowledgements took a round trip of their own (the
+// ack loop's): on two cores the runtime's CPU per message was 1.6× a loop
+// that reads, handles and acknowledges in turn (bench: the latency phase).
+// So when a read drained the stream with at most loneMost messages and no
+// handler is behind on others, the fetcher runs them itself, one after
+// another, on a worker state of its own, and their acknowledgements go with
+// its next read, in one pipeline (readAcking). These are the lone messages.
+//
+// A handler that turns out slow must not hold the stream's reads up: once
+// a read's lone messages have run for inlineFor, the hatch hands those not
+// started yet to the handler goroutines and moves the fetch loop to a new
+// goroutine; the one running the handler ends once the handler is done. The fetcher's worker state is busy meanwhile, and reads go through
+// the handler goroutines until it is free again. A lone message is on a
+// worker state like any running message (engine.workers): its lease is
+// renewed, and shutdown hands it over at the deadline and waits for it
+// (engine.lone).
+//
+// The hatch's timer is not set per read: setting a timer due sooner than
+// every other one wakes the thread that sleeps in the network poller, and
+// stopping it leaves that thread to wake for nothing, about as dear as the
+// hand-off saved. Once set it fires inlineFor later, and is set again then
+// only if lone messages run (for what is left of their inlineFor).
+//
+// Only streams read by one fetcher of the engine's own, without priorities
+// or per-key order, run messages this way: a partition's messages go
+// through their key's order gate, and a stream with priorities shares its
+// slots with the others by the order reads are made.
+
+// inlineFor is how long a read's lone messages run on the fetcher before
+// the fetch loop moves to a new goroutine: the most a message waits unread,
+// or unstarted behind the others of its read, for a handler that turns out
+// slow.
+const inlineFor = time.Millisecond
+
+// loneMost is the most messages a read may bring for them to run on the
+// fetcher: a few that came together, not a batch whose last would wait for
+// all the others.
+const loneMost = trickleMost
+
+// The fetch loop's state as the hatch sees it.
+const (
+	roleFetching int32 = iota // reading, or anything but running lone messages
+	roleInline                // running lone messages
+	roleHanded                // the hatch moved the fetch loop to a new goroutine
+)
+
+// inliner is a fetcher's means to run lone messages.
+type inliner struct {
+	r       *engine
+	w       *workerState // runs the lone messages, one at a time: seen by the leases and the shutdown
+	busy    atomic.Bool  // w runs lone messages
+	role    atomic.Int32
+	started atomic.Int64  // when the lone messages running started, Unix ns; 0: none run
+	armed   atomic.Bool   // the hatch's timer is set
+	hatch   *time.Timer   // calls check
+	ended   chan struct{} // closed when the fetch loop ends
+	resume  func()        // runs the fetch loop on the hatch's goroutine
+
+	mu   sync.Mutex
+	lone []*Message // the lone messages taken; lone[next:] are not started yet
+	next int
+
+	// held are the acknowledgements of lone messages that succeeded, to go
+	// with the next read, in its round trip (readAcking). Whoever holds
+	// busy owns them; the fetch loop, while busy is clear.
+	held     []ackReq
+	args     map[string][]any // the XACK arguments' scratch (flushAcks)
+	maxBlock time.Duration    // the longest BLOCK of a read sent with acknowledgements; 0: none is
+}
+
+// runInline runs the fetcher's loop for its stream in a way that lets lone
+// messages run on it (fetchLoop, for a stream with a worker state of its
+// own), and returns once the loop has ended.
+func (f *fetcher) runInline(ctx context.Context, w *workerState) {
+	in := &inliner{r: f.r, w: w, ended: make(chan struct{}), args: map[string][]any{}, maxBlock: pipelineBlock(f.r.client, f.r.cfg.Block)}
+	in.resume = func() {
+		if f.run(ctx) {
+			if !in.busy.Load() { // else the goroutine running lone messages sends its own
+				f.flushHeld()
+			}
+			close(in.ended)
+		}
+	}
+	in.hatch = time.AfterFunc(time.Hour, in.check)
+	in.hatch.Stop()
+	f.in = in
+	go in.resume()
+	<-in.ended
+}
+
+// check is the hatch's timer: when a read's lone messages have run for
+// inlineFor, those not started yet go to the handler goroutines and the
+// fetch loop to a new goroutine; when they have run for less, the timer is
+// set for the rest of their inlineFor; when none runs, it stays unset.
+func (in *inliner) check() {
+	in.armed.Store(false) // before started is read: a lone message starting now sets the timer itself
+	s := in.started.Load()
+	if s == 0 {
+		return
+	}
+	if ran := time.Since(time.Unix(0, s)); ran < inlineFor {
+		if in.armed.CompareAndSwap(false, true) {
+			in.hatch.Reset(inlineFor - ran)
+		}
+		return
+	}
+	if !in.role.CompareAndSwap(roleInline, roleHanded) {
+		return
+	}
+	in.mu.Lock()
+	rest := slices.Clone(in.lone[in.next:])
+	clear(in.lone[in.next:])
+	in.next = len(in.lone)
+	in.mu.Unlock()
+	for _, m := range rest {
+		m.held = nil // acknowledged by the ack loop, as the handler goroutines' are
+	}
+	in.r.jobs.push(rest...)
+	go in.resume()
+}
+
+// takeLone reports whether a read's admitted messages run are to run on the
+// fetcher: the read, of asked entries, brought them all (got) and drained
+// the stream, they are at most loneMost, the fetcher's worker state is free
+// and no handler is behind. It then holds the worker state, and the
+// shutdown waits for it.
+func (f *fetcher) takeLone(run []*Message, got, asked int) bool {
+	if f.in == nil || len(run) == 0 || len(run) != got || got >= asked || got > loneMost || !f.r.jobs.empty() || !f.in.busy.CompareAndSwap(false, true) {
+		return false
+	}
+	f.r.lone.Add(1)
+	for _, m := range run {
+		m.held = &f.in.held
+	}
+	f.in.mu.Lock()
+	f.in.lone, f.in.next = append(f.in.lone[:0], run...), 0
+	f.in.mu.Unlock()
+	f.lone = true
+	return true
+}
+
+// take takes the next lone message to run, nil when none is left.
+func (in *inliner) take() *Message {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.next == len(in.lone) {
+		return nil
+	}
+	m := in.lone[in.next]
+	in.lone[in.next] = nil
+	in.next++
+	return m
+}
+
+// runLone runs the lone messages taken, and reports whether this goroutine
+// still runs the fetch loop: false when the hatch moved it.
+func (f *fetcher) runLone() bool {
+	r, in := f.r, f.in
+	f.lone = false
+	in.role.Store(roleInline)
+	in.started.Store(time.Now().UnixNano())
+	if !in.armed.Load() && in.armed.CompareAndSwap(false, true) {
+		in.hatch.Reset(inlineFor)
+	}
+	for m := in.take(); m != nil; m = in.take() {
+		r.process(in.w, m)
+		if r.ahead != nil {
+			r.ahead.handled.Add(1)
+		}
+		r.sem.release(1)
+	}
+	in.started.Store(0)
+	// The role first: once busy is clear, the loop's new goroutine may run
+	// lone messages of its own, and the role be roleInline again.
+	mine := in.role.CompareAndSwap(roleInline, roleFetching)
+	if !mine {
+		f.flushHeld() // the loop went on without this goroutine
+	}
+	in.busy.Store(false)
+	r.lone.Done()
+	return mine
+}
+
+// flushHeld queues the held acknowledgements for the ack loop. Only their
+// owner calls it (inliner.held).
+func (f *fetcher) flushHeld() {
+	if f.in == nil || len(f.in.held) == 0 {
+		return
+	}
+	for _, a := range f.in.held {
+		f.r.ack(a)
+	}
+	clear(f.in.held)
+	f.in.held = f.in.held[:0]
+}
+
+// releaseHeld hands the held acknowledgements, if the fetch loop holds
+// any, to the ack loop: the loop is about to wait, or to read another way.
+func (f *fetcher) releaseHeld() {
+	if f.holding() {
+		f.flushHeld()
+	}
+}
+
+// holding reports whether the fetch loop holds acknowledgements to send
+// with its next read.
+func (f *fetcher) holding() bool {
+	return f.in != nil && !f.in.busy.Load() && len(f.in.held) > 0
+}
+
+// readAcking is read (blocking) with the held acknowledgements sent first,
+// in one pipeline: a quiet stream's message costs one round trip, as in a
+// loop that sends each XACK with its next XREADGROUP. When the XACKs fail,
+// the acknowledgements go to the ack loop, which retries them.
+func (f *fetcher) readAcking(ctx context.Context, n int, block time.Duration, sent time.Time) ([]*Message, error) {
+	r, in := f.r, f.in
+	pipe := r.client.Pipeline()
+	cmds := r.queueAcks(ctx, pipe, in.held, in.args)
+	read := pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: []string{f.s.name, ">"}, Count: int64(n), Block: min(block, in.maxBlock),
+	})
+	_, _ = pipe.Exec(ctx) // each command's own result is looked at
+	if err := r.acked(cmds, in.held, in.args); err != nil {
+		r.metrics.redisError(OpAck)
+		f.flushHeld()
+	} else {
+		clear(in.held)
+		in.held = in.held[:0]
+	}
+	res, err := read.Result()
+	return f.readResult(sent, res, err)
+}
+
+// pipelineBlock is the longest BLOCK a read may have in a pipeline on c:
+// go-redis gives a pipeline its client's read timeout, not the BLOCK
+// added that it gives a blocking command of its own, so the read must
+// answer a second inside it. 0 when it cannot (a read timeout of a second
+// or less, or a client of Redis Cluster, which reads differently).
+func pipelineBlock(c redis.UniversalClient, block time.Duration) time.Duration {
+	rc, ok := c.(*redis.Client)
+	if !ok {
+		return 0
+	}
+	switch rt := rc.Options().ReadTimeout; {
+	case rt <= 0: // no deadline
+		return block
+	case rt > time.Second:
+		return min(block, rt-time.Second)
+	default:
+		return 0
+	}
+}

@@ -1,0 +1,287 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/internal/testredis"
+)
+
+// onFetcher reports whether the calling handler runs on its stream's
+// fetcher, as a lone message (inline.go), rather than on a handler
+// goroutine.
+func onFetcher() bool {
+	buf := make([]byte, 64<<10)
+	return bytes.Contains(buf[:runtime.Stack(buf, false)], []byte("(*fetcher).runLone"))
+}
+
+// pipelineLog is a client hook that records the commands of each pipeline
+// the worker sends, by name.
+type pipelineLog struct {
+	mu    sync.Mutex
+	sends [][]string
+}
+
+func (l *pipelineLog) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (l *pipelineLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (l *pipelineLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		names := make([]string, len(cmds))
+		for i, c := range cmds {
+			names[i] = c.Name()
+		}
+		l.mu.Lock()
+		l.sends = append(l.sends, names)
+		l.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+func (l *pipelineLog) snapshot() [][]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.sends)
+}
+
+func (l *pipelineLog) sent(names ...string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.ContainsFunc(l.sends, func(s []string) bool { return slices.Equal(s, names) })
+}
+
+// publishUntilLone publishes messages of type typ one at a time, each
+// handler telling ran whether it runs on the fetcher, until one does, and
+// returns how many it published. Not every one does: the first read after
+// start asks for one entry (only a read that asked for more and got one
+// leaves a lone message), and while the last lone message's handler still
+// ends on its goroutine the next goes to a handler goroutine.
+func publishUntilLone(t *testing.T, h *harness, ran <-chan bool, typ string) int {
+	t.Helper()
+	for n := 1; n <= 5; n++ {
+		h.publish("type", typ)
+		if <-ran {
+			return n
+		}
+	}
+	t.Fatalf("none of 5 %q messages on a quiet stream ran on its fetcher", typ)
+	return 0
+}
+
+// On a quiet stream a message that comes alone runs on the fetcher, and its
+// acknowledgement goes with the next read, in one pipeline.
+func TestLoneMessageRunsOnFetcherAndIsAckedWithTheNextRead(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	log := &pipelineLog{}
+	client := srv.Client(t)
+	client.AddHook(log)
+	ran := make(chan bool, 1)
+	var handled atomic.Int64
+	mux := NewMux()
+	mux.HandleFunc("fast", func(context.Context, *Message) error { handled.Add(1); ran <- onFetcher(); return nil })
+	h := startWorker(t, srv, cfg, mux, WithRedis(client))
+	// A lone message whose handler took more than inlineFor (the race
+	// detector on a busy machine) leaves its acknowledgement to the ack
+	// loop: so a few more, one at a time.
+	published := 0
+	for published < 20 && !log.sent("xack", "xreadgroup") {
+		published += publishUntilLone(t, h, ran, "fast")
+		eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
+	}
+	if !log.sent("xack", "xreadgroup") {
+		t.Fatalf("no pipeline of an XACK and the next XREADGROUP after %d lone messages; pipelines sent: %v", published, log.snapshot())
+	}
+	// Counted once the read it went with answers.
+	eventually(t, "every message counted as acked", func() bool { return int64(h.outcome("fast", OutcomeAcked)) == handled.Load() })
+}
+
+// A lone message whose handler is slow does not hold the stream up: the
+// fetch loop moves on without it, and the next message runs meanwhile.
+func TestSlowLoneMessageDoesNotHoldTheStreamUp(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	ran := make(chan bool, 1)
+	fast := make(chan struct{}, 1)
+	release := make(chan struct{})
+	mux := NewMux()
+	mux.HandleFunc("fast", func(context.Context, *Message) error { fast <- struct{}{}; return nil })
+	mux.HandleFunc("slow", func(context.Context, *Message) error { ran <- onFetcher(); <-release; return nil })
+	h := startWorker(t, srv, cfg, mux)
+	publishUntilLone(t, h, ran, "slow")
+	h.publish("type", "fast")
+	select {
+	case <-fast:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a message published while a lone one ran was not handled within 10s: the slow handler held the stream's reads up")
+	}
+	close(release)
+	eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
+}
+
+// Shutdown waits for a lone message's handler, and writes its
+// acknowledgement, before Run returns.
+func TestShutdownWaitsForLoneMessage(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	ran := make(chan bool, 1)
+	release := make(chan struct{})
+	var finished, cancelled atomic.Int32
+	mux := NewMux()
+	mux.HandleFunc("slow", func(ctx context.Context, _ *Message) error {
+		ran <- onFetcher()
+		<-release
+		if ctx.Err() != nil {
+			cancelled.Add(1)
+		}
+		finished.Add(1)
+		return nil
+	})
+	l := listenHTTP(t)
+	h := startWorker(t, srv, cfg, mux, WithListener(l))
+	n := publishUntilLone(t, h, ran, "slow")
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop() }()
+	eventually(t, "not ready", func() bool { return get("http://"+l.Addr().String()+"/readyz") != 200 })
+	select {
+	case err := <-stopped:
+		t.Fatalf("Run returned (%v) while a lone message's handler still ran", err)
+	default:
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Run = %v, want nil after a clean shutdown", err)
+	}
+	if got := finished.Load(); got != int32(n) {
+		t.Errorf("%d handlers finished, want the %d running", got, n)
+	}
+	if got := cancelled.Load(); got != 0 {
+		t.Errorf("%d handlers' contexts ended during a graceful drain, want 0", got)
+	}
+	if p := h.pending(); p != 0 {
+		t.Errorf("pending after the drain = %d, want 0: the lone message's acknowledgement written", p)
+	}
+}
+
+// At the shutdown deadline a lone message still running is handed over
+// and its handler cancelled, as one on a handler goroutine is.
+func TestShutdownDeadlineHandsOverLoneMessage(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	cfg.ReclaimMinIdle = time.Minute
+	ran := make(chan bool, 1)
+	mux := NewMux()
+	mux.HandleFunc("stuck", func(ctx context.Context, _ *Message) error {
+		ran <- onFetcher()
+		<-ctx.Done() // only the shutdown deadline ends it
+		return ctx.Err()
+	})
+	h := startWorker(t, srv, cfg, mux)
+	n := publishUntilLone(t, h, ran, "stuck")
+	if err := h.stop(); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	ext, err := h.client.XPendingExt(context.Background(), &redis.XPendingExtArgs{
+		Stream: h.stream, Group: cfg.Group, Start: "-", End: "+", Count: 10,
+	}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ext) != n {
+		t.Fatalf("pending = %d, want the %d unfinished messages left pending", len(ext), n)
+	}
+	for _, e := range ext {
+		if e.Idle < cfg.ReclaimMinIdle {
+			t.Errorf("entry %s idle %s, want >= min-idle %s so others reclaim it at once", e.ID, e.Idle, cfg.ReclaimMinIdle)
+		}
+	}
+	if got := h.outcome("stuck", OutcomeHandedOver); got != n {
+		t.Errorf("handed_over = %d, want %d", got, n)
+	}
+}
+
+// A lone message that runs longer than the min-idle keeps its lease:
+// another consumer's reclaimer does not take it over.
+func TestSlowLoneMessageKeepsItsLease(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	cfg.ReclaimMinIdle = time.Second
+	cfg.ReclaimInterval = 50 * time.Millisecond
+	ran := make(chan bool, 1)
+	var mu sync.Mutex
+	var runs []string // the consumer of each run
+	mux := func(consumer string) *Mux {
+		m := NewMux()
+		m.HandleFunc("slow", func(ctx context.Context, _ *Message) error {
+			mu.Lock()
+			runs = append(runs, consumer)
+			mu.Unlock()
+			if consumer == "c1" {
+				ran <- onFetcher()
+			}
+			select { // the work: much longer than the min-idle
+			case <-time.After(2500 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			return ctx.Err()
+		})
+		return m
+	}
+	h := startWorker(t, srv, cfg, mux("c1"))
+	n := publishUntilLone(t, h, ran, "slow")
+	// A second consumer of the stream starts now: its reclaimer looks
+	// every 50ms for entries idle a second.
+	cfgB := cfg
+	cfgB.Consumer = "c2"
+	startWorker(t, srv, cfgB, mux("c2"))
+	eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(runs) != n || slices.Contains(runs, "c2") {
+		t.Errorf("%d slow messages ran on %s, want each once, on c1 (their leases kept)", n, strings.Join(runs, ", "))
+	}
+}
+
+// A read sent in a pipeline with acknowledgements blocks for no longer
+// than the client's read timeout allows, less a second: go-redis gives a
+// pipeline the read timeout alone, without the BLOCK added.
+func TestPipelineBlock(t *testing.T) {
+	t.Parallel()
+	block := 2 * time.Second
+	for _, tc := range []struct {
+		readTimeout time.Duration // as given to redis.Options
+		want        time.Duration
+	}{
+		{0, block},                // go-redis's default, 3s
+		{10 * time.Second, block}, // room for the whole BLOCK
+		{2500 * time.Millisecond, 1500 * time.Millisecond},
+		{time.Second, 0}, // no room: such reads go alone
+		{-1, block},      // no deadline
+	} {
+		c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ReadTimeout: tc.readTimeout})
+		if got := pipelineBlock(c, block); got != tc.want {
+			t.Errorf("read timeout %s: pipelineBlock = %s, want %s", tc.readTimeout, got, tc.want)
+		}
+		_ = c.Close()
+	}
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer cluster.Close()
+	if got := pipelineBlock(cluster, block); got != 0 {
+		t.Errorf("cluster client: pipelineBlock = %s, want 0", got)
+	}
+}
