@@ -108,7 +108,7 @@ func testScaleDown(t *testing.T, bin string) {
 	w["w6"] = startWorker(t, bin, "worker w6", env("w6", 4))
 	waitFor(t, 30*time.Second, w["w6"], "w6 to hold entries", func() (bool, string) {
 		n := len(pendingOf(t, c, stream, "w6"))
-		return n == w6Held, fmt.Sprintf("w6 holds %d", n)
+		return n == w6Held, fmt.Sprintf("w6 holds %d, w1 holds %d", n, len(pendingOf(t, c, stream, "w1")))
 	})
 	w["w6"].kill()
 	// The canary, a consumer that never owned anything, is created after

@@ -137,11 +137,17 @@ func (in *inliner) check() {
 
 // takeLone reports whether a read's admitted messages run are to run on the
 // fetcher: the read, of asked entries, brought them all (got) and drained
-// the stream, they are at most loneMost, the fetcher's worker state is free
-// and no handler is behind. It then holds the worker state, and the
+// the stream, they are at most loneMost, no handler is behind, fewer than
+// WORKER_CONCURRENCY handlers run (a message in a read-ahead slot waits
+// for a handler goroutine) and the fetcher's worker state is free. It then
+// holds one of the WORKER_CONCURRENCY and the worker state, and the
 // shutdown waits for it.
 func (f *fetcher) takeLone(run []*Message, got, asked int) bool {
-	if f.in == nil || len(run) == 0 || len(run) != got || got >= asked || got > loneMost || !f.r.jobs.empty() || !f.in.busy.CompareAndSwap(false, true) {
+	if f.in == nil || len(run) == 0 || len(run) != got || got >= asked || got > loneMost || !f.r.jobs.empty() || !f.r.running.tryTake() {
+		return false
+	}
+	if !f.in.busy.CompareAndSwap(false, true) {
+		f.r.running.give()
 		return false
 	}
 	f.r.lone.Add(1)
@@ -186,6 +192,7 @@ func (f *fetcher) runLone() bool {
 		r.sem.release(1)
 	}
 	in.started.Store(0)
+	r.running.give()
 	// The role first: once busy is clear, the loop's new goroutine may run
 	// lone messages of its own, and the role be roleInline again.
 	mine := in.role.CompareAndSwap(roleInline, roleFetching)

@@ -285,3 +285,52 @@ func TestPipelineBlock(t *testing.T) {
 		t.Errorf("cluster client: pipelineBlock = %s, want 0", got)
 	}
 }
+
+// A lone message counts against WORKER_CONCURRENCY: with read-ahead slots
+// granted (the semaphore has more slots than handlers), a message run on
+// the fetcher still leaves no more than WORKER_CONCURRENCY handlers
+// running at once.
+func TestLoneMessagesKeepToConcurrency(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	cfg.Concurrency = 2
+	cfg.ReadAhead = 8
+	ran := make(chan bool, 16)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	running, most := 0, 0
+	mux := NewMux()
+	mux.HandleFunc("fast", func(context.Context, *Message) error { return nil })
+	mux.HandleFunc("hold", func(context.Context, *Message) error {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		ran <- onFetcher()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return nil
+	})
+	h := startWorker(t, srv, cfg, mux)
+	// A fast pace first, so that the read-ahead grants slots.
+	for range 2000 {
+		h.publish("type", "fast")
+	}
+	eventually(t, "the fast messages acknowledged", func() bool { return h.pending() == 0 })
+	n := publishUntilLone(t, h, ran, "hold")
+	for range 4 {
+		h.publish("type", "hold")
+	}
+	// Read, they wait for a handler goroutine (in read-ahead slots) or run.
+	eventually(t, "the others read", func() bool { return h.pending() == int64(n+4) })
+	close(release)
+	eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if most > cfg.Concurrency {
+		t.Errorf("%d handlers ran at once, want at most WORKER_CONCURRENCY=%d", most, cfg.Concurrency)
+	}
+}

@@ -1,6 +1,9 @@
 package worker
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // jobQueue hands messages to the handler goroutines. A push wakes one idle
 // goroutine; a woken goroutine that takes a message and sees more waiting
@@ -96,4 +99,61 @@ func (q *jobQueue) close() {
 	q.closed = true
 	q.mu.Unlock()
 	q.cond.Broadcast()
+}
+
+// handlerCap holds the handlers running at once, on the handler goroutines
+// and on the fetchers (inline.go), to WORKER_CONCURRENCY. The semaphore's
+// slots do not: read-ahead adds slots for messages that wait in the job
+// queue, and a message run on its fetcher does not wait there. A handler
+// goroutine takes one per message, which only waits while fetchers run
+// lone messages on the others; a fetcher only takes one that is free.
+type handlerCap struct {
+	used    atomic.Int64
+	most    int64
+	waiters atomic.Int64 // handler goroutines waiting in take
+	mu      sync.Mutex
+	freed   sync.Cond
+}
+
+func newHandlerCap(most int) *handlerCap {
+	c := &handlerCap{most: int64(most)}
+	c.freed.L = &c.mu
+	return c
+}
+
+// tryTake takes one if one is free.
+func (c *handlerCap) tryTake() bool {
+	for {
+		n := c.used.Load()
+		if n >= c.most {
+			return false
+		}
+		if c.used.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// take takes one, waiting until one is free.
+func (c *handlerCap) take() {
+	if c.tryTake() {
+		return
+	}
+	c.mu.Lock()
+	c.waiters.Add(1)
+	for !c.tryTake() {
+		c.freed.Wait()
+	}
+	c.waiters.Add(-1)
+	c.mu.Unlock()
+}
+
+// give gives one back.
+func (c *handlerCap) give() {
+	c.used.Add(-1)
+	if c.waiters.Load() > 0 {
+		c.mu.Lock()
+		c.freed.Broadcast()
+		c.mu.Unlock()
+	}
 }

@@ -40,7 +40,8 @@ type engine struct {
 	live     *liveness
 
 	streams []*streamState
-	sem     *semaphore // free handler slots: one per running or dispatched message
+	sem     *semaphore  // free handler slots: one per running or dispatched message
+	running *handlerCap // handlers running at once, at most WORKER_CONCURRENCY (queue.go)
 	jobs    *jobQueue
 	ahead   *readAhead // read-ahead slots (readahead.go); nil when WORKER_READ_AHEAD is 0
 	acks    *ackBuffer
@@ -124,6 +125,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		consumer: reclaim.Consumer{Client: client, Group: cfg.Group, Name: cfg.Consumer}, logger: logger, base: base, metrics: metrics,
 		live:     newLiveness(),
 		sem:      newSemaphore(cfg.Concurrency),
+		running:  newHandlerCap(cfg.Concurrency),
 		jobs:     newJobQueue(cfg.Concurrency + cfg.ReadAhead),
 		acks:     newAckBuffer(),
 		settles:  newSettleBuffer(),
@@ -296,7 +298,9 @@ func (r *engine) work(w *workerState) {
 			return
 		}
 		for m != nil {
+			r.running.take() // waits only while a fetcher runs lone messages on the last free one (inline.go)
 			r.process(w, m)
+			r.running.give()
 			if r.ahead != nil {
 				r.ahead.handled.Add(1) // finished: the pace counts what handlers finish, not what they start
 			}
