@@ -13,6 +13,10 @@ import (
 	"github.com/streamworker/streamworker/internal/testredis"
 )
 
+// canary is the consumer testScaleDown adds to see a clean-up pass end:
+// its name sorts after the workers'.
+const canary = "zz-canary"
+
 // goneAfter is the shortest WORKER_CONSUMER_GONE_AFTER the configuration
 // allows; the clean-up half of testScaleDown waits that long.
 const goneAfter = time.Minute
@@ -113,13 +117,15 @@ func testScaleDown(t *testing.T, bin string) {
 	w["w6"].kill()
 	// The canary, a consumer that never owned anything, is created after
 	// w6 died: when the clean-up deletes it, it has looked at w6 too, which
-	// had been gone longer.
-	if err := c.XGroupCreateConsumer(ctx, stream, group, "canary").Err(); err != nil {
+	// had been gone longer. A pass takes the consumers in the order of their
+	// names, one script call each, so the canary's name sorts last: once it
+	// is deleted, the pass has been through w2, w3 and w6 as well.
+	if err := c.XGroupCreateConsumer(ctx, stream, group, canary).Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, goneAfter+60*time.Second, w["w1"], "the clean-up to delete the canary", func() (bool, string) {
 		cs := consumers(t, c, stream)
-		_, ok := cs["canary"]
+		_, ok := cs[canary]
 		return !ok, fmt.Sprintf("consumers %v", slices.Sorted(maps.Keys(cs)))
 	})
 	cs = consumers(t, c, stream)
