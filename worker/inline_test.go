@@ -195,23 +195,7 @@ func TestShutdownDeadlineHandsOverLoneMessage(t *testing.T) {
 	if err := h.stop(); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	ext, err := h.client.XPendingExt(context.Background(), &redis.XPendingExtArgs{
-		Stream: h.stream, Group: cfg.Group, Start: "-", End: "+", Count: 10,
-	}).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ext) != n {
-		t.Fatalf("pending = %d, want the %d unfinished messages left pending", len(ext), n)
-	}
-	for _, e := range ext {
-		if e.Idle < cfg.ReclaimMinIdle {
-			t.Errorf("entry %s idle %s, want >= min-idle %s so others reclaim it at once", e.ID, e.Idle, cfg.ReclaimMinIdle)
-		}
-	}
-	if got := h.outcome("stuck", OutcomeHandedOver); got != n {
-		t.Errorf("handed_over = %d, want %d", got, n)
-	}
+	h.requireHandedOver("stuck", n)
 }
 
 // A lone message that runs longer than the min-idle keeps its lease:

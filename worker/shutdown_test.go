@@ -92,25 +92,35 @@ func TestShutdownDeadlineHandsOverUnfinishedWork(t *testing.T) {
 	if n := failedWithCancel.Load(); n != 2 {
 		t.Errorf("%d handlers saw cancellation, want 2", n)
 	}
+	h.requireHandedOver("stuck", 2)
+}
+
+// requireHandedOver checks, after a shutdown whose deadline passed, that the
+// n unfinished messages of type typ were handed over: left pending (not
+// acknowledged, no retry scheduled), idle past the min-idle so that other
+// consumers reclaim them at once, and counted as handed over.
+func (h *harness) requireHandedOver(typ string, n int) {
+	t := h.t
+	t.Helper()
 	ext, err := h.client.XPendingExt(context.Background(), &redis.XPendingExtArgs{
-		Stream: h.stream, Group: cfg.Group, Start: "-", End: "+", Count: 10,
+		Stream: h.stream, Group: h.cfg.Group, Start: "-", End: "+", Count: 10,
 	}).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ext) != 2 {
-		t.Fatalf("pending = %d, want the 2 unfinished messages left pending (not acked, not retried)", len(ext))
+	if len(ext) != n {
+		t.Fatalf("pending = %d, want the %d unfinished messages left pending (not acked, not retried)", len(ext), n)
 	}
 	for _, e := range ext {
-		if e.Idle < cfg.ReclaimMinIdle {
-			t.Errorf("entry %s idle %s, want >= min-idle %s so others reclaim it at once", e.ID, e.Idle, cfg.ReclaimMinIdle)
+		if e.Idle < h.cfg.ReclaimMinIdle {
+			t.Errorf("entry %s idle %s, want >= min-idle %s so others reclaim it at once", e.ID, e.Idle, h.cfg.ReclaimMinIdle)
 		}
 	}
-	if n := h.client.ZCard(context.Background(), wire.DelayedKey(h.stream)).Val(); n != 0 {
-		t.Errorf("a shutdown scheduled %d retries, want 0", n)
+	if d := h.client.ZCard(context.Background(), wire.DelayedKey(h.stream)).Val(); d != 0 {
+		t.Errorf("a shutdown scheduled %d retries, want 0", d)
 	}
-	if got := h.outcome("stuck", OutcomeHandedOver); got != 2 {
-		t.Errorf("handed_over = %d, want 2", got)
+	if got := h.outcome(typ, OutcomeHandedOver); got != n {
+		t.Errorf("handed_over = %d, want %d", got, n)
 	}
 }
 
