@@ -69,8 +69,14 @@ func publishUntilLone(t *testing.T, h *harness, ran <-chan bool, typ string) int
 	t.Helper()
 	for n := 1; n <= 5; n++ {
 		h.publish("type", typ)
-		if <-ran {
-			return n
+		select {
+		case lone := <-ran:
+			if lone {
+				return n
+			}
+		case <-time.After(10 * time.Second):
+			// The handlers of those before it hold every slot.
+			t.Fatalf("the %d %q messages published so far ran on handler goroutines, and the last did not start within 10s", n, typ)
 		}
 	}
 	t.Fatalf("none of 5 %q messages on a quiet stream ran on its fetcher", typ)
