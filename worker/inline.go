@@ -32,10 +32,13 @@ import (
 // (engine.lone).
 //
 // The hatch's timer is not set per read: setting a timer due sooner than
-// every other one wakes the thread that sleeps in the network poller, and
-// stopping it leaves that thread to wake for nothing, about as dear as the
-// hand-off saved. Once set it fires inlineFor later, and is set again then
-// only if lone messages run (for what is left of their inlineFor).
+// every other one wakes the thread that sleeps in the network poller (or
+// starts one), about as dear as the hand-off saved; so does each firing.
+// Once set, it fires every inlineFor while lone messages come, and rests
+// after idleChecks firings that found none had run. A handler that turned
+// out slow is likely to be slow again: for loneOff after a hatch, the
+// fetcher runs none, and a slow handler holds the stream's reads up for
+// inlineFor at most once in that time.
 //
 // Only streams read by one fetcher of the engine's own, without priorities
 // or per-key order, run messages this way: a partition's messages go
@@ -46,7 +49,15 @@ import (
 // the fetch loop moves to a new goroutine: the most a message waits unread,
 // or unstarted behind the others of its read, for a handler that turns out
 // slow.
-const inlineFor = time.Millisecond
+const inlineFor = 5 * time.Millisecond
+
+// idleChecks is how many times in a row the hatch's timer finds that no
+// lone message ran since it last fired before it rests.
+const idleChecks = 20
+
+// loneOff is how long a fetcher runs no lone message after one turned out
+// slow (engine.loneOff).
+const loneOff = time.Second
 
 // loneMost is the most messages a read may bring for them to run on the
 // fetcher: a few that came together, not a batch whose last would wait for
@@ -67,6 +78,10 @@ type inliner struct {
 	busy    atomic.Bool  // w runs lone messages
 	role    atomic.Int32
 	started atomic.Int64  // when the lone messages running started, Unix ns; 0: none run
+	runs    atomic.Uint64 // how many times lone messages started to run
+	seen    atomic.Uint64 // runs when the hatch's timer last fired (check)
+	idle    atomic.Int32  // how many times in a row the timer found runs unchanged
+	off     atomic.Int64  // until when no lone message runs, Unix ns; 0: none is off
 	armed   atomic.Bool   // the hatch's timer is set
 	hatch   *time.Timer   // calls check
 	ended   chan struct{} // closed when the fetch loop ends
@@ -104,25 +119,48 @@ func (f *fetcher) runInline(ctx context.Context, w *workerState) {
 	<-in.ended
 }
 
-// check is the hatch's timer: when a read's lone messages have run for
+// check is the hatch's timer. When a read's lone messages have run for
 // inlineFor, those not started yet go to the handler goroutines and the
-// fetch loop to a new goroutine; when they have run for less, the timer is
-// set for the rest of their inlineFor; when none runs, it stays unset.
+// fetch loop to a new goroutine (handOver); when they have run for less,
+// the timer is set for the rest of their inlineFor. Else it is set for
+// another inlineFor, unless no lone message has run for idleChecks
+// firings: then it rests until one does (runLone).
 func (in *inliner) check() {
-	in.armed.Store(false) // before started is read: a lone message starting now sets the timer itself
-	s := in.started.Load()
-	if s == 0 {
-		return
-	}
-	if ran := time.Since(time.Unix(0, s)); ran < inlineFor {
-		if in.armed.CompareAndSwap(false, true) {
+	runs := in.runs.Load() // before started: a run that starts after is seen by disarm
+	if s := in.started.Load(); s != 0 {
+		ran := time.Since(time.Unix(0, s))
+		if ran < inlineFor {
 			in.hatch.Reset(inlineFor - ran)
+			return
 		}
+		if in.role.CompareAndSwap(roleInline, roleHanded) {
+			in.off.Store(time.Now().Add(in.r.loneOff).UnixNano())
+			in.handOver()
+		}
+		in.disarm(runs) // no lone message runs until this one ends
 		return
 	}
-	if !in.role.CompareAndSwap(roleInline, roleHanded) {
+	if in.seen.Swap(runs) != runs {
+		in.idle.Store(0)
+	} else if in.idle.Add(1) >= idleChecks {
+		in.disarm(runs)
 		return
 	}
+	in.hatch.Reset(inlineFor)
+}
+
+// disarm lets the hatch's timer rest, unless lone messages started to run
+// since it last looked (runs) and may have found it set.
+func (in *inliner) disarm(runs uint64) {
+	in.armed.Store(false)
+	if in.runs.Load() != runs && in.armed.CompareAndSwap(false, true) {
+		in.hatch.Reset(inlineFor)
+	}
+}
+
+// handOver hands the lone messages not started yet to the handler
+// goroutines and runs the fetch loop on a new goroutine.
+func (in *inliner) handOver() {
 	in.mu.Lock()
 	rest := slices.Clone(in.lone[in.next:])
 	clear(in.lone[in.next:])
@@ -135,15 +173,29 @@ func (in *inliner) check() {
 	go in.resume()
 }
 
+// resting reports whether the fetcher runs no lone message now: one
+// turned out slow less than loneOff ago.
+func (in *inliner) resting() bool {
+	off := in.off.Load()
+	if off == 0 {
+		return false
+	}
+	if time.Now().UnixNano() < off {
+		return true
+	}
+	in.off.CompareAndSwap(off, 0)
+	return false
+}
+
 // takeLone reports whether a read's admitted messages run are to run on the
 // fetcher: the read, of asked entries, brought them all (got) and drained
 // the stream, they are at most loneMost, no handler is behind, fewer than
 // WORKER_CONCURRENCY handlers run (a message in a read-ahead slot waits
 // for a handler goroutine) and the fetcher's worker state is free. It then
 // holds one of the WORKER_CONCURRENCY and the worker state, and the
-// shutdown waits for it.
+// shutdown waits for it. Not for loneOff after one turned out slow.
 func (f *fetcher) takeLone(run []*Message, got, asked int) bool {
-	if f.in == nil || len(run) == 0 || len(run) != got || got >= asked || got > loneMost || !f.r.jobs.empty() || !f.r.running.tryTake() {
+	if f.in == nil || len(run) == 0 || len(run) != got || got >= asked || got > loneMost || !f.r.jobs.empty() || f.in.resting() || !f.r.running.tryTake() {
 		return false
 	}
 	if !f.in.busy.CompareAndSwap(false, true) {
@@ -180,6 +232,7 @@ func (f *fetcher) runLone() bool {
 	r, in := f.r, f.in
 	f.lone = false
 	in.role.Store(roleInline)
+	in.runs.Add(1) // before armed is read: see disarm
 	in.started.Store(time.Now().UnixNano())
 	if !in.armed.Load() && in.armed.CompareAndSwap(false, true) {
 		in.hatch.Reset(inlineFor)

@@ -59,6 +59,14 @@ func (l *pipelineLog) sent(names ...string) bool {
 	return slices.ContainsFunc(l.sends, func(s []string) bool { return slices.Equal(s, names) })
 }
 
+// withLoneOff sets how long a fetcher runs no lone message after one
+// turned out slow (engine.loneOff). Under the race detector on a busy
+// machine a fast handler can take longer than inlineFor; tests that need
+// lone messages after many have run set it to 0.
+func withLoneOff(d time.Duration) Option {
+	return func(o *options) { o.tune = append(o.tune, func(r *engine) { r.loneOff = d }) }
+}
+
 // publishUntilLone publishes messages of type typ one at a time, each
 // handler telling ran whether it runs on the fetcher, until one does, and
 // returns how many it published. Not every one does: the first read after
@@ -96,7 +104,7 @@ func TestLoneMessageRunsOnFetcherAndIsAckedWithTheNextRead(t *testing.T) {
 	var handled atomic.Int64
 	mux := NewMux()
 	mux.HandleFunc("fast", func(context.Context, *Message) error { handled.Add(1); ran <- onFetcher(); return nil })
-	h := startWorker(t, srv, cfg, mux, WithRedis(client))
+	h := startWorker(t, srv, cfg, mux, WithRedis(client), withLoneOff(0))
 	// A lone message whose handler took more than inlineFor (the race
 	// detector on a busy machine) leaves its acknowledgement to the ack
 	// loop: so a few more, one at a time.
@@ -114,17 +122,18 @@ func TestLoneMessageRunsOnFetcherAndIsAckedWithTheNextRead(t *testing.T) {
 
 // A lone message whose handler is slow does not hold the stream up: the
 // fetch loop moves on without it, and the next message runs meanwhile.
+// For loneOff after, the stream's messages run on the handler goroutines.
 func TestSlowLoneMessageDoesNotHoldTheStreamUp(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
 	cfg := testConfig(t, srv)
 	ran := make(chan bool, 1)
-	fast := make(chan struct{}, 1)
+	fast := make(chan bool, 1)
 	release := make(chan struct{})
 	mux := NewMux()
-	mux.HandleFunc("fast", func(context.Context, *Message) error { fast <- struct{}{}; return nil })
+	mux.HandleFunc("fast", func(context.Context, *Message) error { fast <- onFetcher(); return nil })
 	mux.HandleFunc("slow", func(context.Context, *Message) error { ran <- onFetcher(); <-release; return nil })
-	h := startWorker(t, srv, cfg, mux)
+	h := startWorker(t, srv, cfg, mux, withLoneOff(time.Hour))
 	publishUntilLone(t, h, ran, "slow")
 	h.publish("type", "fast")
 	select {
@@ -134,6 +143,15 @@ func TestSlowLoneMessageDoesNotHoldTheStreamUp(t *testing.T) {
 	}
 	close(release)
 	eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
+	// Alone on a quiet stream, each would run on the fetcher (see
+	// publishUntilLone) but for the slow one.
+	for i := range 5 {
+		h.publish("type", "fast")
+		if <-fast {
+			t.Fatalf("fast message %d after a slow lone one ran on the fetcher, want on a handler goroutine for loneOff", i+1)
+		}
+		eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
+	}
 }
 
 // Shutdown waits for a lone message's handler, and writes its
@@ -286,6 +304,7 @@ func TestLoneMessagesKeepToConcurrency(t *testing.T) {
 	cfg := testConfig(t, srv)
 	cfg.Concurrency = 2
 	cfg.ReadAhead = 8
+	off := withLoneOff(0) // the fast ones may have run slow
 	ran := make(chan bool, 16)
 	release := make(chan struct{})
 	var mu sync.Mutex
@@ -304,7 +323,7 @@ func TestLoneMessagesKeepToConcurrency(t *testing.T) {
 		mu.Unlock()
 		return nil
 	})
-	h := startWorker(t, srv, cfg, mux)
+	h := startWorker(t, srv, cfg, mux, off)
 	// A fast pace first, so that the read-ahead grants slots.
 	for range 2000 {
 		h.publish("type", "fast")

@@ -50,7 +50,8 @@ type options struct {
 	listener net.Listener
 	signals  bool
 	stdout   io.Writer
-	schedule [][2]string // WithSchedule: type, spec
+	schedule [][2]string     // WithSchedule: type, spec
+	tune     []func(*engine) // tests: engine settings no configuration reaches
 }
 
 // WithSetup runs f after the Redis client, logger and registry exist and
@@ -155,6 +156,9 @@ func Run(ctx context.Context, cfg config.Config, mux *Mux, opts ...Option) error
 	reg.MustRegister(newStreamCollector(client, streamKeys(cfg), cfg.Group, cfg.Partitions > 1))
 	rt := newEngine(cfg, client, mux, logger, metrics)
 	rt.tracer = tracer
+	for _, f := range o.tune {
+		f(rt)
+	}
 	rt.sched = newScheduler(client, cfg, entries, logger) // schedule.go; nil without entries
 	logger.Info("starting", "redis", cfg.RedisTarget(), "redis_mode", cfg.RedisMode(), "scripts", cfg.ScriptsMode(), "streams", cfg.Streams, "partitions", cfg.Partitions, "group", cfg.Group,
 		"consumer", cfg.Consumer, "concurrency", cfg.Concurrency, "types", mux.Types(), "gc_percent", gcPercent(), "schedule", len(entries))

@@ -48,6 +48,7 @@ type engine struct {
 	settles *settleBuffer  // failures waiting to be written (settlebatch.go)
 	workers []*workerState // the handler goroutines' (the first WORKER_CONCURRENCY), then the fetchers' for a lone message (inline.go)
 	lone    sync.WaitGroup // lone messages running on their fetchers
+	loneOff time.Duration  // how long a fetcher runs no lone message after one turned out slow (inline.go)
 
 	handlerCtx     context.Context // outlives the fetch context; cancelled at the shutdown deadline
 	cancelHandlers context.CancelFunc
@@ -133,6 +134,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		hurry:    make(chan struct{}),
 		suspects: suspects{wake: make(chan struct{}, 1), queued: map[suspect]bool{}},
 		renewing: map[string]*atomic.Bool{},
+		loneOff:  loneOff,
 	}
 	for i := range r.workers {
 		r.workers[i] = &workerState{}
