@@ -3,6 +3,7 @@ package compare
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,6 +96,9 @@ func TestHarness(t *testing.T) {
 		p10, most := l.Quantiles[0].Latency, l.Quantiles[len(l.Quantiles)-1].Latency
 		if l.Count != 300 || p10 <= 0 || most > time.Minute {
 			t.Errorf("%s: %d latencies, p10 %s, max %s", l.System, l.Count, p10, most)
+		}
+		if len(l.Runs) != 1 || l.Runs[0].P99 <= 0 || l.Runs[0].Max != most || l.Runs[0].Consumer.N != 300 {
+			t.Errorf("%s: latency runs %+v, want one of 300 messages with its own percentiles", l.System, l.Runs)
 		}
 	}
 	g := res.Growth
@@ -223,5 +227,35 @@ func TestFormat(t *testing.T) {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
 		}
+	}
+}
+
+// The latency goals compare the medians of each system's runs: one noisy
+// run moves neither the CPU nor the p99 ratio.
+func TestLatencyGoalsTakeTheMedianRun(t *testing.T) {
+	run := func(cpuPerMsg, p99 time.Duration) LatencyRun {
+		return LatencyRun{Consumer: Measurement{N: 1000, CPU: cpuPerMsg * 1000}, P99: p99}
+	}
+	res := &Results{Latency: []Latency{
+		{System: systems.Ours, Runs: []LatencyRun{run(50_000, time.Millisecond), run(900_000, 90*time.Millisecond), run(40_000, 2*time.Millisecond)}},
+		{System: systems.Bare, Runs: []LatencyRun{run(45_000, 2*time.Millisecond), run(40_000, time.Millisecond), run(1_000, 4*time.Millisecond)}},
+	}}
+	want := map[string]float64{
+		"consumer CPU per message, " + label(systems.Ours): 50.0 / 40, // medians 50 and 40 µs
+		"p99 XADD→handler, " + label(systems.Ours):         2.0 / 2,   // medians 2 ms and 2 ms
+	}
+	found := 0
+	for _, g := range goals(res) {
+		for what, r := range want {
+			if strings.Contains(g.what, what) {
+				found++
+				if math.Abs(g.measured-r) > 1e-9 {
+					t.Errorf("%s: %v, want %v", g.what, g.measured, r)
+				}
+			}
+		}
+	}
+	if found != len(want) {
+		t.Errorf("found %d of the %d latency goals", found, len(want))
 	}
 }

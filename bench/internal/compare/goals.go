@@ -44,7 +44,7 @@ func bareLatencyBest(res *Results, f func(Latency) float64) (float64, string) {
 	best, name := math.NaN(), ""
 	for _, sys := range []string{systems.Bare, systems.BarePipelined} {
 		l := findLatency(res.Latency, sys)
-		if l == nil || l.Count == 0 {
+		if l == nil || len(l.Runs) == 0 {
 			continue
 		}
 		if v := f(*l); math.IsNaN(best) || v < best {
@@ -53,6 +53,9 @@ func bareLatencyBest(res *Results, f func(Latency) float64) (float64, string) {
 	}
 	return best, name
 }
+
+func latencyCPU(l Latency) float64 { return l.over(runCPUPerMsg).Median }
+func latencyP99(l Latency) float64 { return l.over(runP99).Median }
 
 func consumeMedian(t Throughput) float64 { return t.consumeRate().Median }
 func consumeCPU(t Throughput) float64 {
@@ -88,19 +91,19 @@ func goals(res *Results) []goal {
 		r := consumeCPU(*t) / bareCPU
 		gs = append(gs, ratioGoal(fmt.Sprintf("worker CPU per message consuming, %s ÷ the cheaper bare loop (%s)", label(name), label(bareCPUName)), "≤ 1", r, r <= 1))
 	}
-	latCPU, latCPUName := bareLatencyBest(res, func(l Latency) float64 { return l.Consumer.CPUPerMsg() })
-	latP99, latP99Name := bareLatencyBest(res, func(l Latency) float64 { return float64(l.Percentile(0.99)) })
+	latCPU, latCPUName := bareLatencyBest(res, latencyCPU)
+	latP99, latP99Name := bareLatencyBest(res, latencyP99)
 	for _, name := range []string{systems.Ours, oursDefaults} {
 		l := findLatency(res.Latency, name)
-		if l == nil || l.Count == 0 {
+		if l == nil || len(l.Runs) == 0 {
 			continue
 		}
 		if latCPUName != "" {
-			r := l.Consumer.CPUPerMsg() / latCPU
+			r := latencyCPU(*l) / latCPU
 			gs = append(gs, ratioGoal(fmt.Sprintf("low load (%s msgs/s): consumer CPU per message, %s ÷ the cheaper bare loop (%s)", fmtInt(o.LatencyRate), label(name), label(latCPUName)), "≤ 1.2", r, r <= 1.2))
 		}
 		if latP99Name != "" {
-			r := float64(l.Percentile(0.99)) / latP99
+			r := latencyP99(*l) / latP99
 			gs = append(gs, ratioGoal(fmt.Sprintf("low load (%s msgs/s): p99 XADD→handler, %s ÷ the sooner bare loop (%s)", fmtInt(o.LatencyRate), label(name), label(latP99Name)), "≤ 1", r, r <= 1))
 		}
 	}

@@ -66,31 +66,48 @@ func (h *harness) throughputRun(ctx context.Context, name string, t *Throughput)
 }
 
 // latency offers LatencyRate messages per second for LatencyDuration to
-// each system: a listening child consumes and records, per message, the
-// time from the sender's clock read just before its send call (XADD,
-// Enqueue, Publish) to the start of the handler; a sending child paces the
-// messages. Both children run on this machine, so they share one clock.
+// each system, Runs times, interleaved as in throughput: a listening child
+// consumes and records, per message, the time from the sender's clock read
+// just before its send call (XADD, Enqueue, Publish) to the start of the
+// handler; a sending child paces the messages. Both children run on this
+// machine, so they share one clock.
 func (h *harness) latency(ctx context.Context, res *Results) {
 	n := max(1, int(h.opts.LatencyRate*h.opts.LatencyDuration.Seconds()))
-	for _, name := range h.entries() {
-		if ctx.Err() != nil {
-			return
+	entries := h.entries()
+	all := make([]Latency, len(entries))
+	for i, name := range entries {
+		all[i] = Latency{System: name, OfferedRate: h.opts.LatencyRate}
+	}
+	for run := 1; run <= h.opts.Runs && ctx.Err() == nil; run++ {
+		for i, name := range entries {
+			if ctx.Err() != nil {
+				break
+			}
+			r, sorted, err := h.latencyRun(ctx, name, n)
+			if err != nil {
+				h.fail("latency run %d of %s: %v", run, name, err)
+				continue
+			}
+			l := &all[i]
+			l.Runs = append(l.Runs, r)
+			l.Sorted = append(l.Sorted, sorted...)
+			fmt.Fprintf(h.log, "  run %d/%d %-9s %6.0f msgs/s sent: p50 %-9s p99 %-9s p99.9 %-9s max %-9s %6.1f µs/msg (%d late sends) | load %.1f\n", run, h.opts.Runs, name, r.SentRate,
+				fmtDuration(r.P50), fmtDuration(r.P99), fmtDuration(r.P999), fmtDuration(r.Max), r.Consumer.CPUPerMsg(), r.SendLate, loadAverage())
 		}
-		l, err := h.latencyRun(ctx, name, n)
-		if err != nil {
-			h.fail("latency of %s: %v", name, err)
-			continue
+	}
+	for _, l := range all {
+		if len(l.Runs) > 0 {
+			l.summarizeLatency()
+			res.Latency = append(res.Latency, l)
 		}
-		res.Latency = append(res.Latency, l)
-		fmt.Fprintf(h.log, "  %-9s %6.0f msgs/s sent: p50 %-9s p99 %-9s p99.9 %-9s max %-9s (%d late sends)\n", name, l.SentRate,
-			fmtDuration(l.Percentile(0.5)), fmtDuration(l.Percentile(0.99)), fmtDuration(l.Percentile(0.999)),
-			fmtDuration(l.Percentile(1)), l.SendLate)
 	}
 }
 
-func (h *harness) latencyRun(ctx context.Context, name string, n int) (Latency, error) {
+// latencyRun is one run of the latency phase for name, and its latencies,
+// ns, ascending.
+func (h *harness) latencyRun(ctx context.Context, name string, n int) (LatencyRun, []int64, error) {
 	if err := h.flush(ctx); err != nil {
-		return Latency{}, err
+		return LatencyRun{}, nil, err
 	}
 	start := time.Now()
 	cfg := h.config(name)
@@ -109,7 +126,7 @@ func (h *harness) latencyRun(ctx context.Context, name string, n int) (Latency, 
 	select {
 	case <-ready:
 	case o := <-listened:
-		return Latency{}, fmt.Errorf("the listener stopped before it was ready: %w", o.err)
+		return LatencyRun{}, nil, fmt.Errorf("the listener stopped before it was ready: %w", o.err)
 	}
 	sent, err := h.spawn(ctx, job{
 		System: systemOf(name), Kind: jobSend, Config: cfg, N: n, Payload: h.opts.Payload,
@@ -118,21 +135,20 @@ func (h *harness) latencyRun(ctx context.Context, name string, n int) (Latency, 
 	if err != nil {
 		stop()
 		<-listened
-		return Latency{}, err
+		return LatencyRun{}, nil, err
 	}
 	o := <-listened
 	if o.err != nil {
-		return Latency{}, o.err
+		return LatencyRun{}, nil, o.err
 	}
 	sorted := o.res.Latencies
 	slices.Sort(sorted)
-	l := Latency{
-		System: name, OfferedRate: h.opts.LatencyRate, SentRate: sent.Rate(), SendLate: sent.SendLate,
-		Sorted: sorted, Consumer: o.res.Measurement, Producer: sent.Measurement, Took: time.Since(start),
+	at := func(q float64) time.Duration { return time.Duration(percentile(sorted, q)) }
+	return LatencyRun{
+		SentRate: sent.Rate(), SendLate: sent.SendLate, Consumer: o.res.Measurement, Producer: sent.Measurement, Took: time.Since(start),
 		Drain: time.Duration(max(0, o.res.EndedAt-sent.LastSent)),
-	}
-	l.summarizeLatency()
-	return l, nil
+		P50:   at(0.5), P99: at(0.99), P999: at(0.999), Max: at(1),
+	}, sorted, nil
 }
 
 // growth measures ours alone as one dimension grows at a time.

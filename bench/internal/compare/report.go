@@ -144,8 +144,8 @@ func renderRatios(b *strings.Builder, res *Results) {
 		}
 		p50, p99 := "–", "–"
 		if l := findLatency(res.Latency, t.System); l != nil && oursLat != nil {
-			p50 = fmtRatio(float64(l.Percentile(0.5)) / float64(oursLat.Percentile(0.5)))
-			p99 = fmtRatio(float64(l.Percentile(0.99)) / float64(oursLat.Percentile(0.99)))
+			p50 = fmtRatio(l.over(runP50).Median / oursLat.over(runP50).Median)
+			p99 = fmtRatio(latencyP99(*l) / latencyP99(*oursLat))
 		}
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", label(t.System),
 			fmtRatio(oc/t.consumeRate().Median), fmtRatio(op/t.produceRate().Median),
@@ -170,21 +170,22 @@ func renderLatency(b *strings.Builder, res *Results, chart bool) {
 	if chart {
 		fmt.Fprintf(b, "![latency distribution](latency.png)\n\n")
 	}
+	fmt.Fprintf(b, "Each system ran %d times, interleaved with the others (run 1 of each, then run 2 of each, ...); each column is the median of its runs, with the lowest and highest where they tell how much the runs moved. The chart puts every run's latencies together.\n\n", o.Runs)
 	fmt.Fprintf(b, "| system | sent msgs/s | messages | p50 | p99 | p99.9 | max | consumer CPU µs/msg | done after the last send |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, l := range res.Latency {
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label(l.System), fmtInt(l.SentRate), fmtInt(float64(l.Count)),
-			fmtDuration(l.Percentile(0.5)), fmtDuration(l.Percentile(0.99)), fmtDuration(l.Percentile(0.999)), fmtDuration(l.Percentile(1)),
-			fmtMicros(l.Consumer.CPUPerMsg()), fmtDrain(l.Drain))
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label(l.System), fmtInt(l.over(runSentRate).Median), fmtInt(float64(l.Count)),
+			fmtDuration(time.Duration(l.over(runP50).Median)), fmtDurationRange(l.over(runP99)), fmtDuration(time.Duration(l.over(runP999).Median)),
+			fmtDuration(time.Duration(l.over(runMax).Median)), fmtMicrosRange(l.over(runCPUPerMsg)), fmtDrain(time.Duration(l.over(runDrain).Median)))
 	}
 	fmt.Fprintf(b, "\n\"Done after the last send\": how long the consumer took, after the last send returned, to handle and acknowledge the rest (both processes read the same clock). Much more than the p50 means the system could not keep up with the offered load on this machine and a queue built up; its latency is then mostly that queue.\n")
 	var late []string
 	for _, l := range res.Latency {
-		if l.SendLate > 0 {
-			late = append(late, fmt.Sprintf("%s %s", label(l.System), fmtInt(float64(l.SendLate))))
+		if n := l.over(runSendLate); n.Max > 0 {
+			late = append(late, fmt.Sprintf("%s %s", label(l.System), fmtInt(n.Median)))
 		}
 	}
 	if len(late) > 0 {
-		fmt.Fprintf(b, "\nMessages sent more than 1 ms after they were due (the senders fell behind, so the load came in bursts): %s.\n", strings.Join(late, ", "))
+		fmt.Fprintf(b, "\nMessages sent more than 1 ms after they were due (the senders fell behind, so the load came in bursts), median of the runs: %s.\n", strings.Join(late, ", "))
 	}
 	fmt.Fprintf(b, "\nasynq polls its queues and sleeps about a second (`TaskCheckInterval`, default 1 s, with jitter) whenever it finds them empty; streamworker, the bare loop and Watermill block in `XREADGROUP`, so Redis hands them a message the moment it arrives.\n")
 }
@@ -248,13 +249,35 @@ func renderMemory(b *strings.Builder, res *Results) {
 	}
 }
 
-// fmtDrain is Latency.Drain: "none" when the consumer was done before the
+// fmtDrain is LatencyRun.Drain: "none" when the consumer was done before the
 // last send call had its reply.
 func fmtDrain(d time.Duration) string {
 	if d <= 0 {
 		return "none"
 	}
 	return fmtDuration(d)
+}
+
+// fmtDurationRange is a summary of durations, ns: the median (min–max).
+func fmtDurationRange(s summary) string {
+	if math.IsNaN(s.Median) {
+		return "–"
+	}
+	if s.Max == s.Min {
+		return "**" + fmtDuration(time.Duration(s.Median)) + "**"
+	}
+	return fmt.Sprintf("**%s** (%s–%s)", fmtDuration(time.Duration(s.Median)), fmtDuration(time.Duration(s.Min)), fmtDuration(time.Duration(s.Max)))
+}
+
+// fmtMicrosRange is a summary of CPU per message, µs: the median (min–max).
+func fmtMicrosRange(s summary) string {
+	if math.IsNaN(s.Median) {
+		return "–"
+	}
+	if s.Max == s.Min {
+		return "**" + fmtMicros(s.Median) + "**"
+	}
+	return fmt.Sprintf("**%s** (%s–%s)", fmtMicros(s.Median), fmtMicros(s.Min), fmtMicros(s.Max))
 }
 
 func fmtRange(s summary) string {

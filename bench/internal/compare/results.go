@@ -41,27 +41,53 @@ type Throughput struct {
 	StoredBytes []float64
 }
 
-// Latency is one system's XADD-to-handler latencies at a fixed offered load.
+// Latency is one system's XADD-to-handler latencies at a fixed offered
+// load, over its runs (Options.Runs, interleaved with the other systems').
 type Latency struct {
 	System      string
-	OfferedRate float64     // messages per second asked for
-	SentRate    float64     // messages per second the senders achieved
-	SendLate    int64       // messages sent more than 1ms after they were due
-	Consumer    Measurement // the consuming child, from ready to the last acknowledgement
-	Producer    Measurement // the sending child
+	OfferedRate float64 // messages per second asked for
+	Runs        []LatencyRun
+	// Count is how many latencies all runs recorded; Quantiles samples
+	// their distribution together (every 10th percentile, then 99, 99.9,
+	// ... and the maximum), for results.json and the chart.
+	Count     int
+	Quantiles []Quantile
+	// Sorted is every run's latencies, ns, ascending: in memory only, for
+	// the chart.
+	Sorted []int64 `json:"-"`
+}
+
+// LatencyRun is one run of the latency phase.
+type LatencyRun struct {
+	SentRate float64     // messages per second the senders achieved
+	SendLate int64       // messages sent more than 1ms after they were due
+	Consumer Measurement // the consuming child, from ready to the last acknowledgement
+	Producer Measurement // the sending child
 	// Drain is how long the consumer took, after the last send returned,
 	// to handle and acknowledge every message.
 	Drain time.Duration
 	Took  time.Duration
-	// Count is how many latencies were recorded; Quantiles samples their
-	// distribution (every 10th percentile, then 99, 99.9, ... and the
-	// maximum), for results.json.
-	Count     int
-	Quantiles []Quantile
-	// Sorted is every latency, ns, ascending: in memory only, for the
-	// percentiles and the chart.
-	Sorted []int64 `json:"-"`
+	// The run's own percentiles (nearest rank).
+	P50, P99, P999, Max time.Duration
 }
+
+// over summarizes f over the runs: the goals and tables compare medians.
+func (l Latency) over(f func(LatencyRun) float64) summary {
+	vs := make([]float64, len(l.Runs))
+	for i, r := range l.Runs {
+		vs[i] = f(r)
+	}
+	return summarize(vs)
+}
+
+func runP50(r LatencyRun) float64       { return float64(r.P50) }
+func runP99(r LatencyRun) float64       { return float64(r.P99) }
+func runP999(r LatencyRun) float64      { return float64(r.P999) }
+func runMax(r LatencyRun) float64       { return float64(r.Max) }
+func runCPUPerMsg(r LatencyRun) float64 { return r.Consumer.CPUPerMsg() }
+func runSentRate(r LatencyRun) float64  { return r.SentRate }
+func runDrain(r LatencyRun) float64     { return float64(r.Drain) }
+func runSendLate(r LatencyRun) float64  { return float64(r.SendLate) }
 
 // Quantile is the latency at one quantile.
 type Quantile struct {
@@ -69,8 +95,9 @@ type Quantile struct {
 	Latency time.Duration
 }
 
-// summarizeLatency fills Count and Quantiles from Sorted.
+// summarizeLatency fills Count and Quantiles from Sorted, which it sorts.
 func (l *Latency) summarizeLatency() {
+	slices.Sort(l.Sorted)
 	l.Count = len(l.Sorted)
 	l.Quantiles = nil
 	qs := []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1}
@@ -79,7 +106,8 @@ func (l *Latency) summarizeLatency() {
 	}
 }
 
-// Percentile is the nearest-rank q-quantile (0 < q ≤ 1) of the latencies.
+// Percentile is the nearest-rank q-quantile (0 < q ≤ 1) of every run's
+// latencies together.
 func (l Latency) Percentile(q float64) time.Duration {
 	return time.Duration(percentile(l.Sorted, q))
 }
