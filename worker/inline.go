@@ -84,6 +84,7 @@ type inliner struct {
 	off     atomic.Int64  // until when no lone message runs, Unix ns; 0: none is off
 	armed   atomic.Bool   // the hatch's timer is set
 	hatch   *time.Timer   // calls check
+	over    atomic.Bool   // the fetch loop has ended: the timer is not set again
 	ended   chan struct{} // closed when the fetch loop ends
 	resume  func()        // runs the fetch loop on the hatch's goroutine
 
@@ -117,6 +118,8 @@ func (f *fetcher) runInline(ctx context.Context, w *workerState) {
 	f.in = in
 	go in.resume()
 	<-in.ended
+	in.over.Store(true)
+	in.hatch.Stop() // a check running now finds over set, or stops at its next firing
 }
 
 // check is the hatch's timer. When a read's lone messages have run for
@@ -126,6 +129,9 @@ func (f *fetcher) runInline(ctx context.Context, w *workerState) {
 // another inlineFor, unless no lone message has run for idleChecks
 // firings: then it rests until one does (runLone).
 func (in *inliner) check() {
+	if in.over.Load() {
+		return
+	}
 	runs := in.runs.Load() // before started: a run that starts after is seen by disarm
 	if s := in.started.Load(); s != 0 {
 		ran := time.Since(time.Unix(0, s))
