@@ -474,7 +474,7 @@ func (r *engine) acked(cmds ackCmds, batch []ackReq, args map[string][]any) erro
 		for i+n < len(batch) && batch[i+n].stream == a.stream && batch[i+n].typ == a.typ && batch[i+n].outcome == a.outcome {
 			n++
 		}
-		r.metrics.Messages.WithLabelValues(a.stream, a.typ, a.outcome).Add(float64(n))
+		r.metrics.finished(a.stream, a.typ, a.outcome, n)
 		i += n
 	}
 	return nil

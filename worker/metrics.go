@@ -91,6 +91,8 @@ type Metrics struct {
 	ready   atomic.Pointer[func() bool]         // the runtime's readiness
 	oom     atomic.Pointer[func() bool]         // whether Redis refuses writes for want of memory
 	types   atomic.Pointer[map[string]struct{}] // the types labelled by name; replaced, never changed
+
+	messages labelCache[prometheus.Counter] // Messages' children (finished)
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -169,6 +171,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Reclaim = reclaim.NewMetrics(reg)
 	m.Reclaim.RedisErrors = m.RedisErrors.WithLabelValues(OpReclaim)
 	m.Trim = newTrimMetrics(reg)
+	m.messages = labelCache[prometheus.Counter]{label: m.typeLabel, child: func(k labelKey) prometheus.Counter {
+		return m.Messages.WithLabelValues(k.stream, k.typ, k.outcome)
+	}}
 	return m
 }
 
@@ -213,53 +218,62 @@ func (mt *Metrics) typeLabel(typ string) string {
 // type is looked up once, not per message.
 func (mt *Metrics) Instrument() Middleware {
 	return func(next Handler) Handler {
-		obs := observerCache{label: mt.typeLabel}
+		obs := labelCache[prometheus.Observer]{label: mt.typeLabel, child: func(k labelKey) prometheus.Observer {
+			return mt.Duration.WithLabelValues(k.stream, k.typ)
+		}}
 		return HandlerFunc(func(ctx context.Context, m *Message) error {
 			start := m.started // the runtime's clock reading, if it called the chain
 			if start.IsZero() {
 				start = time.Now()
 			}
 			err := next.HandleMessage(ctx, m)
-			obs.get(mt.Duration, m.Stream, m.Type).Observe(time.Since(start).Seconds())
+			obs.get(m.Stream, m.Type, "").Observe(time.Since(start).Seconds())
 			return err
 		})
 	}
 }
 
-// observerCache remembers the child of a histogram vector per stream and
-// type label: WithLabelValues hashes and validates its labels on every call.
-// A lookup takes no lock: the map is replaced, never changed, when a pair is
-// added. A type labelled by name is its own key; any other type is looked up
-// by its label, so producers' types do not grow the map.
-type observerCache struct {
+// finished counts n messages of stream and type that finished with outcome
+// in streamworker_messages_total.
+func (mt *Metrics) finished(stream, typ, outcome string, n int) {
+	mt.messages.get(stream, typ, outcome).Add(float64(n))
+}
+
+// labelCache remembers the child of a metric vector per stream, type label
+// and outcome: WithLabelValues hashes and validates its labels on every
+// call. A lookup takes no lock: the map is replaced, never changed, when a
+// key is added. A type labelled by name is its own key; any other type is
+// looked up by its label, so producers' types do not grow the map.
+type labelCache[T any] struct {
 	label func(typ string) string
-	m     atomic.Pointer[map[labelPair]prometheus.Observer]
+	child func(labelKey) T // the vector's WithLabelValues
+	m     atomic.Pointer[map[labelKey]T]
 	mu    sync.Mutex // serialises additions
 }
 
-type labelPair struct{ stream, typ string }
+type labelKey struct{ stream, typ, outcome string }
 
-func (c *observerCache) get(vec *prometheus.HistogramVec, stream, typ string) prometheus.Observer {
+func (c *labelCache[T]) get(stream, typ, outcome string) T {
 	m := c.m.Load()
 	if m != nil {
-		if o, ok := (*m)[labelPair{stream, typ}]; ok {
+		if o, ok := (*m)[labelKey{stream, typ, outcome}]; ok {
 			return o
 		}
 	}
-	k := labelPair{stream, c.label(typ)}
+	k := labelKey{stream, c.label(typ), outcome}
 	if m != nil && k.typ != typ {
 		if o, ok := (*m)[k]; ok {
 			return o
 		}
 	}
-	o := vec.WithLabelValues(k.stream, k.typ)
+	o := c.child(k)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.m.Load()
 	if old != nil && len(*old) >= maxCachedLabels { // streams come from callers of the middleware too
 		return o
 	}
-	next := map[labelPair]prometheus.Observer{}
+	next := map[labelKey]T{}
 	if old != nil {
 		next = maps.Clone(*old)
 	}
@@ -268,7 +282,7 @@ func (c *observerCache) get(vec *prometheus.HistogramVec, stream, typ string) pr
 	return o
 }
 
-// maxCachedLabels bounds observerCache; past it, lookups just go uncached.
+// maxCachedLabels bounds labelCache; past it, lookups just go uncached.
 const maxCachedLabels = 1024
 
 // maxOwnerLabel bounds the consumer label of streamworker_partition_owner,

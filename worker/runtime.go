@@ -552,7 +552,7 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 }
 
 func (r *engine) count(m *Message, outcome string) {
-	r.metrics.Messages.WithLabelValues(m.Stream, m.Type, outcome).Inc()
+	r.metrics.finished(m.Stream, m.Type, outcome, 1)
 }
 
 // handOverInFlight makes every message still running claimable by the other

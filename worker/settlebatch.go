@@ -447,7 +447,7 @@ func (r *engine) settled(s *settleReq) {
 		r.logger.InfoContext(s.logCtx, "message failed; retry scheduled", "stream", s.stream, "id", s.id, "type", shownType(s.typ),
 			"attempt", s.attempt, "retry_in", s.delay.Round(time.Millisecond), "error", firstLine(s.cause.Error()))
 	}
-	r.metrics.Messages.WithLabelValues(s.stream, s.typ, s.outcome).Inc()
+	r.metrics.finished(s.stream, s.typ, s.outcome, 1)
 }
 
 // notSettled logs and counts a failure whose retry or dead letter could not
@@ -458,7 +458,7 @@ func (r *engine) notSettled(s *settleReq, err error) {
 	} else {
 		r.logger.ErrorContext(s.logCtx, "could not schedule retry; message stays pending", "stream", s.stream, "id", s.id, "type", shownType(s.typ), "error", err, "handler_error", s.cause.Error())
 	}
-	r.metrics.Messages.WithLabelValues(s.stream, s.typ, OutcomeUnrecorded).Inc()
+	r.metrics.finished(s.stream, s.typ, OutcomeUnrecorded, 1)
 }
 
 // settleNow writes one failure at once, for a message that must be settled
