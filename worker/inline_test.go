@@ -343,3 +343,87 @@ func TestLoneMessagesKeepToConcurrency(t *testing.T) {
 		t.Errorf("%d handlers ran at once, want at most WORKER_CONCURRENCY=%d", most, cfg.Concurrency)
 	}
 }
+
+// The hatch's timer, driven by hand: it stays set while lone messages come,
+// rests after idleChecks firings that found none, and a lone message that
+// has run for inlineFor is handed over and turns lone messages off for
+// loneOff.
+func TestHatchTimer(t *testing.T) {
+	t.Parallel()
+	r := &engine{jobs: newJobQueue(4), loneOff: time.Hour}
+	resumed := make(chan struct{}, 1) // the fetch loop's new goroutine
+	in := &inliner{r: r, resume: func() { resumed <- struct{}{} }}
+	in.hatch = time.AfterFunc(time.Hour, func() {}) // fired by hand below
+	t.Cleanup(func() { in.hatch.Stop() })
+	in.armed.Store(true)
+
+	// Lone messages keep coming: it stays set.
+	for i := range 3 * idleChecks {
+		in.runs.Add(1)
+		in.check()
+		if !in.armed.Load() {
+			t.Fatalf("unset after firing %d, with a lone run before each", i+1)
+		}
+	}
+	// None comes: it rests after idleChecks firings.
+	for i := range idleChecks {
+		if !in.armed.Load() {
+			t.Fatalf("unset after %d idle firings, want %d", i, idleChecks)
+		}
+		in.check()
+	}
+	if in.armed.Load() {
+		t.Fatalf("still set after %d idle firings", idleChecks)
+	}
+	// A run that starts while it rests sets it (runLone), and one that
+	// starts as it goes to rest finds it set again (disarm).
+	in.armed.Store(true)
+	before := in.runs.Load()
+	in.runs.Add(1)
+	in.disarm(before)
+	if !in.armed.Load() {
+		t.Fatal("a run that started while the timer went to rest left it unset")
+	}
+
+	// A lone message that has not yet run for inlineFor stays.
+	queued := newMessages("s", benchEntries(2), time.Now())
+	waiting := queued[1]
+	in.lone, in.next = queued, 1 // the first one runs, the second waits
+	in.role.Store(roleInline)
+	in.started.Store(time.Now().UnixNano())
+	in.check()
+	if in.role.Load() != roleInline || !in.armed.Load() {
+		t.Fatalf("handed over before inlineFor (role %d) or left unset", in.role.Load())
+	}
+	// One that has: the one not started goes to the handler goroutines,
+	// the fetch loop to a new goroutine, and the fetcher rests.
+	in.started.Store(time.Now().Add(-2 * inlineFor).UnixNano())
+	in.check()
+	if in.role.Load() != roleHanded {
+		t.Fatalf("not handed over after 2×inlineFor: role %d", in.role.Load())
+	}
+	select {
+	case <-resumed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handed over, but the fetch loop did not go on on a new goroutine within 10s")
+	}
+	if m, _ := r.jobs.pop(); m != waiting {
+		t.Fatalf("the handler goroutines' queue got %v, want the message not started", m)
+	}
+	if in.armed.Load() {
+		t.Error("the timer still set with the fetch loop handed over")
+	}
+	if !in.resting() {
+		t.Error("lone messages not turned off after one turned out slow")
+	}
+	// Stopped with its fetch loop, it does nothing: it does not even look
+	// at the runs (seen).
+	in.over.Store(true)
+	in.started.Store(0)
+	seen := in.seen.Load()
+	in.runs.Add(1)
+	in.check()
+	if in.seen.Load() != seen {
+		t.Error("the timer looked at the lone runs after the fetch loop ended, and set itself again")
+	}
+}
