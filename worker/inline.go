@@ -128,19 +128,22 @@ func (f *fetcher) runInline(ctx context.Context, w *workerState) {
 // the timer is set for the rest of their inlineFor. Else it is set for
 // another inlineFor, unless no lone message has run for idleChecks
 // firings: then it rests until one does (runLone).
-func (in *inliner) check() {
+func (in *inliner) check() { in.checkAt(time.Now()) }
+
+// checkAt is check at the time now.
+func (in *inliner) checkAt(now time.Time) {
 	if in.over.Load() {
 		return
 	}
 	runs := in.runs.Load() // before started: a run that starts after is seen by disarm
 	if s := in.started.Load(); s != 0 {
-		ran := time.Since(time.Unix(0, s))
+		ran := now.Sub(time.Unix(0, s))
 		if ran < inlineFor {
 			in.hatch.Reset(inlineFor - ran)
 			return
 		}
 		if in.role.CompareAndSwap(roleInline, roleHanded) {
-			in.off.Store(time.Now().Add(in.r.loneOff).UnixNano())
+			in.off.Store(now.Add(in.r.loneOff).UnixNano())
 			in.handOver()
 		}
 		in.disarm(runs) // no lone message runs until this one ends

@@ -390,15 +390,15 @@ func TestHatchTimer(t *testing.T) {
 	waiting := queued[1]
 	in.lone, in.next = queued, 1 // the first one runs, the second waits
 	in.role.Store(roleInline)
-	in.started.Store(time.Now().UnixNano())
-	in.check()
+	start := time.Now()
+	in.started.Store(start.UnixNano())
+	in.checkAt(start.Add(inlineFor / 2))
 	if in.role.Load() != roleInline || !in.armed.Load() {
 		t.Fatalf("handed over before inlineFor (role %d) or left unset", in.role.Load())
 	}
 	// One that has: the one not started goes to the handler goroutines,
 	// the fetch loop to a new goroutine, and the fetcher rests.
-	in.started.Store(time.Now().Add(-2 * inlineFor).UnixNano())
-	in.check()
+	in.checkAt(start.Add(2 * inlineFor))
 	if in.role.Load() != roleHanded {
 		t.Fatalf("not handed over after 2×inlineFor: role %d", in.role.Load())
 	}
