@@ -77,11 +77,12 @@ type inliner struct {
 	w       *workerState // runs the lone messages, one at a time: seen by the leases and the shutdown
 	busy    atomic.Bool  // w runs lone messages
 	role    atomic.Int32
-	started atomic.Int64  // when the lone messages running started, Unix ns; 0: none run
+	base    time.Time     // the zero of started and off: a monotonic reading, a second before the loop began
+	started atomic.Int64  // when the lone messages running started, ns since base; 0: none run
 	runs    atomic.Uint64 // how many times lone messages started to run
 	seen    atomic.Uint64 // runs when the hatch's timer last fired (check)
 	idle    atomic.Int32  // how many times in a row the timer found runs unchanged
-	off     atomic.Int64  // until when no lone message runs, Unix ns; 0: none is off
+	off     atomic.Int64  // until when no lone message runs, ns since base; 0: none is off
 	armed   atomic.Bool   // the hatch's timer is set
 	hatch   *time.Timer   // calls check
 	over    atomic.Bool   // the fetch loop has ended: the timer is not set again
@@ -104,7 +105,7 @@ type inliner struct {
 // messages run on it (fetchLoop, for a stream with a worker state of its
 // own), and returns once the loop has ended.
 func (f *fetcher) runInline(ctx context.Context, w *workerState) {
-	in := &inliner{r: f.r, w: w, ended: make(chan struct{}), args: map[string][]any{}, maxBlock: pipelineBlock(f.r.client, f.r.cfg.Block)}
+	in := &inliner{r: f.r, w: w, base: time.Now().Add(-time.Second), ended: make(chan struct{}), args: map[string][]any{}, maxBlock: pipelineBlock(f.r.client, f.r.cfg.Block)}
 	in.resume = func() {
 		if f.run(ctx) {
 			if !in.busy.Load() { // else the goroutine running lone messages sends its own
@@ -137,13 +138,15 @@ func (in *inliner) checkAt(now time.Time) {
 	}
 	runs := in.runs.Load() // before started: a run that starts after is seen by disarm
 	if s := in.started.Load(); s != 0 {
-		ran := now.Sub(time.Unix(0, s))
+		ran := time.Duration(in.since(now) - s)
 		if ran < inlineFor {
 			in.hatch.Reset(inlineFor - ran)
 			return
 		}
-		if in.role.CompareAndSwap(roleInline, roleHanded) {
-			in.off.Store(now.Add(in.r.loneOff).UnixNano())
+		// Unless those lone messages ended meanwhile and the next read's
+		// started: theirs have not run for inlineFor.
+		if in.started.Load() == s && in.role.CompareAndSwap(roleInline, roleHanded) {
+			in.off.Store(in.since(now) + int64(in.r.loneOff))
 			in.handOver()
 		}
 		in.disarm(runs) // no lone message runs until this one ends
@@ -182,6 +185,11 @@ func (in *inliner) handOver() {
 	go in.resume()
 }
 
+// since is t on the clock of started and off: monotonic, so that a step of
+// the wall clock neither holds a slow handler's stream up nor hands a fast
+// one over.
+func (in *inliner) since(t time.Time) int64 { return int64(t.Sub(in.base)) }
+
 // resting reports whether the fetcher runs no lone message now: one
 // turned out slow less than loneOff ago.
 func (in *inliner) resting() bool {
@@ -189,7 +197,7 @@ func (in *inliner) resting() bool {
 	if off == 0 {
 		return false
 	}
-	if time.Now().UnixNano() < off {
+	if in.since(time.Now()) < off {
 		return true
 	}
 	in.off.CompareAndSwap(off, 0)
@@ -242,7 +250,7 @@ func (f *fetcher) runLone() bool {
 	f.lone = false
 	in.role.Store(roleInline)
 	in.runs.Add(1) // before armed is read: see disarm
-	in.started.Store(time.Now().UnixNano())
+	in.started.Store(in.since(time.Now()))
 	if !in.armed.Load() && in.armed.CompareAndSwap(false, true) {
 		in.hatch.Reset(inlineFor)
 	}

@@ -147,8 +147,13 @@ func TestSlowLoneMessageDoesNotHoldTheStreamUp(t *testing.T) {
 	// publishUntilLone) but for the slow one.
 	for i := range 5 {
 		h.publish("type", "fast")
-		if <-fast {
-			t.Fatalf("fast message %d after a slow lone one ran on the fetcher, want on a handler goroutine for loneOff", i+1)
+		select {
+		case lone := <-fast:
+			if lone {
+				t.Fatalf("fast message %d after a slow lone one ran on the fetcher, want on a handler goroutine for loneOff", i+1)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("fast message %d after a slow lone one was not handled within 10s", i+1)
 		}
 		eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
 	}
@@ -352,7 +357,7 @@ func TestHatchTimer(t *testing.T) {
 	t.Parallel()
 	r := &engine{jobs: newJobQueue(4), loneOff: time.Hour}
 	resumed := make(chan struct{}, 1) // the fetch loop's new goroutine
-	in := &inliner{r: r, resume: func() { resumed <- struct{}{} }}
+	in := &inliner{r: r, base: time.Now().Add(-time.Second), resume: func() { resumed <- struct{}{} }}
 	in.hatch = time.AfterFunc(time.Hour, func() {}) // fired by hand below
 	t.Cleanup(func() { in.hatch.Stop() })
 	in.armed.Store(true)
@@ -375,8 +380,8 @@ func TestHatchTimer(t *testing.T) {
 	if in.armed.Load() {
 		t.Fatalf("still set after %d idle firings", idleChecks)
 	}
-	// A run that starts while it rests sets it (runLone), and one that
-	// starts as it goes to rest finds it set again (disarm).
+	// A run that starts as it goes to rest, and found it still set, has it
+	// set again (disarm).
 	in.armed.Store(true)
 	before := in.runs.Load()
 	in.runs.Add(1)
@@ -391,7 +396,7 @@ func TestHatchTimer(t *testing.T) {
 	in.lone, in.next = queued, 1 // the first one runs, the second waits
 	in.role.Store(roleInline)
 	start := time.Now()
-	in.started.Store(start.UnixNano())
+	in.started.Store(in.since(start))
 	in.checkAt(start.Add(inlineFor / 2))
 	if in.role.Load() != roleInline || !in.armed.Load() {
 		t.Fatalf("handed over before inlineFor (role %d) or left unset", in.role.Load())

@@ -170,7 +170,7 @@ func renderLatency(b *strings.Builder, res *Results, chart bool) {
 	if chart {
 		fmt.Fprintf(b, "![latency distribution](latency.png)\n\n")
 	}
-	fmt.Fprintf(b, "Each system ran %d times, interleaved with the others (run 1 of each, then run 2 of each, ...); each column is the median of its runs, with the lowest and highest where they tell how much the runs moved. The chart puts every run's latencies together.\n\n", o.Runs)
+	fmt.Fprintf(b, "Each system ran %d times, interleaved with the others (run 1 of each, then run 2 of each, ...); each column is the median of its runs, with the lowest and highest where they tell how much the runs moved, and \"messages\" counts all its runs' (a run that failed is listed among the failures at the top, and counts in no column). The chart puts every run's latencies together.\n\n", o.Runs)
 	fmt.Fprintf(b, "| system | sent msgs/s | messages | p50 | p99 | p99.9 | max | consumer CPU µs/msg | done after the last send |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, l := range res.Latency {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label(l.System), fmtInt(l.over(runSentRate).Median), fmtInt(float64(l.Count)),
@@ -181,11 +181,11 @@ func renderLatency(b *strings.Builder, res *Results, chart bool) {
 	var late []string
 	for _, l := range res.Latency {
 		if n := l.over(runSendLate); n.Max > 0 {
-			late = append(late, fmt.Sprintf("%s %s", label(l.System), fmtInt(n.Median)))
+			late = append(late, fmt.Sprintf("%s %s (%s–%s)", label(l.System), fmtInt(n.Median), fmtInt(n.Min), fmtInt(n.Max)))
 		}
 	}
 	if len(late) > 0 {
-		fmt.Fprintf(b, "\nMessages sent more than 1 ms after they were due (the senders fell behind, so the load came in bursts), median of the runs: %s.\n", strings.Join(late, ", "))
+		fmt.Fprintf(b, "\nMessages sent more than 1 ms after they were due (the senders fell behind, so the load came in bursts), median (min–max) of the runs: %s.\n", strings.Join(late, ", "))
 	}
 	fmt.Fprintf(b, "\nasynq polls its queues and sleeps about a second (`TaskCheckInterval`, default 1 s, with jitter) whenever it finds them empty; streamworker, the bare loop and Watermill block in `XREADGROUP`, so Redis hands them a message the moment it arrives.\n")
 }
