@@ -286,7 +286,7 @@ func (f *fetcher) read(ctx context.Context, n int, block time.Duration, sent tim
 	}
 	f.releaseHeld()
 	if block < 0 && r.rawReads() {
-		return r.readNow(ctx, stream, n, f.sizes.reply(n), sent, f.types)
+		return r.readNow(ctx, stream, n, &f.sizes, sent, f.types)
 	}
 	res, err := r.client.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: []string{stream, ">"}, Count: int64(n), Block: block,
@@ -433,7 +433,10 @@ const minReadBudget = 4 << 20
 // WORKER_MAX_MESSAGE_BYTES are then dead-lettered unrun and let go. Across
 // reads, at most WORKER_CONCURRENCY messages are held (one per handler
 // slot), each at most WORKER_MAX_MESSAGE_BYTES once it runs.
-type readSizer struct{ perEntry int }
+type readSizer struct {
+	perEntry int // bytes of an entry's field names and values
+	framing  int // bytes of an entry's RESP framing in a raw reply (its ID, headers and lengths); 0: not known yet
+}
 
 // firstReadCount is the most entries a stream's first read asks for.
 const firstReadCount = 32
@@ -443,12 +446,16 @@ func (z *readSizer) observe(bytes, entries int) {
 	if z == nil || entries == 0 {
 		return
 	}
-	avg := bytes / entries
-	if avg >= z.perEntry {
-		z.perEntry = avg
-	} else {
-		z.perEntry -= (z.perEntry - avg + 3) / 4
+	z.perEntry = estimate(z.perEntry, bytes/entries)
+}
+
+// estimate is an estimate est moved toward a new average avg: up to it at
+// once, down by a quarter of the difference.
+func estimate(est, avg int) int {
+	if avg >= est {
+		return avg
 	}
+	return est - (est-avg+3)/4
 }
 
 func batchBytes(batch []*Message) int {
@@ -459,11 +466,40 @@ func batchBytes(batch []*Message) int {
 	return n
 }
 
-// reply is about the bytes of a read's reply of n entries: each entry's
-// field bytes and its RESP framing (an ID and a header and length per
-// field, about 60 bytes for an entry of two fields).
-func (z *readSizer) reply(n int) int {
-	return n * (z.perEntry + 64)
+// reply is about the bytes of a raw reply of n entries of stream, for its
+// buffer (xread.go): the stream's header, and each entry's field bytes and
+// RESP framing. The framing is learned from the replies (observeReply): an
+// ID and a header and length per field, about 60 bytes for an entry of two
+// fields and 12 more for each further field (a partition key, an
+// idempotency key, a trace context), which a fixed guess of 64 missed,
+// doubling the buffer of every read of such entries. A sixteenth more
+// leaves room for entries a little larger than those before (IDs whose
+// sequence number has more digits, a longer key): a buffer that falls
+// short by a byte is doubled.
+func (z *readSizer) reply(stream string, n int) int {
+	framing := z.framing
+	if framing == 0 {
+		framing = defaultFraming
+	}
+	entries := n * (z.perEntry + framing)
+	return replyHead(stream) + entries + entries/16
+}
+
+// defaultFraming is an entry's framing in a reply before any is known.
+const defaultFraming = 64
+
+// replyHead is about the bytes of a raw reply's header: the stream's name
+// and the counts before and after it.
+func replyHead(stream string) int { return len(stream) + 32 }
+
+// observeReply takes a raw reply of raw bytes, with the entries ms, into
+// the framing's estimate.
+func (z *readSizer) observeReply(stream string, raw int, ms []*Message) {
+	if len(ms) == 0 {
+		return
+	}
+	framing := (raw - replyHead(stream) - batchBytes(ms) + len(ms) - 1) / len(ms)
+	z.framing = max(1, estimate(z.framing, framing))
 }
 
 // count is how many of n entries one read may ask for: at first, before

@@ -29,14 +29,19 @@ import (
 // parses), use go-redis's XReadGroup.
 
 // readNow reads up to n new entries of stream without blocking and returns
-// them as Messages read at sent.
-func (r *engine) readNow(ctx context.Context, stream string, n, guess int, sent time.Time, types typeNames) ([]*Message, error) {
-	buf := &replyBuf{b: make([]byte, 0, guess)}
+// them as Messages read at sent. The reply's buffer is sized by sizes,
+// which learns from the reply how many bytes its entries' framing took.
+func (r *engine) readNow(ctx context.Context, stream string, n int, sizes *readSizer, sent time.Time, types typeNames) ([]*Message, error) {
+	buf := &replyBuf{b: make([]byte, 0, sizes.reply(stream, n))}
 	cmd := redis.NewRawWriteToCmd(ctx, buf, "xreadgroup", "group", r.cfg.Group, r.cfg.Consumer, "count", n, "streams", stream, ">")
 	if err := r.client.Process(ctx, cmd); err != nil {
 		return nil, err
 	}
-	return parseRead(stream, buf.b, sent, types)
+	ms, err := parseRead(stream, buf.b, sent, types)
+	if err == nil {
+		sizes.observeReply(stream, len(buf.b), ms)
+	}
+	return ms, err
 }
 
 // replyBuf takes a raw reply into memory sized for it beforehand. When the

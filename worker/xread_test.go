@@ -203,6 +203,69 @@ func TestParseReadRefusesMalformedReplies(t *testing.T) {
 	}
 }
 
+// A raw read's buffer is sized for its reply: after one read of entries
+// with many fields (a partition key, an idempotency key, a trace context,
+// an attempt) the guess for the next read holds its whole reply, in RESP2
+// and RESP3, so the buffer is not doubled (and copied) as it fills. With a
+// fixed 64 bytes of framing per entry, the guess fell short for entries of
+// more than two fields. Nor is it far above the reply.
+func TestReplyGuessHoldsTheReply(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	ctx := context.Background()
+	for _, proto := range []int{2, 3} {
+		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
+			t.Parallel()
+			opt := *srv.Client(t).Options()
+			opt.Protocol = proto
+			c := redis.NewClient(&opt)
+			t.Cleanup(func() { c.Close() })
+			stream := testredis.Prefix(t) + "guess"
+			if err := c.XGroupCreateMkStream(ctx, stream, "g", "0").Err(); err != nil {
+				t.Fatal(err)
+			}
+			add := func(n int) {
+				pipe := c.Pipeline()
+				for i := range n {
+					pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{
+						wire.FieldType, "order.created", wire.FieldData, strings.Repeat("d", 100),
+						wire.FieldKey, fmt.Sprintf("customer-%d", i%1000), wire.FieldID, fmt.Sprintf("order-%d", i),
+						wire.FieldTraceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", wire.FieldAttempt, "2",
+					}})
+				}
+				if _, err := pipe.Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			read := func(n int) ([]byte, []*Message) {
+				cmd := redis.NewRawCmd(ctx, "xreadgroup", "group", "g", "c", "count", n, "streams", stream, ">")
+				if err := c.Process(ctx, cmd); err != nil {
+					t.Fatal(err)
+				}
+				ms, err := parseRead(stream, cmd.Val(), time.Time{}, nil)
+				if err != nil || len(ms) != n {
+					t.Fatalf("parseRead: %d messages, %v; want %d", len(ms), err, n)
+				}
+				return cmd.Val(), ms
+			}
+			var z readSizer
+			add(10)
+			raw, ms := read(10)
+			z.observe(batchBytes(ms), len(ms))
+			z.observeReply(stream, len(raw), ms)
+			add(200)
+			guess := z.reply(stream, 200)
+			raw, _ = read(200)
+			if guess < len(raw) {
+				t.Errorf("the guess for a read of 200 entries is %d bytes, its reply %d: the buffer would be doubled", guess, len(raw))
+			}
+			if guess > len(raw)+len(raw)/10 {
+				t.Errorf("the guess for a read of 200 entries is %d bytes, its reply only %d", guess, len(raw))
+			}
+		})
+	}
+}
+
 // FuzzParseRead: whatever the bytes, parseRead returns messages or an
 // error, never panics, and every message it returns has fields in pairs.
 func FuzzParseRead(f *testing.F) {
