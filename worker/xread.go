@@ -110,6 +110,10 @@ func (replyError) RedisError() {}
 // empty array of fields, each header ending in CRLF.
 const minEntryBytes = len("*2\r\n$3\r\n0-0\r\n_\r\n")
 
+// minStringBytes is the least a field's name or value takes in a reply: an
+// empty bulk string, $0 and two CRLFs.
+const minStringBytes = len("$0\r\n\r\n")
+
 // errBadReply is a reply that is not what XREADGROUP returns.
 var errBadReply = errors.New("unexpected XREADGROUP reply")
 
@@ -146,9 +150,13 @@ func parseRead(stream string, raw []byte, readAt time.Time, types typeNames) ([]
 	}
 	ms := make([]Message, count)
 	out := make([]*Message, count)
-	// Every entry's fields in one array, most entries having two; an entry
-	// with more has the array grown, and earlier entries keep theirs.
-	all := make([]string, 0, 4*count)
+	// Every entry's fields in one array, sized when the first entry's
+	// fields are known for that many in each entry left: a stream's entries
+	// mostly have the same fields. An entry with more takes a new array,
+	// sized so for the entries after it, and earlier entries keep theirs.
+	// (Sized for two fields, the array was grown once or twice by append in
+	// every read of entries with a partition key or a trace context.)
+	var all []string
 	// The IDs are copied out of the reply into one small array: they live
 	// on in acknowledgements waiting to be sent and in the buffers that
 	// held them, and must not keep a reply of megabytes alive there.
@@ -165,8 +173,14 @@ func parseRead(stream string, raw []byte, readAt time.Time, types typeNames) ([]
 		ids = append(ids, raw...)
 		id := bytesString(ids[at:])
 		typ, n, err := p.header()
-		if err != nil || (typ != '*' && typ != '_') || (n > 0 && n%2 != 0) {
+		// A string takes at least minStringBytes of the reply: a count of
+		// fields the rest cannot hold is a bad reply, not a reason to
+		// allocate for it.
+		if err != nil || (typ != '*' && typ != '_') || (n > 0 && n%2 != 0) || n > (len(p.b)-p.i)/minStringBytes {
 			return nil, p.bad(err)
+		}
+		if n > cap(all)-len(all) {
+			all = make([]string, 0, min(n*(count-i), (len(p.b)-p.i)/minStringBytes))
 		}
 		start := len(all)
 		for range max(n, 0) {

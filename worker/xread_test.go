@@ -266,6 +266,54 @@ func TestReplyGuessHoldsTheReply(t *testing.T) {
 	}
 }
 
+// Parsing a read allocates per read, not per entry or per field: the
+// messages, their pointers, one array of every entry's fields and one of
+// their IDs, whatever fields of the runtime's own the entries have (type
+// and data, or a partition key, an idempotency key and a retry's beside
+// them; other fields go into a Metadata map of each message's own). The
+// array of fields was sized for two fields an entry, and grown by append
+// in every read of entries with more.
+func TestParseReadAllocatesPerRead(t *testing.T) {
+	srv := testredis.Shared(t)
+	ctx := context.Background()
+	c := srv.Client(t)
+	shapes := map[string][]any{
+		"type and data": {wire.FieldType, "t", wire.FieldData, "payload"},
+		"with a key":    {wire.FieldType, "t", wire.FieldData, "payload", wire.FieldKey, "customer-1"},
+		"a retry's fields": {wire.FieldType, "t", wire.FieldData, "payload", wire.FieldKey, "customer-1", wire.FieldID, "order-1",
+			wire.FieldAttempt, "2", wire.FieldOriginID, "1-1"},
+	}
+	for name, fields := range shapes {
+		stream := testredis.Prefix(t) + strings.ReplaceAll(name, " ", "-")
+		if err := c.XGroupCreateMkStream(ctx, stream, "g", "0").Err(); err != nil {
+			t.Fatal(err)
+		}
+		pipe := c.Pipeline()
+		for range 100 {
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields})
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cmd := redis.NewRawCmd(ctx, "xreadgroup", "group", "g", "c", "count", 100, "streams", stream, ">")
+		if err := c.Process(ctx, cmd); err != nil {
+			t.Fatal(err)
+		}
+		raw, types := cmd.Val(), typeNames{}
+		if ms, err := parseRead(stream, raw, time.Time{}, types); err != nil || len(ms) != 100 {
+			t.Fatalf("%s: parseRead: %d messages, %v; want 100", name, len(ms), err)
+		}
+		allocs := testing.AllocsPerRun(20, func() {
+			if _, err := parseRead(stream, raw, time.Time{}, types); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs > 4 {
+			t.Errorf("%s: parsing a read of 100 entries makes %v allocations, want 4", name, allocs)
+		}
+	}
+}
+
 // FuzzParseRead: whatever the bytes, parseRead returns messages or an
 // error, never panics, and every message it returns has fields in pairs.
 func FuzzParseRead(f *testing.F) {
