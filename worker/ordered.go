@@ -35,6 +35,7 @@ import (
 type gateDeps struct {
 	consumer            reclaim.Consumer                 // leases of the messages waiting or held for a retry
 	logger              *slog.Logger                     // the runtime's
+	failLogs            *logSampler                      // the runtime's: a few lines a second of each kind of failure
 	count               func(m *Message, outcome string) // counts an outcome
 	freeSlots           func(n int)                      // releases handler slots
 	leaseEvery          time.Duration                    // how often a waiting message's lease is renewed
@@ -317,9 +318,9 @@ func (g *orderGate) hold(m *Message, err error) bool {
 	g.mu.Unlock()
 	if outcome == OutcomeDelayed {
 		g.logger.Debug("message delayed in place", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "run_in", delay.Round(time.Millisecond), "reason", err.Error())
-	} else {
-		g.logger.Info("message failed; retrying in place, its key waits", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
-			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))
+	} else if ok, skipped := g.failLogs.allow(m.Stream, m.Type, outcome); ok {
+		g.logger.Info("message failed; retrying in place, its key waits", notLogged(skipped, "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
+			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(err.Error()))...)
 	}
 	g.count(m, outcome)
 	return true

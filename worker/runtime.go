@@ -36,6 +36,7 @@ type engine struct {
 	handler  Handler
 	logger   *slog.Logger // with component=runtime
 	base     *slog.Logger
+	failLogs *logSampler // a few lines a second of each kind of failure (logsample.go)
 	metrics  *Metrics
 	live     *liveness
 
@@ -124,6 +125,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	r := &engine{
 		cfg: cfg, client: client, handler: h,
 		consumer: reclaim.Consumer{Client: client, Group: cfg.Group, Name: cfg.Consumer}, logger: logger, base: base, metrics: metrics,
+		failLogs: newLogSampler(metrics.typeLabel),
 		live:     newLiveness(),
 		sem:      newSemaphore(cfg.Concurrency),
 		running:  newHandlerCap(cfg.Concurrency),
@@ -170,7 +172,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	r.promote = newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, base, metrics, r.live)
 	if cfg.Partitions > 1 { // partition.go, ordered.go
 		r.order = newOrderGate(gateDeps{
-			consumer: r.consumer, logger: logger, count: r.count, freeSlots: r.release, leaseEvery: r.leaseEvery(),
+			consumer: r.consumer, logger: logger, failLogs: r.failLogs, count: r.count, freeSlots: r.release, leaseEvery: r.leaseEvery(),
 			maxAttempts: cfg.MaxAttempts, retryBase: cfg.RetryBase, retryMax: cfg.RetryMax,
 		}, streamKeys(cfg))
 		r.parts = newPartitions(partitionDeps{

@@ -438,14 +438,15 @@ func (r *engine) writeSettles(ctx context.Context, chunk []settleReq) (dropped i
 // settled logs and counts the outcome of a failure whose retry or dead
 // letter is written.
 func (r *engine) settled(s *settleReq) {
-	switch {
-	case s.dead:
-		r.logger.WarnContext(s.logCtx, "message dead-lettered", "stream", s.stream, "id", s.id, "type", shownType(s.typ), "attempt", s.attempt, "error", s.cause.Error())
-	case s.outcome == OutcomeDelayed:
+	if s.outcome == OutcomeDelayed {
 		r.logger.DebugContext(s.logCtx, "message delayed", "stream", s.stream, "id", s.id, "type", shownType(s.typ), "run_in", s.delay.Round(time.Millisecond), "reason", s.cause.Error())
-	default:
-		r.logger.InfoContext(s.logCtx, "message failed; retry scheduled", "stream", s.stream, "id", s.id, "type", shownType(s.typ),
-			"attempt", s.attempt, "retry_in", s.delay.Round(time.Millisecond), "error", firstLine(s.cause.Error()))
+	} else if ok, skipped := r.failLogs.allow(s.stream, s.typ, s.outcome); ok {
+		if s.dead {
+			r.logger.WarnContext(s.logCtx, "message dead-lettered", notLogged(skipped, "stream", s.stream, "id", s.id, "type", shownType(s.typ), "attempt", s.attempt, "error", s.cause.Error())...)
+		} else {
+			r.logger.InfoContext(s.logCtx, "message failed; retry scheduled", notLogged(skipped, "stream", s.stream, "id", s.id, "type", shownType(s.typ),
+				"attempt", s.attempt, "retry_in", s.delay.Round(time.Millisecond), "error", firstLine(s.cause.Error()))...)
+		}
 	}
 	r.metrics.finished(s.stream, s.typ, s.outcome, 1)
 }
