@@ -9,10 +9,12 @@ import (
 // a dependency goes down every message fails, and a line per failure is
 // thousands of lines a second: the log pipeline's load at the worst time,
 // and, formatted as JSON, about a third of what the worker spends on a
-// failure. The first failLogBurst lines a second of each stream, type and
-// outcome are logged; the others are counted, and the next line logged of
-// that kind says how many were left out (not_logged).
-// streamworker_messages_total counts every one.
+// failure. The first failLogBurst lines a second of each stream (each
+// partition of a partitioned one), type label and outcome are logged; the
+// others are counted, and the next line logged of that kind says how many
+// were left out (not_logged). Those left out in a kind's last busy second
+// are not told of until it fails again: streamworker_messages_total counts
+// every one, and the dead-letter stream holds every dead letter.
 const (
 	failLogBurst = 10
 	failLogEvery = time.Second
@@ -45,9 +47,9 @@ func newLogSampler(label func(string) string) *logSampler {
 // left out before it.
 func (s *logSampler) allow(stream, typ, outcome string) (ok bool, skipped int) {
 	k := labelKey{stream, s.label(typ), outcome}
-	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.now() // under the lock: a time read before it could be older than a window another caller started
 	w := s.kinds[k]
 	if w == nil {
 		if len(s.kinds) >= maxCachedLabels { // streams come from the callers of Handle too

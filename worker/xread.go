@@ -179,8 +179,15 @@ func parseRead(stream string, raw []byte, readAt time.Time, types typeNames) ([]
 		if err != nil || (typ != '*' && typ != '_') || (n > 0 && n%2 != 0) || n > (len(p.b)-p.i)/minStringBytes {
 			return nil, p.bad(err)
 		}
-		if n > cap(all)-len(all) {
-			all = make([]string, 0, min(n*(count-i), (len(p.b)-p.i)/minStringBytes))
+		if n > cap(all)-len(all) { // n > 0
+			// n strings for each entry left, but no more than the rest
+			// holds; the product compared without computing it, where it
+			// could overflow an int of 32 bits.
+			size := (len(p.b) - p.i) / minStringBytes
+			if count-i <= size/n {
+				size = n * (count - i)
+			}
+			all = make([]string, 0, size)
 		}
 		start := len(all)
 		for range max(n, 0) {
