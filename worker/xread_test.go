@@ -52,6 +52,21 @@ func viewOf(ms []*Message) []messageView {
 	return out
 }
 
+// eachProtocol runs f in a parallel subtest per RESP version, 2 and 3,
+// with a client of srv speaking it.
+func eachProtocol(t *testing.T, srv *testredis.Server, f func(t *testing.T, c *redis.Client)) {
+	for _, proto := range []int{2, 3} {
+		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
+			t.Parallel()
+			opt := *srv.Client(t).Options()
+			opt.Protocol = proto
+			c := redis.NewClient(&opt)
+			t.Cleanup(func() { c.Close() })
+			f(t, c)
+		})
+	}
+}
+
 // The raw read parses a reply into the same Messages as go-redis's
 // XReadGroup and newMessages, in RESP2 and RESP3, for entries of every
 // shape: no fields but type, empty and binary data, extra fields, a field
@@ -73,85 +88,78 @@ func TestParseReadMatchesGoRedis(t *testing.T) {
 		{"no-type", "v"},
 		many,
 	}
-	for _, proto := range []int{2, 3} {
-		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
-			t.Parallel()
-			opt := *srv.Client(t).Options()
-			opt.Protocol = proto
-			c := redis.NewClient(&opt)
-			t.Cleanup(func() { c.Close() })
-			stream := testredis.Prefix(t) + "parse"
-			for _, g := range []string{"raw", "lib"} {
-				if err := c.XGroupCreateMkStream(ctx, stream, g, "0").Err(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for _, e := range entries {
-				if err := c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: e}).Err(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			read := func(g string) []byte {
-				cmd := redis.NewRawCmd(ctx, "xreadgroup", "group", g, "c", "count", 100, "streams", stream, ">")
-				if err := c.Process(ctx, cmd); err != nil {
-					t.Fatal(err)
-				}
-				return cmd.Val()
-			}
-			raw := read("raw")
-			got, err := parseRead(stream, raw, time.Time{}, nil)
-			if err != nil {
-				t.Fatalf("parseRead: %v\n%q", err, raw)
-			}
-			lib, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "lib", Consumer: "c", Streams: []string{stream, ">"}, Count: 100, Block: -1}).Result()
-			if err != nil {
+	eachProtocol(t, srv, func(t *testing.T, c *redis.Client) {
+		stream := testredis.Prefix(t) + "parse"
+		for _, g := range []string{"raw", "lib"} {
+			if err := c.XGroupCreateMkStream(ctx, stream, g, "0").Err(); err != nil {
 				t.Fatal(err)
 			}
-			want := newMessages(stream, lib[0].Messages, time.Time{})
-			// go-redis's map keeps one value per name and loses the entry's
-			// order; compare what the runtime uses of them.
-			if diff := cmp.Diff(viewOf(want), viewOf(got), cmp.Transformer("sorted", sortedPairs)); diff != "" {
-				t.Errorf("parseRead differs from go-redis (-go-redis +parseRead):\n%s", diff)
-			}
-			if len(got) != len(entries) {
-				t.Fatalf("read %d entries, want %d", len(got), len(entries))
-			}
-			// Its size is every field's bytes, a name given twice included.
-			for i, e := range entries {
-				size := 0
-				for _, f := range e {
-					size += len(f.(string))
-				}
-				if got[i].size != size {
-					t.Errorf("entry %d: size %d, want %d", i, got[i].size, size)
-				}
-			}
-
-			// Nothing new: a nil reply, in either protocol.
-			if got, err := parseRead(stream, read("raw"), time.Time{}, nil); err != nil || got != nil {
-				t.Fatalf("empty read: %v, %v", got, err)
-			}
-			// An entry deleted after delivery comes back with nil fields
-			// when the pending list is read (ID 0).
-			if err := c.XDel(ctx, stream, got[0].ID).Err(); err != nil {
+		}
+		for _, e := range entries {
+			if err := c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: e}).Err(); err != nil {
 				t.Fatal(err)
 			}
-			cmd := redis.NewRawCmd(ctx, "xreadgroup", "group", "raw", "c", "count", 1, "streams", stream, "0")
+		}
+		read := func(g string) []byte {
+			cmd := redis.NewRawCmd(ctx, "xreadgroup", "group", g, "c", "count", 100, "streams", stream, ">")
 			if err := c.Process(ctx, cmd); err != nil {
 				t.Fatal(err)
 			}
-			del, err := parseRead(stream, cmd.Val(), time.Time{}, nil)
-			if err != nil || len(del) != 1 || del[0].ID != got[0].ID || del[0].fields != nil || del[0].Type != "" {
-				t.Fatalf("deleted entry: %+v, %v (%q)", del, err, cmd.Val())
+			return cmd.Val()
+		}
+		raw := read("raw")
+		got, err := parseRead(stream, raw, time.Time{}, nil)
+		if err != nil {
+			t.Fatalf("parseRead: %v\n%q", err, raw)
+		}
+		lib, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "lib", Consumer: "c", Streams: []string{stream, ">"}, Count: 100, Block: -1}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := newMessages(stream, lib[0].Messages, time.Time{})
+		// go-redis's map keeps one value per name and loses the entry's
+		// order; compare what the runtime uses of them.
+		if diff := cmp.Diff(viewOf(want), viewOf(got), cmp.Transformer("sorted", sortedPairs)); diff != "" {
+			t.Errorf("parseRead differs from go-redis (-go-redis +parseRead):\n%s", diff)
+		}
+		if len(got) != len(entries) {
+			t.Fatalf("read %d entries, want %d", len(got), len(entries))
+		}
+		// Its size is every field's bytes, a name given twice included.
+		for i, e := range entries {
+			size := 0
+			for _, f := range e {
+				size += len(f.(string))
 			}
-			// An error reply is a redis.Error, as go-redis's are.
-			cmd = redis.NewRawCmd(ctx, "xreadgroup", "group", "nope", "c", "count", 1, "streams", stream, ">")
-			_ = c.Process(ctx, cmd)
-			if _, err := parseRead(stream, cmd.Val(), time.Time{}, nil); !isNoGroup(err) {
-				t.Fatalf("missing group: %v, want NOGROUP as a redis.Error", err)
+			if got[i].size != size {
+				t.Errorf("entry %d: size %d, want %d", i, got[i].size, size)
 			}
-		})
-	}
+		}
+
+		// Nothing new: a nil reply, in either protocol.
+		if got, err := parseRead(stream, read("raw"), time.Time{}, nil); err != nil || got != nil {
+			t.Fatalf("empty read: %v, %v", got, err)
+		}
+		// An entry deleted after delivery comes back with nil fields
+		// when the pending list is read (ID 0).
+		if err := c.XDel(ctx, stream, got[0].ID).Err(); err != nil {
+			t.Fatal(err)
+		}
+		cmd := redis.NewRawCmd(ctx, "xreadgroup", "group", "raw", "c", "count", 1, "streams", stream, "0")
+		if err := c.Process(ctx, cmd); err != nil {
+			t.Fatal(err)
+		}
+		del, err := parseRead(stream, cmd.Val(), time.Time{}, nil)
+		if err != nil || len(del) != 1 || del[0].ID != got[0].ID || del[0].fields != nil || del[0].Type != "" {
+			t.Fatalf("deleted entry: %+v, %v (%q)", del, err, cmd.Val())
+		}
+		// An error reply is a redis.Error, as go-redis's are.
+		cmd = redis.NewRawCmd(ctx, "xreadgroup", "group", "nope", "c", "count", 1, "streams", stream, ">")
+		_ = c.Process(ctx, cmd)
+		if _, err := parseRead(stream, cmd.Val(), time.Time{}, nil); !isNoGroup(err) {
+			t.Fatalf("missing group: %v, want NOGROUP as a redis.Error", err)
+		}
+	})
 }
 
 // sortedPairs orders a flat field list by name, for comparing field sets
@@ -214,61 +222,54 @@ func TestReplyGuessHoldsTheReply(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
 	ctx := context.Background()
-	for _, proto := range []int{2, 3} {
-		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
-			t.Parallel()
-			opt := *srv.Client(t).Options()
-			opt.Protocol = proto
-			c := redis.NewClient(&opt)
-			t.Cleanup(func() { c.Close() })
-			stream := testredis.Prefix(t) + "guess"
-			if err := c.XGroupCreateMkStream(ctx, stream, "g", "0").Err(); err != nil {
+	eachProtocol(t, srv, func(t *testing.T, c *redis.Client) {
+		stream := testredis.Prefix(t) + "guess"
+		if err := c.XGroupCreateMkStream(ctx, stream, "g", "0").Err(); err != nil {
+			t.Fatal(err)
+		}
+		add := func(n int) {
+			pipe := c.Pipeline()
+			for i := range n {
+				pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{
+					wire.FieldType, "order.created", wire.FieldData, strings.Repeat("d", 100),
+					wire.FieldKey, fmt.Sprintf("customer-%d", i%1000), wire.FieldID, fmt.Sprintf("order-%d", i),
+					wire.FieldTraceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", wire.FieldAttempt, "2",
+				}})
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
 				t.Fatal(err)
 			}
-			add := func(n int) {
-				pipe := c.Pipeline()
-				for i := range n {
-					pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{
-						wire.FieldType, "order.created", wire.FieldData, strings.Repeat("d", 100),
-						wire.FieldKey, fmt.Sprintf("customer-%d", i%1000), wire.FieldID, fmt.Sprintf("order-%d", i),
-						wire.FieldTraceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", wire.FieldAttempt, "2",
-					}})
-				}
-				if _, err := pipe.Exec(ctx); err != nil {
-					t.Fatal(err)
-				}
+		}
+		read := func(n int) ([]byte, []*Message) {
+			cmd := redis.NewRawCmd(ctx, "xreadgroup", "group", "g", "c", "count", n, "streams", stream, ">")
+			if err := c.Process(ctx, cmd); err != nil {
+				t.Fatal(err)
 			}
-			read := func(n int) ([]byte, []*Message) {
-				cmd := redis.NewRawCmd(ctx, "xreadgroup", "group", "g", "c", "count", n, "streams", stream, ">")
-				if err := c.Process(ctx, cmd); err != nil {
-					t.Fatal(err)
-				}
-				ms, err := parseRead(stream, cmd.Val(), time.Time{}, nil)
-				if err != nil || len(ms) != n {
-					t.Fatalf("parseRead: %d messages, %v; want %d", len(ms), err, n)
-				}
-				return cmd.Val(), ms
+			ms, err := parseRead(stream, cmd.Val(), time.Time{}, nil)
+			if err != nil || len(ms) != n {
+				t.Fatalf("parseRead: %d messages, %v; want %d", len(ms), err, n)
 			}
-			// The first read is the runtime's: it learns the framing.
-			var z readSizer
-			add(10)
-			r := &engine{cfg: config.Config{Group: "g", Consumer: "c"}, client: c}
-			ms, err := r.readNow(ctx, stream, 10, &z, time.Now(), typeNames{})
-			if err != nil || len(ms) != 10 {
-				t.Fatalf("readNow: %d messages, %v; want 10", len(ms), err)
-			}
-			z.observe(batchBytes(ms), len(ms))
-			add(200)
-			guess := z.reply(stream, 200)
-			raw, _ := read(200)
-			if guess < len(raw) {
-				t.Errorf("the guess for a read of 200 entries is %d bytes, its reply %d: the buffer would be doubled", guess, len(raw))
-			}
-			if guess > len(raw)+len(raw)/10 {
-				t.Errorf("the guess for a read of 200 entries is %d bytes, its reply only %d", guess, len(raw))
-			}
-		})
-	}
+			return cmd.Val(), ms
+		}
+		// The first read is the runtime's: it learns the framing.
+		var z readSizer
+		add(10)
+		r := &engine{cfg: config.Config{Group: "g", Consumer: "c"}, client: c}
+		ms, err := r.readNow(ctx, stream, 10, &z, time.Now(), typeNames{})
+		if err != nil || len(ms) != 10 {
+			t.Fatalf("readNow: %d messages, %v; want 10", len(ms), err)
+		}
+		z.observe(batchBytes(ms), len(ms))
+		add(200)
+		guess := z.reply(stream, 200)
+		raw, _ := read(200)
+		if guess < len(raw) {
+			t.Errorf("the guess for a read of 200 entries is %d bytes, its reply %d: the buffer would be doubled", guess, len(raw))
+		}
+		if guess > len(raw)+len(raw)/10 {
+			t.Errorf("the guess for a read of 200 entries is %d bytes, its reply only %d", guess, len(raw))
+		}
+	})
 }
 
 // Parsing a read allocates per read, not per entry or per field: the
