@@ -125,7 +125,6 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	r := &engine{
 		cfg: cfg, client: client, handler: h,
 		consumer: reclaim.Consumer{Client: client, Group: cfg.Group, Name: cfg.Consumer}, logger: logger, base: base, metrics: metrics,
-		failLogs: newLogSampler(metrics.typeLabel),
 		live:     newLiveness(),
 		sem:      newSemaphore(cfg.Concurrency),
 		running:  newHandlerCap(cfg.Concurrency),
@@ -138,6 +137,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		renewing: map[string]*atomic.Bool{},
 		loneOff:  loneOff,
 	}
+	r.failLogs = newLogSampler(metrics.typeLabel, r.failuresNotLogged)
 	for i := range r.workers {
 		r.workers[i] = &workerState{}
 	}
@@ -263,6 +263,7 @@ func (r *engine) Run(ctx context.Context) error {
 	r.renewals.Wait() // bounded by the client's read timeout
 	settles.stop()
 	acks.stop()
+	r.failLogs.stop() // no failure comes now: the counts of lines left out, told
 	if r.parts != nil {
 		r.parts.leave() // partition.go
 	}
