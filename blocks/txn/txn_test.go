@@ -204,21 +204,36 @@ func TestTooManyConflicts(t *testing.T) {
 	}
 }
 
+// A context that ends while Run waits out its backoff after a conflict ends
+// the wait: Run returns the context's error, not after the hour. The rival
+// write and the transaction run under the test's own context, so that the
+// conflict happens whatever the machine's load; the context given to Run
+// ends as the transaction is tried, so Run finds it ended at its backoff.
+// (With a 50 ms deadline for all of it, a rival write that took longer to
+// dial failed unseen, and the transaction went through.)
 func TestContextEndsBackoff(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
 	rdb, other := srv.Client(t), srv.Client(t)
 	key := testredis.Prefix(t) + "counter"
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	r := txn.New(rdb, &txn.Options{MinBackoff: time.Hour, MaxBackoff: time.Hour})
+	calls := 0
 	err := r.Run(ctx, func(tx *redis.Tx) error {
-		other.Incr(ctx, key)
-		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error { p.Incr(ctx, key); return nil })
+		calls++
+		if err := other.Incr(t.Context(), key).Err(); err != nil {
+			t.Fatalf("the rival's INCR: %v", err)
+		}
+		cancel()
+		_, err := tx.TxPipelined(t.Context(), func(p redis.Pipeliner) error { p.Incr(t.Context(), key); return nil })
 		return err
 	}, key)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Run = %v; want DeadlineExceeded", err)
+	if !errors.Is(err, context.Canceled) || calls != 1 {
+		t.Fatalf("Run = %v after %d tries; want context.Canceled after 1", err, calls)
+	}
+	if got := rdb.Get(t.Context(), key).Val(); got != "1" {
+		t.Fatalf("key = %q; want the rival's 1 alone", got)
 	}
 }
 
