@@ -148,8 +148,9 @@ func TestLogSamplerTellsWhatItLeftOut(t *testing.T) {
 }
 
 // A handler that fails every message logs a few retry lines a second, not
-// one a message; every retry is counted, and the first line of the next
-// second says how many were left out.
+// one a message; every retry is counted, the first line of the next second
+// (or one of its own, if the sampler's timer fires first) says how many
+// were left out, and the shutdown tells of those left out after it.
 func TestFailuresAreLoggedAFewASecond(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)

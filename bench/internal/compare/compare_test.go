@@ -223,6 +223,9 @@ func TestFormat(t *testing.T) {
 		{fmtDuration(2 * time.Second), "2.00 s"},
 		{shortCount(128_400), "128k"},
 		{shortCount(7_900), "7.9k"},
+		{fmtRange(summary{Median: 2000, Min: 1500, Max: 3000}), "**2,000** (1,500–3,000)"},
+		{fmtSpread(summary{Median: 1.5e6, Min: 1.5e6, Max: 1.5e6}, fmtNanos), "**1.50 ms**"},
+		{fmtSpread(summary{Median: math.NaN()}, fmtMicros), "–"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)

@@ -174,8 +174,8 @@ func renderLatency(b *strings.Builder, res *Results, chart bool) {
 	fmt.Fprintf(b, "| system | sent msgs/s | messages | p50 | p99 | p99.9 | max | consumer CPU µs/msg | done after the last send |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, l := range res.Latency {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label(l.System), fmtInt(l.over(runSentRate).Median), fmtInt(float64(l.Count)),
-			fmtDuration(time.Duration(l.over(runP50).Median)), fmtDurationRange(l.over(runP99)), fmtDuration(time.Duration(l.over(runP999).Median)),
-			fmtDuration(time.Duration(l.over(runMax).Median)), fmtMicrosRange(l.over(runCPUPerMsg)), fmtDrain(time.Duration(l.over(runDrain).Median)))
+			fmtDuration(time.Duration(l.over(runP50).Median)), fmtSpread(l.over(runP99), fmtNanos), fmtDuration(time.Duration(l.over(runP999).Median)),
+			fmtDuration(time.Duration(l.over(runMax).Median)), fmtSpread(l.over(runCPUPerMsg), fmtMicros), fmtDrain(time.Duration(l.over(runDrain).Median)))
 	}
 	fmt.Fprintf(b, "\n\"Done after the last send\": how long the consumer took, after the last send returned, to handle and acknowledge the rest (both processes read the same clock). Much more than the p50 means the system could not keep up with the offered load on this machine and a queue built up; its latency is then mostly that queue.\n")
 	var late []string
@@ -258,34 +258,23 @@ func fmtDrain(d time.Duration) string {
 	return fmtDuration(d)
 }
 
-// fmtDurationRange is a summary of durations, ns: the median (min–max).
-func fmtDurationRange(s summary) string {
+// fmtRange is a summary of counts: the median (min–max).
+func fmtRange(s summary) string { return fmtSpread(s, fmtInt) }
+
+// fmtSpread is a summary, each value written by f: the median, bold, and
+// the lowest and highest when they differ.
+func fmtSpread(s summary, f func(float64) string) string {
 	if math.IsNaN(s.Median) {
 		return "–"
 	}
 	if s.Max == s.Min {
-		return "**" + fmtDuration(time.Duration(s.Median)) + "**"
+		return "**" + f(s.Median) + "**"
 	}
-	return fmt.Sprintf("**%s** (%s–%s)", fmtDuration(time.Duration(s.Median)), fmtDuration(time.Duration(s.Min)), fmtDuration(time.Duration(s.Max)))
+	return fmt.Sprintf("**%s** (%s–%s)", f(s.Median), f(s.Min), f(s.Max))
 }
 
-// fmtMicrosRange is a summary of CPU per message, µs: the median (min–max).
-func fmtMicrosRange(s summary) string {
-	if math.IsNaN(s.Median) {
-		return "–"
-	}
-	if s.Max == s.Min {
-		return "**" + fmtMicros(s.Median) + "**"
-	}
-	return fmt.Sprintf("**%s** (%s–%s)", fmtMicros(s.Median), fmtMicros(s.Min), fmtMicros(s.Max))
-}
-
-func fmtRange(s summary) string {
-	if math.IsNaN(s.Median) {
-		return "–"
-	}
-	return fmt.Sprintf("**%s** (%s–%s)", fmtInt(s.Median), fmtInt(s.Min), fmtInt(s.Max))
-}
+// fmtNanos writes v, ns, as a duration.
+func fmtNanos(v float64) string { return fmtDuration(time.Duration(v)) }
 
 // fmtInt writes v rounded, with thousands separators.
 func fmtInt(v float64) string {
