@@ -38,7 +38,10 @@ import (
 // after idleChecks firings that found none had run. A handler that turned
 // out slow is likely to be slow again: for loneOff after a hatch, the
 // fetcher runs none, and a slow handler holds the stream's reads up for
-// inlineFor at most once in that time.
+// inlineFor at most once in that time. Each hatch that follows another,
+// with no lone run finished within inlineFor between them, doubles that
+// time, up to loneOffMost: a stream whose handlers all turned slow is held
+// up for inlineFor once a minute, not once a second.
 //
 // Only streams read by one fetcher of the engine's own, without priorities
 // or per-key order, run messages this way: a partition's messages go
@@ -48,16 +51,22 @@ import (
 // inlineFor is how long a read's lone messages run on the fetcher before
 // the fetch loop moves to a new goroutine: the most a message waits unread,
 // or unstarted behind the others of its read, for a handler that turns out
-// slow.
-const inlineFor = 5 * time.Millisecond
+// slow. It is also the hatch's period while lone messages come, and each
+// firing costs a thread's wake-up or two: at 5 ms (200 firings a second)
+// they were about a tenth of the consumer's CPU at 5,000 msgs/s (bench: the
+// latency phase); at 20 ms a fortieth.
+const inlineFor = 20 * time.Millisecond
 
 // idleChecks is how many times in a row the hatch's timer finds that no
 // lone message ran since it last fired before it rests.
 const idleChecks = 20
 
 // loneOff is how long a fetcher runs no lone message after one turned out
-// slow (engine.loneOff).
-const loneOff = time.Second
+// slow (engine.loneOff); loneOffMost, how long after hatches in a row.
+const (
+	loneOff     = time.Second
+	loneOffMost = time.Minute
+)
 
 // loneMost is the most messages a read may bring for them to run on the
 // fetcher: a few that came together, not a batch whose last would wait for
@@ -83,6 +92,7 @@ type inliner struct {
 	seen    atomic.Uint64 // runs when the hatch's timer last fired (check)
 	idle    atomic.Int32  // how many times in a row the timer found runs unchanged
 	off     atomic.Int64  // until when no lone message runs, ns since base; 0: none is off
+	offFor  atomic.Int64  // how long the next hatch turns lone messages off, ns; 0: engine.loneOff (hatches in a row double it)
 	armed   atomic.Bool   // the hatch's timer is set
 	hatch   *time.Timer   // calls check
 	over    atomic.Bool   // the fetch loop has ended: the timer is not set again
@@ -146,7 +156,7 @@ func (in *inliner) checkAt(now time.Time) {
 		// Unless those lone messages ended meanwhile and the next read's
 		// started: theirs have not run for inlineFor.
 		if in.started.Load() == s && in.role.CompareAndSwap(roleInline, roleHanded) {
-			in.off.Store(in.since(now) + int64(in.r.loneOff))
+			in.off.Store(in.since(now) + in.turnOff())
 			in.handOver()
 		}
 		in.disarm(runs) // no lone message runs until this one ends
@@ -167,6 +177,26 @@ func (in *inliner) disarm(runs uint64) {
 	in.armed.Store(false)
 	if in.runs.Load() != runs && in.armed.CompareAndSwap(false, true) {
 		in.hatch.Reset(inlineFor)
+	}
+}
+
+// turnOff returns how long a hatch turns lone messages off: engine.loneOff,
+// doubled for each hatch before it since a lone run last finished within
+// inlineFor (runLone), up to loneOffMost (or engine.loneOff when longer).
+func (in *inliner) turnOff() int64 {
+	d := in.offFor.Load()
+	if d == 0 {
+		d = int64(in.r.loneOff)
+	}
+	in.offFor.Store(min(2*d, max(int64(loneOffMost), int64(in.r.loneOff))))
+	return d
+}
+
+// ranInTime notes that lone messages finished within inlineFor: the next
+// hatch turns them off for engine.loneOff again.
+func (in *inliner) ranInTime() {
+	if in.offFor.Load() != 0 {
+		in.offFor.Store(0)
 	}
 }
 
@@ -268,6 +298,8 @@ func (f *fetcher) runLone() bool {
 	mine := in.role.CompareAndSwap(roleInline, roleFetching)
 	if !mine {
 		f.flushHeld() // the loop went on without this goroutine
+	} else {
+		in.ranInTime()
 	}
 	in.busy.Store(false)
 	r.lone.Done()

@@ -432,3 +432,49 @@ func TestHatchTimer(t *testing.T) {
 		t.Error("the timer looked at the lone runs after the fetch loop ended, and set itself again")
 	}
 }
+
+// Hatches in a row turn lone messages off for twice as long each time, up to
+// loneOffMost; lone messages that finish within inlineFor make the next
+// hatch the first again.
+func TestHatchesInARowTurnLoneMessagesOffLonger(t *testing.T) {
+	t.Parallel()
+	r := &engine{jobs: newJobQueue(64), loneOff: time.Second}
+	in := &inliner{r: r, base: time.Now().Add(-time.Second), resume: func() {}}
+	in.hatch = time.AfterFunc(time.Hour, func() {}) // never fires: checkAt is called by hand
+	t.Cleanup(func() { in.hatch.Stop() })
+
+	// hatch hands over a lone message that has run 2×inlineFor at now and
+	// returns for how long lone messages are then off.
+	now := time.Now()
+	hatch := func() time.Duration {
+		t.Helper()
+		in.lone, in.next = newMessages("s", benchEntries(1), now), 0
+		in.role.Store(roleInline)
+		in.started.Store(in.since(now))
+		now = now.Add(2 * inlineFor)
+		in.checkAt(now)
+		if in.role.Load() != roleHanded {
+			t.Fatalf("not handed over after 2×inlineFor: role %d", in.role.Load())
+		}
+		if _, ok := r.jobs.pop(); !ok {
+			t.Fatal("the message handed over is not in the handler goroutines' queue")
+		}
+		off := time.Duration(in.off.Load() - in.since(now))
+		now = now.Add(off) // the next lone run comes once they are on again
+		return off
+	}
+
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute}
+	for i, w := range want {
+		if got := hatch(); got != w {
+			t.Fatalf("hatch %d in a row turned lone messages off for %s, want %s", i+1, got, w)
+		}
+	}
+	in.ranInTime()
+	if got := hatch(); got != time.Second {
+		t.Fatalf("the hatch after lone messages ran in time turned them off for %s, want %s (engine.loneOff)", got, time.Second)
+	}
+	if got := hatch(); got != 2*time.Second {
+		t.Fatalf("the hatch after that turned them off for %s, want %s", got, 2*time.Second)
+	}
+}
