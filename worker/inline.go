@@ -337,13 +337,23 @@ func (f *fetcher) holding() bool {
 // in one pipeline: a quiet stream's message costs one round trip, as in a
 // loop that sends each XACK with its next XREADGROUP. When the XACKs fail,
 // the acknowledgements go to the ack loop, which retries them.
+//
+// The read's reply is parsed from its raw bytes (xread.go), not by
+// go-redis into a map per entry: in a pipeline go-redis gives it the
+// client's read timeout, which maxBlock leaves room for, as it does its
+// own XReadGroup there. A pipeline holding a raw command is not retried by
+// go-redis on a broken connection; the fetch loop retries the read, and
+// the ack loop the acknowledgements.
 func (f *fetcher) readAcking(ctx context.Context, n int, block time.Duration, sent time.Time) ([]*Message, error) {
-	r, in := f.r, f.in
+	r, in, stream := f.r, f.in, f.s.name
 	pipe := r.client.Pipeline()
 	cmds := r.queueAcks(ctx, pipe, in.held, in.args)
-	read := pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: []string{f.s.name, ">"}, Count: int64(n), Block: min(block, in.maxBlock),
-	})
+	// Sized for as many entries as the last read brought: a quiet stream's
+	// reads bring a few of the n asked for, and a buffer that falls short
+	// doubles.
+	buf := &replyBuf{b: make([]byte, 0, f.sizes.reply(stream, min(n, max(1, f.last))))}
+	read := r.xreadCmd(ctx, buf, stream, n, min(block, in.maxBlock))
+	_ = pipe.Process(ctx, read)
 	_, _ = pipe.Exec(ctx) // each command's own result is looked at
 	if err := r.acked(cmds, in.held, in.args); err != nil {
 		r.metrics.redisError(OpAck)
@@ -352,8 +362,10 @@ func (f *fetcher) readAcking(ctx context.Context, n int, block time.Duration, se
 		clear(in.held)
 		in.held = in.held[:0]
 	}
-	res, err := read.Result()
-	return f.readResult(sent, res, err)
+	if err := read.Err(); err != nil {
+		return nil, err
+	}
+	return parseReply(stream, buf.b, sent, f.types, &f.sizes)
 }
 
 // pipelineBlock is the longest BLOCK a read may have in a pipeline on c:

@@ -22,24 +22,41 @@ import (
 // instead (redis.RawCmd) cost as much CPU as it saved, in copies and in
 // large allocations swept and returned to the OS.
 //
-// Only reads without BLOCK go this way: go-redis stretches its read
-// deadline for a blocking command it knows, not for a raw one. The
-// blocking read that waits on an idle stream, and every read on a Redis
-// Cluster (where go-redis follows MOVED replies only for the commands it
-// parses), use go-redis's XReadGroup.
+// Only reads without BLOCK go this way, and a quiet stream's blocking
+// read sent in one pipeline with acknowledgements (inline.go readAcking):
+// go-redis stretches its read deadline for a blocking command it knows,
+// not for a raw one, and a pipeline has the client's read timeout whatever
+// it holds. The other blocking reads, and every read on a Redis Cluster
+// (where go-redis follows MOVED replies only for the commands it parses),
+// use go-redis's XReadGroup.
 
 // readNow reads up to n new entries of stream without blocking and returns
 // them as Messages read at sent. The reply's buffer is sized by sizes,
 // which learns from the reply how many bytes its entries' framing took.
 func (r *engine) readNow(ctx context.Context, stream string, n int, sizes *readSizer, sent time.Time, types typeNames) ([]*Message, error) {
 	buf := &replyBuf{b: make([]byte, 0, sizes.reply(stream, n))}
-	cmd := redis.NewRawWriteToCmd(ctx, buf, "xreadgroup", "group", r.cfg.Group, r.cfg.Consumer, "count", n, "streams", stream, ">")
-	if err := r.client.Process(ctx, cmd); err != nil {
+	if err := r.client.Process(ctx, r.xreadCmd(ctx, buf, stream, n, -1)); err != nil {
 		return nil, err
 	}
-	ms, err := parseRead(stream, buf.b, sent, types)
+	return parseReply(stream, buf.b, sent, types, sizes)
+}
+
+// xreadCmd is a raw XREADGROUP of up to n new entries of stream, its reply
+// written into buf: with BLOCK block, or without when block is negative.
+// A block under a millisecond is one, not BLOCK 0, which waits for ever.
+func (r *engine) xreadCmd(ctx context.Context, buf *replyBuf, stream string, n int, block time.Duration) *redis.RawWriteToCmd {
+	if block < 0 {
+		return redis.NewRawWriteToCmd(ctx, buf, "xreadgroup", "group", r.cfg.Group, r.cfg.Consumer, "count", n, "streams", stream, ">")
+	}
+	return redis.NewRawWriteToCmd(ctx, buf, "xreadgroup", "group", r.cfg.Group, r.cfg.Consumer, "count", n, "block", max(1, block.Milliseconds()), "streams", stream, ">")
+}
+
+// parseReply is parseRead of a raw reply, whose entries' framing sizes
+// learns.
+func parseReply(stream string, raw []byte, sent time.Time, types typeNames, sizes *readSizer) ([]*Message, error) {
+	ms, err := parseRead(stream, raw, sent, types)
 	if err == nil {
-		sizes.observeReply(stream, len(buf.b), ms)
+		sizes.observeReply(stream, len(raw), ms)
 	}
 	return ms, err
 }

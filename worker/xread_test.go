@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -338,4 +339,82 @@ func FuzzParseRead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A raw read with BLOCK, as a quiet stream's fetcher sends it in one
+// pipeline with its acknowledgements (readAcking), in RESP2 and RESP3:
+// one that times out on a drained stream is no messages and no error (a
+// null array in RESP2, a null in RESP3), one that finds entries parses
+// them, and one of a group that is gone is the NOGROUP error the fetcher
+// recreates the group for.
+func TestRawBlockingRead(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	ctx := context.Background()
+	eachProtocol(t, srv, func(t *testing.T, c *redis.Client) {
+		stream := testredis.Prefix(t) + "block"
+		if err := c.XGroupCreateMkStream(ctx, stream, "g", "$").Err(); err != nil {
+			t.Fatal(err)
+		}
+		r := &engine{cfg: config.Config{Group: "g", Consumer: "c"}, client: c}
+		var z readSizer
+		read := func(block time.Duration) ([]*Message, error) {
+			buf := &replyBuf{b: make([]byte, 0, z.reply(stream, 1))}
+			pipe := c.Pipeline()
+			ping := pipe.Ping(ctx) // not alone in its pipeline, as the acknowledgements are not
+			cmd := r.xreadCmd(ctx, buf, stream, 10, block)
+			_ = pipe.Process(ctx, cmd)
+			_, _ = pipe.Exec(ctx)
+			if err := ping.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Err(); err != nil {
+				return nil, err
+			}
+			return parseReply(stream, buf.b, time.Now(), typeNames{}, &z)
+		}
+
+		if ms, err := read(time.Millisecond); err != nil || len(ms) != 0 {
+			t.Fatalf("a read of a drained stream that timed out: %d messages, %v; want none and no error", len(ms), err)
+		}
+		for i := range 3 {
+			if err := c.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{wire.FieldType, "t", wire.FieldData, fmt.Sprint(i)}}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ms, err := read(time.Second)
+		if err != nil || len(ms) != 3 {
+			t.Fatalf("a read of 3 entries: %d messages, %v", len(ms), err)
+		}
+		for i, m := range ms {
+			if m.Type != "t" || string(m.Data) != fmt.Sprint(i) {
+				t.Errorf("message %d: type %q, data %q; want t, %d", i, m.Type, m.Data, i)
+			}
+		}
+		if z.framing == 0 {
+			t.Error("the read's framing was not learned from its reply")
+		}
+
+		if err := c.XGroupDestroy(ctx, stream, "g").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := read(time.Millisecond); !isNoGroup(err) {
+			t.Fatalf("a read of a group that is gone: %v, want NOGROUP", err)
+		}
+	})
+}
+
+// A block under a millisecond is sent as one, not as BLOCK 0 (for ever).
+func TestRawReadBlockIsNeverZero(t *testing.T) {
+	t.Parallel()
+	r := &engine{cfg: config.Config{Group: "g", Consumer: "c"}}
+	for _, block := range []time.Duration{0, time.Microsecond, 999 * time.Microsecond} {
+		args := r.xreadCmd(context.Background(), &replyBuf{}, "s", 1, block).Args()
+		if got := args[7]; got != int64(1) {
+			t.Errorf("BLOCK for %s: %v (%v), want 1", block, got, args)
+		}
+	}
+	if args := r.xreadCmd(context.Background(), &replyBuf{}, "s", 1, -1).Args(); slices.Contains(args, any("block")) {
+		t.Errorf("a read with a negative block has BLOCK: %v", args)
+	}
 }
