@@ -54,7 +54,7 @@ import (
 // slow. It is also the hatch's period while lone messages come, and each
 // firing costs a thread's wake-up or two: at 5 ms (200 firings a second)
 // they were about a tenth of the consumer's CPU at 5,000 msgs/s (bench: the
-// latency phase); at 20 ms a fortieth.
+// latency phase); at 20 ms they fire a quarter as often.
 const inlineFor = 20 * time.Millisecond
 
 // idleChecks is how many times in a row the hatch's timer finds that no
