@@ -287,7 +287,7 @@ func (f *fetcher) runLone() bool {
 	for m := in.take(); m != nil; m = in.take() {
 		r.process(in.w, m)
 		if r.ahead != nil {
-			r.ahead.handled.Add(1)
+			r.ahead.done()
 		}
 		r.sem.release(1)
 	}

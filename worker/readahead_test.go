@@ -113,3 +113,46 @@ func TestWaitedMessagesConfirmedBeforeTheyRun(t *testing.T) {
 		}
 	})
 }
+
+// The look at the pace rests once nothing is finished and nothing granted,
+// a finished message wakes it, and it rests again once that is over; ctx
+// ends it at rest too.
+func TestReadAheadRestsWhileIdle(t *testing.T) {
+	t.Parallel()
+	a := newReadAhead(256, newSemaphore(8))
+	rested := make(chan struct{}, 1)
+	a.rested = func() { rested <- struct{}{} }
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan error, 1)
+	go func() { ended <- a.Run(ctx) }()
+
+	waitRest := func(what string) {
+		t.Helper()
+		select {
+		case <-rested:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the read-ahead's look did not rest within 10s", what)
+		}
+		if !a.resting.Load() {
+			t.Fatalf("%s: rested, but resting is not set", what)
+		}
+	}
+	waitRest("nothing finished")
+	a.done()
+	if a.resting.Load() {
+		t.Fatal("a finished message left the look resting")
+	}
+	waitRest("after the message") // it looked again (and saw the message) before resting
+	if got := a.last; got != 1 {
+		t.Errorf("the look after waking saw %d messages finished, want 1", got)
+	}
+	cancel()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not end within 10s of its context, at rest")
+	}
+}

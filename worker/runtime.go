@@ -142,7 +142,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		r.workers[i] = &workerState{}
 	}
 	if cfg.ReadAhead > 0 { // readahead.go
-		r.ahead = &readAhead{most: cfg.ReadAhead, sem: r.sem}
+		r.ahead = newReadAhead(cfg.ReadAhead, r.sem)
 	}
 	for _, s := range fetchedStreams(cfg) { // partition.go: the partitions are read while owned
 		st := &streamState{name: s, beat: r.live.Register("fetch " + s), inline: &workerState{}}
@@ -307,7 +307,7 @@ func (r *engine) work(w *workerState) {
 			r.process(w, m)
 			r.running.give()
 			if r.ahead != nil {
-				r.ahead.handled.Add(1) // finished: the pace counts what handlers finish, not what they start
+				r.ahead.done() // finished: the pace counts what handlers finish, not what they start
 			}
 			var next *Message
 			var again bool
