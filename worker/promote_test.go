@@ -226,6 +226,33 @@ func FuzzPromoteEnvelope(f *testing.F) {
 	})
 }
 
+// Every member of a pass is copied with its own fields only: the decoder
+// reuses one table for them all, and a longer member before, or one that
+// fails halfway, leaves nothing behind in the next one's copy.
+func TestPromoteCopiesEachMemberAlone(t *testing.T) {
+	t.Parallel()
+	c := testredis.Shared(t).Client(t)
+	ctx := context.Background()
+	stream := testredis.Prefix(t) + "s"
+	long := wire.EncodeEnvelope("a", []string{"type", "t", "data", "a", "more", "1", "most", "2"})
+	half := "1:b4:type1:t4:data12:cut short" // a length past the end
+	short := wire.EncodeEnvelope("c", []string{"type", "u"})
+	for i, m := range []string{long, half, short} {
+		c.ZAdd(ctx, wire.DelayedKey(stream), redis.Z{Score: float64(i + 1), Member: m})
+	}
+	p := newPromoter(c, []string{stream}, time.Second, slog.New(slog.DiscardHandler), nil, nil)
+	if n, dead, _, err := p.promoteBatch(ctx, stream); n != 3 || dead != 1 || err != nil {
+		t.Fatalf("promoteBatch = %d, %d, %v; want 3 moved, 1 of them dead-lettered", n, dead, err)
+	}
+	want := [][]string{{"type", "t", "data", "a", "more", "1", "most", "2"}, {"type", "u"}}
+	if got := rawEntries(t, c, stream); !cmp.Equal(want, got) {
+		t.Errorf("stream = %q, want %q", got, want)
+	}
+	if dead := rawEntries(t, c, wire.DeadLetterKey(stream)); len(dead) != 1 || dead[0][3] != half {
+		t.Errorf("dead letters = %q, want the cut-short member as it is", dead)
+	}
+}
+
 // A batch removes exactly the members it copied: with equal scores beyond
 // the batch's LIMIT, the members read and no others; when a copy fails
 // mid-batch, the members copied before it, with its own and the rest kept.

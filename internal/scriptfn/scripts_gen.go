@@ -493,8 +493,11 @@ return 0
 		`
 local maxValues, maxDigits = 2 * tonumber(ARGV[3]), tonumber(ARGV[8])
 local byte, sub = string.byte, string.sub
-local function decode(s)
-  local out, k, pos, n, bad = {}, 0, 1, #s, ARGV[6]
+-- decode writes the field/value strings of envelope s into out[1..n]
+-- (what out holds past n is stale) and returns n; or nil and the reason s
+-- is not an envelope.
+local function decode(s, out)
+  local k, pos, n, bad = 0, 1, #s, ARGV[6]
   while pos <= n do
     -- i: the ':' after the length's digits. The first four bytes, in one
     -- call, hold a length of up to three digits and its ':'.
@@ -530,19 +533,19 @@ local function decode(s)
     if i + len > n then return nil, bad end
     if k > maxValues then return nil, ARGV[7] end
     k = k + 1
-    out[k] = sub(s, i + 1, i + len)
+    if k > 1 then out[k - 1] = sub(s, i + 1, i + len) end -- the first value is the token
     pos = i + len + 1
   end
   if k < 3 or k % 2 ~= 1 then return nil, bad end
-  return out
+  return k - 1
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local dead = 0
+local dead, fields = 0, {}
 for i, m in ipairs(due) do
-  local f, why = decode(m)
+  local nf, why = decode(m, fields)
   local r
-  if f then
-    r = redis.pcall('XADD', KEYS[2], '*', unpack(f, 2))
+  if nf then
+    r = redis.pcall('XADD', KEYS[2], '*', unpack(fields, 1, nf))
   else
     r = redis.pcall('XADD', KEYS[3], '*', ARGV[4], why, ARGV[5], m)
     dead = dead + 1
