@@ -187,6 +187,7 @@ func TestLineDecoderFastPath(t *testing.T) {
 		` {"id":"k","key":"c-3","delay":"1m30s","type":"a\u00e4","data":[1,"x",null]} `,
 		`{"type":"a","id":"k","unique_for":"1h","data":"x"}`,
 		`{"type":"a","id":null}`,
+		`{"type":"a","data":{"k":1,"k":2},"id":"x","id":"y"}`, // duplicate names, the last one winning as in encoding/json
 	} {
 		if _, ok := dec.fast([]byte(line)); !ok {
 			t.Errorf("%s: not on the fast path", line)
