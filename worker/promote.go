@@ -265,7 +265,7 @@ func (p *promoter) promoteStream(ctx context.Context, stream string) (int, time.
 // and this makes it two calls a value (that one and string.sub), not one
 // per digit and two more. The token is checked but not copied out, and the
 // values go into one table reused for every member: a new table per member,
-// grown four times on the way to nine values, and the token's string took
+// resized five times on the way to nine values, and the token's string took
 // about 8% of Redis's time per promoted entry (BenchmarkPromote).
 //
 // The members handled leave the set in one ZREM of them all, not one ZREM

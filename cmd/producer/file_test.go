@@ -159,6 +159,7 @@ func FuzzDecodeLine(f *testing.F) {
 		`{"type":"a","data":null}`, `{"type":"a","id":null,"key":null}`, `{"type":"a","type":"a"}`, `{"type":"a\"b\u00e4"}`,
 		`{"type":"a","data":{"k":1,"k":2}}`, `{"type":"a"}{"type":"b"}`, `{"type":"a"}]`, `{"type":"a","id":"\/x","unique_for":"1s"}`,
 		`{"type":"a","data":"\ud800"}`, `{"type":"\ud83d\ude00","data":{"t":"\u0000"}}`, `{"type":"a" ,"data" :[ 1 , {} ] }  `,
+		`{"type":"a","type":"b","id":"x","id":null,"key":"k","key":"l","data":1,"data":{}}`, // the last of each name wins
 	} {
 		f.Add(s)
 	}
