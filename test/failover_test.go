@@ -13,6 +13,7 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testbin"
 	"github.com/streamworker/streamworker/internal/testredis"
+	"github.com/streamworker/streamworker/streamadmin"
 	"github.com/streamworker/streamworker/wire"
 )
 
@@ -29,14 +30,15 @@ const failoverGapBound = 2 * time.Second
 
 // TestClusterFailoverSparesHealthyPrimaries runs a stream of 16 partitions
 // on a real 3-primary, 3-replica Redis Cluster through three worker
-// processes, and SIGKILLs the primary that serves partition 0 mid-run. The
-// partitions on the two surviving primaries keep their owners (none is
-// given up, lost or taken after the kill) and keep being consumed, with no
-// gap longer than failoverGapBound; the dead primary's partitions resume
-// once its replica is promoted; every event is processed, each key in
-// order; and no event of a surviving primary's partition runs twice — the
-// only duplicates are on the failed primary's side, whose acknowledgements
-// its death may have lost.
+// processes, and SIGKILLs the primary that serves partition 0 a fifth of
+// the way through the run (every event is in before the run starts, the
+// stream paused meanwhile). The partitions on the two surviving primaries
+// keep their owners (none is given up, lost or taken after the kill) and
+// keep being consumed, with no gap longer than failoverGapBound; the dead
+// primary's partitions resume once its replica is promoted; every event is
+// processed, each key in order; and no event of a surviving primary's
+// partition runs twice — the only duplicates are on the failed primary's
+// side, whose acknowledgements its death may have lost.
 func TestClusterFailoverSparesHealthyPrimaries(t *testing.T) {
 	const total, keys = 24000, 480
 	bin := testbin.Build(t, t.TempDir(), "./testdata/partitionworker", "partitionworker", raceEnabled)
@@ -54,9 +56,11 @@ func TestClusterFailoverSparesHealthyPrimaries(t *testing.T) {
 	part := func(i int) string { return wire.PartitionStream(stream, i) }
 
 	var workers []*workerProc
+	var paused []pauseWorker
 	for i := range 3 {
 		name := "w" + strconv.Itoa(i)
-		workers = append(workers, startWorker(t, bin, "worker "+name, workerEnv("redis:///0", stream, name, map[string]string{
+		addr := freeAddr(t)
+		w := startWorker(t, bin, "worker "+name, workerEnv("redis:///0", stream, name, map[string]string{
 			"REDIS_CLUSTER_ADDRS":     strings.Join(cl.Addrs(), ","),
 			"TEST_REPORT_URL":         report.URL(),
 			"WORKER_PARTITIONS":       strconv.Itoa(clusterPartitions),
@@ -66,7 +70,10 @@ func TestClusterFailoverSparesHealthyPrimaries(t *testing.T) {
 			"WORKER_BLOCK":            "500ms",
 			"WORKER_RECLAIM_MIN_IDLE": "2s",
 			"WORKER_RECLAIM_INTERVAL": "500ms",
-		})))
+			"WORKER_HTTP_ADDR":        addr,
+		}))
+		workers = append(workers, w)
+		paused = append(paused, pauseWorker{w, addr})
 	}
 	owners := func() (map[int]string, map[string]int) {
 		byPart, count := map[int]string{}, map[string]int{}
@@ -92,23 +99,43 @@ func TestClusterFailoverSparesHealthyPrimaries(t *testing.T) {
 	before, _ := owners()
 	// Every event is in the stream, and on the replicas, before the kill:
 	// asynchronous replication may lose a killed primary's last writes,
-	// and a lost event is not what this test is about.
-	produceKeyed(t, cc, stream, total, keys)
-	waitReplicatedUpTo(t, cl, replOffsets(t, cl, "master_repl_offset:"))
-	waitFor(t, 120*time.Second, nil, "a fifth of the events handled", func() (bool, string) {
-		n := handled()
-		return n >= total/5, fmt.Sprintf("handled=%d", n)
-	})
-
+	// and a lost event is not what this test is about. The stream is
+	// paused meanwhile, so that the workers start on it together once it
+	// is all there, and the kill comes a fifth of the way through, however
+	// long producing and replicating took next to handling: with the
+	// workers reading as it was produced, a slow machine once had them 86%
+	// through, three partitions drained, by the time the replicas caught
+	// up. Which primary dies, and whose partitions go with it, is looked up
+	// before, so that nothing but the kill follows reaching a fifth.
 	victim := cl.PrimaryFor(t, part(0))
 	dead := map[int]bool{}
 	for i := range clusterPartitions {
 		dead[i] = cl.PrimaryFor(t, part(i)) == victim
 	}
-	snapshot := time.Now()
-	t.Logf("killing the primary %s (partitions %v) after %d of %d events", victim.Addr, keysOf(dead), handled(), total)
+	admin := streamadmin.New(cc)
+	if _, err := admin.Pause(ctx, stream, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitPaused(t, paused, stream, "1")
+	produceKeyed(t, cc, stream, total, keys)
+	waitReplicatedUpTo(t, cl, replOffsets(t, cl, "master_repl_offset:"))
+	// A read of a drained partition already waiting in Redis at the pause
+	// asks for one entry, and takes it once the events come (worker/pause.go).
+	if n := handled(); n > clusterPartitions {
+		t.Fatalf("%d events handled while the stream was paused, want at most one per partition (%d)", n, clusterPartitions)
+	}
+	if _, _, err := admin.Resume(ctx, stream, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 120*time.Second, nil, "a fifth of the events handled", func() (bool, string) {
+		n := handled()
+		return n >= total/5, fmt.Sprintf("handled=%d", n)
+	})
+
+	snapshot, done := time.Now(), handled()
 	victim.Kill(t)
 	killed := time.Now()
+	t.Logf("killed the primary %s (partitions %v) after %d of %d events", victim.Addr, keysOf(dead), done, total)
 	cl.WaitHealthy(t)
 	failoverTook := time.Since(killed)
 	cc.ReloadState(ctx)
