@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -288,10 +289,39 @@ func (f *fetcher) read(ctx context.Context, n int, block time.Duration, sent tim
 	if block < 0 && r.rawReads() {
 		return r.readNow(ctx, stream, n, &f.sizes, sent, f.types)
 	}
-	res, err := r.client.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: []string{stream, ">"}, Count: int64(n), Block: block,
-	}).Result()
+	res, err := r.readGroupOnce(ctx, stream, n, block)
 	return f.readResult(sent, res, err)
+}
+
+// readGroupOnce is go-redis's XReadGroup of up to n new entries of stream,
+// sent at most once. go-redis resends a command whose connection broke
+// after it went out (up to MaxRetries times, MaxRedirects on a cluster):
+// when Redis had run the read, the resent one reads on past what it
+// delivered, and those entries stay pending for this consumer, unseen,
+// until a reclaim runs them after the ones read later. Sent once, the
+// read's failure reaches the fetcher, which on an ordered partition runs
+// them first (waitResync). The command is built by a pipeline that is
+// never sent: that is how it gets the read deadline go-redis gives a
+// blocking read.
+func (r *engine) readGroupOnce(ctx context.Context, stream string, n int, block time.Duration) ([]redis.XStream, error) {
+	cmd := r.client.Pipeline().XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: []string{stream, ">"}, Count: int64(n), Block: block,
+	})
+	_ = r.client.Process(ctx, sentOnce{cmd})
+	return cmd.Result()
+}
+
+// sentOnce is a command go-redis must not resend after its connection
+// broke, as it does not resend a raw one (redis.RawWriteToCmd).
+type sentOnce struct{ redis.Cmder }
+
+func (sentOnce) NoRetry() bool { return true }
+
+// unsent reports whether a command's error shows that it never reached
+// Redis: no connection could be had for it.
+func unsent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout)
 }
 
 // readResult is the Messages of a read's go-redis reply.
@@ -317,7 +347,7 @@ func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, as
 			r.logger.Warn("stream or group is gone; recreating it", "stream", f.s.name, "group", r.cfg.Group, "error", err)
 			return
 		}
-		if f.cursor == ">" && r.order.ordered(f.s.name) {
+		if f.cursor == ">" && r.order.ordered(f.s.name) && !unsent(err) {
 			f.resyncAt = time.Now().Add(r.cfg.ReclaimMinIdle + r.leaseEvery())
 		}
 		f.fail(ctx, "reading stream", err)
