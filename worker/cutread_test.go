@@ -196,9 +196,10 @@ func TestUnsent(t *testing.T) {
 	r := &engine{client: client}
 	r.cfg.Group, r.cfg.Consumer = "g", "c"
 	proxy.armed.Store(true)
-	_, err = r.readGroupOnce(ctx, stream, 10, time.Second)
+	var g groupReader
+	_, err = g.read(ctx, r, stream, 10, time.Second)
 	if err == nil || unsent(err) {
-		t.Errorf("readGroupOnce through a cut connection = %v, unsent %t; want an error that may have been sent", err, unsent(err))
+		t.Errorf("a read through a cut connection = %v, unsent %t; want an error that may have been sent", err, unsent(err))
 	}
 	if n := c.XPending(ctx, stream, "g").Val().Count; n != 1 {
 		t.Errorf("%d entries pending after the cut read, want 1: it ran once, and was not resent", n)

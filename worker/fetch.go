@@ -34,6 +34,7 @@ type fetcher struct {
 	sizes    readSizer // the bytes of recent reads' entries
 	known    bool      // the pause state was known before a read
 	types    typeNames // one copy of each type name its reads brought (xread.go)
+	reads    groupReader
 
 	// Per-key order after a failed read (ordered partitions only): a read
 	// whose reply was lost may have been delivered all the same, its
@@ -289,25 +290,44 @@ func (f *fetcher) read(ctx context.Context, n int, block time.Duration, sent tim
 	if block < 0 && r.rawReads() {
 		return r.readNow(ctx, stream, n, &f.sizes, sent, f.types)
 	}
-	res, err := r.readGroupOnce(ctx, stream, n, block)
+	res, err := f.reads.read(ctx, r, stream, n, block)
 	return f.readResult(sent, res, err)
 }
 
-// readGroupOnce is go-redis's XReadGroup of up to n new entries of stream,
-// sent at most once. go-redis resends a command whose connection broke
-// after it went out (up to MaxRetries times, MaxRedirects on a cluster):
-// when Redis had run the read, the resent one reads on past what it
-// delivered, and those entries stay pending for this consumer, unseen,
-// until a reclaim runs them after the ones read later. Sent once, the
-// read's failure reaches the fetcher, which on an ordered partition runs
-// them first (waitResync). The command is built by a pipeline that is
-// never sent: that is how it gets the read deadline go-redis gives a
-// blocking read.
-func (r *engine) readGroupOnce(ctx context.Context, stream string, n int, block time.Duration) ([]redis.XStream, error) {
-	cmd := r.client.Pipeline().XReadGroup(ctx, &redis.XReadGroupArgs{
+// groupReader sends go-redis's XReadGroup of new entries, each at most
+// once. go-redis resends a command whose connection broke after it went out
+// (up to MaxRetries times, MaxRedirects on a cluster): when Redis had run
+// the read, the resent one reads on past what it delivered, and those
+// entries stay pending for this consumer, unseen, until a reclaim runs them
+// after the ones read later. Sent once, the read's failure reaches the
+// fetcher, which on an ordered partition runs them first (waitResync).
+//
+// A pipeline that is never sent builds the command: that is how it gets the
+// read deadline go-redis gives a blocking read. Each fetcher keeps its own,
+// and puts a placeholder in the slot the read took, so that the pipeline
+// does not hold the last read's reply; a pipeline made per read cost 7
+// allocations.
+type groupReader struct {
+	pipe redis.Pipeliner
+	once sentOnce
+}
+
+// placeholder fills a groupReader's pipeline slot between reads.
+var placeholder = redis.NewStatusCmd(context.Background(), "ping")
+
+func (g *groupReader) read(ctx context.Context, r *engine, stream string, n int, block time.Duration) ([]redis.XStream, error) {
+	if g.pipe == nil {
+		g.pipe = r.client.Pipeline()
+	}
+	cmd := g.pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: []string{stream, ">"}, Count: int64(n), Block: block,
 	})
-	_ = r.client.Process(ctx, sentOnce{cmd})
+	g.pipe.Discard()
+	_ = g.pipe.Process(ctx, placeholder)
+	g.pipe.Discard()
+	g.once.Cmder = cmd
+	_ = r.client.Process(ctx, &g.once)
+	g.once.Cmder = nil
 	return cmd.Result()
 }
 
@@ -315,7 +335,7 @@ func (r *engine) readGroupOnce(ctx context.Context, stream string, n int, block 
 // broke, as it does not resend a raw one (redis.RawWriteToCmd).
 type sentOnce struct{ redis.Cmder }
 
-func (sentOnce) NoRetry() bool { return true }
+func (*sentOnce) NoRetry() bool { return true }
 
 // unsent reports whether a command's error shows that it never reached
 // Redis: no connection could be had for it.

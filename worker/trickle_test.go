@@ -49,7 +49,7 @@ func (l *readLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		l.add("wait")
 		err := next(ctx, cmd)
 		n := 0
-		if o, ok := cmd.(sentOnce); ok {
+		if o, ok := cmd.(*sentOnce); ok {
 			cmd = o.Cmder
 		}
 		if c, ok := cmd.(*redis.XStreamSliceCmd); ok {

@@ -22,7 +22,7 @@ import (
 // reply is longer than a nil one, 0 for anything else.
 func readDelivered(cmd redis.Cmder) int {
 	switch c := cmd.(type) {
-	case sentOnce:
+	case *sentOnce:
 		return readDelivered(c.Cmder)
 	case *redis.XStreamSliceCmd:
 		if len(c.Val()) > 0 {
