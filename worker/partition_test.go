@@ -641,35 +641,50 @@ func (l *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 func TestLostReadReplyKeepsKeyOrder(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
+	lost := &lostReply{}
+	client := srv.Client(t)
+	client.AddHook(lost)
+	keyOrderAcrossLostRead(t, srv, client, func() { lost.armed.Store(true) }, func() bool { return lost.lost.Load() > 0 })
+}
+
+// keyOrderAcrossLostRead runs 4 keys of 10 messages each on an ordered
+// partition, with client as the worker's: the first message of each key,
+// then, once arm has set up the loss of the read that delivers the next
+// ones, the rest in one transaction. Every message must run, in order, and
+// be acknowledged; lost reports whether a read was lost at all.
+func keyOrderAcrossLostRead(t *testing.T, srv *testredis.Server, client *redis.Client, arm func(), lost func() bool) {
+	t.Helper()
 	cfg := partitionedConfig(t, srv, 2, "c1")
 	cfg.ReclaimMinIdle = time.Second
 	cfg.ReclaimInterval = 5 * time.Second // the reclaimer would find the lost entries only after the rest ran
 	c := srv.Client(t)
+	ctx := context.Background()
 	stream := cfg.Streams[0]
 	keys := keyNames(4)
 	const perKey = 10
 	l := newKeyLog()
-	lost := &lostReply{}
-	client := srv.Client(t)
-	client.AddHook(lost)
 	startWorker(t, srv, cfg, keyedMux(l, cfg.Consumer), WithRedis(client))
 	for _, k := range keys {
 		publishKeyed(t, c, stream, cfg.Partitions, "keyed", k, 1)
 	}
 	eventually(t, "the first messages handled", func() bool { return l.total() >= len(keys) })
-	// The worker waits for the next entry; the read that delivers it loses
-	// its reply, and the rest follow at once.
-	lost.armed.Store(true)
+	// The worker waits for the next entries; the read that delivers them
+	// is lost, and every later message is there for the next read to take.
+	arm()
+	pipe := c.TxPipeline()
 	for seq := 2; seq <= perKey; seq++ {
 		for _, k := range keys {
-			publishKeyed(t, c, stream, cfg.Partitions, "keyed", k, seq)
+			publishKeyed(t, pipe, stream, cfg.Partitions, "keyed", k, seq)
 		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
 	}
 	total := perKey * len(keys)
 	eventually(t, "every message handled", func() bool { return l.total() >= total })
 	eventually(t, "every message acknowledged", func() bool { return pendingIn(t, c, stream, cfg.Group, cfg.Partitions) == 0 })
-	if lost.lost.Load() == 0 {
-		t.Fatal("no read lost its reply: the test tested nothing")
+	if !lost() {
+		t.Fatal("no read was lost: the test tested nothing")
 	}
 	l.check(t, keys, perKey)
 }
