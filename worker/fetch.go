@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/internal/sendonce"
 	"github.com/streamworker/streamworker/reclaim"
 )
 
@@ -309,7 +309,7 @@ func (f *fetcher) read(ctx context.Context, n int, block time.Duration, sent tim
 // allocations.
 type groupReader struct {
 	pipe redis.Pipeliner
-	once sentOnce
+	once sendonce.Cmd
 }
 
 // placeholder fills a groupReader's pipeline slot between reads.
@@ -329,19 +329,6 @@ func (g *groupReader) read(ctx context.Context, r *engine, stream string, n int,
 	_ = r.client.Process(ctx, &g.once)
 	g.once.Cmder = nil
 	return cmd.Result()
-}
-
-// sentOnce is a command go-redis must not resend after its connection
-// broke, as it does not resend a raw one (redis.RawWriteToCmd).
-type sentOnce struct{ redis.Cmder }
-
-func (*sentOnce) NoRetry() bool { return true }
-
-// unsent reports whether a command's error shows that it never reached
-// Redis: no connection could be had for it.
-func unsent(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout)
 }
 
 // readResult is the Messages of a read's go-redis reply.
@@ -367,7 +354,7 @@ func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, as
 			r.logger.Warn("stream or group is gone; recreating it", "stream", f.s.name, "group", r.cfg.Group, "error", err)
 			return
 		}
-		if f.cursor == ">" && r.order.ordered(f.s.name) && !unsent(err) {
+		if f.cursor == ">" && r.order.ordered(f.s.name) && !sendonce.Unsent(err) {
 			f.resyncAt = time.Now().Add(r.cfg.ReclaimMinIdle + r.leaseEvery())
 		}
 		f.fail(ctx, "reading stream", err)

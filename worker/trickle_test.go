@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/internal/sendonce"
 	"github.com/streamworker/streamworker/internal/testredis"
 )
 
@@ -49,7 +50,7 @@ func (l *readLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		l.add("wait")
 		err := next(ctx, cmd)
 		n := 0
-		if o, ok := cmd.(*sentOnce); ok {
+		if o, ok := cmd.(*sendonce.Cmd); ok {
 			cmd = o.Cmder
 		}
 		if c, ok := cmd.(*redis.XStreamSliceCmd); ok {

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/internal/sendonce"
 	"github.com/streamworker/streamworker/internal/testredis"
 	"github.com/streamworker/streamworker/wire"
 )
@@ -22,7 +23,7 @@ import (
 // reply is longer than a nil one, 0 for anything else.
 func readDelivered(cmd redis.Cmder) int {
 	switch c := cmd.(type) {
-	case *sentOnce:
+	case *sendonce.Cmd:
 		return readDelivered(c.Cmder)
 	case *redis.XStreamSliceCmd:
 		if len(c.Val()) > 0 {
