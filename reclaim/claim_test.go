@@ -1,12 +1,17 @@
 package reclaim
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/internal/sendonce"
+	"github.com/streamworker/streamworker/internal/testredis"
 )
 
 // bump delivers ids to consumer once more each (XCLAIM counts a delivery).
@@ -128,5 +133,63 @@ func TestLeaseTellsTrimmedAndGoneFromLost(t *testing.T) {
 	}
 	if !slices.Equal(lost, ids[1:2]) || !slices.Equal(trimmed, ids[2:3]) || !slices.Equal(gone, ids[3:4]) {
 		t.Errorf("lost %v trimmed %v gone %v; want %v %v %v", lost, trimmed, gone, ids[1:2], ids[2:3], ids[3:4])
+	}
+}
+
+// A claim whose connection breaks after Redis ran it fails, and is not
+// resent: resent, a claim with a min-idle would skip the entries the first
+// one took, their idle time reset, and report nothing taken.
+func TestCutClaimIsNotResent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	ids := f.deliverTo("me", 2)
+	f.waitIdle(f.opts.MinIdle)
+	proxy := testredis.NewCutProxy(t, testredis.Shared(t).Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr()}) // go-redis's default MaxRetries
+	t.Cleanup(func() { _ = client.Close() })
+	// The script's run, not a NOSCRIPT reply (then nothing ran).
+	proxy.Arm(&testredis.Cut{
+		Cmd:   func(c []byte) bool { return bytes.Contains(c, []byte("eval")) }, // EVALSHA, or go-redis's EVAL after a NOSCRIPT
+		Reply: func(r []byte) bool { return !bytes.HasPrefix(r, []byte("-NOSCRIPT")) },
+	})
+	got, err := (Consumer{Client: client, Group: "g", Name: "me"}).Claim(ctx, f.stream, ids, f.opts.MinIdle, 2)
+	if err == nil || sendonce.Unsent(err) {
+		t.Errorf("Claim through a cut connection = %+v, %v; want an error that may have been sent", got, err)
+	}
+	if proxy.Cuts() != 1 {
+		t.Fatalf("the proxy cut %d commands, want 1", proxy.Cuts())
+	}
+	for id, p := range f.deliveries() {
+		if p.RetryCount != 2 {
+			t.Errorf("%s has %d deliveries, want 2: read, then claimed once", id, p.RetryCount)
+		}
+	}
+}
+
+// The same for a reclaim pass's XAUTOCLAIM: resent, it would skip what the
+// first one took, and take later entries in their place.
+func TestCutAutoclaimIsNotResent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ids := f.deliverTo("dead", 3)
+	f.waitIdle(f.opts.MinIdle)
+	proxy := testredis.NewCutProxy(t, testredis.Shared(t).Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
+	t.Cleanup(func() { _ = client.Close() })
+	proxy.Arm(testredis.CutCommand("xautoclaim"))
+	sink := &slotSink{free: 10}
+	res, err := New(client, f.opts, sink, slog.New(slog.DiscardHandler), f.m, nil).runOnce(context.Background())
+	if err == nil || sendonce.Unsent(err) {
+		t.Errorf("a reclaim pass through a cut connection = %+v, %v; want an error that may have been sent", res, err)
+	}
+	if len(sink.delivered) != 0 || sink.free != 10 {
+		t.Errorf("delivered %v with %d slots free, want nothing and 10", sink.delivered, sink.free)
+	}
+	d := f.deliveries()
+	for _, id := range ids {
+		if d[id].Consumer != "me" || d[id].RetryCount != 1 {
+			t.Errorf("%s: consumer %s, deliveries %d; want me and 1: taken by the XAUTOCLAIM that ran, JUSTID", id, d[id].Consumer, d[id].RetryCount)
+		}
 	}
 }

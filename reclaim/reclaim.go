@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamworker/streamworker/internal/sendonce"
 	"github.com/streamworker/streamworker/wire"
 )
 
@@ -357,10 +358,15 @@ func (r *Reclaimer) claimStream(ctx context.Context, s string, res *Result) erro
 // autoclaim runs XAUTOCLAIM … JUSTID: it takes up to count entries idle past
 // MinIdle without counting a delivery, and returns their IDs, the cursor and
 // the IDs Redis found trimmed from the stream (and dropped from the pending
-// list).
+// list). It is sent once (sendonce): resent after a reply that was lost, it
+// would skip the entries the first one took, no longer idle, and take later
+// ones; those it took would then wait another min-idle unseen, to run after
+// entries added after them.
 func (r *Reclaimer) autoclaim(ctx context.Context, stream, start string, count int) (ids []string, next string, deleted []string, err error) {
-	res, err := r.client.Do(ctx, "XAUTOCLAIM", stream, r.opts.Group, r.opts.Consumer,
-		r.opts.MinIdle.Milliseconds(), start, "COUNT", count, "JUSTID").Slice()
+	cmd := redis.NewCmd(ctx, "XAUTOCLAIM", stream, r.opts.Group, r.opts.Consumer,
+		r.opts.MinIdle.Milliseconds(), start, "COUNT", count, "JUSTID")
+	_ = sendonce.Process(ctx, r.client, cmd)
+	res, err := cmd.Slice()
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -438,6 +444,12 @@ return {entries, counts, isolated, deleted}
 // entries delivered isolateAfter times or more without finishing as they
 // are (0: none), returning only their IDs. Entries idle less than minIdle,
 // owned by another consumer or no longer pending are skipped.
+//
+// The claim is sent once (sendonce): resent after a reply that was lost, a
+// claim with a min-idle would skip the entries the first one took, their
+// idle time reset. On an error that may have reached Redis (not
+// sendonce.Unsent), the entries may be this consumer's now, unseen, until
+// they are idle for a min-idle again.
 func (c Consumer) Claim(ctx context.Context, stream string, ids []string, minIdle time.Duration, isolateAfter int) (Claimed, error) {
 	args := make([]any, 0, len(ids)+4)
 	args = append(args, c.Group, c.Name, minIdle.Milliseconds(), isolateAfter)
@@ -445,7 +457,7 @@ func (c Consumer) Claim(ctx context.Context, stream string, ids []string, minIdl
 		args = append(args, id)
 	}
 	sent := time.Now()
-	res, err := claimScript.Run(ctx, c.Client, []string{stream}, args...).Slice()
+	res, err := sendonce.Script(ctx, c.Client, claimScript, []string{stream}, args...).Slice()
 	if err != nil {
 		return Claimed{}, fmt.Errorf("claiming pending entries: %w", err)
 	}

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,87 +13,13 @@ import (
 	"github.com/streamworker/streamworker/internal/testredis"
 )
 
-// cutProxy is a TCP proxy in front of Redis. Armed, it cuts the connection
-// of the next XREADGROUP that delivers entries once Redis has answered it,
-// without passing the answer on: Redis ran the read, its entries are
-// pending for the reader, and the reader's connection breaks after the
-// command went out, as when a primary dies mid-read. That is the failure
-// go-redis answers by resending the command on a new connection.
-type cutProxy struct {
-	ln       net.Listener
-	upstream string
-	armed    atomic.Bool
-	cut      atomic.Int32
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func newCutProxy(t *testing.T, upstream string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, upstream: upstream}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		client, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		server, err := net.Dial("tcp", p.upstream)
-		if err != nil {
-			_ = client.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, client, server)
-		p.mu.Unlock()
-		var reading atomic.Bool // the command awaiting its reply is an XREADGROUP of new entries
-		p.wg.Add(2)
-		go func() { // commands
-			defer p.wg.Done()
-			defer server.Close()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := client.Read(buf)
-				if n > 0 {
-					cmd := bytes.ToLower(buf[:n])
-					reading.Store(bytes.Contains(cmd, []byte("xreadgroup")) && bytes.Contains(cmd, []byte("\r\n>\r\n")))
-					_, _ = server.Write(buf[:n])
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
-		go func() { // replies
-			defer p.wg.Done()
-			defer client.Close()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := server.Read(buf)
-				if n > 0 && reading.Load() && !nullReply(buf[:n]) && p.armed.CompareAndSwap(true, false) {
-					p.cut.Add(1)
-					_ = server.Close()
-					return
-				}
-				if n > 0 {
-					_, _ = client.Write(buf[:n])
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
+// cutRead cuts the next XREADGROUP of new entries that delivers some.
+func cutRead() *testredis.Cut {
+	return &testredis.Cut{
+		Cmd: func(c []byte) bool {
+			return bytes.Contains(c, []byte("xreadgroup")) && bytes.Contains(c, []byte("\r\n>\r\n"))
+		},
+		Reply: func(r []byte) bool { return !nullReply(r) },
 	}
 }
 
@@ -104,16 +27,6 @@ func (p *cutProxy) accept() {
 // found nothing.
 func nullReply(b []byte) bool {
 	return bytes.HasPrefix(b, []byte("_\r\n")) || bytes.HasPrefix(b, []byte("*-1\r\n"))
-}
-
-func (p *cutProxy) close() {
-	_ = p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
 }
 
 // A read whose connection breaks after Redis ran it is not resent: go-redis
@@ -124,10 +37,38 @@ func (p *cutProxy) close() {
 func TestCutReadIsNotResent(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
-	proxy := newCutProxy(t, srv.Addr)
-	client := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String()})
+	proxy := testredis.NewCutProxy(t, srv.Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
 	t.Cleanup(func() { _ = client.Close() })
-	keyOrderAcrossLostRead(t, srv, client, func() { proxy.armed.Store(true) }, func() bool { return proxy.cut.Load() > 0 })
+	keyOrderAcrossLostRead(t, srv, client, func() { proxy.Arm(cutRead()) }, func() bool { return proxy.Cuts() > 0 })
+}
+
+// After a lost read, the fetcher replays the entries it was delivered
+// unseen, claiming those idle for a min-idle (replayOwn). When that claim's
+// connection breaks after Redis ran it, the entries it took are this
+// consumer's with their idle time reset: a resent claim would skip them,
+// the replay would move on past them, and they would run only when
+// reclaimed, after their keys' later messages. The claim is sent once, and
+// its failure holds reads back until they are idle again.
+func TestCutReplayClaimKeepsKeyOrder(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	proxy := testredis.NewCutProxy(t, srv.Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
+	t.Cleanup(func() { _ = client.Close() })
+	// The replay's claim script: this consumer (c1), then the min-idle of
+	// keyOrderAcrossLostRead's config (1000 ms), among its arguments.
+	claim := &testredis.Cut{
+		Cmd: func(c []byte) bool {
+			return (bytes.Contains(c, []byte("eval")) || bytes.Contains(c, []byte("fcall"))) &&
+				bytes.Contains(c, []byte("\r\n$2\r\nc1\r\n$4\r\n1000\r\n"))
+		},
+		// Not NOSCRIPT: then nothing ran.
+		Reply: func(r []byte) bool { return !bytes.HasPrefix(r, []byte("-NOSCRIPT")) },
+	}
+	read := cutRead()
+	read.Next = claim
+	keyOrderAcrossLostRead(t, srv, client, func() { proxy.Arm(read) }, func() bool { return proxy.Cuts() == 2 })
 }
 
 // A read of new entries whose connection breaks after Redis ran it fails
@@ -138,8 +79,8 @@ func TestCutGroupReadIsSentOnce(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
 	ctx := context.Background()
-	proxy := newCutProxy(t, srv.Addr)
-	client := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String()})
+	proxy := testredis.NewCutProxy(t, srv.Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
 	t.Cleanup(func() { _ = client.Close() })
 	stream := testredis.Prefix(t) + "s"
 	c := srv.Client(t)
@@ -151,7 +92,7 @@ func TestCutGroupReadIsSentOnce(t *testing.T) {
 	}
 	r := &engine{client: client}
 	r.cfg.Group, r.cfg.Consumer = "g", "c"
-	proxy.armed.Store(true)
+	proxy.Arm(cutRead())
 	var g groupReader
 	_, err := g.read(ctx, r, stream, 10, time.Second)
 	switch {
@@ -163,7 +104,7 @@ func TestCutGroupReadIsSentOnce(t *testing.T) {
 	if n := c.XPending(ctx, stream, "g").Val().Count; n != 1 {
 		t.Errorf("%d entries pending after the cut read, want 1: it ran once, and was not resent", n)
 	}
-	if proxy.cut.Load() != 1 {
-		t.Errorf("the proxy cut %d reads, want 1", proxy.cut.Load())
+	if proxy.Cuts() != 1 {
+		t.Errorf("the proxy cut %d reads, want 1", proxy.Cuts())
 	}
 }

@@ -354,7 +354,9 @@ func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, as
 			r.logger.Warn("stream or group is gone; recreating it", "stream", f.s.name, "group", r.cfg.Group, "error", err)
 			return
 		}
-		if f.cursor == ">" && r.order.ordered(f.s.name) && !sendonce.Unsent(err) {
+		if r.order.ordered(f.s.name) && !sendonce.Unsent(err) {
+			// A read, or a replay's claim, may have given this consumer
+			// entries it did not see.
 			f.resyncAt = time.Now().Add(r.cfg.ReclaimMinIdle + r.leaseEvery())
 		}
 		f.fail(ctx, "reading stream", err)
@@ -374,17 +376,23 @@ func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, as
 
 // waitResync holds new reads back after a failed read of an ordered
 // partition until entries it may have delivered unseen are idle for a
-// min-idle, then turns the fetcher to replaying them (replayOwn). It
-// reports whether it waited.
+// min-idle, then turns the fetcher to replaying them (replayOwn). A replay
+// whose claim failed waits the same way, then goes on from where it was:
+// the entries that claim may have taken are this consumer's, their idle
+// time reset, and only idle again can they be told from the entries it is
+// running. It reports whether it waited.
 func (f *fetcher) waitResync(ctx context.Context) bool {
-	if f.resyncAt.IsZero() || f.cursor != ">" {
+	if f.resyncAt.IsZero() {
 		return false
 	}
 	if wait := time.Until(f.resyncAt); wait > 0 {
 		sleepCtx(ctx, min(wait, time.Second)) // beating between sleeps
 		return true
 	}
-	f.resyncAt, f.resyncing, f.cursor = time.Time{}, true, "0"
+	f.resyncAt, f.resyncing = time.Time{}, true
+	if f.cursor == ">" {
+		f.cursor = "0"
+	}
 	return true
 }
 
@@ -393,7 +401,10 @@ func (f *fetcher) waitResync(ctx context.Context) bool {
 // the n slots reserved, and only those idle since before this run started
 // (the reclaimer may have taken some already). They go through
 // reclaim.Consumer.Claim as claimed entries do, so that suspects run one at
-// a time and a crash loop is charged to the entry that causes it.
+// a time and a crash loop is charged to the entry that causes it. On an
+// ordered partition a suspect runs alone and is waited for, and the entries
+// after it wait until it is done, as in a take-over (takeOver): queued for
+// later, it would run after its key's later messages.
 func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 	r, s := f.r, f.s
 	start := "-"
@@ -404,6 +415,7 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 		Stream: s.name, Group: r.cfg.Group, Consumer: r.cfg.Consumer, Start: start, End: "+", Count: int64(n),
 	}).Result()
 	var claimed reclaim.Claimed
+	upto, alone := len(pend), false // this step covers pend[:upto]; alone: one suspect, waited for
 	if err == nil && len(pend) > 0 {
 		// At start, what an earlier run left: idle since before this run.
 		// After a failed read (waitResync), what this run was delivered
@@ -413,14 +425,29 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 		if f.resyncing {
 			minIdle, done = r.cfg.ReclaimMinIdle, r.acks.waiting(s.name)
 		}
+		limit := int64(r.isolateAfter())
+		inOrder := limit > 0 && r.order.ordered(s.name)
 		ids := make([]string, 0, len(pend))
-		for _, p := range pend {
-			if !done[p.ID] {
-				ids = append(ids, p.ID)
+		for i, p := range pend {
+			if done[p.ID] {
+				continue
 			}
+			if inOrder && p.RetryCount >= limit {
+				if len(ids) == 0 {
+					ids, upto, alone = append(ids, p.ID), i+1, true
+				} else {
+					upto = i
+				}
+				break
+			}
+			ids = append(ids, p.ID)
 		}
 		if len(ids) > 0 {
-			claimed, err = r.consumer.Claim(rctx, s.name, ids, minIdle, r.isolateAfter())
+			isolate := r.isolateAfter()
+			if alone {
+				isolate = 0 // its turn: claimed and counted
+			}
+			claimed, err = r.consumer.Claim(rctx, s.name, ids, minIdle, isolate)
 		}
 	}
 	if err != nil {
@@ -433,7 +460,7 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 		r.release(n)
 		return
 	}
-	f.cursor = pend[len(pend)-1].ID
+	f.cursor = pend[upto-1].ID
 	if len(claimed.Entries)+len(claimed.Isolated) > 0 {
 		r.logger.Info("resuming own pending entries", "stream", s.name, "count", len(claimed.Entries), "suspects", len(claimed.Isolated))
 	}
@@ -443,7 +470,23 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 	}
 	batch := r.claimedMessages(ctx, s.name, claimed.Entries)
 	f.sizes.observe(batchBytes(batch), len(batch))
-	f.slots.Add(float64(r.dispatch(ctx, batch, n)))
+	if !alone {
+		f.slots.Add(float64(r.dispatch(ctx, batch, n)))
+		return
+	}
+	for _, m := range batch {
+		m.settle, m.done = true, make(chan struct{})
+	}
+	if r.dispatch(ctx, batch, n) == 0 {
+		return
+	}
+	f.slots.Add(1)
+	m := batch[0]
+	r.logger.Info("running a suspect message on its own", "stream", s.name, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt)
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+	}
 }
 
 // readBudget is about how many bytes one read may bring: reads ask for
