@@ -29,31 +29,34 @@ func Process(ctx context.Context, c redis.UniversalClient, cmd redis.Cmder) erro
 	return c.Process(ctx, &Cmd{cmd})
 }
 
-// Script runs s on keys and args as one EVALSHA sent at most once. When
-// Redis does not have the script (NOSCRIPT: nothing ran), it loads it and
-// sends the EVALSHA again, once.
+// Script runs s on keys and args as go-redis's Script.Run does — EVALSHA,
+// then EVAL when Redis does not have the script (NOSCRIPT: nothing ran) —
+// each command sent at most once.
 func Script(ctx context.Context, c redis.UniversalClient, s *redis.Script, keys []string, args ...any) *redis.Cmd {
-	cmd := evalSHA(ctx, s.Hash(), keys, args)
-	if err := Process(ctx, c, cmd); !redis.HasErrorPrefix(err, "NOSCRIPT") {
-		return cmd
-	}
-	if err := s.Load(ctx, c).Err(); err != nil {
-		cmd.SetErr(err)
-		return cmd
-	}
-	cmd = evalSHA(ctx, s.Hash(), keys, args)
-	_ = Process(ctx, c, cmd)
-	return cmd
+	return s.Run(ctx, scripter{c}, keys, args...)
 }
 
-func evalSHA(ctx context.Context, sha string, keys []string, args []any) *redis.Cmd {
+// scripter is a client whose EVAL and EVALSHA are sent once.
+type scripter struct{ redis.UniversalClient }
+
+func (c scripter) Eval(ctx context.Context, src string, keys []string, args ...any) *redis.Cmd {
+	return c.once(ctx, "eval", src, keys, args)
+}
+
+func (c scripter) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	return c.once(ctx, "evalsha", sha, keys, args)
+}
+
+func (c scripter) once(ctx context.Context, name, script string, keys []string, args []any) *redis.Cmd {
 	a := make([]any, 0, 3+len(keys)+len(args))
-	a = append(a, "evalsha", sha, len(keys))
+	a = append(a, name, script, len(keys))
 	for _, k := range keys {
 		a = append(a, k)
 	}
 	a = append(a, args...)
-	return redis.NewCmd(ctx, a...)
+	cmd := redis.NewCmd(ctx, a...)
+	_ = Process(ctx, c.UniversalClient, cmd)
+	return cmd
 }
 
 // Unsent reports whether a command's error shows that it never reached

@@ -10,9 +10,9 @@ import (
 	"github.com/streamworker/streamworker/internal/testredis"
 )
 
-// A script Redis does not have yet is loaded and run, once: NOSCRIPT means
-// nothing ran.
-func TestScriptLoadsAMissingScript(t *testing.T) {
+// A script Redis does not have yet runs, once: NOSCRIPT means nothing ran,
+// and EVAL follows.
+func TestScriptRunsAMissingScript(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
 	c := srv.Client(t)
@@ -47,6 +47,7 @@ func TestScriptErrorReply(t *testing.T) {
 // that Redis answered with an error did.
 func TestUnsent(t *testing.T) {
 	t.Parallel()
+	srv := testredis.Shared(t) // started first: its free port is not the one freed below
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +60,7 @@ func TestUnsent(t *testing.T) {
 	if err := Process(ctx, down, redis.NewCmd(ctx, "ping")); err == nil || !Unsent(err) {
 		t.Errorf("Unsent(%v) = false for a connection refused, want true", err)
 	}
-	if err := Process(ctx, testredis.Shared(t).Client(t), redis.NewCmd(ctx, "nosuchcommand")); err == nil || Unsent(err) {
+	if err := Process(ctx, srv.Client(t), redis.NewCmd(ctx, "nosuchcommand")); err == nil || Unsent(err) {
 		t.Errorf("Unsent(%v) = true for Redis's error reply, want false", err)
 	}
 	if Unsent(nil) {
