@@ -363,8 +363,8 @@ func (r *Reclaimer) claimStream(ctx context.Context, s string, res *Result) erro
 // ones; those it took would then wait another min-idle unseen, to run after
 // entries added after them.
 func (r *Reclaimer) autoclaim(ctx context.Context, stream, start string, count int) (ids []string, next string, deleted []string, err error) {
-	cmd := redis.NewCmd(ctx, "XAUTOCLAIM", stream, r.opts.Group, r.opts.Consumer,
-		r.opts.MinIdle.Milliseconds(), start, "COUNT", count, "JUSTID")
+	cmd := redis.NewCmd(ctx, []any{"XAUTOCLAIM", stream, r.opts.Group, r.opts.Consumer,
+		r.opts.MinIdle.Milliseconds(), start, "COUNT", count, "JUSTID"}...)
 	_ = sendonce.Process(ctx, r.client, cmd)
 	res, err := cmd.Slice()
 	if err != nil {
