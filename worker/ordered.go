@@ -184,9 +184,14 @@ func (g *orderGate) nextLocked(k gateKey, t *keyTurn) *Message {
 		g.mu.Unlock()
 		return nil
 	}
+	// Shifted down rather than resliced: a queue that moves its start along
+	// its array has no room left at the end after a few keys' turns, and
+	// its next append allocates (a third of an allocation per message in
+	// the order phase's workload).
 	next := t.waiting[0]
-	t.waiting[0] = nil
-	t.waiting = t.waiting[1:]
+	n := copy(t.waiting, t.waiting[1:])
+	t.waiting[n] = nil
+	t.waiting = t.waiting[:n]
 	delete(g.unleased, next)
 	g.mu.Unlock()
 	return next
