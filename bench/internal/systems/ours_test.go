@@ -3,7 +3,8 @@ package systems
 import "testing"
 
 func TestOrderCheck(t *testing.T) {
-	c := &orderCheck{keys: map[string]*keyState{}}
+	c := newOrderCheck()
+	running := map[string]*keyState{}
 	steps := []struct {
 		begin     bool // else end
 		key, id   string
@@ -24,10 +25,12 @@ func TestOrderCheck(t *testing.T) {
 	}
 	for i, s := range steps {
 		if !s.begin {
-			c.end(s.key)
+			c.end(running[s.key])
 			continue
 		}
-		if got := c.begin(s.key, s.id); got != s.wantInOrd {
+		k, got := c.begin(s.key, s.id)
+		running[s.key] = k
+		if got != s.wantInOrd {
 			t.Errorf("step %d: begin(%q, %q) = %v, want %v", i, s.key, s.id, got, s.wantInOrd)
 		}
 	}
