@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -106,5 +109,36 @@ func TestCutGroupReadIsSentOnce(t *testing.T) {
 	}
 	if proxy.Cuts() != 1 {
 		t.Errorf("the proxy cut %d reads, want 1", proxy.Cuts())
+	}
+}
+
+// A failed read or replay claim holds an ordered partition's reads back
+// only when it may have given this consumer entries: it reached Redis, and
+// Redis did not answer it with an error (which a failover's CLUSTERDOWN is:
+// it must not put off the replay a cut read set up).
+func TestArmResyncOnlyWhenEntriesMayHaveComeUnseen(t *testing.T) {
+	t.Parallel()
+	r := &engine{order: newOrderGate(gateDeps{}, []string{"p"})}
+	r.cfg.ReclaimMinIdle = time.Minute
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	for _, c := range []struct {
+		stream string
+		err    error
+		arm    bool
+	}{
+		{"p", io.EOF, true},
+		{"p", fmt.Errorf("claiming pending entries: %w", io.EOF), true},
+		{"p", context.DeadlineExceeded, true},
+		{"p", refused, false},
+		{"p", redis.ErrPoolTimeout, false},
+		{"p", replyError("CLUSTERDOWN The cluster is down"), false},
+		{"p", fmt.Errorf("claiming pending entries: %w", replyError("NOPERM this user has no permissions")), false},
+		{"unordered", io.EOF, false},
+	} {
+		f := &fetcher{r: r, s: &streamState{name: c.stream}}
+		f.armResync(c.err)
+		if got := !f.resyncAt.IsZero(); got != c.arm {
+			t.Errorf("stream %s, error %v: resync armed %t, want %t", c.stream, c.err, got, c.arm)
+		}
 	}
 }

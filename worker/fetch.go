@@ -354,10 +354,8 @@ func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, as
 			r.logger.Warn("stream or group is gone; recreating it", "stream", f.s.name, "group", r.cfg.Group, "error", err)
 			return
 		}
-		if r.order.ordered(f.s.name) && !sendonce.Unsent(err) {
-			// A read, or a replay's claim, may have given this consumer
-			// entries it did not see.
-			f.resyncAt = time.Now().Add(r.cfg.ReclaimMinIdle + r.leaseEvery())
+		if f.cursor == ">" {
+			f.armResync(err)
 		}
 		f.fail(ctx, "reading stream", err)
 		return
@@ -371,6 +369,21 @@ func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, as
 	f.slots.Add(float64(handed))
 	if !f.takeLone(run, len(batch), asked) {
 		r.jobs.push(run...)
+	}
+}
+
+// armResync holds new reads of an ordered partition back (waitResync) after
+// a read or a replay's claim failed with err, when that command may have
+// given this consumer entries it did not see: it reached Redis
+// (sendonce.Unsent) and Redis did not answer it with an error. An error
+// reply means the read did not run, or the claim script stopped at its
+// first call (its calls fail alike for every entry: NOPERM, WRONGTYPE,
+// NOGROUP), so nothing was taken; a failover's CLUSTERDOWN or TRYAGAIN then
+// does not put off the replay the read cut by the failover set up.
+func (f *fetcher) armResync(err error) {
+	var reply redis.Error
+	if f.r.order.ordered(f.s.name) && !sendonce.Unsent(err) && !errors.As(err, &reply) {
+		f.resyncAt = time.Now().Add(f.r.cfg.ReclaimMinIdle + f.r.leaseEvery())
 	}
 }
 
@@ -414,9 +427,13 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 	pend, err := r.client.XPendingExt(rctx, &redis.XPendingExtArgs{
 		Stream: s.name, Group: r.cfg.Group, Consumer: r.cfg.Consumer, Start: start, End: "+", Count: int64(n),
 	}).Result()
+	if err != nil { // a read only: nothing was taken
+		f.handle(ctx, nil, err, n, n)
+		return
+	}
 	var claimed reclaim.Claimed
 	upto, alone := len(pend), false // this step covers pend[:upto]; alone: one suspect, waited for
-	if err == nil && len(pend) > 0 {
+	if len(pend) > 0 {
 		// At start, what an earlier run left: idle since before this run.
 		// After a failed read (waitResync), what this run was delivered
 		// unseen: idle for a min-idle, as the reclaimer takes, and not
@@ -432,7 +449,9 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 			if done[p.ID] {
 				continue
 			}
-			if inOrder && p.RetryCount >= limit {
+			// A suspect this consumer runs (leased, or just taken over)
+			// is not idle: the claim skips it like any other.
+			if inOrder && p.RetryCount >= limit && p.Idle >= minIdle {
 				if len(ids) == 0 {
 					ids, upto, alone = append(ids, p.ID), i+1, true
 				} else {
@@ -445,12 +464,14 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 		if len(ids) > 0 {
 			isolate := r.isolateAfter()
 			if alone {
-				isolate = 0 // its turn: claimed and counted
+				isolate = 0                      // its turn: claimed and counted
+				r.unqueueSuspect(s.name, ids[0]) // a reclaim pass may have queued it (isolate.go): it runs here
 			}
 			claimed, err = r.consumer.Claim(rctx, s.name, ids, minIdle, isolate)
 		}
 	}
 	if err != nil {
+		f.armResync(err)
 		f.handle(ctx, nil, err, n, n)
 		return
 	}
@@ -483,9 +504,17 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 	f.slots.Add(1)
 	m := batch[0]
 	r.logger.Info("running a suspect message on its own", "stream", s.name, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt)
-	select {
-	case <-m.done:
-	case <-ctx.Done():
+	beat := time.NewTicker(time.Second) // the partition's liveness: its fetcher waits here, up to a handler timeout and more
+	defer beat.Stop()
+	for {
+		select {
+		case <-m.done:
+			return
+		case <-ctx.Done():
+			return
+		case <-beat.C:
+			s.beat.beat()
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -59,6 +60,24 @@ func (r *engine) isolate(stream string, ids []string) {
 	case q.wake <- struct{}{}:
 	default:
 	}
+}
+
+// unqueueSuspect takes stream's entry id out of the queue, when it is
+// there: an ordered partition's replay runs it in its place (replayOwn),
+// and the queue would run it again. One the isolate loop has taken and
+// claimed already is not idle, and the replay's claim skips it; one it has
+// taken and is still waiting a handler slot for may run twice, as
+// at-least-once delivery allows.
+func (r *engine) unqueueSuspect(stream, id string) {
+	q := &r.suspects
+	s := suspect{stream, id}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.queued[s] {
+		return
+	}
+	delete(q.queued, s)
+	q.queue = slices.DeleteFunc(q.queue, func(e suspect) bool { return e == s })
 }
 
 func (r *engine) nextSuspect() (suspect, bool) {

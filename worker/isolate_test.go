@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,5 +160,31 @@ func TestOwnPendingEntriesRunOnceWhenTheReclaimerFindsThemToo(t *testing.T) {
 		if n := seen.get(d); n != 1 {
 			t.Errorf("%s handled %d times, want once", d, n)
 		}
+	}
+}
+
+// A suspect an ordered partition's replay runs itself leaves the queue, so
+// that the isolate loop does not run it again; the others stay, in order.
+func TestUnqueueSuspect(t *testing.T) {
+	t.Parallel()
+	r := &engine{suspects: suspects{wake: make(chan struct{}, 1), queued: map[suspect]bool{}}}
+	r.isolate("s", []string{"1-0", "2-0", "3-0"})
+	r.unqueueSuspect("s", "2-0")
+	r.unqueueSuspect("s", "9-0")     // not queued: nothing happens
+	r.unqueueSuspect("other", "1-0") // another stream's
+	var got []string
+	for {
+		s, ok := r.nextSuspect()
+		if !ok {
+			break
+		}
+		got = append(got, s.stream+" "+s.id)
+	}
+	if want := []string{"s 1-0", "s 3-0"}; !slices.Equal(got, want) {
+		t.Errorf("queue after unqueueing s 2-0 = %v, want %v", got, want)
+	}
+	r.isolate("s", []string{"2-0"})
+	if s, ok := r.nextSuspect(); !ok || s.id != "2-0" {
+		t.Errorf("2-0 queued again = %v %t, want it queued", s, ok)
 	}
 }
