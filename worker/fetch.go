@@ -354,9 +354,11 @@ func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, as
 			r.logger.Warn("stream or group is gone; recreating it", "stream", f.s.name, "group", r.cfg.Group, "error", err)
 			return
 		}
-		if f.cursor == ">" {
-			f.armResync(err)
+		if f.cursor != ">" {
+			f.fail(ctx, "replaying own pending entries", err)
+			return
 		}
+		f.armResync(err)
 		f.fail(ctx, "reading stream", err)
 		return
 	}
