@@ -497,26 +497,10 @@ func (f *fetcher) replayOwn(ctx, rctx context.Context, n int) {
 		f.slots.Add(float64(r.dispatch(ctx, batch, n)))
 		return
 	}
-	for _, m := range batch {
-		m.settle, m.done = true, make(chan struct{})
-	}
-	if r.dispatch(ctx, batch, n) == 0 {
-		return
-	}
-	f.slots.Add(1)
-	m := batch[0]
-	r.logger.Info("running a suspect message on its own", "stream", s.name, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt)
-	beat := time.NewTicker(time.Second) // the partition's liveness: its fetcher waits here, up to a handler timeout and more
-	defer beat.Stop()
-	for {
-		select {
-		case <-m.done:
-			return
-		case <-ctx.Done():
-			return
-		case <-beat.C:
-			s.beat.beat()
-		}
+	// Beating the partition's liveness: the fetch loop waits here, up to a
+	// handler timeout and more.
+	if r.runAlone(ctx, s.name, batch, n, s.beat) {
+		f.slots.Add(1)
 	}
 }
 

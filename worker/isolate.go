@@ -130,22 +130,28 @@ func (r *engine) runSuspect(ctx context.Context, s suspect) {
 		return
 	}
 	r.metrics.Reclaim.Trimmed(r.logger, s.stream, claimed.Deleted, false)
-	msgs := r.claimedMessages(ctx, s.stream, claimed.Entries)
+	r.runAlone(ctx, s.stream, r.claimedMessages(ctx, s.stream, claimed.Entries), 1, nil)
+}
+
+// runAlone runs a suspect, msgs (its message, or none when its claim left
+// nothing to run), on the n slots reserved for it, and waits until its
+// outcome is recorded, beating b every second meanwhile (nil: none). It
+// reports whether the message ran. The isolate loop, a take-over and an
+// ordered partition's replay run suspects this way.
+func (r *engine) runAlone(ctx context.Context, stream string, msgs []*Message, n int, b *beat) bool {
 	for _, m := range msgs {
 		m.settle, m.done = true, make(chan struct{})
 	}
-	// On the slot taken, which the message's worker frees (or dispatch, when
-	// nothing is left to run: dead-lettered, trimmed, no longer ours, or a
-	// duplicate inside the dedupe window).
-	if r.dispatch(ctx, msgs, 1) == 0 {
-		return
+	// On the slots taken, which the message's worker frees (or dispatch,
+	// when nothing is left to run: dead-lettered, trimmed, no longer ours,
+	// or a duplicate inside the dedupe window).
+	if r.dispatch(ctx, msgs, n) == 0 {
+		return false
 	}
 	m := msgs[0]
-	r.logger.Info("running a suspect message on its own", "stream", s.stream, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt)
+	r.logger.Info("running a suspect message on its own", "stream", stream, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt)
 	start := time.Now()
-	select {
-	case <-m.done:
-	case <-ctx.Done(): // shutdown: it finishes, or is handed over, as any other
-	}
-	r.logger.Debug("suspect message done", "stream", s.stream, "id", m.ID, "took", time.Since(start).Round(time.Millisecond))
+	waitBeating(ctx, m.done, b) // shutdown: it finishes, or is handed over, as any other
+	r.logger.Debug("suspect message done", "stream", stream, "id", m.ID, "took", time.Since(start).Round(time.Millisecond))
+	return true
 }

@@ -195,8 +195,8 @@ func (p *pauses) wait(ctx context.Context, st *pauseState, beat *beat) bool {
 	return true
 }
 
-// waitBeating waits for ch to close, beating every second; false when ctx
-// ended first.
+// waitBeating waits for ch to close, beating every second (a nil beat:
+// not); false when ctx ended first.
 func waitBeating(ctx context.Context, ch <-chan struct{}, beat *beat) bool {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -207,7 +207,9 @@ func waitBeating(ctx context.Context, ch <-chan struct{}, beat *beat) bool {
 		case <-ctx.Done():
 			return false
 		case <-t.C:
-			beat.beat()
+			if beat != nil {
+				beat.beat()
+			}
 		}
 	}
 }

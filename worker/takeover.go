@@ -103,17 +103,7 @@ func (r *engine) takePending(ctx context.Context, s *streamState, pend []redis.X
 		r.release(1)
 		return "", 0, err
 	}
-	for _, m := range msgs {
-		m.settle, m.done = true, make(chan struct{})
-	}
-	if r.dispatch(ctx, msgs, 1) > 0 {
-		m := msgs[0]
-		r.logger.Info("running a suspect message on its own", "stream", s.name, "id", m.ID, "type", shownType(m.Type), "attempt", m.Attempt)
-		select {
-		case <-m.done:
-		case <-ctx.Done():
-		}
-	}
+	r.runAlone(ctx, s.name, msgs, 1, s.beat)
 	return pend[0].ID, 1, nil
 }
 
