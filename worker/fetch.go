@@ -51,9 +51,10 @@ type fetcher struct {
 	backlogged bool               // told the priorities that the stream has entries to read
 	slots      prometheus.Counter // the slots its reads filled, of its WORKER_STREAMS entry
 
-	in      *inliner // runs a lone message on the fetcher (inline.go); nil for a partition's or a take-over's
-	lone    bool     // the last read's messages are to run on the fetcher (inline.go)
-	waiting func()   // called every second while the loop waits for a slot: the stream's beat, and held acknowledgements sent
+	in      *inliner      // runs a lone message on the fetcher (inline.go); nil for a partition's or a take-over's
+	lone    bool          // the last read's messages are to run on the fetcher (inline.go)
+	took    time.Duration // how long the last read without BLOCK took, sent to parsed (inline.go: fastBatch)
+	waiting func()        // called every second while the loop waits for a slot: the stream's beat, and held acknowledgements sent
 }
 
 func (r *engine) newFetcher(s *streamState, level slog.Level) *fetcher {
@@ -234,6 +235,9 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 		sent := time.Now()
 		batch, err := f.read(rctx, n, -1, sent)
 		if err != nil || len(batch) > 0 {
+			if f.in != nil {
+				f.took = time.Since(sent)
+			}
 			f.idle = len(batch) < n
 			f.more = !f.idle
 			f.trickle = trickling(len(batch), n)
@@ -283,7 +287,7 @@ func trickling(got, asked int) bool { return got <= 1 || got < asked && got <= t
 // at all when negative), as Messages read with a command sent at sent.
 func (f *fetcher) read(ctx context.Context, n int, block time.Duration, sent time.Time) ([]*Message, error) {
 	r, stream := f.r, f.s.name
-	if block >= 0 && f.holding() && f.in.maxBlock > 0 {
+	if f.holding() && (block >= 0 && f.in.maxBlock > 0 || block < 0 && r.rawReads()) {
 		return f.readAcking(ctx, n, block, sent) // inline.go
 	}
 	f.releaseHeld()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -476,5 +477,122 @@ func TestHatchesInARowTurnLoneMessagesOffLonger(t *testing.T) {
 	}
 	if got := hatch(); got != 2*time.Second {
 		t.Fatalf("the hatch after that turned them off for %s, want %s", got, 2*time.Second)
+	}
+}
+
+// publishBacklog adds n entries of type typ to the harness config's stream
+// before a worker reads it.
+func publishBacklog(t *testing.T, srv *testredis.Server, stream string, n int, typ string) {
+	t.Helper()
+	c := srv.Client(t)
+	pipe := c.Pipeline()
+	for i := range n {
+		pipe.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: []any{"type", typ, "data", strconv.Itoa(i)}})
+	}
+	if _, err := pipe.Exec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A backlog of fast handlers runs on the fetcher a batch at a time, each
+// batch's acknowledgements sent with the next read: the first full read
+// runs there as a probe whatever the handlers' speed, and the reads after
+// it as long as the handlers stay fast.
+func TestFastBatchRunsOnFetcher(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	const n = 2000
+	publishBacklog(t, srv, cfg.Streams[0], n, "fast")
+	log := &pipelineLog{}
+	client := srv.Client(t)
+	client.AddHook(log)
+	var onIt, handled atomic.Int64
+	mux := NewMux()
+	mux.HandleFunc("fast", func(context.Context, *Message) error {
+		if onFetcher() {
+			onIt.Add(1)
+		}
+		handled.Add(1)
+		return nil
+	})
+	h := startWorker(t, srv, cfg, mux, WithRedis(client), withLoneOff(0))
+	eventually(t, "every message handled and acknowledged", func() bool { return handled.Load() == n && h.pending() == 0 })
+	if got := onIt.Load(); got <= loneMost {
+		t.Fatalf("%d of %d backlog messages ran on the fetcher, want more than a lone run's %d (a full read at least)", got, n, loneMost)
+	}
+	if !log.sent("xack", "xreadgroup") {
+		t.Fatalf("no pipeline of an XACK and the next XREADGROUP; pipelines sent: %v", log.snapshot())
+	}
+	eventually(t, "every message counted as acked", func() bool { return h.outcome("fast", OutcomeAcked) == n })
+}
+
+// A backlog whose handlers are slow does not run one at a time on the
+// fetcher: the batch tried there is handed to the handler goroutines after
+// inlineFor, and they run side by side.
+func TestSlowBatchRunsSideBySide(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	const n, together = 200, 4
+	publishBacklog(t, srv, cfg.Streams[0], n, "slow")
+	var running atomic.Int64
+	reached := make(chan struct{})
+	var once sync.Once
+	release := make(chan struct{})
+	mux := NewMux()
+	mux.HandleFunc("slow", func(context.Context, *Message) error {
+		if running.Add(1) >= together {
+			once.Do(func() { close(reached) })
+		}
+		defer running.Add(-1)
+		select {
+		case <-release:
+		case <-reached:
+		}
+		return nil
+	})
+	h := startWorker(t, srv, cfg, mux)
+	select {
+	case <-reached:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%d slow handlers of a backlog never ran at once within 10s (at most %d did): the batch stayed on the fetcher", together, running.Load())
+	}
+	close(release)
+	eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
+}
+
+// fastBatch runs a batch on the fetcher when its handlers are expected to
+// take at most half as long as its read, and otherwise once per
+// batchProbeEvery, to measure them anew.
+func TestFastBatch(t *testing.T) {
+	in := &inliner{base: time.Now().Add(-time.Second)}
+	if !in.fastBatch(100, time.Millisecond) {
+		t.Fatal("a first batch, its handlers never measured, does not run on the fetcher: want it to, as a probe")
+	}
+	if in.fastBatch(100, time.Millisecond) {
+		t.Fatal("a second batch, its handlers never measured, runs on the fetcher within batchProbeEvery of the probe")
+	}
+	in.measured(100, 100*time.Microsecond) // 1µs each
+	if got := in.perMsg.Load(); got != int64(time.Microsecond) {
+		t.Fatalf("perMsg after a first run of 100 messages in 100µs = %dns, want 1000", got)
+	}
+	if !in.fastBatch(100, time.Millisecond) {
+		t.Fatal("100 handlers of 1µs after a read of 1ms do not run on the fetcher")
+	}
+	if in.fastBatch(100, 150*time.Microsecond) {
+		t.Fatal("100 handlers of 1µs after a read of 150µs run on the fetcher: they take more than half the read's time")
+	}
+	in.measured(10, 50*time.Microsecond) // 5µs each: the average moves a quarter of the way
+	if got := in.perMsg.Load(); got != int64(2*time.Microsecond) {
+		t.Fatalf("perMsg after runs of 1µs then 5µs a message = %dns, want 2000", got)
+	}
+	in.probeAt.Store(in.since(time.Now().Add(-time.Millisecond)))
+	if !in.fastBatch(100, 150*time.Microsecond) {
+		t.Fatal("a batch too slow for the fetcher does not run there once its probe is due")
+	}
+	in.measured(0, time.Second)
+	if got := in.perMsg.Load(); got != int64(2*time.Microsecond) {
+		t.Fatalf("a run of no message changed perMsg to %dns", got)
 	}
 }
