@@ -53,7 +53,7 @@ type fetcher struct {
 
 	in      *inliner      // runs a lone message on the fetcher (inline.go); nil for a partition's or a take-over's
 	lone    bool          // the last read's messages are to run on the fetcher (inline.go)
-	took    time.Duration // how long the last read without BLOCK took, sent to parsed (inline.go: fastBatch)
+	took    time.Duration // how long the last read took, sent to parsed, when it went without BLOCK and raw; else 0 (inline.go: fastBatch)
 	waiting func()        // called every second while the loop waits for a slot: the stream's beat, and held acknowledgements sent
 }
 
@@ -235,7 +235,8 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 		sent := time.Now()
 		batch, err := f.read(rctx, n, -1, sent)
 		if err != nil || len(batch) > 0 {
-			if f.in != nil {
+			f.took = 0
+			if err == nil && r.rawReads() {
 				f.took = time.Since(sent)
 			}
 			f.idle = len(batch) < n
@@ -261,6 +262,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	}
 	sent := time.Now()
 	batch, err := f.read(rctx, count, r.cfg.Block, sent)
+	f.took = 0 // it waited: no measure of a read (fastBatch)
 	if len(batch) > n {
 		r.sem.borrow(len(batch) - n)
 		n = len(batch)

@@ -256,8 +256,16 @@ func (f *fetcher) takeLone(run []*Message, got, asked int) bool {
 	if f.in == nil || len(run) == 0 || len(run) != got || !f.r.jobs.empty() || f.in.resting() {
 		return false
 	}
-	if (got >= asked || got > loneMost) && !f.in.fastBatch(got, f.took) {
-		return false
+	var rest []*Message // a probe's messages left to the handler goroutines
+	probe := false
+	if got >= asked || got > loneMost {
+		var fast bool
+		if fast, probe = f.in.fastBatch(got, f.took); !fast && !probe {
+			return false
+		}
+		if probe && len(run) > loneMost {
+			run, rest = run[:loneMost], run[loneMost:]
+		}
 	}
 	if !f.r.running.tryTake() {
 		return false
@@ -265,6 +273,9 @@ func (f *fetcher) takeLone(run []*Message, got, asked int) bool {
 	if !f.in.busy.CompareAndSwap(false, true) {
 		f.r.running.give()
 		return false
+	}
+	if probe {
+		f.in.probeAt.Store(f.in.since(time.Now()) + int64(batchProbeEvery))
 	}
 	f.r.lone.Add(1)
 	for _, m := range run {
@@ -274,47 +285,59 @@ func (f *fetcher) takeLone(run []*Message, got, asked int) bool {
 	f.in.lone, f.in.next = append(f.in.lone[:0], run...), 0
 	f.in.mu.Unlock()
 	f.lone = true
+	f.r.jobs.push(rest...)
 	return true
 }
 
 // fastBatch reports whether a read's n messages, a batch rather than a
-// few that drained the stream, are to run on the fetcher: when they are
-// expected (perMsg) to take at most half as long as the read that brought
-// them took (took). Handing a batch of fast handlers to the handler
-// goroutines cost more than the handlers: wake-ups of goroutines and
-// threads, a round trip of the ack loop, and a second core kept busy for
-// work of a few microseconds; run here, their acknowledgements go with the
-// next read, in its round trip, as in a loop that reads, handles and
-// acknowledges in turn (bench: worker CPU per message consuming, 25 to 40%
-// less). Handlers slower than that keep running side by side on the
-// handler goroutines, where a read brought in meanwhile does not wait for
-// them. Until a run has measured them, and once a second after one found
-// them too slow, a batch runs here as a probe: one that turns out slow is
-// handed over by the hatch after inlineFor, as lone messages are.
-func (in *inliner) fastBatch(n int, took time.Duration) bool {
-	if per := in.perMsg.Load(); per > 0 && int64(n)*per <= int64(took)/2 {
-		return true
+// few that drained the stream, are to run on the fetcher (fast): when they
+// are expected (perMsg) to take at most half as long as the read that
+// brought them took (took), and at most batchMost. Handing a batch of fast
+// handlers to the handler goroutines cost more than the handlers: wake-ups
+// of goroutines and threads, a round trip of the ack loop, and a second
+// core kept busy for work of a few microseconds; run here, their
+// acknowledgements go with the next read, in its round trip, as in a loop
+// that reads, handles and acknowledges in turn (bench: worker CPU per
+// message consuming, 25 to 40% less). Handlers slower than that keep
+// running side by side on the handler goroutines, where a read brought in
+// meanwhile does not wait for them. Otherwise, until a run has measured
+// them and once every batchProbeEvery after, it reports a probe due: the
+// batch's first loneMost messages are to run here, to measure them, and
+// the rest on the handler goroutines. took is 0 for a read whose
+// acknowledgements cannot go with the next read (a blocking one, which
+// waited, or one on a Redis Cluster) or that failed: no batch of it runs
+// here.
+func (in *inliner) fastBatch(n int, took time.Duration) (fast, probe bool) {
+	if took <= 0 {
+		return false, false
 	}
-	now := in.since(time.Now())
-	at := in.probeAt.Load()
-	return now >= at && in.probeAt.CompareAndSwap(at, now+int64(batchProbeEvery))
+	if per := in.perMsg.Load(); per > 0 && int64(n)*per <= min(int64(took)/2, int64(batchMost)) {
+		return true, false
+	}
+	return false, in.since(time.Now()) >= in.probeAt.Load()
 }
 
-// batchProbeEvery is how often a batch runs on the fetcher to measure its
-// handlers anew once they were found too slow to (fastBatch).
+// batchMost is the longest a batch is expected to run on the fetcher: well
+// inside inlineFor, so that the hatch hands over only handlers slower than
+// they were measured.
+const batchMost = inlineFor / 4
+
+// batchProbeEvery is how often a batch's first messages run on the fetcher
+// to measure its handlers anew once they were found too slow to (fastBatch).
 const batchProbeEvery = time.Second
 
-// measured folds a run of n messages that took d into perMsg.
+// measured folds a run of n messages that took d into perMsg: a faster run
+// at once, a slower one a quarter of the way, as the hatch hands over
+// handlers that turn out slow.
 func (in *inliner) measured(n int, d time.Duration) {
 	if n <= 0 {
 		return
 	}
 	x := max(int64(d)/int64(n), 1)
-	old := in.perMsg.Load()
-	if old > 0 {
+	if old := in.perMsg.Load(); old > 0 && x > old {
 		x = old + (x-old)/4
 	}
-	in.perMsg.Store(max(x, 1))
+	in.perMsg.Store(x)
 }
 
 // take takes the next lone message to run, nil when none is left.
@@ -411,10 +434,15 @@ func (f *fetcher) readAcking(ctx context.Context, n int, block time.Duration, se
 	r, in, stream := f.r, f.in, f.s.name
 	pipe := r.client.Pipeline()
 	cmds := r.queueAcks(ctx, pipe, in.held, in.args)
-	// Sized for as many entries as the last read brought: a quiet stream's
-	// reads bring a few of the n asked for, and a buffer that falls short
-	// doubles.
-	buf := &replyBuf{b: make([]byte, 0, f.sizes.reply(stream, min(n, max(1, f.last))))}
+	// A blocking read is sized for as many entries as the last read
+	// brought: a quiet stream's reads bring a few of the n asked for, and a
+	// buffer that falls short doubles. One without BLOCK, a busy stream's,
+	// for the n asked for, as readNow sizes it.
+	size := n
+	if block >= 0 {
+		size = min(n, max(1, f.last))
+	}
+	buf := &replyBuf{b: make([]byte, 0, f.sizes.reply(stream, size))}
 	read := r.xreadCmd(ctx, buf, stream, n, min(block, in.maxBlock))
 	_ = pipe.Process(ctx, read)
 	_, _ = pipe.Exec(ctx) // each command's own result is looked at

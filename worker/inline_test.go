@@ -494,32 +494,38 @@ func publishBacklog(t *testing.T, srv *testredis.Server, stream string, n int, t
 	}
 }
 
-// A backlog of fast handlers runs on the fetcher a batch at a time, each
-// batch's acknowledgements sent with the next read: the first full read
-// runs there as a probe whatever the handlers' speed, and the reads after
-// it as long as the handlers stay fast.
-func TestFastBatchRunsOnFetcher(t *testing.T) {
+// A backlog's first full read runs its first messages on the fetcher, to
+// measure the handlers (fastBatch's probe), the rest on the handler
+// goroutines, and their acknowledgements go with the next read, without
+// BLOCK. Before batches ran there, only a read that drained the stream
+// (its tail) could.
+func TestBacklogProbesItsHandlersOnFetcher(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
 	cfg := testConfig(t, srv)
+	cfg.Concurrency = 64 // the first read brings more than loneMost
+	cfg.LogLevel = "info"
 	const n = 2000
 	publishBacklog(t, srv, cfg.Streams[0], n, "fast")
 	log := &pipelineLog{}
 	client := srv.Client(t)
 	client.AddHook(log)
-	var onIt, handled atomic.Int64
+	var early, handled atomic.Int64
 	mux := NewMux()
-	mux.HandleFunc("fast", func(context.Context, *Message) error {
-		if onFetcher() {
-			onIt.Add(1)
+	mux.HandleFunc("fast", func(_ context.Context, m *Message) error {
+		// m.held is set for a message run on the fetcher (takeLone) and
+		// cleared before one is handed over: cheaper than onFetcher, which
+		// would make the handlers slow.
+		if i, _ := strconv.Atoi(string(m.Data)); m.held != nil && i < n/2 {
+			early.Add(1)
 		}
 		handled.Add(1)
 		return nil
 	})
 	h := startWorker(t, srv, cfg, mux, WithRedis(client), withLoneOff(0))
 	eventually(t, "every message handled and acknowledged", func() bool { return handled.Load() == n && h.pending() == 0 })
-	if got := onIt.Load(); got <= loneMost {
-		t.Fatalf("%d of %d backlog messages ran on the fetcher, want more than a lone run's %d (a full read at least)", got, n, loneMost)
+	if early.Load() == 0 {
+		t.Fatalf("none of the first %d of a backlog of %d ran on the fetcher, want the first read's first %d at least", n/2, n, loneMost)
 	}
 	if !log.sent("xack", "xreadgroup") {
 		t.Fatalf("no pipeline of an XACK and the next XREADGROUP; pipelines sent: %v", log.snapshot())
@@ -528,8 +534,8 @@ func TestFastBatchRunsOnFetcher(t *testing.T) {
 }
 
 // A backlog whose handlers are slow does not run one at a time on the
-// fetcher: the batch tried there is handed to the handler goroutines after
-// inlineFor, and they run side by side.
+// fetcher: the probe's rest goes to the handler goroutines, and they run
+// side by side.
 func TestSlowBatchRunsSideBySide(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
@@ -563,36 +569,38 @@ func TestSlowBatchRunsSideBySide(t *testing.T) {
 }
 
 // fastBatch runs a batch on the fetcher when its handlers are expected to
-// take at most half as long as its read, and otherwise once per
-// batchProbeEvery, to measure them anew.
+// take at most half as long as its read, and batchMost; otherwise it
+// reports a probe due once per batchProbeEvery. measured follows a faster
+// run at once and a slower one a quarter of the way.
 func TestFastBatch(t *testing.T) {
 	in := &inliner{base: time.Now().Add(-time.Second)}
-	if !in.fastBatch(100, time.Millisecond) {
-		t.Fatal("a first batch, its handlers never measured, does not run on the fetcher: want it to, as a probe")
+	check := func(what string, n int, took time.Duration, wantFast, wantProbe bool) {
+		t.Helper()
+		if fast, probe := in.fastBatch(n, took); fast != wantFast || probe != wantProbe {
+			t.Fatalf("%s: fastBatch(%d, %s) = fast %t, probe %t; want %t, %t", what, n, took, fast, probe, wantFast, wantProbe)
+		}
 	}
-	if in.fastBatch(100, time.Millisecond) {
-		t.Fatal("a second batch, its handlers never measured, runs on the fetcher within batchProbeEvery of the probe")
+	check("a read that waited, failed or cannot carry acknowledgements", 100, 0, false, false)
+	check("handlers never measured", 100, time.Millisecond, false, true)
+	in.probeAt.Store(in.since(time.Now()) + int64(batchProbeEvery)) // takeLone, when it takes the probe
+	check("handlers never measured, within batchProbeEvery of a probe", 100, time.Millisecond, false, false)
+	perMsg := func(want time.Duration) {
+		t.Helper()
+		if got := time.Duration(in.perMsg.Load()); got != want {
+			t.Fatalf("perMsg = %s, want %s", got, want)
+		}
 	}
-	in.measured(100, 100*time.Microsecond) // 1µs each
-	if got := in.perMsg.Load(); got != int64(time.Microsecond) {
-		t.Fatalf("perMsg after a first run of 100 messages in 100µs = %dns, want 1000", got)
-	}
-	if !in.fastBatch(100, time.Millisecond) {
-		t.Fatal("100 handlers of 1µs after a read of 1ms do not run on the fetcher")
-	}
-	if in.fastBatch(100, 150*time.Microsecond) {
-		t.Fatal("100 handlers of 1µs after a read of 150µs run on the fetcher: they take more than half the read's time")
-	}
-	in.measured(10, 50*time.Microsecond) // 5µs each: the average moves a quarter of the way
-	if got := in.perMsg.Load(); got != int64(2*time.Microsecond) {
-		t.Fatalf("perMsg after runs of 1µs then 5µs a message = %dns, want 2000", got)
-	}
-	in.probeAt.Store(in.since(time.Now().Add(-time.Millisecond)))
-	if !in.fastBatch(100, 150*time.Microsecond) {
-		t.Fatal("a batch too slow for the fetcher does not run there once its probe is due")
-	}
+	in.measured(100, 100*time.Microsecond)
+	perMsg(time.Microsecond)
+	check("100 handlers of 1µs, a read of 1ms", 100, time.Millisecond, true, false)
+	check("100 handlers of 1µs, a read of 150µs", 100, 150*time.Microsecond, false, false)
+	check("10,000 handlers of 1µs, past batchMost", 10_000, 100*time.Millisecond, false, false)
+	in.measured(10, 50*time.Microsecond) // 5µs each: a quarter of the way
+	perMsg(2 * time.Microsecond)
+	in.measured(10, 5*time.Microsecond) // 500ns each: at once
+	perMsg(500 * time.Nanosecond)
 	in.measured(0, time.Second)
-	if got := in.perMsg.Load(); got != int64(2*time.Microsecond) {
-		t.Fatalf("a run of no message changed perMsg to %dns", got)
-	}
+	perMsg(500 * time.Nanosecond)
+	in.probeAt.Store(in.since(time.Now()) - 1)
+	check("handlers too slow for the read, their probe due", 1000, 100*time.Microsecond, false, true)
 }
