@@ -421,8 +421,8 @@ func (f *fetcher) holding() bool {
 // held acknowledgements sent first, in one pipeline: a quiet stream's
 // message, or a busy stream's batch run on the fetcher, costs one round
 // trip, as in a loop that sends each XACK with its next XREADGROUP. When
-// the XACKs fail,
-// the acknowledgements go to the ack loop, which retries them.
+// the XACKs fail, the acknowledgements go to the ack loop, which retries
+// them.
 //
 // The read's reply is parsed from its raw bytes (xread.go), not by
 // go-redis into a map per entry: in a pipeline go-redis gives it the
