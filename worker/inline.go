@@ -24,11 +24,13 @@ import (
 // its next read, in one pipeline (readAcking). These are the lone messages.
 //
 // A busy stream's full reads go the same way when their handlers are fast:
-// expected to take at most half as long as the read that brought them
-// (fastBatch). Handed over, a batch of handlers of a microsecond cost more
-// in wake-ups, the ack loop's round trips and a second core than the
-// handlers themselves. Slower handlers keep running side by side on the
-// handler goroutines.
+// expected to take at most half as long as the read that brought them, and
+// at most batchMost (fastBatch). Handed over, a batch of handlers of a
+// microsecond cost more in wake-ups, the ack loop's round trips and a
+// second core than the handlers themselves. Slower handlers keep running
+// side by side on the handler goroutines. To measure them, a probe runs a
+// read's first loneMost on the fetcher and hands the rest over, at the
+// start and every batchProbeEvery while they are found too slow.
 //
 // A handler that turns out slow must not hold the stream's reads up: once
 // a read's lone messages have run for inlineFor, the hatch hands those not
@@ -76,9 +78,11 @@ const (
 	loneOffMost = time.Minute
 )
 
-// loneMost is the most messages a read may bring for them to run on the
-// fetcher: a few that came together, not a batch whose last would wait for
-// all the others.
+// loneMost is the most messages a read that drained the stream may bring
+// for them to run on the fetcher whatever their handlers' speed: a few that
+// came together, not a batch whose last would wait for all the others (a
+// batch runs there only when its handlers are measured fast, fastBatch). It
+// is also how many of a batch a probe of the handlers runs there.
 const loneMost = trickleMost
 
 // The fetch loop's state as the hatch sees it.
@@ -107,7 +111,7 @@ type inliner struct {
 	ended   chan struct{} // closed when the fetch loop ends
 	resume  func()        // runs the fetch loop on the hatch's goroutine
 	perMsg  atomic.Int64  // how long a message took to run here, ns: a moving average of the runs; 0 until one ran
-	probeAt atomic.Int64  // when a batch may next run here though perMsg says it would be too long, ns since base
+	probeAt atomic.Int64  // when a probe (a batch's first loneMost) may next run here, ns since base
 
 	mu   sync.Mutex
 	lone []*Message // the lone messages taken; lone[next:] are not started yet
@@ -251,7 +255,9 @@ func (in *inliner) resting() bool {
 // handlers run (a message in a read-ahead slot waits for a handler
 // goroutine) and the fetcher's worker state is free. It then holds one of
 // the WORKER_CONCURRENCY and the worker state, and the shutdown waits for
-// it. Not for loneOff after one turned out slow.
+// it. Not for loneOff after one turned out slow. True means it has taken
+// all of run: a probe's (fastBatch) first loneMost run on the fetcher and
+// the rest it has pushed to the job queue. False: it pushed none.
 func (f *fetcher) takeLone(run []*Message, got, asked int) bool {
 	if f.in == nil || len(run) == 0 || len(run) != got || !f.r.jobs.empty() || f.in.resting() {
 		return false
@@ -303,15 +309,15 @@ func (f *fetcher) takeLone(run []*Message, got, asked int) bool {
 // meanwhile does not wait for them. Otherwise, until a run has measured
 // them and once every batchProbeEvery after, it reports a probe due: the
 // batch's first loneMost messages are to run here, to measure them, and
-// the rest on the handler goroutines. took is 0 for a read whose
-// acknowledgements cannot go with the next read (a blocking one, which
-// waited, or one on a Redis Cluster) or that failed: no batch of it runs
+// the rest on the handler goroutines. took is 0 for a read that waited
+// (BLOCK), failed, or was not parsed raw (a Redis Cluster's, whose
+// acknowledgements cannot go with the next read): no batch of it runs
 // here.
 func (in *inliner) fastBatch(n int, took time.Duration) (fast, probe bool) {
 	if took <= 0 {
 		return false, false
 	}
-	if per := in.perMsg.Load(); per > 0 && int64(n)*per <= min(int64(took)/2, int64(batchMost)) {
+	if per := in.perMsg.Load(); per > 0 && n > 0 && per <= min(int64(took)/2, int64(batchMost))/int64(n) {
 		return true, false
 	}
 	return false, in.since(time.Now()) >= in.probeAt.Load()

@@ -534,8 +534,9 @@ func TestBacklogProbesItsHandlersOnFetcher(t *testing.T) {
 }
 
 // A backlog whose handlers are slow does not run one at a time on the
-// fetcher: the probe's rest goes to the handler goroutines, and they run
-// side by side.
+// fetcher: what a read tried there (a probe's first messages, or a read of
+// a few) is handed to the handler goroutines after inlineFor, a probe's
+// rest at once, and they run side by side.
 func TestSlowBatchRunsSideBySide(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Shared(t)
