@@ -184,18 +184,28 @@ func (g *orderGate) nextLocked(k gateKey, t *keyTurn) *Message {
 		g.mu.Unlock()
 		return nil
 	}
-	// Shifted down rather than resliced: a queue that moves its start along
-	// its array has no room left at the end after a few keys' turns, and
-	// its next append allocates (a third of an allocation per message in
-	// the order phase's workload).
+	// A short queue is shifted down rather than resliced: a queue that
+	// moves its start along its array has no room left at the end after a
+	// few keys' turns, and its next append allocates (a third of an
+	// allocation per message in the order phase's workload). A long one, a
+	// hot key's, is resliced: shifted, each turn would copy all of it.
 	next := t.waiting[0]
-	n := copy(t.waiting, t.waiting[1:])
-	t.waiting[n] = nil
-	t.waiting = t.waiting[:n]
+	t.waiting[0] = nil
+	if n := len(t.waiting) - 1; n <= shiftMost {
+		copy(t.waiting, t.waiting[1:])
+		t.waiting[n] = nil
+		t.waiting = t.waiting[:n]
+	} else {
+		t.waiting = t.waiting[1:]
+	}
 	delete(g.unleased, next)
 	g.mu.Unlock()
 	return next
 }
+
+// shiftMost is the longest queue of a key's waiting messages that is shifted
+// down when its next one starts (keyTurn.waiting).
+const shiftMost = 32
 
 // retry waits out m's backoff, with g.mu held on entry (and released), and
 // returns m's retry. When the partition is being handed over or the process

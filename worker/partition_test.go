@@ -688,3 +688,24 @@ func keyOrderAcrossLostRead(t *testing.T, srv *testredis.Server, client *redis.C
 	}
 	l.check(t, keys, perKey)
 }
+
+// A hot key's messages, read together many more at a time than
+// shiftMost, wait in one long queue behind the one running, and still run
+// one at a time in order.
+func TestHotKeyRunsInOrder(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := partitionedConfig(t, srv, 2, "c1")
+	c := srv.Client(t)
+	stream := cfg.Streams[0]
+	const perKey = 300 // more than shiftMost waiting at once
+	keys := keyNames(1)
+	for seq := 1; seq <= perKey; seq++ {
+		publishKeyed(t, c, stream, cfg.Partitions, "keyed", keys[0], seq)
+	}
+	l := newKeyLog()
+	startWorker(t, srv, cfg, keyedMux(l, cfg.Consumer))
+	eventually(t, "every message handled", func() bool { return l.total() >= perKey })
+	eventually(t, "every message acknowledged", func() bool { return pendingIn(t, c, stream, cfg.Group, cfg.Partitions) == 0 })
+	l.check(t, keys, perKey)
+}
