@@ -118,8 +118,10 @@ type inliner struct {
 	next int
 
 	// held are the acknowledgements of lone messages that succeeded, to go
-	// with the next read, in its round trip (readAcking). Whoever holds
-	// busy owns them; the fetch loop, while busy is clear.
+	// with the next read, in its round trip (readAcking). While busy is
+	// set, the goroutine running lone messages adds to them and the hatch
+	// may take them (handOver), both under mu; while it is clear, the
+	// fetch loop alone has them.
 	held     []ackReq
 	args     map[string][]any // the XACK arguments' scratch (flushAcks)
 	maxBlock time.Duration    // the longest BLOCK of a read sent with acknowledgements; 0: none is
@@ -215,18 +217,36 @@ func (in *inliner) ranInTime() {
 }
 
 // handOver hands the lone messages not started yet to the handler
-// goroutines and runs the fetch loop on a new goroutine.
+// goroutines, and the acknowledgements held to the ack loop, and runs the
+// fetch loop on a new goroutine. Held until the slow handler returned, the
+// acknowledgements would wait where a reclaim cannot see them
+// (notAckWaiting), their entries unleased: once idle past the min-idle, a
+// reclaimer would run them again.
 func (in *inliner) handOver() {
 	in.mu.Lock()
 	rest := slices.Clone(in.lone[in.next:])
 	clear(in.lone[in.next:])
 	in.next = len(in.lone)
+	acks := slices.Clone(in.held)
+	clear(in.held)
+	in.held = in.held[:0]
 	in.mu.Unlock()
 	for _, m := range rest {
 		m.held = nil // acknowledged by the ack loop, as the handler goroutines' are
 	}
 	in.r.jobs.push(rest...)
+	for _, a := range acks {
+		in.r.ack(a)
+	}
 	go in.resume()
+}
+
+// hold keeps the acknowledgement of a lone message that succeeded for the
+// next read (held).
+func (in *inliner) hold(a ackReq) {
+	in.mu.Lock()
+	in.held = append(in.held, a)
+	in.mu.Unlock()
 }
 
 // since is t on the clock of started and off: monotonic, so that a step of
@@ -285,7 +305,7 @@ func (f *fetcher) takeLone(run []*Message, got, asked int) bool {
 	}
 	f.r.lone.Add(1)
 	for _, m := range run {
-		m.held = &f.in.held
+		m.held = f.in
 	}
 	f.in.mu.Lock()
 	f.in.lone, f.in.next = append(f.in.lone[:0], run...), 0
@@ -397,16 +417,27 @@ func (f *fetcher) runLone() bool {
 }
 
 // flushHeld queues the held acknowledgements for the ack loop. Only their
-// owner calls it (inliner.held).
+// owner calls it (inliner.held): the fetch loop, or the goroutine running
+// lone messages when the hatch moved the loop on (under mu, as the hatch
+// takes them too).
 func (f *fetcher) flushHeld() {
-	if f.in == nil || len(f.in.held) == 0 {
+	in := f.in
+	if in == nil {
 		return
 	}
-	for _, a := range f.in.held {
+	in.mu.Lock()
+	acks := in.held
+	in.held = nil
+	in.mu.Unlock()
+	for _, a := range acks { // outside mu: add waits while the ack loop is full
 		f.r.ack(a)
 	}
-	clear(f.in.held)
-	f.in.held = f.in.held[:0]
+	clear(acks)
+	in.mu.Lock()
+	if in.held == nil { // the buffer again, for the next ones
+		in.held = acks[:0]
+	}
+	in.mu.Unlock()
 }
 
 // releaseHeld hands the held acknowledgements, if the fetch loop holds

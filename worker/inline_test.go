@@ -271,6 +271,58 @@ func TestSlowLoneMessageKeepsItsLease(t *testing.T) {
 	}
 }
 
+// The acknowledgements of lone messages that succeeded on the fetcher do
+// not wait behind a slow one that came in the same read: when the hatch
+// hands the stream over, they go to the ack loop, and Redis has them while
+// the slow handler still runs. Held back, their entries would stay pending
+// and unleased, for any reclaimer to run again once idle past the min-idle.
+func TestHatchSendsTheAcknowledgementsHeld(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	const fast = 4
+	ran := make(chan bool, 1)
+	release := make(chan struct{})
+	mux := NewMux()
+	mux.HandleFunc("fast", func(context.Context, *Message) error { return nil })
+	mux.HandleFunc("slow", func(context.Context, *Message) error { ran <- onFetcher(); <-release; return nil })
+	h := startWorker(t, srv, cfg, mux, withLoneOff(0))
+	t.Cleanup(func() { close(release) }) // before the worker's shutdown, should the test fail with one waiting
+	client := srv.Client(t)
+	for try := 1; ; try++ {
+		// In one transaction, so that one read brings them all.
+		pipe := client.TxPipeline()
+		for range fast {
+			pipe.XAdd(context.Background(), &redis.XAddArgs{Stream: cfg.Streams[0], Values: []any{"type", "fast"}})
+		}
+		pipe.XAdd(context.Background(), &redis.XAddArgs{Stream: cfg.Streams[0], Values: []any{"type", "slow"}})
+		if _, err := pipe.Exec(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var lone bool
+		select {
+		case lone = <-ran:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a slow message did not start within 10s")
+		}
+		if lone {
+			break
+		}
+		// The read ran on the handler goroutines (see publishUntilLone).
+		release <- struct{}{}
+		eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
+		if try == 5 {
+			t.Fatal("none of 5 reads of a few messages on a quiet stream ran on its fetcher")
+		}
+	}
+	eventually(t, "the fast messages acknowledged while the slow one runs", func() bool { return h.pending() == 1 })
+	release <- struct{}{}
+	eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
+	if got := h.outcome("fast", OutcomeAcked); got < fast {
+		t.Errorf("%d fast messages counted as acked, want %d at least", got, fast)
+	}
+}
+
 // A read sent in a pipeline with acknowledgements blocks for no longer
 // than the client's read timeout allows, less a second: go-redis gives a
 // pipeline the read timeout alone, without the BLOCK added.

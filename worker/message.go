@@ -67,7 +67,7 @@ type Message struct {
 	started time.Time     // when its handler was called, if the runtime called it
 	done    chan struct{} // when not nil, closed once the outcome is recorded
 	effects *Effects      // commands to commit with the acknowledgement (effects.go), or nil
-	held    *[]ackReq     // when not nil, where its acknowledgement waits for its fetcher's next read (inline.go)
+	held    *inliner      // when not nil, the fetcher whose next read its acknowledgement waits for (inline.go)
 }
 
 // newMessage builds a Message from an entry as go-redis returns it (a

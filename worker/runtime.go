@@ -496,7 +496,7 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 		case m.settle:
 			r.ackNow(a)
 		case m.held != nil: // inline.go: sent with the fetcher's next read
-			*m.held = append(*m.held, a)
+			m.held.hold(a)
 		default:
 			r.ack(a)
 		}
