@@ -349,8 +349,9 @@ func (f *fetcher) readResult(sent time.Time, res []redis.XStream, err error) ([]
 }
 
 // handle dispatches one read's messages, of asked entries, on the n slots
-// reserved for it and releases the slots it did not use. A lone message
-// may be kept to run on the fetcher (inline.go).
+// reserved for it and releases the slots it did not use. A few that
+// drained the stream, a batch of fast handlers, or a probe's first
+// messages may be kept to run on the fetcher (takeLone, inline.go).
 func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, asked int) {
 	r := f.r
 	if err != nil {
