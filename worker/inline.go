@@ -34,9 +34,11 @@ import (
 //
 // A handler that turns out slow must not hold the stream's reads up: once
 // a read's lone messages have run for inlineFor, the hatch hands those not
-// started yet to the handler goroutines and moves the fetch loop to a new
-// goroutine; the one running the handler ends once the handler is done. The fetcher's worker state is busy meanwhile, and reads go through
-// the handler goroutines until it is free again. A lone message is on a
+// started yet to the handler goroutines, the acknowledgements held of those
+// that succeeded to the ack loop, and moves the fetch loop to a new
+// goroutine; the one running the handler ends once the handler is done.
+// The fetcher's worker state is busy meanwhile, and reads go through the
+// handler goroutines until it is free again. A lone message is on a
 // worker state like any running message (engine.workers): its lease is
 // renewed, and shutdown hands it over at the deadline and waits for it
 // (engine.lone).
@@ -119,9 +121,9 @@ type inliner struct {
 
 	// held are the acknowledgements of lone messages that succeeded, to go
 	// with the next read, in its round trip (readAcking). While busy is
-	// set, the goroutine running lone messages adds to them and the hatch
-	// may take them (handOver), both under mu; while it is clear, the
-	// fetch loop alone has them.
+	// set, the goroutine running lone messages adds to them, and the hatch
+	// (handOver) and then that goroutine (flushHeld) take them, all under
+	// mu; while it is clear, the fetch loop alone has them.
 	held     []ackReq
 	args     map[string][]any // the XACK arguments' scratch (flushAcks)
 	maxBlock time.Duration    // the longest BLOCK of a read sent with acknowledgements; 0: none is
@@ -235,10 +237,10 @@ func (in *inliner) handOver() {
 		m.held = nil // acknowledged by the ack loop, as the handler goroutines' are
 	}
 	in.r.jobs.push(rest...)
+	go in.resume() // first: it leaves held alone while busy is set, and need not wait for room in the ack loop
 	for _, a := range acks {
 		in.r.ack(a)
 	}
-	go in.resume()
 }
 
 // hold keeps the acknowledgement of a lone message that succeeded for the

@@ -324,15 +324,12 @@ func TestHatchSendsTheAcknowledgementsHeld(t *testing.T) {
 		release <- struct{}{}
 		eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
 		if try == 5 {
-			t.Fatal("none of 5 reads of a few messages on a quiet stream ran on its fetcher")
+			t.Fatal("none of 5 sets of a few messages on a quiet stream ran on its fetcher in one run")
 		}
 	}
 	eventually(t, "the fast messages acknowledged while the slow one runs", func() bool { return h.pending() == 1 })
 	release <- struct{}{}
 	eventually(t, "nothing pending", func() bool { return h.pending() == 0 })
-	if got := h.outcome("fast", OutcomeAcked); got < fast {
-		t.Errorf("%d fast messages counted as acked, want %d at least", got, fast)
-	}
 }
 
 // A read sent in a pipeline with acknowledgements blocks for no longer
