@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,5 +144,78 @@ func TestArmResyncOnlyWhenEntriesMayHaveComeUnseen(t *testing.T) {
 		if got := !f.resyncAt.IsZero(); got != c.arm {
 			t.Errorf("stream %s, error %v: resync armed %t, want %t", c.stream, c.err, got, c.arm)
 		}
+	}
+}
+
+// A keyed message that waited behind its key for a lease period is
+// confirmed as this consumer's before it runs. When Redis does not answer
+// that confirmation (a primary failing over), the message is not left out
+// for a reclaim pass, which would run it after the key's later messages:
+// it is tried again, and the key's later messages wait behind it.
+func TestUnconfirmedMessageKeepsItsKeyOrder(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	proxy := testredis.NewCutProxy(t, srv.Addr)
+	// Not resent by go-redis: each call cut is one failure the worker sees.
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { _ = client.Close() })
+	cfg := partitionedConfig(t, srv, 2, "c1")
+	cfg.ReclaimMinIdle = 2 * time.Second // a lease period of 500 ms
+	cfg.ReclaimInterval = time.Minute    // no reclaim pass within the test: one would run a message left out
+	cfg.ConsumerGoneAfter = 3 * time.Minute
+	c := srv.Client(t)
+	stream := cfg.Streams[0]
+	const key = "k0"
+	var mu sync.Mutex
+	var order []int
+	started := make(chan struct{})
+	release := make(chan struct{})
+	mux := NewMux()
+	mux.HandleFunc("keyed", func(_ context.Context, m *Message) error {
+		seq, _ := strconv.Atoi(string(m.Data))
+		mu.Lock()
+		order = append(order, seq)
+		mu.Unlock()
+		if seq == 1 {
+			close(started)
+			<-release
+		}
+		return nil
+	})
+	ran := func(seq int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(order, seq)
+	}
+	startWorker(t, srv, cfg, mux, WithRedis(client))
+	publishKeyed(t, c, stream, cfg.Partitions, "keyed", key, 1)
+	<-started
+	second := publishKeyed(t, c, stream, cfg.Partitions, "keyed", key, 2)
+	// Every command about the second message fails from now on, its
+	// reply cut: the gate's renewals of its lease while it waits, then
+	// its confirmation.
+	var failing atomic.Bool
+	failing.Store(true)
+	cut := &testredis.Cut{Cmd: func(c []byte) bool { return failing.Load() && bytes.Contains(c, []byte(second)) }}
+	cut.Next = cut
+	proxy.Arm(cut)
+	eventually(t, "a renewal of the waiting message's lease cut", func() bool { return proxy.Cuts() > 0 })
+	cuts := proxy.Cuts()
+	close(release)
+	// At most one renewal was on its way: the rest are its confirmation,
+	// tried again (left out, the message would be cut once).
+	eventually(t, "the waiting message's confirmation tried again", func() bool { return proxy.Cuts() >= cuts+3 })
+	publishKeyed(t, c, stream, cfg.Partitions, "keyed", key, 3)
+	cuts = proxy.Cuts()
+	eventually(t, "the confirmation tried again after the third message came", func() bool { return proxy.Cuts() >= cuts+2 })
+	if ran(3) {
+		t.Fatalf("the key's third message ran while its second waited to be confirmed (order %v)", order)
+	}
+	failing.Store(false)
+	eventually(t, "all three messages run", func() bool { return ran(2) && ran(3) })
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order, []int{1, 2, 3}) {
+		t.Fatalf("the key's messages ran in the order %v, want [1 2 3]", order)
 	}
 }

@@ -75,6 +75,22 @@ func (r *engine) admit(ctx context.Context, batch []*Message, n int) (run []*Mes
 // When the renewal fails, the late messages are not run: they stay pending,
 // and a reclaim pass finds them again.
 func (r *engine) confirmLate(batch []*Message) []*Message {
+	if len(batch) == 0 {
+		return batch
+	}
+	stream, readAt, n := batch[0].Stream, batch[0].readAt, len(batch) // before confirm filters batch in place
+	out, err := r.confirm(batch)
+	if err != nil {
+		r.logger.Warn("entries waited a lease period before running (a read that answered late, or read ahead behind slow handlers) and could not be confirmed as ours; they stay pending for a reclaim pass",
+			"stream", stream, "count", n-len(out), "took", time.Since(readAt).Round(time.Millisecond), "error", err)
+	}
+	return out
+}
+
+// confirm is confirmLate without its log line when Redis did not answer:
+// it returns that error, the late messages left out. It filters batch in
+// place.
+func (r *engine) confirm(batch []*Message) ([]*Message, error) {
 	now := time.Now()
 	var late []string
 	for _, m := range batch {
@@ -83,16 +99,12 @@ func (r *engine) confirmLate(batch []*Message) []*Message {
 		}
 	}
 	if len(late) == 0 {
-		return batch
+		return batch, nil
 	}
 	stream := batch[0].Stream
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	leased, err := r.consumer.Lease(ctx, stream, late)
-	if err != nil {
-		r.logger.Warn("entries waited a lease period before running (a read that answered late, or read ahead behind slow handlers) and could not be confirmed as ours; they stay pending for a reclaim pass",
-			"stream", stream, "count", len(late), "took", now.Sub(batch[0].readAt).Round(time.Millisecond), "error", err)
-	}
 	r.metrics.Reclaim.Trimmed(r.logger, stream, leased.Trimmed, false)
 	if taken := append(leased.Lost, leased.Gone...); len(taken) > 0 {
 		r.logger.Warn("entries waited a lease period before running (a read that answered late, or read ahead behind slow handlers) and other consumers have taken them over meanwhile; skipped them",
@@ -110,7 +122,30 @@ func (r *engine) confirmLate(batch []*Message) []*Message {
 			out = append(out, m)
 		}
 	}
-	return out
+	return out, err
+}
+
+// confirmOne is confirmLate for a message about to run. A keyed message of
+// an ordered partition is not left out when Redis does not answer: its
+// key's later messages wait behind it, and would run first while it waited
+// for a reclaim pass (orderGate.confirmLate tries again).
+func (r *engine) confirmOne(m *Message) bool {
+	if partitionKey(m) == "" || !r.order.ordered(m.Stream) {
+		return len(r.confirmLate([]*Message{m})) == 1
+	}
+	failed := false
+	return r.order.confirmLate(m, func() (bool, error) {
+		out, err := r.confirm([]*Message{m})
+		switch {
+		case err != nil && !failed:
+			failed = true
+			r.logger.Warn("a message that waited a lease period behind its key could not be confirmed as ours; trying again, the key's later messages waiting behind it",
+				"stream", m.Stream, "id", m.ID, "error", err)
+		case err == nil && failed:
+			r.logger.Info("a message that waited behind its key is confirmed as ours after all", "stream", m.Stream, "id", m.ID)
+		}
+		return len(out) == 1, err
+	})
 }
 
 // claimedMessages builds the messages of claimed entries, setting Attempt

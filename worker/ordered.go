@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -261,6 +262,45 @@ func (g *orderGate) retry(k gateKey, t *keyTurn, m *Message) (*Message, bool) {
 	return g.nextLocked(k, t), false
 }
 
+// confirmLate runs confirm, the confirmation of m (a keyed message that
+// waited a lease period behind its key) as this consumer's, until Redis
+// answers it, every confirmEvery at first and backing off to a second, and
+// reports whether m is to run. Left out while Redis does not answer, m would
+// run only once a reclaim pass found it, after its key's later messages.
+// When the partition is being handed over or the process stops meanwhile,
+// it gives the key up: m and the key's later messages stay pending for the
+// next owner.
+func (g *orderGate) confirmLate(m *Message, confirm func() (bool, error)) bool {
+	g.mu.Lock()
+	leaving := g.parts[m.Stream].leaving
+	g.mu.Unlock()
+	for wait := confirmEvery; ; wait = min(2*wait, time.Second) {
+		ok, err := confirm()
+		if err == nil {
+			return ok
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+			continue
+		case <-leaving:
+		case <-g.stop:
+		}
+		timer.Stop()
+		g.mu.Lock()
+		if t := g.keys[gateKey{m.Stream, partitionKey(m)}]; t != nil {
+			t.blocked = true
+		}
+		g.abandonLocked(m)
+		g.mu.Unlock()
+		g.count(m, OutcomeHandedOver)
+		return false
+	}
+}
+
+// confirmEvery is how soon confirmLate first tries again.
+const confirmEvery = 50 * time.Millisecond
+
 // renewOne renews the lease of m, about to wait for its retry, and reports
 // whether it is still this consumer's to retry. On a Redis error it is kept:
 // the next lease pass tries again.
@@ -387,7 +427,9 @@ func (g *orderGate) renewLeases() {
 			case reclaim.Trimmed, reclaim.Gone:
 				g.unleased[m] = true
 			default:
-				m.readAt = sent
+				if g.queuedLocked(m) { // else it has started meanwhile, its readAt its runner's now
+					m.readAt = sent
+				}
 			}
 		}
 		g.mu.Unlock()
@@ -399,6 +441,13 @@ func (g *orderGate) renewLeases() {
 			g.release(dropped)
 		}
 	}
+}
+
+// queuedLocked reports whether m waits here: behind its key's running
+// message, or for its retry.
+func (g *orderGate) queuedLocked(m *Message) bool {
+	t := g.keys[gateKey{m.Stream, partitionKey(m)}]
+	return t != nil && (t.sleeping == m || slices.Contains(t.waiting, m))
 }
 
 // unqueueLocked takes m out of its key's waiting list, if it is there.

@@ -429,8 +429,8 @@ func (r *engine) process(w *workerState, m *Message) {
 	// that turned slow, or behind its key) is confirmed as ours first.
 	now := time.Now()
 	if !m.readAt.IsZero() && now.Sub(m.readAt) >= r.leaseEvery() {
-		if len(r.confirmLate([]*Message{m})) == 0 {
-			return // another consumer's now, or not confirmed: it stays pending for a reclaim pass
+		if !r.confirmOne(m) {
+			return // another consumer's now, or not confirmed: it stays pending for a reclaim pass or the next owner
 		}
 		now = time.Now()
 	}
