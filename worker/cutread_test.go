@@ -154,6 +154,56 @@ func TestArmResyncOnlyWhenEntriesMayHaveComeUnseen(t *testing.T) {
 // it is tried again, and the key's later messages wait behind it.
 func TestUnconfirmedMessageKeepsItsKeyOrder(t *testing.T) {
 	t.Parallel()
+	u := startUnconfirmed(t)
+	if u.ran(3) {
+		t.Fatalf("the key's third message ran while its second waited to be confirmed (order %v)", u.order())
+	}
+	u.failing.Store(false)
+	eventually(t, "all three messages run", func() bool { return u.ran(2) && u.ran(3) })
+	if got := u.order(); !slices.Equal(got, []int{1, 2, 3}) {
+		t.Fatalf("the key's messages ran in the order %v, want [1 2 3]", got)
+	}
+}
+
+// Shutdown does not wait for such a confirmation: the key is given up, its
+// message and the key's later ones left pending, unrun, for the next owner.
+func TestUnconfirmedMessageGivesItsKeyUpAtShutdown(t *testing.T) {
+	t.Parallel()
+	u := startUnconfirmed(t)
+	if err := u.h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := u.order(); !slices.Equal(got, []int{1}) {
+		t.Fatalf("the key's messages ran in the order %v, want [1] (the second unconfirmed, the third behind it)", got)
+	}
+	if p := pendingIn(t, u.c, u.stream, u.h.cfg.Group, u.h.cfg.Partitions); p != 2 {
+		t.Fatalf("%d entries pending after shutdown, want 2: the second and third message, for the next owner", p)
+	}
+}
+
+// unconfirmed is a worker whose key k0 has run its first message, whose
+// second waited a lease period behind it and now waits for a confirmation
+// Redis does not answer (every command about it cut while failing), and
+// whose third waits behind the second.
+type unconfirmed struct {
+	h       *harness
+	c       *redis.Client // straight to Redis
+	stream  string
+	failing *atomic.Bool
+	mu      sync.Mutex
+	seqs    []int // the key's messages, in the order they started
+}
+
+func (u *unconfirmed) order() []int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.seqs)
+}
+
+func (u *unconfirmed) ran(seq int) bool { return slices.Contains(u.order(), seq) }
+
+func startUnconfirmed(t *testing.T) *unconfirmed {
+	t.Helper()
 	srv := testredis.Shared(t)
 	proxy := testredis.NewCutProxy(t, srv.Addr)
 	// Not resent by go-redis: each call cut is one failure the worker sees.
@@ -163,40 +213,31 @@ func TestUnconfirmedMessageKeepsItsKeyOrder(t *testing.T) {
 	cfg.ReclaimMinIdle = 2 * time.Second // a lease period of 500 ms
 	cfg.ReclaimInterval = time.Minute    // no reclaim pass within the test: one would run a message left out
 	cfg.ConsumerGoneAfter = 3 * time.Minute
-	c := srv.Client(t)
-	stream := cfg.Streams[0]
+	u := &unconfirmed{c: srv.Client(t), stream: cfg.Streams[0], failing: &atomic.Bool{}}
 	const key = "k0"
-	var mu sync.Mutex
-	var order []int
 	started := make(chan struct{})
 	release := make(chan struct{})
 	mux := NewMux()
 	mux.HandleFunc("keyed", func(_ context.Context, m *Message) error {
 		seq, _ := strconv.Atoi(string(m.Data))
-		mu.Lock()
-		order = append(order, seq)
-		mu.Unlock()
+		u.mu.Lock()
+		u.seqs = append(u.seqs, seq)
+		u.mu.Unlock()
 		if seq == 1 {
 			close(started)
 			<-release
 		}
 		return nil
 	})
-	ran := func(seq int) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Contains(order, seq)
-	}
-	startWorker(t, srv, cfg, mux, WithRedis(client))
-	publishKeyed(t, c, stream, cfg.Partitions, "keyed", key, 1)
+	u.h = startWorker(t, srv, cfg, mux, WithRedis(client))
+	publishKeyed(t, u.c, u.stream, cfg.Partitions, "keyed", key, 1)
 	<-started
-	second := publishKeyed(t, c, stream, cfg.Partitions, "keyed", key, 2)
+	second := publishKeyed(t, u.c, u.stream, cfg.Partitions, "keyed", key, 2)
 	// Every command about the second message fails from now on, its
 	// reply cut: the gate's renewals of its lease while it waits, then
 	// its confirmation.
-	var failing atomic.Bool
-	failing.Store(true)
-	cut := &testredis.Cut{Cmd: func(c []byte) bool { return failing.Load() && bytes.Contains(c, []byte(second)) }}
+	u.failing.Store(true)
+	cut := &testredis.Cut{Cmd: func(c []byte) bool { return u.failing.Load() && bytes.Contains(c, []byte(second)) }}
 	cut.Next = cut
 	proxy.Arm(cut)
 	eventually(t, "a renewal of the waiting message's lease cut", func() bool { return proxy.Cuts() > 0 })
@@ -205,17 +246,8 @@ func TestUnconfirmedMessageKeepsItsKeyOrder(t *testing.T) {
 	// At most one renewal was on its way: the rest are its confirmation,
 	// tried again (left out, the message would be cut once).
 	eventually(t, "the waiting message's confirmation tried again", func() bool { return proxy.Cuts() >= cuts+3 })
-	publishKeyed(t, c, stream, cfg.Partitions, "keyed", key, 3)
+	publishKeyed(t, u.c, u.stream, cfg.Partitions, "keyed", key, 3)
 	cuts = proxy.Cuts()
 	eventually(t, "the confirmation tried again after the third message came", func() bool { return proxy.Cuts() >= cuts+2 })
-	if ran(3) {
-		t.Fatalf("the key's third message ran while its second waited to be confirmed (order %v)", order)
-	}
-	failing.Store(false)
-	eventually(t, "all three messages run", func() bool { return ran(2) && ran(3) })
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Equal(order, []int{1, 2, 3}) {
-		t.Fatalf("the key's messages ran in the order %v, want [1 2 3]", order)
-	}
+	return u
 }

@@ -142,7 +142,7 @@ func (r *engine) confirmOne(m *Message) bool {
 			r.logger.Warn("a message that waited a lease period behind its key could not be confirmed as ours; trying again, the key's later messages waiting behind it",
 				"stream", m.Stream, "id", m.ID, "error", err)
 		case err == nil && failed:
-			r.logger.Info("a message that waited behind its key is confirmed as ours after all", "stream", m.Stream, "id", m.ID)
+			r.logger.Info("the confirmation of a message that waited behind its key was answered", "stream", m.Stream, "id", m.ID, "ours", len(out) == 1)
 		}
 		return len(out) == 1, err
 	})

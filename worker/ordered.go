@@ -272,7 +272,8 @@ func (g *orderGate) retry(k gateKey, t *keyTurn, m *Message) (*Message, bool) {
 // next owner.
 func (g *orderGate) confirmLate(m *Message, confirm func() (bool, error)) bool {
 	g.mu.Lock()
-	leaving := g.parts[m.Stream].leaving
+	p := g.parts[m.Stream]
+	leaving, taken := p.leaving, p.taken
 	g.mu.Unlock()
 	for wait := confirmEvery; ; wait = min(2*wait, time.Second) {
 		ok, err := confirm()
@@ -288,10 +289,15 @@ func (g *orderGate) confirmLate(m *Message, confirm func() (bool, error)) bool {
 		}
 		timer.Stop()
 		g.mu.Lock()
-		if t := g.keys[gateKey{m.Stream, partitionKey(m)}]; t != nil {
-			t.blocked = true
+		// Given up: m stays pending, and so do the key's later messages;
+		// unless the partition was taken again meanwhile, whose take-over
+		// claimed m again and runs that copy after it.
+		if p.taken == taken {
+			if t := g.keys[gateKey{m.Stream, partitionKey(m)}]; t != nil {
+				t.blocked = true
+			}
+			g.abandonLocked(m)
 		}
-		g.abandonLocked(m)
 		g.mu.Unlock()
 		g.count(m, OutcomeHandedOver)
 		return false
@@ -417,19 +423,19 @@ func (g *orderGate) renewLeases() {
 		var dropped []*Message
 		g.mu.Lock()
 		for _, m := range ms {
-			switch leased.State(m.ID) {
-			case reclaim.Lost:
+			switch state := leased.State(m.ID); {
+			case state == reclaim.Lost:
 				if g.unqueueLocked(m) {
 					dropped = append(dropped, m)
 				} else if t := g.keys[gateKey{m.Stream, partitionKey(m)}]; t != nil && t.sleeping == m {
 					t.sleepLost = true
 				}
-			case reclaim.Trimmed, reclaim.Gone:
+			case !g.queuedLocked(m):
+				// Started meanwhile: its runner has its lease.
+			case state == reclaim.Trimmed || state == reclaim.Gone:
 				g.unleased[m] = true
 			default:
-				if g.queuedLocked(m) { // else it has started meanwhile, its readAt its runner's now
-					m.readAt = sent
-				}
+				m.readAt = sent
 			}
 		}
 		g.mu.Unlock()
