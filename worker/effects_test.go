@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -124,5 +125,51 @@ func TestEffectsNotCommittedAfterTakeover(t *testing.T) {
 	p, err := h.client.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: h.stream, Group: cfg.Group, Start: id, End: id, Count: 1}).Result()
 	if err != nil || len(p) != 1 || p[0].Consumer != "thief" {
 		t.Fatalf("pending %v, %v; want %s pending for thief", p, err, id)
+	}
+}
+
+// A retry runs without what the failed attempt queued to commit with its
+// acknowledgement: only the attempt that succeeds commits its effects. On an
+// unpartitioned stream and for a keyed message on a partitioned one, whose
+// retry runs in place in the order gate.
+func TestRetryDropsTheFailedAttemptsEffects(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	for _, partitions := range []int{1, 2} {
+		t.Run("Partitions"+strconv.Itoa(partitions), func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t, srv)
+			if partitions > 1 {
+				cfg = partitionedConfig(t, srv, partitions, "c1")
+			}
+			mux := NewMux()
+			mux.HandleFunc("x", func(ctx context.Context, m *Message) error {
+				fx := m.Effects()
+				if m.Attempt == 1 {
+					if err := fx.Do("INCRBY", fx.Key("failed"), 1); err != nil {
+						return err
+					}
+					return errors.New("try later")
+				}
+				return fx.Do("INCRBY", fx.Key("done"), 1)
+			})
+			h := startWorker(t, srv, cfg, mux)
+			stream := h.stream
+			if partitions > 1 {
+				stream = wire.PartitionStream(h.stream, wire.PartitionFor("k", partitions))
+				publishKeyed(t, h.client, h.stream, partitions, "x", "k", 1)
+			} else {
+				h.publish(wire.FieldType, "x", wire.FieldData, "1")
+			}
+			eventually(t, "the retry acknowledged", func() bool { return h.outcome("x", OutcomeAcked) == 1 })
+			ctx := context.Background()
+			fx := &Effects{stream: stream}
+			if got := h.client.Get(ctx, fx.Key("done")).Val(); got != "1" {
+				t.Errorf("done = %q, want 1", got)
+			}
+			if n := h.client.Exists(ctx, fx.Key("failed")).Val(); n != 0 {
+				t.Error("the failed attempt's effects were committed with the retry's")
+			}
+		})
 	}
 }

@@ -248,7 +248,8 @@ func (g *orderGate) retry(k gateKey, t *keyTurn, m *Message) (*Message, bool) {
 	case ours && !stopped && !t.blocked:
 		again := *m
 		again.Attempt = attempt
-		again.done = nil // closed by the first run
+		again.done = nil    // closed by the first run
+		again.effects = nil // the failed run's: a retry commits only its own (effects.go)
 		g.mu.Unlock()
 		return &again, true
 	case !ours && !stopped && !t.blocked:
