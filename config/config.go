@@ -102,6 +102,12 @@ type Config struct {
 	RetryBase time.Duration `envconfig:"WORKER_RETRY_BASE" default:"1s"`
 	// RetryMax caps the backoff. Default: 10m
 	RetryMax time.Duration `envconfig:"WORKER_RETRY_MAX" default:"10m"`
+	// RetryInPlaceMax is the longest backoff a retry waits out in the worker
+	// whose attempt failed, its entry pending, instead of as a copy in the
+	// stream's delayed set; only one due within a lease period
+	// (WORKER_RECLAIM_MIN_IDLE/4) of its delivery does. 0: every retry goes
+	// through the delayed set. Default: 5s
+	RetryInPlaceMax time.Duration `envconfig:"WORKER_RETRY_IN_PLACE_MAX" default:"5s"`
 	// HandlerTimeout bounds one handler call. Default: 30s
 	HandlerTimeout time.Duration `envconfig:"WORKER_HANDLER_TIMEOUT" default:"30s"`
 	// ShutdownTimeout is how long in-flight handlers may run after SIGTERM;
@@ -220,6 +226,7 @@ func Default() Config {
 		MaxAttempts:       5,
 		RetryBase:         time.Second,
 		RetryMax:          10 * time.Minute,
+		RetryInPlaceMax:   5 * time.Second,
 		HandlerTimeout:    30 * time.Second,
 		ShutdownTimeout:   25 * time.Second,
 		PromoteInterval:   250 * time.Millisecond,
@@ -345,6 +352,7 @@ func (c Config) Validate() error {
 		{"WORKER_BLOCK", c.Block, time.Millisecond},
 		{"WORKER_RETRY_BASE", c.RetryBase, time.Millisecond},
 		{"WORKER_RETRY_MAX", c.RetryMax, time.Millisecond},
+		{"WORKER_RETRY_IN_PLACE_MAX", c.RetryInPlaceMax, 0},
 		{"WORKER_HANDLER_TIMEOUT", c.HandlerTimeout, time.Millisecond},
 		{"WORKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0},
 		{"WORKER_PROMOTE_INTERVAL", c.PromoteInterval, time.Millisecond},

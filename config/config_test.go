@@ -14,7 +14,7 @@ func clearEnv(t *testing.T) {
 	for _, k := range []string{
 		"REDIS_URL", "WORKER_STREAMS", "WORKER_GROUP", "WORKER_CONSUMER", "WORKER_GROUP_START",
 		"WORKER_CONCURRENCY", "WORKER_FETCH_COUNT", "WORKER_BLOCK", "WORKER_MAX_ATTEMPTS",
-		"WORKER_RETRY_BASE", "WORKER_RETRY_MAX", "WORKER_HANDLER_TIMEOUT", "WORKER_SHUTDOWN_TIMEOUT",
+		"WORKER_RETRY_BASE", "WORKER_RETRY_MAX", "WORKER_RETRY_IN_PLACE_MAX", "WORKER_HANDLER_TIMEOUT", "WORKER_SHUTDOWN_TIMEOUT",
 		"WORKER_PROMOTE_INTERVAL", "WORKER_RECLAIM_MIN_IDLE", "WORKER_DEDUPE_WINDOW",
 		"WORKER_RECLAIM_INTERVAL", "WORKER_RECLAIM_COUNT", "WORKER_CONSUMER_GONE_AFTER",
 		"WORKER_HTTP_ADDR", "WORKER_PPROF", "LOG_LEVEL", "LOG_FORMAT", "WORKER_PARTITIONS", "WORKER_PARTITION_LEASE",
@@ -95,6 +95,7 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"NotADuration", "WORKER_RETRY_BASE", "soon", `WORKER_RETRY_BASE="soon" is invalid: want a Go duration such as 250ms, 30s or 5m`},
 		{"DurationWithoutUnit", "WORKER_HANDLER_TIMEOUT", "30", `WORKER_HANDLER_TIMEOUT="30" is invalid: want a Go duration`},
 		{"NegativeDuration", "WORKER_SHUTDOWN_TIMEOUT", "-1s", `WORKER_SHUTDOWN_TIMEOUT="-1s" is invalid: want a Go duration of at least 0s`},
+		{"NegativeRetryInPlace", "WORKER_RETRY_IN_PLACE_MAX", "-5s", `WORKER_RETRY_IN_PLACE_MAX="-5s" is invalid: want a Go duration of at least 0s`},
 		{"RetryMaxBelowBase", "WORKER_RETRY_MAX", "1ms", `WORKER_RETRY_MAX="1ms" is invalid: want a duration at least WORKER_RETRY_BASE (1s)`},
 		{"BadScheme", "REDIS_URL", "http://localhost:6379", `REDIS_URL="http://localhost:6379" is invalid: want a URL such as redis://`},
 		{"NoHost", "REDIS_URL", "redis://", `REDIS_URL="redis://" is invalid`},

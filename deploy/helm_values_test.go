@@ -49,6 +49,7 @@ var chartSettings = []struct {
 	{"WORKER_MAX_MESSAGE_BYTES", "worker: {maxMessageBytes: 1048576}", envSource{value: "1048576"}},
 	{"WORKER_RETRY_BASE", "worker: {retryBase: 500ms}", envSource{value: "500ms"}},
 	{"WORKER_RETRY_MAX", "worker: {retryMax: 1h}", envSource{value: "1h"}},
+	{"WORKER_RETRY_IN_PLACE_MAX", "worker: {retryInPlaceMax: \"0\"}", envSource{value: "0"}},
 	{"WORKER_HANDLER_TIMEOUT", "worker: {handlerTimeout: 1m30s}", envSource{value: "1m30s"}},
 	{"WORKER_SHUTDOWN_TIMEOUT", "worker: {shutdownTimeout: 55s}", envSource{value: "55s"}},
 	{"WORKER_PROMOTE_INTERVAL", "worker: {promoteInterval: 100ms}", envSource{value: "100ms"}},

@@ -68,6 +68,7 @@ type Message struct {
 	done    chan struct{} // when not nil, closed once the outcome is recorded
 	effects *Effects      // commands to commit with the acknowledgement (effects.go), or nil
 	held    *inliner      // when not nil, the fetcher whose next read its acknowledgement waits for (inline.go)
+	retried bool          // a retry in place (inplace.go): hidden from our reclaim passes until its handler returns
 }
 
 // newMessage builds a Message from an entry as go-redis returns it (a

@@ -77,7 +77,10 @@ type Metrics struct {
 	// for want of memory (maxmemory reached under noeviction), else 0:
 	// retries are held back meanwhile.
 	OutOfMemory prometheus.GaugeFunc
-	Reclaim     *reclaim.Metrics
+	// RetriesInPlace is the number of failed messages whose retry in place
+	// (inplace.go) waits here or runs, read when the metric is.
+	RetriesInPlace prometheus.GaugeFunc
+	Reclaim        *reclaim.Metrics
 	// Slots counts, per WORKER_STREAMS entry, the handler slots its reads
 	// filled: what each stream got of the pool (priority.go).
 	Slots *prometheus.CounterVec
@@ -90,6 +93,7 @@ type Metrics struct {
 	running atomic.Pointer[func() int]          // the runtime's count of running handlers
 	ready   atomic.Pointer[func() bool]         // the runtime's readiness
 	oom     atomic.Pointer[func() bool]         // whether Redis refuses writes for want of memory
+	inPlace atomic.Pointer[func() int]          // the runtime's count of retries waiting in place
 	types   atomic.Pointer[map[string]struct{}] // the types labelled by name; replaced, never changed
 
 	messages labelCache[prometheus.Counter] // Messages' children (finished)
@@ -159,6 +163,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
+	m.RetriesInPlace = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "streamworker_retries_in_place",
+		Help: "Failed messages whose retry, due soon (WORKER_RETRY_IN_PLACE_MAX), waits in this worker or runs: their entries stay pending, none is in the delayed set.",
+	}, func() float64 {
+		if f := m.inPlace.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	m.Slots = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "streamworker_stream_slots_total",
 		Help: "Handler slots filled by the entries read from each stream (its partitions together): each stream's share of the pool, weighted by WORKER_STREAMS weights.",
@@ -167,7 +180,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "streamworker_stream_paused",
 		Help: "1 while the stream is paused for the group (streamctl pause): the worker reads nothing from it; else 0.",
 	}, []string{"stream", "group"})
-	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted, m.PromoteFailures, m.RedisErrors, m.Ready, m.OutOfMemory, m.Slots, m.Paused)
+	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Promoted, m.PromoteFailures, m.RedisErrors, m.Ready, m.OutOfMemory, m.RetriesInPlace, m.Slots, m.Paused)
 	m.Reclaim = reclaim.NewMetrics(reg)
 	m.Reclaim.RedisErrors = m.RedisErrors.WithLabelValues(OpReclaim)
 	m.Trim = newTrimMetrics(reg)

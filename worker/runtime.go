@@ -47,6 +47,7 @@ type engine struct {
 	ahead   *readAhead // read-ahead slots (readahead.go); nil when WORKER_READ_AHEAD is 0
 	acks    *ackBuffer
 	settles *settleBuffer  // failures waiting to be written (settlebatch.go)
+	inPlace *inPlace       // retries waiting in place (inplace.go)
 	workers []*workerState // the handler goroutines' (the first WORKER_CONCURRENCY), then the fetchers' for a lone message (inline.go)
 	lone    sync.WaitGroup // lone messages running on their fetchers
 	loneOff time.Duration  // how long a fetcher runs no lone message after one turned out slow (inline.go)
@@ -131,6 +132,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		jobs:     newJobQueue(cfg.Concurrency + cfg.ReadAhead),
 		acks:     newAckBuffer(),
 		settles:  newSettleBuffer(),
+		inPlace:  newInPlace(),
 		workers:  make([]*workerState, cfg.Concurrency),
 		hurry:    make(chan struct{}),
 		suspects: suspects{wake: make(chan struct{}, 1), queued: map[suspect]bool{}},
@@ -169,6 +171,8 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	r.probe = &prober{client: client, cluster: r.cluster, health: r.health, beat: r.live.Register("probe")}
 	oom := r.health.refusesWrites
 	metrics.oom.Store(&oom)
+	inPlace := r.inPlace.len
+	metrics.inPlace.Store(&inPlace)
 	r.promote = newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, base, metrics, r.live)
 	if cfg.Partitions > 1 { // partition.go, ordered.go
 		r.order = newOrderGate(gateDeps{
@@ -257,6 +261,7 @@ func (r *engine) Run(ctx context.Context) error {
 	//  6. the consumer's heartbeat and, if it owns nothing, the consumer.
 	feeders.stop()
 	probe.stop()
+	r.flushInPlace() // inplace.go: what waits goes to the delayed set, and failures from now on
 	r.jobs.close()
 	r.drain(shutdownStart, r.handlersDone(workersDone))
 	leases.stop()
@@ -369,7 +374,7 @@ func (r *engine) feeders(rc *reclaim.Reclaimer) []component {
 	if r.parts != nil {
 		cs = append(cs, r.parts) // partition.go: takes, reads and gives up partitions
 	}
-	cs = append(cs, rc, componentFunc(r.isolateLoop), r.promote, r.pauses, r.newTrimmer()) // trim.go
+	cs = append(cs, rc, componentFunc(r.isolateLoop), componentFunc(r.inPlaceLoop), r.promote, r.pauses, r.newTrimmer()) // trim.go, inplace.go
 	if r.ahead != nil {
 		cs = append(cs, r.ahead) // readahead.go
 	}
@@ -416,6 +421,9 @@ func (r *engine) process(w *workerState, m *Message) {
 		defer close(m.done)
 	}
 	if r.abandoned.Load() {
+		if m.retried {
+			r.inPlace.forget(m)
+		}
 		r.handOver(m.Stream, []string{m.ID})
 		r.count(m, OutcomeHandedOver)
 		return
@@ -430,6 +438,9 @@ func (r *engine) process(w *workerState, m *Message) {
 	now := time.Now()
 	if !m.readAt.IsZero() && now.Sub(m.readAt) >= r.leaseEvery() {
 		if !r.confirmOne(m) {
+			if m.retried {
+				r.inPlace.forget(m)
+			}
 			return // another consumer's now, or not confirmed: it stays pending for a reclaim pass or the next owner
 		}
 		now = time.Now()
@@ -449,6 +460,11 @@ func (r *engine) process(w *workerState, m *Message) {
 	}
 	err := r.handler.HandleMessage(hctx, m)
 	w.cur.Store(nil)
+	if m.retried {
+		// inplace.go: it waited, and ran, unseen by our reclaim passes; its
+		// outcome, written or queued below, is seen by them from now on.
+		r.inPlace.forget(m)
+	}
 	reusable := ctx.finish()
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("handler timed out after %s: %w", r.cfg.HandlerTimeout, err)
@@ -521,11 +537,16 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 	}
 	var fields []string
 	if !dead {
-		fields = append(m.copyFields(wire.FieldAttempt, wire.FieldOriginID), wire.FieldAttempt, itoa(next), wire.FieldOriginID, m.OriginID)
+		fields = retryFields(m, next)
 		if len(fields)/2 > wire.MaxFields { // the copy could never be promoted (settle.go)
 			err = fmt.Errorf("not retried: a copy would have %d field/value pairs, more than wire.MaxFields (%d): %w", len(fields)/2, wire.MaxFields, err)
 			dead = true
 		}
+	}
+	if !dead && r.retryInPlace(m, next, outcome, delay, err) { // inplace.go: its entry stays pending, and it waits here
+		r.inPlaceLog(logCtx, m, outcome, delay, err)
+		r.count(m, outcome)
+		return outcome
 	}
 	if !dead && r.health.outOfMemory() { // probe.go
 		// Redis refuses writes for want of memory: a copy would add to
@@ -552,6 +573,11 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 		return OutcomeUnrecorded
 	}
 	return s.outcome
+}
+
+// retryFields are the fields of m's retried copy, as attempt.
+func retryFields(m *Message, attempt int) []string {
+	return append(m.copyFields(wire.FieldAttempt, wire.FieldOriginID), wire.FieldAttempt, itoa(attempt), wire.FieldOriginID, m.OriginID)
 }
 
 func (r *engine) count(m *Message, outcome string) {

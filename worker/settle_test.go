@@ -101,6 +101,7 @@ func TestFailedCopyLeavesEntryPending(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := testConfig(t, srv)
+			cfg.RetryInPlaceMax = 0 // every retry is a copy in the delayed set (a retry in place writes none)
 			mux := NewMux()
 			mux.HandleFunc("x", func(ctx context.Context, m *Message) error { return tc.err })
 			h := startWorker(t, srv, cfg, mux)

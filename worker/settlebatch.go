@@ -44,6 +44,7 @@ type settleReq struct {
 	delay           time.Duration
 	cause           error           // the handler's error
 	logCtx          context.Context //nolint:containedctx // the message's span, for the log line written after the batch
+	counted         bool            // a retry that waited in place until shutdown (inplace.go): logged and counted when it failed
 }
 
 // settleBuffer is where handlers leave failures for the settle loop.
@@ -135,13 +136,20 @@ func (b *settleBuffer) waiting(stream string) map[string]bool {
 }
 
 // notSettleWaiting drops from claimed entries those that failed here and
-// whose retry or dead letter waits to be written: running them again would
-// run them twice. The write on its way ends their pending state.
+// whose retry or dead letter waits to be written, or whose retry waits in
+// place (inplace.go): running them again would run them twice. The write
+// on its way ends their pending state; the retry in place runs them.
 func (r *engine) notSettleWaiting(stream string, entries []reclaim.Entry) []reclaim.Entry {
 	if len(entries) == 0 {
 		return entries
 	}
 	waiting := r.settles.waiting(stream)
+	for id := range r.inPlace.waiting(stream) {
+		if waiting == nil {
+			waiting = map[string]bool{}
+		}
+		waiting[id] = true
+	}
 	if len(waiting) == 0 {
 		return entries
 	}
@@ -152,7 +160,7 @@ func (r *engine) notSettleWaiting(stream string, entries []reclaim.Entry) []recl
 		}
 	}
 	if n := len(entries) - len(out); n > 0 {
-		r.logger.Info("claimed entries that failed here, their retry or dead letter waiting to be written; not run again", "stream", stream, "count", n)
+		r.logger.Info("claimed entries that failed here, their retry or dead letter waiting to be written or their retry waiting in place; not run again", "stream", stream, "count", n)
 	}
 	return out
 }
@@ -438,6 +446,9 @@ func (r *engine) writeSettles(ctx context.Context, chunk []settleReq) (dropped i
 // settled logs and counts the outcome of a failure whose retry or dead
 // letter is written.
 func (r *engine) settled(s *settleReq) {
+	if s.counted {
+		return
+	}
 	if s.outcome == OutcomeDelayed {
 		r.logger.DebugContext(s.logCtx, "message delayed", "stream", s.stream, "id", s.id, "type", shownType(s.typ), "run_in", s.delay.Round(time.Millisecond), "reason", s.cause.Error())
 	} else if ok, skipped := r.failLogs.allow(s.stream, s.typ, s.outcome); ok {
@@ -459,7 +470,9 @@ func (r *engine) notSettled(s *settleReq, err error) {
 	} else {
 		r.logger.ErrorContext(s.logCtx, "could not schedule retry; message stays pending", "stream", s.stream, "id", s.id, "type", shownType(s.typ), "error", err, "handler_error", s.cause.Error())
 	}
-	r.metrics.finished(s.stream, s.typ, OutcomeUnrecorded, 1)
+	if !s.counted {
+		r.metrics.finished(s.stream, s.typ, OutcomeUnrecorded, 1)
+	}
 }
 
 // settleNow writes one failure at once, for a message that must be settled

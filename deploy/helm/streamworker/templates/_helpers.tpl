@@ -150,6 +150,7 @@ uses its own defaults: values key -> variable.
   "maxAttempts" "WORKER_MAX_ATTEMPTS"
   "retryBase" "WORKER_RETRY_BASE"
   "retryMax" "WORKER_RETRY_MAX"
+  "retryInPlaceMax" "WORKER_RETRY_IN_PLACE_MAX"
   "handlerTimeout" "WORKER_HANDLER_TIMEOUT"
   "promoteInterval" "WORKER_PROMOTE_INTERVAL"
   "reclaimMinIdle" "WORKER_RECLAIM_MIN_IDLE"
