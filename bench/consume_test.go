@@ -154,7 +154,7 @@ func consumers() map[string]func(testing.TB, *redisserver.Server) consumer {
 func runtimeConfig() systems.Config {
 	cfg := systems.Config{Concurrency: *concurrencyFlag, FetchCount: *fetchFlag, Partitions: *partitionsFlag, Keys: *keysFlag}
 	if *failEveryFlag > 0 {
-		cfg.FailEvery, cfg.RetryBase, cfg.PromoteInterval = *failEveryFlag, *retryBaseFlag, *promoteFlag
+		cfg.FailEvery, cfg.RetryBase, cfg.PromoteInterval, cfg.DelayedRetries = *failEveryFlag, *retryBaseFlag, *promoteFlag, *delayedRetriesFlag
 	}
 	return cfg
 }

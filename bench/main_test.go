@@ -22,16 +22,17 @@ import (
 )
 
 var (
-	msgsFlag        = flag.Int("msgs", 200_000, "messages per benchmark operation (ProduceSingle uses a quarter)")
-	concurrencyFlag = flag.Int("concurrency", 64, "WORKER_CONCURRENCY of BenchmarkConsumeRuntime")
-	fetchFlag       = flag.Int("fetch", 256, "WORKER_FETCH_COUNT of BenchmarkConsumeRuntime")
-	readCountFlag   = flag.Int("read-count", 100, "XREADGROUP COUNT of BenchmarkConsumeBareLoop")
-	protocolFlag    = flag.Int("protocol", 0, "RESP version of every client under test, 2 or 3 (0: go-redis's default, 3)")
-	partitionsFlag  = flag.Int("partitions", 0, "WORKER_PARTITIONS of BenchmarkConsumeRuntime (the order phase's workload, with -keys)")
-	keysFlag        = flag.Int("keys", 0, "partition keys of BenchmarkConsumeRuntime's events, each key's order checked (with -partitions)")
-	failEveryFlag   = flag.Int("fail-every", 0, "BenchmarkConsumeRuntime: every Nth message fails its first attempt and is retried through S:delayed (the failures phase's workload; 0: none)")
-	retryBaseFlag   = flag.Duration("retry-base", time.Millisecond, "WORKER_RETRY_BASE and WORKER_RETRY_MAX of BenchmarkConsumeRuntime, with -fail-every")
-	promoteFlag     = flag.Duration("promote-interval", 50*time.Millisecond, "WORKER_PROMOTE_INTERVAL of BenchmarkConsumeRuntime, with -fail-every")
+	msgsFlag           = flag.Int("msgs", 200_000, "messages per benchmark operation (ProduceSingle uses a quarter)")
+	concurrencyFlag    = flag.Int("concurrency", 64, "WORKER_CONCURRENCY of BenchmarkConsumeRuntime")
+	fetchFlag          = flag.Int("fetch", 256, "WORKER_FETCH_COUNT of BenchmarkConsumeRuntime")
+	readCountFlag      = flag.Int("read-count", 100, "XREADGROUP COUNT of BenchmarkConsumeBareLoop")
+	protocolFlag       = flag.Int("protocol", 0, "RESP version of every client under test, 2 or 3 (0: go-redis's default, 3)")
+	partitionsFlag     = flag.Int("partitions", 0, "WORKER_PARTITIONS of BenchmarkConsumeRuntime (the order phase's workload, with -keys)")
+	keysFlag           = flag.Int("keys", 0, "partition keys of BenchmarkConsumeRuntime's events, each key's order checked (with -partitions)")
+	failEveryFlag      = flag.Int("fail-every", 0, "BenchmarkConsumeRuntime: every Nth message fails its first attempt and is retried, in place at the defaults (the failures phase's workload; 0: none)")
+	retryBaseFlag      = flag.Duration("retry-base", time.Millisecond, "WORKER_RETRY_BASE and WORKER_RETRY_MAX of BenchmarkConsumeRuntime, with -fail-every")
+	delayedRetriesFlag = flag.Bool("delayed-retries", false, "BenchmarkConsumeRuntime, with -fail-every: every retry through S:delayed (WORKER_RETRY_IN_PLACE_MAX=0) instead of in place")
+	promoteFlag        = flag.Duration("promote-interval", 50*time.Millisecond, "WORKER_PROMOTE_INTERVAL of BenchmarkConsumeRuntime, with -fail-every")
 )
 
 // One redis-server for the whole run, so that every benchmark's numbers are

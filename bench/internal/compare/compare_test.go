@@ -74,7 +74,7 @@ func TestHarness(t *testing.T) {
 	}
 	wantWorkloads := map[string][]string{
 		PhaseIO:       {systems.Ours, systems.Asynq, systems.Watermill},
-		PhaseFailures: {failNone, failOnce, failDead, failAsynqNone, failAsynqOnce, failAsynqDead},
+		PhaseFailures: {failNone, failOnce, failOnceDelayed, failDead, failAsynqNone, failAsynqOnce, failAsynqDead},
 		PhaseOrder:    {orderNone, orderKeys},
 		PhaseCLI:      {cliPipe, cliOurs},
 	}

@@ -121,9 +121,15 @@ func goals(res *Results) []goal {
 			gs = append(gs, goal{what: what, target: "–", measured: r, show: fmtRatio, info: true})
 		}
 	}
+	// The goal is the failure path through S:delayed, as the goal was set;
+	// at the defaults such retries wait in place, shown beside it.
+	if none, once := findWorkload(res.Workloads, PhaseFailures, failNone), findWorkload(res.Workloads, PhaseFailures, failOnceDelayed); none != nil && once != nil {
+		r := once.rate().Median / none.rate().Median
+		gs = append(gs, ratioGoal(fmt.Sprintf("failures: consume msgs/s with 1 in %d failing once, retried through S:delayed, ÷ all succeeding", o.FailEvery), "≥ 0.8", r, r >= 0.8))
+	}
 	if none, once := findWorkload(res.Workloads, PhaseFailures, failNone), findWorkload(res.Workloads, PhaseFailures, failOnce); none != nil && once != nil {
 		r := once.rate().Median / none.rate().Median
-		gs = append(gs, ratioGoal(fmt.Sprintf("failures: consume msgs/s with 1 in %d failing once ÷ all succeeding", o.FailEvery), "≥ 0.8", r, r >= 0.8))
+		gs = append(gs, goal{what: "failures: the same at the defaults, the retries waiting in place (WORKER_RETRY_IN_PLACE_MAX=5s), ÷ all succeeding", target: "–", measured: r, show: fmtRatio, info: true})
 	}
 	if none, once := findWorkload(res.Workloads, PhaseFailures, failAsynqNone), findWorkload(res.Workloads, PhaseFailures, failAsynqOnce); none != nil && once != nil {
 		r := once.rate().Median / none.rate().Median

@@ -119,7 +119,9 @@ func (o Options) ioIdeal() float64 { return float64(o.IOConcurrency) / o.IOSleep
 const (
 	failNone = "all succeed"
 	failOnce = "some fail once"
-	failDead = "all dead-lettered"
+	// failOnceDelayed is failOnce with every retry through S:delayed.
+	failOnceDelayed = "some fail once, via S:delayed"
+	failDead        = "all dead-lettered"
 	// asynq's, with its retries tuned as ours are (see failing).
 	failAsynqNone = "asynq: all succeed"
 	failAsynqOnce = "asynq: some fail once"
@@ -130,9 +132,10 @@ const (
 	cliPipe       = "redis-cli --pipe"
 )
 
-// failing has ours consume Msgs messages at the daemon's defaults three
+// failing has ours consume Msgs messages at the daemon's defaults four
 // ways: every message succeeds; every FailEvery-th fails its first attempt
-// and is retried through S:delayed; every message fails permanently and is
+// and is retried, in place (the defaults) or through S:delayed
+// (WORKER_RETRY_IN_PLACE_MAX=0); every message fails permanently and is
 // dead-lettered. asynq does the same with FailPeerMsgs messages, its retry
 // delay and its forwarder's poll set as ours' retry base and promote
 // interval, and SkipRetry (archived at once) for its dead letters.
@@ -169,12 +172,15 @@ func (h *harness) failVariants() []variant {
 	once, dead := base, base
 	once.FailEvery = h.opts.FailEvery
 	dead.FailAll = true
+	delayed := once
+	delayed.DelayedRetries = true
 	vs := []variant{
 		{failNone, systems.Ours, "no-op handler", nil},
-		{failOnce, systems.Ours, fmt.Sprintf("1 in %d messages fails its first attempt, retried through `S:delayed`", h.opts.FailEvery), nil},
+		{failOnce, systems.Ours, fmt.Sprintf("1 in %d messages fails its first attempt, retried in place (the defaults)", h.opts.FailEvery), nil},
+		{failOnceDelayed, systems.Ours, fmt.Sprintf("1 in %d messages fails its first attempt, retried through `S:delayed` (`WORKER_RETRY_IN_PLACE_MAX`=0)", h.opts.FailEvery), nil},
 		{failDead, systems.Ours, "every message returns `worker.Permanent`: moved to `S:dlq` at once", nil},
 	}
-	for i, cfg := range []systems.Config{base, once, dead} {
+	for i, cfg := range []systems.Config{base, once, delayed, dead} {
 		vs[i].run = func(ctx context.Context) (Measurement, error) {
 			return h.produceConsume(ctx, systems.Ours, cfg, h.opts.Msgs, 0)
 		}

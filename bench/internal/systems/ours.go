@@ -66,6 +66,9 @@ func newOurs(cfg Config) (*ours, error) {
 	if cfg.PromoteInterval > 0 {
 		wcfg.PromoteInterval = cfg.PromoteInterval
 	}
+	if cfg.DelayedRetries {
+		wcfg.RetryInPlaceMax = 0
+	}
 	if err := wcfg.Validate(); err != nil {
 		_ = pclient.Close()
 		return nil, err

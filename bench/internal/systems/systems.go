@@ -88,9 +88,13 @@ type Config struct {
 	// key run one at a time and in the order they were added (Violations).
 	Keys int
 	// FailEvery, when positive, makes every FailEvery-th message fail its
-	// first attempt with an ordinary error: the worker retries it through
-	// S:delayed, and the retry succeeds.
+	// first attempt with an ordinary error: the worker retries it (in place
+	// at the daemon's defaults; through S:delayed with DelayedRetries), and
+	// the retry succeeds.
 	FailEvery int
+	// DelayedRetries sends every retry through S:delayed
+	// (WORKER_RETRY_IN_PLACE_MAX=0) instead of retrying it in place.
+	DelayedRetries bool
 	// FailAll makes every message fail with worker.Permanent: each is
 	// dead-lettered at once.
 	FailAll bool
