@@ -336,3 +336,31 @@ func TestRetryInPlaceSettledOnlyWhileOurs(t *testing.T) {
 		t.Errorf("retries in place = %d, want none", n)
 	}
 }
+
+// A retry waiting in place is a pending entry: cancelled meanwhile
+// (streamctl cancel marks it), it is acknowledged when it falls due,
+// without running again.
+func TestRetryInPlaceCancelled(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	cfg.RetryBase, cfg.RetryMax = 4*time.Second, 4*time.Second // 2-4s: time to mark it first (marks are read once a second)
+	var seen attempts
+	mux := NewMux()
+	mux.HandleFunc("x", func(ctx context.Context, m *Message) error {
+		seen.add(m)
+		return errors.New("try later")
+	})
+	h := startWorker(t, srv, cfg, mux)
+	id := h.publish("type", "x", "data", "d")
+	eventually(t, "the retry waiting in place", func() bool { return h.metric("streamworker_retries_in_place") == 1 })
+	mark(t, h.client, h.stream, time.Now(), id)
+	eventually(t, "the retry cancelled", func() bool { return h.outcome("x", OutcomeCancelled) == 1 })
+	if got := seen.of(id); len(got) != 1 {
+		t.Errorf("entry ran %d times, want once", len(got))
+	}
+	eventually(t, "the entry acknowledged", func() bool { return h.pending() == 0 })
+	if n := h.metric("streamworker_retries_in_place"); n != 0 {
+		t.Errorf("retries in place = %v, want 0", n)
+	}
+}

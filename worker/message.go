@@ -28,7 +28,8 @@ type Message struct {
 	// whole read it came in, as the message's other strings do).
 	Data []byte
 	// OriginID is the entry ID the message had when it was first added; a
-	// retried copy has a new ID but keeps its OriginID.
+	// retried copy has a new ID but keeps its OriginID (a retry in place,
+	// WORKER_RETRY_IN_PLACE_MAX, is the same entry: same ID).
 	OriginID string
 	// IdempotencyKey is the producer's id field, empty when none was set.
 	IdempotencyKey string
@@ -53,8 +54,8 @@ type Message struct {
 	// token seen per entry and refuses lower ones, and a handler whose
 	// lease was taken over cannot overwrite the work of the one that took
 	// it over. A retried copy is a new entry and counts from 1 again (its
-	// Attempt grows instead); renewing a running handler's lease does not
-	// count.
+	// Attempt grows instead); a retry in place keeps the count it had;
+	// renewing a running handler's lease does not count.
 	Deliveries int64
 	// Metadata holds every other field (traceparent included); nil when
 	// there are none. The fields above are not in it.
