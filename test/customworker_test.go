@@ -13,7 +13,8 @@ import (
 // its own Redis.
 func TestCustomWorker(t *testing.T) {
 	bin := testbin.Build(t, t.TempDir(), "./testdata/customworker", "customworker", raceEnabled)
-	t.Run("MixedOutcomes", func(t *testing.T) { testMixedOutcomes(t, bin) })
+	t.Run("MixedOutcomes", func(t *testing.T) { testMixedOutcomes(t, bin, true) })
+	t.Run("MixedOutcomesRetriedThroughDelayedSet", func(t *testing.T) { testMixedOutcomes(t, bin, false) })
 	t.Run("SIGTERMDrainsInFlight", func(t *testing.T) { testDrainOnSIGTERM(t, bin) })
 	t.Run("ShutdownDeadlineHandsOver", func(t *testing.T) { testHandOverAtDeadline(t, bin) })
 	t.Run("SecondSignalHurriesShutdown", func(t *testing.T) { testSecondSignal(t, bin) })
