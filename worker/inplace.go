@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/reclaim"
 	"github.com/streamworker/streamworker/wire"
 )
 
@@ -31,33 +34,75 @@ import (
 // reclaim passes leave it out (notSettleWaiting). The retry is a copy of
 // the message made from the entry's fields, copied too: it holds only its
 // own bytes, not the read it came in, and nothing the failed attempt changed.
+// An entry trimmed from the stream while its retry waited is pending no
+// more: the retry is written to the delayed set as a copy, as it would have
+// been at its failure (rescue). Each stream's retries wait, and take slots,
+// on their own, so that one stream held back (strict priorities) holds up
+// no other's.
 //
 // Not in place: a suspect (it is settled before the next one runs), a
 // message of a partitioned stream (its keyed messages are retried in place
 // by the order gate; the others could be handed to the partition's next
 // owner meanwhile), a retry due later, and one past inPlaceMost messages or
-// inPlaceBytes bytes waiting: they go through the delayed set, as do those
+// inPlaceBytes bytes waiting (per stream): they go through the delayed set, as do those
 // due while their stream is paused, and, at shutdown, what waits here, due
 // when it would have run (flush). A process that dies leaves them pending:
 // a reclaim pass runs them after the min-idle, the claim counting one
 // attempt more (claimedMessages); the attempts made in place are not
-// counted again.
+// counted, as they were never written.
 const (
 	inPlaceMost  = 4096
 	inPlaceBytes = 64 << 20
 )
 
-// inPlace holds the retries waiting in place, soonest first.
-type inPlace struct {
-	mu     sync.Mutex
-	due    inPlaceHeap
-	bytes  int                    // of the messages in due
-	ids    map[inPlaceID]struct{} // every retry from add until its handler returns or it leaves (forget): due's, those taken for a slot, queued for a handler or running
-	closed bool                   // shutdown: nothing more waits here
-	kick   chan struct{}
+// inPlaces are the retries waiting in place, by stream key: only the
+// streams whose retries may wait in place (not the ordered partitions).
+type inPlaces map[string]*inPlace
+
+func newInPlaces(streams []string, ordered func(string) bool) inPlaces {
+	ps := inPlaces{}
+	for _, s := range streams {
+		if !ordered(s) {
+			ps[s] = newInPlace(s)
+		}
+	}
+	return ps
 }
 
-type inPlaceID struct{ stream, id string }
+// forget ends the waiting of m (inPlace.forget).
+func (ps inPlaces) forget(m *Message) {
+	if p := ps[m.Stream]; p != nil {
+		p.forget(m)
+	}
+}
+
+// waiting returns the IDs of stream's retries in place, for the reclaimer.
+func (ps inPlaces) waiting(stream string) map[string]bool {
+	if p := ps[stream]; p != nil {
+		return p.waiting()
+	}
+	return nil
+}
+
+// len is how many retries wait or run, every stream's.
+func (ps inPlaces) len() int {
+	n := 0
+	for _, p := range ps {
+		n += p.len()
+	}
+	return n
+}
+
+// inPlace holds one stream's retries waiting in place, soonest first.
+type inPlace struct {
+	stream string
+	mu     sync.Mutex
+	due    inPlaceHeap
+	bytes  int                 // of the messages in due
+	ids    map[string]struct{} // every retry from add until its handler returns or it leaves (forget): due's, those taken for a slot, queued for a handler or running
+	closed bool                // shutdown: nothing more waits here
+	kick   chan struct{}
+}
 
 // inPlaceRetry is a message waiting for its retry, as its next attempt.
 type inPlaceRetry struct {
@@ -84,8 +129,8 @@ func (h *inPlaceHeap) Pop() any {
 	return x
 }
 
-func newInPlace() *inPlace {
-	return &inPlace{ids: map[inPlaceID]struct{}{}, kick: make(chan struct{}, 1)}
+func newInPlace(stream string) *inPlace {
+	return &inPlace{stream: stream, ids: map[string]struct{}{}, kick: make(chan struct{}, 1)}
 }
 
 // add queues x and reports whether it was queued: not past the bounds, nor
@@ -98,7 +143,7 @@ func (p *inPlace) add(x inPlaceRetry) bool {
 	}
 	heap.Push(&p.due, x)
 	p.bytes += x.m.size
-	p.ids[inPlaceID{x.m.Stream, x.m.ID}] = struct{}{}
+	p.ids[x.m.ID] = struct{}{}
 	first := p.due[0].m == x.m
 	p.mu.Unlock()
 	if first {
@@ -153,7 +198,7 @@ func (p *inPlace) forget(ms ...*Message) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, m := range ms {
-		delete(p.ids, inPlaceID{m.Stream, m.ID})
+		delete(p.ids, m.ID)
 	}
 }
 
@@ -165,19 +210,17 @@ func (p *inPlace) len() int {
 	return len(p.ids)
 }
 
-// waiting returns the IDs of stream's entries waiting here, for the
+// waiting returns the IDs of the retries waiting or running, for the
 // reclaimer, rarely.
-func (p *inPlace) waiting(stream string) map[string]bool {
+func (p *inPlace) waiting() map[string]bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out map[string]bool
-	for k := range p.ids {
-		if k.stream == stream {
-			if out == nil {
-				out = map[string]bool{}
-			}
-			out[k.id] = true
-		}
+	if len(p.ids) == 0 {
+		return nil
+	}
+	out := make(map[string]bool, len(p.ids))
+	for id := range p.ids {
+		out[id] = true
 	}
 	return out
 }
@@ -186,8 +229,8 @@ func (p *inPlace) waiting(stream string) map[string]bool {
 // after delay, and reports whether it did; false sends the retry through the
 // delayed set.
 func (r *engine) retryInPlace(m *Message, attempt int, outcome string, delay time.Duration, cause error) bool {
-	if delay > r.cfg.RetryInPlaceMax || m.settle || m.readAt.IsZero() || r.stopping.Load() ||
-		(r.order != nil && r.order.ordered(m.Stream)) {
+	p := r.inPlace[m.Stream]
+	if p == nil || delay > r.cfg.RetryInPlaceMax || m.settle || m.readAt.IsZero() || r.stopping.Load() {
 		return false
 	}
 	at := time.Now().Add(delay)
@@ -201,22 +244,21 @@ func (r *engine) retryInPlace(m *Message, attempt int, outcome string, delay tim
 	again := &Message{}
 	again.fill(m.Stream, m.ID, fields)
 	again.Attempt, again.Deliveries, again.readAt, again.retried = attempt, m.Deliveries, m.readAt, true
-	return r.inPlace.add(inPlaceRetry{m: again, at: at, failed: m.Attempt, outcome: outcome, delay: delay, cause: cause})
+	return p.add(inPlaceRetry{m: again, at: at, failed: m.Attempt, outcome: outcome, delay: delay, cause: cause})
 }
 
-// inPlaceLoop dispatches the retries waiting in place as they fall due,
-// each on a handler slot it waits for with the fetchers, until ctx ends.
-// One due while its stream is paused goes to the delayed set, to wait in
-// the stream with the rest.
-func (r *engine) inPlaceLoop(ctx context.Context) error {
+// inPlaceLoop dispatches p's retries as they fall due, each on a handler
+// slot it waits for with its stream's fetcher, until ctx ends. One due while
+// its stream is paused goes to the delayed set, to wait in the stream with
+// the rest.
+func (r *engine) inPlaceLoop(ctx context.Context, p *inPlace) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		due, next := r.inPlace.take(time.Now())
-		for len(due) > 0 {
-			due = r.dispatchInPlace(ctx, due)
-			if ctx.Err() != nil {
-				r.inPlace.putBack(due)
+		due, next := p.take(time.Now())
+		if len(due) > 0 {
+			if rest := r.dispatchInPlace(ctx, p, due); len(rest) > 0 { // ctx ended
+				p.putBack(rest)
 				return nil
 			}
 		}
@@ -228,109 +270,184 @@ func (r *engine) inPlaceLoop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-r.inPlace.kick:
+		case <-p.kick:
 			timer.Stop() // since Go 1.23 no stale tick is left in timer.C
 		case <-timer.C:
 		}
 	}
 }
 
-// dispatchInPlace hands what it can of due, the first message's stream's,
-// to the handler pool and returns the rest: the other streams', and, if ctx
-// ends while it waits for slots, what it could not hand over.
-func (r *engine) dispatchInPlace(ctx context.Context, due []inPlaceRetry) []inPlaceRetry {
-	stream := due[0].m.Stream
-	pause := r.pauses.of(stream)
-	var batch, rest, paused []inPlaceRetry
-	for _, x := range due {
-		switch {
-		case x.m.Stream != stream:
-			rest = append(rest, x)
-		case pause != nil && pause.paused.Load():
-			paused = append(paused, x)
-		default:
-			batch = append(batch, x)
-		}
+// dispatchInPlace hands due to the handler pool and returns what it could
+// not: if ctx ends while it waits for slots.
+func (r *engine) dispatchInPlace(ctx context.Context, p *inPlace, due []inPlaceRetry) []inPlaceRetry {
+	if pause := r.pauses.of(p.stream); pause != nil && pause.paused.Load() {
+		r.settleInPlace(p, due, true)
+		return nil
 	}
-	r.settleInPlace(paused, true)
-	for len(batch) > 0 {
-		n := r.sem.acquireFor(ctx, r.classes[stream], 1, len(batch), 0, nil)
-		if n == 0 { // ctx ended: back to wait, to be flushed to the delayed set
-			return append(rest, batch...)
+	for len(due) > 0 {
+		n := r.sem.acquireFor(ctx, r.classes[p.stream], 1, len(due), 0, nil)
+		if n == 0 { // back to wait, to be flushed to the delayed set
+			return due
 		}
-		ms := make([]*Message, n)
-		for i := range ms {
-			ms[i] = batch[i].m
+		batch := r.confirmRetries(p, due[:n])
+		due = due[n:]
+		ms := make([]*Message, len(batch))
+		for i, x := range batch {
+			ms[i] = x.m
 		}
 		all := slices.Clone(ms)
-		run, handed := r.admit(ctx, ms, n) // cancel.go, dispatch.go: drops the cancelled, duplicates and those another consumer took meanwhile
-		if len(run) < len(all) {
-			for _, m := range all {
-				if !slices.Contains(run, m) {
-					r.inPlace.forget(m)
-				}
+		run, handed := r.admit(ctx, ms, n) // cancel.go, dispatch.go: drops the cancelled and the duplicates
+		for _, m := range all {
+			if !slices.Contains(run, m) {
+				p.forget(m)
 			}
 		}
-		if pause != nil {
+		if pause := r.pauses.of(p.stream); pause != nil {
 			r.metrics.Slots.WithLabelValues(pause.stream).Add(float64(handed))
 		}
 		r.jobs.push(run...)
-		batch = batch[n:]
 	}
-	return rest
+	return nil
+}
+
+// confirmRetries confirms as ours the retries of xs that waited a lease
+// period since their delivery (as confirm does for any message) and returns
+// those still ours, filtering xs in place. One another consumer has claimed
+// is its own now, and one acknowledged elsewhere is done: both are left
+// out. One trimmed from the stream meanwhile is pending no more: it is
+// written to the delayed set as a copy instead (rescue). When Redis does not
+// answer, the late ones stay pending for a reclaim pass. What it leaves out
+// is forgotten.
+func (r *engine) confirmRetries(p *inPlace, xs []inPlaceRetry) []inPlaceRetry {
+	now := time.Now()
+	late := func(x inPlaceRetry) bool { return now.Sub(x.m.readAt) >= r.leaseEvery() }
+	var ids []string
+	for _, x := range xs {
+		if late(x) {
+			ids = append(ids, x.m.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return xs
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	leased, err := r.consumer.Lease(ctx, p.stream, ids)
+	r.metrics.Reclaim.Trimmed(r.logger, p.stream, leased.Trimmed, false)
+	var gone []inPlaceRetry // Gone: acknowledged elsewhere, or trimmed and dropped by another's claim
+	out := xs[:0]
+	var left, rescue []inPlaceRetry
+	for _, x := range xs {
+		switch state := leased.State(x.m.ID); {
+		case !late(x):
+			out = append(out, x)
+		case err != nil || state == reclaim.Lost:
+			left = append(left, x)
+		case state == reclaim.Trimmed:
+			rescue = append(rescue, x)
+		case state == reclaim.Gone:
+			gone = append(gone, x)
+		default:
+			x.m.readAt = now // renewed by the call sent now
+			out = append(out, x)
+		}
+	}
+	if len(gone) > 0 { // still in the stream: acknowledged elsewhere; not: trimmed
+		pipe := r.client.Pipeline()
+		cmds := make([]*redis.XMessageSliceCmd, len(gone))
+		for i, x := range gone {
+			cmds[i] = pipe.XRange(ctx, p.stream, x.m.ID, x.m.ID)
+		}
+		if _, xerr := pipe.Exec(ctx); xerr != nil {
+			left = append(left, gone...) // cannot tell: not run, and not copied
+		} else {
+			for i, x := range gone {
+				if len(cmds[i].Val()) == 0 {
+					rescue = append(rescue, x)
+				} else {
+					left = append(left, x)
+				}
+			}
+		}
+	}
+	switch {
+	case err != nil:
+		r.logger.Warn("retries waiting in place waited a lease period and could not be confirmed as ours; they stay pending for a reclaim pass",
+			"stream", p.stream, "count", len(left), "error", err)
+	case len(left) > 0:
+		r.logger.Warn("retries waiting in place waited a lease period and were taken over by another consumer, or acknowledged elsewhere, meanwhile; not run here",
+			"stream", p.stream, "count", len(left))
+	}
+	r.rescueInPlace(ctx, p.stream, rescue)
+	for _, x := range append(left, rescue...) {
+		p.forget(x.m)
+	}
+	return out
+}
+
+// rescueInPlace writes the retries xs, whose entries were trimmed from the
+// stream while they waited, to the delayed set as copies due now: the
+// entry is gone, and the copy is all that is left of the message.
+func (r *engine) rescueInPlace(ctx context.Context, stream string, xs []inPlaceRetry) {
+	if len(xs) == 0 {
+		return
+	}
+	pipe := r.client.Pipeline()
+	due := float64(time.Now().UnixMilli())
+	for _, x := range xs {
+		pipe.ZAddNX(ctx, wire.DelayedKey(stream), redis.Z{Score: due, Member: wire.EncodeEnvelope(x.m.ID, retryFields(x.m, x.m.Attempt))})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		ids := make([]string, len(xs))
+		for i, x := range xs {
+			ids[i] = x.m.ID
+		}
+		r.logger.Error("retries waiting in place whose entries were trimmed from the stream could not be written to the delayed set; they are lost",
+			"stream", stream, "count", len(xs), "ids", strings.Join(ids, ","), "error", err)
+		return
+	}
+	r.logger.Warn("retries waiting in place whose entries were trimmed from the stream meanwhile written to the delayed set as copies",
+		"stream", stream, "count", len(xs))
+	r.promote.due(stream, time.Now())
 }
 
 // flushInPlace writes what waits in place to the delayed set, each due when
 // it would have run, and makes later failures go there: the process is
-// stopping. It is called once the dispatch loop has stopped, before the
+// stopping. It is called once the dispatch loops have stopped, before the
 // settle loop does.
 func (r *engine) flushInPlace() {
-	xs := r.inPlace.close()
+	n := 0
+	for _, p := range r.inPlace {
+		xs := p.close()
+		n += len(xs)
+		r.settleInPlace(p, xs, false)
+	}
+	if n > 0 {
+		r.logger.Info("shutting down: retries waiting in place moved to the delayed set", "count", n)
+	}
+}
+
+// settleInPlace sends p's retries xs through the delayed set, due now or
+// when each would have run, once confirmed as ours (confirmRetries). Their
+// failures were counted when they began to wait.
+func (r *engine) settleInPlace(p *inPlace, xs []inPlaceRetry, now bool) {
 	if len(xs) == 0 {
 		return
 	}
-	r.settleInPlace(xs, false)
-	r.logger.Info("shutting down: retries waiting in place moved to the delayed set", "count", len(xs))
-}
-
-// settleInPlace sends the retries xs through the delayed set, due now or
-// when each would have run. Those that waited a lease period are confirmed
-// as ours first (confirm): one another consumer has claimed is its own now,
-// and one Redis does not confirm stays pending for a reclaim pass. Their
-// failures were counted when they began to wait.
-func (r *engine) settleInPlace(xs []inPlaceRetry, now bool) {
-	byStream := map[string][]inPlaceRetry{}
+	xs = r.confirmRetries(p, xs)
 	for _, x := range xs {
-		byStream[x.m.Stream] = append(byStream[x.m.Stream], x)
-	}
-	for stream, list := range byStream {
-		ms := make([]*Message, len(list))
-		for i, x := range list {
-			ms[i] = x.m
+		m, at := x.m, x.at
+		if now {
+			at = time.Now()
 		}
-		all := slices.Clone(ms)
-		mine, err := r.confirm(ms)
-		if err != nil {
-			r.logger.Warn("retries waiting in place could not be confirmed as ours before going to the delayed set; they stay pending for a reclaim pass",
-				"stream", stream, "count", len(all)-len(mine), "error", err)
+		s := settleReq{
+			stream: m.Stream, id: m.ID, typ: m.Type, attempt: x.failed, outcome: x.outcome, delay: x.delay, cause: x.cause,
+			logCtx: context.Background(), counted: true, due: at.UnixMilli(), envelope: wire.EncodeEnvelope(m.ID, retryFields(m, m.Attempt)),
 		}
-		for _, x := range list {
-			if !slices.Contains(mine, x.m) {
-				continue
-			}
-			m, at := x.m, x.at
-			if now {
-				at = time.Now()
-			}
-			s := settleReq{
-				stream: m.Stream, id: m.ID, typ: m.Type, attempt: x.failed, outcome: x.outcome, delay: x.delay, cause: x.cause,
-				logCtx: context.Background(), counted: true, due: at.UnixMilli(), envelope: wire.EncodeEnvelope(m.ID, retryFields(m, m.Attempt)),
-			}
-			if !r.settles.add(s) {
-				r.logger.Error("could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type))
-			}
+		if !r.settles.add(s) {
+			r.logger.Error("could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type))
 		}
-		r.inPlace.forget(all...) // after the adds: settles.waiting covers those from now on
+		p.forget(m) // after the add: settles.waiting covers it from now on
 	}
 }
 

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -229,10 +230,9 @@ func TestRetryInPlaceDueWhilePausedWaitsInTheStream(t *testing.T) {
 }
 
 // What waits in place is held to inPlaceMost messages and inPlaceBytes
-// bytes; after close nothing more waits. The reclaimer leaves what waits
-// alone.
+// bytes; after close nothing more waits.
 func TestRetriesInPlaceAreBounded(t *testing.T) {
-	p := newInPlace()
+	p := newInPlace("s")
 	at := time.Now()
 	for i := range inPlaceMost {
 		if !p.add(inPlaceRetry{m: &Message{ID: strconv.Itoa(i) + "-0", Stream: "s"}, at: at}) {
@@ -242,7 +242,7 @@ func TestRetriesInPlaceAreBounded(t *testing.T) {
 	if p.add(inPlaceRetry{m: &Message{ID: "x-0", Stream: "s"}, at: at}) {
 		t.Errorf("retry past %d waits", inPlaceMost)
 	}
-	q := newInPlace()
+	q := newInPlace("s")
 	if !q.add(inPlaceRetry{m: &Message{ID: "1-0", Stream: "s", size: inPlaceBytes / 2}, at: at}) {
 		t.Fatal("first retry refused")
 	}
@@ -255,23 +255,25 @@ func TestRetriesInPlaceAreBounded(t *testing.T) {
 	if len(q.close()) != 0 || q.add(inPlaceRetry{m: &Message{ID: "3-0", Stream: "s"}, at: at}) {
 		t.Error("a retry waits after close")
 	}
-
 }
 
 // Our own reclaim passes leave a retry in place alone from its failure
 // until its handler returns: while it waits for its time, for a handler
 // slot (taken from the heap) or for a handler, and while it runs.
 func TestReclaimSkipsRetriesInPlace(t *testing.T) {
-	r := newEngine(testConfig(t, testredis.Shared(t)), nil, NewMux(), testLogger(t), NewMetrics(prometheus.NewRegistry()))
+	cfg := testConfig(t, testredis.Shared(t))
+	cfg.Streams = append(cfg.Streams, cfg.Streams[0]+"-other")
+	r := newEngine(cfg, nil, NewMux(), testLogger(t), NewMetrics(prometheus.NewRegistry()))
+	s, other := cfg.Streams[0], cfg.Streams[1]
 	at := time.Now()
-	waiting := &Message{ID: "1-0", Stream: "s"}
-	taken := &Message{ID: "2-0", Stream: "s", retried: true}
-	r.inPlace.add(inPlaceRetry{m: taken, at: at.Add(-time.Second)})
-	if due, _ := r.inPlace.take(at); len(due) != 1 || due[0].m != taken {
+	waiting := &Message{ID: "1-0", Stream: s}
+	taken := &Message{ID: "2-0", Stream: s, retried: true}
+	r.inPlace[s].add(inPlaceRetry{m: taken, at: at.Add(-time.Second)})
+	if due, _ := r.inPlace[s].take(at); len(due) != 1 || due[0].m != taken {
 		t.Fatalf("took %v, want 2-0", due)
 	}
-	r.inPlace.add(inPlaceRetry{m: waiting, at: at.Add(time.Hour)})
-	r.inPlace.add(inPlaceRetry{m: &Message{ID: "3-0", Stream: "other"}, at: at})
+	r.inPlace[s].add(inPlaceRetry{m: waiting, at: at.Add(time.Hour)})
+	r.inPlace[other].add(inPlaceRetry{m: &Message{ID: "3-0", Stream: other}, at: at})
 	left := func() []string {
 		var entries []reclaim.Entry
 		for _, id := range []string{"1-0", "2-0", "3-0"} {
@@ -280,7 +282,7 @@ func TestReclaimSkipsRetriesInPlace(t *testing.T) {
 			entries = append(entries, e)
 		}
 		var out []string
-		for _, e := range r.notSettleWaiting("s", entries) {
+		for _, e := range r.notSettleWaiting(s, entries) {
 			out = append(out, e.ID)
 		}
 		return out
@@ -300,13 +302,18 @@ func TestReclaimSkipsRetriesInPlace(t *testing.T) {
 // A retry in place sent to the delayed set after all (at shutdown, or due
 // while its stream is paused) is written only if its entry is still ours:
 // one that waited a lease period is confirmed first, and one another
-// consumer claimed meanwhile is left to it, not acknowledged under it.
+// consumer claimed meanwhile is left to it, not acknowledged under it. One
+// whose entry was trimmed from the stream meanwhile is written as a copy
+// all the same: it is all that is left of the message.
 func TestRetryInPlaceSettledOnlyWhileOurs(t *testing.T) {
 	t.Parallel()
-	r, c, ids := settleEngine(t, 2)
+	r, c, ids := settleEngine(t, 3)
 	ctx := context.Background()
 	s := r.cfg.Streams[0]
 	if err := c.XClaim(ctx, &redis.XClaimArgs{Stream: s, Group: r.cfg.Group, Consumer: "c2", Messages: ids[:1]}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.XDel(ctx, s, ids[2]).Err(); err != nil {
 		t.Fatal(err)
 	}
 	long := time.Now().Add(-2 * r.leaseEvery()) // both were read two lease periods ago
@@ -315,10 +322,10 @@ func TestRetryInPlaceSettledOnlyWhileOurs(t *testing.T) {
 		m := &Message{}
 		m.fill(s, id, []string{wire.FieldType, "t", wire.FieldData, "d"})
 		m.Attempt, m.readAt, m.retried = 2, long, true
-		r.inPlace.add(inPlaceRetry{m: m, at: time.Now().Add(time.Second), failed: 1, outcome: OutcomeRetried, cause: errors.New("try later")})
+		r.inPlace[s].add(inPlaceRetry{m: m, at: time.Now().Add(time.Second), failed: 1, outcome: OutcomeRetried, cause: errors.New("try later")})
 	}
-	xs = r.inPlace.close()
-	r.settleInPlace(xs, false)
+	xs = r.inPlace[s].close()
+	r.settleInPlace(r.inPlace[s], xs, false)
 	r.settleBatch(r.settles.take(false))
 	r.settles.sent()
 	ext, err := c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: s, Group: r.cfg.Group, Start: "-", End: "+", Count: 10}).Result()
@@ -326,11 +333,20 @@ func TestRetryInPlaceSettledOnlyWhileOurs(t *testing.T) {
 		t.Fatalf("pending = %+v (%v), want only %s, c2's", ext, err, ids[0])
 	}
 	env, err := c.ZRange(ctx, wire.DelayedKey(s), 0, -1).Result()
-	if err != nil || len(env) != 1 {
-		t.Fatalf("delayed set = %v (%v), want one copy", env, err)
+	if err != nil || len(env) != 2 {
+		t.Fatalf("delayed set = %v (%v), want two copies", env, err)
 	}
-	if token, _, err := wire.DecodeEnvelope(env[0]); err != nil || token != ids[1] {
-		t.Errorf("copy of %q (%v), want of %s", token, err, ids[1])
+	var tokens []string
+	for _, e := range env {
+		token, fields, err := wire.DecodeEnvelope(e)
+		if err != nil || !slices.Contains(fields, "2") {
+			t.Errorf("copy %q: fields %v (%v), want attempt 2", token, fields, err)
+		}
+		tokens = append(tokens, token)
+	}
+	slices.Sort(tokens)
+	if !slices.Equal(tokens, ids[1:]) {
+		t.Errorf("copies of %v, want of %v", tokens, ids[1:])
 	}
 	if n := r.inPlace.len(); n != 0 {
 		t.Errorf("retries in place = %d, want none", n)

@@ -130,7 +130,11 @@ func (r *engine) runSuspect(ctx context.Context, s suspect) {
 		return
 	}
 	r.metrics.Reclaim.Trimmed(r.logger, s.stream, claimed.Deleted, false)
-	r.runAlone(ctx, s.stream, r.claimedMessages(ctx, s.stream, claimed.Entries), 1, nil)
+	// One handled here since it was queued, its acknowledgement not yet
+	// written (a retry in place that waited a min-idle for a slot), does
+	// not run again.
+	entries := r.notAckWaiting(s.stream, claimed.Entries) // acks.go
+	r.runAlone(ctx, s.stream, r.claimedMessages(ctx, s.stream, entries), 1, nil)
 }
 
 // runAlone runs a suspect, msgs (its message, or none when its claim left

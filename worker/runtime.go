@@ -47,7 +47,7 @@ type engine struct {
 	ahead   *readAhead // read-ahead slots (readahead.go); nil when WORKER_READ_AHEAD is 0
 	acks    *ackBuffer
 	settles *settleBuffer  // failures waiting to be written (settlebatch.go)
-	inPlace *inPlace       // retries waiting in place (inplace.go)
+	inPlace inPlaces       // retries waiting in place, by stream (inplace.go)
 	workers []*workerState // the handler goroutines' (the first WORKER_CONCURRENCY), then the fetchers' for a lone message (inline.go)
 	lone    sync.WaitGroup // lone messages running on their fetchers
 	loneOff time.Duration  // how long a fetcher runs no lone message after one turned out slow (inline.go)
@@ -132,7 +132,6 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		jobs:     newJobQueue(cfg.Concurrency + cfg.ReadAhead),
 		acks:     newAckBuffer(),
 		settles:  newSettleBuffer(),
-		inPlace:  newInPlace(),
 		workers:  make([]*workerState, cfg.Concurrency),
 		hurry:    make(chan struct{}),
 		suspects: suspects{wake: make(chan struct{}, 1), queued: map[suspect]bool{}},
@@ -171,8 +170,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	r.probe = &prober{client: client, cluster: r.cluster, health: r.health, beat: r.live.Register("probe")}
 	oom := r.health.refusesWrites
 	metrics.oom.Store(&oom)
-	inPlace := r.inPlace.len
-	metrics.inPlace.Store(&inPlace)
+
 	r.promote = newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, base, metrics, r.live)
 	if cfg.Partitions > 1 { // partition.go, ordered.go
 		r.order = newOrderGate(gateDeps{
@@ -184,6 +182,9 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 			takeOver: r.takeOver, fetchLoop: r.fetchLoop,
 		})
 	}
+	r.inPlace = newInPlaces(streamKeys(cfg), r.order.ordered) // inplace.go: not the ordered partitions
+	inPlace := r.inPlace.len
+	metrics.inPlace.Store(&inPlace)
 	r.handlerCtx, r.cancelHandlers = context.WithCancel(context.Background())
 	ready := func() bool { return r.Ready() == nil } // stored last: it reads what is built above
 	metrics.ready.Store(&ready)
@@ -374,7 +375,10 @@ func (r *engine) feeders(rc *reclaim.Reclaimer) []component {
 	if r.parts != nil {
 		cs = append(cs, r.parts) // partition.go: takes, reads and gives up partitions
 	}
-	cs = append(cs, rc, componentFunc(r.isolateLoop), componentFunc(r.inPlaceLoop), r.promote, r.pauses, r.newTrimmer()) // trim.go, inplace.go
+	for _, p := range r.inPlace { // inplace.go
+		cs = append(cs, componentFunc(func(ctx context.Context) error { return r.inPlaceLoop(ctx, p) }))
+	}
+	cs = append(cs, rc, componentFunc(r.isolateLoop), r.promote, r.pauses, r.newTrimmer()) // trim.go
 	if r.ahead != nil {
 		cs = append(cs, r.ahead) // readahead.go
 	}

@@ -16,7 +16,8 @@ import (
 
 // Two emails a minute per recipient domain: the third message is not
 // failed but delayed until the limit has room, at the same attempt. Under
-// worker.Run the delayed copy waits in the stream's :delayed set.
+// worker.Run it waits in the worker (within WORKER_RETRY_IN_PLACE_MAX) or
+// as a copy in the stream's :delayed set.
 func Example() {
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	defer rdb.Close()

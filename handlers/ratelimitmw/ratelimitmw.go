@@ -1,7 +1,8 @@
 // Package ratelimitmw is worker middleware that holds messages to a rate
-// limit: a message over its limit is delayed — rescheduled to the stream's
-// :delayed set at the limiter's retry-after, with worker.Delay — instead of
-// failed. A failure would burn one of its attempts per turn away and
+// limit: a message over its limit is delayed — rescheduled at the
+// limiter's retry-after, with worker.Delay (waiting in the worker, its entry
+// pending, when that is within WORKER_RETRY_IN_PLACE_MAX; else as a copy in
+// the stream's :delayed set) — instead of failed. A failure would burn one of its attempts per turn away and
 // dead-letter a message whose only fault is arriving in a busy second;
 // sleeping in the handler would hold a handler slot and the message's lease.
 //
@@ -33,8 +34,8 @@ type Options struct {
 
 // New returns middleware that admits each message through limiter under
 // limit. A message over the limit returns worker.Delay(retryAfter + jitter):
-// it is acknowledged and a copy waits in the :delayed set, at the same
-// attempt. Up to a tenth of the retry-after is added at random, so messages
+// it runs again then at the same attempt, waiting in place or as a copy in
+// the :delayed set (worker.Delay). Up to a tenth of the retry-after is added at random, so messages
 // turned away together do not all come back together. opt may be nil.
 func New(limiter ratelimit.Limiter, limit ratelimit.Limit, opt *Options) worker.Middleware {
 	var o Options
