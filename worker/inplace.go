@@ -27,10 +27,10 @@ import (
 // Only a retry due within a lease period of its delivery waits here: it
 // runs before its entry's idle time needs renewing, and none is renewed
 // for it. One held up past that by busy handler slots (it waits for them
-// with its stream's fetcher, under the stream's priority) is confirmed as
-// ours before it runs (admit, confirmLate), as any message that waited a
-// lease period is, and so is one sent to the delayed set after all: another
-// consumer may have claimed it meanwhile. Until its handler returns our own
+// with its stream's fetcher, under the stream's priority) is leased again
+// every half lease period while it waits and before it runs
+// (confirmRetries), so that no other consumer claims it however long it
+// waits, and so is one sent to the delayed set after all. Until its handler returns our own
 // reclaim passes leave it out (notSettleWaiting). The retry is a copy of
 // the message made from the entry's fields, copied too: it holds only its
 // own bytes, not the read it came in, and nothing the failed attempt changed.
@@ -280,14 +280,27 @@ func (r *engine) inPlaceLoop(ctx context.Context, p *inPlace) error {
 // dispatchInPlace hands due to the handler pool and returns what it could
 // not: if ctx ends while it waits for slots.
 func (r *engine) dispatchInPlace(ctx context.Context, p *inPlace, due []inPlaceRetry) []inPlaceRetry {
-	if pause := r.pauses.of(p.stream); pause != nil && pause.paused.Load() {
-		r.settleInPlace(p, due, true)
-		return nil
-	}
+	pause := r.pauses.of(p.stream)
 	for len(due) > 0 {
-		n := r.sem.acquireFor(ctx, r.classes[p.stream], 1, len(due), 0, nil)
-		if n == 0 { // back to wait, to be flushed to the delayed set
-			return due
+		if pause != nil && pause.paused.Load() {
+			r.settleInPlace(p, due, true)
+			return nil
+		}
+		// Waiting for slots a lease period at most at a time: those that
+		// waited a lease period since their delivery are leased again
+		// between waits (confirmRetries), so that no other consumer claims
+		// them meanwhile, however long the stream is held back.
+		n := r.sem.acquireFor(ctx, r.classes[p.stream], 1, len(due), r.leaseEvery()/2, nil)
+		if n == 0 {
+			if ctx.Err() != nil { // back to wait, to be flushed to the delayed set
+				return due
+			}
+			due = r.confirmRetries(p, due)
+			continue
+		}
+		if pause != nil && pause.paused.Load() { // paused while it waited
+			r.release(n)
+			continue
 		}
 		batch := r.confirmRetries(p, due[:n])
 		due = due[n:]
@@ -302,7 +315,7 @@ func (r *engine) dispatchInPlace(ctx context.Context, p *inPlace, due []inPlaceR
 				p.forget(m)
 			}
 		}
-		if pause := r.pauses.of(p.stream); pause != nil {
+		if pause != nil {
 			r.metrics.Slots.WithLabelValues(pause.stream).Add(float64(handed))
 		}
 		r.jobs.push(run...)
@@ -311,13 +324,16 @@ func (r *engine) dispatchInPlace(ctx context.Context, p *inPlace, due []inPlaceR
 }
 
 // confirmRetries confirms as ours the retries of xs that waited a lease
-// period since their delivery (as confirm does for any message) and returns
-// those still ours, filtering xs in place. One another consumer has claimed
-// is its own now, and one acknowledged elsewhere is done: both are left
-// out. One trimmed from the stream meanwhile is pending no more: it is
-// written to the delayed set as a copy instead (rescue). When Redis does not
-// answer, the late ones stay pending for a reclaim pass. What it leaves out
-// is forgotten.
+// period since their delivery or their last confirmation (as confirm does
+// for any message that waited) and returns those still ours, filtering xs
+// in place. Leased again while they wait for slots, none reaches the
+// min-idle, so none is claimed by another consumer unless Redis did not
+// answer meanwhile; one claimed all the same is its own now, and one
+// acknowledged elsewhere is done: both are left out. One found trimmed from
+// the stream (deleted while still pending to us) is pending no more: it is
+// written to the delayed set as a copy instead (rescueInPlace). When Redis
+// does not answer, the late ones stay pending for a reclaim pass. What it
+// leaves out is forgotten.
 func (r *engine) confirmRetries(p *inPlace, xs []inPlaceRetry) []inPlaceRetry {
 	now := time.Now()
 	late := func(x inPlaceRetry) bool { return now.Sub(x.m.readAt) >= r.leaseEvery() }
@@ -334,40 +350,19 @@ func (r *engine) confirmRetries(p *inPlace, xs []inPlaceRetry) []inPlaceRetry {
 	defer cancel()
 	leased, err := r.consumer.Lease(ctx, p.stream, ids)
 	r.metrics.Reclaim.Trimmed(r.logger, p.stream, leased.Trimmed, false)
-	var gone []inPlaceRetry // Gone: acknowledged elsewhere, or trimmed and dropped by another's claim
 	out := xs[:0]
 	var left, rescue []inPlaceRetry
 	for _, x := range xs {
 		switch state := leased.State(x.m.ID); {
 		case !late(x):
 			out = append(out, x)
-		case err != nil || state == reclaim.Lost:
+		case err != nil || state == reclaim.Lost || state == reclaim.Gone:
 			left = append(left, x)
 		case state == reclaim.Trimmed:
 			rescue = append(rescue, x)
-		case state == reclaim.Gone:
-			gone = append(gone, x)
 		default:
 			x.m.readAt = now // renewed by the call sent now
 			out = append(out, x)
-		}
-	}
-	if len(gone) > 0 { // still in the stream: acknowledged elsewhere; not: trimmed
-		pipe := r.client.Pipeline()
-		cmds := make([]*redis.XMessageSliceCmd, len(gone))
-		for i, x := range gone {
-			cmds[i] = pipe.XRange(ctx, p.stream, x.m.ID, x.m.ID)
-		}
-		if _, xerr := pipe.Exec(ctx); xerr != nil {
-			left = append(left, gone...) // cannot tell: not run, and not copied
-		} else {
-			for i, x := range gone {
-				if len(cmds[i].Val()) == 0 {
-					rescue = append(rescue, x)
-				} else {
-					left = append(left, x)
-				}
-			}
 		}
 	}
 	switch {
@@ -375,7 +370,7 @@ func (r *engine) confirmRetries(p *inPlace, xs []inPlaceRetry) []inPlaceRetry {
 		r.logger.Warn("retries waiting in place waited a lease period and could not be confirmed as ours; they stay pending for a reclaim pass",
 			"stream", p.stream, "count", len(left), "error", err)
 	case len(left) > 0:
-		r.logger.Warn("retries waiting in place waited a lease period and were taken over by another consumer, or acknowledged elsewhere, meanwhile; not run here",
+		r.logger.Warn("retries waiting in place were taken over by another consumer, or acknowledged elsewhere, meanwhile; not run here",
 			"stream", p.stream, "count", len(left))
 	}
 	r.rescueInPlace(ctx, p.stream, rescue)
@@ -386,16 +381,20 @@ func (r *engine) confirmRetries(p *inPlace, xs []inPlaceRetry) []inPlaceRetry {
 }
 
 // rescueInPlace writes the retries xs, whose entries were trimmed from the
-// stream while they waited, to the delayed set as copies due now: the
-// entry is gone, and the copy is all that is left of the message.
+// stream while they waited, to the delayed set as copies due when each
+// would have run: the entry is gone, and the copy is all that is left of
+// the message.
 func (r *engine) rescueInPlace(ctx context.Context, stream string, xs []inPlaceRetry) {
 	if len(xs) == 0 {
 		return
 	}
 	pipe := r.client.Pipeline()
-	due := float64(time.Now().UnixMilli())
+	first := xs[0].at
 	for _, x := range xs {
-		pipe.ZAddNX(ctx, wire.DelayedKey(stream), redis.Z{Score: due, Member: wire.EncodeEnvelope(x.m.ID, retryFields(x.m, x.m.Attempt))})
+		if x.at.Before(first) {
+			first = x.at
+		}
+		pipe.ZAddNX(ctx, wire.DelayedKey(stream), redis.Z{Score: float64(x.at.UnixMilli()), Member: wire.EncodeEnvelope(x.m.ID, retryFields(x.m, x.m.Attempt))})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		ids := make([]string, len(xs))
@@ -408,7 +407,7 @@ func (r *engine) rescueInPlace(ctx context.Context, stream string, xs []inPlaceR
 	}
 	r.logger.Warn("retries waiting in place whose entries were trimmed from the stream meanwhile written to the delayed set as copies",
 		"stream", stream, "count", len(xs))
-	r.promote.due(stream, time.Now())
+	r.promote.due(stream, first)
 }
 
 // flushInPlace writes what waits in place to the delayed set, each due when

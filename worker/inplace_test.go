@@ -380,3 +380,57 @@ func TestRetryInPlaceCancelled(t *testing.T) {
 		t.Errorf("retries in place = %v, want 0", n)
 	}
 }
+
+// A retry in place held back for slots longer than the min-idle is leased
+// again while it waits: no other consumer can claim it, and it runs here
+// once a slot is free.
+func TestRetryInPlaceLeasedWhileWaitingForSlot(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := testConfig(t, srv)
+	cfg.Concurrency, cfg.ReadAhead = 1, 0
+	cfg.ReclaimMinIdle = time.Second                                         // a lease period of 250ms
+	cfg.RetryBase, cfg.RetryMax = 100*time.Millisecond, 100*time.Millisecond // due 50-100ms later
+	release := make(chan struct{})
+	blocking := make(chan struct{})
+	var seen attempts
+	mux := NewMux()
+	c := srv.Client(t)
+	mux.HandleFunc("x", func(ctx context.Context, m *Message) error {
+		if seen.add(m) == 1 {
+			// Read once this attempt's slot is free again, before its retry is due.
+			if err := c.XAdd(ctx, &redis.XAddArgs{Stream: m.Stream, Values: []string{"type", "block"}}).Err(); err != nil {
+				return Permanent(err)
+			}
+			return errors.New("try later")
+		}
+		return nil
+	})
+	mux.HandleFunc("block", func(ctx context.Context, m *Message) error {
+		close(blocking)
+		<-release
+		return nil
+	})
+	h := startWorker(t, srv, cfg, mux)
+	id := h.publish("type", "x", "data", "d")
+	<-blocking
+	failed := time.Now()
+	eventually(t, "the retry waiting for the slot", func() bool { return h.metric("streamworker_retries_in_place") == 1 })
+	ctx := context.Background()
+	// Twice the min-idle: unleased, its entry would be anyone's to claim.
+	eventually(t, "two min-idles to pass", func() bool { return time.Since(failed) > 2*cfg.ReclaimMinIdle })
+	if got := seen.of(id); len(got) != 1 {
+		t.Fatalf("retry ran before the slot was free: attempts %v", got)
+	}
+	claimed, _, err := h.client.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+		Stream: h.stream, Group: cfg.Group, Consumer: "c2", MinIdle: cfg.ReclaimMinIdle, Start: "0", Count: 10,
+	}).Result()
+	if err != nil || len(claimed) != 0 {
+		t.Fatalf("another consumer claimed %v (%v), want nothing: the retry's lease renewed", claimed, err)
+	}
+	close(release)
+	eventually(t, "the retry acknowledged", func() bool { return h.outcome("x", OutcomeAcked) == 1 })
+	if got := seen.of(id); len(got) != 2 || got[1] != 2 {
+		t.Errorf("attempts %v, want [1 2]", got)
+	}
+}
