@@ -34,6 +34,17 @@ func (a *attempts) add(m *Message) int {
 	return len(a.byID[m.OriginID])
 }
 
+// failOnce is a handler that fails each message's first attempt, recording
+// every attempt in seen.
+func failOnce(seen *attempts) func(context.Context, *Message) error {
+	return func(ctx context.Context, m *Message) error {
+		if seen.add(m) == 1 {
+			return errors.New("try later")
+		}
+		return nil
+	}
+}
+
 func (a *attempts) of(id string) []int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -129,12 +140,7 @@ func TestRetryBeyondInPlaceGoesThroughDelayedSet(t *testing.T) {
 			tc.adjust(&cfg)
 			var seen attempts
 			mux := NewMux()
-			mux.HandleFunc("x", func(ctx context.Context, m *Message) error {
-				if seen.add(m) == 1 {
-					return errors.New("try later")
-				}
-				return nil
-			})
+			mux.HandleFunc("x", failOnce(&seen))
 			h := startWorker(t, srv, cfg, mux)
 			h.publish("type", "x", "data", "d")
 			eventually(t, "the retried copy acknowledged", func() bool { return h.outcome("x", OutcomeAcked) == 1 })
@@ -202,12 +208,7 @@ func TestRetryInPlaceDueWhilePausedWaitsInTheStream(t *testing.T) {
 	cfg.RetryBase, cfg.RetryMax = 4*time.Second, 4*time.Second // 2-4s: time to see the pause first (polled every 50ms)
 	var seen attempts
 	mux := NewMux()
-	mux.HandleFunc("x", func(ctx context.Context, m *Message) error {
-		if seen.add(m) == 1 {
-			return errors.New("try later")
-		}
-		return nil
-	})
+	mux.HandleFunc("x", failOnce(&seen))
 	h := startWorker(t, srv, cfg, mux)
 	id := h.publish("type", "x", "data", "d")
 	eventually(t, "the retry waiting in place", func() bool { return h.metric("streamworker_retries_in_place") == 1 })
