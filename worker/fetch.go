@@ -119,6 +119,7 @@ func (f *fetcher) ok() {
 	}
 	f.failures = 0
 	f.s.redisOK.Store(true)
+	f.r.answers.Add(1) // inplace.go: Redis answered since a retry in place failed
 }
 
 // ensureGroup creates the group (and the stream) with a command sent under

@@ -22,7 +22,11 @@ import (
 // a handler slot of its own: waiting takes none. A copy through the delayed
 // set costs Redis two scripts (the settle and the promotion), an XADD, a
 // second read and a second entry; waiting here costs it nothing, and the
-// acknowledgement of the attempt that succeeds ends the entry.
+// acknowledgement of the attempt that succeeds ends the entry. A retry runs
+// only once Redis has answered since it failed (a read of any stream, or
+// else a lease call for it: confirmRetries), as a copy is written only if
+// Redis takes it: while Redis does not answer, a retry is left pending for
+// a reclaim pass, its attempts not spent.
 //
 // Only a retry due within a lease period of its delivery waits here: it
 // runs before its entry's idle time needs renewing, and none is renewed
@@ -106,8 +110,9 @@ type inPlace struct {
 
 // inPlaceRetry is a message waiting for its retry, as its next attempt.
 type inPlaceRetry struct {
-	m  *Message  // the next attempt's copy
-	at time.Time // when it runs
+	m       *Message  // the next attempt's copy
+	at      time.Time // when it runs
+	answers uint64    // engine.answers when it failed
 	// For its copy in the delayed set, if it goes there after all.
 	failed  int           // the attempt that failed
 	outcome string        // OutcomeRetried, or OutcomeDelayed (a DelayError)
@@ -244,7 +249,7 @@ func (r *engine) retryInPlace(m *Message, attempt int, outcome string, delay tim
 	again := &Message{}
 	again.fill(m.Stream, m.ID, fields)
 	again.Attempt, again.Deliveries, again.readAt, again.retried = attempt, m.Deliveries, m.readAt, true
-	return p.add(inPlaceRetry{m: again, at: at, failed: m.Attempt, outcome: outcome, delay: delay, cause: cause})
+	return p.add(inPlaceRetry{m: again, at: at, answers: r.answers.Load(), failed: m.Attempt, outcome: outcome, delay: delay, cause: cause})
 }
 
 // inPlaceLoop dispatches p's retries as they fall due, each on a handler
@@ -295,14 +300,14 @@ func (r *engine) dispatchInPlace(ctx context.Context, p *inPlace, due []inPlaceR
 			if ctx.Err() != nil { // back to wait, to be flushed to the delayed set
 				return due
 			}
-			due = r.confirmRetries(p, due)
+			due = r.confirmRetries(p, due, false)
 			continue
 		}
 		if pause != nil && pause.paused.Load() { // paused while it waited
 			r.release(n)
 			continue
 		}
-		batch := r.confirmRetries(p, due[:n])
+		batch := r.confirmRetries(p, due[:n], true)
 		due = due[n:]
 		ms := make([]*Message, len(batch))
 		for i, x := range batch {
@@ -325,8 +330,14 @@ func (r *engine) dispatchInPlace(ctx context.Context, p *inPlace, due []inPlaceR
 
 // confirmRetries confirms as ours the retries of xs that waited a lease
 // period since their delivery or their last confirmation (as confirm does
-// for any message that waited) and returns those still ours, filtering xs
-// in place. Leased again while they wait for slots, none reaches the
+// for any message that waited) and, with unproven, those since whose
+// failure Redis has answered no read (engine.answers), and returns those
+// still ours, filtering xs in place. A retry runs only once Redis has
+// answered since it failed: as a retry through the delayed set needs its
+// settle script written, so that a Redis that does not answer (a handler
+// failing for that very reason, say) leaves it pending for a reclaim pass
+// instead of burning its attempts meanwhile. Under load the reads answer
+// that; a quiet stream's retry is confirmed. Leased again while they wait for slots, none reaches the
 // min-idle, so none is claimed by another consumer unless Redis did not
 // answer meanwhile; one claimed all the same is its own now, and one
 // acknowledged elsewhere is done: both are left out. One found trimmed from
@@ -334,9 +345,11 @@ func (r *engine) dispatchInPlace(ctx context.Context, p *inPlace, due []inPlaceR
 // written to the delayed set as a copy instead (rescueInPlace). When Redis
 // does not answer, the late ones stay pending for a reclaim pass. What it
 // leaves out is forgotten.
-func (r *engine) confirmRetries(p *inPlace, xs []inPlaceRetry) []inPlaceRetry {
-	now := time.Now()
-	late := func(x inPlaceRetry) bool { return now.Sub(x.m.readAt) >= r.leaseEvery() }
+func (r *engine) confirmRetries(p *inPlace, xs []inPlaceRetry, unproven bool) []inPlaceRetry {
+	now, answers := time.Now(), r.answers.Load()
+	late := func(x inPlaceRetry) bool {
+		return now.Sub(x.m.readAt) >= r.leaseEvery() || (unproven && x.answers == answers)
+	}
 	var ids []string
 	for _, x := range xs {
 		if late(x) {
@@ -367,7 +380,7 @@ func (r *engine) confirmRetries(p *inPlace, xs []inPlaceRetry) []inPlaceRetry {
 	}
 	switch {
 	case err != nil:
-		r.logger.Warn("retries waiting in place waited a lease period and could not be confirmed as ours; they stay pending for a reclaim pass",
+		r.logger.Warn("retries waiting in place could not be confirmed as ours; they stay pending for a reclaim pass",
 			"stream", p.stream, "count", len(left), "error", err)
 	case len(left) > 0:
 		r.logger.Warn("retries waiting in place were taken over by another consumer, or acknowledged elsewhere, meanwhile; not run here",
@@ -433,7 +446,7 @@ func (r *engine) settleInPlace(p *inPlace, xs []inPlaceRetry, now bool) {
 	if len(xs) == 0 {
 		return
 	}
-	xs = r.confirmRetries(p, xs)
+	xs = r.confirmRetries(p, xs, false)
 	for _, x := range xs {
 		m, at := x.m, x.at
 		if now {

@@ -435,3 +435,33 @@ func TestRetryInPlaceLeasedWhileWaitingForSlot(t *testing.T) {
 		t.Errorf("attempts %v, want [1 2]", got)
 	}
 }
+
+// A retry in place runs only once Redis has answered since it failed: a
+// read answered since (engine.answers) shows it; otherwise it is confirmed
+// first, and while Redis does not answer it is left pending for a reclaim
+// pass, its attempt not spent.
+func TestRetryInPlaceWaitsForRedisToAnswer(t *testing.T) {
+	cfg := testConfig(t, testredis.Shared(t))
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { dead.Close() })
+	r := newEngine(cfg, dead, NewMux(), testLogger(t), NewMetrics(prometheus.NewRegistry()))
+	s := cfg.Streams[0]
+	p := r.inPlace[s]
+	add := func(id string) inPlaceRetry {
+		x := inPlaceRetry{m: &Message{ID: id, Stream: s, readAt: time.Now()}, at: time.Now(), answers: r.answers.Load()}
+		p.add(x)
+		return x
+	}
+	x := add("1-0")
+	if got := r.confirmRetries(p, []inPlaceRetry{x}, true); len(got) != 0 {
+		t.Errorf("ran %d retries while Redis answered nothing since they failed, want none", len(got))
+	}
+	if n := p.len(); n != 0 {
+		t.Errorf("retries in place = %d, want the unconfirmed one left for a reclaim pass", n)
+	}
+	y := add("2-0")
+	r.answers.Add(1) // a read answered
+	if got := r.confirmRetries(p, []inPlaceRetry{y}, true); len(got) != 1 {
+		t.Errorf("ran %d retries after Redis answered a read, want 1", len(got))
+	}
+}

@@ -48,6 +48,7 @@ type engine struct {
 	acks    *ackBuffer
 	settles *settleBuffer  // failures waiting to be written (settlebatch.go)
 	inPlace inPlaces       // retries waiting in place, by stream (inplace.go)
+	answers atomic.Uint64  // reads Redis answered, all streams' (inplace.go)
 	workers []*workerState // the handler goroutines' (the first WORKER_CONCURRENCY), then the fetchers' for a lone message (inline.go)
 	lone    sync.WaitGroup // lone messages running on their fetchers
 	loneOff time.Duration  // how long a fetcher runs no lone message after one turned out slow (inline.go)
