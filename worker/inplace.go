@@ -291,8 +291,8 @@ func (r *engine) dispatchInPlace(ctx context.Context, p *inPlace, due []inPlaceR
 			r.settleInPlace(p, due, true)
 			return nil
 		}
-		// Waiting for slots a lease period at most at a time: those that
-		// waited a lease period since their delivery are leased again
+		// Waiting for slots half a lease period at most at a time: those
+		// that waited a lease period since their delivery are leased again
 		// between waits (confirmRetries), so that no other consumer claims
 		// them meanwhile, however long the stream is held back.
 		n := r.sem.acquireFor(ctx, r.classes[p.stream], 1, len(due), r.leaseEvery()/2, nil)
@@ -316,7 +316,7 @@ func (r *engine) dispatchInPlace(ctx context.Context, p *inPlace, due []inPlaceR
 		all := slices.Clone(ms)
 		run, handed := r.admit(ctx, ms, n) // cancel.go, dispatch.go: drops the cancelled and the duplicates
 		for _, m := range all {
-			if !slices.Contains(run, m) {
+			if len(run) < len(all) && !slices.Contains(run, m) {
 				p.forget(m)
 			}
 		}
