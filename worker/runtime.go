@@ -548,18 +548,20 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 			dead = true
 		}
 	}
+	if !dead && r.health.outOfMemory() { // probe.go
+		// Redis refuses writes for want of memory: a copy would add to
+		// what it cannot hold. The entry stays pending and runs again once
+		// reclaimed; it costs no memory meanwhile. Nor is it retried in
+		// place: handlers failing for the same want would spend their
+		// attempts in a few backoffs.
+		r.logger.WarnContext(logCtx, "message failed; retry held back while redis is out of memory, it stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", firstLine(err.Error()))
+		r.count(m, OutcomeUnrecorded)
+		return OutcomeUnrecorded
+	}
 	if !dead && r.retryInPlace(m, next, outcome, delay, err) { // inplace.go: its entry stays pending, and it waits here
 		r.inPlaceLog(logCtx, m, outcome, delay, err)
 		r.count(m, outcome)
 		return outcome
-	}
-	if !dead && r.health.outOfMemory() { // probe.go
-		// Redis refuses writes for want of memory: a copy would add to
-		// what it cannot hold. The entry stays pending and runs again once
-		// reclaimed; it costs no memory meanwhile.
-		r.logger.WarnContext(logCtx, "message failed; retry held back while redis is out of memory, it stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "error", firstLine(err.Error()))
-		r.count(m, OutcomeUnrecorded)
-		return OutcomeUnrecorded
 	}
 	s := settleReq{stream: m.Stream, id: m.ID, typ: m.Type, attempt: m.Attempt, cause: err, logCtx: logCtx}
 	now := time.Now()
