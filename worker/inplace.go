@@ -230,10 +230,11 @@ func (p *inPlace) waiting() map[string]bool {
 	return out
 }
 
-// retryInPlace queues m, which failed with cause, to run again as attempt
-// after delay, and reports whether it did; false sends the retry through the
-// delayed set.
-func (r *engine) retryInPlace(m *Message, attempt int, outcome string, delay time.Duration, cause error) bool {
+// retryInPlace queues m, which failed with cause, to run again after delay
+// as the message of fields (retryFields: a slice of the caller's, whose
+// strings it copies), and reports whether it did; false sends the retry
+// through the delayed set.
+func (r *engine) retryInPlace(m *Message, fields []string, outcome string, delay time.Duration, cause error) bool {
 	p := r.inPlace[m.Stream]
 	if p == nil || delay > r.cfg.RetryInPlaceMax || m.settle || m.readAt.IsZero() || r.stopping.Load() {
 		return false
@@ -242,13 +243,12 @@ func (r *engine) retryInPlace(m *Message, attempt int, outcome string, delay tim
 	if at.After(m.readAt.Add(r.leaseEvery() * 3 / 4)) { // a quarter of a lease period to spare for the timer and a slot
 		return false
 	}
-	fields := make([]string, len(m.fields))
-	for i, f := range m.fields {
-		fields[i] = strings.Clone(f)
+	for i, f := range fields {
+		fields[i] = strings.Clone(f) // not the read's memory
 	}
 	again := &Message{}
-	again.fill(m.Stream, m.ID, fields)
-	again.Attempt, again.Deliveries, again.readAt, again.retried = attempt, m.Deliveries, m.readAt, true
+	again.fill(m.Stream, m.ID, fields) // its attempt from the field retryFields set
+	again.Deliveries, again.readAt, again.retried = m.Deliveries, m.readAt, true
 	return p.add(inPlaceRetry{m: again, at: at, answers: r.answers.Load(), failed: m.Attempt, outcome: outcome, delay: delay, cause: cause})
 }
 
@@ -460,16 +460,5 @@ func (r *engine) settleInPlace(p *inPlace, xs []inPlaceRetry, now bool) {
 			r.logger.Error("could not schedule retry; message stays pending", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type))
 		}
 		p.forget(m) // after the add: settles.waiting covers it from now on
-	}
-}
-
-// inPlaceLog logs m's failure, retried in place after delay, as settled
-// logs one retried through the delayed set.
-func (r *engine) inPlaceLog(logCtx context.Context, m *Message, outcome string, delay time.Duration, cause error) {
-	if outcome == OutcomeDelayed {
-		r.logger.DebugContext(logCtx, "message delayed in place", "stream", m.Stream, "id", m.ID, "type", shownType(m.Type), "run_in", delay.Round(time.Millisecond), "reason", cause.Error())
-	} else if ok, skipped := r.failLogs.allow(m.Stream, m.Type, outcome); ok {
-		r.logger.InfoContext(logCtx, "message failed; retrying in place", notLogged(skipped, "stream", m.Stream, "id", m.ID, "type", shownType(m.Type),
-			"attempt", m.Attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(cause.Error()))...)
 	}
 }

@@ -558,8 +558,8 @@ func (r *engine) complete(logCtx context.Context, m *Message, err error) string 
 		r.count(m, OutcomeUnrecorded)
 		return OutcomeUnrecorded
 	}
-	if !dead && r.retryInPlace(m, next, outcome, delay, err) { // inplace.go: its entry stays pending, and it waits here
-		r.inPlaceLog(logCtx, m, outcome, delay, err)
+	if !dead && r.retryInPlace(m, fields, outcome, delay, err) { // inplace.go: its entry stays pending, and it waits here
+		r.logRetry(logCtx, m.Stream, m.ID, m.Type, outcome, m.Attempt, delay, err, true)
 		r.count(m, outcome)
 		return outcome
 	}

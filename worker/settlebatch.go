@@ -449,17 +449,28 @@ func (r *engine) settled(s *settleReq) {
 	if s.counted {
 		return
 	}
-	if s.outcome == OutcomeDelayed {
-		r.logger.DebugContext(s.logCtx, "message delayed", "stream", s.stream, "id", s.id, "type", shownType(s.typ), "run_in", s.delay.Round(time.Millisecond), "reason", s.cause.Error())
+	if !s.dead {
+		r.logRetry(s.logCtx, s.stream, s.id, s.typ, s.outcome, s.attempt, s.delay, s.cause, false)
 	} else if ok, skipped := r.failLogs.allow(s.stream, s.typ, s.outcome); ok {
-		if s.dead {
-			r.logger.WarnContext(s.logCtx, "message dead-lettered", notLogged(skipped, "stream", s.stream, "id", s.id, "type", shownType(s.typ), "attempt", s.attempt, "error", s.cause.Error())...)
-		} else {
-			r.logger.InfoContext(s.logCtx, "message failed; retry scheduled", notLogged(skipped, "stream", s.stream, "id", s.id, "type", shownType(s.typ),
-				"attempt", s.attempt, "retry_in", s.delay.Round(time.Millisecond), "error", firstLine(s.cause.Error()))...)
-		}
+		r.logger.WarnContext(s.logCtx, "message dead-lettered", notLogged(skipped, "stream", s.stream, "id", s.id, "type", shownType(s.typ), "attempt", s.attempt, "error", s.cause.Error())...)
 	}
 	r.metrics.finished(s.stream, s.typ, s.outcome, 1)
+}
+
+// logRetry logs a failure retried after delay, through the delayed set or
+// in place (inplace.go): a delay (OutcomeDelayed) at debug, a failure for
+// the first few a second of its kind (failLogs).
+func (r *engine) logRetry(logCtx context.Context, stream, id, typ, outcome string, attempt int, delay time.Duration, cause error, inPlace bool) {
+	delayed, failed := "message delayed", "message failed; retry scheduled"
+	if inPlace {
+		delayed, failed = "message delayed in place", "message failed; retrying in place"
+	}
+	if outcome == OutcomeDelayed {
+		r.logger.DebugContext(logCtx, delayed, "stream", stream, "id", id, "type", shownType(typ), "run_in", delay.Round(time.Millisecond), "reason", cause.Error())
+	} else if ok, skipped := r.failLogs.allow(stream, typ, outcome); ok {
+		r.logger.InfoContext(logCtx, failed, notLogged(skipped, "stream", stream, "id", id, "type", shownType(typ),
+			"attempt", attempt, "retry_in", delay.Round(time.Millisecond), "error", firstLine(cause.Error()))...)
+	}
 }
 
 // notSettled logs and counts a failure whose retry or dead letter could not
