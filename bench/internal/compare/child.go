@@ -71,6 +71,10 @@ type Measurement struct {
 	// EndedAt is when the timed phase ended, Unix ns: comparable between
 	// children, which share the machine's clock.
 	EndedAt int64
+	// RedisCommands is where Redis's time went over the consume, by command
+	// (INFO commandstats before and after it); the parent fills it in for
+	// the workload phases' consumes, empty elsewhere.
+	RedisCommands []CommandStat `json:",omitempty"`
 }
 
 // Rate is messages per second of the timed phase.

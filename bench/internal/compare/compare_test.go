@@ -88,6 +88,14 @@ func TestHarness(t *testing.T) {
 	if diff := cmp.Diff(wantWorkloads, gotWorkloads); diff != "" {
 		t.Errorf("workload variants (-want +got):\n%s", diff)
 	}
+	for _, name := range []string{failNone, failOnceDelayed} {
+		if w := findWorkload(res.Workloads, PhaseFailures, name); w == nil || commandMedian(*w, "xreadgroup") <= 0 {
+			t.Errorf("failures %s: no Redis time in XREADGROUP: %+v", name, w)
+		}
+	}
+	if w := findWorkload(res.Workloads, PhaseFailures, failOnceDelayed); w != nil && commandMedian(*w, "evalsha") <= 0 {
+		t.Errorf("failures %s: no Redis time in scripts: %+v", failOnceDelayed, w.Runs[0].RedisCommands)
+	}
 	for _, l := range res.Latency {
 		if len(l.Quantiles) == 0 {
 			t.Errorf("%s: no latency quantiles", l.System)
@@ -133,7 +141,7 @@ func TestHarness(t *testing.T) {
 		"make bench (test)", "## Goals", "## Throughput", "## Latency", "### Backlog", "MAXLEN ~ 500", "![latency distribution](latency.png)",
 		"## I/O-bound handler", "## Failures", "## Per-key order", "## The producer CLI", "![the workload phases](workloads.png)",
 		"ours ÷ the better bare loop", "p99 XADD→handler", "÷ the ideal", "failing once", "dead-lettering", "asynq archiving", "in order ÷ one unordered stream",
-		"64 KiB ÷ 1 KiB", "64 KiB ÷ 100 B", "÷ `redis-cli --pipe`",
+		"64 KiB ÷ 1 KiB", "64 KiB ÷ 100 B", "÷ `redis-cli --pipe`", "Where Redis's time went over each consume",
 		"## Where streamworker's CPU goes", "readXMessageSlice",
 	} {
 		if !strings.Contains(string(report), want) {
@@ -260,5 +268,61 @@ func TestLatencyGoalsTakeTheMedianRun(t *testing.T) {
 	}
 	if found != len(want) {
 		t.Errorf("found %d of the %d latency goals", found, len(want))
+	}
+}
+
+func TestParseCommandStats(t *testing.T) {
+	before := parseCommandStats("# Commandstats\r\ncmdstat_xack:calls=10,usec=30,usec_per_call=3.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_info:calls=2,usec=100,usec_per_call=50.00\r\nnot a stat\r\n")
+	after := parseCommandStats("# Commandstats\r\ncmdstat_xack:calls=15,usec=45,usec_per_call=3.00\r\n" +
+		"cmdstat_info:calls=2,usec=100\r\ncmdstat_evalsha:calls=4,usec=2000,usec_per_call=500.00\r\ncmdstat_memory|usage:calls=1,usec=29\r\n")
+	want := []CommandStat{{"evalsha", 4, 2000}, {"xack", 5, 15}, {"memory|usage", 1, 29}}
+	want[1], want[2] = want[2], want[1] // the most time first: 29 before 15
+	if diff := cmp.Diff(want, commandDelta(before, after)); diff != "" {
+		t.Errorf("commands called between (-want +got):\n%s", diff)
+	}
+}
+
+// TestUnmetGoalsSayWhy checks that a failures goal not met comes with what
+// Redis's time per failure went to, from the phase's command table, and the
+// retry in place beside it.
+func TestUnmetGoalsSayWhy(t *testing.T) {
+	run := func(rate float64, redisCPU time.Duration, xread, evalsha int64) Measurement {
+		const n = 100_000
+		return Measurement{N: n, Wall: time.Duration(float64(n) / rate * float64(time.Second)), RedisCPU: redisCPU,
+			RedisCommands: []CommandStat{{"xreadgroup", 1000, xread}, {"evalsha", 100, evalsha}}}
+	}
+	consume := func(rates ...float64) []Measurement {
+		var ms []Measurement
+		for _, r := range rates {
+			ms = append(ms, run(r, 140*time.Millisecond, 0, 0))
+		}
+		return ms
+	}
+	res := &Results{Options: Options{FailEvery: 10, Runs: 3, OursConcurrency: 256}, Throughput: []Throughput{
+		{System: systems.Ours, Consume: consume(300_000, 320_000, 390_000)},
+		{System: systems.BarePipelined, Consume: consume(290_000, 300_000, 310_000)},
+	}, Workloads: []Workload{
+		{Phase: PhaseFailures, Name: failNone, System: systems.Ours, Runs: []Measurement{run(400_000, 140*time.Millisecond, 100_000, 0)}},
+		{Phase: PhaseFailures, Name: failOnce, System: systems.Ours, Runs: []Measurement{run(360_000, 150*time.Millisecond, 100_000, 0)}},
+		{Phase: PhaseFailures, Name: failOnceDelayed, System: systems.Ours, Runs: []Measurement{run(300_000, 230*time.Millisecond, 110_000, 70_000)}},
+	}}
+	var b strings.Builder
+	renderGoals(&b, res)
+	renderWorkloads(&b, res, false)
+	report := b.String()
+	for _, want := range []string{
+		"### Where a target is not met",
+		"retried through S:delayed, ÷ all succeeding: 0.75×.**",
+		"from 1.40 µs all succeeding to 2.30 µs (9.00 µs more per failure, at 1 in 10): 7.00 µs of each failure in the two scripts",
+		"and 1.00 µs in reading the retry again",
+		"the same workload ran at 0.90× of all succeeding in this run, Redis at 1.50 µs per message",
+		"| evalsha | 0.00 | 0.00 | 0.70 |", "| Redis CPU | 1.40 | 1.50 | 2.30 |",
+		"ours ÷ the better bare loop (bare go-redis loop, pipelined): 1.07×.**",
+		"Ours consumed **320,000** (300,000–390,000) msgs/s (median, min–max of its runs), the bare go-redis loop, pipelined **300,000** (290,000–310,000): the best of ours ÷ the worst of its = 1.34×, the worst ÷ the best = 0.97×, so the runs alone span the target of 1.1×.",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
 	}
 }

@@ -71,7 +71,7 @@ func (h *harness) runVariants(ctx context.Context, res *Results, phase string, v
 
 // produceConsume has system produce n messages into an empty Redis, then
 // consume them in another child, each handler call sleeping sleep, and
-// returns the consume.
+// returns the consume, with Redis's time per command over it.
 func (h *harness) produceConsume(ctx context.Context, system string, cfg systems.Config, n int, sleep time.Duration) (Measurement, error) {
 	if err := h.flush(ctx); err != nil {
 		return Measurement{}, err
@@ -79,7 +79,16 @@ func (h *harness) produceConsume(ctx context.Context, system string, cfg systems
 	if _, err := h.spawn(ctx, job{System: system, Kind: jobProduce, Config: cfg, N: n, Payload: h.opts.Payload}, nil); err != nil {
 		return Measurement{}, err
 	}
+	before, err := commandStats(ctx, h.admin)
+	if err != nil {
+		return Measurement{}, err
+	}
 	c, err := h.spawn(ctx, job{System: system, Kind: jobConsume, Config: cfg, N: n, Payload: h.opts.Payload, Sleep: sleep}, nil)
+	if err != nil {
+		return c.Measurement, err
+	}
+	after, err := commandStats(ctx, h.admin)
+	c.RedisCommands = commandDelta(before, after)
 	return c.Measurement, err
 }
 

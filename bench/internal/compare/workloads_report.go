@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"github.com/streamworker/streamworker/bench/internal/systems"
 )
 
 // renderWorkloads writes the io, failures, order and producer-cli phases:
@@ -63,6 +65,15 @@ func renderWorkloads(b *strings.Builder, res *Results, chart bool) {
 			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, w.Detail, fmtInt(float64(w.Runs[0].N)), fmtRange(w.rate()),
 				fmtRatio(w.rate().Median/base), fmtMicros(summarize(each(w.Runs, Measurement.CPUPerMsg)).Median),
 				fmtMicros(summarize(each(w.Runs, Measurement.RedisCPUPerMsg)).Median), fmtMiB(summarize(each(w.Runs, peakRSS)).Median))
+		}
+		if phase == PhaseFailures {
+			var ours []Workload
+			for _, w := range ws {
+				if w.System == systems.Ours {
+					ours = append(ours, w)
+				}
+			}
+			renderCommandTable(b, ours)
 		}
 	}
 }
