@@ -62,8 +62,9 @@ func latencyCPU(l Latency) float64 { return l.over(runCPUPerMsg).Median }
 func latencyP99(l Latency) float64 { return l.over(runP99).Median }
 
 func consumeMedian(t Throughput) float64 { return t.consumeRate().Median }
-func consumeCPU(t Throughput) float64 {
-	return summarize(each(t.Consume, Measurement.CPUPerMsg)).Median
+func consumeCPU(t Throughput) float64    { return consumeCPUs(t).Median }
+func consumeCPUs(t Throughput) summary {
+	return summarize(each(t.Consume, Measurement.CPUPerMsg))
 }
 
 // goals are the targets the results have numbers for: this round's first,
@@ -96,8 +97,7 @@ func goals(res *Results) []goal {
 		}
 		r := consumeCPU(*t) / bareCPU
 		g := ratioGoal(fmt.Sprintf("worker CPU per message consuming, %s ÷ the cheaper bare loop (%s)", label(name), label(bareCPUName)), "≤ 1", r, r <= 1)
-		g.why = spreadWhy("CPU per message", summarize(each(t.Consume, Measurement.CPUPerMsg)), bareCPUName,
-			summarize(each(findThroughput(res.Throughput, bareCPUName).Consume, Measurement.CPUPerMsg)), fmtMicros, " µs", false, 1) + cpuProfileWhy
+		g.why = spreadWhy("CPU per message", consumeCPUs(*t), bareCPUName, consumeCPUs(*findThroughput(res.Throughput, bareCPUName)), fmtMicros, " µs", false, 1) + cpuProfileWhy
 		gs = append(gs, g)
 	}
 	latCPU, latCPUName := bareLatencyBest(res, latencyCPU)
@@ -111,7 +111,7 @@ func goals(res *Results) []goal {
 			r := latencyCPU(*l) / latCPU
 			g := ratioGoal(fmt.Sprintf("low load (%s msgs/s): consumer CPU per message, %s ÷ the cheaper bare loop (%s)", fmtInt(o.LatencyRate), label(name), label(latCPUName)), "≤ 1.2", r, r <= 1.2)
 			g.why = spreadWhy("consumer CPU per message", l.over(runCPUPerMsg), latCPUName, findLatency(res.Latency, latCPUName).over(runCPUPerMsg), fmtMicros, " µs", false, 1.2) +
-				" At this rate a message's CPU is mostly the wake-ups and system calls around it, not its own work: [docs/bench.md](../../docs/bench.md) (low load) has what was measured of them."
+				" At this rate a message's CPU is mostly the wake-ups and system calls around it, not its own work: " + docsBench + " (low load) has what was measured of them."
 			gs = append(gs, g)
 		}
 		if latP99Name != "" {
@@ -141,11 +141,11 @@ func goals(res *Results) []goal {
 	if none, once := findWorkload(res.Workloads, PhaseFailures, failNone), findWorkload(res.Workloads, PhaseFailures, failOnceDelayed); none != nil && once != nil {
 		r := once.rate().Median / none.rate().Median
 		g := ratioGoal(fmt.Sprintf("failures: consume msgs/s with 1 in %d failing once, retried through S:delayed, ÷ all succeeding", o.FailEvery), "≥ 0.8", r, r >= 0.8)
-		g.why = delayedWhy(o, *none, *once, findWorkload(res.Workloads, PhaseFailures, failOnce))
+		g.why = delayedWhy(o, *none, *once, findWorkload(res.Workloads, PhaseFailures, failOnce), 0.8)
 		gs = append(gs, g)
 	}
-	if none, once := findWorkload(res.Workloads, PhaseFailures, failNone), findWorkload(res.Workloads, PhaseFailures, failOnce); none != nil && once != nil {
-		r := once.rate().Median / none.rate().Median
+	if none, inPlace := findWorkload(res.Workloads, PhaseFailures, failNone), findWorkload(res.Workloads, PhaseFailures, failOnce); none != nil && inPlace != nil {
+		r := inPlace.rate().Median / none.rate().Median
 		gs = append(gs, goal{what: "failures: the same at the defaults, the retries waiting in place (WORKER_RETRY_IN_PLACE_MAX=5s), ÷ all succeeding", target: "–", measured: r, show: fmtRatio, info: true})
 	}
 	if none, once := findWorkload(res.Workloads, PhaseFailures, failAsynqNone), findWorkload(res.Workloads, PhaseFailures, failAsynqOnce); none != nil && once != nil {
@@ -260,63 +260,8 @@ func renderGoals(b *strings.Builder, res *Results) {
 		}
 		why := g.why
 		if why == "" {
-			why = "Its phase's table below has the runs; [docs/bench.md](../../docs/bench.md) has what was measured of it before."
+			why = "Its phase's table below has the runs; " + docsBench + " has what was measured of it before."
 		}
 		fmt.Fprintf(b, "- **%s: %s.** %s\n", g.what, g.show(g.measured), why)
 	}
-}
-
-// cpuProfileWhy points at the report's CPU profile.
-const cpuProfileWhy = " Where the worker's CPU goes is in the profile at the end of this report; [docs/bench.md](../../docs/bench.md) has the ratio over earlier runs and what was measured of it."
-
-// spreadWhy says how a ratio of medians, ours ÷ other's, sits among the
-// ratios of single runs: ours' best against the other's worst and the
-// other way round. Either the runs span target (this run cannot tell met
-// from not met) or every pair of runs misses it. Lower is better unless
-// high; show writes one value, unit after it.
-func spreadWhy(what string, ours summary, other string, theirs summary, show func(float64) string, unit string, high bool, target float64) string {
-	best, worst := ours.Min/theirs.Max, ours.Max/theirs.Min // lower is better
-	if high {
-		best, worst = ours.Max/theirs.Min, ours.Min/theirs.Max
-	}
-	lo, hi := min(best, worst), max(best, worst)
-	verdict := "so the runs alone span the target: this run cannot tell met from not met."
-	if target < lo || target > hi {
-		verdict = "so every pair of runs misses the target: the gap is more than the noise."
-	}
-	return fmt.Sprintf("Ours' %s was %s%s (median, min–max of its runs), the %s's %s%s: ours' best run ÷ its worst = %s, ours' worst ÷ its best = %s, %s",
-		what, fmtSpread(ours, show), unit, label(other), fmtSpread(theirs, show), unit, fmtRatio(best), fmtRatio(worst), verdict)
-}
-
-// consumeWhy says what a consume ratio below min is made of: how far apart
-// the runs were, and where each side's CPU went.
-func consumeWhy(ours, bare Throughput, target float64) string {
-	return spreadWhy("consume", ours.consumeRate(), bare.System, bare.consumeRate(), fmtInt, " msgs/s", true, target) +
-		fmt.Sprintf(" Per message, the worker took %s µs of CPU against the loop's %s, and Redis %s µs against %s.",
-			fmtMicros(consumeCPU(ours)), fmtMicros(consumeCPU(bare)),
-			fmtMicros(summarize(each(ours.Consume, Measurement.RedisCPUPerMsg)).Median), fmtMicros(summarize(each(bare.Consume, Measurement.RedisCPUPerMsg)).Median)) +
-		cpuProfileWhy
-}
-
-// delayedWhy says, from Redis's time per command (the failures phase's
-// table), what a retry through S:delayed costs, and what the retry in place
-// measured beside it.
-func delayedWhy(o Options, none, delayed Workload, inPlace *Workload) string {
-	redisCPU := func(w Workload) float64 { return summarize(each(w.Runs, Measurement.RedisCPUPerMsg)).Median }
-	per := float64(o.FailEvery) // messages per failure
-	rn, rd := redisCPU(none), redisCPU(delayed)
-	scripts := (commandMedian(delayed, "evalsha") - commandMedian(none, "evalsha")) * per
-	read := (commandMedian(delayed, "xreadgroup") - commandMedian(none, "xreadgroup")) * per
-	var b strings.Builder
-	fmt.Fprintf(&b, "Each retry is written to `S:delayed` (the settle script: the copy's `ZADD` and the entry's `XACK`), moved back into the stream (the promote script: decoding the copy, its `XADD`, the `ZREM`) and read a second time. "+
-		"Redis's CPU per message went from %s µs all succeeding to %s µs (%s µs more per failure, at 1 in %d): %s µs of each failure in the two scripts, the commands they call included, and %s µs in reading the retry again (the failures phase's table of Redis's time per command). "+
-		"Redis is one thread serving the consume's reads and acknowledgements too, so the time it spends on retries holds the consume up; the rate fell to %s of all succeeding as Redis's time per message rose %s. "+
-		"Both scripts already take their entries in batches (a call per stream per batch of failures; a call per promotion pass of up to 500): what is left in them is mostly Lua's call into Redis per entry and its decoding of each copy, cut apart in [docs/bench.md](../../docs/bench.md) (10%% failing once), with the changes tried there that did not help.",
-		fmtMicros(rn), fmtMicros(rd), fmtMicros((rd-rn)*per), o.FailEvery, fmtMicros(scripts), fmtMicros(read),
-		fmtRatio(delayed.rate().Median/none.rate().Median), fmtRatio(rd/rn))
-	if inPlace != nil {
-		fmt.Fprintf(&b, " What reaches it is not to copy a retry due soon at all: at the defaults such a retry waits in the worker, its entry pending, and runs again there (`WORKER_RETRY_IN_PLACE_MAX`); the same workload ran at %s of all succeeding in this run, Redis at %s µs per message.",
-			fmtRatio(inPlace.rate().Median/none.rate().Median), fmtMicros(redisCPU(*inPlace)))
-	}
-	return b.String()
 }

@@ -63,15 +63,19 @@ func parseCommandStats(info string) map[string]CommandStat {
 }
 
 // commandDelta is what each command added between before and after,
-// leaving out those not called; the most time first.
+// leaving out those not called; the most time first. A command whose
+// counters went down was reset in between (CONFIG RESETSTAT): all it has
+// after is counted.
 func commandDelta(before, after map[string]CommandStat) []CommandStat {
 	var out []CommandStat
 	for name, a := range after {
-		b := before[name]
-		if a.Calls <= b.Calls {
-			continue
+		d := a
+		if b := before[name]; a.Calls >= b.Calls && a.Usec >= b.Usec {
+			d.Calls, d.Usec = a.Calls-b.Calls, a.Usec-b.Usec
 		}
-		out = append(out, CommandStat{Name: name, Calls: a.Calls - b.Calls, Usec: a.Usec - b.Usec})
+		if d.Calls > 0 {
+			out = append(out, d)
+		}
 	}
 	slices.SortFunc(out, func(x, y CommandStat) int {
 		return cmp.Or(cmp.Compare(y.Usec, x.Usec), strings.Compare(x.Name, y.Name))
@@ -95,13 +99,31 @@ func commandMedian(w Workload, command string) float64 {
 	return summarize(each(w.Runs, func(m Measurement) float64 { return commandUsecPerMsg(m, command) })).Median
 }
 
+// scriptMedian is commandMedian of the script calls: EVALSHA, and EVAL,
+// which go-redis sends when Redis does not have the script yet.
+func scriptMedian(w Workload) float64 {
+	return summarize(each(w.Runs, func(m Measurement) float64 {
+		return commandUsecPerMsg(m, "evalsha") + commandUsecPerMsg(m, "eval")
+	})).Median
+}
+
+// hasCommands reports whether any run of w has Redis's time per command.
+func hasCommands(w Workload) bool {
+	for _, m := range w.Runs {
+		if len(m.RedisCommands) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // renderCommandTable writes where Redis's time went per message, by
-// command, for the variants ws of one system: the commands that took at
-// least 0.01 µs a message in any of them, the most first.
-func renderCommandTable(b *strings.Builder, ws []Workload) {
+// command, for the variants of ws that system ran: the commands that took
+// at least 0.01 µs a message in any of them, the most first.
+func renderCommandTable(b *strings.Builder, ws []Workload, system string) {
 	var cols []Workload
 	for _, w := range ws {
-		if len(w.Runs) > 0 && len(w.Runs[0].RedisCommands) > 0 {
+		if w.System == system && hasCommands(w) {
 			cols = append(cols, w)
 		}
 	}
@@ -110,9 +132,13 @@ func renderCommandTable(b *strings.Builder, ws []Workload) {
 	}
 	most := map[string]float64{}
 	for _, w := range cols {
+		seen := map[string]bool{}
 		for _, m := range w.Runs {
 			for _, s := range m.RedisCommands {
-				most[s.Name] = max(most[s.Name], commandMedian(w, s.Name))
+				if !seen[s.Name] {
+					seen[s.Name] = true
+					most[s.Name] = max(most[s.Name], commandMedian(w, s.Name))
+				}
 			}
 		}
 	}
@@ -125,7 +151,7 @@ func renderCommandTable(b *strings.Builder, ws []Workload) {
 	slices.SortFunc(names, func(x, y string) int {
 		return cmp.Or(cmp.Compare(most[y], most[x]), strings.Compare(x, y))
 	})
-	fmt.Fprintf(b, "\nWhere Redis's time went over each consume, µs per message (`INFO commandstats` before and after it; median of the runs). A script (`evalsha`) holds the time of the commands it calls, which are counted in their own rows too. Redis CPU is the whole process's, from /proc: commands, the event loop and the sockets.\n\n")
+	fmt.Fprintf(b, "\nWhere Redis's time went over each of %s's consumes, µs per message (`INFO commandstats` before and after the consuming child, its start-up and shutdown included; median of the runs). A script (`evalsha`) holds the time of the commands it calls, which are counted in their own rows too. Redis CPU is the whole process's over the timed phase only, from /proc: commands, the event loop and the sockets.\n\n", label(system))
 	fmt.Fprintf(b, "| command |")
 	for _, w := range cols {
 		fmt.Fprintf(b, " %s |", w.Name)
@@ -140,7 +166,7 @@ func renderCommandTable(b *strings.Builder, ws []Workload) {
 	}
 	fmt.Fprintf(b, "| Redis CPU |")
 	for _, w := range cols {
-		fmt.Fprintf(b, " %s |", fmtMicros(summarize(each(w.Runs, Measurement.RedisCPUPerMsg)).Median))
+		fmt.Fprintf(b, " %s |", fmtMicros(redisCPUMedian(w.Runs)))
 	}
 	fmt.Fprintln(b)
 }

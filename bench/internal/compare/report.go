@@ -118,8 +118,8 @@ func renderThroughput(b *strings.Builder, res *Results) {
 			fmtRange(t.produceRate()), fmtRange(t.consumeRate()),
 			fmtMicros(summarize(each(t.Produce, Measurement.CPUPerMsg)).Median),
 			fmtMicros(summarize(each(t.Consume, Measurement.CPUPerMsg)).Median),
-			fmtMicros(summarize(each(t.Produce, Measurement.RedisCPUPerMsg)).Median),
-			fmtMicros(summarize(each(t.Consume, Measurement.RedisCPUPerMsg)).Median),
+			fmtMicros(redisCPUMedian(t.Produce)),
+			fmtMicros(redisCPUMedian(t.Consume)),
 			fmtMiB(summarize(each(t.Produce, peakRSS)).Median), fmtMiB(summarize(each(t.Consume, peakRSS)).Median),
 			fmtInt(summarize(t.StoredBytes).Median))
 	}

@@ -171,6 +171,12 @@ func summarize(vs []float64) summary {
 	return summary{Median: m, Min: s[0], Max: s[len(s)-1]}
 }
 
+// redisCPUMedian is the median of ms's Redis CPU per message, µs (-1:
+// unknown).
+func redisCPUMedian(ms []Measurement) float64 {
+	return summarize(each(ms, Measurement.RedisCPUPerMsg)).Median
+}
+
 func each(ms []Measurement, f func(Measurement) float64) []float64 {
 	out := make([]float64, len(ms))
 	for i, m := range ms {

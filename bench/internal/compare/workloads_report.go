@@ -64,16 +64,10 @@ func renderWorkloads(b *strings.Builder, res *Results, chart bool) {
 			}
 			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, w.Detail, fmtInt(float64(w.Runs[0].N)), fmtRange(w.rate()),
 				fmtRatio(w.rate().Median/base), fmtMicros(summarize(each(w.Runs, Measurement.CPUPerMsg)).Median),
-				fmtMicros(summarize(each(w.Runs, Measurement.RedisCPUPerMsg)).Median), fmtMiB(summarize(each(w.Runs, peakRSS)).Median))
+				fmtMicros(redisCPUMedian(w.Runs)), fmtMiB(summarize(each(w.Runs, peakRSS)).Median))
 		}
 		if phase == PhaseFailures {
-			var ours []Workload
-			for _, w := range ws {
-				if w.System == systems.Ours {
-					ours = append(ours, w)
-				}
-			}
-			renderCommandTable(b, ours)
+			renderCommandTable(b, ws, systems.Ours)
 		}
 	}
 }

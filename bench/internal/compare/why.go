@@ -1,0 +1,86 @@
+package compare
+
+import (
+	"fmt"
+	"math"
+	"strings"
+)
+
+// The lines under the goals table on a target not met: what this run's
+// numbers say held it back, and what would reach it.
+
+// docsBench links, from the report, the page with the measurements of
+// earlier runs.
+const docsBench = "[docs/bench.md](../../docs/bench.md)"
+
+// cpuProfileWhy points at the report's CPU profile.
+const cpuProfileWhy = " Where the worker's CPU goes is in the profile at the end of this report; " + docsBench + " has the ratio over earlier runs and what was measured of it."
+
+// spreadWhy says how a ratio of medians, ours ÷ other's, sits among the
+// ratios of single runs: ours' best against the other's worst and the
+// other way round. Either the runs span target (this run cannot tell met
+// from not met) or every pair of runs misses it. Lower is better unless
+// high; show writes one value, unit after it.
+func spreadWhy(what string, ours summary, other string, theirs summary, show func(float64) string, unit string, high bool, target float64) string {
+	head := fmt.Sprintf("Ours' %s was %s%s, the %s's %s%s (median, min–max of the runs)", what, fmtSpread(ours, show), unit, label(other), fmtSpread(theirs, show), unit)
+	best, worst := ours.Min/theirs.Max, ours.Max/theirs.Min // lower is better
+	if high {
+		best, worst = ours.Max/theirs.Min, ours.Min/theirs.Max
+	}
+	switch {
+	case math.IsNaN(best) || math.IsNaN(worst) || math.IsInf(best, 0) || math.IsInf(worst, 0):
+		return head + "."
+	case ours.Min == ours.Max && theirs.Min == theirs.Max:
+		return head + ": the runs of each side did not differ (one run each?), so this run does not measure the noise."
+	}
+	verdict := "so the runs alone span the target: this run cannot tell met from not met."
+	if lo, hi := min(best, worst), max(best, worst); target < lo || target > hi {
+		verdict = "so every pair of runs misses the target: the gap is more than the noise."
+	}
+	return fmt.Sprintf("%s: ours' best run ÷ its worst = %s, ours' worst ÷ its best = %s, %s", head, fmtRatio(best), fmtRatio(worst), verdict)
+}
+
+// consumeWhy says what a consume ratio below target is made of: how far
+// apart the runs were, and where each side's CPU went.
+func consumeWhy(ours, bare Throughput, target float64) string {
+	return spreadWhy("consume", ours.consumeRate(), bare.System, bare.consumeRate(), fmtInt, " msgs/s", true, target) +
+		fmt.Sprintf(" Per message, the worker took %s µs of CPU against the loop's %s, and Redis %s µs against %s.",
+			fmtMicros(consumeCPU(ours)), fmtMicros(consumeCPU(bare)), fmtMicros(redisCPUMedian(ours.Consume)), fmtMicros(redisCPUMedian(bare.Consume))) +
+		cpuProfileWhy
+}
+
+// delayedWhy says what a retry through S:delayed cost Redis, from its CPU
+// and its time per command (the failures phase's table), and how the retry
+// in place, measured beside it, did against target.
+func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target float64) string {
+	var b strings.Builder
+	b.WriteString("Each retry is written to `S:delayed` (the settle script: the copy's `ZADD` and the entry's `XACK`), moved back into the stream (the promote script: decoding the copy, its `XADD`, the `ZREM`) and read a second time.")
+	per := float64(o.FailEvery) // messages per failure
+	ratio := delayed.rate().Median / none.rate().Median
+	if rn, rd := redisCPUMedian(none.Runs), redisCPUMedian(delayed.Runs); rn > 0 && rd > 0 {
+		fmt.Fprintf(&b, " Redis's CPU per message went from %s µs all succeeding to %s µs, %s µs per failure at 1 in %d",
+			fmtMicros(rn), fmtMicros(rd), fmtMicros((rd-rn)*per), o.FailEvery)
+		if hasCommands(none) && hasCommands(delayed) {
+			scripts := (scriptMedian(delayed) - scriptMedian(none)) * per
+			read := (commandMedian(delayed, "xreadgroup") - commandMedian(none, "xreadgroup")) * per
+			fmt.Fprintf(&b, "; of each failure, `INFO commandstats` puts %s µs in the two scripts, the commands they call included, and %s µs in reading the retry again (the failures phase's table)",
+				fmtMicros(scripts), fmtMicros(read))
+		}
+		b.WriteString(".")
+		if rd > rn && ratio < 1 {
+			fmt.Fprintf(&b, " Redis is one thread that also serves the consume's reads and acknowledgements, so its time on retries is the likely reason the rate fell to %s of all succeeding: its CPU per message rose %s.",
+				fmtRatio(ratio), fmtRatio(rd/rn))
+		}
+	}
+	b.WriteString(" Both scripts already take their entries in batches (a call per stream per batch of failures; a call per promotion pass of up to 500): what is left in them is mostly Lua's call into Redis per entry and its decoding of each copy, cut apart in " +
+		docsBench + " (10% failing once), with the changes tried there that did not help.")
+	if inPlace != nil {
+		r := inPlace.rate().Median / none.rate().Median
+		if r >= target {
+			fmt.Fprintf(&b, " What reaches it is not to copy a retry due soon at all: at the defaults such a retry waits in the worker, its entry pending, and runs again there (`WORKER_RETRY_IN_PLACE_MAX`); the same workload ran at %s of all succeeding in this run.", fmtRatio(r))
+		} else {
+			fmt.Fprintf(&b, " Not copying a retry due soon at all, as the defaults do (it waits in the worker, its entry pending: `WORKER_RETRY_IN_PLACE_MAX`), ran at %s of all succeeding in this run, short of the target too.", fmtRatio(r))
+		}
+	}
+	return b.String()
+}
