@@ -315,9 +315,11 @@ func (r *engine) dispatchInPlace(ctx context.Context, p *inPlace, due []inPlaceR
 		}
 		all := slices.Clone(ms)
 		run, handed := r.admit(ctx, ms, n) // cancel.go, dispatch.go: drops the cancelled and the duplicates
-		for _, m := range all {
-			if len(run) < len(all) && !slices.Contains(run, m) {
-				p.forget(m)
+		if len(run) < len(all) {
+			for _, m := range all {
+				if !slices.Contains(run, m) {
+					p.forget(m)
+				}
 			}
 		}
 		if pause != nil {

@@ -171,7 +171,6 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	r.probe = &prober{client: client, cluster: r.cluster, health: r.health, beat: r.live.Register("probe")}
 	oom := r.health.refusesWrites
 	metrics.oom.Store(&oom)
-
 	r.promote = newPromoter(client, streamKeys(cfg), cfg.PromoteInterval, base, metrics, r.live)
 	if cfg.Partitions > 1 { // partition.go, ordered.go
 		r.order = newOrderGate(gateDeps{
