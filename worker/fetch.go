@@ -51,6 +51,7 @@ type fetcher struct {
 	backlogged bool               // told the priorities that the stream has entries to read
 	slots      prometheus.Counter // the slots its reads filled, of its WORKER_STREAMS entry
 
+	second  bool          // the stream's second fetcher: it reads only while the stream is backlogged (fetchLoop)
 	in      *inliner      // runs lone messages and fast batches on the fetcher (inline.go); nil for a partition's or a take-over's
 	lone    bool          // the last read's messages, or a probe's first ones, are to run on the fetcher (inline.go)
 	took    time.Duration // how long the last read took, sent to parsed, when it went without BLOCK and raw; else 0 (inline.go: fastBatch)
@@ -143,13 +144,33 @@ func (f *fetcher) ensureGroup(ctx, cctx context.Context) bool {
 // slots (readahead.go: what the handlers finish in about 20 ms), so nothing
 // waits in memory long enough for its idle time to matter, nor for more than
 // readSizer expects to fit in the read budget.
+//
+// A stream whose messages may run on its fetcher (inline.go) has a second
+// fetcher, which reads only while the stream is backlogged: woken by a
+// full read of the first, it reads without BLOCK until a read of its own
+// drains the stream, and then rests. Each runs its fast batches itself, so
+// while one runs a batch the other's read is in Redis: one fetcher's reads,
+// handlers and acknowledgements take turns, as in a loop that reads,
+// handles and acknowledges, and Redis and the worker each waited on the
+// other. Off a cluster only, whose reads are not parsed raw and whose
+// batches never run on the fetcher.
 func (r *engine) fetchLoop(ctx context.Context, s *streamState) {
 	f := r.newFetcher(s, slog.LevelError)
-	if s.inline != nil && f.class == nil {
-		f.runInline(ctx, s.inline) // inline.go
+	if s.inline == nil || f.class != nil {
+		f.run(ctx)
 		return
 	}
-	f.run(ctx)
+	if s.second != nil && r.rawReads() {
+		second := r.newFetcher(s, slog.LevelDebug)
+		second.second, second.cursor = true, ">"
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			second.runInline(ctx, s.second)
+		}()
+		defer func() { <-done }()
+	}
+	f.runInline(ctx, s.inline) // inline.go
 }
 
 // run is the fetch loop. It returns true once ctx has ended, false when it
@@ -163,7 +184,14 @@ func (f *fetcher) run(ctx context.Context) bool {
 	rctx := context.WithoutCancel(ctx)
 	defer f.setBacklog(false)
 	for ctx.Err() == nil {
+		if f.second && f.idle && !f.rest(ctx) {
+			return true
+		}
 		f.s.beat.beat()
+		if f.second && !f.s.groupReady.Load() {
+			f.idle = true // the first fetcher creates it
+			continue
+		}
 		if !f.s.groupReady.Load() {
 			f.releaseHeld() // inline.go
 			if !f.ensureGroup(ctx, rctx) {
@@ -206,6 +234,41 @@ func (f *fetcher) run(ctx context.Context) bool {
 	return true
 }
 
+// rest waits, the held acknowledgements sent, until the stream's first
+// fetcher finds it backlogged (second fetchers only); false when ctx ended
+// first.
+func (f *fetcher) rest(ctx context.Context) bool {
+	f.releaseHeld() // inline.go
+	select {
+	case f.sizes = <-f.s.wake:
+		f.idle = false
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// wakeSecond wakes the stream's second fetcher, if it rests, when a read
+// without BLOCK came back full and the two fetchers' reads together stay
+// within the read budget (pairable).
+func (f *fetcher) wakeSecond() {
+	if !f.pairable() {
+		return
+	}
+	select {
+	case f.s.wake <- f.sizes:
+	default:
+	}
+}
+
+// pairable reports whether two of the stream's reads, each of up to
+// WORKER_FETCH_COUNT entries of the size recent ones had, fit in one read
+// budget together: the memory of a stream's reads stays about the budget
+// with a second fetcher (readSizer). Not before an entry's size is known.
+func (f *fetcher) pairable() bool {
+	return f.sizes.perEntry > 0 && 2*f.r.cfg.FetchCount*f.sizes.perEntry <= f.r.readBudget()
+}
+
 // readNew reads new entries on the n slots reserved: what is there with
 // every free slot; when nothing is, it waits for the next entry holding one
 // slot, not all of them, so that the reclaimer and other streams can use the
@@ -231,6 +294,21 @@ func (f *fetcher) run(ctx context.Context) bool {
 // goes without BLOCK.
 func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 	r := f.r
+	if f.second {
+		sent := time.Now()
+		batch, err := f.read(rctx, n, -1, sent)
+		f.took = 0
+		if err == nil {
+			f.took = time.Since(sent)
+		}
+		f.last = len(batch)
+		if r.secondRead != nil {
+			r.secondRead(len(batch))
+		}
+		f.handle(ctx, batch, err, n, n)
+		f.idle = err != nil || len(batch) < n || !f.pairable()
+		return
+	}
 	wide := f.idle && f.trickle && f.class == nil
 	if !wide && (f.idle || r.rawReads()) {
 		sent := time.Now()
@@ -245,6 +323,9 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 			f.trickle = trickling(len(batch), n)
 			f.last = len(batch)
 			f.handle(ctx, batch, err, n, n)
+			if f.more && f.s.wake != nil && r.rawReads() {
+				f.wakeSecond()
+			}
 			return
 		}
 		r.release(n - 1)
@@ -355,6 +436,13 @@ func (f *fetcher) readResult(sent time.Time, res []redis.XStream, err error) ([]
 // messages may be kept to run on the fetcher (takeLone, inline.go).
 func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, asked int) {
 	r := f.r
+	if err != nil && f.second {
+		// The first fetcher reads the same stream, and retries and logs
+		// as it fails; the second rests until a read of the first is full.
+		r.release(n)
+		f.log.Debug("second fetcher's read failed; it rests", "error", err)
+		return
+	}
 	if err != nil {
 		r.release(n)
 		if isNoGroup(err) {

@@ -55,10 +55,11 @@ import (
 // time, up to loneOffMost: a stream whose handlers all turned slow is held
 // up for inlineFor once a minute, not once a second.
 //
-// Only streams read by one fetcher of the engine's own, without priorities
+// Only streams read by fetchers of the engine's own, without priorities
 // or per-key order, run messages this way: a partition's messages go
 // through their key's order gate, and a stream with priorities shares its
-// slots with the others by the order reads are made.
+// slots with the others by the order reads are made. Each of a stream's
+// two fetchers (fetchLoop) has an inliner and a worker state of its own.
 
 // inlineFor is how long a read's lone messages run on the fetcher before
 // the fetch loop moves to a new goroutine: the most a message waits unread,

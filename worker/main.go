@@ -349,9 +349,9 @@ func NewLogger(cfg config.Config, w io.Writer) *slog.Logger {
 
 // NewRedisClient connects to the stream Redis (REDIS_URL, a Redis Cluster or
 // Sentinel; see config.Redis) with a pool sized for the handler pool, the
-// fetchers and the background loops.
+// fetchers (two a stream: fetchLoop) and the background loops.
 func NewRedisClient(cfg config.Config) (redis.UniversalClient, error) {
-	return cfg.NewClient(config.MinPoolSize(cfg.Concurrency + len(streamKeys(cfg)) + 8)) // config.Redis.NewClient
+	return cfg.NewClient(config.MinPoolSize(cfg.Concurrency + 2*len(streamKeys(cfg)) + 8)) // config.Redis.NewClient
 }
 
 // checkScripts makes sure, with REDIS_SCRIPTS=functions, that every primary

@@ -52,6 +52,9 @@ type engine struct {
 	workers []*workerState // the handler goroutines' (the first WORKER_CONCURRENCY), then the fetchers' for a lone message (inline.go)
 	lone    sync.WaitGroup // lone messages running on their fetchers
 	loneOff time.Duration  // how long a fetcher runs no lone message after one turned out slow (inline.go)
+	// secondRead is told the entries of each read of a stream's second
+	// fetcher (fetchLoop); tests only.
+	secondRead func(got int)
 
 	handlerCtx     context.Context // outlives the fetch context; cancelled at the shutdown deadline
 	cancelHandlers context.CancelFunc
@@ -89,7 +92,9 @@ type streamState struct {
 	groupReady atomic.Bool
 	redisOK    atomic.Bool
 	beat       *beat
-	inline     *workerState // where its fetcher runs a lone message (inline.go); nil: never
+	inline     *workerState   // where its fetcher runs a lone message (inline.go); nil: never
+	second     *workerState   // where its second fetcher runs lone messages (fetchLoop); nil: it has none
+	wake       chan readSizer // the fetcher's word to the second that the stream is backlogged, with its entries' size; one deep
 }
 
 // workerState is one handler goroutine. Its context is cancelled only when
@@ -147,8 +152,8 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		r.ahead = newReadAhead(cfg.ReadAhead, r.sem)
 	}
 	for _, s := range fetchedStreams(cfg) { // partition.go: the partitions are read while owned
-		st := &streamState{name: s, beat: r.live.Register("fetch " + s), inline: &workerState{}}
-		r.workers = append(r.workers, st.inline)
+		st := &streamState{name: s, beat: r.live.Register("fetch " + s), inline: &workerState{}, second: &workerState{}, wake: make(chan readSizer, 1)}
+		r.workers = append(r.workers, st.inline, st.second)
 		r.streams = append(r.streams, st)
 	}
 	running := func() int {
