@@ -162,7 +162,9 @@ func goals(res *Results) []goal {
 	}
 	if plain, keyed := findWorkload(res.Workloads, PhaseOrder, orderNone), findWorkload(res.Workloads, PhaseOrder, orderKeys); plain != nil && keyed != nil {
 		r := keyed.rate().Median / plain.rate().Median
-		gs = append(gs, ratioGoal(fmt.Sprintf("order: consume msgs/s, %d partitions with %s keys in order ÷ one unordered stream", o.OrderPartitions, fmtInt(float64(o.OrderKeys))), "≥ 0.8", r, r >= 0.8))
+		g := ratioGoal(fmt.Sprintf("order: consume msgs/s, %d partitions with %s keys in order ÷ one unordered stream", o.OrderPartitions, fmtInt(float64(o.OrderKeys))), "≥ 0.8", r, r >= 0.8)
+		g.why = orderWhy(o, *plain, *keyed, 0.8)
+		gs = append(gs, g)
 	}
 	if p := payloadRow(res, 65536); p != nil {
 		if k := payloadRow(res, 1024); k != nil {

@@ -84,3 +84,21 @@ func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target flo
 	}
 	return b.String()
 }
+
+// orderWhy says what a partitioned stream's consume ratio below target is
+// made of: how far apart the runs were, each side's CPU per message, and
+// how the two take their messages.
+func orderWhy(o Options, plain, keyed Workload, target float64) string {
+	var b strings.Builder
+	b.WriteString(spreadWhy(fmt.Sprintf("consume over %d partitions", o.OrderPartitions), keyed.rate(), "unordered stream", plain.rate(), fmtInt, " msgs/s", true, target))
+	cpu := func(w Workload) float64 { return summarize(each(w.Runs, Measurement.CPUPerMsg)).Median }
+	fmt.Fprintf(&b, " Per message, the worker took %s µs of CPU against the unordered stream's %s", fmtMicros(cpu(keyed)), fmtMicros(cpu(plain)))
+	if rk, rp := redisCPUMedian(keyed.Runs), redisCPUMedian(plain.Runs); rk > 0 && rp > 0 {
+		fmt.Fprintf(&b, ", and Redis %s µs against %s", fmtMicros(rk), fmtMicros(rp))
+	}
+	b.WriteString(".")
+	b.WriteString(" The unordered stream's fast handlers run on its fetchers, a read's batch at a time, their `XACK`s sent with the next read, and a second fetcher reads while the first runs its batch;" +
+		" a partition's messages go through their key's order gate to the handler goroutines (a hand-off each) and are acknowledged by the ack loop." +
+		" The likely way to reach it, not built yet, is to run a partition's read on its fetcher, in the stream's order, when none of its keys has a message running or waiting, as an unordered stream's batch runs: " + docsBench + " has what was measured of both.")
+	return b.String()
+}
