@@ -11,7 +11,7 @@
 //	main.go                              Main and Run: config, Redis, the run group, HTTP
 //	runtime.go                           engine.Run: start list, drain, stop list; process, complete
 //	component.go                         the one way a background loop is started and stopped
-//	fetch.go                             a fetcher per stream: reads, replays own pending entries
+//	fetch.go                             a stream's fetchers: reads, replays own pending entries
 //	dispatch.go                          the dispatch path every delivery enters
 //	cancel.go                            cancelled entries: acknowledged unrun on the dispatch path
 //	queue.go, semaphore.go, msgctx.go    the pool's job queue, handler slots, per-worker contexts

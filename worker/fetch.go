@@ -17,7 +17,8 @@ import (
 // fetcher reads one stream for this consumer. It keeps what one pass over
 // the stream needs between reads: where a group created now starts, the
 // consecutive Redis failures, the replay cursor and the read sizes. The
-// fetch loop and a partition's take-over each run one.
+// fetch loop (and a stream's second one: fetchLoop) and a partition's
+// take-over each run one.
 type fetcher struct {
 	r     *engine
 	s     *streamState
@@ -147,20 +148,21 @@ func (f *fetcher) ensureGroup(ctx, cctx context.Context) bool {
 //
 // A stream whose messages may run on its fetcher (inline.go) has a second
 // fetcher, which reads only while the stream is backlogged: woken by a
-// full read of the first, it reads without BLOCK until a read of its own
-// drains the stream, and then rests. Each runs its fast batches itself, so
-// while one runs a batch the other's read is in Redis: one fetcher's reads,
+// full read of the first whose batch runs on the fetcher, it reads without
+// BLOCK until a read of its own drains the stream or goes to the handler
+// goroutines, and then rests. Each runs its fast batches itself, so while
+// one runs a batch the other's read is in Redis: one fetcher's reads,
 // handlers and acknowledgements take turns, as in a loop that reads,
 // handles and acknowledges, and Redis and the worker each waited on the
-// other. Off a cluster only, whose reads are not parsed raw and whose
-// batches never run on the fetcher.
+// other. Not with priorities, nor on a cluster, whose reads are not parsed
+// raw and whose batches never run on the fetcher (newEngine).
 func (r *engine) fetchLoop(ctx context.Context, s *streamState) {
 	f := r.newFetcher(s, slog.LevelError)
 	if s.inline == nil || f.class != nil {
 		f.run(ctx)
 		return
 	}
-	if s.second != nil && r.rawReads() {
+	if s.second != nil {
 		second := r.newFetcher(s, slog.LevelDebug)
 		second.second, second.cursor = true, ">"
 		done := make(chan struct{})
@@ -236,9 +238,16 @@ func (f *fetcher) run(ctx context.Context) bool {
 
 // rest waits, the held acknowledgements sent, until the stream's first
 // fetcher finds it backlogged (second fetchers only); false when ctx ended
-// first.
+// first. A word sent while it read is dropped first: its size estimate is
+// older than the reads since, which may have found the entries grown, and
+// the stream it said was backlogged has since been drained. The first
+// fetcher's next full read sends another.
 func (f *fetcher) rest(ctx context.Context) bool {
 	f.releaseHeld() // inline.go
+	select {
+	case <-f.s.wake:
+	default:
+	}
 	select {
 	case f.sizes = <-f.s.wake:
 		f.idle = false
@@ -249,8 +258,9 @@ func (f *fetcher) rest(ctx context.Context) bool {
 }
 
 // wakeSecond wakes the stream's second fetcher, if it rests, when a read
-// without BLOCK came back full and the two fetchers' reads together stay
-// within the read budget (pairable).
+// without BLOCK came back full, its batch runs on the fetcher (a batch
+// handed to the handler goroutines leaves the fetcher free to read on) and
+// the two fetchers' reads together stay within the read budget (pairable).
 func (f *fetcher) wakeSecond() {
 	if !f.pairable() {
 		return
@@ -306,7 +316,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 			r.secondRead(len(batch))
 		}
 		f.handle(ctx, batch, err, n, n)
-		f.idle = err != nil || len(batch) < n || !f.pairable()
+		f.idle = err != nil || len(batch) < n || !f.lone || !f.pairable()
 		return
 	}
 	wide := f.idle && f.trickle && f.class == nil
@@ -323,7 +333,7 @@ func (f *fetcher) readNew(ctx, rctx context.Context, n int) {
 			f.trickle = trickling(len(batch), n)
 			f.last = len(batch)
 			f.handle(ctx, batch, err, n, n)
-			if f.more && f.s.wake != nil && r.rawReads() {
+			if f.more && f.lone && f.s.wake != nil {
 				f.wakeSecond()
 			}
 			return
@@ -437,9 +447,13 @@ func (f *fetcher) readResult(sent time.Time, res []redis.XStream, err error) ([]
 func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, asked int) {
 	r := f.r
 	if err != nil && f.second {
-		// The first fetcher reads the same stream, and retries and logs
-		// as it fails; the second rests until a read of the first is full.
+		// The first fetcher reads the same stream, and retries, logs and
+		// tells readiness as it fails; the second rests until a read of
+		// the first is full.
 		r.release(n)
+		if ctx.Err() == nil {
+			r.metrics.redisError(OpFetch)
+		}
 		f.log.Debug("second fetcher's read failed; it rests", "error", err)
 		return
 	}
@@ -458,7 +472,11 @@ func (f *fetcher) handle(ctx context.Context, batch []*Message, err error, n, as
 		f.fail(ctx, "reading stream", err)
 		return
 	}
-	f.ok()
+	if f.second {
+		r.answers.Add(1) // inplace.go; readiness is the first fetcher's to tell
+	} else {
+		f.ok()
+	}
 	f.sizes.observe(batchBytes(batch), len(batch))
 	if r.ahead != nil && len(batch) > 0 {
 		r.ahead.entry.Store(int64(f.sizes.perEntry))

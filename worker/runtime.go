@@ -152,8 +152,14 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		r.ahead = newReadAhead(cfg.ReadAhead, r.sem)
 	}
 	for _, s := range fetchedStreams(cfg) { // partition.go: the partitions are read while owned
-		st := &streamState{name: s, beat: r.live.Register("fetch " + s), inline: &workerState{}, second: &workerState{}, wake: make(chan readSizer, 1)}
-		r.workers = append(r.workers, st.inline, st.second)
+		st := &streamState{name: s, beat: r.live.Register("fetch " + s), inline: &workerState{}}
+		r.workers = append(r.workers, st.inline)
+		// fetchLoop: a second fetcher where batches may run on the fetcher,
+		// not with priorities (priority.go) nor on a cluster (rawReads).
+		if _, cluster := client.(*redis.ClusterClient); !cluster && !cfg.Prioritised() {
+			st.second, st.wake = &workerState{}, make(chan readSizer, 1)
+			r.workers = append(r.workers, st.second)
+		}
 		r.streams = append(r.streams, st)
 	}
 	running := func() int {
@@ -367,7 +373,7 @@ func (r *engine) newReclaimer() *reclaim.Reclaimer {
 }
 
 // feeders are the components that hand work to the pool, each until its
-// context ends: a fetcher per stream, the partitions (which run a fetcher per
+// context ends: a fetcher per stream (and its second: fetchLoop), the partitions (which run a fetcher per
 // partition owned), the reclaimer and the suspects' one-at-a-time loop; the
 // promoter, which moves due retries back into the streams; the pause
 // poller, whose first answer the fetchers wait for (pause.go); and, with a

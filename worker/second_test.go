@@ -2,10 +2,15 @@ package worker
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/testredis"
@@ -114,5 +119,65 @@ func TestPairable(t *testing.T) {
 	f.sizes.perEntry = 32 << 10
 	if !f.pairable() {
 		t.Errorf("entries of 32 KiB, budget 16 MiB: not pairable, want pairable (two reads of 8 MiB)")
+	}
+}
+
+// A word left in the wake channel while the second fetcher read is dropped
+// when it rests: its size estimate is older than the reads since (entries
+// of 13 bytes, where the second has since read 64 KiB ones), and the second
+// waits for the first fetcher's next full read instead.
+func TestSecondFetcherDropsAStaleWake(t *testing.T) {
+	f := &fetcher{s: &streamState{wake: make(chan readSizer, 1)}, second: true, idle: true}
+	f.sizes.perEntry = 64 << 10
+	f.s.wake <- readSizer{perEntry: 13} // sent while it read
+	woke := make(chan bool, 1)
+	go func() { woke <- f.rest(context.Background()) }()
+	f.s.wake <- readSizer{perEntry: 100} // the first fetcher's next full read
+	if !<-woke {
+		t.Fatal("rest = false, want true: woken")
+	}
+	if f.sizes.perEntry != 100 {
+		t.Errorf("woken with an estimate of %d bytes an entry, want 100 (the word sent after it rested, not the one left from before)", f.sizes.perEntry)
+	}
+	if f.idle {
+		t.Error("idle after waking, want reading")
+	}
+}
+
+// Only a stream whose batches may run on its fetcher has a second one: not
+// with priorities (a stream's reads take its share of the slots in turn),
+// not on a Redis Cluster (its reads are not parsed raw), and a partition's
+// fetcher never has one.
+func TestSecondFetcherOnlyWhereBatchesRunOnTheFetcher(t *testing.T) {
+	seconds := func(cfg config.Config, client redis.UniversalClient) (n int) {
+		r := newEngine(cfg, client, NewMux(), slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
+		for _, s := range r.streams {
+			if s.second != nil {
+				n++
+				if s.wake == nil || !slices.Contains(r.workers, s.second) {
+					t.Errorf("stream %s has a second fetcher's worker state without a wake channel or not among the engine's workers", s.name)
+				}
+			}
+		}
+		return n
+	}
+	cfg := config.Default()
+	cfg.Streams = []string{"a", "b"}
+	if got := seconds(cfg, nil); got != 2 {
+		t.Errorf("two streams without priorities: %d second fetchers, want 2", got)
+	}
+	cfg.Weights = map[string]int{"a": 3}
+	if got := seconds(cfg, nil); got != 0 {
+		t.Errorf("two streams with priorities: %d second fetchers, want none", got)
+	}
+	cfg.Weights = nil
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer cluster.Close()
+	if got := seconds(cfg, cluster); got != 0 {
+		t.Errorf("two streams on a Redis Cluster: %d second fetchers, want none", got)
+	}
+	cfg.Partitions = 4
+	if got := seconds(cfg, nil); got != 0 {
+		t.Errorf("two partitioned streams: %d second fetchers, want none (a partition's fetcher has none)", got)
 	}
 }
