@@ -332,6 +332,10 @@ func TestUnmetGoalsSayWhy(t *testing.T) {
 			"ours ÷ the better bare loop (bare go-redis loop, pipelined): 1.07×.**",
 			"Ours' consume was **320,000** (300,000–390,000) msgs/s, the bare go-redis loop, pipelined's **300,000** (290,000–310,000) msgs/s (median, min–max of the runs): ours' best run ÷ its worst = 1.34×, ours' worst ÷ its best = 0.97×, so the runs alone span the target: this run cannot tell met from not met.",
 		}, []string{"worker CPU per message consuming"}}, // met: 1.00×, no line
+		{"the retries' reads do not show", &Results{Options: Options{FailEvery: 10, Runs: 1}, Workloads: []Workload{
+			{Phase: PhaseFailures, Name: failNone, System: systems.Ours, Runs: []Measurement{run(400_000, 140*time.Millisecond, 100_000, 0)}},
+			{Phase: PhaseFailures, Name: failOnceDelayed, System: systems.Ours, Runs: []Measurement{run(300_000, 230*time.Millisecond, 95_000, 70_000)}},
+		}}, []string{"and nothing that shows in reading the retry again: `XREADGROUP`'s time per message did not rise"}, []string{"– µs in reading"}},
 		{"in place short too, Redis CPU unknown", &Results{Options: Options{FailEvery: 10, Runs: 1}, Workloads: failures(300_000, -1)}, []string{
 			"Not copying a retry due soon at all, as the defaults do", "ran at 0.75× of all succeeding in this run, short of the target too.",
 		}, []string{"What reaches it", "Redis's CPU per message went", "likely reason"}},

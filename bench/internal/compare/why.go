@@ -63,8 +63,12 @@ func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target flo
 		if hasCommands(none) && hasCommands(delayed) {
 			scripts := (scriptMedian(delayed) - scriptMedian(none)) * per
 			read := (commandMedian(delayed, "xreadgroup") - commandMedian(none, "xreadgroup")) * per
-			fmt.Fprintf(&b, "; of each failure, `INFO commandstats` puts %s µs in the two scripts, the commands they call included, and %s µs in reading the retry again (the failures phase's table)",
-				fmtMicros(scripts), fmtMicros(read))
+			fmt.Fprintf(&b, "; of each failure, `INFO commandstats` puts %s µs in the two scripts, the commands they call included, and ", fmtMicros(scripts))
+			if read > 0 {
+				fmt.Fprintf(&b, "%s µs in reading the retry again (the failures phase's table)", fmtMicros(read))
+			} else { // the runs' XREADGROUP time per message moved less than the retries' reads add
+				b.WriteString("nothing that shows in reading the retry again: `XREADGROUP`'s time per message did not rise (the failures phase's table)")
+			}
 		}
 		b.WriteString(".")
 		if rd > rn && ratio < 1 {
