@@ -93,7 +93,7 @@ func (f *fetcher) paused(ctx context.Context) bool {
 	f.releaseHeld() // inline.go
 	waited := f.r.pauses.wait(ctx, f.pause, f.s.beat)
 	f.known = true
-	if ctx.Err() == nil && waited {
+	if ctx.Err() == nil && waited && !f.second { // readiness is the first fetcher's to tell
 		f.ok()
 	}
 	return waited

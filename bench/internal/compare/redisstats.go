@@ -109,12 +109,14 @@ func scriptMedian(w Workload) float64 {
 
 // hasCommands reports whether any run of w has Redis's time per command.
 func hasCommands(w Workload) bool {
-	for _, m := range w.Runs {
-		if len(m.RedisCommands) > 0 {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(w.Runs, func(m Measurement) bool { return len(m.RedisCommands) > 0 })
+}
+
+// allCommands reports whether every run of w has its commands counted: a
+// run without them counts as 0 µs in commandMedian, so a difference taken
+// over runs with and without them says nothing.
+func allCommands(w Workload) bool {
+	return !slices.ContainsFunc(w.Runs, func(m Measurement) bool { return len(m.RedisCommands) == 0 })
 }
 
 // renderCommandTable writes where Redis's time went per message, by

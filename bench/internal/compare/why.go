@@ -60,7 +60,7 @@ func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target flo
 	if rn, rd := redisCPUMedian(none.Runs), redisCPUMedian(delayed.Runs); rn > 0 && rd > 0 {
 		fmt.Fprintf(&b, " Redis's CPU per message went from %s µs all succeeding to %s µs, %s µs per failure at 1 in %d",
 			fmtMicros(rn), fmtMicros(rd), fmtMicros((rd-rn)*per), o.FailEvery)
-		if hasCommands(none) && hasCommands(delayed) {
+		if allCommands(none) && allCommands(delayed) {
 			scripts := (scriptMedian(delayed) - scriptMedian(none)) * per
 			read := (commandMedian(delayed, "xreadgroup") - commandMedian(none, "xreadgroup")) * per
 			fmt.Fprintf(&b, "; of each failure, `INFO commandstats` puts %s µs in the two scripts, the commands they call included, and ", fmtMicros(scripts))
@@ -101,7 +101,8 @@ func orderWhy(o Options, plain, keyed Workload, target float64) string {
 		fmt.Fprintf(&b, ", and Redis %s µs against %s", fmtMicros(rk), fmtMicros(rp))
 	}
 	b.WriteString(".")
-	b.WriteString(" The unordered stream's fast handlers run on its fetchers, a read's batch at a time, their `XACK`s sent with the next read, and a second fetcher reads while the first runs its batch;" +
+	fmt.Fprintf(&b, " An unordered stream of %d-byte entries whose handlers measure fast runs them on its fetchers,", o.Payload)
+	b.WriteString(" a read's batch at a time, their `XACK`s sent with the next read, a second fetcher reading while the first runs its batch;" +
 		" a partition's messages go through their key's order gate to the handler goroutines (a hand-off each) and are acknowledged by the ack loop." +
 		" The likely way to reach it, not built yet, is to run a partition's read on its fetcher, in the stream's order, when none of its keys has a message running or waiting, as an unordered stream's batch runs: " + docsBench + " has what was measured of both.")
 	return b.String()
