@@ -151,12 +151,14 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	if cfg.ReadAhead > 0 { // readahead.go
 		r.ahead = newReadAhead(cfg.ReadAhead, r.sem)
 	}
+	r.sem.prio, r.classes = newPriorities(cfg) // priority.go: nil without weights or strict order
+	r.cluster = newClusterRoutes(client)
 	for _, s := range fetchedStreams(cfg) { // partition.go: the partitions are read while owned
 		st := &streamState{name: s, beat: r.live.Register("fetch " + s), inline: &workerState{}}
 		r.workers = append(r.workers, st.inline)
 		// fetchLoop: a second fetcher where batches may run on the fetcher,
-		// not with priorities (priority.go) nor on a cluster (rawReads).
-		if _, cluster := client.(*redis.ClusterClient); !cluster && !cfg.Prioritised() {
+		// not with priorities nor on a cluster (rawReads).
+		if r.classes[s] == nil && r.rawReads() {
 			st.second, st.wake = &workerState{}, make(chan readSizer, 1)
 			r.workers = append(r.workers, st.second)
 		}
@@ -175,9 +177,7 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	for _, s := range streamKeys(cfg) {
 		r.renewing[s] = &atomic.Bool{}
 	}
-	r.sem.prio, r.classes = newPriorities(cfg) // priority.go: nil without weights or strict order
 	r.pauses = newPauses(cfg, client, base, metrics, r.live)
-	r.cluster = newClusterRoutes(client)
 	r.health = newRedisHealth(logger)
 	r.probe = &prober{client: client, cluster: r.cluster, health: r.health, beat: r.live.Register("probe")}
 	oom := r.health.refusesWrites

@@ -166,11 +166,19 @@ func TestSecondFetcherOnlyWhereBatchesRunOnTheFetcher(t *testing.T) {
 	if got := seconds(cfg, nil); got != 2 {
 		t.Errorf("two streams without priorities: %d second fetchers, want 2", got)
 	}
+	cfg.Weights = map[string]int{"a": 1, "b": 1}
+	if got := seconds(cfg, nil); got != 2 {
+		t.Errorf("two streams of weight 1 (no priorities): %d second fetchers, want 2", got)
+	}
 	cfg.Weights = map[string]int{"a": 3}
 	if got := seconds(cfg, nil); got != 0 {
 		t.Errorf("two streams with priorities: %d second fetchers, want none", got)
 	}
-	cfg.Weights = nil
+	cfg.Weights, cfg.Priority = nil, config.PriorityStrict
+	if got := seconds(cfg, nil); got != 0 {
+		t.Errorf("two streams in strict order: %d second fetchers, want none", got)
+	}
+	cfg.Priority = config.Default().Priority
 	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
 	defer cluster.Close()
 	if got := seconds(cfg, cluster); got != 0 {

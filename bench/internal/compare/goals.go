@@ -62,7 +62,7 @@ func latencyCPU(l Latency) float64 { return l.over(runCPUPerMsg).Median }
 func latencyP99(l Latency) float64 { return l.over(runP99).Median }
 
 func consumeMedian(t Throughput) float64 { return t.consumeRate().Median }
-func consumeCPU(t Throughput) float64    { return consumeCPUs(t).Median }
+func consumeCPU(t Throughput) float64    { return cpuMedian(t.Consume) }
 func consumeCPUs(t Throughput) summary {
 	return summarize(each(t.Consume, Measurement.CPUPerMsg))
 }

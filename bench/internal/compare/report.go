@@ -116,8 +116,8 @@ func renderThroughput(b *strings.Builder, res *Results) {
 		}
 		fmt.Fprintf(b, "| %s | %s | %s | %s / %s | %s / %s | %s / %s | %s |\n", label(t.System),
 			fmtRange(t.produceRate()), fmtRange(t.consumeRate()),
-			fmtMicros(summarize(each(t.Produce, Measurement.CPUPerMsg)).Median),
-			fmtMicros(summarize(each(t.Consume, Measurement.CPUPerMsg)).Median),
+			fmtMicros(cpuMedian(t.Produce)),
+			fmtMicros(cpuMedian(t.Consume)),
 			fmtMicros(redisCPUMedian(t.Produce)),
 			fmtMicros(redisCPUMedian(t.Consume)),
 			fmtMiB(summarize(each(t.Produce, peakRSS)).Median), fmtMiB(summarize(each(t.Consume, peakRSS)).Median),
@@ -134,7 +134,7 @@ func renderRatios(b *strings.Builder, res *Results) {
 		return
 	}
 	oc, op := ours.consumeRate().Median, ours.produceRate().Median
-	ocpu := summarize(each(ours.Consume, Measurement.CPUPerMsg)).Median
+	ocpu := cpuMedian(ours.Consume)
 	fmt.Fprintf(b, "\n### Against ours\n\nThroughput: ours ÷ theirs (above 1: ours is faster). CPU per message and latency: theirs ÷ ours (above 1: ours is cheaper or sooner).\n\n")
 	fmt.Fprintf(b, "| system | consume msgs/s | produce msgs/s | consume CPU µs/msg | latency p50 | latency p99 |\n|---|---|---|---|---|---|\n")
 	oursLat := findLatency(res.Latency, systems.Ours)
@@ -149,7 +149,7 @@ func renderRatios(b *strings.Builder, res *Results) {
 		}
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", label(t.System),
 			fmtRatio(oc/t.consumeRate().Median), fmtRatio(op/t.produceRate().Median),
-			fmtRatio(summarize(each(t.Consume, Measurement.CPUPerMsg)).Median/ocpu), p50, p99)
+			fmtRatio(cpuMedian(t.Consume)/ocpu), p50, p99)
 	}
 }
 

@@ -171,6 +171,9 @@ func summarize(vs []float64) summary {
 	return summary{Median: m, Min: s[0], Max: s[len(s)-1]}
 }
 
+// cpuMedian is the median of ms's CPU per message, µs.
+func cpuMedian(ms []Measurement) float64 { return summarize(each(ms, Measurement.CPUPerMsg)).Median }
+
 // redisCPUMedian is the median of ms's Redis CPU per message, µs (-1:
 // unknown).
 func redisCPUMedian(ms []Measurement) float64 {

@@ -95,8 +95,7 @@ func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target flo
 func orderWhy(o Options, plain, keyed Workload, target float64) string {
 	var b strings.Builder
 	b.WriteString(spreadWhy(fmt.Sprintf("consume over %d partitions", o.OrderPartitions), keyed.rate(), "unordered stream", plain.rate(), fmtInt, " msgs/s", true, target))
-	cpu := func(w Workload) float64 { return summarize(each(w.Runs, Measurement.CPUPerMsg)).Median }
-	fmt.Fprintf(&b, " Per message, the worker took %s µs of CPU against the unordered stream's %s", fmtMicros(cpu(keyed)), fmtMicros(cpu(plain)))
+	fmt.Fprintf(&b, " Per message, the worker took %s µs of CPU against the unordered stream's %s", fmtMicros(cpuMedian(keyed.Runs)), fmtMicros(cpuMedian(plain.Runs)))
 	if rk, rp := redisCPUMedian(keyed.Runs), redisCPUMedian(plain.Runs); rk > 0 && rp > 0 {
 		fmt.Fprintf(&b, ", and Redis %s µs against %s", fmtMicros(rk), fmtMicros(rp))
 	}

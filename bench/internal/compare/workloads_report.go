@@ -63,7 +63,7 @@ func renderWorkloads(b *strings.Builder, res *Results, chart bool) {
 				name = label(w.System)
 			}
 			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, w.Detail, fmtInt(float64(w.Runs[0].N)), fmtRange(w.rate()),
-				fmtRatio(w.rate().Median/base), fmtMicros(summarize(each(w.Runs, Measurement.CPUPerMsg)).Median),
+				fmtRatio(w.rate().Median/base), fmtMicros(cpuMedian(w.Runs)),
 				fmtMicros(redisCPUMedian(w.Runs)), fmtMiB(summarize(each(w.Runs, peakRSS)).Median))
 		}
 		if phase == PhaseFailures {
