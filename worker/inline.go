@@ -55,11 +55,21 @@ import (
 // time, up to loneOffMost: a stream whose handlers all turned slow is held
 // up for inlineFor once a minute, not once a second.
 //
-// Only streams read by fetchers of the engine's own, without priorities
-// or per-key order, run messages this way: a partition's messages go
-// through their key's order gate, and a stream with priorities shares its
-// slots with the others by the order reads are made. Each of a stream's
-// two fetchers (fetchLoop) has an inliner and a worker state of its own.
+// A stream with priorities runs none this way: it shares its slots with
+// the others by the order reads are made. Each of a stream's two fetchers
+// (fetchLoop) has an inliner and a worker state of its own, and so does a
+// partition's fetcher.
+//
+// On a partition with per-key order (ordered.go), a read's messages pass
+// the key's order gate first, as they do to the handler goroutines: the
+// fetcher runs the first of each key, and after each the next of its key
+// (chain), which goes to the end of the lone messages, so the hatch hands
+// it over with them. A message that fails and is retried in place is not
+// waited for here: its wait and its retry go to a handler goroutine on its
+// slot (Message.retryDue), and its key's later messages wait behind it
+// there. A partition given up and taken again gets a new fetch loop while a
+// handler the hatch left running may still run on its worker state: that
+// loop runs no lone message until it is done (workerState.lone).
 
 // inlineFor is how long a read's lone messages run on the fetcher before
 // the fetch loop moves to a new goroutine: the most a message waits unread,
@@ -99,7 +109,7 @@ const (
 type inliner struct {
 	r       *engine
 	w       *workerState // runs the lone messages, one at a time: seen by the leases and the shutdown
-	busy    atomic.Bool  // w runs lone messages
+	busy    *atomic.Bool // w runs lone messages (workerState.lone): a partition's next fetch loop runs none on w until the last one's are done
 	role    atomic.Int32
 	base    time.Time     // the zero of started and off: a monotonic reading, a second before the loop began
 	started atomic.Int64  // when the lone messages running started, ns since base; 0: none run
@@ -134,7 +144,7 @@ type inliner struct {
 // messages run on it (fetchLoop, for a stream with a worker state of its
 // own), and returns once the loop has ended.
 func (f *fetcher) runInline(ctx context.Context, w *workerState) {
-	in := &inliner{r: f.r, w: w, base: time.Now().Add(-time.Second), ended: make(chan struct{}), args: map[string][]any{}, maxBlock: pipelineBlock(f.r.client, f.r.cfg.Block)}
+	in := &inliner{r: f.r, w: w, busy: &w.lone, base: time.Now().Add(-time.Second), ended: make(chan struct{}), args: map[string][]any{}, maxBlock: pipelineBlock(f.r.client, f.r.cfg.Block)}
 	in.resume = func() {
 		if f.run(ctx) {
 			if !in.busy.Load() { // else the goroutine running lone messages sends its own
@@ -271,18 +281,20 @@ func (in *inliner) resting() bool {
 	return false
 }
 
-// takeLone reports whether a read's admitted messages run are to run on the
-// fetcher: the read, of asked entries, brought them all (got), either
-// draining the stream with at most loneMost or as a batch fast enough to
-// (fastBatch); no handler is behind, fewer than WORKER_CONCURRENCY
+// takeLone reports whether a read's messages to run now, run, are to run
+// on the fetcher: the read, of asked entries, brought got and all were
+// admitted (handed; on an ordered partition those behind their key's
+// running message wait in the order gate, not in run), either draining the
+// stream with at most loneMost or as a batch fast enough to (fastBatch),
+// and no handler is behind, fewer than WORKER_CONCURRENCY
 // handlers run (a message in a read-ahead slot waits for a handler
 // goroutine) and the fetcher's worker state is free. It then holds one of
 // the WORKER_CONCURRENCY and the worker state, and the shutdown waits for
 // it. Not for loneOff after one turned out slow. True means it has taken
 // all of run: a probe's (fastBatch) first loneMost run on the fetcher and
 // the rest it has pushed to the job queue. False: it pushed none.
-func (f *fetcher) takeLone(run []*Message, got, asked int) bool {
-	if f.in == nil || len(run) == 0 || len(run) != got || !f.r.jobs.empty() || f.in.resting() {
+func (f *fetcher) takeLone(run []*Message, handed, got, asked int) bool {
+	if f.in == nil || len(run) == 0 || handed != got || !f.r.jobs.empty() || f.in.resting() {
 		return false
 	}
 	var rest []*Message // a probe's messages left to the handler goroutines
@@ -382,6 +394,21 @@ func (in *inliner) take() *Message {
 	return m
 }
 
+// chain adds m, the next message of a key whose last one ran here, to the
+// lone messages, or once the hatch moved the fetch loop on, hands it to the
+// handler goroutines as it did the lone messages not started.
+func (in *inliner) chain(m *Message) {
+	in.mu.Lock()
+	if in.role.Load() != roleHanded { // set before handOver takes mu: it hands m over with the others
+		m.held = in
+		in.lone = append(in.lone, m)
+		in.mu.Unlock()
+		return
+	}
+	in.mu.Unlock()
+	in.r.jobs.push(m)
+}
+
 // runLone runs the lone messages taken, and reports whether this goroutine
 // still runs the fetch loop: false when the hatch moved it.
 func (f *fetcher) runLone() bool {
@@ -400,8 +427,21 @@ func (f *fetcher) runLone() bool {
 		if r.ahead != nil {
 			r.ahead.done()
 		}
-		r.sem.release(1)
 		ran++
+		if r.order == nil {
+			r.sem.release(1)
+			continue
+		}
+		next, held := r.order.doneInline(m) // ordered.go
+		if held {
+			m.held, m.retryDue = nil, true // its retry's acknowledgement goes to the ack loop
+			r.jobs.push(m)
+			continue
+		}
+		r.sem.release(1)
+		if next != nil {
+			in.chain(next)
+		}
 	}
 	in.started.Store(0)
 	in.measured(ran, time.Duration(in.since(time.Now())-began))

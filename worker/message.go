@@ -70,6 +70,9 @@ type Message struct {
 	effects *Effects      // commands to commit with the acknowledgement (effects.go), or nil
 	held    *inliner      // when not nil, the fetcher whose next read its acknowledgement waits for (inline.go)
 	retried bool          // a retry in place (inplace.go): hidden from our reclaim passes until its handler returns
+	// retryDue: it ran on a fetcher and failed, and its retry in place
+	// (ordered.go) is to be waited for on a handler goroutine (engine.work)
+	retryDue bool
 }
 
 // newMessage builds a Message from an entry as go-redis returns it (a

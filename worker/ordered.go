@@ -16,12 +16,15 @@ import (
 // stream order. The gate keeps that order through the handler pool: while a
 // message of a key runs, the later ones of the key wait here, each on the
 // handler slot it was read with, and the handler goroutine that finishes one
-// runs the next (engine.Run). Messages without a key, and every message on
+// runs the next (engine.work). A partition's fetcher that runs a read's
+// messages itself (inline.go) does the same: it runs the first of each key,
+// and each key's next after it. Messages without a key, and every message on
 // an unpartitioned stream, pass straight through: the gate is nil then.
 //
 // A keyed message that fails is retried in place: it stays pending (its
 // lease renewed), its goroutine waits the backoff and runs it again, and the
-// key's later messages wait behind it. A retried copy sent through the
+// key's later messages wait behind it. A fetcher does not wait: it hands the
+// wait and the retry to a handler goroutine (doneInline). A retried copy sent through the
 // stream's delayed set would come back behind them. When its attempts run
 // out, or for a Permanent error, it is dead-lettered to its partition's
 // dead-letter stream as any message is, and the key goes on.
@@ -159,6 +162,30 @@ func (g *orderGate) done(m *Message) (next *Message, again bool) {
 	if t.held {
 		t.held = false
 		return g.retry(k, t, m)
+	}
+	return g.nextLocked(k, t), false
+}
+
+// doneInline is done for a message run on a fetcher (inline.go), which
+// does not wait out a backoff: when m is held for a retry in place, it
+// returns held set and the retry is left to a handler goroutine, m keeping
+// its slot (Message.retryDue). Otherwise it returns the next message of m's
+// key, or nil, as done does.
+func (g *orderGate) doneInline(m *Message) (next *Message, held bool) {
+	key := partitionKey(m)
+	if key == "" {
+		return nil, false
+	}
+	k := gateKey{m.Stream, key}
+	g.mu.Lock()
+	t := g.keys[k]
+	switch {
+	case t == nil:
+		g.mu.Unlock()
+		return nil, false
+	case t.held:
+		g.mu.Unlock()
+		return nil, true
 	}
 	return g.nextLocked(k, t), false
 }

@@ -104,6 +104,7 @@ type workerState struct {
 	cur      atomic.Pointer[Message] // the message running, or nil
 	leasedAt atomic.Int64            // unix ns: when the read that delivered cur, or its last lease renewal, was sent
 	unleased atomic.Pointer[Message] // cur, once its entry is no longer pending (trimmed, or acknowledged elsewhere): not leased again
+	lone     atomic.Bool             // a fetcher's: it runs lone messages (inline.go), maybe for a fetch loop that has ended
 
 	mu   sync.Mutex
 	ctx  *msgContext
@@ -192,6 +193,13 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 			cfg: cfg, client: client, logger: base, live: r.live, order: r.order, cluster: r.cluster, leaseEvery: r.leaseEvery(),
 			takeOver: r.takeOver, fetchLoop: r.fetchLoop,
 		})
+		// A partition's fetcher runs lone messages and fast batches as a
+		// stream's does (inline.go), on a worker state of its own that each
+		// fetch loop of the partition, while it is owned, takes on.
+		for _, pt := range r.parts.all {
+			pt.s.inline = &workerState{}
+			r.workers = append(r.workers, pt.s.inline)
+		}
 	}
 	r.inPlace = newInPlaces(streamKeys(cfg), r.order.ordered) // inplace.go: not the ordered partitions
 	inPlace := r.inPlace.len
@@ -320,11 +328,17 @@ func (r *engine) work(w *workerState) {
 			return
 		}
 		for m != nil {
-			r.running.take() // waits only while a fetcher runs lone messages on the last free one (inline.go)
-			r.process(w, m)
-			r.running.give()
-			if r.ahead != nil {
-				r.ahead.done() // finished: the pace counts what handlers finish, not what they start
+			if m.retryDue {
+				// It ran on a fetcher and failed; its key's retry in place
+				// waits here, not there (ordered.go: doneInline).
+				m.retryDue = false
+			} else {
+				r.running.take() // waits only while a fetcher runs lone messages on the last free one (inline.go)
+				r.process(w, m)
+				r.running.give()
+				if r.ahead != nil {
+					r.ahead.done() // finished: the pace counts what handlers finish, not what they start
+				}
 			}
 			var next *Message
 			var again bool
