@@ -350,8 +350,9 @@ func TestUnmetGoalsSayWhy(t *testing.T) {
 			"Ours' consume over 16 partitions was **200,000** msgs/s, the unordered stream's **290,000** (280,000–300,000) msgs/s",
 			"so every pair of runs misses the target",
 			"Per message, the worker took 4.20 µs of CPU against the unordered stream's 1.50, and Redis 3.10 µs against 2.40.",
-			"An unordered stream of 100-byte entries whose handlers measure fast runs them on its fetchers",
-			"The likely way to reach it, not built yet, is to run a partition's read on its fetcher",
+			"Both run their batches of 100-byte entries on their fetchers",
+			"and 16 fetchers, each a read and an `XACK` of its own per batch, share the handler slots",
+			"Not built yet, the likely way to reach it: one read, and one `XACK`, for all the partitions a worker owns on one Redis",
 		}, nil},
 		{"one run each", &Results{Options: Options{Runs: 1, OursConcurrency: 256}, Throughput: []Throughput{
 			{System: systems.Ours, Consume: consume(300_000)},

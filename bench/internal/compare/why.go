@@ -100,9 +100,10 @@ func orderWhy(o Options, plain, keyed Workload, target float64) string {
 		fmt.Fprintf(&b, ", and Redis %s µs against %s", fmtMicros(rk), fmtMicros(rp))
 	}
 	b.WriteString(".")
-	fmt.Fprintf(&b, " An unordered stream of %d-byte entries whose handlers measure fast runs them on its fetchers,", o.Payload)
-	b.WriteString(" a read's batch at a time, their `XACK`s sent with the next read, a second fetcher reading while the first runs its batch;" +
-		" a partition's messages go through their key's order gate to the handler goroutines (a hand-off each) and are acknowledged by the ack loop." +
-		" The likely way to reach it, not built yet, is to run a partition's read on its fetcher, in the stream's order, when none of its keys has a message running or waiting, as an unordered stream's batch runs: " + docsBench + " has what was measured of both.")
+	fmt.Fprintf(&b, " Both run their batches of %d-byte entries on their fetchers (the handlers measure fast), the `XACK`s sent with the next read.", o.Payload)
+	fmt.Fprintf(&b, " On top of that, a partition's messages pass their key's order gate, its entries carry the key (two more bulk strings to read, an allocation each in go-redis's raw reader), the handler checks each key's order,"+
+		" and %d fetchers, each a read and an `XACK` of its own per batch, share the handler slots, where the unordered stream has two.", o.OrderPartitions)
+	b.WriteString(" Not built yet, the likely way to reach it: one read, and one `XACK`, for all the partitions a worker owns on one Redis (an `XREADGROUP` of several streams); " +
+		docsBench + " has what was measured of each part.")
 	return b.String()
 }
