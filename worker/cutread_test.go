@@ -20,13 +20,26 @@ import (
 	"github.com/streamworker/streamworker/internal/testredis"
 )
 
-// cutRead cuts the next XREADGROUP of new entries that delivers some.
+// cutRead cuts the next XREADGROUP of new entries that delivers some. A
+// read sent with the acknowledgements of messages run on the fetcher
+// (readAcking) follows their XACKs in one pipeline: their replies, integers,
+// come first, often alone while the read blocks, and are passed on; the
+// read's own reply decides.
 func cutRead() *testredis.Cut {
 	return &testredis.Cut{
 		Cmd: func(c []byte) bool {
 			return bytes.Contains(c, []byte("xreadgroup")) && bytes.Contains(c, []byte("\r\n>\r\n"))
 		},
-		Reply: func(r []byte) bool { return !nullReply(r) },
+		Reply: func(r []byte) bool {
+			for len(r) > 0 && r[0] == ':' { // an XACK's reply
+				i := bytes.Index(r, []byte("\r\n"))
+				if i < 0 {
+					return false
+				}
+				r = r[i+2:]
+			}
+			return len(r) > 0 && !nullReply(r)
+		},
 	}
 }
 

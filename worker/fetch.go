@@ -53,7 +53,7 @@ type fetcher struct {
 	slots      prometheus.Counter // the slots its reads filled, of its WORKER_STREAMS entry
 
 	second  bool          // the stream's second fetcher: it reads only while the stream is backlogged (fetchLoop)
-	in      *inliner      // runs lone messages and fast batches on the fetcher (inline.go); nil for a take-over's
+	in      *inliner      // runs lone messages and fast batches on the fetcher (inline.go); nil for a take-over's and a stream's with priorities
 	lone    bool          // the last read's messages, or a probe's first ones, are to run on the fetcher (inline.go)
 	took    time.Duration // how long the last read took, sent to parsed, when it went without BLOCK and raw; else 0 (inline.go: fastBatch)
 	waiting func()        // called every second while the loop waits for a slot: the stream's beat, and held acknowledgements sent

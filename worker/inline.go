@@ -124,6 +124,7 @@ type inliner struct {
 	ended   chan struct{} // closed when the fetch loop ends
 	resume  func()        // runs the fetch loop on the hatch's goroutine
 	perMsg  atomic.Int64  // how long a message took to run here, ns: a moving average of the runs; 0 until one ran
+	probing bool          // the lone messages are a probe's (fastBatch): set by takeLone once it holds busy, read by runLone before it clears it
 	probeAt atomic.Int64  // when a probe (a batch's first loneMost) may next run here, ns since base
 
 	mu   sync.Mutex
@@ -178,8 +179,8 @@ func (in *inliner) checkAt(now time.Time) {
 	runs := in.runs.Load() // before started: a run that starts after is seen by disarm
 	if s := in.started.Load(); s != 0 {
 		ran := time.Duration(in.since(now) - s)
-		if ran < inlineFor {
-			in.hatch.Reset(inlineFor - ran)
+		if ran < in.period() {
+			in.hatch.Reset(in.period() - ran)
 			return
 		}
 		// Unless those lone messages ended meanwhile and the next read's
@@ -197,7 +198,15 @@ func (in *inliner) checkAt(now time.Time) {
 		in.disarm(runs)
 		return
 	}
-	in.hatch.Reset(inlineFor)
+	in.hatch.Reset(in.period())
+}
+
+// period is inlineFor, or the engine's hatchAt where a test set one.
+func (in *inliner) period() time.Duration {
+	if d := in.r.hatchAt; d > 0 {
+		return d
+	}
+	return inlineFor
 }
 
 // disarm lets the hatch's timer rest, unless lone messages started to run
@@ -205,7 +214,7 @@ func (in *inliner) checkAt(now time.Time) {
 func (in *inliner) disarm(runs uint64) {
 	in.armed.Store(false)
 	if in.runs.Load() != runs && in.armed.CompareAndSwap(false, true) {
-		in.hatch.Reset(inlineFor)
+		in.hatch.Reset(in.period())
 	}
 }
 
@@ -318,6 +327,7 @@ func (f *fetcher) takeLone(run []*Message, handed, got, asked int) bool {
 	if probe {
 		f.in.probeAt.Store(f.in.since(time.Now()) + int64(batchProbeEvery))
 	}
+	f.in.probing = probe
 	f.r.lone.Add(1)
 	for _, m := range run {
 		m.held = f.in
@@ -403,6 +413,9 @@ func (in *inliner) chain(m *Message) {
 		m.held = in
 		in.lone = append(in.lone, m)
 		in.mu.Unlock()
+		if in.r.chained != nil {
+			in.r.chained()
+		}
 		return
 	}
 	in.mu.Unlock()
@@ -419,7 +432,7 @@ func (f *fetcher) runLone() bool {
 	began := in.since(time.Now())
 	in.started.Store(began)
 	if !in.armed.Load() && in.armed.CompareAndSwap(false, true) {
-		in.hatch.Reset(inlineFor)
+		in.hatch.Reset(in.period())
 	}
 	ran := 0
 	for m := in.take(); m != nil; m = in.take() {
@@ -439,7 +452,11 @@ func (f *fetcher) runLone() bool {
 			continue
 		}
 		r.sem.release(1)
-		if next != nil {
+		switch {
+		case next == nil:
+		case in.probing:
+			r.jobs.push(next) // a probe runs a read's first loneMost here, not their keys' later ones
+		default:
 			in.chain(next)
 		}
 	}

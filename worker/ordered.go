@@ -109,7 +109,7 @@ func partitionKey(m *Message) string { return m.Key }
 
 // admit filters a read's messages, in place, down to those that may run now.
 // The others wait behind the running message of their key, holding their
-// slots, and run after it on its goroutine (done); those of a blocked key are
+// slots, and run after it where it ran (done, doneInline); those of a blocked key are
 // left pending and their slots released. On a nil gate it returns batch.
 func (g *orderGate) admit(batch []*Message) []*Message {
 	var dropped []*Message
@@ -184,6 +184,9 @@ func (g *orderGate) doneInline(m *Message) (next *Message, held bool) {
 		g.mu.Unlock()
 		return nil, false
 	case t.held:
+		// Leased like a message waiting for its retry (renewLeases) while
+		// it waits for a handler goroutine, as retry then leases it.
+		t.sleeping, t.sleepLost = m, false
 		g.mu.Unlock()
 		return nil, true
 	}
@@ -244,7 +247,9 @@ func (g *orderGate) retry(k gateKey, t *keyTurn, m *Message) (*Message, bool) {
 	wait, attempt := t.retryIn, t.attempt
 	p := g.parts[m.Stream]
 	leaving, taken := p.leaving, p.taken
-	t.sleeping, t.sleepLost = m, false
+	if t.sleeping != m { // else it waited for this goroutine leased, and sleepLost holds what the lease loop found
+		t.sleeping, t.sleepLost = m, false
+	}
 	g.mu.Unlock()
 
 	// Its lease is renewed now and then every lease period (renewLeases)

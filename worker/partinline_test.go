@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,26 +43,62 @@ func TestPartitionBatchesRunOnTheFetcherInKeyOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := newKeyLog()
-	var chained atomic.Int64 // a key's later message run on the fetcher
 	mux := NewMux()
 	mux.HandleFunc("keyed", func(_ context.Context, m *Message) error {
 		seq, _ := strconv.Atoi(string(m.Data))
 		l.begin(m.Key, seq, m.Attempt, cfg.Consumer)
 		defer l.end(m.Key)
-		// m.held is set for a message run on the fetcher: cheaper than
-		// onFetcher, which would make the handlers slow.
-		if m.held != nil && seq > 1 {
-			chained.Add(1)
-		}
 		return nil
 	})
-	startWorker(t, srv, cfg, mux, withLoneOff(0))
+	fastRan := make(chan bool, 1)
+	mux.HandleFunc("fast", func(_ context.Context, m *Message) error {
+		fastRan <- m.held != nil
+		return nil
+	})
+	var chained atomic.Int64
+	startWorker(t, srv, cfg, mux, withLoneOff(0), withChained(&chained))
 	eventually(t, "every message handled", func() bool { return l.total() >= perKey*len(keys) })
 	eventually(t, "every message acknowledged", func() bool { return pendingIn(t, c, stream, cfg.Group, cfg.Partitions) == 0 })
 	l.check(t, keys, perKey)
-	if chained.Load() == 0 {
-		t.Errorf("no key's later message of a backlog of %d ran on its partition's fetcher", perKey*len(keys))
+
+	// A few messages of one key that come together are a read of lone
+	// messages: the first runs on the fetcher and the others are chained
+	// behind it there, in order. (A backlog's first read is a probe, which
+	// chains none, and whether its later reads run on the fetcher depends
+	// on the handlers' speed under the race detector.) They are added in
+	// one transaction: a blocking read is answered after it, with all four.
+	seq := lonePublished(t, c, stream, cfg.Partitions, "b", 1, fastRan)
+	before := chained.Load() // the backlog's, as its reads ran
+	tx := c.TxPipeline()
+	for i := 1; i <= 4; i++ {
+		publishKeyed(t, tx, stream, cfg.Partitions, "keyed", "b", seq+i)
 	}
+	if _, err := tx.Exec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b's four handled", func() bool { return l.total() == perKey*len(keys)+4 })
+	l.mu.Lock()
+	got := slices.Clone(l.seqs["b"])
+	l.mu.Unlock()
+	if want := []int{seq + 1, seq + 2, seq + 3, seq + 4}; !slices.Equal(got, want) {
+		t.Errorf("b ran %v, want %v", got, want)
+	}
+	if n := chained.Load() - before; n != 3 {
+		t.Errorf("%d of b's later three messages were chained on the fetcher behind the one before, want 3", n)
+	}
+}
+
+// withChained counts the messages chained on a partition's fetcher behind
+// the message of their key that ran there (inliner.chain).
+func withChained(n *atomic.Int64) Option {
+	return func(o *options) { o.tune = append(o.tune, func(r *engine) { r.chained = func() { n.Add(1) } }) }
+}
+
+// withHatchAt sets how long a read's lone messages run on the fetcher
+// before the hatch hands the rest over (engine.hatchAt): a test that needs
+// several to run there in turn is not at the mercy of a stall of inlineFor.
+func withHatchAt(d time.Duration) Option {
+	return func(o *options) { o.tune = append(o.tune, func(r *engine) { r.hatchAt = d }) }
 }
 
 // A keyed message that fails on its partition's fetcher is retried in
@@ -104,7 +141,7 @@ func TestPartitionFailureOnTheFetcherWaitsOffIt(t *testing.T) {
 		}
 		return nil
 	})
-	h := startWorker(t, srv, cfg, mux, withLoneOff(0))
+	h := startWorker(t, srv, cfg, mux, withLoneOff(0), withHatchAt(time.Minute))
 	select {
 	case <-failed:
 	case <-time.After(10 * time.Second):
@@ -243,4 +280,80 @@ func lonePublished(t *testing.T, c redis.Cmdable, stream string, partitions int,
 	}
 	t.Fatalf("none of 5 messages of key %s, published one at a time, ran on their partition's fetcher", key)
 	return 0
+}
+
+// A shutdown that begins while a handler the hatch left running on a
+// partition's fetcher still runs finishes its key: once the handler
+// returns, the key's next messages run on the handler goroutines within the
+// shutdown timeout, not left pending because the job queue closed first.
+func TestShutdownRunsTheKeyOfAHatchedHandler(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Shared(t)
+	cfg := partitionedConfig(t, srv, 2, "c1")
+	cfg.ShutdownTimeout = time.Minute
+	c := srv.Client(t)
+	stream := cfg.Streams[0]
+	draining := make(chan struct{})
+	started, release := make(chan bool, 1), make(chan struct{})
+	var ran atomic.Int64
+	mux := NewMux()
+	mux.HandleFunc("keyed", func(_ context.Context, m *Message) error {
+		if string(m.Data) == "2" {
+			started <- m.held != nil
+			<-release
+		}
+		ran.Add(1)
+		return nil
+	})
+	fastRan := make(chan bool, 1)
+	mux.HandleFunc("fast", func(_ context.Context, m *Message) error {
+		fastRan <- m.held != nil
+		return nil
+	})
+	h := startWorker(t, srv, cfg, mux, withLoneOff(0), func(o *options) {
+		o.tune = append(o.tune, func(r *engine) { r.draining = func() { close(draining) } })
+	})
+	eventually(t, "c1 owns both partitions", func() bool { return count(owners(t, c, stream, cfg.Group, 2), "c1") == 2 })
+	// k:1 first, so that the read of k:2 to k:4 runs on the fetcher
+	// (lonePublished); k:2 is slow, and the hatch moves the fetch loop on.
+	lonePublished(t, c, stream, cfg.Partitions, "k", 1, fastRan)
+	pipe := c.Pipeline()
+	for seq := 2; seq <= 4; seq++ {
+		publishKeyed(t, pipe, stream, cfg.Partitions, "keyed", "k", seq)
+	}
+	if _, err := pipe.Exec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case lone := <-started:
+		if !lone {
+			t.Fatal("k:2 ran on a handler goroutine, want on its partition's fetcher")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("k:2 did not start within 10s")
+	}
+	// A message without a key in k's partition runs while k:2 does: the
+	// hatch has moved the fetch loop on, and k:2's goroutine is no fetcher.
+	part := wire.PartitionStream(stream, wire.PartitionFor("k", cfg.Partitions))
+	if err := c.XAdd(context.Background(), &redis.XAddArgs{Stream: part, Values: []string{wire.FieldType, "fast", wire.FieldData, "x"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fastRan:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a message of k's partition did not run within 10s while k:2 ran: the fetch loop did not move on")
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop() }()
+	<-draining // the shutdown is under way: nothing is read, and the drain begins
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if got := ran.Load(); got != 3 {
+		t.Errorf("%d of k:2, k:3 and k:4 ran, want all 3: the key's messages behind the hatched handler ran in the drain", got)
+	}
+	if got := pendingIn(t, c, stream, cfg.Group, cfg.Partitions); got != 0 {
+		t.Errorf("pending after shutdown = %d, want 0", got)
+	}
 }

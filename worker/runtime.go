@@ -52,6 +52,11 @@ type engine struct {
 	workers []*workerState // the handler goroutines' (the first WORKER_CONCURRENCY), then the fetchers' for a lone message (inline.go)
 	lone    sync.WaitGroup // lone messages running on their fetchers
 	loneOff time.Duration  // how long a fetcher runs no lone message after one turned out slow (inline.go)
+	hatchAt time.Duration  // how long a read's lone messages run on the fetcher before the hatch; 0: inlineFor (tests set it: inliner.period)
+	// chained is told of each message of a partition's key chained on a
+	// fetcher behind the one that ran there (inliner.chain); draining, that
+	// the shutdown's drain begins, the feeders stopped (Run). Tests only.
+	chained, draining func()
 	// secondRead is told the entries of each read of a stream's second
 	// fetcher (fetchLoop); tests only.
 	secondRead func(got int)
@@ -155,8 +160,11 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 	r.sem.prio, r.classes = newPriorities(cfg) // priority.go: nil without weights or strict order
 	r.cluster = newClusterRoutes(client)
 	for _, s := range fetchedStreams(cfg) { // partition.go: the partitions are read while owned
-		st := &streamState{name: s, beat: r.live.Register("fetch " + s), inline: &workerState{}}
-		r.workers = append(r.workers, st.inline)
+		st := &streamState{name: s, beat: r.live.Register("fetch " + s)}
+		if r.classes[s] == nil { // fetchLoop: a stream with priorities runs nothing on its fetcher
+			st.inline = &workerState{}
+			r.workers = append(r.workers, st.inline)
+		}
 		// fetchLoop: a second fetcher where batches may run on the fetcher,
 		// not with priorities nor on a cluster (rawReads).
 		if r.classes[s] == nil && r.rawReads() {
@@ -197,8 +205,10 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		// stream's does (inline.go), on a worker state of its own that each
 		// fetch loop of the partition, while it is owned, takes on.
 		for _, pt := range r.parts.all {
-			pt.s.inline = &workerState{}
-			r.workers = append(r.workers, pt.s.inline)
+			if r.classes[pt.s.name] == nil {
+				pt.s.inline = &workerState{}
+				r.workers = append(r.workers, pt.s.inline)
+			}
 		}
 	}
 	r.inPlace = newInPlaces(streamKeys(cfg), r.order.ordered) // inplace.go: not the ordered partitions
@@ -268,10 +278,12 @@ func (r *engine) Run(ctx context.Context) error {
 	r.logger.Info("shutting down: fetching stopped, waiting for running handlers", "timeout", r.cfg.ShutdownTimeout)
 
 	// Stop, in this order:
-	//  1. the feeders and the promoter (their contexts ended with ctx), then
-	//     the job queue: nothing new is handed to the pool;
+	//  1. the feeders and the promoter (their contexts ended with ctx):
+	//     nothing new is read or claimed;
 	//  2. the drain: running handlers finish, or at the deadline (or Hurry)
-	//     their messages are handed over and the handlers cancelled;
+	//     their messages are handed over and the handlers cancelled; the
+	//     job queue closes once no fetcher runs lone messages, which may
+	//     still queue work (handlersDone);
 	//  3. the leases, once no handler runs (or the work was handed over),
 	//     and the renewals still in flight, so that none lands after step 4;
 	//  4. the acknowledgements and the failures' retries and dead letters,
@@ -282,8 +294,10 @@ func (r *engine) Run(ctx context.Context) error {
 	feeders.stop()
 	probe.stop()
 	r.flushInPlace() // inplace.go: what waits goes to the delayed set, and failures from now on
-	r.jobs.close()
-	r.drain(shutdownStart, r.handlersDone(workersDone))
+	if r.draining != nil {
+		r.draining()
+	}
+	r.drain(shutdownStart, r.handlersDone(workersDone)) // it closes the job queue once no fetcher runs lone messages
 	leases.stop()
 	r.renewals.Wait() // bounded by the client's read timeout
 	settles.stop()
@@ -353,14 +367,19 @@ func (r *engine) work(w *workerState) {
 	}
 }
 
-// handlersDone returns a channel closed once the handler goroutines are
-// done (workersDone) and no lone message runs on a fetcher (inline.go).
-// Called once the fetchers have stopped: no lone message starts after.
+// handlersDone closes the job queue once no lone message runs on a
+// fetcher (inline.go), and returns a channel closed once the handler
+// goroutines are done too (workersDone). Called once the fetchers have
+// stopped: no lone message starts after. A lone run the hatch moved the
+// fetch loop away from may still queue work for the handler goroutines —
+// the lone messages not started, the next message of a partition's key, a
+// failed one's retry in place — so the queue stays open until it ends.
 func (r *engine) handlersDone(workersDone <-chan struct{}) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
-		<-workersDone
 		r.lone.Wait()
+		r.jobs.close()
+		<-workersDone
 		for _, w := range r.workers[r.cfg.Concurrency:] {
 			w.mu.Lock()
 			w.ctx.release()
