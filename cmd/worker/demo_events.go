@@ -144,10 +144,22 @@ func demoReport(ctx context.Context, w io.Writer, rdb redis.UniversalClient, b *
 			fmt.Fprintf(w, "  report r0: %s (stale writes refused: %d)\n", body, b.reports.StaleWrites())
 		}
 	}
-	dead, err := rdb.XRangeN(ctx, wire.DeadLetterKey(demoStream), "-", "+", 3).Result()
+	// The first dead letter of each type: which types' come first depends
+	// on how the handlers' runs interleave, the first few in the stream
+	// would show some types' and not others'.
+	dead, err := rdb.XRangeN(ctx, wire.DeadLetterKey(demoStream), "-", "+", demoDeadShown).Result()
 	if err == nil {
+		shown := map[string]bool{}
 		for _, e := range dead {
-			fmt.Fprintf(w, "  dead letter %s: type=%q error=%q attempts=%v\n", e.ID, e.Values["type"], e.Values["error"], e.Values["attempts"])
+			typ, _ := e.Values["type"].(string) // "": an event without one
+			if !shown[typ] {
+				shown[typ] = true
+				fmt.Fprintf(w, "  dead letter %s: type=%q error=%q attempts=%v\n", e.ID, typ, e.Values["error"], e.Values["attempts"])
+			}
 		}
 	}
 }
+
+// demoDeadShown is how many of the demo's dead letters are looked at for
+// the first of each type.
+const demoDeadShown = 1000
