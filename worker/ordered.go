@@ -148,15 +148,8 @@ func (g *orderGate) admit(batch []*Message) []*Message {
 // next message of m's key, which holds a slot of its own; or, with again
 // set, m's retry in place after its backoff, which holds m's slot.
 func (g *orderGate) done(m *Message) (next *Message, again bool) {
-	key := partitionKey(m)
-	if key == "" {
-		return nil, false
-	}
-	k := gateKey{m.Stream, key}
-	g.mu.Lock()
-	t := g.keys[k]
+	k, t := g.turnOf(m)
 	if t == nil {
-		g.mu.Unlock()
 		return nil, false
 	}
 	if t.held {
@@ -172,18 +165,11 @@ func (g *orderGate) done(m *Message) (next *Message, again bool) {
 // its slot (Message.retryDue). Otherwise it returns the next message of m's
 // key, or nil, as done does.
 func (g *orderGate) doneInline(m *Message) (next *Message, held bool) {
-	key := partitionKey(m)
-	if key == "" {
+	k, t := g.turnOf(m)
+	if t == nil {
 		return nil, false
 	}
-	k := gateKey{m.Stream, key}
-	g.mu.Lock()
-	t := g.keys[k]
-	switch {
-	case t == nil:
-		g.mu.Unlock()
-		return nil, false
-	case t.held:
+	if t.held {
 		// Leased like a message waiting for its retry (renewLeases) while
 		// it waits for a handler goroutine, as retry then leases it.
 		t.sleeping, t.sleepLost = m, false
@@ -191,6 +177,21 @@ func (g *orderGate) doneInline(m *Message) (next *Message, held bool) {
 		return nil, true
 	}
 	return g.nextLocked(k, t), false
+}
+
+// turnOf returns m's key and its turn with g.mu held; t is nil, and g.mu
+// not held, when m has no key or its key no turn.
+func (g *orderGate) turnOf(m *Message) (k gateKey, t *keyTurn) {
+	key := partitionKey(m)
+	if key == "" {
+		return k, nil
+	}
+	k = gateKey{m.Stream, key}
+	g.mu.Lock()
+	if t = g.keys[k]; t == nil {
+		g.mu.Unlock()
+	}
+	return k, t
 }
 
 // nextLocked pops the next message of key k, whose running message is
