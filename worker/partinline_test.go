@@ -214,7 +214,7 @@ func TestRetakenPartitionWaitsForItsFetchersHandler(t *testing.T) {
 		fastRan <- m.held != nil
 		return nil
 	})
-	h := startWorker(t, srv, cfg, mux, withLoneOff(0), WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	h := startWorker(t, srv, cfg, mux, withLoneOff(0), withHatchAt(200*time.Millisecond), WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 	eventually(t, "c1 owns both partitions", func() bool { return count(owners(t, c, stream, cfg.Group, 2), "c1") == 2 })
 	// The partition's first read asks for one entry, which does not run on
 	// the fetcher (publishUntilLone): the slow message comes once one did.
@@ -310,7 +310,10 @@ func TestShutdownRunsTheKeyOfAHatchedHandler(t *testing.T) {
 		fastRan <- m.held != nil
 		return nil
 	})
-	h := startWorker(t, srv, cfg, mux, withLoneOff(0), func(o *options) {
+	// The hatch at 200 ms, not 20: under load a fetcher descheduled for
+	// 20 ms between starting a lone run and taking its first message
+	// would hand k:2 to a handler goroutine before it started.
+	h := startWorker(t, srv, cfg, mux, withLoneOff(0), withHatchAt(200*time.Millisecond), func(o *options) {
 		o.tune = append(o.tune, func(r *engine) { r.draining = func() { close(draining) } })
 	})
 	eventually(t, "c1 owns both partitions", func() bool { return count(owners(t, c, stream, cfg.Group, 2), "c1") == 2 })
