@@ -16,25 +16,65 @@ const docsBench = "[docs/bench.md](../../docs/bench.md)"
 // cpuProfileWhy points at the report's CPU profile.
 const cpuProfileWhy = " Where the worker's CPU goes is in the profile at the end of this report; " + docsBench + " has the ratio over earlier runs and what was measured of it."
 
-// spreadWhy says how a ratio of medians, ours ÷ other's, sits among the
-// ratios of single runs: ours' best against the other's worst and the
-// other way round. Either the runs span target (this run cannot tell met
-// from not met) or every pair of runs misses it. Lower is better unless
-// high; show writes one value, unit after it.
-func spreadWhy(what string, ours summary, other string, theirs summary, show func(float64) string, unit string, high bool, target float64) string {
-	head := fmt.Sprintf("Ours' %s was %s%s, the %s's %s%s (median, min–max of the runs)", what, fmtSpread(ours, show), unit, label(other), fmtSpread(theirs, show), unit)
-	best, worst := ours.Min/theirs.Max, ours.Max/theirs.Min // lower is better
+// spreadVerdict is where a target sits among the ratios of single runs.
+type spreadVerdict int
+
+const (
+	spreadUnknown spreadVerdict = iota // a side's runs are missing or zero
+	spreadOneRun                       // neither side's runs differ: no measure of the noise
+	spreadSpans                        // some pairs of runs meet the target, some miss it
+	spreadMeets                        // every pair of runs meets it
+	spreadMisses                       // every pair of runs misses it
+)
+
+// spread returns the ratios of single runs, ours ÷ other's, at both ends:
+// ours' best run against the other's worst, and ours' worst against the
+// other's best; and where target sits among them. Lower is better unless
+// high.
+func spread(ours, theirs summary, high bool, target float64) (best, worst float64, v spreadVerdict) {
+	best, worst = ours.Min/theirs.Max, ours.Max/theirs.Min // lower is better
 	if high {
 		best, worst = ours.Max/theirs.Min, ours.Min/theirs.Max
 	}
 	switch {
 	case math.IsNaN(best) || math.IsNaN(worst) || math.IsInf(best, 0) || math.IsInf(worst, 0):
-		return head + "."
+		return best, worst, spreadUnknown
 	case ours.Min == ours.Max && theirs.Min == theirs.Max:
-		return head + ": the runs of each side did not differ (one run each?), so this run does not measure the noise."
+		return best, worst, spreadOneRun
 	}
-	verdict := "so the runs alone span the target: this run cannot tell met from not met."
-	if lo, hi := min(best, worst), max(best, worst); target < lo || target > hi {
+	meets := func(r float64) bool {
+		if high {
+			return r >= target
+		}
+		return r <= target
+	}
+	switch {
+	case meets(best) != meets(worst):
+		return best, worst, spreadSpans
+	case meets(worst):
+		return best, worst, spreadMeets
+	}
+	return best, worst, spreadMisses
+}
+
+// spreadWhy says how a ratio of medians, ours ÷ other's, sits among the
+// ratios of single runs (spread): either the runs span target (this run
+// cannot tell met from not met) or every pair of runs meets it, or misses
+// it. Lower is better unless high; show writes one value, unit after it.
+func spreadWhy(what string, ours summary, other string, theirs summary, show func(float64) string, unit string, high bool, target float64) string {
+	head := fmt.Sprintf("Ours' %s was %s%s, the %s's %s%s (median, min–max of the runs)", what, fmtSpread(ours, show), unit, label(other), fmtSpread(theirs, show), unit)
+	best, worst, v := spread(ours, theirs, high, target)
+	var verdict string
+	switch v {
+	case spreadUnknown:
+		return head + "."
+	case spreadOneRun:
+		return head + ": the runs of each side did not differ (one run each?), so this run does not measure the noise."
+	case spreadSpans:
+		verdict = "so the runs alone span the target: this run cannot tell met from not met."
+	case spreadMeets:
+		verdict = "so every pair of runs meets the target: the margin is more than the noise."
+	default:
 		verdict = "so every pair of runs misses the target: the gap is more than the noise."
 	}
 	return fmt.Sprintf("%s: ours' best run ÷ its worst = %s, ours' worst ÷ its best = %s, %s", head, fmtRatio(best), fmtRatio(worst), verdict)
@@ -54,6 +94,7 @@ func consumeWhy(ours, bare Throughput, target float64) string {
 // in place, measured beside it, did against target.
 func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target float64) string {
 	var b strings.Builder
+	b.WriteString(delayedSpread(o, none, delayed, target) + " ")
 	b.WriteString("Each retry is written to `S:delayed` (the settle script: the copy's `ZADD` and the entry's `XACK`), moved back into the stream (the promote script: decoding the copy, its `XADD`, the `ZREM`) and read a second time.")
 	per := float64(o.FailEvery) // messages per failure
 	ratio := delayed.rate().Median / none.rate().Median
@@ -76,6 +117,7 @@ func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target flo
 				fmtRatio(ratio), fmtRatio(rd/rn))
 		}
 	}
+	b.WriteString(failureBudget(o, none, delayed, target))
 	b.WriteString(" Both scripts already take their entries in batches (a call per stream per batch of failures; a call per promotion pass of up to 500): what is left in them is mostly Lua's call into Redis per entry and its decoding of each copy, cut apart in " +
 		docsBench + " (10% failing once), with the changes tried there that did not help.")
 	if inPlace != nil {
@@ -89,12 +131,50 @@ func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target flo
 	return b.String()
 }
 
+// delayedSpread is spreadWhy of the failures phase's goal: 1 in
+// o.FailEvery failing once through S:delayed against all succeeding.
+func delayedSpread(o Options, none, delayed Workload, target float64) string {
+	return spreadWhy(fmt.Sprintf("consume with 1 in %d failing once", o.FailEvery), delayed.rate(), "all-succeed run", none.rate(), fmtInt, " msgs/s", true, target)
+}
+
+// copyCommandsMicros is what the commands of a retry made as a copy cost
+// Redis, µs, Lua around them not included: the copy's ZADD (0.8) and the
+// entry's XACK (0.5), the promotion's XADD (0.8), ZREM (0.2) and a share
+// of its ZRANGEBYSCORE (0.1). Measured with SLOWLOG on a redis-server of
+// its own (docs/bench.md, 10% failing once).
+const copyCommandsMicros = 2.4
+
+// failureBudget says, from the failures phase's CPU, what a failure may
+// cost for the rate to reach target, what it cost, and what a retry made
+// as a copy cannot do without; "" when the run lacks a CPU figure. The
+// rate follows the CPU per message, the worker's and Redis's together, as
+// long as the two keep as many cores busy either way.
+func failureBudget(o Options, none, delayed Workload, target float64) string {
+	wn, wd := cpuMedian(none.Runs), cpuMedian(delayed.Runs)
+	rn, rd := redisCPUMedian(none.Runs), redisCPUMedian(delayed.Runs)
+	if !(wn > 0 && wd > 0 && rn > 0 && rd > 0) {
+		return ""
+	}
+	per := float64(o.FailEvery)
+	all := wn + rn
+	budget := (all/target - all) * per
+	return fmt.Sprintf(" All succeeding took %s µs of CPU per message, the worker's and Redis's together; for %s of its rate at the same overlap, a failure may cost %s µs (1 in %d), and it cost %s (the worker %s, Redis %s)."+
+		" A retry made as a copy cannot do without its second delivery (about a message's %s µs) and the copy's commands (about %s µs of Redis, %s), %s µs before any Lua of the two scripts or the worker's work to make the copy.",
+		fmtMicros(all), fmtRatio(target), fmtMicros(budget), o.FailEvery, fmtMicros((wd+rd-all)*per), fmtMicros((wd-wn)*per), fmtMicros((rd-rn)*per),
+		fmtMicros(all), fmtMicros(copyCommandsMicros), docsBench, fmtMicros(all+copyCommandsMicros))
+}
+
+// orderSpread is spreadWhy of the order phase's two variants.
+func orderSpread(o Options, plain, keyed Workload, target float64) string {
+	return spreadWhy(fmt.Sprintf("consume over %d partitions", o.OrderPartitions), keyed.rate(), "unordered stream", plain.rate(), fmtInt, " msgs/s", true, target)
+}
+
 // orderWhy says what a partitioned stream's consume ratio below target is
 // made of: how far apart the runs were, each side's CPU per message, and
 // how the two take their messages.
 func orderWhy(o Options, plain, keyed Workload, target float64) string {
 	var b strings.Builder
-	b.WriteString(spreadWhy(fmt.Sprintf("consume over %d partitions", o.OrderPartitions), keyed.rate(), "unordered stream", plain.rate(), fmtInt, " msgs/s", true, target))
+	b.WriteString(orderSpread(o, plain, keyed, target))
 	fmt.Fprintf(&b, " Per message, the worker took %s µs of CPU against the unordered stream's %s", fmtMicros(cpuMedian(keyed.Runs)), fmtMicros(cpuMedian(plain.Runs)))
 	if rk, rp := redisCPUMedian(keyed.Runs), redisCPUMedian(plain.Runs); rk > 0 && rp > 0 {
 		fmt.Fprintf(&b, ", and Redis %s µs against %s", fmtMicros(rk), fmtMicros(rp))
