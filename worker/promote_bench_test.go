@@ -127,3 +127,129 @@ func BenchmarkSettle(b *testing.B) {
 	}
 	b.ReportMetric(float64(cpu)/float64(rounds*n), "redis-µs/entry")
 }
+
+// retryRound is how many failures BenchmarkRetryThroughDelayed and
+// BenchmarkRetryByReference take through their path at once: about what
+// the settle loop gathers in its linger at 1 in 10 failing, and a
+// promotion pass takes, in the failures phase of bench/.
+const retryRound = 64
+
+// pendingEntries adds n entries of a 100-byte payload to stream and reads
+// them into consumer c of group g, where they stay pending.
+func pendingEntries(b *testing.B, c *redis.Client, stream string, n int) []redis.XMessage {
+	ctx := context.Background()
+	data := strings.Repeat("x", 100)
+	c.Del(ctx, stream, wire.DelayedKey(stream))
+	c.XGroupCreateMkStream(ctx, stream, "g", "$")
+	pipe := c.Pipeline()
+	for range n {
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{wire.FieldType, "t", wire.FieldData, data}})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.Fatal(err)
+	}
+	read, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{stream, ">"}, Count: int64(n)}).Result()
+	if err != nil || len(read) != 1 || len(read[0].Messages) != n {
+		b.Fatalf("read %v, %v; want %d entries", read, err, n)
+	}
+	return read[0].Messages
+}
+
+// redisCPUOf is the redis-server's CPU for fn, in µs: INFO cpu around
+// it, less what one INFO call took just before.
+func redisCPUOf(b *testing.B, c *redis.Client, fn func()) int64 {
+	a := redisCPU(b, c)
+	start := redisCPU(b, c)
+	fn()
+	return redisCPU(b, c) - start - (start - a)
+}
+
+// BenchmarkRetryThroughDelayed takes failures through the whole of a retry
+// in S:delayed, as the runtime does: the settle script (the copy's ZADD,
+// the entry's XACK), the promote script (the copy decoded, its XADD, the
+// ZREM), the second read and its XACK. It reports redis-µs/failure: what
+// that cost the redis-server, beside BenchmarkRetryByReference.
+func BenchmarkRetryThroughDelayed(b *testing.B) {
+	c := testredis.Start(b).Client(b)
+	ctx := context.Background()
+	cfg := config.Default()
+	cfg.Streams, cfg.Group, cfg.Consumer = []string{"s"}, "g", "c"
+	r := newEngine(cfg, c, NewMux(), slog.New(slog.DiscardHandler), nil)
+	p := newPromoter(c, cfg.Streams, time.Second, slog.New(slog.DiscardHandler), nil, nil)
+	p.batch = retryRound
+	data := strings.Repeat("x", 100)
+	var cpu int64
+	rounds := 0
+	for b.Loop() {
+		ms := pendingEntries(b, c, "s", retryRound)
+		batch := make([]settleReq, len(ms))
+		for i, m := range ms {
+			batch[i] = settleReq{stream: "s", id: m.ID, due: 1, envelope: wire.EncodeEnvelope(m.ID, []string{
+				wire.FieldType, "t", wire.FieldData, data, wire.FieldAttempt, "2", wire.FieldOriginID, m.ID,
+			})}
+		}
+		cpu += redisCPUOf(b, c, func() {
+			if _, err := r.writeSettles(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+			if n, dead, _, err := p.promoteBatch(ctx, "s"); err != nil || n != retryRound || dead != 0 {
+				b.Fatalf("promoted %d (%d dead), %v; want %d", n, dead, err, retryRound)
+			}
+			read, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{"s", ">"}, Count: retryRound}).Result()
+			if err != nil || len(read[0].Messages) != retryRound {
+				b.Fatalf("read %v, %v; want %d retries", read, err, retryRound)
+			}
+			ids := make([]string, 0, retryRound)
+			for _, m := range read[0].Messages {
+				ids = append(ids, m.ID)
+			}
+			c.XAck(ctx, "s", "g", ids...)
+		})
+		rounds++
+	}
+	b.ReportMetric(float64(cpu)/float64(rounds*retryRound), "redis-µs/failure")
+}
+
+// byReferenceTake takes the due members of a delayed set of entry IDs.
+var byReferenceTake = redis.NewScript(`
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+return due
+`)
+
+// BenchmarkRetryByReference measures, for comparison, a retry the runtime
+// does not make: the failed entry left pending and its ID put in the
+// delayed set (one ZADD for the round), the due IDs taken (a script of
+// ZRANGEBYSCORE and ZREM), the entries claimed back (one XCLAIM) and
+// acknowledged. No copy is written, decoded or read again. It leaves out
+// what such a design would also need (keeping the reclaimer off an entry
+// that waits, a trim that spares it): the commands alone, a floor.
+func BenchmarkRetryByReference(b *testing.B) {
+	c := testredis.Start(b).Client(b)
+	ctx := context.Background()
+	var cpu int64
+	rounds := 0
+	for b.Loop() {
+		ms := pendingEntries(b, c, "s", retryRound)
+		zs := make([]redis.Z, len(ms))
+		for i, m := range ms {
+			zs[i] = redis.Z{Score: 1, Member: m.ID}
+		}
+		cpu += redisCPUOf(b, c, func() {
+			if err := c.ZAddNX(ctx, wire.DelayedKey("s"), zs...).Err(); err != nil {
+				b.Fatal(err)
+			}
+			ids, err := byReferenceTake.Run(ctx, c, []string{wire.DelayedKey("s")}, 2, retryRound).StringSlice()
+			if err != nil || len(ids) != retryRound {
+				b.Fatalf("took %d, %v; want %d", len(ids), err, retryRound)
+			}
+			got, err := c.XClaim(ctx, &redis.XClaimArgs{Stream: "s", Group: "g", Consumer: "c", Messages: ids}).Result()
+			if err != nil || len(got) != retryRound {
+				b.Fatalf("claimed %d, %v; want %d", len(got), err, retryRound)
+			}
+			c.XAck(ctx, "s", "g", ids...)
+		})
+		rounds++
+	}
+	b.ReportMetric(float64(cpu)/float64(rounds*retryRound), "redis-µs/failure")
+}
