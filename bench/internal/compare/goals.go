@@ -101,7 +101,7 @@ func goals(res *Results) []goal {
 		g := ratioGoal(e.what+" ("+label(bareName)+")", fmt.Sprintf("≥ %.2g", e.min), r, r >= e.min)
 		bare := *findThroughput(res.Throughput, bareName)
 		g.why = consumeWhy(*t, bare, e.min)
-		g.spreadNoise(t.consumeRate(), bare.consumeRate(), true, e.min, spreadWhy("consume", t.consumeRate(), bareName, bare.consumeRate(), fmtInt, " msgs/s", true, e.min))
+		g.spreadNoise(t.consumeRate(), bare.consumeRate(), true, e.min, consumeSpread(*t, bare, e.min))
 		gs = append(gs, g)
 	}
 	bareCPU, bareCPUName := bareBest(res, consumeCPU, false)

@@ -83,10 +83,15 @@ func spreadWhy(what string, ours summary, other string, theirs summary, show fun
 // consumeWhy says what a consume ratio below target is made of: how far
 // apart the runs were, and where each side's CPU went.
 func consumeWhy(ours, bare Throughput, target float64) string {
-	return spreadWhy("consume", ours.consumeRate(), bare.System, bare.consumeRate(), fmtInt, " msgs/s", true, target) +
+	return consumeSpread(ours, bare, target) +
 		fmt.Sprintf(" Per message, the worker took %s µs of CPU against the loop's %s, and Redis %s µs against %s.",
 			fmtMicros(consumeCPU(ours)), fmtMicros(consumeCPU(bare)), fmtMicros(redisCPUMedian(ours.Consume)), fmtMicros(redisCPUMedian(bare.Consume))) +
 		cpuProfileWhy
+}
+
+// consumeSpread is spreadWhy of ours' consume against the bare loop's.
+func consumeSpread(ours, bare Throughput, target float64) string {
+	return spreadWhy("consume", ours.consumeRate(), bare.System, bare.consumeRate(), fmtInt, " msgs/s", true, target)
 }
 
 // delayedWhy says what a retry through S:delayed cost Redis, from its CPU
