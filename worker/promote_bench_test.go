@@ -84,34 +84,12 @@ func BenchmarkSettle(b *testing.B) {
 	cfg.Streams, cfg.Group, cfg.Consumer = []string{"s"}, "g", "c"
 	r := newEngine(cfg, c, NewMux(), slog.New(slog.DiscardHandler), nil)
 	stream := cfg.Streams[0]
-	data := strings.Repeat("x", 100)
 	const n = settleChunk
-	batch := make([]settleReq, n)
-	fill := func() {
-		c.Del(ctx, stream, wire.DelayedKey(stream))
-		c.XGroupCreateMkStream(ctx, stream, cfg.Group, "$")
-		pipe := c.Pipeline()
-		for range n {
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{wire.FieldType, "t", wire.FieldData, data}})
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			b.Fatal(err)
-		}
-		read, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: cfg.Group, Consumer: cfg.Consumer, Streams: []string{stream, ">"}, Count: n}).Result()
-		if err != nil {
-			b.Fatal(err)
-		}
-		for i, m := range read[0].Messages {
-			batch[i] = settleReq{stream: stream, id: m.ID, due: 1, envelope: wire.EncodeEnvelope(m.ID, []string{
-				wire.FieldType, "t", wire.FieldData, data, wire.FieldAttempt, "2", wire.FieldOriginID, m.ID,
-			})}
-		}
-	}
 	var cpu int64
 	rounds := 0
 	for b.Loop() {
 		b.StopTimer()
-		fill()
+		batch := retries(stream, pendingEntries(b, c, stream, n))
 		cpu -= redisCPU(b, c)
 		b.StartTimer()
 		if _, err := r.writeSettles(ctx, batch); err != nil {
@@ -130,20 +108,23 @@ func BenchmarkSettle(b *testing.B) {
 
 // retryRound is how many failures BenchmarkRetryThroughDelayed and
 // BenchmarkRetryByReference take through their path at once: about what
-// the settle loop gathers in its linger at 1 in 10 failing, and a
-// promotion pass takes, in the failures phase of bench/.
+// the settle loop gathers in its linger at 1 in 10 failing in the
+// failures phase of bench/ (its promotion passes take more, up to 500).
 const retryRound = 64
 
-// pendingEntries adds n entries of a 100-byte payload to stream and reads
-// them into consumer c of group g, where they stay pending.
+// benchPayload is the data of the entries these benchmarks write.
+var benchPayload = strings.Repeat("x", 100)
+
+// pendingEntries empties stream and its delayed set, adds n entries of a
+// 100-byte payload and reads them into consumer c of group g, where they
+// stay pending.
 func pendingEntries(b *testing.B, c *redis.Client, stream string, n int) []redis.XMessage {
 	ctx := context.Background()
-	data := strings.Repeat("x", 100)
 	c.Del(ctx, stream, wire.DelayedKey(stream))
 	c.XGroupCreateMkStream(ctx, stream, "g", "$")
 	pipe := c.Pipeline()
 	for range n {
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{wire.FieldType, "t", wire.FieldData, data}})
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{wire.FieldType, "t", wire.FieldData, benchPayload}})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		b.Fatal(err)
@@ -153,6 +134,27 @@ func pendingEntries(b *testing.B, c *redis.Client, stream string, n int) []redis
 		b.Fatalf("read %v, %v; want %d entries", read, err, n)
 	}
 	return read[0].Messages
+}
+
+// retries are the settle loop's retries of stream's entries ms, their
+// copies shaped as the runtime writes them, due at once.
+func retries(stream string, ms []redis.XMessage) []settleReq {
+	out := make([]settleReq, len(ms))
+	for i, m := range ms {
+		out[i] = settleReq{stream: stream, id: m.ID, due: 1, envelope: wire.EncodeEnvelope(m.ID, []string{
+			wire.FieldType, "t", wire.FieldData, benchPayload, wire.FieldAttempt, "2", wire.FieldOriginID, m.ID,
+		})}
+	}
+	return out
+}
+
+// nothingPending fails b unless group g of stream has no entry pending:
+// the round took every failure through to its acknowledgement.
+func nothingPending(b *testing.B, c *redis.Client, stream string) {
+	p, err := c.XPending(context.Background(), stream, "g").Result()
+	if err != nil || p.Count != 0 {
+		b.Fatalf("pending after the round: %+v, %v; want none", p, err)
+	}
 }
 
 // redisCPUOf is the redis-server's CPU for fn, in µs: INFO cpu around
@@ -177,18 +179,13 @@ func BenchmarkRetryThroughDelayed(b *testing.B) {
 	r := newEngine(cfg, c, NewMux(), slog.New(slog.DiscardHandler), nil)
 	p := newPromoter(c, cfg.Streams, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = retryRound
-	data := strings.Repeat("x", 100)
 	var cpu int64
 	rounds := 0
 	for b.Loop() {
-		ms := pendingEntries(b, c, "s", retryRound)
-		batch := make([]settleReq, len(ms))
-		for i, m := range ms {
-			batch[i] = settleReq{stream: "s", id: m.ID, due: 1, envelope: wire.EncodeEnvelope(m.ID, []string{
-				wire.FieldType, "t", wire.FieldData, data, wire.FieldAttempt, "2", wire.FieldOriginID, m.ID,
-			})}
-		}
+		b.StopTimer()
+		batch := retries("s", pendingEntries(b, c, "s", retryRound))
 		cpu += redisCPUOf(b, c, func() {
+			b.StartTimer()
 			if _, err := r.writeSettles(ctx, batch); err != nil {
 				b.Fatal(err)
 			}
@@ -203,8 +200,13 @@ func BenchmarkRetryThroughDelayed(b *testing.B) {
 			for _, m := range read[0].Messages {
 				ids = append(ids, m.ID)
 			}
-			c.XAck(ctx, "s", "g", ids...)
+			if err := c.XAck(ctx, "s", "g", ids...).Err(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
 		})
+		nothingPending(b, c, "s")
+		b.StartTimer()
 		rounds++
 	}
 	b.ReportMetric(float64(cpu)/float64(rounds*retryRound), "redis-µs/failure")
@@ -230,12 +232,14 @@ func BenchmarkRetryByReference(b *testing.B) {
 	var cpu int64
 	rounds := 0
 	for b.Loop() {
+		b.StopTimer()
 		ms := pendingEntries(b, c, "s", retryRound)
 		zs := make([]redis.Z, len(ms))
 		for i, m := range ms {
 			zs[i] = redis.Z{Score: 1, Member: m.ID}
 		}
 		cpu += redisCPUOf(b, c, func() {
+			b.StartTimer()
 			if err := c.ZAddNX(ctx, wire.DelayedKey("s"), zs...).Err(); err != nil {
 				b.Fatal(err)
 			}
@@ -247,8 +251,13 @@ func BenchmarkRetryByReference(b *testing.B) {
 			if err != nil || len(got) != retryRound {
 				b.Fatalf("claimed %d, %v; want %d", len(got), err, retryRound)
 			}
-			c.XAck(ctx, "s", "g", ids...)
+			if err := c.XAck(ctx, "s", "g", ids...).Err(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
 		})
+		nothingPending(b, c, "s")
+		b.StartTimer()
 		rounds++
 	}
 	b.ReportMetric(float64(cpu)/float64(rounds*retryRound), "redis-µs/failure")

@@ -291,6 +291,7 @@ func TestUnmetGoalsSayWhy(t *testing.T) {
 		return Measurement{N: n, Wall: time.Duration(float64(n) / rate * float64(time.Second)), CPU: 150 * time.Millisecond, RedisCPU: redisCPU,
 			RedisCommands: []CommandStat{{"xreadgroup", 1000, xread}, {"evalsha", 100, evalsha}}}
 	}
+	dearer := func(m Measurement, cpu time.Duration) Measurement { m.CPU = cpu; return m }
 	consume := func(rates ...float64) []Measurement {
 		var ms []Measurement
 		for _, r := range rates {
@@ -302,7 +303,7 @@ func TestUnmetGoalsSayWhy(t *testing.T) {
 		return []Workload{
 			{Phase: PhaseFailures, Name: failNone, System: systems.Ours, Runs: []Measurement{run(400_000, 140*time.Millisecond, 100_000, 0)}},
 			{Phase: PhaseFailures, Name: failOnce, System: systems.Ours, Runs: []Measurement{run(inPlace, 150*time.Millisecond, 100_000, 0)}},
-			{Phase: PhaseFailures, Name: failOnceDelayed, System: systems.Ours, Runs: []Measurement{run(300_000, redisCPU, 110_000, 70_000)}},
+			{Phase: PhaseFailures, Name: failOnceDelayed, System: systems.Ours, Runs: []Measurement{dearer(run(300_000, redisCPU, 110_000, 70_000), 190*time.Millisecond)}},
 		}
 	}
 	report := func(res *Results) string {
@@ -329,8 +330,8 @@ func TestUnmetGoalsSayWhy(t *testing.T) {
 			"What reaches it is not to copy a retry due soon at all",
 			"the same workload ran at 0.90× of all succeeding in this run.",
 			"Ours' consume with 1 in 10 failing once was **300,000** msgs/s, the all-succeed run's **400,000** msgs/s (median, min–max of the runs): the runs of each side did not differ",
-			"All succeeding took 2.90 µs of CPU per message, the worker's and Redis's together; for 0.80× of its rate at the same overlap, a failure may cost 7.25 µs (1 in 10), and it cost 9.00 (the worker 0.00, Redis 9.00).",
-			"A retry made as a copy cannot do without its second delivery (about a message's 2.90 µs) and the copy's commands (about 2.40 µs of Redis, [docs/bench.md](../../docs/bench.md)), 5.30 µs before any Lua",
+			"All succeeding took 2.90 µs of CPU per message, the worker's and Redis's together; for 0.80× of its rate at the same overlap, a failure may cost 7.25 µs (1 in 10), and it cost 13.0 (the worker 4.00, Redis 9.00).",
+			"A retry made as a copy cannot do without its second delivery (about a message's 2.90 µs) and the copy's commands (about 1.90 µs of Redis, [docs/bench.md](../../docs/bench.md)), 4.80 µs before any Lua",
 			"| evalsha | 0.00 | 0.00 | 0.70 |", "| Redis CPU | 1.40 | 1.50 | 2.30 |",
 			"ours ÷ the better bare loop (bare go-redis loop, pipelined): 1.07×.**",
 			"Ours' consume was **320,000** (300,000–390,000) msgs/s, the bare go-redis loop, pipelined's **300,000** (290,000–310,000) msgs/s (median, min–max of the runs): ours' best run ÷ its worst = 1.34×, ours' worst ÷ its best = 0.97×, so the runs alone span the target: this run cannot tell met from not met.",
@@ -412,6 +413,11 @@ func TestMetWithinTheNoise(t *testing.T) {
 			"ours' best run ÷ its worst = 1.38×, ours' worst ÷ its best = 0.97×, so the runs alone span the target",
 			"- **order: consume msgs/s, 16 partitions with 1,000 keys in order ÷ one unordered stream: 0.93×.** Ours' consume over 16 partitions was **380,000** (300,000–390,000) msgs/s",
 		}, []string{"### Where a target is not met", "every pair"}},
+		{"not met, the runs spanning the target", &Results{Options: Options{Runs: 3, OursConcurrency: 256}, Throughput: []Throughput{
+			{System: systems.Ours, Consume: consume(300_000, 320_000, 390_000)},
+			{System: systems.BarePipelined, Consume: consume(290_000, 300_000, 310_000)},
+		}}, []string{"2 of 3 targets met in this run. Ratios", "| ≥ 1.1 | 1.07× | not met |", "### Where a target is not met", "so the runs alone span the target"},
+			[]string{"within the noise", "### Met within"}},
 		{"with room", &Results{Options: Options{Runs: 3, OursConcurrency: 256}, Throughput: []Throughput{
 			{System: systems.Ours, Consume: consume(380_000, 400_000, 420_000)},
 			{System: systems.BarePipelined, Consume: consume(290_000, 300_000, 310_000)},

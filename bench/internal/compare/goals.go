@@ -27,10 +27,10 @@ type goal struct {
 	noise string
 }
 
-// spreadNoise sets g.noise to line when the runs of ours and theirs span
-// target (spread).
+// spreadNoise sets g.noise to line when g is met and the runs of ours and
+// theirs span target (spread).
 func (g *goal) spreadNoise(ours, theirs summary, high bool, target float64, line string) {
-	if _, _, v := spread(ours, theirs, high, target); v == spreadSpans {
+	if _, _, v := spread(ours, theirs, high, target); g.met && v == spreadSpans {
 		g.noise = line
 	}
 }

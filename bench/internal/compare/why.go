@@ -20,7 +20,7 @@ const cpuProfileWhy = " Where the worker's CPU goes is in the profile at the end
 type spreadVerdict int
 
 const (
-	spreadUnknown spreadVerdict = iota // a side's runs are missing or zero
+	spreadUnknown spreadVerdict = iota // a ratio of runs is not a number: a side's runs missing, or the other side's zero
 	spreadOneRun                       // neither side's runs differ: no measure of the noise
 	spreadSpans                        // some pairs of runs meet the target, some miss it
 	spreadMeets                        // every pair of runs meets it
@@ -143,11 +143,12 @@ func delayedSpread(o Options, none, delayed Workload, target float64) string {
 }
 
 // copyCommandsMicros is what the commands of a retry made as a copy cost
-// Redis, µs, Lua around them not included: the copy's ZADD (0.8) and the
-// entry's XACK (0.5), the promotion's XADD (0.8), ZREM (0.2) and a share
-// of its ZRANGEBYSCORE (0.1). Measured with SLOWLOG on a redis-server of
-// its own (docs/bench.md, 10% failing once).
-const copyCommandsMicros = 2.4
+// Redis beyond those of a message that succeeds, µs, Lua around them not
+// included: the copy's ZADD (0.8), the promotion's XADD (0.8), ZREM (0.2)
+// and a share of its ZRANGEBYSCORE (0.1). The entry's XACK is not counted:
+// a message that succeeds is acknowledged too. Measured with SLOWLOG on a
+// redis-server of its own (docs/bench.md, 10% failing once).
+const copyCommandsMicros = 1.9
 
 // failureBudget says, from the failures phase's CPU, what a failure may
 // cost for the rate to reach target, what it cost, and what a retry made
@@ -165,8 +166,17 @@ func failureBudget(o Options, none, delayed Workload, target float64) string {
 	budget := (all/target - all) * per
 	return fmt.Sprintf(" All succeeding took %s µs of CPU per message, the worker's and Redis's together; for %s of its rate at the same overlap, a failure may cost %s µs (1 in %d), and it cost %s (the worker %s, Redis %s)."+
 		" A retry made as a copy cannot do without its second delivery (about a message's %s µs) and the copy's commands (about %s µs of Redis, %s), %s µs before any Lua of the two scripts or the worker's work to make the copy.",
-		fmtMicros(all), fmtRatio(target), fmtMicros(budget), o.FailEvery, fmtMicros((wd+rd-all)*per), fmtMicros((wd-wn)*per), fmtMicros((rd-rn)*per),
+		fmtMicros(all), fmtRatio(target), fmtMicros(budget), o.FailEvery, fmtSigned((wd+rd-all)*per), fmtSigned((wd-wn)*per), fmtSigned((rd-rn)*per),
 		fmtMicros(all), fmtMicros(copyCommandsMicros), docsBench, fmtMicros(all+copyCommandsMicros))
+}
+
+// fmtSigned is fmtMicros of a difference, which the runs' noise can make
+// negative.
+func fmtSigned(v float64) string {
+	if v < 0 {
+		return "−" + fmtMicros(-v)
+	}
+	return fmtMicros(v)
 }
 
 // orderSpread is spreadWhy of the order phase's two variants.
