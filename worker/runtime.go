@@ -173,16 +173,6 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 		}
 		r.streams = append(r.streams, st)
 	}
-	running := func() int {
-		n := 0
-		for _, w := range r.workers {
-			if w.cur.Load() != nil {
-				n++
-			}
-		}
-		return n
-	}
-	metrics.running.Store(&running)
 	for _, s := range streamKeys(cfg) {
 		r.renewing[s] = &atomic.Bool{}
 	}
@@ -211,6 +201,18 @@ func newEngine(cfg config.Config, client redis.UniversalClient, h Handler, logge
 			}
 		}
 	}
+	// Stored once r.workers is whole: a scrape may call it from now on,
+	// while another engine on the same Metrics runs.
+	running := func() int {
+		n := 0
+		for _, w := range r.workers {
+			if w.cur.Load() != nil {
+				n++
+			}
+		}
+		return n
+	}
+	metrics.running.Store(&running)
 	r.inPlace = newInPlaces(streamKeys(cfg), r.order.ordered) // inplace.go: not the ordered partitions
 	inPlace := r.inPlace.len
 	metrics.inPlace.Store(&inPlace)
