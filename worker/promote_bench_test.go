@@ -148,15 +148,6 @@ func retries(stream string, ms []redis.XMessage) []settleReq {
 	return out
 }
 
-// nothingPending fails b unless group g of stream has no entry pending:
-// the round took every failure through to its acknowledgement.
-func nothingPending(b *testing.B, c *redis.Client, stream string) {
-	p, err := c.XPending(context.Background(), stream, "g").Result()
-	if err != nil || p.Count != 0 {
-		b.Fatalf("pending after the round: %+v, %v; want none", p, err)
-	}
-}
-
 // redisCPUOf is the redis-server's CPU for fn, in µs: INFO cpu around
 // it, less what one INFO call took just before.
 func redisCPUOf(b *testing.B, c *redis.Client, fn func()) int64 {
@@ -164,6 +155,38 @@ func redisCPUOf(b *testing.B, c *redis.Client, fn func()) int64 {
 	start := redisCPU(b, c)
 	fn()
 	return redisCPU(b, c) - start - (start - a)
+}
+
+// retryRounds runs rounds of retryRound failures for b and reports
+// redis-µs/failure: the redis-server's CPU for the rounds' work. Each round
+// sets up (not timed), then does the work that round returns, timed and
+// measured, which ends in the failures' acknowledgement: nothing may be
+// left pending after it.
+func retryRounds(b *testing.B, c *redis.Client, round func() (work func())) {
+	var cpu int64
+	rounds := 0
+	for b.Loop() {
+		b.StopTimer()
+		work := round()
+		cpu += redisCPUOf(b, c, func() {
+			b.StartTimer()
+			work()
+			b.StopTimer()
+		})
+		if p, err := c.XPending(context.Background(), "s", "g").Result(); err != nil || p.Count != 0 {
+			b.Fatalf("pending after the round: %+v, %v; want none", p, err)
+		}
+		b.StartTimer()
+		rounds++
+	}
+	b.ReportMetric(float64(cpu)/float64(rounds*retryRound), "redis-µs/failure")
+}
+
+// ackAll acknowledges ids of stream s in group g.
+func ackAll(b *testing.B, c *redis.Client, ids []string) {
+	if err := c.XAck(context.Background(), "s", "g", ids...).Err(); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkRetryThroughDelayed takes failures through the whole of a retry
@@ -179,13 +202,9 @@ func BenchmarkRetryThroughDelayed(b *testing.B) {
 	r := newEngine(cfg, c, NewMux(), slog.New(slog.DiscardHandler), nil)
 	p := newPromoter(c, cfg.Streams, time.Second, slog.New(slog.DiscardHandler), nil, nil)
 	p.batch = retryRound
-	var cpu int64
-	rounds := 0
-	for b.Loop() {
-		b.StopTimer()
+	retryRounds(b, c, func() func() {
 		batch := retries("s", pendingEntries(b, c, "s", retryRound))
-		cpu += redisCPUOf(b, c, func() {
-			b.StartTimer()
+		return func() {
 			if _, err := r.writeSettles(ctx, batch); err != nil {
 				b.Fatal(err)
 			}
@@ -200,16 +219,9 @@ func BenchmarkRetryThroughDelayed(b *testing.B) {
 			for _, m := range read[0].Messages {
 				ids = append(ids, m.ID)
 			}
-			if err := c.XAck(ctx, "s", "g", ids...).Err(); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-		})
-		nothingPending(b, c, "s")
-		b.StartTimer()
-		rounds++
-	}
-	b.ReportMetric(float64(cpu)/float64(rounds*retryRound), "redis-µs/failure")
+			ackAll(b, c, ids)
+		}
+	})
 }
 
 // byReferenceTake takes the due members of a delayed set of entry IDs.
@@ -229,17 +241,13 @@ return due
 func BenchmarkRetryByReference(b *testing.B) {
 	c := testredis.Start(b).Client(b)
 	ctx := context.Background()
-	var cpu int64
-	rounds := 0
-	for b.Loop() {
-		b.StopTimer()
+	retryRounds(b, c, func() func() {
 		ms := pendingEntries(b, c, "s", retryRound)
 		zs := make([]redis.Z, len(ms))
 		for i, m := range ms {
 			zs[i] = redis.Z{Score: 1, Member: m.ID}
 		}
-		cpu += redisCPUOf(b, c, func() {
-			b.StartTimer()
+		return func() {
 			if err := c.ZAddNX(ctx, wire.DelayedKey("s"), zs...).Err(); err != nil {
 				b.Fatal(err)
 			}
@@ -251,14 +259,7 @@ func BenchmarkRetryByReference(b *testing.B) {
 			if err != nil || len(got) != retryRound {
 				b.Fatalf("claimed %d, %v; want %d", len(got), err, retryRound)
 			}
-			if err := c.XAck(ctx, "s", "g", ids...).Err(); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-		})
-		nothingPending(b, c, "s")
-		b.StartTimer()
-		rounds++
-	}
-	b.ReportMetric(float64(cpu)/float64(rounds*retryRound), "redis-µs/failure")
+			ackAll(b, c, ids)
+		}
+	})
 }
