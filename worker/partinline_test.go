@@ -220,14 +220,7 @@ func TestRetakenPartitionWaitsForItsFetchersHandler(t *testing.T) {
 	// the fetcher (publishUntilLone): the slow message comes once one did.
 	seq := lonePublished(t, c, stream, cfg.Partitions, fast, 1, fastRan)
 	publishKeyed(t, c, stream, cfg.Partitions, "slow", "s", 1)
-	select {
-	case lone := <-started:
-		if !lone {
-			t.Fatal("the slow message ran on a handler goroutine, want on its partition's fetcher")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the slow message did not start within 10s")
-	}
+	startedOnFetcher(t, started, "the slow message")
 	owner := wire.PartitionOwnerKey(wire.PartitionStream(stream, part), cfg.Group)
 	if err := c.Set(ctx, owner, "thief", time.Minute).Err(); err != nil {
 		t.Fatal(err)
@@ -327,14 +320,7 @@ func TestShutdownRunsTheKeyOfAHatchedHandler(t *testing.T) {
 	if _, err := pipe.Exec(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case lone := <-started:
-		if !lone {
-			t.Fatal("k:2 ran on a handler goroutine, want on its partition's fetcher")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("k:2 did not start within 10s")
-	}
+	startedOnFetcher(t, started, "k:2")
 	// A message without a key in k's partition runs while k:2 does: the
 	// hatch has moved the fetch loop on, and k:2's goroutine is no fetcher.
 	part := wire.PartitionStream(stream, wire.PartitionFor("k", cfg.Partitions))
@@ -358,5 +344,20 @@ func TestShutdownRunsTheKeyOfAHatchedHandler(t *testing.T) {
 	}
 	if got := pendingIn(t, c, stream, cfg.Group, cfg.Partitions); got != 0 {
 		t.Errorf("pending after shutdown = %d, want 0", got)
+	}
+}
+
+// startedOnFetcher waits for what's start, told on started (true: on its
+// partition's fetcher), and fails t unless it started on the fetcher
+// within 10s.
+func startedOnFetcher(t *testing.T, started <-chan bool, what string) {
+	t.Helper()
+	select {
+	case lone := <-started:
+		if !lone {
+			t.Fatalf("%s ran on a handler goroutine, want on its partition's fetcher", what)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not start within 10s", what)
 	}
 }
