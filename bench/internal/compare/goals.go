@@ -203,7 +203,8 @@ func goals(res *Results) []goal {
 	if ours, pipe := findWorkload(res.Workloads, PhaseCLI, cliOurs), findWorkload(res.Workloads, PhaseCLI, cliPipe); ours != nil && pipe != nil {
 		r := ours.rate().Median / pipe.rate().Median
 		g := ratioGoal(fmt.Sprintf("producer CLI: `producer send --file` ÷ `redis-cli --pipe`, %s events", fmtInt(float64(o.CLIEvents))), "≥ 0.8", r, r >= 0.8)
-		g.spreadNoise(ours.rate(), pipe.rate(), true, 0.8, spreadWhy("rate", ours.rate(), "`redis-cli --pipe`", pipe.rate(), fmtInt, " events/s", true, 0.8))
+		g.why = cliWhy(*ours, *pipe, res.Machine.CPUs, 0.8)
+		g.spreadNoise(ours.rate(), pipe.rate(), true, 0.8, cliSpread(*ours, *pipe, 0.8))
 		gs = append(gs, g)
 	}
 	return append(gs, earlierGoals(res)...)

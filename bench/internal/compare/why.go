@@ -202,3 +202,32 @@ func orderWhy(o Options, plain, keyed Workload, target float64) string {
 		docsBench + " has what was measured of each part.")
 	return b.String()
 }
+
+// cliSpread is spreadWhy of the producer-cli phase's two variants.
+func cliSpread(ours, pipe Workload, target float64) string {
+	return spreadWhy("rate", ours.rate(), "`redis-cli --pipe`", pipe.rate(), fmtInt, " events/s", true, target)
+}
+
+// cliWhy says what a producer CLI's rate below target is made of: how far
+// apart the runs were, and the CPU each side and Redis took per event,
+// which must fit together on the machine's cores.
+func cliWhy(ours, pipe Workload, cores int, target float64) string {
+	var b strings.Builder
+	b.WriteString(cliSpread(ours, pipe, target))
+	co, cp := cpuMedian(ours.Runs), cpuMedian(pipe.Runs)
+	if co > 0 && cp > 0 {
+		fmt.Fprintf(&b, " Per event the producer took %s µs of CPU against `redis-cli`'s %s: it decodes and checks each JSON line, where `redis-cli` passes on commands written in RESP already.",
+			fmtMicros(co), fmtMicros(cp))
+		if ro, rp := redisCPUMedian(ours.Runs), redisCPUMedian(pipe.Runs); ro > 0 && rp > 0 {
+			busy := (co + ro) * target * pipe.rate().Median / 1e6
+			fmt.Fprintf(&b, " Redis took %s µs per event against %s. At %s of `redis-cli`'s median rate, the producer and Redis would keep %.2f cores busy",
+				fmtMicros(ro), fmtMicros(rp), fmtRatio(target), busy)
+			if cores > 0 {
+				fmt.Fprintf(&b, ", of this machine's %d", cores)
+			}
+			b.WriteString(".")
+		}
+	}
+	b.WriteString(" What would reach it: less CPU per line in the producer (its JSON decoding), or cores to spare beside Redis; " + docsBench + " has what was measured of it before.")
+	return b.String()
+}
