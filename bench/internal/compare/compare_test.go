@@ -263,6 +263,9 @@ func TestLatencyGoalsTakeTheMedianRun(t *testing.T) {
 				if math.Abs(g.measured-r) > 1e-9 {
 					t.Errorf("%s: %v, want %v", g.what, g.measured, r)
 				}
+				if strings.Contains(what, "CPU") && !strings.Contains(g.why, "What would reach it on a loaded machine too") {
+					t.Errorf("%s: its line says nothing of what would reach it: %s", g.what, g.why)
+				}
 			}
 		}
 	}
