@@ -209,25 +209,29 @@ func cliSpread(ours, pipe Workload, target float64) string {
 }
 
 // cliWhy says what a producer CLI's rate below target is made of: how far
-// apart the runs were, and the CPU each side and Redis took per event,
-// which must fit together on the machine's cores.
+// apart the runs were, the CPU each side took per event, what the
+// producer's allows on the one P it runs on (cmd/producer: GOMAXPROCS=1
+// unless set), and the cores the producer and Redis would need together.
 func cliWhy(ours, pipe Workload, cores int, target float64) string {
 	var b strings.Builder
 	b.WriteString(cliSpread(ours, pipe, target))
 	co, cp := cpuMedian(ours.Runs), cpuMedian(pipe.Runs)
-	if co > 0 && cp > 0 {
-		fmt.Fprintf(&b, " Per event the producer took %s µs of CPU against `redis-cli`'s %s: it decodes and checks each JSON line, where `redis-cli` passes on commands written in RESP already.",
-			fmtMicros(co), fmtMicros(cp))
+	want := target * pipe.rate().Median // events/s
+	if co > 0 && cp > 0 && want > 0 {
+		fmt.Fprintf(&b, " Per event the producer took %s µs of CPU against `redis-cli`'s %s: it decodes and checks each JSON line, where `redis-cli` passes on commands written in RESP already."+
+			" The producer runs on one P (`GOMAXPROCS`=1 unless set), so that allows at most about %s events/s, where %s of `redis-cli`'s median rate is %s.",
+			fmtMicros(co), fmtMicros(cp), fmtInt(1e6/co), fmtRatio(target), fmtInt(want))
 		if ro, rp := redisCPUMedian(ours.Runs), redisCPUMedian(pipe.Runs); ro > 0 && rp > 0 {
-			busy := (co + ro) * target * pipe.rate().Median / 1e6
-			fmt.Fprintf(&b, " Redis took %s µs per event against %s. At %s of `redis-cli`'s median rate, the producer and Redis would keep %.2f cores busy",
-				fmtMicros(ro), fmtMicros(rp), fmtRatio(target), busy)
+			fmt.Fprintf(&b, " Redis took %s µs per event against %s; at that rate the producer and Redis would keep %.2f cores busy", fmtMicros(ro), fmtMicros(rp), (co+ro)*want/1e6)
 			if cores > 0 {
 				fmt.Fprintf(&b, ", of this machine's %d", cores)
 			}
 			b.WriteString(".")
 		}
+		fmt.Fprintf(&b, " What would reach it: less CPU per event in the producer, at most %s µs at that rate (its JSON decoding, go-redis's work per command); ", fmtMicros(1e6/want))
+	} else {
+		b.WriteString(" ")
 	}
-	b.WriteString(" What would reach it: less CPU per line in the producer (its JSON decoding), or cores to spare beside Redis; " + docsBench + " has what was measured of it before.")
+	b.WriteString(docsBench + " has what was measured of it before.")
 	return b.String()
 }
