@@ -266,11 +266,22 @@ func TestLatencyGoalsTakeTheMedianRun(t *testing.T) {
 				if strings.Contains(what, "CPU") && !strings.Contains(g.why, "What would reach it on a loaded machine too") {
 					t.Errorf("%s: its line says nothing of what would reach it: %s", g.what, g.why)
 				}
+				if strings.Contains(what, "p99") && !strings.Contains(g.why, "more runs, or a machine with nothing else on it, would tell met from not met") {
+					t.Errorf("%s: its runs span the target, and its line does not say what would tell: %s", g.what, g.why)
+				}
 			}
 		}
 	}
 	if found != len(want) {
 		t.Errorf("found %d of the %d latency goals", found, len(want))
+	}
+	// Every pair of runs missing: the gap is not the noise, and the line
+	// does not say more runs would tell.
+	res.Latency[0].Runs = []LatencyRun{run(50_000, 9*time.Millisecond), run(50_000, 10*time.Millisecond)}
+	for _, g := range goals(res) {
+		if strings.Contains(g.what, "p99") && (g.met || strings.Contains(g.why, "more runs")) {
+			t.Errorf("%s: met %v, line %q; want not met, and no word of more runs", g.what, g.met, g.why)
+		}
 	}
 }
 
