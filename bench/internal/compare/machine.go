@@ -31,17 +31,19 @@ type Machine struct {
 	Modules        map[string]string // versions of the systems' modules, from the build info
 	LoadStart      float64           // one-minute load average when the run began
 	LoadEnd        float64           // and when it ended
+	GOMAXPROCS     string            // the GOMAXPROCS environment variable the children inherit; "" when unset
 }
 
 func describeMachine(ctx context.Context, admin *redis.Client) (Machine, error) {
 	m := Machine{
-		CPUs:      runtime.NumCPU(),
-		CPUModel:  procField("/proc/cpuinfo", "model name"),
-		MemTotal:  memTotal(),
-		GoVersion: runtime.Version(),
-		LoadStart: loadAverage(),
-		Modules:   map[string]string{},
-		Commit:    gitDescribe(ctx),
+		CPUs:       runtime.NumCPU(),
+		CPUModel:   procField("/proc/cpuinfo", "model name"),
+		MemTotal:   memTotal(),
+		GoVersion:  runtime.Version(),
+		LoadStart:  loadAverage(),
+		GOMAXPROCS: os.Getenv("GOMAXPROCS"),
+		Modules:    map[string]string{},
+		Commit:     gitDescribe(ctx),
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = "Linux " + strings.TrimSpace(string(b))

@@ -101,6 +101,9 @@ func renderMachine(b *strings.Builder, res *Results) {
 		fmt.Fprintf(b, "| GC target | Go's default (GOGC=100) for the others; streamworker at its daemon's default, %d (`worker.SetGCDefault`) |\n", worker.DefaultGCPercent)
 	}
 	fmt.Fprintf(b, "| load average (1 min) | %.2f at the start, %.2f at the end |\n", m.LoadStart, m.LoadEnd)
+	if m.GOMAXPROCS != "" {
+		fmt.Fprintf(b, "| `GOMAXPROCS` (environment, inherited by every child) | %s |\n", m.GOMAXPROCS)
+	}
 	if busy := float64(m.CPUs) * 1.25; m.LoadStart > busy || m.LoadEnd > busy {
 		fmt.Fprintf(b, "\nThe load average was above the core count: other work shared the cores, so wall-clock numbers (msgs/s, latency) are pessimistic and noisy; CPU per message suffers much less.\n")
 	}

@@ -174,10 +174,16 @@ func summarize(vs []float64) summary {
 // cpuMedian is the median of ms's CPU per message, µs.
 func cpuMedian(ms []Measurement) float64 { return summarize(each(ms, Measurement.CPUPerMsg)).Median }
 
-// redisCPUMedian is the median of ms's Redis CPU per message, µs (-1:
-// unknown).
+// redisCPUMedian is the median of ms's Redis CPU per message, µs; -1
+// (unknown) when any run's is unknown, rather than a median of a -1.
 func redisCPUMedian(ms []Measurement) float64 {
-	return summarize(each(ms, Measurement.RedisCPUPerMsg)).Median
+	vs := each(ms, Measurement.RedisCPUPerMsg)
+	for _, v := range vs {
+		if v < 0 {
+			return -1
+		}
+	}
+	return summarize(vs).Median
 }
 
 func each(ms []Measurement, f func(Measurement) float64) []float64 {

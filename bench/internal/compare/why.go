@@ -209,29 +209,47 @@ func cliSpread(ours, pipe Workload, target float64) string {
 }
 
 // cliWhy says what a producer CLI's rate below target is made of: how far
-// apart the runs were, the CPU each side took per event, what the
-// producer's allows on the one P it runs on (cmd/producer: GOMAXPROCS=1
-// unless set), and the cores the producer and Redis would need together.
-func cliWhy(ours, pipe Workload, cores int, target float64) string {
+// apart the runs were, the CPU each side took per event, the rate the
+// producer's CPU allows on the one P it runs on (cmd/producer: GOMAXPROCS=1
+// unless the environment sets it), and the cores the producer and Redis
+// would keep busy together; then which of those would reach the target.
+func cliWhy(ours, pipe Workload, m Machine, target float64) string {
 	var b strings.Builder
 	b.WriteString(cliSpread(ours, pipe, target))
-	co, cp := cpuMedian(ours.Runs), cpuMedian(pipe.Runs)
-	want := target * pipe.rate().Median // events/s
-	if co > 0 && cp > 0 && want > 0 {
-		fmt.Fprintf(&b, " Per event the producer took %s µs of CPU against `redis-cli`'s %s: it decodes and checks each JSON line, where `redis-cli` passes on commands written in RESP already."+
-			" The producer runs on one P (`GOMAXPROCS`=1 unless set), so that allows at most about %s events/s, where %s of `redis-cli`'s median rate is %s.",
-			fmtMicros(co), fmtMicros(cp), fmtInt(1e6/co), fmtRatio(target), fmtInt(want))
-		if ro, rp := redisCPUMedian(ours.Runs), redisCPUMedian(pipe.Runs); ro > 0 && rp > 0 {
-			fmt.Fprintf(&b, " Redis took %s µs per event against %s; at that rate the producer and Redis would keep %.2f cores busy", fmtMicros(ro), fmtMicros(rp), (co+ro)*want/1e6)
-			if cores > 0 {
-				fmt.Fprintf(&b, ", of this machine's %d", cores)
-			}
-			b.WriteString(".")
-		}
-		fmt.Fprintf(&b, " What would reach it: less CPU per event in the producer, at most %s µs at that rate (its JSON decoding, go-redis's work per command); ", fmtMicros(1e6/want))
-	} else {
-		b.WriteString(" ")
+	co, want := cpuMedian(ours.Runs), target*pipe.rate().Median // µs per event; events/s
+	if !(co > 0) || !(want > 0) || math.IsInf(want, 0) {
+		return b.String() + " " + docsBench + " has what was measured of it before."
 	}
-	b.WriteString(docsBench + " has what was measured of it before.")
-	return b.String()
+	fmt.Fprintf(&b, " Per event the producer took %s µs of CPU", fmtMicros(co))
+	if cp := cpuMedian(pipe.Runs); cp > 0 {
+		fmt.Fprintf(&b, " against `redis-cli`'s %s: it decodes and checks each JSON line, where `redis-cli` passes on commands written in RESP already", fmtMicros(cp))
+	}
+	b.WriteString(".")
+	oneP, allows := m.GOMAXPROCS == "", 1e6/co
+	if oneP {
+		side := "above"
+		if allows < want {
+			side = "below"
+		}
+		fmt.Fprintf(&b, " It runs on one P (`GOMAXPROCS`=1, the environment not setting it): at its median CPU per event that allows about %s events/s, %s the %s events/s of %s of `redis-cli`'s median rate.",
+			fmtInt(allows), side, fmtInt(want), fmtRatio(target))
+	}
+	busy := -1.0
+	if ro, rp := redisCPUMedian(ours.Runs), redisCPUMedian(pipe.Runs); ro > 0 && rp > 0 {
+		busy = (co + ro) * want / 1e6
+		fmt.Fprintf(&b, " Redis took %s µs per event against %s; at %s events/s the producer and Redis would keep %.2f cores busy", fmtMicros(ro), fmtMicros(rp), fmtInt(want), busy)
+		if m.CPUs > 0 {
+			fmt.Fprintf(&b, ", of this machine's %d", m.CPUs)
+		}
+		b.WriteString(".")
+	}
+	switch {
+	case oneP && allows < want:
+		fmt.Fprintf(&b, " What would reach it: less CPU per event in the producer, at most %s µs at %s events/s (its JSON decoding, go-redis's work per command); ", fmtMicros(1e6/want), fmtInt(want))
+	case m.CPUs > 0 && busy > float64(m.CPUs):
+		b.WriteString(" What would reach it: less CPU per event, the producer's or Redis's, or more cores; ")
+	default:
+		b.WriteString(" Neither the producer's CPU nor the cores hold it back in these numbers; ")
+	}
+	return b.String() + docsBench + " has what was measured of it before."
 }
