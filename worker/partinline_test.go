@@ -186,6 +186,7 @@ func TestRetakenPartitionWaitsForItsFetchersHandler(t *testing.T) {
 	srv := testredis.Shared(t)
 	cfg := partitionedConfig(t, srv, 2, "c1")
 	cfg.HandlerTimeout = time.Second // giving the partition up waits a handler timeout and a lease for what runs
+	cfg.FetchCount = fewSlots
 	c := srv.Client(t)
 	ctx := context.Background()
 	stream := cfg.Streams[0]
@@ -284,6 +285,7 @@ func TestShutdownRunsTheKeyOfAHatchedHandler(t *testing.T) {
 	srv := testredis.Shared(t)
 	cfg := partitionedConfig(t, srv, 2, "c1")
 	cfg.ShutdownTimeout = time.Minute
+	cfg.FetchCount = fewSlots
 	c := srv.Client(t)
 	stream := cfg.Streams[0]
 	draining := make(chan struct{})
@@ -346,6 +348,18 @@ func TestShutdownRunsTheKeyOfAHatchedHandler(t *testing.T) {
 		t.Errorf("pending after shutdown = %d, want 0", got)
 	}
 }
+
+// fewSlots is the WORKER_FETCH_COUNT of the tests whose next read after a
+// lone run must run on the fetcher too. The partitions' fetchers share the
+// WORKER_CONCURRENCY (16) slots, and one about to read reserves up to its
+// fetch count of them: at 16, another partition's fetcher sometimes held 15
+// at the moment this one reserved, so its blocking read asked for one entry,
+// and a read that brings all it asked for may be a batch, which runs on the
+// fetcher only when measured fast (takeLone): the message ran on a handler
+// goroutine (2 of 20 runs under -race). At 4, with no handler running, a
+// read here finds at least 8 slots free and asks for 4, while the messages
+// the tests expect on the fetcher come at most 3 together.
+const fewSlots = 4
 
 // startedOnFetcher waits for what's start, told on started (true: on its
 // partition's fetcher), and fails t unless it started on the fetcher
