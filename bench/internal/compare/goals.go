@@ -140,10 +140,7 @@ func goals(res *Results) []goal {
 			g := ratioGoal(fmt.Sprintf("low load (%s msgs/s): p99 XADD→handler, %s ÷ the sooner bare loop (%s)", fmtInt(o.LatencyRate), label(name), label(latP99Name)), "≤ 1", r, r <= 1)
 			ours, bare := l.over(runP99), findLatency(res.Latency, latP99Name).over(runP99)
 			line := spreadWhy("p99", ours, latP99Name, bare, fmtNanos, "", false, 1)
-			g.why = line + " The latency phase's table has each system's percentiles."
-			if _, _, v := spread(ours, bare, false, 1); v == spreadSpans {
-				g.why += " Only the runs' spread is measured here, not what made the slow ones slow: a quieter machine would tell met from not met; " + docsBench + " (low load) has the ratio over earlier runs."
-			}
+			g.why = line + " The latency phase's table has each system's percentiles." + p99Why(*l, *findLatency(res.Latency, latP99Name), ours, bare)
 			g.spreadNoise(ours, bare, false, 1, line)
 			gs = append(gs, g)
 		}

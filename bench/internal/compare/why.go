@@ -253,3 +253,24 @@ func cliWhy(ours, pipe Workload, m Machine, target float64) string {
 	}
 	return b.String() + docsBench + " has what was measured of it before."
 }
+
+// p99Why adds to a low-load p99 goal's line what this run says of it:
+// when the runs span the target, only that a quieter machine would tell;
+// when every pair misses and ours spent more consumer CPU per message
+// than the bare loop, that CPU (mostly wake-ups and system calls at this
+// rate) as the likely reason, and what would cut it.
+func p99Why(ours, bare Latency, oursP99, bareP99 summary) string {
+	_, _, v := spread(oursP99, bareP99, false, 1)
+	switch {
+	case v == spreadSpans:
+		return " Only the runs' spread is measured here, not what made the slow ones slow: a quieter machine would tell met from not met; " + docsBench + " (low load) has the ratio over earlier runs."
+	case v != spreadMisses:
+		return ""
+	}
+	oc, bc := latencyCPU(ours), latencyCPU(bare)
+	if !(oc > bc && bc > 0) {
+		return fmt.Sprintf(" Ours took %s µs of consumer CPU per message against the loop's %s, no more; %s (low load) has the ratio over earlier runs.", fmtMicros(oc), fmtMicros(bc), docsBench)
+	}
+	return fmt.Sprintf(" Ours also took %s µs of consumer CPU per message against the loop's %s, at this rate mostly the wake-ups and system calls around each message (%s, low load): each is a turn on a core the senders and Redis share, the likely reason its tail is longer."+
+		" What would reach it: what would cut that CPU, fewer hand-offs between goroutines and threads around each round trip.", fmtMicros(oc), fmtMicros(bc), docsBench)
+}
