@@ -352,13 +352,15 @@ func TestShutdownRunsTheKeyOfAHatchedHandler(t *testing.T) {
 // fewSlots is the WORKER_FETCH_COUNT of the tests whose next read after a
 // lone run must run on the fetcher too. The partitions' fetchers share the
 // WORKER_CONCURRENCY (16) slots, and one about to read reserves up to its
-// fetch count of them: at 16, another partition's fetcher sometimes held 15
-// at the moment this one reserved, so its blocking read asked for one entry,
-// and a read that brings all it asked for may be a batch, which runs on the
-// fetcher only when measured fast (takeLone): the message ran on a handler
-// goroutine (2 of 20 runs under -race). At 4, with no handler running, a
-// read here finds at least 8 slots free and asks for 4, while the messages
-// the tests expect on the fetcher come at most 3 together.
+// fetch count of them. After a lone run a fetcher's next read is a blocking
+// one that asks for as many entries as it reserved slots (readNew). At 16,
+// another partition's fetcher sometimes held 15 at the moment this one
+// reserved, so its read asked for one entry; a blocking read that brings
+// all it asked for is taken for a batch, which never runs on the fetcher
+// (takeLone, fastBatch), and the message ran on a handler goroutine (2 of
+// 20 runs under -race). At 4, with no handler running, a read here finds at
+// least 11 slots free and asks for 4, while the messages the tests expect on
+// the fetcher come at most 3 together.
 const fewSlots = 4
 
 // startedOnFetcher waits for what's start, told on started (true: on its

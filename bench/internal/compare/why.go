@@ -125,8 +125,12 @@ func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target flo
 	b.WriteString(failureBudget(o, none, delayed, target))
 	b.WriteString(" Both scripts already take their entries in batches (a call per stream per batch of failures; a call per promotion pass of up to 500): what is left in them is mostly Lua's call into Redis per entry and its decoding of each copy, cut apart in " +
 		docsBench + " (10% failing once), with the changes tried there that did not help.")
-	b.WriteString(" What would reach it: a retry that is not a copy (its entry left pending, the delayed set holding a reference to it), run and acknowledged as cheaply as a first delivery; " +
-		docsBench + " (10% failing once) has the least each would cost. That changes what `S:delayed` holds, the contract of the retry path.")
+	if per := float64(o.FailEvery); per/(per+1) >= target {
+		b.WriteString(" What would reach it: a retry that is not a copy (its entry left pending, the delayed set holding a reference to it), run and acknowledged as cheaply as a first delivery; " +
+			docsBench + " (10% failing once) has the least each would cost. That changes what `S:delayed` holds, the contract of the retry path.")
+	} else {
+		fmt.Fprintf(&b, " At 1 in %d failing, even a retry as cheap as a first delivery leaves %s of all succeeding's rate, below the target: nothing in the retry path reaches it.", o.FailEvery, fmtRatio(per/(per+1)))
+	}
 	if inPlace != nil {
 		r := inPlace.rate().Median / none.rate().Median
 		verdict := "at or above the target"
@@ -227,16 +231,16 @@ func cliWhy(ours, pipe Workload, m Machine, target float64) string {
 		fmt.Fprintf(&b, " against `redis-cli`'s %s: it decodes and checks each JSON line, where `redis-cli` passes on commands written in RESP already", fmtMicros(cp))
 	}
 	b.WriteString(".")
-	oneP, allows := m.GOMAXPROCS == "", 1e6/co
+	oneP, allows := onOneP(m.GOMAXPROCS), 1e6/co
 	if oneP {
 		side := "above"
 		if allows < want {
 			side = "below"
 		}
-		fmt.Fprintf(&b, " It runs on one P (`GOMAXPROCS`=1, the environment not setting it): at its median CPU per event that allows about %s events/s, %s the %s events/s of %s of `redis-cli`'s median rate.",
+		fmt.Fprintf(&b, " It runs on one P (`GOMAXPROCS`=1): at its median CPU per event that allows about %s events/s, %s the %s events/s of %s of `redis-cli`'s median rate.",
 			fmtInt(allows), side, fmtInt(want), fmtRatio(target))
 	}
-	busy := -1.0
+	busy := -1.0 // cores the producer and Redis keep busy at want; -1: unknown
 	if ro, rp := redisCPUMedian(ours.Runs), redisCPUMedian(pipe.Runs); ro > 0 && rp > 0 {
 		busy = (co + ro) * want / 1e6
 		fmt.Fprintf(&b, " Redis took %s µs per event against %s; at %s events/s the producer and Redis would keep %.2f cores busy", fmtMicros(ro), fmtMicros(rp), fmtInt(want), busy)
@@ -245,22 +249,40 @@ func cliWhy(ours, pipe Workload, m Machine, target float64) string {
 		}
 		b.WriteString(".")
 	}
+	var reach []string
+	if oneP && allows < want {
+		reach = append(reach, fmt.Sprintf("less CPU per event in the producer, at most %s µs at %s events/s (its JSON decoding, go-redis's work per command)", fmtMicros(1e6/want), fmtInt(want)))
+	}
+	coresKnown := busy >= 0 && m.CPUs > 0
+	if coresKnown && busy > float64(m.CPUs) {
+		reach = append(reach, "less CPU per event, the producer's and Redis's together, or more cores")
+	}
 	switch {
-	case oneP && allows < want:
-		fmt.Fprintf(&b, " What would reach it: less CPU per event in the producer, at most %s µs at %s events/s (its JSON decoding, go-redis's work per command); ", fmtMicros(1e6/want), fmtInt(want))
-	case m.CPUs > 0 && busy > float64(m.CPUs):
-		b.WriteString(" What would reach it: less CPU per event, the producer's or Redis's, or more cores; ")
+	case len(reach) > 0:
+		b.WriteString(" What would reach it: " + strings.Join(reach, "; and ") + "; ")
+	case coresKnown && oneP:
+		b.WriteString(" Neither the producer's CPU on its one P nor the cores hold it back in these numbers; ")
+	case coresKnown:
+		b.WriteString(" The cores do not hold it back in these numbers; ")
 	default:
-		b.WriteString(" Neither the producer's CPU nor the cores hold it back in these numbers; ")
+		b.WriteString(" These numbers do not say what held it back; ")
 	}
 	return b.String() + docsBench + " has what was measured of it before."
 }
 
+// onOneP reports whether cmd/producer runs on one P with the environment's
+// GOMAXPROCS, env: unset (it then sets one itself) or 1.
+func onOneP(env string) bool {
+	env = strings.TrimSpace(env)
+	return env == "" || env == "1"
+}
+
 // p99Why adds to a low-load p99 goal's line what this run says of it:
 // when the runs span the target, only that a quieter machine would tell;
-// when every pair misses and ours spent more consumer CPU per message
-// than the bare loop, that CPU (mostly wake-ups and system calls at this
-// rate) as the likely reason, and what would cut it.
+// when every pair misses and every run of ours spent more consumer CPU per
+// message than every run of the bare loop, that CPU (mostly wake-ups and
+// system calls at this rate) as the likely reason, and what would cut it;
+// when its CPU runs were not all dearer, that the CPU does not explain it.
 func p99Why(ours, bare Latency, oursP99, bareP99 summary) string {
 	_, _, v := spread(oursP99, bareP99, false, 1)
 	switch {
@@ -270,9 +292,12 @@ func p99Why(ours, bare Latency, oursP99, bareP99 summary) string {
 		return ""
 	}
 	oc, bc := latencyCPU(ours), latencyCPU(bare)
-	if !(oc > bc && bc > 0) {
-		return fmt.Sprintf(" Ours took %s µs of consumer CPU per message against the loop's %s, no more; %s (low load) has the ratio over earlier runs.", fmtMicros(oc), fmtMicros(bc), docsBench)
+	if !(oc > 0) || !(bc > 0) {
+		return ""
 	}
-	return fmt.Sprintf(" Ours also took %s µs of consumer CPU per message against the loop's %s, at this rate mostly the wake-ups and system calls around each message (%s, low load): each is a turn on a core the senders and Redis share, the likely reason its tail is longer."+
+	if oursCPU, bareCPU := ours.over(runCPUPerMsg), bare.over(runCPUPerMsg); !(oursCPU.Min > bareCPU.Max) {
+		return fmt.Sprintf(" Ours took %s µs of consumer CPU per message against the loop's %s, its runs not all dearer than the loop's: the CPU does not explain the tail in this run; %s (low load) has the ratio over earlier runs.", fmtMicros(oc), fmtMicros(bc), docsBench)
+	}
+	return fmt.Sprintf(" Ours also took %s µs of consumer CPU per message against the loop's %s, each of its runs dearer than each of the loop's, at this rate mostly the wake-ups and system calls around each message (%s, low load): each is a turn on a core the senders and Redis share, the likely reason its tail is longer."+
 		" What would reach it: what would cut that CPU, fewer hand-offs between goroutines and threads around each round trip.", fmtMicros(oc), fmtMicros(bc), docsBench)
 }
