@@ -575,7 +575,7 @@ func TestSpreadWhy(t *testing.T) {
 		{summary{1.5, 1.4, 1.6}, summary{1.9, 1.7, 2}, false, 1, "ours' best run ÷ its worst = 0.70×, ours' worst ÷ its best = 0.94×, so every pair of runs meets the target: the margin is more than the noise."},
 		{summary{400, 380, 420}, summary{300, 290, 310}, true, 1.1, "ours' best run ÷ its worst = 1.45×, ours' worst ÷ its best = 1.23×, so every pair of runs meets the target"},
 	} {
-		got := spreadWhy("x", c.ours, systems.Bare, c.theirs, fmtMicros, "", c.high, c.target)
+		got, _ := spreadWhy("x", c.ours, systems.Bare, c.theirs, fmtMicros, "", c.high, c.target)
 		if !strings.Contains(got, c.want) {
 			t.Errorf("spreadWhy(%v, %v) = %q, want it to hold %q", c.ours, c.theirs, got, c.want)
 		}

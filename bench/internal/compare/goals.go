@@ -16,24 +16,28 @@ type goal struct {
 	show         func(float64) string
 	met          bool
 	info         bool // no target: measured only
+	// spread says how far apart the runs of the two sides were against
+	// the target (spreadWhy), and verdict where the target sits among them;
+	// "" when the goal does not compare runs. A target met while its runs
+	// span it is met within the noise: spread is then its line; a target
+	// not met has spread, then why, as its line.
+	spread  string
+	verdict spreadVerdict
 	// why, for a target not met, says from this run's numbers what held it
-	// back and what would reach it; "" when the report has no more to say
-	// than its phase's table.
+	// back and what would reach it, after spread; "" when the report has
+	// no more to say than its phase's table.
 	why string
-	// noise, for a target met, is set when the runs span the target: some
-	// pairs of single runs meet it and some miss it, so the met is the
-	// noise's as much as the code's. It says how far apart they were
-	// (spreadWhy).
-	noise string
 }
 
-// spreadNoise sets g.noise to line when g is met and the runs of ours and
-// theirs span target (spread).
-func (g *goal) spreadNoise(ours, theirs summary, high bool, target float64, line string) {
-	if _, _, v := spread(ours, theirs, high, target); g.met && v == spreadSpans {
-		g.noise = line
-	}
+// withSpread sets g's spread and verdict: ours' runs against theirs
+// (spreadWhy).
+func (g *goal) withSpread(what string, ours summary, other string, theirs summary, show func(float64) string, unit string, high bool, target float64) {
+	g.spread, g.verdict = spreadWhy(what, ours, other, theirs, show, unit, high, target)
 }
+
+// noisy reports whether g is met only within the noise: its runs span
+// the target.
+func (g goal) noisy() bool { return g.met && g.verdict == spreadSpans }
 
 func ratioGoal(what, target string, r float64, met bool) goal {
 	return goal{what: what, target: target, measured: r, show: fmtRatio, met: met && !math.IsNaN(r)}
@@ -100,8 +104,8 @@ func goals(res *Results) []goal {
 		r := consumeMedian(*t) / bareRate
 		g := ratioGoal(e.what+" ("+label(bareName)+")", fmt.Sprintf("≥ %.2g", e.min), r, r >= e.min)
 		bare := *findThroughput(res.Throughput, bareName)
-		g.why = consumeWhy(*t, bare, e.min)
-		g.spreadNoise(t.consumeRate(), bare.consumeRate(), true, e.min, consumeSpread(*t, bare, e.min))
+		g.withSpread("consume", t.consumeRate(), bare.System, bare.consumeRate(), fmtInt, " msgs/s", true, e.min)
+		g.why = consumeWhy(*t, bare)
 		gs = append(gs, g)
 	}
 	bareCPU, bareCPUName := bareBest(res, consumeCPU, false)
@@ -112,10 +116,8 @@ func goals(res *Results) []goal {
 		}
 		r := consumeCPU(*t) / bareCPU
 		g := ratioGoal(fmt.Sprintf("worker CPU per message consuming, %s ÷ the cheaper bare loop (%s)", label(name), label(bareCPUName)), "≤ 1", r, r <= 1)
-		ours, bare := consumeCPUs(*t), consumeCPUs(*findThroughput(res.Throughput, bareCPUName))
-		line := spreadWhy("CPU per message", ours, bareCPUName, bare, fmtMicros, " µs", false, 1)
-		g.why = line + cpuProfileWhy
-		g.spreadNoise(ours, bare, false, 1, line)
+		g.withSpread("CPU per message", consumeCPUs(*t), bareCPUName, consumeCPUs(*findThroughput(res.Throughput, bareCPUName)), fmtMicros, " µs", false, 1)
+		g.why = cpuProfileWhy
 		gs = append(gs, g)
 	}
 	latCPU, latCPUName := bareLatencyBest(res, latencyCPU)
@@ -128,20 +130,17 @@ func goals(res *Results) []goal {
 		if latCPUName != "" {
 			r := latencyCPU(*l) / latCPU
 			g := ratioGoal(fmt.Sprintf("low load (%s msgs/s): consumer CPU per message, %s ÷ the cheaper bare loop (%s)", fmtInt(o.LatencyRate), label(name), label(latCPUName)), "≤ 1.2", r, r <= 1.2)
-			ours, bare := l.over(runCPUPerMsg), findLatency(res.Latency, latCPUName).over(runCPUPerMsg)
-			line := spreadWhy("consumer CPU per message", ours, latCPUName, bare, fmtMicros, " µs", false, 1.2)
-			g.why = line + " At this rate a message's CPU is mostly the wake-ups and system calls around it, not its own work: " + docsBench + " (low load) has what was measured of them." +
+			g.withSpread("consumer CPU per message", l.over(runCPUPerMsg), latCPUName, findLatency(res.Latency, latCPUName).over(runCPUPerMsg), fmtMicros, " µs", false, 1.2)
+			g.why = " At this rate a message's CPU is mostly the wake-ups and system calls around it, not its own work: " + docsBench + " (low load) has what was measured of them." +
 				" What would reach it on a loaded machine too: fewer hand-offs between goroutines and threads around each round trip, and fewer allocations on the message path."
-			g.spreadNoise(ours, bare, false, 1.2, line)
 			gs = append(gs, g)
 		}
 		if latP99Name != "" {
 			r := latencyP99(*l) / latP99
 			g := ratioGoal(fmt.Sprintf("low load (%s msgs/s): p99 XADD→handler, %s ÷ the sooner bare loop (%s)", fmtInt(o.LatencyRate), label(name), label(latP99Name)), "≤ 1", r, r <= 1)
-			ours, bare := l.over(runP99), findLatency(res.Latency, latP99Name).over(runP99)
-			line := spreadWhy("p99", ours, latP99Name, bare, fmtNanos, "", false, 1)
-			g.why = line + " The latency phase's table has each system's percentiles." + p99Why(*l, *findLatency(res.Latency, latP99Name), ours, bare)
-			g.spreadNoise(ours, bare, false, 1, line)
+			bare := findLatency(res.Latency, latP99Name)
+			g.withSpread("p99", l.over(runP99), latP99Name, bare.over(runP99), fmtNanos, "", false, 1)
+			g.why = " The latency phase's table has each system's percentiles." + p99Why(*l, *bare, g.verdict)
 			gs = append(gs, g)
 		}
 	}
@@ -164,8 +163,8 @@ func goals(res *Results) []goal {
 	if none, once := findWorkload(res.Workloads, PhaseFailures, failNone), findWorkload(res.Workloads, PhaseFailures, failOnceDelayed); none != nil && once != nil {
 		r := once.rate().Median / none.rate().Median
 		g := ratioGoal(fmt.Sprintf("failures: consume msgs/s with 1 in %d failing once, retried through S:delayed, ÷ all succeeding", o.FailEvery), "≥ 0.8", r, r >= 0.8)
+		g.withSpread(fmt.Sprintf("consume with 1 in %d failing once", o.FailEvery), once.rate(), "all-succeed run", none.rate(), fmtInt, " msgs/s", true, 0.8)
 		g.why = delayedWhy(o, *none, *once, findWorkload(res.Workloads, PhaseFailures, failOnce), 0.8)
-		g.spreadNoise(once.rate(), none.rate(), true, 0.8, delayedSpread(o, *none, *once, 0.8))
 		gs = append(gs, g)
 	}
 	if none, inPlace := findWorkload(res.Workloads, PhaseFailures, failNone), findWorkload(res.Workloads, PhaseFailures, failOnce); none != nil && inPlace != nil {
@@ -187,8 +186,8 @@ func goals(res *Results) []goal {
 	if plain, keyed := findWorkload(res.Workloads, PhaseOrder, orderNone), findWorkload(res.Workloads, PhaseOrder, orderKeys); plain != nil && keyed != nil {
 		r := keyed.rate().Median / plain.rate().Median
 		g := ratioGoal(fmt.Sprintf("order: consume msgs/s, %d partitions with %s keys in order ÷ one unordered stream", o.OrderPartitions, fmtInt(float64(o.OrderKeys))), "≥ 0.8", r, r >= 0.8)
-		g.why = orderWhy(o, *plain, *keyed, 0.8)
-		g.spreadNoise(keyed.rate(), plain.rate(), true, 0.8, orderSpread(o, *plain, *keyed, 0.8))
+		g.withSpread(fmt.Sprintf("consume over %d partitions", o.OrderPartitions), keyed.rate(), "unordered stream", plain.rate(), fmtInt, " msgs/s", true, 0.8)
+		g.why = orderWhy(o, *plain, *keyed)
 		gs = append(gs, g)
 	}
 	if p := payloadRow(res, 65536); p != nil {
@@ -204,8 +203,8 @@ func goals(res *Results) []goal {
 	if ours, pipe := findWorkload(res.Workloads, PhaseCLI, cliOurs), findWorkload(res.Workloads, PhaseCLI, cliPipe); ours != nil && pipe != nil {
 		r := ours.rate().Median / pipe.rate().Median
 		g := ratioGoal(fmt.Sprintf("producer CLI: `producer send --file` ÷ `redis-cli --pipe`, %s events", fmtInt(float64(o.CLIEvents))), "≥ 0.8", r, r >= 0.8)
+		g.withSpread("rate", ours.rate(), "`redis-cli --pipe`", pipe.rate(), fmtInt, " events/s", true, 0.8)
 		g.why = cliWhy(*ours, *pipe, res.Machine, 0.8)
-		g.spreadNoise(ours.rate(), pipe.rate(), true, 0.8, cliSpread(*ours, *pipe, 0.8))
 		gs = append(gs, g)
 	}
 	return append(gs, earlierGoals(res)...)
@@ -264,7 +263,7 @@ func renderGoals(b *strings.Builder, res *Results) {
 			targets++
 			if g.met {
 				met++
-				if g.noise != "" {
+				if g.noisy() {
 					noisy++
 				}
 			}
@@ -281,7 +280,7 @@ func renderGoals(b *strings.Builder, res *Results) {
 		switch {
 		case g.info:
 			m = "measured"
-		case g.met && g.noise != "":
+		case g.noisy():
 			m = "met, within the noise"
 		case g.met:
 			m = "met"
@@ -291,8 +290,8 @@ func renderGoals(b *strings.Builder, res *Results) {
 	if noisy > 0 {
 		fmt.Fprintf(b, "\n### Met within the noise: the runs span the target\n\n")
 		for _, g := range gs {
-			if g.met && g.noise != "" {
-				fmt.Fprintf(b, "- **%s: %s.** %s\n", g.what, g.show(g.measured), g.noise)
+			if g.noisy() {
+				fmt.Fprintf(b, "- **%s: %s.** %s\n", g.what, g.show(g.measured), g.spread)
 			}
 		}
 	}
@@ -304,7 +303,7 @@ func renderGoals(b *strings.Builder, res *Results) {
 		if g.info || g.met {
 			continue
 		}
-		why := g.why
+		why := strings.TrimSpace(g.spread + g.why) // why opens with a space, to follow spread
 		if why == "" {
 			why = "Its phase's table below has the runs; " + docsBench + " has what was measured of it before."
 		}

@@ -60,16 +60,17 @@ func spread(ours, theirs summary, high bool, target float64) (best, worst float6
 // spreadWhy says how a ratio of medians, ours ÷ other's, sits among the
 // ratios of single runs (spread): either the runs span target (this run
 // cannot tell met from not met) or every pair of runs meets it, or misses
-// it. Lower is better unless high; show writes one value, unit after it.
-func spreadWhy(what string, ours summary, other string, theirs summary, show func(float64) string, unit string, high bool, target float64) string {
+// it; and returns spread's verdict with it. Lower is better unless high;
+// show writes one value, unit after it.
+func spreadWhy(what string, ours summary, other string, theirs summary, show func(float64) string, unit string, high bool, target float64) (string, spreadVerdict) {
 	head := fmt.Sprintf("Ours' %s was %s%s, the %s's %s%s (median, min–max of the runs)", what, fmtSpread(ours, show), unit, label(other), fmtSpread(theirs, show), unit)
 	best, worst, v := spread(ours, theirs, high, target)
 	var verdict string
 	switch v {
 	case spreadUnknown:
-		return head + "."
+		return head + ".", v
 	case spreadOneRun:
-		return head + ": the runs of each side did not differ (one run each?), so this run does not measure the noise."
+		return head + ": the runs of each side did not differ (one run each?), so this run does not measure the noise.", v
 	case spreadSpans:
 		verdict = "so the runs alone span the target: this run cannot tell met from not met."
 	case spreadMeets:
@@ -77,21 +78,15 @@ func spreadWhy(what string, ours summary, other string, theirs summary, show fun
 	default:
 		verdict = "so every pair of runs misses the target: the gap is more than the noise."
 	}
-	return fmt.Sprintf("%s: ours' best run ÷ its worst = %s, ours' worst ÷ its best = %s, %s", head, fmtRatio(best), fmtRatio(worst), verdict)
+	return fmt.Sprintf("%s: ours' best run ÷ its worst = %s, ours' worst ÷ its best = %s, %s", head, fmtRatio(best), fmtRatio(worst), verdict), v
 }
 
-// consumeWhy says what a consume ratio below target is made of: how far
-// apart the runs were, and where each side's CPU went.
-func consumeWhy(ours, bare Throughput, target float64) string {
-	return consumeSpread(ours, bare, target) +
-		fmt.Sprintf(" Per message, the worker took %s µs of CPU against the loop's %s, and Redis %s µs against %s.",
-			fmtMicros(consumeCPU(ours)), fmtMicros(consumeCPU(bare)), fmtMicros(redisCPUMedian(ours.Consume)), fmtMicros(redisCPUMedian(bare.Consume))) +
+// consumeWhy says, after the runs' spread, where each side's CPU went
+// when ours consumed slower than the target.
+func consumeWhy(ours, bare Throughput) string {
+	return fmt.Sprintf(" Per message, the worker took %s µs of CPU against the loop's %s, and Redis %s µs against %s.",
+		fmtMicros(consumeCPU(ours)), fmtMicros(consumeCPU(bare)), fmtMicros(redisCPUMedian(ours.Consume)), fmtMicros(redisCPUMedian(bare.Consume))) +
 		cpuProfileWhy
-}
-
-// consumeSpread is spreadWhy of ours' consume against the bare loop's.
-func consumeSpread(ours, bare Throughput, target float64) string {
-	return spreadWhy("consume", ours.consumeRate(), bare.System, bare.consumeRate(), fmtInt, " msgs/s", true, target)
 }
 
 // delayedWhy says what a retry through S:delayed cost Redis, from its CPU
@@ -99,8 +94,7 @@ func consumeSpread(ours, bare Throughput, target float64) string {
 // in place, measured beside it, did against target.
 func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target float64) string {
 	var b strings.Builder
-	b.WriteString(delayedSpread(o, none, delayed, target) + " ")
-	b.WriteString("Each retry is written to `S:delayed` (the settle script: the copy's `ZADD` and the entry's `XACK`), moved back into the stream (the promote script: decoding the copy, its `XADD`, the `ZREM`) and read a second time.")
+	b.WriteString(" Each retry is written to `S:delayed` (the settle script: the copy's `ZADD` and the entry's `XACK`), moved back into the stream (the promote script: decoding the copy, its `XADD`, the `ZREM`) and read a second time.")
 	per := float64(o.FailEvery) // messages per failure
 	ratio := delayed.rate().Median / none.rate().Median
 	if rn, rd := redisCPUMedian(none.Runs), redisCPUMedian(delayed.Runs); rn > 0 && rd > 0 {
@@ -142,12 +136,6 @@ func delayedWhy(o Options, none, delayed Workload, inPlace *Workload, target flo
 	return b.String()
 }
 
-// delayedSpread is spreadWhy of the failures phase's goal: 1 in
-// o.FailEvery failing once through S:delayed against all succeeding.
-func delayedSpread(o Options, none, delayed Workload, target float64) string {
-	return spreadWhy(fmt.Sprintf("consume with 1 in %d failing once", o.FailEvery), delayed.rate(), "all-succeed run", none.rate(), fmtInt, " msgs/s", true, target)
-}
-
 // copyCommandsMicros is what the commands of a retry made as a copy cost
 // Redis beyond those of a message that succeeds, µs, Lua around them not
 // included: the copy's ZADD (0.8), the promotion's XADD (0.8), ZREM (0.2)
@@ -185,17 +173,11 @@ func fmtSigned(v float64) string {
 	return fmtMicros(v)
 }
 
-// orderSpread is spreadWhy of the order phase's two variants.
-func orderSpread(o Options, plain, keyed Workload, target float64) string {
-	return spreadWhy(fmt.Sprintf("consume over %d partitions", o.OrderPartitions), keyed.rate(), "unordered stream", plain.rate(), fmtInt, " msgs/s", true, target)
-}
-
 // orderWhy says what a partitioned stream's consume ratio below target is
 // made of: how far apart the runs were, each side's CPU per message, and
 // how the two take their messages.
-func orderWhy(o Options, plain, keyed Workload, target float64) string {
+func orderWhy(o Options, plain, keyed Workload) string {
 	var b strings.Builder
-	b.WriteString(orderSpread(o, plain, keyed, target))
 	fmt.Fprintf(&b, " Per message, the worker took %s µs of CPU against the unordered stream's %s", fmtMicros(cpuMedian(keyed.Runs)), fmtMicros(cpuMedian(plain.Runs)))
 	if rk, rp := redisCPUMedian(keyed.Runs), redisCPUMedian(plain.Runs); rk > 0 && rp > 0 {
 		fmt.Fprintf(&b, ", and Redis %s µs against %s", fmtMicros(rk), fmtMicros(rp))
@@ -209,11 +191,6 @@ func orderWhy(o Options, plain, keyed Workload, target float64) string {
 	return b.String()
 }
 
-// cliSpread is spreadWhy of the producer-cli phase's two variants.
-func cliSpread(ours, pipe Workload, target float64) string {
-	return spreadWhy("rate", ours.rate(), "`redis-cli --pipe`", pipe.rate(), fmtInt, " events/s", true, target)
-}
-
 // cliWhy says what a producer CLI's rate below target is made of: how far
 // apart the runs were, the CPU each side took per event, the rate the
 // producer's CPU allows on the one P it runs on (cmd/producer: GOMAXPROCS=1
@@ -221,10 +198,9 @@ func cliSpread(ours, pipe Workload, target float64) string {
 // would keep busy together; then which of those would reach the target.
 func cliWhy(ours, pipe Workload, m Machine, target float64) string {
 	var b strings.Builder
-	b.WriteString(cliSpread(ours, pipe, target))
 	co, want := cpuMedian(ours.Runs), target*pipe.rate().Median // µs per event; events/s
 	if !(co > 0) || !(want > 0) || math.IsInf(want, 0) {
-		return b.String() + " " + docsBench + " has what was measured of it before."
+		return " " + docsBench + " has what was measured of it before."
 	}
 	fmt.Fprintf(&b, " Per event the producer took %s µs of CPU", fmtMicros(co))
 	if cp := cpuMedian(pipe.Runs); cp > 0 {
@@ -283,8 +259,7 @@ func onOneP(env string) bool {
 // message than every run of the bare loop, that CPU (mostly wake-ups and
 // system calls at this rate) as the likely reason, and what would cut it;
 // when its CPU runs were not all dearer, that the CPU does not explain it.
-func p99Why(ours, bare Latency, oursP99, bareP99 summary) string {
-	_, _, v := spread(oursP99, bareP99, false, 1)
+func p99Why(ours, bare Latency, v spreadVerdict) string {
 	switch {
 	case v == spreadSpans:
 		return " Only the runs' spread is measured here, not what made the slow ones slow: a quieter machine would tell met from not met; " + docsBench + " (low load) has the ratio over earlier runs."
