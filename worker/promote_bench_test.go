@@ -120,8 +120,12 @@ var benchPayload = strings.Repeat("x", 100)
 // stay pending.
 func pendingEntries(b *testing.B, c *redis.Client, stream string, n int) []redis.XMessage {
 	ctx := context.Background()
-	c.Del(ctx, stream, wire.DelayedKey(stream))
-	c.XGroupCreateMkStream(ctx, stream, "g", "$")
+	if err := c.Del(ctx, stream, wire.DelayedKey(stream)).Err(); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.XGroupCreateMkStream(ctx, stream, "g", "$").Err(); err != nil {
+		b.Fatal(err)
+	}
 	pipe := c.Pipeline()
 	for range n {
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{wire.FieldType, "t", wire.FieldData, benchPayload}})
@@ -212,7 +216,7 @@ func BenchmarkRetryThroughDelayed(b *testing.B) {
 				b.Fatalf("promoted %d (%d dead), %v; want %d", n, dead, err, retryRound)
 			}
 			read, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{"s", ">"}, Count: retryRound}).Result()
-			if err != nil || len(read[0].Messages) != retryRound {
+			if err != nil || len(read) != 1 || len(read[0].Messages) != retryRound {
 				b.Fatalf("read %v, %v; want %d retries", read, err, retryRound)
 			}
 			ids := make([]string, 0, retryRound)
